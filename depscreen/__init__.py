@@ -1,0 +1,1 @@
+"""depscreen: streaming real-time depression screening (engine, streamer, clients, wire contract)."""

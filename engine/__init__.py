@@ -1,0 +1,1 @@
+"""Engine: media to estimates, no networking (segmenter, features, model, runtime, training)."""

@@ -1,0 +1,1 @@
+"""Feature extractors: eGeMAPS audio descriptors, facial landmarks, captions/ASR text embeddings."""

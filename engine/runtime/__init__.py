@@ -1,0 +1,1 @@
+"""Runtime: device choice, checkpoint loading and per-session model state."""

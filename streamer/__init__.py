@@ -1,0 +1,1 @@
+"""Streamer: the gRPC service, HTTP metrics and health, session lifecycle, `depscreen serve`."""
