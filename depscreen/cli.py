@@ -1,10 +1,23 @@
-"""The `depscreen` command: dispatches to the engine, streamer and client subcommands."""
+"""The `depscreen` command: one argparse tree whose subcommands live beside the code they drive."""
+from __future__ import annotations
+
+import argparse
 import sys
 
 
-def main() -> None:
-    print("depscreen: no subcommands yet", file=sys.stderr)
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands: engine (segment, train), streamer (serve, demo, bench), clients (stream)."""
+    from depscreen.clients import cli as client_cli
+    from depscreen.engine import cli as engine_cli
+    from depscreen.streamer import cli as streamer_cli
+
+    parser = argparse.ArgumentParser(prog="depscreen", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in (engine_cli, streamer_cli, client_cli):
+        module.register(subparsers)
+    return parser
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
