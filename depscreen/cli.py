@@ -1,4 +1,5 @@
 """The `depscreen` command: one argparse tree whose subcommands live beside the code they drive."""
+
 from __future__ import annotations
 
 import argparse

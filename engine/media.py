@@ -1,4 +1,5 @@
 """Media decoding and resampling with `av`: any input rate or file becomes 16 kHz mono s16 PCM."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -26,19 +27,14 @@ class PcmResampler:
     def __init__(self, sample_rate_hz: int, channels: int) -> None:
         if not MIN_INPUT_RATE <= sample_rate_hz <= MAX_INPUT_RATE:
             raise ValueError(
-                f"sample_rate_hz={sample_rate_hz} is not supported: send PCM at "
-                f"{MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz"
+                f"sample_rate_hz={sample_rate_hz} is not supported: send PCM at {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz"
             )
         if not 1 <= channels <= MAX_CHANNELS:
             raise ValueError(f"channels={channels} is not supported: send mono (1) or stereo (2) PCM")
         self.sample_rate_hz = sample_rate_hz
         self.channels = channels
         self._passthrough = sample_rate_hz == SAMPLE_RATE and channels == 1
-        self._resampler = (
-            None
-            if self._passthrough
-            else AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        )
+        self._resampler = None if self._passthrough else AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         self._pts = 0
 
     @property
@@ -103,7 +99,7 @@ def iter_video_frames(path: str | Path, fps: float) -> Iterator[tuple[int, np.nd
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue
-            ts_ms = int(round(float(frame.pts * stream.time_base) * 1000))
+            ts_ms = round(float(frame.pts * stream.time_base) * 1000)
             if ts_ms + 1e-6 < next_ms:
                 continue
             next_ms = ts_ms + 1000.0 / fps

@@ -1,0 +1,59 @@
+"""SentenceFeatures: everything the model needs about one closed sentence, and what its update reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SNR_FOR_FULL_QUALITY_DB = 30.0
+"""Speech this far above the noise floor counts as perfect audio quality; 0 dB counts as none."""
+
+
+@dataclass(frozen=True)
+class SentenceFeatures:
+    """Features of one sentence; a modality is available when it has at least one usable frame or text."""
+
+    index: int
+    start_ms: int
+    end_ms: int
+    speech_ms: int
+    """Milliseconds the segmenter judged speech inside the sentence."""
+    snr_db: float
+    audio: np.ndarray
+    """`[frames, 25]` eGeMAPS LLDs at 10 ms."""
+    video: np.ndarray
+    """`[faces, 136]` normalised landmarks of the sampled frames in which a face was found."""
+    video_frames: int
+    """Sampled video frames inside the sentence, with or without a face."""
+    text: np.ndarray | None
+    """`[392]` sentence embedding + PHQ-8 similarities, or None when there was no text."""
+    transcript: str
+    transcript_source: str
+    """"caption", "asr" or "" (no text)."""
+    text_confidence: float
+    """1 for the platform's captions; the ASR confidence otherwise."""
+
+    @property
+    def audio_quality(self) -> float:
+        """Speech level above the noise floor, scaled so that 30 dB or more is 1."""
+        return float(np.clip(self.snr_db / SNR_FOR_FULL_QUALITY_DB, 0.0, 1.0))
+
+    @property
+    def video_quality(self) -> float:
+        """Fraction of the sampled frames in which a face was found."""
+        return len(self.video) / self.video_frames if self.video_frames else 0.0
+
+    @property
+    def symptom_similarity(self) -> np.ndarray | None:
+        """The 8 PHQ-8 item similarities of the text, or None without text."""
+        return None if self.text is None else self.text[-8:]
+
+    @property
+    def available(self) -> tuple[bool, bool, bool]:
+        """Audio, video, text."""
+        return len(self.audio) > 0, len(self.video) > 0, self.text is not None
+
+    @property
+    def quality(self) -> tuple[float, float, float]:
+        return self.audio_quality, self.video_quality, self.text_confidence if self.text is not None else 0.0

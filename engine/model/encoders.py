@@ -1,0 +1,75 @@
+"""Sentence encoders: per-frame features → one vector per modality and sentence.
+
+Audio and video: 1-D CNN → bidirectional Mamba (a forward and a backward scan, summed) → masked mean
+pooling. The whole sentence is known when it closes, so looking backwards inside it is honest. Text is one
+vector per sentence already (embedding + PHQ-8 similarities) and goes through a small MLP.
+
+Padded batches give the same vectors as one sentence at a time: padding sits after the valid frames, both
+scans see only valid frames before any padding, and pooling ignores padding.
+"""
+
+from __future__ import annotations
+
+import torch
+from depscreen.engine.model.mamba import Mamba
+from torch import nn
+
+
+def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse the first `lengths[i]` frames of each sequence `[batch, length, dim]`, padding left in place."""
+    length = x.shape[1]
+    t = torch.arange(length, device=x.device).unsqueeze(0)
+    idx = torch.where(t < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - t, t)
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand_as(x))
+
+
+class BiMamba(nn.Module):
+    """A forward and a backward Mamba over the valid frames of each sequence, outputs summed, plus residual."""
+
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.forward_scan = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.backward_scan = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        backward = reverse_valid(self.backward_scan(reverse_valid(h, lengths)), lengths)
+        return x + self.forward_scan(h) + backward
+
+
+class SequenceEncoder(nn.Module):
+    """CNN + BiMamba + masked mean pooling for one frame-level modality (audio LLDs or face landmarks)."""
+
+    def __init__(
+        self, in_dim: int, d_model: int, d_state: int, d_conv: int, expand: int, layers: int, kernel: int = 5
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, d_model, kernel_size=kernel, padding=kernel // 2)
+        self.act = nn.GELU()
+        self.blocks = nn.ModuleList(BiMamba(d_model, d_state, d_conv, expand) for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`[batch, length, in_dim]` (zeros after each length) → `[batch, d_model]`; zero-length rows give 0."""
+        mask = (torch.arange(frames.shape[1], device=frames.device).unsqueeze(0) < lengths.unsqueeze(1)).to(
+            frames.dtype
+        )
+        h = self.act(self.conv((frames * mask.unsqueeze(-1)).transpose(1, 2))).transpose(1, 2)
+        h = h * mask.unsqueeze(-1)
+        for block in self.blocks:
+            h = block(h, lengths) * mask.unsqueeze(-1)
+        pooled = h.sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(h.dtype)
+        return self.norm(pooled) * (lengths > 0).unsqueeze(-1).to(h.dtype)
+
+
+class TextEncoder(nn.Module):
+    """MLP over the sentence embedding concatenated with its PHQ-8 item similarities."""
+
+    def __init__(self, in_dim: int, d_model: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(text))

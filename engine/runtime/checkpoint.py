@@ -1,0 +1,52 @@
+"""Checkpoints: the model's weights, sizes and feature statistics, with the facts a model card needs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from depscreen.engine.model.screening import ModelConfig, ScreeningModel
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
+DEMO_MODEL = WEIGHTS_DIR / "synthetic-demo.pt"
+"""The shipped demo checkpoint, trained by `depscreen train --synthetic` (plumbing only, not a screener)."""
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What every session is told about the model that scores it."""
+
+    model_id: str
+    trained_on: str
+    intended_use: str = "Screening aid for clinicians; not a diagnosis."
+    model_card_url: str = ""
+
+
+def save_checkpoint(path: str | Path, model: ScreeningModel, facts: ModelFacts) -> None:
+    """Write weights, config and facts to one file."""
+    torch.save(
+        {
+            "format_version": FORMAT_VERSION,
+            "config": model.config.to_dict(),
+            "facts": asdict(facts),
+            "state_dict": model.state_dict(),
+        },
+        Path(path),
+    )
+
+
+def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tuple[ScreeningModel, ModelFacts]:
+    """Load a checkpoint written by `save_checkpoint` into an eval-mode model on `device`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint {path} does not exist: pass --model PATH to a .pt checkpoint")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a depscreen checkpoint (format {FORMAT_VERSION})")
+    model = ScreeningModel(ModelConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model.to(device or torch.device("cpu")), ModelFacts(**blob["facts"])

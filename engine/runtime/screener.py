@@ -1,0 +1,198 @@
+"""Screener: a loaded model on a device, turning SentenceFeatures into running Estimates per session.
+
+`step` advances one session by one sentence (what the server does live); `offline` scores a whole session
+at once with the full-scan reference. Both share the encoder and the evidence/symptom accounting, so the
+estimate after sentence k is the same either way (prefix parity).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.model.fusion import MODALITIES
+from depscreen.engine.model.kernels import kernels_for
+from depscreen.engine.model.screening import (
+    EncodedSentences,
+    ModelConfig,
+    ScreeningModel,
+    SentenceBatch,
+    SessionState,
+)
+from depscreen.engine.runtime.checkpoint import ModelFacts, load_checkpoint
+from depscreen.engine.runtime.device import choose_device
+
+EVIDENCE_TIME_CONSTANT_S = 60.0
+"""Evidence = 1 - exp(-usable speech seconds / this): 0.63 after a minute of clean speech, 0.95 after three."""
+
+SIMILARITY_FLOOR = 0.2
+"""Cosine similarity to a PHQ-8 item below which text counts as unrelated to it (all-MiniLM-L6-v2 scale)."""
+SIMILARITY_FULL = 0.6
+"""Similarity at which a sentence counts as full evidence for the item."""
+
+PHQ8_ITEM_NAMES = (
+    "anhedonia",
+    "depressed_mood",
+    "sleep",
+    "fatigue",
+    "appetite",
+    "worthlessness",
+    "concentration",
+    "psychomotor",
+)
+
+
+@dataclass(frozen=True)
+class ModalityEstimate:
+    modality: str
+    available: bool
+    quality: float
+    weight: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The running estimate after a sentence."""
+
+    probability: float
+    evidence: float
+    modalities: tuple[ModalityEstimate, ...]
+    symptoms: tuple[float, ...]
+    """One 0..1 score per PHQ-8 item, in `PHQ8_ITEM_NAMES` order."""
+
+
+@dataclass
+class SessionTrack:
+    """One session's model state plus the running evidence and symptom accounting."""
+
+    state: SessionState
+    usable_speech_s: float = 0.0
+    symptom_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(PHQ8_ITEM_NAMES)))
+    text_sentences: int = 0
+
+    def account(self, features: SentenceFeatures) -> None:
+        """Add one sentence's usable speech and symptom evidence."""
+        self.usable_speech_s += features.speech_ms / 1000.0 * features.audio_quality
+        similarity = features.symptom_similarity
+        if similarity is not None:
+            span = SIMILARITY_FULL - SIMILARITY_FLOOR
+            self.symptom_sum += np.clip((similarity - SIMILARITY_FLOOR) / span, 0.0, 1.0)
+            self.text_sentences += 1
+
+    @property
+    def evidence(self) -> float:
+        return 1.0 - math.exp(-self.usable_speech_s / EVIDENCE_TIME_CONSTANT_S)
+
+    @property
+    def symptoms(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.symptom_sum / max(self.text_sentences, 1))
+
+
+def collate(features: list[SentenceFeatures], config: ModelConfig, device: torch.device) -> SentenceBatch:
+    """Pad the sentences' frame features into one model batch."""
+    n = len(features)
+    audio_len = max(1, *(len(f.audio) for f in features))
+    video_len = max(1, *(len(f.video) for f in features))
+    audio = np.zeros((n, audio_len, config.audio_dim), dtype=np.float32)
+    video = np.zeros((n, video_len, config.video_dim), dtype=np.float32)
+    text = np.zeros((n, config.text_dim), dtype=np.float32)
+    for i, f in enumerate(features):
+        audio[i, : len(f.audio)] = f.audio
+        video[i, : len(f.video)] = f.video
+        if f.text is not None:
+            text[i] = f.text
+
+    def tensor(values: object, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+    return SentenceBatch(
+        audio=tensor(audio),
+        audio_lengths=tensor([len(f.audio) for f in features], torch.long),
+        video=tensor(video),
+        video_lengths=tensor([len(f.video) for f in features], torch.long),
+        text=tensor(text),
+        available=tensor([f.available for f in features], torch.bool),
+        quality=tensor([f.quality for f in features]),
+    )
+
+
+class Screener:
+    """A model on a device; thread-safe for concurrent sessions (inference only, state kept per session)."""
+
+    def __init__(self, model: ScreeningModel, facts: ModelFacts, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.facts = facts
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Screener:
+        torch_device = choose_device(device)
+        model, facts = load_checkpoint(path, torch_device)
+        return cls(model, facts, torch_device)
+
+    @property
+    def kernels(self) -> str:
+        return kernels_for(self.device)
+
+    def new_session(self) -> SessionTrack:
+        return SessionTrack(state=self.model.initial_state(1))
+
+    @torch.no_grad()
+    def step(self, track: SessionTrack, features: SentenceFeatures) -> Estimate:
+        """Advance one session by one sentence and return its running estimate."""
+        encoded = self.model.encode(collate([features], self.model.config, self.device))
+        output, track.state = self.model.step(encoded, track.state)
+        track.account(features)
+        return _estimate(features, track, output.probability[0], output.modality_probability[0], encoded.weights[0])
+
+    @torch.no_grad()
+    def offline(self, features: list[SentenceFeatures]) -> list[Estimate]:
+        """Score a whole session with the full-scan reference: one estimate per prefix."""
+        if not features:
+            return []
+        encoded = self.model.encode(collate(features, self.model.config, self.device))
+        session = EncodedSentences(
+            fused=encoded.fused.unsqueeze(0),
+            tokens=encoded.tokens.unsqueeze(0),
+            weights=encoded.weights.unsqueeze(0),
+            available=encoded.available.unsqueeze(0),
+        )
+        output = self.model.forward_session(session)
+        track = SessionTrack(state=self.model.initial_state(1))
+        estimates = []
+        for k, f in enumerate(features):
+            track.account(f)
+            estimates.append(
+                _estimate(f, track, output.probability[0, k], output.modality_probability[0, k], encoded.weights[k])
+            )
+        return estimates
+
+
+def _estimate(
+    features: SentenceFeatures,
+    track: SessionTrack,
+    probability: torch.Tensor,
+    modality_probability: torch.Tensor,
+    weights: torch.Tensor,
+) -> Estimate:
+    modalities = tuple(
+        ModalityEstimate(
+            modality=name,
+            available=features.available[i],
+            quality=float(features.quality[i]),
+            weight=float(weights[i]),
+            probability=float(modality_probability[i]),
+        )
+        for i, name in enumerate(MODALITIES)
+    )
+    return Estimate(
+        probability=float(probability),
+        evidence=track.evidence,
+        modalities=modalities,
+        symptoms=track.symptoms,
+    )
