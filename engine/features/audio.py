@@ -1,9 +1,9 @@
 """eGeMAPSv02 low-level descriptors (25 per 10 ms frame) of 16 kHz mono int16 speech, via openSMILE."""
+
 from __future__ import annotations
 
 import numpy as np
 import opensmile
-
 from depscreen.engine.media import SAMPLE_RATE
 
 
