@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=DEFAULT_GRID, help="folder with the GRID *.mpg clips")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the mp4 to write")
     parser.add_argument("--gap", type=float, default=0.8, help="seconds of silence between clips")
-    parser.add_argument("--crf", type=int, default=30, help="H.264 constant rate factor (higher = smaller)")
+    parser.add_argument("--crf", type=int, default=23, help="H.264 constant rate factor (higher = smaller)")
     args = parser.parse_args(argv)
     clips = sorted(args.grid.glob("*.mpg"))
     if not clips:

@@ -1,0 +1,133 @@
+"""`depscreen stream FILE`: stream a media file to a screening server and show its updates live or as JSON."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from contextlib import aclosing
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.live import Live
+
+from depscreen.v1 import screening_pb2
+
+from .captions import CaptionError
+from .live import LiveState, render
+from .media import MediaError
+from .session import AudioSendLog, ScreeningClient
+
+EXIT_RPC_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `stream` subcommand."""
+    parser = subparsers.add_parser(
+        "stream",
+        help="stream a media file to a screening server",
+        description="Stream an audio or video file as a live interview and show the running estimate.",
+    )
+    parser.add_argument("file", help="media file: wav, flac, mp3, mp4, mpg (anything av can open)")
+    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the gRPC server")
+    parser.add_argument(
+        "--speed", type=_non_negative_float, default=1.0, help="1 = real time, 2 = twice as fast, 0 = no pacing"
+    )
+    parser.add_argument("--chunk-ms", type=_positive_int, default=100, help="audio chunk length in ms")
+    parser.add_argument("--captions", help="SRT or WebVTT captions to send with the audio")
+    parser.add_argument("--no-video", dest="video", action="store_false", help="send audio (and captions) only")
+    parser.add_argument("--video-fps", type=_positive_float, default=5.0, help="video frames sent per second")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per server message")
+    parser.add_argument(
+        "--token", default=os.environ.get("DEPSCREEN_TOKEN"), help="bearer token (default: $DEPSCREEN_TOKEN)"
+    )
+    parser.add_argument("--session-id", default="", help="session id to ask for (the server makes one if empty)")
+    parser.add_argument("--language", default="en", help="BCP-47 language of the speech")
+    parser.add_argument("--no-asr", dest="disable_asr", action="store_true", help="never run ASR (captions only)")
+    parser.set_defaults(func=run_stream)
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    """Run one streaming session; the exit code is 0, 1 for a gRPC error, 2 for an unusable media or
+    captions file (the live view opens with the first server message, so input errors come first)."""
+    try:
+        asyncio.run(_stream(args))
+    except grpc.aio.AioRpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return EXIT_RPC_ERROR
+    except (MediaError, CaptionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def message_json(message: screening_pb2.ServerMessage) -> str:
+    """One server message as a single JSON line (proto field names, enums by name)."""
+    return json.dumps(MessageToDict(message, preserving_proto_field_name=True))
+
+
+async def _stream(args: argparse.Namespace) -> None:
+    client = ScreeningClient(args.server, token=args.token)
+    send_log = AudioSendLog()
+    stream = client.stream_file(
+        args.file,
+        speed=args.speed,
+        chunk_ms=args.chunk_ms,
+        captions=args.captions,
+        video=args.video,
+        video_fps=args.video_fps,
+        session_id=args.session_id,
+        language=args.language,
+        disable_asr=args.disable_asr,
+        send_log=send_log,
+    )
+    async with aclosing(stream) as messages:
+        if args.json:
+            async for message in messages:
+                print(message_json(message), flush=True)
+            return
+        state = LiveState()
+        first = await anext(messages, None)
+        if first is None:
+            return
+        _apply(state, first, send_log)
+        with Live(render(state), console=Console(), auto_refresh=False) as live:
+            async for message in messages:
+                _apply(state, message, send_log)
+                live.update(render(state), refresh=True)
+
+
+def _apply(state: LiveState, message: screening_pb2.ServerMessage, send_log: AudioSendLog) -> None:
+    """Update the view state, with the round trip of a sentence update measured now."""
+    round_trip_ms = None
+    if message.WhichOneof("kind") == "sentence":
+        round_trip_ms = send_log.round_trip_ms(message.sentence.end_ms)
+    state.apply(message, round_trip_ms=round_trip_ms)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
