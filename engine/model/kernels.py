@@ -60,8 +60,9 @@ def selective_scan(
     drive = (delta * u).unsqueeze(-1) * b.unsqueeze(2)
     h = torch.zeros_like(decay[:, 0])
     states = []
-    for t in range(u.shape[1]):
-        h = decay[:, t] * h + drive[:, t]
+    # unbind, not decay[:, t]: one backward node for the whole sequence instead of a zero-filled copy per step.
+    for decay_t, drive_t in zip(decay.unbind(1), drive.unbind(1), strict=True):
+        h = decay_t * h + drive_t
         states.append(h)
     y = torch.einsum("bldn,bln->bld", torch.stack(states, dim=1), c) + d * u
     return y * F.silu(z)

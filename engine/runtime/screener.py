@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.model.fusion import MODALITIES
 from depscreen.engine.model.kernels import kernels_for
 from depscreen.engine.model.screening import (
@@ -34,18 +35,6 @@ SIMILARITY_FLOOR = 0.2
 SIMILARITY_FULL = 0.6
 """Similarity at which a sentence counts as full evidence for the item."""
 
-PHQ8_ITEM_NAMES = (
-    "anhedonia",
-    "depressed_mood",
-    "sleep",
-    "fatigue",
-    "appetite",
-    "worthlessness",
-    "concentration",
-    "psychomotor",
-)
-
-
 @dataclass(frozen=True)
 class ModalityEstimate:
     modality: str
@@ -63,7 +52,7 @@ class Estimate:
     evidence: float
     modalities: tuple[ModalityEstimate, ...]
     symptoms: tuple[float, ...]
-    """One 0..1 score per PHQ-8 item, in `PHQ8_ITEM_NAMES` order."""
+    """One 0..1 score per PHQ-8 item, in `PHQ8_ITEMS` order."""
 
 
 @dataclass
@@ -72,7 +61,7 @@ class SessionTrack:
 
     state: SessionState
     usable_speech_s: float = 0.0
-    symptom_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(PHQ8_ITEM_NAMES)))
+    symptom_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(PHQ8_ITEMS)))
     text_sentences: int = 0
 
     def account(self, features: SentenceFeatures) -> None:

@@ -1,0 +1,278 @@
+"""SessionPipeline: one interview's media in, one estimate per closed sentence out (no networking).
+
+The streamer drives one pipeline per live session and the trainer/evaluator drive the same class offline,
+so a model sees exactly the features it will see live. Calls are synchronous and CPU-bound: the server runs
+them in a worker thread, one call at a time per session, in the order the messages arrived.
+
+    push_audio ─▶ resample (decode) ─▶ Segmenter (vad) ─▶ for each closed Sentence:
+                     eGeMAPS (features_audio), landmarks of the sampled frames in its span (features_video,
+                     computed as frames arrive), captions overlapping it or ASR (asr), embedding (text_embed),
+                     one model step (model) ─▶ SentenceResult
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from depscreen.engine.features.asr import Transcriber, make_transcriber
+from depscreen.engine.features.audio import AudioFeatureExtractor
+from depscreen.engine.features.face import FaceLandmarker, decode_image
+from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.features.text import TextEmbedder
+from depscreen.engine.media import SAMPLE_RATE, PcmResampler
+from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence
+
+StageTimer = Callable[[str, float], None]
+"""Receives (stage, seconds) for every timed stage: decode, vad, features_audio, features_video, asr,
+text_embed, model."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Per-session media handling, with documented defaults."""
+
+    video_fps: float = 5.0
+    """Video frames analysed per second; frames arriving faster are skipped (counted, not decoded)."""
+    max_caption_chars: int = 2000
+    """Longest caption text accepted; longer captions are rejected as invalid input."""
+    max_pending_captions: int = 256
+    """Captions held waiting for their sentence; the oldest are dropped beyond this."""
+    segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
+
+
+class Extractors:
+    """The loaded-once feature models shared by all sessions of a process.
+
+    eGeMAPS (openSMILE) keeps per-call state, so each worker thread gets its own extractor; the text
+    embedder and Whisper serialise their calls internally.
+    """
+
+    def __init__(self, asr: str = "whisper") -> None:
+        self.text = TextEmbedder()
+        self.transcriber: Transcriber = make_transcriber(asr)
+        self._local = threading.local()
+
+    @property
+    def audio(self) -> AudioFeatureExtractor:
+        extractor = getattr(self._local, "audio", None)
+        if extractor is None:
+            extractor = self._local.audio = AudioFeatureExtractor()
+        return extractor
+
+
+@dataclass(frozen=True)
+class SentenceResult:
+    """A closed sentence's features and the running estimate after it."""
+
+    features: SentenceFeatures
+    estimate: Estimate
+    closed_at: float
+    """`time.perf_counter()` when the segmenter closed the sentence (for latency)."""
+
+
+@dataclass(frozen=True)
+class _CaptionSpan:
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+class SessionPipeline:
+    """Resampler + segmenter + per-sentence features + one model step per sentence, for one session."""
+
+    def __init__(
+        self,
+        screener: Screener,
+        extractors: Extractors,
+        *,
+        sample_rate_hz: int,
+        channels: int = 1,
+        language: str = "en",
+        use_asr: bool = True,
+        settings: PipelineSettings = PipelineSettings(),
+        on_stage: StageTimer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.language = language or "en"
+        self.use_asr = use_asr
+        self._screener = screener
+        self._extractors = extractors
+        self._resampler = PcmResampler(sample_rate_hz, channels)
+        self._segmenter = Segmenter(settings.segmenter)
+        self._landmarker = FaceLandmarker()
+        self._track = screener.new_session()
+        self._on_stage = on_stage
+        max_sentence_s = settings.segmenter.max_sentence_ms / 1000 + 1
+        self._faces: deque[tuple[int, np.ndarray | None]] = deque(maxlen=int(settings.video_fps * max_sentence_s) + 1)
+        self._captions: deque[_CaptionSpan] = deque()
+        self._next_video_ms = 0.0
+        self._last_video_ms = -1
+        self.sentences = 0
+        self.speech_ms = 0
+        self.skipped_video_frames = 0
+        self.dropped_video_frames = 0
+        self.dropped_captions = 0
+        self.last_estimate: Estimate | None = None
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self._resampler.sample_rate_hz
+
+    @property
+    def channels(self) -> int:
+        return self._resampler.channels
+
+    @property
+    def audio_seconds(self) -> float:
+        """Media time received, in seconds of the 16 kHz clock."""
+        return self._segmenter.samples_received / SAMPLE_RATE
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._on_stage:
+                self._on_stage(name, time.perf_counter() - start)
+
+    def push_audio(self, data: bytes) -> list[SentenceResult]:
+        """PCM s16le at the session's rate; returns the sentences it closed, scored."""
+        with self._stage("decode"):
+            pcm = self._resampler.push(data)
+        with self._stage("vad"):
+            closed = self._segmenter.push(pcm)
+        results = [self._score(sentence) for sentence in closed]
+        self._forget_before(self._segmenter.samples_received - self._segmenter.retained_samples)
+        return results
+
+    def _forget_before(self, sample: int) -> None:
+        """Drop frames and captions older than any sentence still to come (keeps memory bounded)."""
+        cutoff_ms = sample * 1000 // SAMPLE_RATE
+        while self._faces and self._faces[0][0] < cutoff_ms:
+            self._faces.popleft()
+        while self._captions and self._captions[0].end_ms <= cutoff_ms:
+            self._captions.popleft()
+
+    def finish(self) -> list[SentenceResult]:
+        """End of stream: drain the resampler and close the open sentence."""
+        with self._stage("decode"):
+            pcm = self._resampler.flush()
+        with self._stage("vad"):
+            closed = self._segmenter.push(pcm) + self._segmenter.flush()
+        return [self._score(sentence) for sentence in closed]
+
+    def push_video(self, timestamp_ms: int, image: bytes, fmt: str, width: int = 0, height: int = 0) -> bool:
+        """Analyse a frame if one is due at `video_fps`; returns False when it was skipped as surplus.
+
+        Raises ValueError (naming the problem) for a corrupt image or a timestamp that goes backwards; such
+        frames are counted in `dropped_video_frames`.
+        """
+        try:
+            return self._analyse_frame(timestamp_ms, image, fmt, width, height)
+        except ValueError:
+            self.dropped_video_frames += 1
+            raise
+
+    def _analyse_frame(self, timestamp_ms: int, image: bytes, fmt: str, width: int, height: int) -> bool:
+        if timestamp_ms < 0:
+            raise ValueError(f"video frame timestamp_ms={timestamp_ms} is negative")
+        if timestamp_ms < self._last_video_ms:
+            raise ValueError(
+                f"video frame timestamp_ms={timestamp_ms} is earlier than the previous frame's "
+                f"({self._last_video_ms}): send frames in time order"
+            )
+        self._last_video_ms = timestamp_ms
+        if timestamp_ms < self._next_video_ms:
+            self.skipped_video_frames += 1
+            return False
+        with self._stage("decode"):
+            rgb = decode_image(image, fmt, width, height)
+        with self._stage("features_video"):
+            landmarks = self._landmarker.landmarks(rgb)
+        self._next_video_ms = timestamp_ms + 1000.0 / self.settings.video_fps
+        self._faces.append((timestamp_ms, landmarks))
+        return True
+
+    def push_caption(self, start_ms: int, end_ms: int, text: str) -> None:
+        """Hold a caption for the sentence(s) it overlaps; an invalid one raises ValueError and is counted."""
+        try:
+            self._hold_caption(start_ms, end_ms, text)
+        except ValueError:
+            self.dropped_captions += 1
+            raise
+
+    def _hold_caption(self, start_ms: int, end_ms: int, text: str) -> None:
+        if start_ms < 0 or end_ms <= start_ms:
+            raise ValueError(f"caption span [{start_ms}, {end_ms}] ms is empty or negative")
+        if len(text) > self.settings.max_caption_chars:
+            raise ValueError(f"caption of {len(text)} characters exceeds {self.settings.max_caption_chars}")
+        if not text.strip():
+            raise ValueError("caption text is empty")
+        if len(self._captions) >= self.settings.max_pending_captions:
+            self._captions.popleft()
+            self.dropped_captions += 1
+        self._captions.append(_CaptionSpan(start_ms, end_ms, " ".join(text.split())))
+
+    def _take_faces(self, sentence: Sentence) -> tuple[np.ndarray, int]:
+        while self._faces and self._faces[0][0] < sentence.start_ms:
+            self._faces.popleft()
+        frames = [landmarks for ts, landmarks in self._faces if ts <= sentence.end_ms]
+        while self._faces and self._faces[0][0] <= sentence.end_ms:
+            self._faces.popleft()
+        faces = [f for f in frames if f is not None]
+        stacked = np.stack(faces) if faces else np.zeros((0, FaceLandmarker.DIM), dtype=np.float32)
+        return stacked, len(frames)
+
+    def _take_captions(self, sentence: Sentence) -> str:
+        spans = [c for c in self._captions if c.start_ms < sentence.end_ms and c.end_ms > sentence.start_ms]
+        while self._captions and self._captions[0].end_ms <= sentence.end_ms:
+            self._captions.popleft()
+        return " ".join(c.text for c in spans)
+
+    def _text(self, sentence: Sentence) -> tuple[np.ndarray | None, str, str, float]:
+        transcript, source, confidence = self._take_captions(sentence), "caption", 1.0
+        if not transcript and self.use_asr:
+            with self._stage("asr"):
+                heard = self._extractors.transcriber.transcribe(sentence.pcm, self.language)
+            transcript, source, confidence = heard.text.strip(), "asr", heard.confidence
+        if not transcript:
+            return None, "", "", 0.0
+        with self._stage("text_embed"):
+            embedding, similarity = self._extractors.text.embed([transcript])
+        return np.concatenate([embedding[0], similarity[0]]), transcript, source, confidence
+
+    def _score(self, sentence: Sentence) -> SentenceResult:
+        closed_at = time.perf_counter()
+        with self._stage("features_audio"):
+            audio = self._extractors.audio.extract(sentence.pcm)
+        video, video_frames = self._take_faces(sentence)
+        text, transcript, source, confidence = self._text(sentence)
+        features = SentenceFeatures(
+            index=sentence.index,
+            start_ms=sentence.start_ms,
+            end_ms=sentence.end_ms,
+            speech_ms=sentence.speech_ms,
+            snr_db=sentence.snr_db,
+            audio=audio,
+            video=video,
+            video_frames=video_frames,
+            text=text,
+            transcript=transcript,
+            transcript_source=source,
+            text_confidence=confidence,
+        )
+        with self._stage("model"):
+            estimate = self._screener.step(self._track, features)
+        self.sentences += 1
+        self.speech_ms += sentence.speech_ms
+        self.last_estimate = estimate
+        return SentenceResult(features=features, estimate=estimate, closed_at=closed_at)
