@@ -1,0 +1,26 @@
+"""`depscreen serve`: run the gRPC + HTTP server until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from depscreen.streamer.server import serve
+from depscreen.streamer.settings import add_arguments, settings_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the screening server (gRPC + /metrics + /healthz)")
+    add_arguments(parser)
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0

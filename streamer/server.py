@@ -1,0 +1,125 @@
+"""The server: gRPC (Screening, health checking, reflection) and HTTP (/metrics, /healthz) on one event loop.
+
+Read top to bottom: load the model and feature extractors once, make the worker pool, start gRPC, start
+HTTP, mark the service SERVING; `stop()` undoes it in reverse, letting streams finish within a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import torch
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from depscreen.engine.pipeline import Extractors
+from depscreen.engine.runtime.screener import Screener
+from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.service import ScreeningService
+from depscreen.streamer.settings import ServerSettings
+from depscreen.v1 import screening_pb2, screening_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = screening_pb2.DESCRIPTOR.services_by_name["Screening"].full_name
+
+
+class Server:
+    """One depscreen server process; `await start()`, then `await stop()`."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.service: ScreeningService | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        # Sessions run in parallel on the worker threads; one torch thread each keeps them from contending.
+        torch.set_num_threads(1)
+        self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
+        loop = asyncio.get_running_loop()
+        screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
+        extractors = await loop.run_in_executor(self._executor, Extractors, s.asr)
+        self.service = ScreeningService(s, screener, extractors, self.metrics, self._executor)
+
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", 1024 * 1024),
+            ]
+        )
+        screening_pb2_grpc.add_ScreeningServicer_to_server(self.service, self._grpc)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        self.grpc_port = self._grpc.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        await self._grpc.start()
+
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        site = web.TCPSite(self._http, s.host, s.http_port)
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]
+
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %s on %s:%d (gRPC) and :%d (HTTP), model %s on %s (%s kernels)",
+            SERVICE_NAME,
+            s.host,
+            self.grpc_port,
+            self.http_port,
+            screener.facts.model_id,
+            screener.device,
+            screener.kernels,
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def wait(self) -> None:
+        assert self._grpc is not None
+        await self._grpc.wait_for_termination()
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        assert self.service is not None
+        body = {
+            "status": "ok",
+            "model_id": self.service.screener.facts.model_id,
+            "device": self.service.screener.device.type,
+            "sessions_active": self.service.active,
+        }
+        return web.Response(text=json.dumps(body), content_type="application/json")
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run a server until cancelled (Ctrl-C)."""
+    server = Server(settings)
+    await server.start()
+    try:
+        await server.wait()
+    finally:
+        await server.stop()
