@@ -7,14 +7,15 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """All subcommands: engine (segment, train), streamer (serve, demo, bench), clients (stream)."""
+    """All subcommands: engine (segment, train), streamer (serve), clients (stream), demo, bench."""
+    from depscreen import bench, demo
     from depscreen.clients import cli as client_cli
     from depscreen.engine import cli as engine_cli
     from depscreen.streamer import cli as streamer_cli
 
     parser = argparse.ArgumentParser(prog="depscreen", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (engine_cli, streamer_cli, client_cli):
+    for module in (engine_cli, streamer_cli, client_cli, demo, bench):
         module.register(subparsers)
     return parser
 
@@ -22,3 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

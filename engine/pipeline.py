@@ -30,9 +30,9 @@ from depscreen.engine.media import SAMPLE_RATE, PcmResampler
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence
 
-StageTimer = Callable[[str, float], None]
-"""Receives (stage, seconds) for every timed stage: decode, vad, features_audio, features_video, asr,
-text_embed, model."""
+StageTimer = Callable[[str, float, float], None]
+"""Receives (stage, wall seconds, CPU seconds of the calling thread) for every timed stage: decode, vad,
+features_audio, features_video, asr, text_embed, model."""
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,12 @@ class SessionPipeline:
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             if self._on_stage:
-                self._on_stage(name, time.perf_counter() - start)
+                self._on_stage(name, time.perf_counter() - start, time.thread_time() - cpu_start)
 
     def push_audio(self, data: bytes) -> list[SentenceResult]:
         """PCM s16le at the session's rate; returns the sentences it closed, scored."""

@@ -27,6 +27,12 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
+        self.stage_cpu_seconds = Counter(
+            "depscreen_stage_cpu_seconds",
+            "CPU time spent per stage (worker thread time), for per-stage CPU budgets.",
+            ["stage"],
+            registry=self.registry,
+        )
         self.sessions_active = Gauge("depscreen_sessions_active", "Sessions streaming now.", registry=self.registry)
         self.sessions_total = Counter("depscreen_sessions", "Sessions accepted.", registry=self.registry)
         self.sentences_total = Counter("depscreen_sentences", "Sentences scored.", registry=self.registry)
@@ -41,9 +47,11 @@ class Metrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+            self.stage_cpu_seconds.labels(stage=stage)
 
-    def observe_stage(self, stage: str, seconds: float) -> None:
+    def observe_stage(self, stage: str, seconds: float, cpu_seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)
+        self.stage_cpu_seconds.labels(stage=stage).inc(cpu_seconds)
 
     def exposition(self) -> bytes:
         """The text exposition format served on /metrics."""

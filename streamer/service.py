@@ -78,7 +78,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             kernels=self.screener.kernels,
         )
 
-    async def StreamSession(  # noqa: N802 (name fixed by the wire contract)
+    async def StreamSession(
         self, request_iterator: AsyncIterator[pb.ClientMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ServerMessage]:
         admitted = False
@@ -98,9 +98,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             self.metrics.sessions_total.inc()
             session_id = start.session_id or uuid.uuid4().hex
             pipeline = await self._run(self._new_pipeline, start)
-            yield pb.ServerMessage(
-                accepted=pb.SessionAccepted(session_id=session_id, model=self.model_info())
-            )
+            yield pb.ServerMessage(accepted=pb.SessionAccepted(session_id=session_id, model=self.model_info()))
             async for message in self._interview(request_iterator, pipeline):
                 yield message
         except ProtocolError as error:

@@ -1,4 +1,5 @@
 """Client library: media messages, captions, pacing, the live view, `depscreen stream` and the demo sample."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from concurrent import futures
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -17,14 +17,16 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from rich.console import Console
+
 from depscreen.clients import cli
 from depscreen.clients.captions import CaptionError, parse_captions, read_captions
 from depscreen.clients.live import LiveState, render, sparkline
 from depscreen.clients.media import BYTES_PER_MS, MediaError, MediaSource, Pacer, TimedMessage, interleave
 from depscreen.clients.session import AudioSendLog, ScreeningClient
-from rich.console import Console
+from depscreen.v1 import screening_pb2
 
-from depscreen.v1 import screening_pb2, screening_pb2_grpc
+from .conftest import FIXTURES, RunningServer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "clients" / "samples"
@@ -508,144 +510,95 @@ def test_run_stream_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 # --------------------------------------------------------------------------------------------- streaming
-# An in-process stand-in for the server checks the client's side of the wire contract: what it sends, in which
-# order, with which metadata, and that replies and errors come back while the sending goes on.
-
-
-class StandInScreening(screening_pb2_grpc.ScreeningServicer):
-    """Accepts `start`, answers one sentence per second of audio, ends with a summary after `end`."""
-
-    def __init__(self) -> None:
-        self.received: list[screening_pb2.ClientMessage] = []
-        self.metadata: dict[str, str] = {}
-
-    def StreamSession(
-        self, request_iterator: Iterator[screening_pb2.ClientMessage], context: grpc.ServicerContext
-    ) -> Iterator[screening_pb2.ServerMessage]:
-        self.metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-        first = next(request_iterator)
-        if first.WhichOneof("kind") != "start":
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be `start`")
-        self.received.append(first)
-        yield ACCEPTED
-        audio_bytes = 0
-        sentences = 0
-        for message in request_iterator:
-            self.received.append(message)
-            if message.WhichOneof("kind") == "audio":
-                audio_bytes += len(message.audio.data)
-                if audio_bytes >= (sentences + 1) * 32_000:
-                    yield _sentence(sentences, 0.5, f"sentence {sentences}")
-                    sentences += 1
-            elif message.WhichOneof("kind") == "end":
-                break
-        yield screening_pb2.ServerMessage(
-            summary=screening_pb2.SessionSummary(sentences=sentences, audio_seconds=audio_bytes / 32_000)
-        )
-
-
-@pytest.fixture
-def stand_in() -> Iterator[tuple[StandInScreening, str]]:
-    servicer = StandInScreening()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    screening_pb2_grpc.add_ScreeningServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, f"127.0.0.1:{port}"
-    server.stop(grace=None)
+# The client's side of the wire contract, against the real server on loopback (the session-wide fixture).
 
 
 def _collect(stream: AsyncIterator[screening_pb2.ServerMessage]) -> list[screening_pb2.ServerMessage]:
     async def run() -> list[screening_pb2.ServerMessage]:
         return [message async for message in stream]
 
-    return asyncio.run(asyncio.wait_for(run(), timeout=60))
+    return asyncio.run(asyncio.wait_for(run(), timeout=120))
 
 
 @needs_grid
-def test_stream_file_sends_start_media_end_with_token(
-    stand_in: tuple[StandInScreening, str], tmp_path: Path
-) -> None:
-    servicer, target = stand_in
+def test_stream_file_sends_start_captions_and_media(server: RunningServer, tmp_path: Path) -> None:
     srt = tmp_path / "grid.srt"
     srt.write_text("1\n00:00:00,500 --> 00:00:01,500\nbin blue at f two now\n")
-    client = ScreeningClient(target, token="s3cret")
+    client = ScreeningClient(server.grpc_target)
     replies = _collect(client.stream_file(GRID_CLIP, speed=0, captions=srt, session_id="s-1", language="en"))
-    assert [reply.WhichOneof("kind") for reply in replies] == ["accepted", "sentence", "sentence", "summary"]
-    assert servicer.metadata["authorization"] == "Bearer s3cret"
-    kinds = [_kind(message) for message in servicer.received]
-    assert kinds[0] == "start" and kinds[-1] == "end"
-    start = servicer.received[0].start
-    assert (start.audio.sample_rate_hz, start.audio.channels) == (16000, 1)
-    assert (start.session_id, start.language, start.disable_asr) == ("s-1", "en", False)
-    expected = [_kind(item.message) for item in _messages(GRID_CLIP, captions=read_captions(srt))]
-    assert kinds[1:-1] == expected
-    assert kinds.count("caption") == 1 and kinds.count("video") == 15
+    assert [reply.WhichOneof("kind") for reply in replies] == ["accepted", "sentence", "summary"]
+    assert replies[0].accepted.session_id == "s-1"
+    sentence = replies[1].sentence
+    assert (sentence.transcript, sentence.transcript_source) == ("bin blue at f two now", "caption")
+    assert sentence.estimate.modalities[1].available, "the clip's frames reached the server"
+    assert replies[2].summary.audio_seconds == pytest.approx(3.0, abs=0.1)
 
 
-def test_replies_arrive_while_sending_goes_on(stand_in: tuple[StandInScreening, str]) -> None:
+def test_replies_arrive_while_sending_goes_on(server: RunningServer) -> None:
     """The sender waits for the first sentence before sending `end`: a client that only read after sending
     everything would never finish."""
-    _, target = stand_in
     first_sentence = asyncio.Event()
+    pcm = b"".join(
+        item.message.audio.data for item in _messages(FIXTURES / "jfk.flac") if _kind(item.message) == "audio"
+    )
 
     async def interview() -> AsyncIterator[screening_pb2.ClientMessage]:
-        yield screening_pb2.ClientMessage(start=screening_pb2.SessionStart())
-        for _ in range(10):
-            yield screening_pb2.ClientMessage(audio=screening_pb2.AudioChunk(data=bytes(3200)))
+        yield screening_pb2.ClientMessage(
+            start=screening_pb2.SessionStart(audio=screening_pb2.AudioFormat(sample_rate_hz=16000, channels=1))
+        )
+        for offset in range(0, 4 * 32_000, 3200):
+            yield screening_pb2.ClientMessage(audio=screening_pb2.AudioChunk(data=pcm[offset : offset + 3200]))
         await first_sentence.wait()
         yield screening_pb2.ClientMessage(end=screening_pb2.SessionEnd())
 
     async def run() -> list[str]:
         kinds = []
-        async for reply in ScreeningClient(target).stream_messages(interview()):
+        async for reply in ScreeningClient(server.grpc_target).stream_messages(interview()):
             kinds.append(reply.WhichOneof("kind"))
             if kinds[-1] == "sentence":
                 first_sentence.set()
         return kinds
 
-    assert asyncio.run(asyncio.wait_for(run(), timeout=60)) == ["accepted", "sentence", "summary"]
+    kinds = asyncio.run(asyncio.wait_for(run(), timeout=120))
+    assert kinds[0] == "accepted" and kinds[1] == "sentence" and kinds[-1] == "summary"
 
 
-def test_server_errors_keep_code_and_details(stand_in: tuple[StandInScreening, str]) -> None:
-    _, target = stand_in
-
+def test_server_errors_keep_code_and_details(server: RunningServer) -> None:
     async def bad() -> AsyncIterator[screening_pb2.ClientMessage]:
         yield screening_pb2.ClientMessage(audio=screening_pb2.AudioChunk(data=bytes(320)))
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        _collect(ScreeningClient(target).stream_messages(bad()))
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert raised.value.details() == "the first message must be `start`"
+        _collect(ScreeningClient(server.grpc_target).stream_messages(bad()))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert raised.value.details().startswith("the first message must be `start`")
 
 
-def test_a_failing_message_source_is_raised_not_hidden(stand_in: tuple[StandInScreening, str]) -> None:
-    _, target = stand_in
-
+def test_a_failing_message_source_is_raised_not_hidden(server: RunningServer) -> None:
     async def broken() -> AsyncIterator[screening_pb2.ClientMessage]:
-        yield screening_pb2.ClientMessage(start=screening_pb2.SessionStart())
+        yield screening_pb2.ClientMessage(
+            start=screening_pb2.SessionStart(audio=screening_pb2.AudioFormat(sample_rate_hz=16000, channels=1))
+        )
         raise MediaError("cannot decode interview.mp4: Invalid data found when processing input")
 
     with pytest.raises(MediaError, match=r"cannot decode interview\.mp4"):
-        _collect(ScreeningClient(target).stream_messages(broken()))
+        _collect(ScreeningClient(server.grpc_target).stream_messages(broken()))
 
 
-def test_run_stream_json_lines(stand_in: tuple[StandInScreening, str], capsys: pytest.CaptureFixture[str]) -> None:
-    _, target = stand_in
-    args = _parser().parse_args(["stream", str(DEMO), "--server", target, "--speed", "0", "--json"])
+def test_run_stream_json_lines(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parser().parse_args(["stream", str(DEMO), "--server", server.grpc_target, "--speed", "0", "--json"])
     assert cli.run_stream(args) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [next(iter(record)) for record in records] == ["accepted"] + ["sentence"] * 41 + ["summary"]
-    assert records[1]["sentence"]["estimate"]["modalities"][1] == {"modality": "VIDEO"}
+    kinds = [next(iter(record)) for record in records]
+    assert kinds[0] == "accepted" and kinds[-1] == "summary" and kinds.count("sentence") >= 8
+    assert records[1]["sentence"]["estimate"]["modalities"][1]["modality"] == "VIDEO"
     assert records[-1]["summary"]["audio_seconds"] == pytest.approx(41.0, abs=0.1)
 
 
-def test_run_stream_live_view(stand_in: tuple[StandInScreening, str], capsys: pytest.CaptureFixture[str]) -> None:
-    _, target = stand_in
-    args = _parser().parse_args(["stream", str(DEMO), "--server", target, "--speed", "0", "--no-video"])
+def test_run_stream_live_view(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parser().parse_args(["stream", str(DEMO), "--server", server.grpc_target, "--speed", "0", "--no-video"])
     assert cli.run_stream(args) == 0
     out = capsys.readouterr().out
-    assert "sentence 40" in out and "done: 41 sentences" in out and "screening aid, not a diagnosis" in out
+    assert "done: " in out and "screening aid, not a diagnosis" in out and "synthetic" in out
 
 
 def test_run_stream_rpc_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -667,9 +620,9 @@ def test_demo_sample_is_a_small_interview_with_pauses() -> None:
         assert (video.codec_context.width, video.codec_context.height, video.average_rate) == (360, 288, 25)
         assert video.codec_context.name in ("h264", "mpeg4")
         assert (audio.codec_context.name, audio.sample_rate, audio.channels) == ("aac", 16000, 1)
-    pcm = np.frombuffer(
-        b"".join(item.message.audio.data for item in _messages(DEMO, video=False)), dtype="<i2"
-    ).astype(float)
+    pcm = np.frombuffer(b"".join(item.message.audio.data for item in _messages(DEMO, video=False)), dtype="<i2").astype(
+        float
+    )
     assert len(pcm) / 16_000 == pytest.approx(41.0, abs=0.05)
     for clip in range(10):
         clip_end = int((clip * 3.8 + 3.0) * 16_000)

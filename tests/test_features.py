@@ -11,6 +11,7 @@ import cv2
 import dlib
 import numpy as np
 import pytest
+
 from depscreen.engine.features.asr import NoTranscriber, WhisperTranscriber, make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.face import MAX_IMAGE_SIDE, FaceLandmarker, decode_image

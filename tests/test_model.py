@@ -122,11 +122,11 @@ def test_checkpoint_round_trip(tmp_path, model: ScreeningModel) -> None:
 
 
 def test_checkpoint_errors_name_the_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         load_checkpoint(tmp_path / "nope.pt")
     bogus = tmp_path / "bogus.pt"
     torch.save({"hello": 1}, bogus)
-    with pytest.raises(ValueError, match="bogus.pt"):
+    with pytest.raises(ValueError, match=r"bogus\.pt"):
         load_checkpoint(bogus)
 
 

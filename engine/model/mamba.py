@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from depscreen.engine.model import kernels
 from torch import nn
+
+from depscreen.engine.model import kernels
 
 
 @dataclass

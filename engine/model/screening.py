@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
+
 from depscreen.engine.model.encoders import SequenceEncoder, TextEncoder
 from depscreen.engine.model.fusion import MODALITIES, GatedFusion
 from depscreen.engine.model.mamba import Mamba, MambaState
-from torch import nn
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.model.fusion import MODALITIES
@@ -34,6 +35,7 @@ SIMILARITY_FLOOR = 0.2
 """Cosine similarity to a PHQ-8 item below which text counts as unrelated to it (all-MiniLM-L6-v2 scale)."""
 SIMILARITY_FULL = 0.6
 """Similarity at which a sentence counts as full evidence for the item."""
+
 
 @dataclass(frozen=True)
 class ModalityEstimate:

@@ -87,7 +87,7 @@ def _encode_sessions(
 def train_model(
     sessions: list[SyntheticSession],
     stats: FeatureStats,
-    config: ModelConfig = ModelConfig(),
+    config: ModelConfig | None = None,
     settings: TrainSettings = TrainSettings(),
     progress: Callable[[int, float], None] | None = None,
 ) -> ScreeningModel:
@@ -95,7 +95,7 @@ def train_model(
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    model = ScreeningModel(config)
+    model = ScreeningModel(config or ModelConfig())
     model.set_feature_stats(
         (torch.as_tensor(stats.audio_mean, dtype=torch.float32), torch.as_tensor(stats.audio_std, dtype=torch.float32)),
         (torch.as_tensor(stats.video_mean, dtype=torch.float32), torch.as_tensor(stats.video_std, dtype=torch.float32)),
@@ -110,13 +110,17 @@ def train_model(
         losses = []
         for start in range(0, len(order), settings.batch_size):
             chosen = order[start : start + settings.batch_size]
-            encoded, valid = _encode_sessions(model, [sessions[i] for i in chosen], settings.modality_dropout, generator)
+            encoded, valid = _encode_sessions(
+                model, [sessions[i] for i in chosen], settings.modality_dropout, generator
+            )
             output = model.forward_session(encoded)
             target = labels[chosen].unsqueeze(1).expand_as(output.logit)
             position = torch.cumsum(valid.float(), dim=1)
             weight = valid.float() * position / position.max()
             class_weight = torch.where(target > 0.5, positive_weight, torch.ones_like(target))
-            main = F.binary_cross_entropy_with_logits(output.logit, target, weight=weight * class_weight, reduction="sum")
+            main = F.binary_cross_entropy_with_logits(
+                output.logit, target, weight=weight * class_weight, reduction="sum"
+            )
             seen = (torch.cumsum(encoded.available.float(), dim=1) > 0) & valid.unsqueeze(-1)
             auxiliary = F.binary_cross_entropy_with_logits(
                 output.modality_logit,
@@ -129,7 +133,7 @@ def train_model(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         if progress:
             progress(epoch, float(np.mean(losses)))
     model.eval()

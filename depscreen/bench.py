@@ -1,0 +1,139 @@
+"""`depscreen bench`: model step time over a long session, server latency under real-time load, CPU per stage.
+
+Writes a markdown table (and prints it). Three parts:
+1. the session step at sentence 1, 100 and 1000 of one session (must be flat: the state is fixed-size);
+2. server-side sentence latency p50/p95 for 1 and N concurrent real-time sessions streaming the bundled real
+   interview (audio + video + Whisper ASR), from a `depscreen serve` subprocess on loopback;
+3. CPU time per second of audio for each stage, from the server's `depscreen_stage_cpu_seconds_total`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depscreen.clients.session import ScreeningClient
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL
+from depscreen.engine.runtime.screener import Screener, collate
+from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.localserver import read_counter, sample_path, start_local_server
+from depscreen.streamer.metrics import STAGES
+
+STEP_POSITIONS = (1, 100, 1000)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmark the model step, server latency and stage CPU")
+    parser.add_argument("--out", type=Path, default=Path("bench.md"), help="markdown file to write")
+    parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions for the load row")
+    parser.add_argument("--media", type=Path, default=None, help="media to stream (default: bundled sample)")
+    parser.set_defaults(func=run_bench)
+
+
+def step_times(repeats: int = 21) -> dict[int, float]:
+    """Median time of one session step (encode excluded) at the given sentence positions, in ms."""
+    torch.set_num_threads(1)
+    screener = Screener.from_checkpoint(DEMO_MODEL, "cpu")
+    model = screener.model
+    unit = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+    settings = SyntheticSettings(min_sentences=1, max_sentences=1, min_frames=100, max_frames=100)
+    features = generate_sessions(1, unit, seed=0, settings=settings)[0].sentences[0]
+    track = screener.new_session()
+    with torch.no_grad():
+        encoded = model.encode(collate([features], model.config, screener.device))
+        times: dict[int, float] = {}
+        for k in range(1, max(STEP_POSITIONS) + 1):
+            if k in STEP_POSITIONS:
+                samples = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    model.step(encoded, track.state)
+                    samples.append(time.perf_counter() - start)
+                times[k] = statistics.median(samples) * 1000
+            _, track.state = model.step(encoded, track.state)
+    return times
+
+
+async def _one_session(target: str, media: Path) -> list[float]:
+    client = ScreeningClient(target)
+    latencies = []
+    async for message in client.stream_file(media, speed=1.0):
+        if message.WhichOneof("kind") == "sentence":
+            latencies.append(message.sentence.latency_ms / 1000.0)
+    return latencies
+
+
+async def _load(target: str, media: Path, sessions: int) -> list[float]:
+    results = await asyncio.gather(*(_one_session(target, media) for _ in range(sessions)))
+    return [latency for session in results for latency in session]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    media = args.media or sample_path()
+    steps = step_times()
+    server = start_local_server("--device", "cpu", "--log-level", "WARNING")
+    try:
+        before = server.metrics()
+        single = asyncio.run(_load(server.grpc_target, media, 1))
+        after = server.metrics()
+        loaded = asyncio.run(_load(server.grpc_target, media, args.sessions))
+    finally:
+        server.stop()
+    audio_s = read_counter(after, "depscreen_audio_seconds_total") - read_counter(
+        before, "depscreen_audio_seconds_total"
+    )
+    stage_cpu = {
+        stage: (
+            read_counter(after, f'depscreen_stage_cpu_seconds_total{{stage="{stage}"}}')
+            - read_counter(before, f'depscreen_stage_cpu_seconds_total{{stage="{stage}"}}')
+        )
+        / audio_s
+        * 1000
+        for stage in STAGES
+    }
+    lines = [
+        "# depscreen bench",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, torch {torch.__version__}, CPU. Media: `{media.name}` "
+        f"({audio_s:.1f} s, real-time pace, audio + video at 5 fps + Whisper tiny.en ASR).",
+        "",
+        "## Session step (model, one session, 1 torch thread)",
+        "",
+        "| sentence | step time (ms) |",
+        "| ---: | ---: |",
+        *(f"| {k} | {t:.3f} |" for k, t in steps.items()),
+        "",
+        "## Server-side sentence latency (sentence closed → update written)",
+        "",
+        "| concurrent sessions | sentences | p50 (s) | p95 (s) | max (s) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {n} | {len(v)} | {percentile(v, 50):.3f} | {percentile(v, 95):.3f} | {max(v):.3f} |"
+            for n, v in ((1, single), (args.sessions, loaded))
+        ),
+        "",
+        "## CPU time per second of audio, by stage (one session)",
+        "",
+        "| stage | CPU ms per audio second |",
+        "| --- | ---: |",
+        *(f"| {stage} | {ms:.2f} |" for stage, ms in stage_cpu.items()),
+        f"| **total** | **{sum(stage_cpu.values()):.2f}** |",
+        "",
+    ]
+    table = "\n".join(lines)
+    args.out.write_text(table)
+    print(table)
+    return 0

@@ -1,0 +1,533 @@
+"""Streaming sentence segmenter: cuts 16 kHz mono speech into sentences as it arrives (webrtcvad + noise gate).
+
+Each frame is speech only when webrtcvad says so AND its level stands a margin above an adaptive noise floor
+(webrtcvad alone calls far-field noise speech). Inside a sentence the margin is lower (hysteresis), but a
+frame must also stay within range of the sentence's own speech level, so that breath and background in a
+pause after loud speech let the sentence close. A four-state machine turns the frame decisions into
+sentences:
+
+    QUIET     no speech in the onset window
+    STARTING  some speech in the onset window, not yet `onset_ms` of it
+    SPEAKING  inside a sentence, last frame speech
+    STOPPING  inside a sentence, a pause is running; `end_silence_ms` of it closes the sentence
+
+The stream is framed on absolute sample positions, so the sentences are bit-identical however the audio is
+chunked. Memory is bounded: only the open sentence, the pre-roll and a short window are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, fields
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import webrtcvad
+
+from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
+
+VAD_FRAME_MS = (10, 20, 30)
+"""Frame lengths webrtcvad accepts."""
+
+FULL_SCALE_POWER = 32768.0**2
+"""Mean square of a full-scale int16 signal: frame powers are divided by it to give dBFS."""
+
+ZERO_POWER = 1e-12
+"""Power floor of an all-zero frame (-120 dBFS), so that its level stays finite."""
+
+NO_SAMPLES = np.zeros(0, dtype=np.int16)
+"""The empty partial frame."""
+
+BLOCK_FRAMES = 50
+"""Frames handled per numpy pass: a pushed chunk of any size is worked through in blocks of this many."""
+
+
+class SegmenterState(Enum):
+    """Where the segmenter is between sentences (see the module docstring)."""
+
+    QUIET = "quiet"
+    STARTING = "starting"
+    SPEAKING = "speaking"
+    STOPPING = "stopping"
+
+
+IN_SENTENCE = (SegmenterState.SPEAKING, SegmenterState.STOPPING)
+
+
+@dataclass(frozen=True)
+class SegmenterSettings:
+    """Tuning of the segmenter; every duration is rounded up to whole frames."""
+
+    frame_ms: int = 20
+    """Analysis frame: 10, 20 or 30 ms (what webrtcvad accepts). 20 ms resolves word gaps at half the cost
+    of 10 ms."""
+
+    vad_aggressiveness: int = 2
+    """webrtcvad mode 0 (least aggressive) to 3. The energy gate supplies most of the precision (behind it,
+    modes 2 and 3 did equally well on read speech in real channel noise), and mode 3 alone misses more soft
+    speech."""
+
+    onset_ms: int = 100
+    """Speech (gated frames) needed within `onset_window_ms` to open a sentence: shorter clicks never open
+    one."""
+
+    onset_window_ms: int = 200
+    """Window in which `onset_ms` of speech must fall; the gaps allowed in it let a soft word start open a
+    sentence."""
+
+    end_silence_ms: int = 600
+    """A pause this long closes the sentence: longer than a gap between words (100-300 ms), as long as a
+    pause between sentences."""
+
+    min_sentence_ms: int = 250
+    """Sentences with less speech than this are dropped (coughs, clicks, noise bursts); a bare "no" still
+    passes."""
+
+    max_sentence_ms: int = 15_000
+    """A sentence reaching this length is cut at the quietest point of its last `cut_search_ms`, so that
+    features and the model keep a bounded latency and input on run-on speech."""
+
+    cut_search_ms: int = 3_000
+    """Stretch at the end of an over-long sentence in which its forced cut is placed."""
+
+    cut_pause_ms: int = 100
+    """Stretch whose mean level is compared when looking for the quietest point of a forced cut: a pause
+    between words, not a stop consonant's closure."""
+
+    pre_roll_ms: int = 200
+    """Audio kept before the first speech frame, so that soft onsets (fricatives, breath) are inside. It
+    never reaches back into the previous sentence."""
+
+    post_roll_ms: int = 200
+    """Audio kept after the last speech frame, so that trailing sounds are inside; the rest of the closing
+    pause is left out."""
+
+    onset_margin_db: float = 9.0
+    """Outside a sentence, a frame must be this far above the noise floor to count as speech."""
+
+    hold_margin_db: float = 6.0
+    """Inside a sentence, this lower margin suffices (hysteresis): soft word ends and quiet words keep the
+    sentence open."""
+
+    hold_range_db: float = 15.0
+    """Inside a sentence, a frame more than this below the mean level of the sentence's speech frames so far
+    does not hold it open either: breathing and background in a pause after loud speech (webrtcvad accepts
+    both) then let the sentence close. Soft syllables inside words sit closer than that to the mean, or
+    last far less than `end_silence_ms`."""
+
+    floor_rise_db_per_s: float = 3.0
+    """Speed at which the noise floor climbs towards louder frames. Slow enough that a 10 s phrase cannot
+    lift it far, fast enough to follow a fan switching on within seconds."""
+
+    floor_fall_db_per_s: float = 50.0
+    """Speed at which the noise floor drops towards quieter frames (never below them). Fast, so that it
+    finds the noise in the first pause, yet one unusually quiet frame only pulls it down by a frame's
+    worth (1 dB at 20 ms) instead of dragging it to the bottom."""
+
+    digital_silence_dbfs: float = -80.0
+    """Frames below this level are digital silence (muted microphone, lost packets): never speech, and left
+    out of the noise floor so that they cannot drag it down."""
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"SegmenterSettings.{field.name}={value!r} is invalid: give an int")
+            if field.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"SegmenterSettings.{field.name}={value!r} is invalid: give a number")
+        _require(self.frame_ms in VAD_FRAME_MS, "frame_ms", self.frame_ms, "webrtcvad takes 10, 20 or 30 ms")
+        _require(
+            0 <= self.vad_aggressiveness <= 3,
+            "vad_aggressiveness",
+            self.vad_aggressiveness,
+            "webrtcvad modes are 0 (least aggressive) to 3 (most)",
+        )
+        _require(self.onset_ms > 0, "onset_ms", self.onset_ms, "give a positive duration")
+        _require(
+            self.onset_window_ms >= self.onset_ms,
+            "onset_window_ms",
+            self.onset_window_ms,
+            f"the window must be at least onset_ms={self.onset_ms}",
+        )
+        _require(
+            self.end_silence_ms >= self.frame_ms,
+            "end_silence_ms",
+            self.end_silence_ms,
+            f"give at least one frame ({self.frame_ms} ms)",
+        )
+        _require(self.min_sentence_ms >= 0, "min_sentence_ms", self.min_sentence_ms, "give 0 or more")
+        _require(
+            self.cut_pause_ms >= self.frame_ms,
+            "cut_pause_ms",
+            self.cut_pause_ms,
+            f"give at least one frame ({self.frame_ms} ms)",
+        )
+        _require(
+            self.cut_search_ms >= self.cut_pause_ms,
+            "cut_search_ms",
+            self.cut_search_ms,
+            f"the search must span at least cut_pause_ms={self.cut_pause_ms}",
+        )
+        _require(
+            self.max_sentence_ms > self.cut_search_ms,
+            "max_sentence_ms",
+            self.max_sentence_ms,
+            f"must exceed cut_search_ms={self.cut_search_ms}",
+        )
+        _require(
+            self.max_sentence_ms > self.min_sentence_ms,
+            "max_sentence_ms",
+            self.max_sentence_ms,
+            f"must exceed min_sentence_ms={self.min_sentence_ms}",
+        )
+        _require(self.pre_roll_ms >= 0, "pre_roll_ms", self.pre_roll_ms, "give 0 or more")
+        _require(
+            self.onset_window_ms + self.pre_roll_ms < self.max_sentence_ms,
+            "onset_window_ms",
+            self.onset_window_ms,
+            f"onset_window_ms + pre_roll_ms must stay below max_sentence_ms={self.max_sentence_ms}",
+        )
+        _require(self.post_roll_ms >= 0, "post_roll_ms", self.post_roll_ms, "give 0 or more")
+        _require(self.hold_margin_db >= 0, "hold_margin_db", self.hold_margin_db, "give 0 dB or more")
+        _require(
+            self.onset_margin_db >= self.hold_margin_db,
+            "onset_margin_db",
+            self.onset_margin_db,
+            f"must be at least hold_margin_db={self.hold_margin_db} (the hysteresis runs that way)",
+        )
+        _require(
+            self.hold_range_db > 0,
+            "hold_range_db",
+            self.hold_range_db,
+            "give a positive range (a large one, e.g. 100, turns this check off)",
+        )
+        _require(
+            self.floor_rise_db_per_s > 0,
+            "floor_rise_db_per_s",
+            self.floor_rise_db_per_s,
+            "give a positive rate, or the floor could never follow louder noise",
+        )
+        _require(
+            self.floor_fall_db_per_s > 0,
+            "floor_fall_db_per_s",
+            self.floor_fall_db_per_s,
+            "give a positive rate, or the floor could never follow quieter noise",
+        )
+        _require(
+            self.digital_silence_dbfs < 0,
+            "digital_silence_dbfs",
+            self.digital_silence_dbfs,
+            "give a level below full scale (0 dBFS), e.g. -80",
+        )
+
+    def frames(self, duration_ms: int) -> int:
+        """Whole frames covering `duration_ms` (rounded up)."""
+        return -(-duration_ms // self.frame_ms)
+
+
+def _require(ok: bool, name: str, value: object, advice: str) -> None:
+    if not ok:
+        raise ValueError(f"SegmenterSettings.{name}={value!r} is invalid: {advice}")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One closed sentence and its audio.
+
+    Positions are on the 16 kHz clock of the samples pushed: sample indices from the first sample pushed,
+    and milliseconds = sample index * 1000 // 16000.
+    """
+
+    index: int
+    """0-based, in order of closing (which is also the order in time)."""
+    start_ms: int
+    end_ms: int
+    start_sample: int
+    end_sample: int
+    pcm: np.ndarray
+    """int16, 16 kHz mono: exactly samples [start_sample, end_sample) of the stream."""
+    speech_ms: int
+    """Milliseconds of frames judged speech inside the sentence."""
+    snr_db: float
+    """Mean power of the speech frames over the noise floor under them, in dB (an audio quality signal)."""
+
+    @property
+    def duration_ms(self) -> int:
+        """end_ms - start_ms."""
+        return self.end_ms - self.start_ms
+
+
+class NoiseFloor:
+    """Background level in dBFS, following frame levels slowly upwards and quickly downwards."""
+
+    def __init__(self, rise_db_per_frame: float, fall_db_per_frame: float) -> None:
+        self.rise_db_per_frame = rise_db_per_frame
+        self.fall_db_per_frame = fall_db_per_frame
+        self.dbfs: float | None = None
+        """None until the first frame above digital silence, which then sets it."""
+
+    def follow(self, frame_dbfs: float) -> float:
+        """Move towards one frame's level, never past it, at the limited speed; return the new floor."""
+        floor = self.dbfs
+        if floor is None:
+            floor = frame_dbfs
+        elif frame_dbfs > floor:
+            floor = min(frame_dbfs, floor + self.rise_db_per_frame)
+        else:
+            floor = max(frame_dbfs, floor - self.fall_db_per_frame)
+        self.dbfs = floor
+        return floor
+
+
+class Segmenter:
+    """Push 16 kHz mono int16 audio of any chunk size; get back the sentences that closed."""
+
+    def __init__(self, settings: SegmenterSettings = SegmenterSettings()) -> None:
+        self.settings = settings
+        self._frame_len = SAMPLE_RATE * settings.frame_ms // 1000
+        self._onset_frames = settings.frames(settings.onset_ms)
+        self._onset_window = settings.frames(settings.onset_window_ms)
+        self._end_silence_frames = settings.frames(settings.end_silence_ms)
+        self._min_speech_frames = settings.frames(settings.min_sentence_ms)
+        self._max_frames = settings.frames(settings.max_sentence_ms)
+        self._cut_search_frames = settings.frames(settings.cut_search_ms)
+        self._cut_pause_frames = settings.frames(settings.cut_pause_ms)
+        self._pre_roll_frames = settings.frames(settings.pre_roll_ms)
+        self._post_roll_frames = settings.frames(settings.post_roll_ms)
+        self._vad = webrtcvad.Vad(settings.vad_aggressiveness)
+
+        self._power_to_fs = 1.0 / (self._frame_len * FULL_SCALE_POWER)
+
+        # History of the frames still needed (open sentence, or pre-roll + onset window), compacted in place
+        # when the audio buffer fills: audio slot i and list item i hold frame self._first_frame + i.
+        lookback = max(self._max_frames, self._onset_window + self._pre_roll_frames)
+        self._capacity = 2 * (lookback + BLOCK_FRAMES)
+        self._audio = np.zeros(self._capacity * self._frame_len, dtype=np.int16)
+        self._level_db: list[float] = []
+        self._floor_db: list[float] = []
+        self._speech: list[bool] = []
+        self._first_frame = 0
+        self._next_frame = 0
+        self._partial = NO_SAMPLES
+        self._samples_received = 0
+
+        self._state = SegmenterState.QUIET
+        self._floor = NoiseFloor(
+            settings.floor_rise_db_per_s * settings.frame_ms / 1000,
+            settings.floor_fall_db_per_s * settings.frame_ms / 1000,
+        )
+        self._onset_speech: deque[int] = deque()
+        self._sentence_start = 0
+        self._speech_level_sum = 0.0
+        self._speech_level_count = 0
+        self._last_speech = 0
+        self._silence_run = 0
+        self._earliest_start = 0
+        self._index = 0
+        self._flushed = False
+
+    @property
+    def samples_received(self) -> int:
+        """Samples pushed so far (the 16 kHz clock of the sentences)."""
+        return self._samples_received
+
+    @property
+    def noise_floor_dbfs(self) -> float | None:
+        """Current noise floor estimate, None before the first frame above digital silence."""
+        return self._floor.dbfs
+
+    @property
+    def retained_samples(self) -> int:
+        """Samples of the stream held for a sentence to come: open sentence, pre-roll, partial frame."""
+        return (self._next_frame - self._retain_from()) * self._frame_len + len(self._partial)
+
+    def push(self, pcm: np.ndarray) -> list[Sentence]:
+        """Add int16 16 kHz mono samples (any length, 0 allowed); return the sentences that closed."""
+        if self._flushed:
+            raise RuntimeError("this Segmenter was flushed at the end of its stream: create a new one")
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
+            kind = f"{pcm.dtype} array of shape {pcm.shape}" if isinstance(pcm, np.ndarray) else type(pcm)
+            raise ValueError(
+                f"push() takes a 1-D int16 numpy array of 16 kHz mono samples, got {kind}: convert the "
+                "audio with depscreen.engine.media.PcmResampler first"
+            )
+        self._samples_received += len(pcm)
+        n = self._frame_len
+        samples = np.concatenate((self._partial, pcm)) if len(self._partial) else pcm
+        whole_frames = len(samples) // n
+        closed: list[Sentence] = []
+        for first in range(0, whole_frames, BLOCK_FRAMES):
+            closed.extend(self._process_block(samples[first * n : min(whole_frames, first + BLOCK_FRAMES) * n]))
+        self._partial = samples[whole_frames * n :].copy() if len(samples) > whole_frames * n else NO_SAMPLES
+        return closed
+
+    def flush(self) -> list[Sentence]:
+        """End of stream: close the open sentence (kept if it has enough speech); a partial frame is dropped."""
+        if self._flushed:
+            return []
+        self._flushed = True
+        if self._state in IN_SENTENCE:
+            sentence = self._close(min(self._last_speech + 1 + self._post_roll_frames, self._next_frame))
+            if sentence is not None:
+                return [sentence]
+        return []
+
+    def _retain_from(self) -> int:
+        """First frame still needed: the open sentence's start, or the reach of pre-roll + onset window."""
+        if self._state in IN_SENTENCE:
+            return self._sentence_start
+        return max(0, self._next_frame - self._onset_window - self._pre_roll_frames)
+
+    def _make_room(self, frames: int) -> None:
+        """Drop the history no longer needed when the next `frames` would not fit."""
+        used = self._next_frame - self._first_frame
+        if used + frames <= self._capacity:
+            return
+        keep = self._retain_from()
+        src, count = keep - self._first_frame, self._next_frame - keep
+        n = self._frame_len
+        self._audio[: count * n] = self._audio[src * n : (src + count) * n]
+        del self._level_db[:src], self._floor_db[:src], self._speech[:src]
+        self._first_frame = keep
+
+    def _process_block(self, block: np.ndarray) -> list[Sentence]:
+        """Decide and step through up to BLOCK_FRAMES whole frames; return the sentences that closed."""
+        n = self._frame_len
+        count = len(block) // n
+        self._make_room(count)
+        slot = self._next_frame - self._first_frame
+        self._audio[slot * n : (slot + count) * n] = block
+        frames = block.astype(np.float64).reshape(count, n)
+        powers = np.vecdot(frames, frames).tolist()  # sums of integer squares below 2**53: exact, order-free
+        raw = block.tobytes()
+        frame_bytes = 2 * n
+        is_speech = self._vad.is_speech
+        closed: list[Sentence] = []
+        for i, power in enumerate(powers):
+            level = 10.0 * math.log10(max(power * self._power_to_fs, ZERO_POWER))
+            speech = self._gate(level, is_speech(raw[i * frame_bytes : (i + 1) * frame_bytes], SAMPLE_RATE, n))
+            floor = self._floor.dbfs
+            self._level_db.append(level)
+            self._floor_db.append(level if floor is None else floor)
+            self._speech.append(speech)
+            self._next_frame += 1
+            sentence = self._step(self._next_frame - 1, speech)
+            if sentence is not None:
+                closed.append(sentence)
+        return closed
+
+    def _gate(self, level: float, vad_says: bool) -> bool:
+        """Whether a frame is speech: webrtcvad says so and its level clears the noise floor by the margin of
+        the state (and, inside a sentence, stays within range of the sentence's speech level)."""
+        settings = self.settings
+        if level < settings.digital_silence_dbfs:
+            return False
+        floor = self._floor.follow(level)
+        if self._state not in IN_SENTENCE:
+            return vad_says and level >= floor + settings.onset_margin_db
+        speech_level = self._speech_level_sum / self._speech_level_count
+        return vad_says and level >= floor + settings.hold_margin_db and level >= speech_level - settings.hold_range_db
+
+    def _step(self, frame: int, speech: bool) -> Sentence | None:
+        """Advance the state machine by one frame; return a sentence if one closed on it."""
+        state = self._state
+        if state in (SegmenterState.QUIET, SegmenterState.STARTING):
+            window = self._onset_speech
+            if speech:
+                window.append(frame)
+            while window and window[0] <= frame - self._onset_window:
+                window.popleft()
+            if len(window) >= self._onset_frames:
+                self._sentence_start = max(window[0] - self._pre_roll_frames, self._earliest_start)
+                self._speech_level_sum, self._speech_level_count = self._speech_levels(self._sentence_start)
+                self._last_speech = frame
+                self._state = SegmenterState.SPEAKING
+                window.clear()
+            else:
+                self._state = SegmenterState.STARTING if window else SegmenterState.QUIET
+            return None
+        if speech:
+            self._last_speech = frame
+            self._silence_run = 0
+            self._speech_level_sum += self._level_db[frame - self._first_frame]
+            self._speech_level_count += 1
+            self._state = SegmenterState.SPEAKING
+        else:
+            self._silence_run += 1
+            self._state = SegmenterState.STOPPING
+            if self._silence_run >= self._end_silence_frames:
+                return self._close(self._last_speech + 1 + self._post_roll_frames)
+        if frame + 1 - self._sentence_start < self._max_frames:
+            return None
+        return self._cut(frame)
+
+    def _close(self, end: int) -> Sentence | None:
+        """Close the open sentence at frame `end` (exclusive) and go quiet."""
+        sentence = self._emit(self._sentence_start, end)
+        self._state = SegmenterState.QUIET
+        self._silence_run = 0
+        self._earliest_start = end
+        return sentence
+
+    def _cut(self, frame: int) -> Sentence | None:
+        """Cut a sentence that reached max length at the quietest stretch of its last part.
+
+        What follows the cut stays open as the next sentence, unless it holds no speech yet (the cut fell in
+        the pause after the last speech): then the segmenter goes quiet.
+        """
+        search_from = frame + 1 - self._cut_search_frames
+        lo, hi = search_from - self._first_frame, frame + 1 - self._first_frame
+        width = self._cut_pause_frames
+        levels = np.array(self._level_db[lo:hi])
+        stretch_means = np.convolve(levels, np.full(width, 1.0 / width), mode="valid")
+        cut = search_from + int(np.argmin(stretch_means)) + width // 2
+        if self._last_speech < cut:
+            return self._close(cut)
+        sentence = self._emit(self._sentence_start, cut)
+        self._sentence_start = cut
+        self._speech_level_sum, self._speech_level_count = self._speech_levels(cut)
+        return sentence
+
+    def _speech_levels(self, start: int) -> tuple[float, int]:
+        """Sum and count of the levels of the speech frames from `start` to now."""
+        lo = start - self._first_frame
+        levels = [level for level, speech in zip(self._level_db[lo:], self._speech[lo:], strict=True) if speech]
+        return math.fsum(levels), len(levels)
+
+    def _emit(self, start: int, end: int) -> Sentence | None:
+        """The sentence of frames [start, end), or None when it has too little speech."""
+        lo, hi = start - self._first_frame, end - self._first_frame
+        speech = np.array(self._speech[lo:hi])
+        speech_frames = int(speech.sum())
+        if speech_frames < self._min_speech_frames:
+            return None
+        speech_power = np.power(10.0, np.array(self._level_db[lo:hi])[speech] / 10.0)
+        noise_power = np.power(10.0, np.array(self._floor_db[lo:hi])[speech] / 10.0)
+        snr_db = 10.0 * math.log10(float(speech_power.mean()) / float(noise_power.mean()))
+        n = self._frame_len
+        start_sample, end_sample = start * n, end * n
+        sentence = Sentence(
+            index=self._index,
+            start_ms=start_sample * 1000 // SAMPLE_RATE,
+            end_ms=end_sample * 1000 // SAMPLE_RATE,
+            start_sample=start_sample,
+            end_sample=end_sample,
+            pcm=self._audio[lo * n : hi * n].copy(),
+            speech_ms=speech_frames * self.settings.frame_ms,
+            snr_db=round(snr_db, 2),
+        )
+        self._index += 1
+        return sentence
+
+
+def segment_pcm(pcm: np.ndarray, settings: SegmenterSettings = SegmenterSettings()) -> list[Sentence]:
+    """Sentences of a whole 16 kHz mono int16 recording (push everything, then flush)."""
+    segmenter = Segmenter(settings)
+    return segmenter.push(pcm) + segmenter.flush()
+
+
+def segment_file(path: str | Path, settings: SegmenterSettings = SegmenterSettings()) -> list[Sentence]:
+    """Sentences of any media file `av` can decode (resampled to 16 kHz mono first)."""
+    return segment_pcm(decode_audio_file(path), settings)

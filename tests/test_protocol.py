@@ -1,0 +1,261 @@
+"""The wire protocol against a real server on loopback: happy paths on real speech and every violation,
+each violation with a good interview streaming alongside that must come out unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from depscreen.clients.session import ScreeningClient
+from depscreen.localserver import read_counter
+from depscreen.v1 import screening_pb2 as pb
+
+from .conftest import FIXTURES, SAMPLE, RunningServer
+
+START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+SILENCE_100MS = pb.ClientMessage(audio=pb.AudioChunk(data=bytes(3200)))
+END = pb.ClientMessage(end=pb.SessionEnd())
+
+
+async def collect(stream: AsyncIterator[pb.ServerMessage]) -> list[pb.ServerMessage]:
+    return [message async for message in stream]
+
+
+async def messages(*items: pb.ClientMessage) -> AsyncIterator[pb.ClientMessage]:
+    for item in items:
+        yield item
+
+
+def sentences(replies: list[pb.ServerMessage]) -> list[pb.SentenceUpdate]:
+    return [m.sentence for m in replies if m.WhichOneof("kind") == "sentence"]
+
+
+def comparable(replies: list[pb.ServerMessage]) -> list[tuple]:
+    """What must not change when other streams misbehave (latency naturally does)."""
+    return [(s.index, s.start_ms, s.end_ms, s.transcript, s.estimate.SerializeToString()) for s in sentences(replies)]
+
+
+def test_happy_path_real_speech_with_asr(server: RunningServer) -> None:
+    client = ScreeningClient(server.grpc_target)
+    replies = asyncio.run(collect(client.stream_file(FIXTURES / "jfk.flac", speed=0, session_id="jfk-1")))
+    kinds = [m.WhichOneof("kind") for m in replies]
+    assert kinds[0] == "accepted" and kinds[-1] == "summary"
+    accepted = replies[0].accepted
+    assert accepted.session_id == "jfk-1"
+    assert "synthetic" in accepted.model.model_id and "synthetic" in accepted.model.trained_on
+    assert accepted.model.device == "cpu" and accepted.model.kernels == "pytorch"
+    updates = sentences(replies)
+    assert len(updates) >= 2
+    assert [u.index for u in updates] == list(range(len(updates)))
+    text = " ".join(u.transcript for u in updates).lower()
+    assert "fellow americans" in text and "country" in text
+    for update in updates:
+        assert update.transcript_source == "asr"
+        estimate = update.estimate
+        assert 0.0 <= estimate.probability <= 1.0 and 0.0 < estimate.evidence < 1.0
+        assert [m.modality for m in estimate.modalities] == [pb.AUDIO, pb.VIDEO, pb.TEXT]
+        audio, video, text_conf = estimate.modalities
+        assert audio.available and not video.available and text_conf.available
+        assert video.weight == 0.0
+        assert audio.weight + text_conf.weight == pytest.approx(1.0, abs=1e-5)
+        assert len(estimate.symptoms) == 8
+        assert update.latency_ms > 0
+    evidence = [u.estimate.evidence for u in updates]
+    assert evidence == sorted(evidence), "evidence grows with the speech heard"
+    summary = replies[-1].summary
+    assert summary.sentences == len(updates)
+    assert summary.audio_seconds == pytest.approx(11.0, abs=0.05)
+    assert summary.estimate.probability == pytest.approx(updates[-1].estimate.probability)
+
+
+def test_video_with_faces_and_captions(server: RunningServer, tmp_path) -> None:
+    captions = tmp_path / "captions.srt"
+    captions.write_text("1\n00:00:00,000 --> 00:00:03,000\nbin blue at f two now\n")
+    client = ScreeningClient(server.grpc_target)
+    replies = asyncio.run(collect(client.stream_file(SAMPLE, speed=0, captions=captions)))
+    updates = sentences(replies)
+    assert len(updates) >= 8
+    assert updates[0].transcript == "bin blue at f two now" and updates[0].transcript_source == "caption"
+    with_video = [u for u in updates if u.estimate.modalities[1].available]
+    assert len(with_video) >= 0.8 * len(updates)
+    assert all(u.estimate.modalities[1].quality > 0.5 and u.estimate.modalities[1].weight > 0 for u in with_video)
+
+
+VIOLATIONS = [
+    ("no start first", [SILENCE_100MS], grpc.StatusCode.FAILED_PRECONDITION, "first message must be `start`"),
+    ("second start", [START, SILENCE_100MS, START], grpc.StatusCode.FAILED_PRECONDITION, "second `start`"),
+    (
+        "sample rate 0",
+        [pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=0, channels=1)))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sample_rate_hz=0",
+    ),
+    (
+        "absurd sample rate",
+        [pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=10_000_000, channels=1)))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sample_rate_hz=10000000",
+    ),
+    (
+        "five channels",
+        [pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=5)))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "channels=5",
+    ),
+    (
+        "odd byte count",
+        [START, pb.ClientMessage(audio=pb.AudioChunk(data=bytes(3201)))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "3201 bytes",
+    ),
+    ("audio after end", [START, SILENCE_100MS, END, SILENCE_100MS], grpc.StatusCode.FAILED_PRECONDITION, "after `end`"),
+    (
+        "chunk too long",
+        [START, pb.ClientMessage(audio=pb.AudioChunk(data=bytes(32_000 * 6)))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "exceeds the 5000 ms limit",
+    ),
+    (
+        "oversized message",
+        [START, pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=0, image=bytes(5 * 1024 * 1024), format=pb.JPEG))],
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "larger than max",
+    ),
+    (
+        "resume token without a store",
+        [
+            pb.ClientMessage(
+                start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1), resume_token="x")
+            )
+        ],
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "resume",
+    ),
+    ("empty message", [START, pb.ClientMessage()], grpc.StatusCode.INVALID_ARGUMENT, "no field set"),
+]
+
+
+@pytest.fixture(scope="module")
+def reference_run(server: RunningServer) -> list[pb.ServerMessage]:
+    """The good interview alone, to compare against runs with bad streams alongside."""
+    client = ScreeningClient(server.grpc_target)
+    return asyncio.run(collect(client.stream_file(FIXTURES / "jfk.flac", speed=0, disable_asr=True)))
+
+
+def test_every_violation_ends_only_its_own_stream(server: RunningServer, reference_run) -> None:
+    async def violate(items: list[pb.ClientMessage]) -> grpc.aio.AioRpcError | None:
+        client = ScreeningClient(server.grpc_target)
+        try:
+            await collect(client.stream_messages(messages(*items)))
+        except grpc.aio.AioRpcError as error:
+            return error
+        return None
+
+    async def scenario() -> tuple[list[pb.ServerMessage], list[grpc.aio.AioRpcError | None]]:
+        good_client = ScreeningClient(server.grpc_target)
+        good = asyncio.ensure_future(collect(good_client.stream_file(FIXTURES / "jfk.flac", speed=4, disable_asr=True)))
+        errors = await asyncio.gather(*(violate(items) for _, items, _, _ in VIOLATIONS))
+        return await good, errors
+
+    good, errors = asyncio.run(scenario())
+    for (name, _, code, text), error in zip(VIOLATIONS, errors, strict=True):
+        assert error is not None, f"{name}: the stream should have failed"
+        assert error.code() == code, f"{name}: {error.code()} {error.details()}"
+        assert text in error.details(), f"{name}: {error.details()!r}"
+    assert comparable(good) == comparable(reference_run)
+    assert good[-1].WhichOneof("kind") == "summary"
+    metrics = server.metrics()
+    assert 'depscreen_errors_total{code="INVALID_ARGUMENT"}' in metrics
+    assert 'depscreen_errors_total{code="FAILED_PRECONDITION"}' in metrics
+
+
+def test_corrupt_frames_and_captions_are_dropped_and_counted(server: RunningServer) -> None:
+    pcm = subprocess.run(
+        [sys.executable, "-c", "import sys; from depscreen.engine.media import decode_audio_file as d;"
+         f"sys.stdout.buffer.write(d('{FIXTURES / 'jfk.flac'}').tobytes())"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    chunks = [pb.ClientMessage(audio=pb.AudioChunk(data=pcm[i : i + 3200])) for i in range(0, len(pcm), 3200)]
+    bad = [
+        pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=100, image=b"\xff\xd8garbage", format=pb.JPEG)),
+        pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=300, image=b"abc", format=pb.RGB24, width=10, height=10)),
+        pb.ClientMessage(caption=pb.Caption(start_ms=900, end_ms=100, text="backwards")),
+        pb.ClientMessage(caption=pb.Caption(start_ms=0, end_ms=100, text="x" * 10_000)),
+    ]
+    before = server.metrics()
+    client = ScreeningClient(server.grpc_target)
+    replies = asyncio.run(collect(client.stream_messages(messages(START, *bad, *chunks, END))))
+    assert replies[-1].summary.dropped_video_frames == 2
+    assert replies[-1].summary.dropped_captions == 2
+    assert len(sentences(replies)) >= 2, "the interview went on"
+    sample = 'depscreen_errors_total{code="video_frame"}'
+    assert server.counter(sample) - read_counter(before, sample) == pytest.approx(2)
+
+
+def test_health_checking_and_reflection(server: RunningServer) -> None:
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "depscreen.v1.Screening"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        reply = next(reflection.ServerReflectionInfo(iter([request]), timeout=5))
+        names = {s.name for s in reply.list_services_response.service}
+        assert "depscreen.v1.Screening" in names and "grpc.health.v1.Health" in names
+
+
+def test_metrics_and_healthz(server: RunningServer) -> None:
+    asyncio.run(
+        collect(ScreeningClient(server.grpc_target).stream_file(FIXTURES / "jfk.flac", speed=0, disable_asr=True))
+    )
+    metrics = server.metrics()
+    for name in (
+        "depscreen_sentence_latency_seconds_bucket",
+        "depscreen_sessions_active",
+        "depscreen_sentences_total",
+        "depscreen_audio_seconds_total",
+        "depscreen_stage_cpu_seconds_total",
+    ):
+        assert name in metrics, name
+    for stage in ("decode", "vad", "features_audio", "features_video", "asr", "text_embed", "model"):
+        assert f'depscreen_stage_seconds_count{{stage="{stage}"}}' in metrics
+    assert read_counter(metrics, 'depscreen_stage_seconds_count{stage="model"}') >= 2
+    assert read_counter(metrics, "depscreen_sessions_active") == 0
+    with urllib.request.urlopen(f"{server.http_url}/healthz", timeout=5) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "ok" and "synthetic" in body["model_id"]
+
+
+def test_cli_stream_json(server: RunningServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "stream", str(FIXTURES / "jfk.flac"), "--server",
+         server.grpc_target, "--speed", "0", "--json", "--no-asr"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "accepted" in lines[0] and "summary" in lines[-1]
+    first = next(line["sentence"] for line in lines if "sentence" in line)
+    assert first["estimate"]["modalities"][0]["modality"] == "AUDIO"
+    assert first["estimate"]["symptoms"][0]["item"] == "ANHEDONIA"
+    assert set(first) >= {"start_ms", "end_ms", "estimate"}
+
+
+def test_cli_stream_reports_rpc_errors(server: RunningServer, tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "stream", str(FIXTURES / "jfk.flac"), "--server",
+         "127.0.0.1:1", "--speed", "0", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: UNAVAILABLE")
