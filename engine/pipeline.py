@@ -55,9 +55,10 @@ class Extractors:
     embedder and Whisper serialise their calls internally.
     """
 
-    def __init__(self, asr: str = "whisper") -> None:
+    def __init__(self, asr: str = "whisper", parallel: int = 1) -> None:
+        """`parallel`: how many Whisper calls may run at once (one model replica each)."""
         self.text = TextEmbedder()
-        self.transcriber: Transcriber = make_transcriber(asr)
+        self.transcriber: Transcriber = make_transcriber(asr, **({"num_workers": parallel} if asr == "whisper" else {}))
         self._local = threading.local()
 
     @property

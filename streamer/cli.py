@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import sys
 
 from depscreen.streamer.server import serve
 from depscreen.streamer.settings import add_arguments, settings_from_args
@@ -18,7 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+        if not settings.model.is_file():
+            raise ValueError(f"model checkpoint {settings.model} does not exist: pass --model PATH to a .pt file")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))

@@ -49,7 +49,7 @@ class Server:
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
         loop = asyncio.get_running_loop()
         screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
-        extractors = await loop.run_in_executor(self._executor, Extractors, s.asr)
+        extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count)
         self.service = ScreeningService(s, screener, extractors, self.metrics, self._executor)
 
         self._grpc = grpc.aio.server(

@@ -1,0 +1,83 @@
+"""The engine and server commands: `depscreen segment`, `depscreen train --synthetic`, settings from env."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from depscreen.cli import build_parser
+from depscreen.engine.runtime.checkpoint import load_checkpoint
+from depscreen.streamer.settings import ServerSettings, settings_from_args
+
+from .conftest import FIXTURES
+
+
+def depscreen(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_segment_json_prints_one_object_per_sentence() -> None:
+    result = depscreen("segment", str(FIXTURES / "jfk.flac"), "--json")
+    assert result.returncode == 0, result.stderr
+    sentences = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(sentences) >= 3
+    assert [s["index"] for s in sentences] == list(range(len(sentences)))
+    ends = [0] + [s["end_ms"] for s in sentences]
+    for s, previous_end in zip(sentences, ends, strict=False):
+        assert previous_end <= s["start_ms"] < s["end_ms"] <= 11_000
+
+
+def test_segment_names_an_unreadable_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.wav"
+    bogus.write_bytes(b"not audio at all")
+    result = depscreen("segment", str(bogus))
+    assert result.returncode == 2
+    assert "bogus.wav" in result.stderr
+
+
+def test_train_synthetic_learns_the_planted_signal(tmp_path: Path) -> None:
+    result = depscreen("train", "--synthetic", "--out", str(tmp_path), "--sessions", "150", "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["test_auroc"] > 0.8, summary
+    model, facts = load_checkpoint(tmp_path / "model.pt")
+    assert "synthetic" in facts.trained_on
+    assert float(model.temperature) != 1.0, "temperature scaling was fitted"
+    assert not torch.allclose(model.audio_std, torch.ones(25)), "feature scales come from real media"
+
+
+def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPSCREEN_GRPC_PORT", "6000")
+    monkeypatch.setenv("DEPSCREEN_VIDEO_FPS", "2.5")
+    args = build_parser().parse_args(["serve", "--max-sessions", "3"])
+    settings = settings_from_args(args)
+    assert (settings.grpc_port, settings.video_fps, settings.max_sessions) == (6000, 2.5, 3)
+    assert settings.http_port == ServerSettings().http_port
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"grpc_port": 70000}, "grpc_port=70000"),
+        ({"asr": "kaldi"}, "asr='kaldi'"),
+        ({"device": "tpu"}, "device='tpu'"),
+        ({"max_sessions": 0}, "max_sessions"),
+        ({"video_fps": 100.0}, "video_fps=100.0"),
+    ],
+)
+def test_invalid_settings_say_what_is_wrong(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        ServerSettings(**changes)
+
+
+def test_serve_refuses_a_missing_model(tmp_path: Path) -> None:
+    result = depscreen("serve", "--model", str(tmp_path / "missing.pt"), "--grpc-port", "0", "--http-port", "0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: model checkpoint") and "missing.pt" in result.stderr
