@@ -16,7 +16,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.sentence_latency = Histogram(
             "depscreen_sentence_latency_seconds",
-            "Sentence closed by the segmenter until its update is written to the stream.",
+            "Sentence closed by the segmenter until its update is handed to the transport.",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

@@ -21,6 +21,7 @@ from depscreen.engine.pipeline import Extractors
 from depscreen.engine.runtime.screener import Screener
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.service import ScreeningService
+from depscreen.streamer.session import SessionHub
 from depscreen.streamer.settings import ServerSettings
 from depscreen.v1 import screening_pb2, screening_pb2_grpc
 
@@ -40,7 +41,7 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self.service: ScreeningService | None = None
+        self.hub: SessionHub | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -50,7 +51,7 @@ class Server:
         loop = asyncio.get_running_loop()
         screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
         extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count)
-        self.service = ScreeningService(s, screener, extractors, self.metrics, self._executor)
+        self.hub = SessionHub(s, screener, extractors, self.metrics, self._executor)
 
         self._grpc = grpc.aio.server(
             options=[
@@ -58,7 +59,7 @@ class Server:
                 ("grpc.max_send_message_length", 1024 * 1024),
             ]
         )
-        screening_pb2_grpc.add_ScreeningServicer_to_server(self.service, self._grpc)
+        screening_pb2_grpc.add_ScreeningServicer_to_server(ScreeningService(self.hub), self._grpc)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self._grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
@@ -103,12 +104,12 @@ class Server:
         return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        assert self.service is not None
+        assert self.hub is not None
         body = {
             "status": "ok",
-            "model_id": self.service.screener.facts.model_id,
-            "device": self.service.screener.device.type,
-            "sessions_active": self.service.active,
+            "model_id": self.hub.screener.facts.model_id,
+            "device": self.hub.screener.device.type,
+            "sessions_active": self.hub.active,
         }
         return web.Response(text=json.dumps(body), content_type="application/json")
 

@@ -1,0 +1,238 @@
+"""LiveSession: one interview, transport-agnostic: wire messages in, wire messages out, protocol enforced.
+
+The gRPC service (and any other transport) only moves messages: it opens a session through the SessionHub
+with the client's `start`, hands it every later message, and closes it. The session checks the protocol,
+runs the engine's SessionPipeline in the worker pool (one call at a time, in arrival order, off the event
+loop), and yields the server messages to send. Violations raise ProtocolError with the status to end on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
+from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
+from depscreen.engine.runtime.screener import Screener
+from depscreen.streamer.convert import estimate_message, sentence_message
+from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.settings import ServerSettings
+from depscreen.v1 import screening_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_SESSION_ID_CHARS = 128
+IMAGE_FORMATS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
+"""Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
+
+
+class ProtocolError(Exception):
+    """A client broke the protocol: the stream ends with `code` and this message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class SessionHub:
+    """What every session of a server shares: settings, model, extractors, metrics, workers, admission."""
+
+    settings: ServerSettings
+    screener: Screener
+    extractors: Extractors
+    metrics: Metrics
+    executor: Executor
+    active: int = 0
+
+    def model_info(self) -> pb.ModelInfo:
+        facts = self.screener.facts
+        return pb.ModelInfo(
+            model_id=facts.model_id,
+            trained_on=facts.trained_on,
+            intended_use=facts.intended_use,
+            model_card_url=facts.model_card_url,
+            device=self.screener.device.type,
+            kernels=self.screener.kernels,
+        )
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run CPU-bound work in the worker pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def open(self, first: pb.ClientMessage) -> LiveSession:
+        """Admit a session from its first message, or raise ProtocolError."""
+        start = check_start(first)
+        if self.active >= self.settings.max_sessions:
+            raise ProtocolError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server is at its limit of {self.settings.max_sessions} concurrent sessions: retry later",
+            )
+        self.active += 1
+        self.metrics.sessions_active.inc()
+        self.metrics.sessions_total.inc()
+        try:
+            pipeline = await self.run(self._new_pipeline, start)
+        except BaseException:
+            self.release()
+            raise
+        return LiveSession(self, start.session_id or uuid.uuid4().hex, pipeline)
+
+    def release(self) -> None:
+        self.active -= 1
+        self.metrics.sessions_active.dec()
+
+    def _new_pipeline(self, start: pb.SessionStart) -> SessionPipeline:
+        return SessionPipeline(
+            self.screener,
+            self.extractors,
+            sample_rate_hz=start.audio.sample_rate_hz,
+            channels=start.audio.channels,
+            language=start.language,
+            use_asr=self.settings.asr != "none" and not start.disable_asr,
+            settings=PipelineSettings(video_fps=self.settings.video_fps),
+            on_stage=self.metrics.observe_stage,
+        )
+
+
+def check_start(message: pb.ClientMessage) -> pb.SessionStart:
+    """The `start` message, validated; ProtocolError says what is wrong with it."""
+    kind = message.WhichOneof("kind")
+    if kind != "start":
+        raise ProtocolError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"the first message must be `start` (SessionStart with the audio format), got `{kind}`",
+        )
+    start = message.start
+    rate, channels = start.audio.sample_rate_hz, start.audio.channels
+    if not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE:
+        raise ProtocolError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"start.audio.sample_rate_hz={rate} is not supported: use {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz",
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ProtocolError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"start.audio.channels={channels} is not supported: send mono (1) or stereo (2)",
+        )
+    if len(start.session_id) > MAX_SESSION_ID_CHARS:
+        raise ProtocolError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"start.session_id has {len(start.session_id)} characters; the limit is {MAX_SESSION_ID_CHARS}",
+        )
+    if start.resume_token:
+        raise ProtocolError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "start.resume_token was given, but this server keeps no resumable sessions: start a new one",
+        )
+    return start
+
+
+class LiveSession:
+    """An admitted interview: `accepted()`, then `handle()` each message, then `close()` exactly once."""
+
+    def __init__(self, hub: SessionHub, session_id: str, pipeline: SessionPipeline) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self.pipeline = pipeline
+        self.ended = False
+        self._closed = False
+        self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
+
+    def accepted(self) -> pb.ServerMessage:
+        return pb.ServerMessage(accepted=pb.SessionAccepted(session_id=self.session_id, model=self.hub.model_info()))
+
+    async def handle(self, message: pb.ClientMessage) -> AsyncIterator[pb.ServerMessage]:
+        """Apply one client message; yields the updates it produced (a closed sentence, the summary)."""
+        kind = message.WhichOneof("kind")
+        if self.ended:
+            raise ProtocolError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"`{kind}` arrived after `end`: the session is over"
+            )
+        if kind == "start":
+            raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "a second `start` on the same stream")
+        if kind == "audio":
+            for result in await self.hub.run(self.pipeline.push_audio, self._checked_audio(message.audio.data)):
+                yield self._sentence(result)
+        elif kind == "video":
+            await self._video(message.video)
+        elif kind == "caption":
+            self._caption(message.caption)
+        elif kind == "end":
+            async for reply in self.finish():
+                yield reply
+        else:
+            raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, "empty ClientMessage (no field set)")
+
+    async def finish(self) -> AsyncIterator[pb.ServerMessage]:
+        """End of the interview (an `end` message or a transport that closed cleanly): last sentence, summary."""
+        self.ended = True
+        for result in await self.hub.run(self.pipeline.finish):
+            yield self._sentence(result)
+        p = self.pipeline
+        summary = pb.SessionSummary(
+            sentences=p.sentences,
+            audio_seconds=p.audio_seconds,
+            speech_seconds=p.speech_ms / 1000.0,
+            dropped_video_frames=p.dropped_video_frames,
+            dropped_captions=p.dropped_captions,
+        )
+        if p.last_estimate is not None:
+            summary.estimate.CopyFrom(estimate_message(p.last_estimate))
+        yield pb.ServerMessage(summary=summary)
+
+    def close(self) -> None:
+        """Free the session's admission slot (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.hub.release()
+
+    def _checked_audio(self, data: bytes) -> bytes:
+        channels = self.pipeline.channels
+        if len(data) % (2 * channels):
+            raise ProtocolError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"audio chunk of {len(data)} bytes is not whole {channels}-channel s16le samples",
+            )
+        limit_ms = self.hub.settings.max_chunk_ms
+        if len(data) * 1000 > limit_ms * self._bytes_per_second:
+            raise ProtocolError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"audio chunk of {len(data) * 1000 // self._bytes_per_second} ms exceeds the {limit_ms} ms limit: "
+                "send smaller chunks",
+            )
+        self.hub.metrics.audio_seconds_total.inc(len(data) / self._bytes_per_second)
+        return data
+
+    def _sentence(self, result: SentenceResult) -> pb.ServerMessage:
+        latency = time.perf_counter() - result.closed_at
+        self.hub.metrics.sentence_latency.observe(latency)
+        self.hub.metrics.sentences_total.inc()
+        return sentence_message(result, latency)
+
+    async def _video(self, frame: pb.VideoFrame) -> None:
+        fmt = IMAGE_FORMATS.get(frame.format, "unspecified")
+        try:
+            await self.hub.run(
+                self.pipeline.push_video, frame.timestamp_ms, frame.image, fmt, frame.width, frame.height
+            )
+        except ValueError as error:
+            self.hub.metrics.errors_total.labels(code="video_frame").inc()
+            log.info("session %s dropped a video frame: %s", self.session_id, error)
+
+    def _caption(self, caption: pb.Caption) -> None:
+        try:
+            self.pipeline.push_caption(caption.start_ms, caption.end_ms, caption.text)
+        except ValueError as error:
+            self.hub.metrics.errors_total.labels(code="caption").inc()
+            log.info("session %s dropped a caption: %s", self.session_id, error)
