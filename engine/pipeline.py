@@ -1,13 +1,15 @@
-"""SessionPipeline: one interview's media in, one estimate per closed sentence out (no networking).
+"""SessionPipeline: one interview's media in, the features of each closed sentence out (no networking).
 
 The streamer drives one pipeline per live session and the trainer/evaluator drive the same class offline,
-so a model sees exactly the features it will see live. Calls are synchronous and CPU-bound: the server runs
-them in a worker thread, one call at a time per session, in the order the messages arrived.
+so a model sees exactly the features it will see live. Scoring is not done here: the server sends the
+features through the MicroBatcher (many sessions per model step), offline code through `Screener.step`.
+Calls are synchronous and CPU-bound: the server runs them in a worker thread, one call at a time per
+session, in the order the messages arrived.
 
     push_audio ─▶ resample (decode) ─▶ Segmenter (vad) ─▶ for each closed Sentence:
                      eGeMAPS (features_audio), landmarks of the sampled frames in its span (features_video,
-                     computed as frames arrive), captions overlapping it or ASR (asr), embedding (text_embed),
-                     one model step (model) ─▶ SentenceResult
+                     computed as frames arrive), captions overlapping it or ASR (asr), embedding (text_embed)
+                     ─▶ SentenceResult(features, closed_at)
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from depscreen.engine.features.asr import Transcriber, make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.face import FaceLandmarker, decode_image
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.features.text import TextEmbedder
+from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
 from depscreen.engine.media import SAMPLE_RATE, PcmResampler
-from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence
 
 StageTimer = Callable[[str, float, float], None]
 """Receives (stage, wall seconds, CPU seconds of the calling thread) for every timed stage: decode, vad,
-features_audio, features_video, asr, text_embed, model."""
+features_audio, features_video, asr, text_embed."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ class Extractors:
     embedder and Whisper serialise their calls internally.
     """
 
-    def __init__(self, asr: str = "whisper", parallel: int = 1) -> None:
-        """`parallel`: how many Whisper calls may run at once (one model replica each)."""
-        self.text = TextEmbedder()
+    def __init__(self, asr: str = "whisper", parallel: int = 1, text_encoder: str = DEFAULT_TEXT_ENCODER) -> None:
+        """`parallel`: how many Whisper calls may run at once (one model replica each); `text_encoder`: the
+        sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`)."""
+        self.text = make_text_embedder(text_encoder)
         self.transcriber: Transcriber = make_transcriber(asr, **({"num_workers": parallel} if asr == "whisper" else {}))
         self._local = threading.local()
 
@@ -71,10 +73,9 @@ class Extractors:
 
 @dataclass(frozen=True)
 class SentenceResult:
-    """A closed sentence's features and the running estimate after it."""
+    """A closed sentence's features, ready to score."""
 
     features: SentenceFeatures
-    estimate: Estimate
     closed_at: float
     """`time.perf_counter()` when the segmenter closed the sentence (for latency)."""
 
@@ -87,11 +88,10 @@ class _CaptionSpan:
 
 
 class SessionPipeline:
-    """Resampler + segmenter + per-sentence features + one model step per sentence, for one session."""
+    """Resampler + segmenter + per-sentence features, for one session."""
 
     def __init__(
         self,
-        screener: Screener,
         extractors: Extractors,
         *,
         sample_rate_hz: int,
@@ -104,12 +104,10 @@ class SessionPipeline:
         self.settings = settings
         self.language = language or "en"
         self.use_asr = use_asr
-        self._screener = screener
         self._extractors = extractors
         self._resampler = PcmResampler(sample_rate_hz, channels)
         self._segmenter = Segmenter(settings.segmenter)
         self._landmarker = FaceLandmarker()
-        self._track = screener.new_session()
         self._on_stage = on_stage
         max_sentence_s = settings.segmenter.max_sentence_ms / 1000 + 1
         self._faces: deque[tuple[int, np.ndarray | None]] = deque(maxlen=int(settings.video_fps * max_sentence_s) + 1)
@@ -121,7 +119,6 @@ class SessionPipeline:
         self.skipped_video_frames = 0
         self.dropped_video_frames = 0
         self.dropped_captions = 0
-        self.last_estimate: Estimate | None = None
 
     @property
     def sample_rate_hz(self) -> int:
@@ -271,9 +268,6 @@ class SessionPipeline:
             transcript_source=source,
             text_confidence=confidence,
         )
-        with self._stage("model"):
-            estimate = self._screener.step(self._track, features)
         self.sentences += 1
         self.speech_ms += sentence.speech_ms
-        self.last_estimate = estimate
-        return SentenceResult(features=features, estimate=estimate, closed_at=closed_at)
+        return SentenceResult(features=features, closed_at=closed_at)

@@ -32,7 +32,7 @@ def estimate_message(estimate: Estimate) -> pb.Estimate:
     )
 
 
-def sentence_message(result: SentenceResult, latency_s: float) -> pb.ServerMessage:
+def sentence_message(result: SentenceResult, estimate: Estimate, latency_s: float) -> pb.ServerMessage:
     f = result.features
     return pb.ServerMessage(
         sentence=pb.SentenceUpdate(
@@ -41,7 +41,7 @@ def sentence_message(result: SentenceResult, latency_s: float) -> pb.ServerMessa
             end_ms=f.end_ms,
             transcript=f.transcript,
             transcript_source=f.transcript_source,
-            estimate=estimate_message(result.estimate),
+            estimate=estimate_message(estimate),
             latency_ms=latency_s * 1000.0,
         )
     )

@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGES = ("decode", "vad", "features_audio", "features_video", "asr", "text_embed", "model")
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class Metrics:
@@ -44,6 +46,33 @@ class Metrics:
         )
         self.audio_seconds_total = Counter(
             "depscreen_audio_seconds", "Seconds of audio received.", registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "depscreen_queue_depth",
+            "Work waiting: CPU tasks queued for a worker plus sentences queued for the model batcher.",
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "depscreen_batch_size", "Sentences per batched model step.", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.shed_video_frames_total = Counter(
+            "depscreen_shed_video_frames",
+            "Video frames dropped under overload (audio is never dropped).",
+            registry=self.registry,
+        )
+        self.rejected_sessions_total = Counter(
+            "depscreen_rejected_sessions",
+            "Sessions refused with RESOURCE_EXHAUSTED (at max_sessions or overloaded).",
+            registry=self.registry,
+        )
+        self.state_pool_slots_used = Gauge(
+            "depscreen_state_pool_slots_used", "Model-state slots held by sessions.", registry=self.registry
+        )
+        self.event_loop_lag = Histogram(
+            "depscreen_event_loop_lag_seconds",
+            "How late the event loop wakes a timer: time it could not serve gRPC I/O.",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)

@@ -1,4 +1,5 @@
-"""The server: gRPC (Screening, health checking, reflection) and HTTP (/metrics, /healthz) on one event loop.
+"""The server: gRPC (Screening, health checking, reflection) and HTTP (/metrics, /healthz, WHIP, the page) on
+one event loop.
 
 Read top to bottom: load the model and feature extractors once, make the worker pool, start gRPC, start
 HTTP, mark the service SERVING; `stop()` undoes it in reverse, letting streams finish within a grace period.
@@ -9,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import grpc
 import torch
@@ -18,14 +21,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from depscreen.engine.pipeline import Extractors
+from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.screener import Screener
+from depscreen.engine.runtime.state_pool import StatePool
+from depscreen.streamer import page
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.service import ScreeningService
 from depscreen.streamer.session import SessionHub
 from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.whip import WhipEndpoint
 from depscreen.v1 import screening_pb2, screening_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SERVICE_NAME = screening_pb2.DESCRIPTOR.services_by_name["Screening"].full_name
 
@@ -42,6 +51,9 @@ class Server:
         self._http: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.hub: SessionHub | None = None
+        self.whip: WhipEndpoint | None = None
+        self._batcher: MicroBatcher | None = None
+        self._lag_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -51,7 +63,17 @@ class Server:
         loop = asyncio.get_running_loop()
         screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
         extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count)
-        self.hub = SessionHub(s, screener, extractors, self.metrics, self._executor)
+        pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
+        self._batcher = MicroBatcher(
+            screener,
+            pool,
+            self._run,
+            BatcherSettings(max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, park_after_s=s.park_after_s),
+            on_batch=self._observe_batch,
+        )
+        self._batcher.start()
+        self.hub = SessionHub(s, screener, extractors, self._batcher, self.metrics, self._executor)
+        self._lag_task = loop.create_task(self._watch_event_loop_lag(), name="depscreen-loop-lag")
 
         self._grpc = grpc.aio.server(
             options=[
@@ -69,6 +91,9 @@ class Server:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        self.whip = WhipEndpoint(self.hub)
+        self.whip.add_routes(app)
+        page.add_routes(app)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         site = web.TCPSite(self._http, s.host, s.http_port)
@@ -88,9 +113,31 @@ class Server:
             screener.kernels,
         )
 
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _observe_batch(self, size: int, wall_s: float, cpu_s: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.observe_stage("model", wall_s, cpu_s)
+
+    async def _watch_event_loop_lag(self, interval_s: float = 0.25) -> None:
+        """Measure how late the loop wakes a timer: the time it was too busy to serve gRPC I/O."""
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + interval_s
+            await asyncio.sleep(interval_s)
+            self.metrics.event_loop_lag.observe(max(0.0, loop.time() - expected))
+
     async def stop(self, grace_s: float = 5.0) -> None:
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
+        if self.whip is not None:
+            await self.whip.close_all()
+        for task in (self._lag_task,):
+            if task is not None:
+                task.cancel()
+        if self._batcher is not None:
+            await self._batcher.stop()
         if self._http is not None:
             await self._http.cleanup()
         if self._executor is not None:
@@ -110,6 +157,7 @@ class Server:
             "model_id": self.hub.screener.facts.model_id,
             "device": self.hub.screener.device.type,
             "sessions_active": self.hub.active,
+            "webrtc_peers": self.whip.peers if self.whip is not None else 0,
         }
         return web.Response(text=json.dumps(body), content_type="application/json")
 

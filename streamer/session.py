@@ -3,7 +3,13 @@
 The gRPC service (and any other transport) only moves messages: it opens a session through the SessionHub
 with the client's `start`, hands it every later message, and closes it. The session checks the protocol,
 runs the engine's SessionPipeline in the worker pool (one call at a time, in arrival order, off the event
-loop), and yields the server messages to send. Violations raise ProtocolError with the status to end on.
+loop), sends each closed sentence through the MicroBatcher (one model step for many sessions), and yields
+the server messages to send. Violations raise ProtocolError with the status to end on.
+
+Overload degrades in steps, by the CPU work waiting per worker (`backlog`): above `video_sparse_backlog`
+video is sampled at half rate, above `video_drop_backlog` video frames are dropped, above `reject_backlog`
+new sessions are refused. An accepted session's audio is never dropped: a transport reads its next message
+only when the session has taken the last one, so a slow server slows its clients instead of losing audio.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import grpc
 
 from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
-from depscreen.engine.runtime.screener import Screener
+from depscreen.engine.runtime.batcher import MicroBatcher
+from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.streamer.convert import estimate_message, sentence_message
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.settings import ServerSettings
@@ -46,14 +53,16 @@ class ProtocolError(Exception):
 
 @dataclass
 class SessionHub:
-    """What every session of a server shares: settings, model, extractors, metrics, workers, admission."""
+    """What every session of a server shares: settings, model, extractors, batcher, metrics, workers."""
 
     settings: ServerSettings
     screener: Screener
     extractors: Extractors
+    batcher: MicroBatcher
     metrics: Metrics
     executor: Executor
     active: int = 0
+    in_flight: int = 0
 
     def model_info(self) -> pb.ModelInfo:
         facts = self.screener.facts
@@ -67,17 +76,35 @@ class SessionHub:
         )
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run CPU-bound work in the worker pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """Run CPU-bound work in the worker pool (counted for the backlog)."""
+        self.in_flight += 1
+        self._report_queue()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self.in_flight -= 1
+            self._report_queue()
+
+    @property
+    def backlog(self) -> float:
+        """Work waiting beyond what the workers are doing, per worker."""
+        workers = self.settings.worker_count
+        return max(0, self.in_flight - workers + self.batcher.queue_depth) / workers
+
+    def _report_queue(self) -> None:
+        self.metrics.queue_depth.set(max(0, self.in_flight - self.settings.worker_count) + self.batcher.queue_depth)
 
     async def open(self, first: pb.ClientMessage) -> LiveSession:
         """Admit a session from its first message, or raise ProtocolError."""
         start = check_start(first)
-        if self.active >= self.settings.max_sessions:
-            raise ProtocolError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server is at its limit of {self.settings.max_sessions} concurrent sessions: retry later",
+        if self.active >= self.settings.max_sessions or self.backlog > self.settings.reject_backlog:
+            self.metrics.rejected_sessions_total.inc()
+            reason = (
+                f"its limit of {self.settings.max_sessions} concurrent sessions"
+                if self.active >= self.settings.max_sessions
+                else "overloaded"
             )
+            raise ProtocolError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server is at {reason}: retry later")
         self.active += 1
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
@@ -91,10 +118,10 @@ class SessionHub:
     def release(self) -> None:
         self.active -= 1
         self.metrics.sessions_active.dec()
+        self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(self, start: pb.SessionStart) -> SessionPipeline:
         return SessionPipeline(
-            self.screener,
             self.extractors,
             sample_rate_hz=start.audio.sample_rate_hz,
             channels=start.audio.channels,
@@ -138,6 +165,13 @@ def check_start(message: pb.ClientMessage) -> pb.SessionStart:
     return start
 
 
+def shed_video(backlog: float, since_last_ms: float, settings: ServerSettings) -> bool:
+    """Whether to drop a video frame before it costs anything: under overload, half rate, then none."""
+    if backlog > settings.video_drop_backlog:
+        return True
+    return backlog > settings.video_sparse_backlog and since_last_ms < 2000.0 / settings.video_fps
+
+
 class LiveSession:
     """An admitted interview: `accepted()`, then `handle()` each message, then `close()` exactly once."""
 
@@ -145,8 +179,13 @@ class LiveSession:
         self.hub = hub
         self.session_id = session_id
         self.pipeline = pipeline
+        self.handle_ = hub.batcher.attach()
         self.ended = False
+        self.last_estimate: Estimate | None = None
+        self.shed_video_frames = 0
         self._closed = False
+        self._started = time.monotonic()
+        self._last_video_forwarded_ms = -1.0e9
         self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
 
     def accepted(self) -> pb.ServerMessage:
@@ -162,8 +201,10 @@ class LiveSession:
         if kind == "start":
             raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "a second `start` on the same stream")
         if kind == "audio":
-            for result in await self.hub.run(self.pipeline.push_audio, self._checked_audio(message.audio.data)):
-                yield self._sentence(result)
+            data = self._checked_audio(message.audio.data)
+            await self._pace()
+            for result in await self.hub.run(self.pipeline.push_audio, data):
+                yield await self._score(result)
         elif kind == "video":
             await self._video(message.video)
         elif kind == "caption":
@@ -178,24 +219,43 @@ class LiveSession:
         """End of the interview (an `end` message or a transport that closed cleanly): last sentence, summary."""
         self.ended = True
         for result in await self.hub.run(self.pipeline.finish):
-            yield self._sentence(result)
+            yield await self._score(result)
         p = self.pipeline
         summary = pb.SessionSummary(
             sentences=p.sentences,
             audio_seconds=p.audio_seconds,
             speech_seconds=p.speech_ms / 1000.0,
-            dropped_video_frames=p.dropped_video_frames,
+            dropped_video_frames=p.dropped_video_frames + self.shed_video_frames,
             dropped_captions=p.dropped_captions,
         )
-        if p.last_estimate is not None:
-            summary.estimate.CopyFrom(estimate_message(p.last_estimate))
+        if self.last_estimate is not None:
+            summary.estimate.CopyFrom(estimate_message(self.last_estimate))
         yield pb.ServerMessage(summary=summary)
 
     def close(self) -> None:
-        """Free the session's admission slot (idempotent)."""
+        """Free the session's admission and state slots (idempotent)."""
         if not self._closed:
             self._closed = True
+            self.hub.batcher.detach(self.handle_)
             self.hub.release()
+
+    async def _pace(self) -> None:
+        """Hold a client that sends faster than `max_speed` x real time (after a `burst_s` allowance)."""
+        speed = self.hub.settings.max_speed
+        if not speed:
+            return
+        ahead = self.pipeline.audio_seconds - self.hub.settings.burst_s - speed * (time.monotonic() - self._started)
+        if ahead > 0:
+            await asyncio.sleep(ahead / speed)
+
+    async def _score(self, result: SentenceResult) -> pb.ServerMessage:
+        estimate = await self.hub.batcher.step(self.handle_, result.features)
+        self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)
+        self.last_estimate = estimate
+        latency = time.perf_counter() - result.closed_at
+        self.hub.metrics.sentence_latency.observe(latency)
+        self.hub.metrics.sentences_total.inc()
+        return sentence_message(result, estimate, latency)
 
     def _checked_audio(self, data: bytes) -> bytes:
         channels = self.pipeline.channels
@@ -214,13 +274,13 @@ class LiveSession:
         self.hub.metrics.audio_seconds_total.inc(len(data) / self._bytes_per_second)
         return data
 
-    def _sentence(self, result: SentenceResult) -> pb.ServerMessage:
-        latency = time.perf_counter() - result.closed_at
-        self.hub.metrics.sentence_latency.observe(latency)
-        self.hub.metrics.sentences_total.inc()
-        return sentence_message(result, latency)
-
     async def _video(self, frame: pb.VideoFrame) -> None:
+        since_last_ms = frame.timestamp_ms - self._last_video_forwarded_ms
+        if shed_video(self.hub.backlog, since_last_ms, self.hub.settings):
+            self.shed_video_frames += 1
+            self.hub.metrics.shed_video_frames_total.inc()
+            return
+        self._last_video_forwarded_ms = frame.timestamp_ms
         fmt = IMAGE_FORMATS.get(frame.format, "unspecified")
         try:
             await self.hub.run(

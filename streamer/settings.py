@@ -34,6 +34,36 @@ class ServerSettings:
     )
     max_chunk_ms: int = field(default=5000, metadata={"help": "longest audio chunk accepted in one message (ms)"})
     video_fps: float = field(default=5.0, metadata={"help": "video frames analysed per second per session"})
+    max_batch: int = field(default=32, metadata={"help": "most sentences (of different sessions) per model step"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "longest a sentence waits for its batch to fill (ms)"})
+    park_after_s: float = field(
+        default=300.0, metadata={"help": "a session idle this long gives its model-state slot back until it speaks"}
+    )
+    stall_timeout_s: float = field(
+        default=30.0, metadata={"help": "a stream that sends nothing for this long is finished and ended"}
+    )
+    max_speed: float = field(
+        default=8.0, metadata={"help": "media accepted per session at most this many times real time (0 = no limit)"}
+    )
+    burst_s: float = field(default=30.0, metadata={"help": "media a session may send ahead of max_speed (s)"})
+    video_sparse_backlog: float = field(
+        default=1.0, metadata={"help": "CPU tasks waiting per worker above which video is sampled at half rate"}
+    )
+    video_drop_backlog: float = field(
+        default=2.0, metadata={"help": "CPU tasks waiting per worker above which video frames are dropped"}
+    )
+    reject_backlog: float = field(
+        default=4.0, metadata={"help": "CPU tasks waiting per worker above which new sessions are refused"}
+    )
+    ice_servers: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated STUN/TURN URLs for WebRTC (stun:HOST:PORT, turn:HOST:PORT?transport=udp), "
+            "used by the server's peers and advertised to WHIP clients in Link headers; empty = host candidates only"
+        },
+    )
+    turn_username: str = field(default="", metadata={"help": "username for the TURN servers in ice_servers"})
+    turn_credential: str = field(default="", metadata={"help": "password for the TURN servers in ice_servers"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
 
     def __post_init__(self) -> None:
@@ -50,10 +80,29 @@ class ServerSettings:
                 raise ValueError(f"{name} must be at least 1")
         if not 0.1 <= self.video_fps <= 30:
             raise ValueError(f"video_fps={self.video_fps} is outside 0.1-30")
+        for name in ("max_wait_ms", "park_after_s", "stall_timeout_s", "max_speed", "burst_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if not 0 <= self.video_sparse_backlog <= self.video_drop_backlog <= self.reject_backlog:
+            raise ValueError(
+                "backlog thresholds must grow: video_sparse_backlog <= video_drop_backlog <= reject_backlog"
+            )
+        for url in self.ice_url_list:
+            if url.split(":", 1)[0] not in ("stun", "stuns", "turn", "turns"):
+                raise ValueError(f"ice_servers entry {url!r} is not a stun:, stuns:, turn: or turns: URL")
+            if url.startswith("turn") and not (self.turn_username and self.turn_credential):
+                raise ValueError(f"ice_servers entry {url!r} is a TURN server: set turn_username and turn_credential")
 
     @property
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
+
+    @property
+    def ice_url_list(self) -> list[str]:
+        """`ice_servers` split into URLs."""
+        return [url.strip() for url in self.ice_servers.split(",") if url.strip()]
 
 
 def env_name(name: str) -> str:

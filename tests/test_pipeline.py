@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -10,10 +11,11 @@ import pytest
 from av.audio.resampler import AudioResampler
 
 from depscreen.clients.media import MediaSource
+from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.engine.runtime.screener import Screener
+from depscreen.engine.runtime.screener import Estimate, Screener
 
 from .conftest import FIXTURES, SAMPLE
 
@@ -41,6 +43,18 @@ def pcm_at(path: Path, rate: int, channels: int) -> bytes:
     return b"".join(parts)
 
 
+@dataclass(frozen=True)
+class Scored:
+    features: SentenceFeatures
+    estimate: Estimate
+
+
+def scored(screener: Screener, results: list[SentenceResult]) -> list[Scored]:
+    """One model step per closed sentence, in order, as the server does for one session."""
+    track = screener.new_session()
+    return [Scored(r.features, screener.step(track, r.features)) for r in results]
+
+
 def run_audio(pipeline: SessionPipeline, data: bytes, chunk_bytes: int) -> list[SentenceResult]:
     results = []
     for start in range(0, len(data), chunk_bytes):
@@ -50,7 +64,7 @@ def run_audio(pipeline: SessionPipeline, data: bytes, chunk_bytes: int) -> list[
 
 def run_media(pipeline: SessionPipeline, path: Path, chunk_ms: int) -> list[SentenceResult]:
     """Feed a media file's audio and JPEG frames in time order, as a client sends them."""
-    results = []
+    results: list[SentenceResult] = []
     with MediaSource(path) as source:
         for timed in source.messages(chunk_ms=chunk_ms):
             message = timed.message
@@ -62,7 +76,7 @@ def run_media(pipeline: SessionPipeline, path: Path, chunk_ms: int) -> list[Sent
     return results + pipeline.finish()
 
 
-def summary(results: list[SentenceResult]) -> list[tuple]:
+def summary(results: list[Scored]) -> list[tuple]:
     """Everything a client sees of the results, for exact comparison."""
     return [
         (
@@ -83,7 +97,7 @@ def test_chunking_invariance_audio(screener: Screener, extractors: Extractors, r
     data = pcm_at(FIXTURES / "jfk.flac", rate, channels)
     ten_ms = rate * channels * 2 // 100
     runs = [
-        run_audio(SessionPipeline(screener, extractors, sample_rate_hz=rate, channels=channels), data, size)
+        scored(screener, run_audio(SessionPipeline(extractors, sample_rate_hz=rate, channels=channels), data, size))
         for size in (ten_ms, 50 * ten_ms, 7 * ten_ms + 2 * channels)
     ]
     assert len(runs[0]) >= 2, "JFK's excerpt has several sentences"
@@ -92,7 +106,7 @@ def test_chunking_invariance_audio(screener: Screener, extractors: Extractors, r
 
 def test_chunking_invariance_with_video(screener: Screener, extractors: Extractors) -> None:
     runs = [
-        run_media(SessionPipeline(screener, extractors, sample_rate_hz=16_000), SAMPLE, chunk_ms)
+        scored(screener, run_media(SessionPipeline(extractors, sample_rate_hz=16_000), SAMPLE, chunk_ms))
         for chunk_ms in (10, 500)
     ]
     assert summary(runs[0]) == summary(runs[1])
@@ -103,7 +117,7 @@ def test_chunking_invariance_with_video(screener: Screener, extractors: Extracto
 
 
 def test_prefix_parity_on_real_features(screener: Screener, extractors: Extractors) -> None:
-    results = run_media(SessionPipeline(screener, extractors, sample_rate_hz=16_000), SAMPLE, 100)
+    results = scored(screener, run_media(SessionPipeline(extractors, sample_rate_hz=16_000), SAMPLE, 100))
     offline = screener.offline([r.features for r in results])
     for streamed, reference in zip(results, offline, strict=True):
         assert streamed.estimate.probability == pytest.approx(reference.probability, abs=1e-5)
@@ -115,13 +129,13 @@ def test_prefix_parity_on_real_features(screener: Screener, extractors: Extracto
 
 def test_same_input_twice_gives_the_same_output(screener: Screener, extractors: Extractors) -> None:
     data = pcm_at(FIXTURES / "jfk.flac", 16_000, 1)
-    first = run_audio(SessionPipeline(screener, extractors, sample_rate_hz=16_000), data, 3200)
-    second = run_audio(SessionPipeline(screener, extractors, sample_rate_hz=16_000), data, 3200)
+    first = scored(screener, run_audio(SessionPipeline(extractors, sample_rate_hz=16_000), data, 3200))
+    second = scored(screener, run_audio(SessionPipeline(extractors, sample_rate_hz=16_000), data, 3200))
     assert summary(first) == summary(second)
 
 
 def test_captions_become_the_transcript(screener: Screener, extractors: Extractors) -> None:
-    pipeline = SessionPipeline(screener, extractors, sample_rate_hz=16_000)
+    pipeline = SessionPipeline(extractors, sample_rate_hz=16_000)
     pcm = decode_audio_file(FIXTURES / "jfk.flac")
     pipeline.push_caption(0, 11_000, "And so, my fellow Americans, ask not what your country can do for you")
     results = run_audio(pipeline, pcm.tobytes(), 3200)
@@ -132,7 +146,7 @@ def test_captions_become_the_transcript(screener: Screener, extractors: Extracto
 
 
 def test_invalid_captions_and_frames_are_counted_not_fatal(screener: Screener, extractors: Extractors) -> None:
-    pipeline = SessionPipeline(screener, extractors, sample_rate_hz=16_000)
+    pipeline = SessionPipeline(extractors, sample_rate_hz=16_000)
     with pytest.raises(ValueError, match="empty or negative"):
         pipeline.push_caption(500, 100, "backwards")
     with pytest.raises(ValueError, match="exceeds"):
@@ -150,7 +164,7 @@ def test_invalid_captions_and_frames_are_counted_not_fatal(screener: Screener, e
 
 
 def test_frame_buffer_stays_bounded_without_sentences(screener: Screener, extractors: Extractors) -> None:
-    pipeline = SessionPipeline(screener, extractors, sample_rate_hz=16_000)
+    pipeline = SessionPipeline(extractors, sample_rate_hz=16_000)
     rgb = np.zeros((48, 64, 3), dtype=np.uint8)
     for k in range(2000):
         pipeline.push_video(k * 200, rgb.tobytes(), "rgb24", 64, 48)

@@ -58,10 +58,9 @@ class Estimate:
 
 
 @dataclass
-class SessionTrack:
-    """One session's model state plus the running evidence and symptom accounting."""
+class EvidenceAccount:
+    """A session's running evidence and symptom accounting (everything but the model state)."""
 
-    state: SessionState
     usable_speech_s: float = 0.0
     symptom_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(PHQ8_ITEMS)))
     text_sentences: int = 0
@@ -82,6 +81,14 @@ class SessionTrack:
     @property
     def symptoms(self) -> tuple[float, ...]:
         return tuple(float(s) for s in self.symptom_sum / max(self.text_sentences, 1))
+
+
+@dataclass
+class SessionTrack:
+    """One session scored on its own: its model state and its evidence account."""
+
+    state: SessionState
+    account: EvidenceAccount = field(default_factory=EvidenceAccount)
 
 
 def collate(features: list[SentenceFeatures], config: ModelConfig, device: torch.device) -> SentenceBatch:
@@ -133,13 +140,25 @@ class Screener:
     def new_session(self) -> SessionTrack:
         return SessionTrack(state=self.model.initial_state(1))
 
-    @torch.no_grad()
     def step(self, track: SessionTrack, features: SentenceFeatures) -> Estimate:
         """Advance one session by one sentence and return its running estimate."""
-        encoded = self.model.encode(collate([features], self.model.config, self.device))
-        output, track.state = self.model.step(encoded, track.state)
-        track.account(features)
-        return _estimate(features, track, output.probability[0], output.modality_probability[0], encoded.weights[0])
+        (estimate,), track.state = self.step_batch([features], [track.account], track.state)
+        return estimate
+
+    @torch.no_grad()
+    def step_batch(
+        self, features: list[SentenceFeatures], accounts: list[EvidenceAccount], state: SessionState
+    ) -> tuple[list[Estimate], SessionState]:
+        """Advance a batch of sessions (row i: one sentence of session i, whose state is row i of `state`)."""
+        encoded = self.model.encode(collate(features, self.model.config, self.device))
+        output, new_state = self.model.step(encoded, state)
+        estimates = []
+        for i, (f, account) in enumerate(zip(features, accounts, strict=True)):
+            account.account(f)
+            estimates.append(
+                _estimate(f, account, output.probability[i], output.modality_probability[i], encoded.weights[i])
+            )
+        return estimates, new_state
 
     @torch.no_grad()
     def offline(self, features: list[SentenceFeatures]) -> list[Estimate]:
@@ -154,19 +173,19 @@ class Screener:
             available=encoded.available.unsqueeze(0),
         )
         output = self.model.forward_session(session)
-        track = SessionTrack(state=self.model.initial_state(1))
+        account = EvidenceAccount()
         estimates = []
         for k, f in enumerate(features):
-            track.account(f)
+            account.account(f)
             estimates.append(
-                _estimate(f, track, output.probability[0, k], output.modality_probability[0, k], encoded.weights[k])
+                _estimate(f, account, output.probability[0, k], output.modality_probability[0, k], encoded.weights[k])
             )
         return estimates
 
 
 def _estimate(
     features: SentenceFeatures,
-    track: SessionTrack,
+    account: EvidenceAccount,
     probability: torch.Tensor,
     modality_probability: torch.Tensor,
     weights: torch.Tensor,
@@ -183,7 +202,7 @@ def _estimate(
     )
     return Estimate(
         probability=float(probability),
-        evidence=track.evidence,
+        evidence=account.evidence,
         modalities=modalities,
-        symptoms=track.symptoms,
+        symptoms=account.symptoms,
     )

@@ -1,0 +1,200 @@
+"""MicroBatcher: sentences of many sessions become one batched encode + model step over the StatePool.
+
+A batch closes when it holds `max_batch` sentences or `max_wait_ms` after its first one arrived. A session
+waits for its sentence's estimate before it can submit the next, so a batch never holds two sentences of
+one session and each session's order is kept. The batch runs in the worker pool; one batch at a time owns
+the pool. Sessions idle for `park_after_s` give their slot back (their state is kept as a CPU copy) and get
+one again, transparently, with their next sentence; when the pool is full, the least recently stepped
+session outside the batch is parked to make room, so a pool smaller than the session count still works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.model.screening import SessionState
+from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, Screener
+from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
+
+Runner = Callable[..., Awaitable[Any]]
+"""Runs a blocking function off the event loop: `await run(fn, *args)` (e.g. in a thread pool)."""
+
+
+@dataclass(frozen=True)
+class BatcherSettings:
+    """Micro-batching knobs, with their defaults."""
+
+    max_batch: int = 32
+    """Most sentences in one batched step."""
+    max_wait_ms: float = 5.0
+    """Longest a sentence waits for others to join its batch; short because each step costs ~0.3 ms."""
+    park_after_s: float = 300.0
+    """A session with no sentence for this long gives its state slot back until its next sentence."""
+
+
+@dataclass(eq=False)
+class SessionHandle:
+    """A session's place in the pool: a slot while active, a parked CPU copy of its state while idle."""
+
+    account: EvidenceAccount = field(default_factory=EvidenceAccount)
+    slot: int | None = None
+    parked: SessionState | None = None
+    last_step: float = field(default_factory=time.monotonic)
+    busy: bool = False
+
+
+@dataclass
+class _Pending:
+    handle: SessionHandle
+    features: SentenceFeatures
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Queue of sentences from all sessions; one worker loop forms and runs the batches."""
+
+    def __init__(
+        self,
+        screener: Screener,
+        pool: StatePool,
+        run: Runner,
+        settings: BatcherSettings = BatcherSettings(),
+        on_batch: Callable[[int, float, float], None] | None = None,
+    ) -> None:
+        if settings.max_batch > pool.capacity:
+            raise ValueError(f"max_batch={settings.max_batch} exceeds the state pool's {pool.capacity} slots")
+        self.screener = screener
+        self.pool = pool
+        self.settings = settings
+        self._run = run
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._handles: set[SessionHandle] = set()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="depscreen-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def attach(self) -> SessionHandle:
+        """A new session: no slot until its first sentence."""
+        handle = SessionHandle()
+        self._handles.add(handle)
+        return handle
+
+    def detach(self, handle: SessionHandle) -> None:
+        """The session ended: its slot (if any) is free again."""
+        self._handles.discard(handle)
+        if handle.slot is not None:
+            self.pool.release(handle.slot)
+            handle.slot = None
+
+    async def step(self, handle: SessionHandle, features: SentenceFeatures) -> Estimate:
+        """Score one sentence of a session; resolves when its batch has run."""
+        if handle.busy:
+            raise RuntimeError("a session submitted a sentence before its previous one was scored")
+        handle.busy = True
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(handle, features, future))
+        try:
+            return await future
+        finally:
+            handle.busy = False
+            handle.last_step = time.monotonic()
+
+    def park_idle(self, now: float | None = None) -> int:
+        """Give back the slots of sessions idle longer than `park_after_s`; returns how many were parked.
+
+        The batch loop calls it after every batch, when no batch touches the pool.
+        """
+        now = time.monotonic() if now is None else now
+        idle = [
+            h
+            for h in self._handles
+            if h.slot is not None and not h.busy and now - h.last_step > self.settings.park_after_s
+        ]
+        for handle in idle:
+            self._park(handle)
+        return len(idle)
+
+    def _park(self, handle: SessionHandle) -> None:
+        assert handle.slot is not None
+        handle.parked = self.pool.export(handle.slot)
+        self.pool.release(handle.slot)
+        handle.slot = None
+
+    def _place(self, handle: SessionHandle, batch: set[SessionHandle]) -> None:
+        """Give a session a slot: a fresh one, or its parked state back. When the pool is full, the session
+        that stepped least recently and is not in this batch is parked to make room."""
+        try:
+            handle.slot = self.pool.acquire()
+        except PoolExhausted:
+            candidates = [h for h in self._handles if h.slot is not None and h not in batch]
+            self._park(min(candidates, key=lambda h: h.last_step))
+            handle.slot = self.pool.acquire()
+        if handle.parked is not None:
+            self.pool.load(handle.slot, handle.parked)
+            handle.parked = None
+
+    async def _next_batch(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.settings.max_wait_ms / 1000.0
+        while len(batch) < self.settings.max_batch:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _loop(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            live = [p for p in batch if not p.future.done()]
+            if not live:
+                continue
+            try:
+                in_batch = {p.handle for p in live}
+                for pending in live:
+                    if pending.handle.slot is None:
+                        self._place(pending.handle, in_batch)
+                estimates, wall_s, cpu_s = await self._run(self._step, live)
+            except Exception as error:  # a failed batch fails its sentences, never the loop
+                for pending in live:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                continue
+            for pending, estimate in zip(live, estimates, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(estimate)
+            if self._on_batch is not None:
+                self._on_batch(len(live), wall_s, cpu_s)
+            self.park_idle()
+
+    def _step(self, batch: list[_Pending]) -> tuple[list[Estimate], float, float]:
+        """Encode and step one batch; returns the estimates and the batch's wall and CPU seconds."""
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        slots = torch.tensor([p.handle.slot for p in batch], device=self.screener.device)
+        state = self.pool.gather(slots)
+        estimates, new_state = self.screener.step_batch(
+            [p.features for p in batch], [p.handle.account for p in batch], state
+        )
+        self.pool.scatter(slots, new_state)
+        return estimates, time.perf_counter() - start, time.thread_time() - cpu_start

@@ -1,0 +1,139 @@
+"""Limits and lifecycle against a real server with tight settings: stalls, pacing, capacity, disconnects,
+and the video shedding policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+
+from depscreen.clients.session import ScreeningClient
+from depscreen.engine.media import decode_audio_file
+from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.streamer.session import shed_video
+from depscreen.streamer.settings import ServerSettings
+from depscreen.v1 import screening_pb2 as pb
+
+from .conftest import FIXTURES
+
+START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+JFK = decode_audio_file(FIXTURES / "jfk.flac").tobytes()
+
+
+def audio(data: bytes, chunk: int = 3200) -> list[pb.ClientMessage]:
+    return [pb.ClientMessage(audio=pb.AudioChunk(data=data[i : i + chunk])) for i in range(0, len(data), chunk)]
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    log = (tmp_path_factory.mktemp("tight") / "server.log").open("w")
+    server = start_local_server(
+        "--device", "cpu", "--asr", "none", "--stall-timeout-s", "1.5", "--max-speed", "4", "--burst-s", "1",
+        "--max-sessions", "2", output=log,
+    )  # fmt: skip
+    yield server
+    server.stop()
+    log.close()
+
+
+def wait_until_idle(server: LocalServer, timeout_s: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metrics = server.metrics()
+        if read_counter(metrics, "depscreen_sessions_active") == 0:
+            return metrics
+        time.sleep(0.1)
+    raise AssertionError("sessions did not end")
+
+
+def test_a_stalled_stream_is_finished_then_ended(tight: LocalServer) -> None:
+    async def stall() -> AsyncIterator[pb.ClientMessage]:
+        yield START
+        for message in audio(JFK[: 32_000 * 4]):
+            yield message
+        await asyncio.sleep(30)
+
+    async def run() -> tuple[list[pb.ServerMessage], grpc.aio.AioRpcError]:
+        replies = []
+        try:
+            async for reply in ScreeningClient(tight.grpc_target).stream_messages(stall()):
+                replies.append(reply)
+        except grpc.aio.AioRpcError as error:
+            return replies, error
+        raise AssertionError("the stalled stream was not ended")
+
+    replies, error = asyncio.run(run())
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no message for 1.5 s" in error.details()
+    assert replies[-1].WhichOneof("kind") == "summary", "the session was finished before the stream ended"
+    assert replies[-1].summary.audio_seconds == pytest.approx(4.0)
+    assert any(r.WhichOneof("kind") == "sentence" for r in replies), "the open sentence was closed and scored"
+    metrics = wait_until_idle(tight)
+    assert read_counter(metrics, "depscreen_state_pool_slots_used") == 0
+
+
+def test_a_client_faster_than_real_time_is_paced(tight: LocalServer) -> None:
+    started = time.monotonic()
+    replies = asyncio.run(_collect(ScreeningClient(tight.grpc_target).stream_file(FIXTURES / "jfk.flac", speed=0)))
+    elapsed = time.monotonic() - started
+    assert replies[-1].summary.audio_seconds == pytest.approx(11.0, abs=0.05)
+    assert elapsed >= (11.0 - 1.0) / 4 - 0.1, "11 s of audio at most 4x real time after a 1 s burst"
+
+
+async def _collect(stream: AsyncIterator[pb.ServerMessage]) -> list[pb.ServerMessage]:
+    return [m async for m in stream]
+
+
+def test_sessions_beyond_the_limit_are_refused_and_a_dropped_client_frees_its_slot(tight: LocalServer) -> None:
+    async def hold(opened: asyncio.Event, release: asyncio.Event) -> AsyncIterator[pb.ClientMessage]:
+        yield START
+        for message in audio(JFK[: 32_000 * 3]):
+            yield message
+        opened.set()
+        await release.wait()
+
+    async def scenario() -> grpc.aio.AioRpcError:
+        release = asyncio.Event()
+        opened = [asyncio.Event(), asyncio.Event()]
+        holders = [
+            asyncio.ensure_future(_collect(ScreeningClient(tight.grpc_target).stream_messages(hold(o, release))))
+            for o in opened
+        ]
+        await asyncio.gather(*(o.wait() for o in opened))
+        await asyncio.sleep(0.3)
+        try:
+            await _collect(ScreeningClient(tight.grpc_target).stream_messages(_one(START)))
+        except grpc.aio.AioRpcError as error:
+            refused = error
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+        return refused
+
+    before = read_counter(tight.metrics(), "depscreen_rejected_sessions_total")
+    refused = asyncio.run(scenario())
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 2 concurrent sessions" in refused.details()
+    metrics = wait_until_idle(tight)
+    assert read_counter(metrics, "depscreen_rejected_sessions_total") == before + 1
+    assert read_counter(metrics, "depscreen_state_pool_slots_used") == 0
+
+
+async def _one(message: pb.ClientMessage) -> AsyncIterator[pb.ClientMessage]:
+    yield message
+
+
+@pytest.mark.parametrize(
+    ("backlog", "since_last_ms", "shed"),
+    [
+        (0.0, 200, False),
+        (0.5, 0, False),
+        (1.5, 200, True),
+        (1.5, 400, False),
+        (2.5, 10_000, True),
+    ],
+)
+def test_video_is_shed_in_steps(backlog: float, since_last_ms: float, shed: bool) -> None:
+    assert shed_video(backlog, since_last_ms, ServerSettings()) is shed

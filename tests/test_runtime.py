@@ -1,0 +1,132 @@
+"""Runtime: the state pool and the micro-batcher give what one-session-at-a-time stepping gives."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL
+from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
+from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+
+UNIT_STATS = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+
+
+@pytest.fixture(scope="module")
+def screener() -> Screener:
+    return Screener.from_checkpoint(DEMO_MODEL, "cpu")
+
+
+def sessions(count: int, seed: int) -> list:
+    settings = SyntheticSettings(min_sentences=1, max_sentences=9)
+    return [s.sentences for s in generate_sessions(count, UNIT_STATS, seed=seed, settings=settings)]
+
+
+def alone(screener: Screener, sentences: list) -> list[Estimate]:
+    track = screener.new_session()
+    return [screener.step(track, f) for f in sentences]
+
+
+def assert_same(a: Estimate, b: Estimate) -> None:
+    """Batched matmuls may round differently from single ones: equal to float32 precision."""
+    assert a.probability == pytest.approx(b.probability, abs=1e-5)
+    assert a.evidence == pytest.approx(b.evidence, abs=1e-9)
+    assert a.symptoms == pytest.approx(b.symptoms, abs=1e-9)
+    for x, y in zip(a.modalities, b.modalities, strict=True):
+        assert (x.modality, x.available, x.quality) == (y.modality, y.available, y.quality)
+        assert x.weight == pytest.approx(y.weight, abs=1e-5)
+        assert x.probability == pytest.approx(y.probability, abs=1e-5)
+
+
+async def run_batched(
+    screener: Screener, interviews: list[list], capacity: int, settings: BatcherSettings, executor
+) -> tuple[list[list[Estimate]], list[int]]:
+    pool = StatePool(screener.model, capacity)
+    loop = asyncio.get_running_loop()
+    batch_sizes: list[int] = []
+    batcher = MicroBatcher(
+        screener,
+        pool,
+        lambda fn, *args: loop.run_in_executor(executor, fn, *args),
+        settings,
+        on_batch=lambda size, wall, cpu: batch_sizes.append(size),
+    )
+    batcher.start()
+    rng = random.Random(0)
+
+    async def interview(sentences: list) -> list[Estimate]:
+        handle = batcher.attach()
+        out = []
+        for features in sentences:
+            await asyncio.sleep(rng.random() * 0.002)
+            out.append(await batcher.step(handle, features))
+        batcher.detach(handle)
+        return out
+
+    try:
+        results = await asyncio.gather(*(interview(s) for s in interviews))
+    finally:
+        await batcher.stop()
+    assert pool.slots_used == 0, "every slot came back"
+    return results, batch_sizes
+
+
+def test_many_sessions_batched_equal_one_at_a_time(screener: Screener) -> None:
+    interviews = sessions(24, seed=11)
+    with ThreadPoolExecutor(2) as executor:
+        batched, sizes = asyncio.run(
+            run_batched(screener, interviews, 24, BatcherSettings(max_batch=8, max_wait_ms=3), executor)
+        )
+    assert max(sizes) > 1, "sentences of different sessions shared a batch"
+    assert max(sizes) <= 8
+    for sentences, estimates in zip(interviews, batched, strict=True):
+        for a, b in zip(estimates, alone(screener, sentences), strict=True):
+            assert_same(a, b)
+
+
+def test_parked_sessions_come_back_transparently(screener: Screener) -> None:
+    """Fewer slots than sessions: idle sessions are parked to make room and resume exactly."""
+    interviews = sessions(12, seed=12)
+    with ThreadPoolExecutor(2) as executor:
+        batched, _ = asyncio.run(
+            run_batched(screener, interviews, 3, BatcherSettings(max_batch=3, max_wait_ms=1), executor)
+        )
+    for sentences, estimates in zip(interviews, batched, strict=True):
+        for a, b in zip(estimates, alone(screener, sentences), strict=True):
+            assert_same(a, b)
+
+
+def test_idle_sessions_park_after_the_timeout(screener: Screener) -> None:
+    pool = StatePool(screener.model, 4)
+    batcher = MicroBatcher(screener, pool, run=None, settings=BatcherSettings(max_batch=4, park_after_s=60))
+    handle = batcher.attach()
+    handle.slot = pool.acquire()
+    assert batcher.park_idle(now=handle.last_step + 30) == 0
+    assert batcher.park_idle(now=handle.last_step + 61) == 1
+    assert handle.slot is None and handle.parked is not None and pool.slots_used == 0
+
+
+def test_pool_export_load_round_trip_and_exhaustion(screener: Screener) -> None:
+    pool = StatePool(screener.model, 2)
+    a, b = pool.acquire(), pool.acquire()
+    with pytest.raises(PoolExhausted, match="all 2 state slots"):
+        pool.acquire()
+    state = pool.gather(torch.tensor([a]))
+    state.modality_count += 3
+    pool.scatter(torch.tensor([a]), state)
+    saved = pool.export(a)
+    pool.release(a)
+    c = pool.acquire()
+    assert float(pool.export(c).modality_count.sum()) == 0, "a new slot starts from the initial state"
+    pool.load(c, saved)
+    assert torch.equal(pool.export(c).modality_count, saved.modality_count)
+    with pytest.raises(ValueError, match="not in use"):
+        pool.release(a if a != c else b + 5)
+    assert pool.bytes_per_slot < 64 * 1024, "a session's model state is small"
