@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 GRPC_PORT ?= 50051
 HTTP_PORT ?= 8080
 
-.PHONY: venv demo test lint protos bench clean
+.PHONY: venv demo test lint protos bench deploy-check clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+deploy-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_deploy.py
 
 bench: $(STAMP)
 	$(BIN)/depscreen bench --out bench.md

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depscreen import loadbench
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.screener import Screener, collate
@@ -31,11 +32,14 @@ STEP_POSITIONS = (1, 100, 1000)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmark the model step, server latency and stage CPU")
+    parser = subparsers.add_parser(
+        "bench", help="benchmark the model step, server latency and stage CPU (`bench load`: many sessions)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench.md"), help="markdown file to write")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions for the load row")
     parser.add_argument("--media", type=Path, default=None, help="media to stream (default: bundled sample)")
     parser.set_defaults(func=run_bench)
+    loadbench.register(parser.add_subparsers(dest="bench_command"))
 
 
 def step_times(repeats: int = 21) -> dict[int, float]:

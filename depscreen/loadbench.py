@@ -1,0 +1,307 @@
+"""`depscreen bench load`: many concurrent real-time sessions against one server, and what they cost.
+
+Each session plays one of the media files (round robin; audio, video and captions as the file has them) in a
+loop until `--duration` passes, at `--speed` (1 = real time). Reported: server-side sentence latency
+p50/p95/p99 (`SentenceUpdate.latency_ms`), the server's CPU use and RSS per session (from /proc), shed video
+frames and rejected sessions (from /metrics), and the load client's own CPU. `--bad-clients` adds one client
+that sends as fast as it can, one that stalls mid-sentence and one that vanishes without `end`, and reports
+how each was handled. `--find-max` searches the most sessions whose p95 latency stays under `--target-p95`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from depscreen.clients.media import MediaSource, TimedMessage
+from depscreen.clients.session import ScreeningClient
+from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
+from depscreen.v1 import screening_pb2 as pb
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class LoadResult:
+    """One load run, as printed by `--json`."""
+
+    sessions: int
+    duration_s: float
+    sentences: int
+    p50_latency_s: float
+    p95_latency_s: float
+    p99_latency_s: float
+    server_cpu_cores: float
+    client_cpu_cores: float
+    rss_idle_mb: float
+    rss_peak_mb: float
+    rss_per_session_mb: float
+    shed_video_frames: float
+    rejected_sessions: float
+    failed_sessions: int
+    event_loop_lag_p95_s: float | None = None
+    bad_clients: dict[str, str] = field(default_factory=dict)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("load", help="N concurrent real-time sessions against one server")
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds each session streams")
+    parser.add_argument("--media", type=Path, action="append", help="media file(s), round robin (default: sample)")
+    parser.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
+    parser.add_argument("--chunk-ms", type=int, default=200, help="audio per message (default 200)")
+    parser.add_argument("--no-video", dest="video", action="store_false", help="send audio (and captions) only")
+    parser.add_argument("--server", help="HOST:PORT of a running server (default: start one on loopback)")
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="flag for the started server, e.g. --server-arg=--asr=none"
+    )
+    parser.add_argument("--bad-clients", action="store_true", help="add a fast, a stalling and a vanishing client")
+    parser.add_argument("--find-max", action="store_true", help="search the most sessions with p95 < --target-p95")
+    parser.add_argument("--target-p95", type=float, default=0.5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object per run")
+    parser.set_defaults(func=run_load)
+
+
+def load_messages(path: Path, chunk_ms: int, video: bool) -> list[TimedMessage]:
+    """Decode and encode a media file once; every session replays the result."""
+    with MediaSource(path, video=video) as source:
+        return list(source.messages(chunk_ms=chunk_ms))
+
+
+def looped(messages: list[TimedMessage], loop: int, period_ms: float) -> list[pb.ClientMessage]:
+    """The messages of one more pass over the file, with video and caption times moved on by whole loops."""
+    out = []
+    offset = round(loop * period_ms)
+    for timed in messages:
+        message = timed.message
+        kind = message.WhichOneof("kind")
+        if offset and kind == "video":
+            message = pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=message.video.timestamp_ms + offset,
+                                                           image=message.video.image, format=message.video.format))  # fmt: skip
+        elif offset and kind == "caption":
+            c = message.caption
+            message = pb.ClientMessage(
+                caption=pb.Caption(start_ms=c.start_ms + offset, end_ms=c.end_ms + offset, text=c.text)
+            )
+        out.append(message)
+    return out
+
+
+async def paced_session(
+    messages: list[TimedMessage], duration_s: float, speed: float, stop_after_s: float | None = None
+):
+    """Start, the file in a loop until `duration_s` of media, end; `stop_after_s` of media then go silent."""
+    yield pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+    period_ms = max(m.media_ms for m in messages)
+    started = time.monotonic()
+    loop = 0
+    while loop * period_ms < duration_s * 1000:
+        for timed, message in zip(messages, looped(messages, loop, period_ms), strict=True):
+            media_s = (loop * period_ms + timed.media_ms) / 1000
+            if stop_after_s is not None and media_s > stop_after_s:
+                await asyncio.sleep(3600)
+            if media_s > duration_s:
+                break
+            if speed > 0:
+                delay = started + media_s / speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            yield message
+        loop += 1
+    yield pb.ClientMessage(end=pb.SessionEnd())
+
+
+async def run_session(target: str, messages: list[TimedMessage], duration_s: float, speed: float) -> list[float]:
+    latencies = []
+    async for reply in ScreeningClient(target).stream_messages(paced_session(messages, duration_s, speed)):
+        if reply.WhichOneof("kind") == "sentence":
+            latencies.append(reply.sentence.latency_ms / 1000)
+    return latencies
+
+
+async def bad_clients(target: str, messages: list[TimedMessage]) -> dict[str, str]:
+    """A fast client (paced by the server), a staller (timed out) and one that vanishes (cleaned up)."""
+
+    async def fast() -> str:
+        started = time.monotonic()
+        latencies = await run_session(target, messages, 60.0, speed=0)
+        return f"sent 60 s of media as fast as it could: took {time.monotonic() - started:.1f} s, " + (
+            f"{len(latencies)} sentences scored"
+        )
+
+    async def staller() -> str:
+        started = time.monotonic()
+        try:
+            async for _ in ScreeningClient(target).stream_messages(paced_session(messages, 60.0, 1.0, 5.0)):
+                pass
+        except grpc.aio.AioRpcError as error:
+            return f"stalled after 5 s: ended {error.code().name} after {time.monotonic() - started:.1f} s"
+        return "stalled after 5 s: not ended by the server"
+
+    async def vanisher() -> str:
+        stream = ScreeningClient(target).stream_messages(paced_session(messages, 60.0, 1.0))
+        task = asyncio.ensure_future(_drain(stream))
+        await asyncio.sleep(5.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return "disconnected after 5 s without `end`"
+
+    names = ("fast", "staller", "vanisher")
+    outcomes = await asyncio.gather(fast(), staller(), vanisher())
+    return dict(zip(names, outcomes, strict=True))
+
+
+async def _drain(stream) -> None:
+    async for _ in stream:
+        pass
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _watch_rss(pid: int, peak: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        peak[0] = max(peak[0], _proc_rss_mb(pid))
+        await asyncio.sleep(0.5)
+
+
+async def load_run(
+    target: str,
+    server: LocalServer | None,
+    media: list[list[TimedMessage]],
+    sessions: int,
+    duration_s: float,
+    speed: float,
+    with_bad_clients: bool,
+) -> LoadResult:
+    pid = server.process.pid if server else None
+    metrics_before = _metrics(server)
+    rss_idle = _proc_rss_mb(pid) if pid else float("nan")
+    cpu_before = _proc_cpu_s(pid) if pid else 0.0
+    client_cpu_before = time.process_time()
+    peak = [rss_idle]
+    stop = asyncio.Event()
+    watcher = asyncio.ensure_future(_watch_rss(pid, peak, stop)) if pid else None
+    started = time.monotonic()
+    jobs = [run_session(target, media[i % len(media)], duration_s, speed) for i in range(sessions)]
+    bad = bad_clients(target, media[0]) if with_bad_clients else None
+    results = await asyncio.gather(*jobs, *([bad] if bad else []), return_exceptions=True)
+    wall = time.monotonic() - started
+    stop.set()
+    if watcher:
+        await watcher
+    session_results = results[:sessions]
+    latencies = [x for r in session_results if isinstance(r, list) for x in r]
+    metrics_after = _metrics(server)
+    return LoadResult(
+        sessions=sessions,
+        duration_s=round(wall, 1),
+        sentences=len(latencies),
+        p50_latency_s=_pct(latencies, 50),
+        p95_latency_s=_pct(latencies, 95),
+        p99_latency_s=_pct(latencies, 99),
+        server_cpu_cores=round((_proc_cpu_s(pid) - cpu_before) / wall, 2) if pid else float("nan"),
+        client_cpu_cores=round((time.process_time() - client_cpu_before) / wall, 2),
+        rss_idle_mb=round(rss_idle, 1),
+        rss_peak_mb=round(peak[0], 1),
+        rss_per_session_mb=round((peak[0] - rss_idle) / sessions, 2),
+        shed_video_frames=_delta(metrics_before, metrics_after, "depscreen_shed_video_frames_total"),
+        rejected_sessions=_delta(metrics_before, metrics_after, "depscreen_rejected_sessions_total"),
+        failed_sessions=sum(1 for r in session_results if isinstance(r, BaseException)),
+        event_loop_lag_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_event_loop_lag_seconds"),
+        bad_clients=results[sessions] if bad and isinstance(results[sessions], dict) else {},
+    )
+
+
+def _metrics(server: LocalServer | None) -> str:
+    return server.metrics() if server else ""
+
+
+def _delta(before: str, after: str, sample: str) -> float:
+    return read_counter(after, sample) - read_counter(before, sample)
+
+
+def _histogram_p95(before: str, after: str, name: str) -> float | None:
+    """Upper bound of the bucket holding the 95th percentile of observations made between two scrapes."""
+    buckets = []
+    for line in after.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            sample = line.rsplit(" ", 1)[0]
+            buckets.append((float(bound), read_counter(after, sample) - read_counter(before, sample)))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= 0.95 * total)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3) if values else float("nan")
+
+
+async def find_max(args: argparse.Namespace, target: str, server: LocalServer | None, media) -> LoadResult | None:
+    """Double the session count while p95 < target, then bisect between the last good and first bad."""
+    good: LoadResult | None = None
+    low, high = 0, None
+    n = max(1, args.sessions)
+    while high is None or high - low > max(1, low // 10):
+        result = await load_run(target, server, media, n, args.duration, args.speed, False)
+        _print(result, args.json, prefix=f"try {n} sessions")
+        ok = result.p95_latency_s < args.target_p95 and result.failed_sessions == 0 and not result.rejected_sessions
+        if ok:
+            good, low = result, n
+        else:
+            high = n
+        n = n * 2 if high is None else (low + high) // 2
+        if n in (low, high):
+            break
+        await asyncio.sleep(2)
+    return good
+
+
+def _print(result: LoadResult, as_json: bool, prefix: str = "") -> None:
+    if as_json:
+        print(json.dumps(asdict(result)), flush=True)
+        return
+    print(f"{prefix}: " if prefix else "", end="")
+    print(", ".join(f"{k}={v}" for k, v in asdict(result).items()), flush=True)
+
+
+def run_load(args: argparse.Namespace) -> int:
+    paths = args.media or [sample_path()]
+    media = [load_messages(path, args.chunk_ms, args.video) for path in paths]
+    server = None if args.server else start_local_server("--log-level", "WARNING", *args.server_arg)
+    target = args.server or server.grpc_target
+    try:
+        if args.find_max:
+            best = asyncio.run(find_max(args, target, server, media))
+            if best is None:
+                print(f"no session count met p95 < {args.target_p95} s")
+                return 1
+            _print(best, args.json, prefix="most sessions meeting the target")
+        else:
+            result = asyncio.run(
+                load_run(target, server, media, args.sessions, args.duration, args.speed, args.bad_clients)
+            )
+            _print(result, args.json)
+    finally:
+        if server:
+            server.stop()
+    return 0
