@@ -27,6 +27,8 @@ from depscreen.localserver import LocalServer, read_counter, sample_path, start_
 from depscreen.v1 import screening_pb2 as pb
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WARMUP_S = 8.0
+"""Media streamed through one session before measuring, so lazily loaded models and buffers count as idle."""
 
 
 @dataclass
@@ -192,6 +194,7 @@ async def load_run(
     with_bad_clients: bool,
 ) -> LoadResult:
     pid = server.process.pid if server else None
+    await run_session(target, media[0], WARMUP_S, speed=0)
     metrics_before = _metrics(server)
     rss_idle = _proc_rss_mb(pid) if pid else float("nan")
     cpu_before = _proc_cpu_s(pid) if pid else 0.0

@@ -142,13 +142,13 @@ class SessionPipeline:
             if self._on_stage:
                 self._on_stage(name, time.perf_counter() - start, time.thread_time() - cpu_start)
 
-    def push_audio(self, data: bytes) -> list[SentenceResult]:
+    def push_audio(self, data: bytes, transcribe: bool = True) -> list[SentenceResult]:
         """PCM s16le at the session's rate; returns the sentences it closed, scored."""
         with self._stage("decode"):
             pcm = self._resampler.push(data)
         with self._stage("vad"):
             closed = self._segmenter.push(pcm)
-        results = [self._score(sentence) for sentence in closed]
+        results = [self._score(sentence, transcribe) for sentence in closed]
         self._forget_before(self._segmenter.samples_received - self._segmenter.retained_samples)
         return results
 
@@ -160,13 +160,13 @@ class SessionPipeline:
         while self._captions and self._captions[0].end_ms <= cutoff_ms:
             self._captions.popleft()
 
-    def finish(self) -> list[SentenceResult]:
+    def finish(self, transcribe: bool = True) -> list[SentenceResult]:
         """End of stream: drain the resampler and close the open sentence."""
         with self._stage("decode"):
             pcm = self._resampler.flush()
         with self._stage("vad"):
             closed = self._segmenter.push(pcm) + self._segmenter.flush()
-        return [self._score(sentence) for sentence in closed]
+        return [self._score(sentence, transcribe) for sentence in closed]
 
     def push_video(self, timestamp_ms: int, image: bytes, fmt: str, width: int = 0, height: int = 0) -> bool:
         """Analyse a frame if one is due at `video_fps`; returns False when it was skipped as surplus.
@@ -236,9 +236,9 @@ class SessionPipeline:
             self._captions.popleft()
         return " ".join(c.text for c in spans)
 
-    def _text(self, sentence: Sentence) -> tuple[np.ndarray | None, str, str, float]:
+    def _text(self, sentence: Sentence, transcribe: bool) -> tuple[np.ndarray | None, str, str, float]:
         transcript, source, confidence = self._take_captions(sentence), "caption", 1.0
-        if not transcript and self.use_asr:
+        if not transcript and self.use_asr and transcribe:
             with self._stage("asr"):
                 heard = self._extractors.transcriber.transcribe(sentence.pcm, self.language)
             transcript, source, confidence = heard.text.strip(), "asr", heard.confidence
@@ -248,12 +248,12 @@ class SessionPipeline:
             embedding, similarity = self._extractors.text.embed([transcript])
         return np.concatenate([embedding[0], similarity[0]]), transcript, source, confidence
 
-    def _score(self, sentence: Sentence) -> SentenceResult:
+    def _score(self, sentence: Sentence, transcribe: bool) -> SentenceResult:
         closed_at = time.perf_counter()
         with self._stage("features_audio"):
             audio = self._extractors.audio.extract(sentence.pcm)
         video, video_frames = self._take_faces(sentence)
-        text, transcript, source, confidence = self._text(sentence)
+        text, transcript, source, confidence = self._text(sentence, transcribe)
         features = SentenceFeatures(
             index=sentence.index,
             start_ms=sentence.start_ms,

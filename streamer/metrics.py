@@ -60,6 +60,11 @@ class Metrics:
             "Video frames dropped under overload (audio is never dropped).",
             registry=self.registry,
         )
+        self.shed_asr_total = Counter(
+            "depscreen_shed_asr",
+            "Sentences left without ASR under overload (their text modality is unavailable).",
+            registry=self.registry,
+        )
         self.rejected_sessions_total = Counter(
             "depscreen_rejected_sessions",
             "Sessions refused with RESOURCE_EXHAUSTED (at max_sessions or overloaded).",

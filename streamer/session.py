@@ -7,7 +7,8 @@ loop), sends each closed sentence through the MicroBatcher (one model step for m
 the server messages to send. Violations raise ProtocolError with the status to end on.
 
 Overload degrades in steps, by the CPU work waiting per worker (`backlog`): above `video_sparse_backlog`
-video is sampled at half rate, above `video_drop_backlog` video frames are dropped, above `reject_backlog`
+video is sampled at half rate, above `video_drop_backlog` video frames are dropped, above `asr_skip_backlog`
+sentences without captions get no ASR (their text modality is marked unavailable), above `reject_backlog`
 new sessions are refused. An accepted session's audio is never dropped: a transport reads its next message
 only when the session has taken the last one, so a slow server slows its clients instead of losing audio.
 """
@@ -203,7 +204,7 @@ class LiveSession:
         if kind == "audio":
             data = self._checked_audio(message.audio.data)
             await self._pace()
-            for result in await self.hub.run(self.pipeline.push_audio, data):
+            for result in await self.hub.run(self.pipeline.push_audio, data, self._transcribe()):
                 yield await self._score(result)
         elif kind == "video":
             await self._video(message.video)
@@ -218,7 +219,7 @@ class LiveSession:
     async def finish(self) -> AsyncIterator[pb.ServerMessage]:
         """End of the interview (an `end` message or a transport that closed cleanly): last sentence, summary."""
         self.ended = True
-        for result in await self.hub.run(self.pipeline.finish):
+        for result in await self.hub.run(self.pipeline.finish, self._transcribe()):
             yield await self._score(result)
         p = self.pipeline
         summary = pb.SessionSummary(
@@ -238,6 +239,13 @@ class LiveSession:
             self._closed = True
             self.hub.batcher.detach(self.handle_)
             self.hub.release()
+
+    def _transcribe(self) -> bool:
+        """ASR is the costliest stage: under heavy load, sentences without captions go without text."""
+        if self.hub.backlog <= self.hub.settings.asr_skip_backlog:
+            return True
+        self.hub.metrics.shed_asr_total.inc()
+        return False
 
     async def _pace(self) -> None:
         """Hold a client that sends faster than `max_speed` x real time (after a `burst_s` allowance)."""

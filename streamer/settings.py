@@ -52,6 +52,9 @@ class ServerSettings:
     video_drop_backlog: float = field(
         default=2.0, metadata={"help": "CPU tasks waiting per worker above which video frames are dropped"}
     )
+    asr_skip_backlog: float = field(
+        default=3.0, metadata={"help": "CPU tasks waiting per worker above which sentences get no ASR"}
+    )
     reject_backlog: float = field(
         default=4.0, metadata={"help": "CPU tasks waiting per worker above which new sessions are refused"}
     )
@@ -85,9 +88,11 @@ class ServerSettings:
                 raise ValueError(f"{name} must not be negative")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        if not 0 <= self.video_sparse_backlog <= self.video_drop_backlog <= self.reject_backlog:
+        thresholds = (self.video_sparse_backlog, self.video_drop_backlog, self.asr_skip_backlog, self.reject_backlog)
+        if not (thresholds[0] >= 0 and list(thresholds) == sorted(thresholds)):
             raise ValueError(
-                "backlog thresholds must grow: video_sparse_backlog <= video_drop_backlog <= reject_backlog"
+                "backlog thresholds must grow: video_sparse_backlog <= video_drop_backlog <= asr_skip_backlog "
+                "<= reject_backlog"
             )
         for url in self.ice_url_list:
             if url.split(":", 1)[0] not in ("stun", "stuns", "turn", "turns"):
