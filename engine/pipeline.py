@@ -107,7 +107,7 @@ class SessionPipeline:
         self._extractors = extractors
         self._resampler = PcmResampler(sample_rate_hz, channels)
         self._segmenter = Segmenter(settings.segmenter)
-        self._landmarker = FaceLandmarker()
+        self._landmarker: FaceLandmarker | None = None
         self._on_stage = on_stage
         max_sentence_s = settings.segmenter.max_sentence_ms / 1000 + 1
         self._faces: deque[tuple[int, np.ndarray | None]] = deque(maxlen=int(settings.video_fps * max_sentence_s) + 1)
@@ -195,6 +195,8 @@ class SessionPipeline:
         with self._stage("decode"):
             rgb = decode_image(image, fmt, width, height)
         with self._stage("features_video"):
+            if self._landmarker is None:
+                self._landmarker = FaceLandmarker()
             landmarks = self._landmarker.landmarks(rgb)
         self._next_video_ms = timestamp_ms + 1000.0 / self.settings.video_fps
         self._faces.append((timestamp_ms, landmarks))

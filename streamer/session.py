@@ -109,12 +109,7 @@ class SessionHub:
         self.active += 1
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
-        try:
-            pipeline = await self.run(self._new_pipeline, start)
-        except BaseException:
-            self.release()
-            raise
-        return LiveSession(self, start.session_id or uuid.uuid4().hex, pipeline)
+        return LiveSession(self, start.session_id or uuid.uuid4().hex, self._new_pipeline(start))
 
     def release(self) -> None:
         self.active -= 1
@@ -122,6 +117,7 @@ class SessionHub:
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(self, start: pb.SessionStart) -> SessionPipeline:
+        """Cheap (no model loading: the face detector and predictor are shared), so it runs on the loop."""
         return SessionPipeline(
             self.extractors,
             sample_rate_hz=start.audio.sample_rate_hz,
