@@ -1,7 +1,8 @@
 """`depscreen bench`: model step time over a long session, server latency under real-time load, CPU per stage.
 
-Writes a markdown table (and prints it). Three parts:
+Writes a markdown table (and prints it). Four parts:
 1. the session step at sentence 1, 100 and 1000 of one session (must be flat: the state is fixed-size);
+   and one batched encode + step over the StatePool at batch sizes 1-128 (how batching scales);
 2. server-side sentence latency p50/p95 for 1 and N concurrent real-time sessions streaming the bundled real
    interview (audio + video + Whisper ASR), from a `depscreen serve` subprocess on loopback;
 3. CPU time per second of audio for each stage, from the server's `depscreen_stage_cpu_seconds_total`.
@@ -23,7 +24,8 @@ import torch
 from depscreen import loadbench
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.engine.runtime.screener import Screener, collate
+from depscreen.engine.runtime.screener import EvidenceAccount, Screener, collate
+from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
 from depscreen.localserver import read_counter, sample_path, start_local_server
 from depscreen.streamer.metrics import STAGES
@@ -66,6 +68,36 @@ def step_times(repeats: int = 21) -> dict[int, float]:
     return times
 
 
+BATCH_SIZES = (1, 8, 32, 128)
+
+
+def batch_scaling(repeats: int = 5) -> dict[int, tuple[float, float]]:
+    """Median (encode + step) time of one batched step over a StatePool, per batch and per sentence, in ms.
+
+    Sentences are 3 s of audio LLDs and 15 face frames with text, as in a full-modality session.
+    """
+    torch.set_num_threads(1)
+    screener = Screener.from_checkpoint(DEMO_MODEL, "cpu")
+    unit = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+    settings = SyntheticSettings(min_sentences=1, max_sentences=1, min_frames=300, max_frames=300, text_rate=1.0)
+    sentences = [s.sentences[0] for s in generate_sessions(max(BATCH_SIZES), unit, seed=1, settings=settings)]
+    pool = StatePool(screener.model, max(BATCH_SIZES))
+    slots = [pool.acquire() for _ in range(max(BATCH_SIZES))]
+    result = {}
+    for size in BATCH_SIZES:
+        index = torch.tensor(slots[:size])
+        accounts = [EvidenceAccount() for _ in range(size)]
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _, state = screener.step_batch(sentences[:size], accounts, pool.gather(index))
+            pool.scatter(index, state)
+            samples.append(time.perf_counter() - start)
+        batch_ms = statistics.median(samples) * 1000
+        result[size] = (batch_ms, batch_ms / size)
+    return result
+
+
 async def _one_session(target: str, media: Path) -> list[float]:
     client = ScreeningClient(target)
     latencies = []
@@ -87,6 +119,7 @@ def percentile(values: list[float], q: float) -> float:
 def run_bench(args: argparse.Namespace) -> int:
     media = args.media or sample_path()
     steps = step_times()
+    batches = batch_scaling()
     server = start_local_server("--device", "cpu", "--log-level", "WARNING")
     try:
         before = server.metrics()
@@ -121,6 +154,12 @@ def run_bench(args: argparse.Namespace) -> int:
         "| sentence | step time (ms) |",
         "| ---: | ---: |",
         *(f"| {k} | {t:.3f} |" for k, t in steps.items()),
+        "",
+        "## Batched model step over the state pool (encode + step, 1 torch thread)",
+        "",
+        "| batch (sessions) | ms per batch | ms per sentence |",
+        "| ---: | ---: | ---: |",
+        *(f"| {size} | {batch:.1f} | {per:.2f} |" for size, (batch, per) in batches.items()),
         "",
         "## Server-side sentence latency (sentence closed → update written)",
         "",

@@ -86,8 +86,10 @@ def looped(messages: list[TimedMessage], loop: int, period_ms: float) -> list[pb
         message = timed.message
         kind = message.WhichOneof("kind")
         if offset and kind == "video":
-            message = pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=message.video.timestamp_ms + offset,
-                                                           image=message.video.image, format=message.video.format))  # fmt: skip
+            v = message.video
+            message = pb.ClientMessage(
+                video=pb.VideoFrame(timestamp_ms=v.timestamp_ms + offset, image=v.image, format=v.format)
+            )
         elif offset and kind == "caption":
             c = message.caption
             message = pb.ClientMessage(
