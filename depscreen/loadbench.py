@@ -50,6 +50,9 @@ class LoadResult:
     rejected_sessions: float
     failed_sessions: int
     event_loop_lag_p95_s: float | None = None
+    sessions_active_after: float | None = None
+    """Sessions the server still held once every client was gone (must be 0: nothing leaks)."""
+    state_slots_after: float | None = None
     bad_clients: dict[str, str] = field(default_factory=dict)
 
 
@@ -214,7 +217,7 @@ async def load_run(
         await watcher
     session_results = results[:sessions]
     latencies = [x for r in session_results if isinstance(r, list) for x in r]
-    metrics_after = _metrics(server)
+    metrics_after = await _settled_metrics(server)
     return LoadResult(
         sessions=sessions,
         duration_s=round(wall, 1),
@@ -232,7 +235,19 @@ async def load_run(
         failed_sessions=sum(1 for r in session_results if isinstance(r, BaseException)),
         event_loop_lag_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_event_loop_lag_seconds"),
         bad_clients=results[sessions] if bad and isinstance(results[sessions], dict) else {},
+        sessions_active_after=read_counter(metrics_after, "depscreen_sessions_active") if server else None,
+        state_slots_after=read_counter(metrics_after, "depscreen_state_pool_slots_used") if server else None,
     )
+
+
+async def _settled_metrics(server: LocalServer | None, timeout_s: float = 10.0) -> str:
+    """The server's metrics once its sessions have wound down (or after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    metrics = _metrics(server)
+    while server and read_counter(metrics, "depscreen_sessions_active") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        metrics = _metrics(server)
+    return metrics
 
 
 def _metrics(server: LocalServer | None) -> str:

@@ -1,0 +1,28 @@
+"""The load benchmark runs end to end against a real server and reports what it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import FIXTURES
+
+
+def test_bench_load_json_with_bad_clients() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "bench", "load", "--sessions", "2", "--duration", "6",
+         "--media", str(FIXTURES / "jfk.flac"), "--speed", "2", "--bad-clients", "--json",
+         "--server-arg=--asr=none", "--server-arg=--stall-timeout-s=2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    for key in ("sessions", "p95_latency_s", "shed_video_frames", "rss_per_session_mb", "server_cpu_cores"):
+        assert key in report, key
+    assert report["sessions"] == 2 and report["failed_sessions"] == 0 and report["sentences"] >= 2
+    assert 0 < report["p50_latency_s"] <= report["p95_latency_s"] <= report["p99_latency_s"]
+    assert report["sessions_active_after"] == 0 and report["state_slots_after"] == 0, "nothing leaked"
+    bad = report["bad_clients"]
+    assert "DEADLINE_EXCEEDED" in bad["staller"]
+    assert "sentences scored" in bad["fast"] and "without `end`" in bad["vanisher"]
