@@ -1,0 +1,218 @@
+"""The WHIP endpoint (RFC 9725) on the HTTP port: `POST /whip` opens a WebRTC session, `PATCH` trickles ICE,
+`DELETE` ends it.
+
+`POST /whip` takes an SDP offer (`Content-Type: application/sdp`) with an audio track, optionally a video
+track, and a data channel labelled `depscreen`; the query may carry the other `SessionStart` fields
+(`session_id`, `language`, `asr=off`). It answers `201 Created` with the SDP answer, the session resource in
+`Location` and the configured STUN/TURN servers in `Link: <url>; rel="ice-server"` headers. Errors are plain
+text reasons: 400 an offer that cannot be used, 401 a missing or refused bearer token (when the server checks
+tokens: the same verifier as gRPC), 404 an unknown session, 415 a body that is not SDP, 422 an ICE restart (not
+supported: open a new session), 503 (with `Retry-After`) a server at capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer
+from aiortc.rtcicetransport import RTCIceCandidate
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+from multidict import CIMultiDict
+
+from depscreen.streamer.auth import AuthError, Verifier, authenticate
+from depscreen.streamer.session import ProtocolError, SessionHub
+from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.webrtc import DATA_CHANNEL_LABEL, PCM_CHANNELS, PCM_RATE_HZ, OfferError, PeerSession
+from depscreen.v1 import screening_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+SDP = "application/sdp"
+TRICKLE_ICE = "application/trickle-ice-sdpfrag"
+RETRY_AFTER_S = 10
+"""Suggested wait, in the 503 answer's `Retry-After`, before offering again to a server at capacity."""
+
+
+class WhipEndpoint:
+    """The `/whip` routes and the WebRTC sessions they opened (`close_all()` on shutdown)."""
+
+    def __init__(self, hub: SessionHub, *, verifier: Verifier | None = None) -> None:
+        """`verifier`: when given, every request needs `Authorization: Bearer <token>` it accepts."""
+        self.hub = hub
+        self._verifier = verifier
+        self._sessions: dict[str, PeerSession] = {}
+        self._ice_servers = ice_servers(hub.settings)
+
+    @property
+    def peers(self) -> int:
+        """Peer connections open now (a finished session's connection lingers until its peer hangs up)."""
+        return len(self._sessions)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/whip", self._post)
+        app.router.add_patch("/whip/{resource}", self._patch)
+        app.router.add_delete("/whip/{resource}", self._delete)
+
+    async def close_all(self) -> None:
+        """Close every peer connection without a summary (server shutdown)."""
+        for session in list(self._sessions.values()):
+            await session.close()
+
+    async def _post(self, request: web.Request) -> web.Response:
+        principal = self._authorize(request)
+        if request.content_type != SDP:
+            raise web.HTTPUnsupportedMediaType(text=f"send the SDP offer with Content-Type: {SDP}")
+        offer = await request.text()
+        try:
+            ice_ufrag = check_offer(offer)
+        except OfferError as error:
+            self._count("INVALID_ARGUMENT")
+            raise web.HTTPBadRequest(text=str(error)) from None
+        try:
+            live = await self.hub.open(pb.ClientMessage(start=session_start(request)), principal)
+        except ProtocolError as error:
+            self._count(error.code.name)
+            if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise web.HTTPServiceUnavailable(text=str(error), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+            raise web.HTTPBadRequest(text=str(error)) from None
+        session = PeerSession(self.hub, live, RTCConfiguration(iceServers=self._ice_servers), self._forget)
+        session.remote_ice_ufrag = ice_ufrag
+        self._sessions[session.resource_id] = session
+        try:
+            answer = await session.answer(offer)
+        except OfferError as error:
+            await session.close()
+            self._count("INVALID_ARGUMENT")
+            raise web.HTTPBadRequest(text=str(error)) from None
+        except BaseException:
+            await session.close()
+            raise
+        headers = CIMultiDict({"Location": f"/whip/{session.resource_id}"})
+        for link in link_headers(self.hub.settings):
+            headers.add("Link", link)
+        return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        session = self._session(request)
+        if request.content_type != TRICKLE_ICE:
+            raise web.HTTPUnsupportedMediaType(text=f"send trickled ICE candidates with Content-Type: {TRICKLE_ICE}")
+        fragment = await request.text()
+        ufrags = {line.strip()[len("a=ice-ufrag:") :] for line in fragment.splitlines() if "a=ice-ufrag:" in line}
+        if request.headers.get("If-Match") == "*" or ufrags - {session.remote_ice_ufrag}:
+            raise web.HTTPUnprocessableEntity(text="ICE restarts are not supported: DELETE this session, offer anew")
+        for candidate in trickled_candidates(fragment):
+            try:
+                await session.add_candidate(candidate)
+            except ValueError as error:
+                raise web.HTTPBadRequest(text=f"cannot add the candidate: {error}") from None
+        return web.Response(status=204)
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        session = self._session(request)
+        await session.end("the client deleted the session")
+        return web.Response(text="session ended; its summary was sent on the data channel\n")
+
+    def _session(self, request: web.Request) -> PeerSession:
+        session = self._sessions.get(request.match_info["resource"])
+        if session is None:
+            raise web.HTTPNotFound(text="no such WHIP session: it ended, or it never existed")
+        return session
+
+    def _authorize(self, request: web.Request) -> str | None:
+        """The request's principal (None on an open server); 401 without an accepted bearer token."""
+        try:
+            return authenticate(self._verifier, request.headers.get("Authorization"))
+        except AuthError as error:
+            challenge = {"WWW-Authenticate": 'Bearer realm="depscreen"'}
+            raise web.HTTPUnauthorized(text=str(error), headers=challenge) from None
+
+    def _forget(self, session: PeerSession) -> None:
+        self._sessions.pop(session.resource_id, None)
+
+    def _count(self, code: str) -> None:
+        self.hub.metrics.errors_total.labels(code=code).inc()
+
+
+def check_offer(sdp: str) -> str:
+    """The offer's ICE username fragment; OfferError unless it sends audio and opens a data channel."""
+    try:
+        description = SessionDescription.parse(sdp)
+    except (ValueError, LookupError, TypeError) as error:
+        raise OfferError(f"the body is not an SDP offer: {error}") from error
+    kinds = [media.kind for media in description.media]
+    if not kinds:
+        raise OfferError("the body is not an SDP offer (no m= section)")
+    if not any(m.kind == "audio" and m.direction in ("sendonly", "sendrecv") for m in description.media):
+        raise OfferError("the offer sends no audio: add a microphone track (sendonly)")
+    if "application" not in kinds:
+        raise OfferError(f"the offer has no data channel: create one labelled {DATA_CHANNEL_LABEL!r} for the updates")
+    return description.media[0].ice.usernameFragment if description.media[0].ice else ""
+
+
+def session_start(request: web.Request) -> pb.SessionStart:
+    """The session's `start`: the decoder's audio format, and the query's session_id, language and asr=off."""
+    query = request.query
+    asr = query.get("asr", "on")
+    if asr not in ("on", "off"):
+        raise web.HTTPBadRequest(text=f"asr={asr!r} is not one of on, off")
+    return pb.SessionStart(
+        session_id=query.get("session_id", ""),
+        audio=pb.AudioFormat(sample_rate_hz=PCM_RATE_HZ, channels=PCM_CHANNELS),
+        language=query.get("language", "en"),
+        disable_asr=asr == "off",
+    )
+
+
+def trickled_candidates(fragment: str) -> list[RTCIceCandidate | None]:
+    """The ICE candidates of a trickle-ice-sdpfrag body (RFC 8840), each tagged with its m= section; None
+    stands for `a=end-of-candidates`."""
+    candidates: list[RTCIceCandidate | None] = []
+    mid: str | None = None
+    index = -1
+    for line in fragment.splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            index += 1
+            mid = None
+        elif line.startswith("a=mid:"):
+            mid = line[len("a=mid:") :]
+        elif line.startswith("a=candidate:"):
+            try:
+                candidate = candidate_from_sdp(line[len("a=candidate:") :])
+            except (ValueError, IndexError) as error:
+                raise web.HTTPBadRequest(text=f"cannot parse {line!r}: {error}") from None
+            candidate.sdpMid = mid
+            candidate.sdpMLineIndex = max(index, 0)
+            candidates.append(candidate)
+        elif line == "a=end-of-candidates":
+            candidates.append(None)
+    return candidates
+
+
+def ice_servers(settings: ServerSettings) -> list[RTCIceServer]:
+    """The configured STUN/TURN servers, for the server's own peer connections (none by default)."""
+    servers = []
+    for url in settings.ice_url_list:
+        if url.startswith("turn"):
+            servers.append(RTCIceServer(url, username=settings.turn_username, credential=settings.turn_credential))
+        else:
+            servers.append(RTCIceServer(url))
+    return servers
+
+
+def link_headers(settings: ServerSettings) -> list[str]:
+    """One `Link` value per configured STUN/TURN server (RFC 9725 section 4.6)."""
+    links = []
+    for url in settings.ice_url_list:
+        link = f'<{url}>; rel="ice-server"'
+        if url.startswith("turn"):
+            link += (
+                f'; username="{settings.turn_username}"; credential="{settings.turn_credential}"'
+                '; credential-type="password"'
+            )
+        links.append(link)
+    return links
