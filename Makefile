@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 GRPC_PORT ?= 50051
 HTTP_PORT ?= 8080
+CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: venv demo test lint protos bench deploy-check clean
+.PHONY: venv demo test lint protos bench deploy-check browser clean
 
 venv: $(STAMP)
 
@@ -24,7 +25,17 @@ protos: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/depscreen demo --host $(HOST) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT)
 
-test: $(STAMP)
+# Debian Chromium and its driver for tests/test_browser.py (installed once, as root; skipped elsewhere).
+browser: $(CHROMEDRIVER)
+
+$(CHROMEDRIVER):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "note: $(CHROMEDRIVER) is missing and only root can apt-get it: the browser test will be skipped"; \
+	fi
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

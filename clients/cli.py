@@ -1,4 +1,5 @@
 """`depscreen stream FILE`: stream a media file to a screening server and show its updates live or as JSON."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,8 @@ from depscreen.v1 import screening_pb2
 from .captions import CaptionError
 from .live import LiveState, render
 from .media import MediaError
-from .session import AudioSendLog, ScreeningClient
+from .session import AudioSendLog, ScreeningClient, TlsFileError
+from .whip import WhipClient, WhipError
 
 EXIT_RPC_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -35,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("file", help="media file: wav, flac, mp3, mp4, mpg (anything av can open)")
     parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the gRPC server")
     parser.add_argument(
+        "--webrtc",
+        metavar="URL",
+        help="stream over WebRTC to this WHIP endpoint instead (http://HOST:HTTP_PORT/whip), in real time",
+    )
+    parser.add_argument(
         "--speed", type=_non_negative_float, default=1.0, help="1 = real time, 2 = twice as fast, 0 = no pacing"
     )
     parser.add_argument("--chunk-ms", type=_positive_int, default=100, help="audio chunk length in ms")
@@ -45,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--token", default=os.environ.get("DEPSCREEN_TOKEN"), help="bearer token (default: $DEPSCREEN_TOKEN)"
     )
+    parser.add_argument("--tls-ca", metavar="FILE", help="PEM CA bundle the server's certificate chains to: use TLS")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate, for servers that require mTLS")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     parser.add_argument("--session-id", default="", help="session id to ask for (the server makes one if empty)")
     parser.add_argument("--language", default="en", help="BCP-47 language of the speech")
     parser.add_argument("--no-asr", dest="disable_asr", action="store_true", help="never run ASR (captions only)")
@@ -52,14 +62,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    """Run one streaming session; the exit code is 0, 1 for a gRPC error, 2 for an unusable media or
-    captions file (the live view opens with the first server message, so input errors come first)."""
+    """Run one streaming session; the exit code is 0, 1 for a gRPC or WHIP error, 2 for an unusable media or
+    captions file or options WebRTC cannot honour (the live view opens with the first server message, so
+    input errors come first)."""
+    if args.webrtc and (args.captions or args.speed != 1.0):
+        print("error: --captions and --speed work over gRPC only: WebRTC streams in real time", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.webrtc and (args.tls_ca or args.tls_cert):
+        print("error: --tls-ca/--tls-cert work over gRPC only: use an https:// WHIP URL", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         asyncio.run(_stream(args))
     except grpc.aio.AioRpcError as error:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
         return EXIT_RPC_ERROR
-    except (MediaError, CaptionError) as error:
+    except WhipError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RPC_ERROR
+    except (MediaError, CaptionError, TlsFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -74,20 +94,32 @@ def message_json(message: screening_pb2.ServerMessage) -> str:
 
 
 async def _stream(args: argparse.Namespace) -> None:
-    client = ScreeningClient(args.server, token=args.token)
-    send_log = AudioSendLog()
-    stream = client.stream_file(
-        args.file,
-        speed=args.speed,
-        chunk_ms=args.chunk_ms,
-        captions=args.captions,
-        video=args.video,
-        video_fps=args.video_fps,
-        session_id=args.session_id,
-        language=args.language,
-        disable_asr=args.disable_asr,
-        send_log=send_log,
-    )
+    send_log: AudioSendLog | None = None
+    if args.webrtc:
+        stream = WhipClient(args.webrtc, token=args.token).stream_file(
+            args.file,
+            video=args.video,
+            session_id=args.session_id,
+            language=args.language,
+            disable_asr=args.disable_asr,
+        )
+    else:
+        send_log = AudioSendLog()
+        client = ScreeningClient(
+            args.server, token=args.token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
+        )
+        stream = client.stream_file(
+            args.file,
+            speed=args.speed,
+            chunk_ms=args.chunk_ms,
+            captions=args.captions,
+            video=args.video,
+            video_fps=args.video_fps,
+            session_id=args.session_id,
+            language=args.language,
+            disable_asr=args.disable_asr,
+            send_log=send_log,
+        )
     async with aclosing(stream) as messages:
         if args.json:
             async for message in messages:
@@ -104,10 +136,11 @@ async def _stream(args: argparse.Namespace) -> None:
                 live.update(render(state), refresh=True)
 
 
-def _apply(state: LiveState, message: screening_pb2.ServerMessage, send_log: AudioSendLog) -> None:
-    """Update the view state, with the round trip of a sentence update measured now."""
+def _apply(state: LiveState, message: screening_pb2.ServerMessage, send_log: AudioSendLog | None) -> None:
+    """Update the view state, with the round trip of a sentence update measured now (gRPC only: WebRTC
+    sends no per-chunk timing to measure it against)."""
     round_trip_ms = None
-    if message.WhichOneof("kind") == "sentence":
+    if send_log is not None and message.WhichOneof("kind") == "sentence":
         round_trip_ms = send_log.round_trip_ms(message.sentence.end_ms)
     state.apply(message, round_trip_ms=round_trip_ms)
 

@@ -1,4 +1,5 @@
 """`ScreeningClient`: stream an interview to the screening server and receive its updates as they come."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,18 +47,30 @@ class AudioSendLog:
 
 
 class ScreeningClient:
-    """Client of the `depscreen.v1.Screening` service over an insecure channel to `target` ("HOST:PORT").
+    """Client of the `depscreen.v1.Screening` service at `target` ("HOST:PORT").
 
-    With a `token`, every call carries the metadata `authorization: Bearer <token>`. Errors reported by the
+    The channel is plaintext unless a TLS file is given: `tls_ca` (PEM CA bundle the server's certificate must
+    chain to; the system's roots when omitted) turns TLS on, and `tls_cert` with `tls_key` present a client
+    certificate (for servers that require mTLS). With a `token`, every call carries the metadata
+    `authorization: Bearer <token>`. Errors reported by the
     server (or by the channel, such as UNAVAILABLE) are raised as `grpc.aio.AioRpcError`, whose `code()` and
     `details()` are the status the server sent. Media and caption problems found before the stream opens
     raise `MediaError` and `CaptionError`; a media file failing to decode mid-stream cancels the call and
     raises its `MediaError`.
     """
 
-    def __init__(self, target: str, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+    ) -> None:
         self.target = target
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
 
     async def stream_file(
         self,
@@ -109,7 +122,11 @@ class ScreeningClient:
         Sending runs in its own task, so replies are yielded while messages are still going out. When the
         server ends the stream early, the remaining messages are not sent (and an error status is raised).
         """
-        async with grpc.aio.insecure_channel(self.target) as channel:
+        if self._credentials is None:
+            channel = grpc.aio.insecure_channel(self.target)
+        else:
+            channel = grpc.aio.secure_channel(self.target, self._credentials)
+        async with channel:
             call = screening_pb2_grpc.ScreeningStub(channel).StreamSession(metadata=self._metadata)
             sender = asyncio.create_task(_send_all(call, messages))
             try:
@@ -131,12 +148,41 @@ class ScreeningClient:
                 call.cancel()
 
 
-async def _send_all(
-    call: grpc.aio.StreamStreamCall, messages: AsyncIterable[screening_pb2.ClientMessage]
-) -> None:
+class TlsFileError(ValueError):
+    """A TLS file given to the client that cannot be used; the message names it."""
+
+
+def channel_credentials(
+    ca: str | Path | None, cert: str | Path | None, key: str | Path | None
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials from PEM files (None when none is given); TlsFileError names a file that cannot be used."""
+    if ca is None and cert is None and key is None:
+        return None
+    if (cert is None) != (key is None):
+        raise TlsFileError("a client certificate needs both --tls-cert and --tls-key")
+    files = {}
+    for name, path in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)):
+        if path is not None:
+            try:
+                files[name] = Path(path).read_bytes()
+            except OSError as error:
+                raise TlsFileError(f"{name} {path}: cannot read it ({error.strerror})") from None
+    return grpc.ssl_channel_credentials(
+        root_certificates=files.get("tls_ca"), private_key=files.get("tls_key"), certificate_chain=files.get("tls_cert")
+    )
+
+
+async def _send_all(call: grpc.aio.StreamStreamCall, messages: AsyncIterable[screening_pb2.ClientMessage]) -> None:
     """Write every message then half-close; a call that already ended stops the writing quietly, because
-    the reading side raises its status."""
+    the reading side raises its status.
+
+    Nothing is written before the server's initial metadata, which it sends once it has authenticated the
+    stream: a refused stream (UNAUTHENTICATED) is never written to, since a write racing the server's status
+    would make grpc report INTERNAL instead."""
     try:
+        await call.initial_metadata()
+        if call.done():
+            return
         async for message in messages:
             await call.write(message)
         await call.done_writing()

@@ -27,6 +27,7 @@ from depscreen.localserver import LocalServer, read_counter, sample_path, start_
 from depscreen.v1 import screening_pb2 as pb
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RSS_SAMPLE_S = 30.0
 WARMUP_S = 8.0
 """Media streamed through one session before measuring, so lazily loaded models and buffers count as idle."""
 
@@ -46,6 +47,8 @@ class LoadResult:
     rss_idle_mb: float
     rss_peak_mb: float
     rss_per_session_mb: float
+    rss_timeline_mb: list[float]
+    """Server RSS every `RSS_SAMPLE_S` seconds of the run: flat for a long session means no leak."""
     shed_video_frames: float
     rejected_sessions: float
     failed_sessions: int
@@ -183,9 +186,14 @@ def _proc_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _watch_rss(pid: int, peak: list[float], stop: asyncio.Event) -> None:
+async def _watch_rss(pid: int, peak: list[float], timeline: list[float], stop: asyncio.Event) -> None:
+    """Track the server's peak RSS, and sample it every `RSS_SAMPLE_S` for the timeline (soak runs)."""
+    started = time.monotonic()
     while not stop.is_set():
-        peak[0] = max(peak[0], _proc_rss_mb(pid))
+        rss = _proc_rss_mb(pid)
+        peak[0] = max(peak[0], rss)
+        if time.monotonic() - started >= len(timeline) * RSS_SAMPLE_S:
+            timeline.append(round(rss, 1))
         await asyncio.sleep(0.5)
 
 
@@ -205,8 +213,9 @@ async def load_run(
     cpu_before = _proc_cpu_s(pid) if pid else 0.0
     client_cpu_before = time.process_time()
     peak = [rss_idle]
+    timeline: list[float] = []
     stop = asyncio.Event()
-    watcher = asyncio.ensure_future(_watch_rss(pid, peak, stop)) if pid else None
+    watcher = asyncio.ensure_future(_watch_rss(pid, peak, timeline, stop)) if pid else None
     started = time.monotonic()
     jobs = [run_session(target, media[i % len(media)], duration_s, speed) for i in range(sessions)]
     bad = bad_clients(target, media[0]) if with_bad_clients else None
@@ -230,6 +239,7 @@ async def load_run(
         rss_idle_mb=round(rss_idle, 1),
         rss_peak_mb=round(peak[0], 1),
         rss_per_session_mb=round((peak[0] - rss_idle) / sessions, 2),
+        rss_timeline_mb=timeline,
         shed_video_frames=_delta(metrics_before, metrics_after, "depscreen_shed_video_frames_total"),
         rejected_sessions=_delta(metrics_before, metrics_after, "depscreen_rejected_sessions_total"),
         failed_sessions=sum(1 for r in session_results if isinstance(r, BaseException)),

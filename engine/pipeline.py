@@ -14,7 +14,6 @@ session, in the order the messages arrived.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -50,25 +49,16 @@ class PipelineSettings:
 
 
 class Extractors:
-    """The loaded-once feature models shared by all sessions of a process.
-
-    eGeMAPS (openSMILE) keeps per-call state, so each worker thread gets its own extractor; the text
-    embedder and Whisper serialise their calls internally.
-    """
+    """The loaded-once feature models shared by all sessions of a process (each is safe to share: eGeMAPS
+    builds its native state per call, the text embedder serialises its calls, Whisper queues them on its
+    replicas)."""
 
     def __init__(self, asr: str = "whisper", parallel: int = 1, text_encoder: str = DEFAULT_TEXT_ENCODER) -> None:
         """`parallel`: how many Whisper calls may run at once (one model replica each); `text_encoder`: the
         sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`)."""
         self.text = make_text_embedder(text_encoder)
         self.transcriber: Transcriber = make_transcriber(asr, **({"num_workers": parallel} if asr == "whisper" else {}))
-        self._local = threading.local()
-
-    @property
-    def audio(self) -> AudioFeatureExtractor:
-        extractor = getattr(self._local, "audio", None)
-        if extractor is None:
-            extractor = self._local.audio = AudioFeatureExtractor()
-        return extractor
+        self.audio = AudioFeatureExtractor()
 
 
 @dataclass(frozen=True)

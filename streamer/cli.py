@@ -9,7 +9,7 @@ import logging
 import sys
 
 from depscreen.streamer.server import serve
-from depscreen.streamer.settings import add_arguments, settings_from_args
+from depscreen.streamer.settings import SettingsError, add_arguments, settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +27,10 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings))
+    except SettingsError as error:
+        logging.getLogger(__name__).critical("not starting: %s", error)
+        return 2
     return 0

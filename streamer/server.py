@@ -1,8 +1,10 @@
 """The server: gRPC (Screening, health checking, reflection) and HTTP (/metrics, /healthz, WHIP, the page) on
 one event loop.
 
-Read top to bottom: load the model and feature extractors once, make the worker pool, start gRPC, start
-HTTP, mark the service SERVING; `stop()` undoes it in reverse, letting streams finish within a grace period.
+Read top to bottom: decide who may connect (`auth.verifier_for`, which refuses an open server on an address
+other than loopback) and read the TLS files, load the model and feature extractors once, make the worker pool,
+start gRPC, start HTTP, mark the service SERVING; `stop()` undoes it in reverse, letting streams finish within
+a grace period.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from depscreen.engine.pipeline import Extractors
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
-from depscreen.streamer import page
+from depscreen.streamer import page, tls
+from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.service import ScreeningService
 from depscreen.streamer.session import SessionHub
@@ -57,6 +60,8 @@ class Server:
 
     async def start(self) -> None:
         s = self.settings
+        verifier = verifier_for(s)  # first: a server that must not start fails before loading anything
+        grpc_credentials, http_ssl = tls.grpc_credentials(s), tls.http_context(s)
         # Sessions run in parallel on the worker threads; one torch thread each keeps them from contending.
         torch.set_num_threads(1)
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
@@ -81,33 +86,38 @@ class Server:
                 ("grpc.max_send_message_length", 1024 * 1024),
             ]
         )
-        screening_pb2_grpc.add_ScreeningServicer_to_server(ScreeningService(self.hub), self._grpc)
+        screening_pb2_grpc.add_ScreeningServicer_to_server(ScreeningService(self.hub, verifier), self._grpc)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self._grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
-        self.grpc_port = self._grpc.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
+        if grpc_credentials is None:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        else:
+            self.grpc_port = self._grpc.add_secure_port(address, grpc_credentials)
         await self._grpc.start()
 
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
-        self.whip = WhipEndpoint(self.hub)
+        self.whip = WhipEndpoint(self.hub, verifier=verifier)
         self.whip.add_routes(app)
         page.add_routes(app)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
-        site = web.TCPSite(self._http, s.host, s.http_port)
+        site = web.TCPSite(self._http, s.host, s.http_port, ssl_context=http_ssl)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]
 
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on %s:%d (gRPC) and :%d (HTTP), model %s on %s (%s kernels)",
+            "serving %s on %s:%d (gRPC) and :%d (HTTP) %s, model %s on %s (%s kernels)",
             SERVICE_NAME,
             s.host,
             self.grpc_port,
             self.http_port,
+            ("over mTLS" if s.tls_client_ca else "over TLS") if s.tls_cert else "in plaintext",
             screener.facts.model_id,
             screener.device,
             screener.kernels,

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -42,6 +42,8 @@ T = TypeVar("T")
 MAX_SESSION_ID_CHARS = 128
 IMAGE_FORMATS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
 """Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
+VIDEO_BURST_S = 2.0
+"""Seconds of video (at `max_video_fps`) a client may send ahead of its audio."""
 
 
 class ProtocolError(Exception):
@@ -64,6 +66,8 @@ class SessionHub:
     executor: Executor
     active: int = 0
     in_flight: int = 0
+    per_principal: dict[str, int] = field(default_factory=dict)
+    """Open sessions of each authenticated principal (token or JWT subject) that has any."""
 
     def model_info(self) -> pb.ModelInfo:
         facts = self.screener.facts
@@ -95,23 +99,40 @@ class SessionHub:
     def _report_queue(self) -> None:
         self.metrics.queue_depth.set(max(0, self.in_flight - self.settings.worker_count) + self.batcher.queue_depth)
 
-    async def open(self, first: pb.ClientMessage) -> LiveSession:
-        """Admit a session from its first message, or raise ProtocolError."""
+    async def open(self, first: pb.ClientMessage, principal: str | None = None) -> LiveSession:
+        """Admit a session from its first message (for `principal`, None on an open server), or raise
+        ProtocolError."""
         start = check_start(first)
+        self._check_principal_quota(principal)
         if self.active >= self.settings.max_sessions or self.backlog > self.settings.reject_backlog:
             self.metrics.rejected_sessions_total.inc()
-            reason = (
-                f"its limit of {self.settings.max_sessions} concurrent sessions"
+            state = (
+                f"at its limit of {self.settings.max_sessions} concurrent sessions"
                 if self.active >= self.settings.max_sessions
                 else "overloaded"
             )
-            raise ProtocolError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server is at {reason}: retry later")
+            raise ProtocolError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server is {state}: retry later")
         self.active += 1
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
-        return LiveSession(self, start.session_id or uuid.uuid4().hex, self._new_pipeline(start))
+        if principal is not None:
+            self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
+        return LiveSession(self, start.session_id or uuid.uuid4().hex, self._new_pipeline(start), principal)
 
-    def release(self) -> None:
+    def _check_principal_quota(self, principal: str | None) -> None:
+        limit = self.settings.max_sessions_per_token
+        if principal is not None and limit and self.per_principal.get(principal, 0) >= limit:
+            self.metrics.rejected_sessions_total.inc()
+            raise ProtocolError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this token already holds its limit of {limit} concurrent sessions: end one, or retry later",
+            )
+
+    def release(self, principal: str | None = None) -> None:
+        if principal is not None:
+            left = self.per_principal.pop(principal, 1) - 1
+            if left > 0:
+                self.per_principal[principal] = left
         self.active -= 1
         self.metrics.sessions_active.dec()
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
@@ -162,6 +183,14 @@ def check_start(message: pb.ClientMessage) -> pb.SessionStart:
     return start
 
 
+def session_time_exceeded(limit_s: float) -> ProtocolError:
+    """The error that ends a session that reached `max_session_s` (after its summary was sent)."""
+    return ProtocolError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"the session reached its limit of {limit_s:g} s and was finished: start a new session to go on",
+    )
+
+
 def shed_video(backlog: float, since_last_ms: float, settings: ServerSettings) -> bool:
     """Whether to drop a video frame before it costs anything: under overload, half rate, then none."""
     if backlog > settings.video_drop_backlog:
@@ -172,9 +201,12 @@ def shed_video(backlog: float, since_last_ms: float, settings: ServerSettings) -
 class LiveSession:
     """An admitted interview: `accepted()`, then `handle()` each message, then `close()` exactly once."""
 
-    def __init__(self, hub: SessionHub, session_id: str, pipeline: SessionPipeline) -> None:
+    def __init__(
+        self, hub: SessionHub, session_id: str, pipeline: SessionPipeline, principal: str | None = None
+    ) -> None:
         self.hub = hub
         self.session_id = session_id
+        self.principal = principal
         self.pipeline = pipeline
         self.handle_ = hub.batcher.attach()
         self.ended = False
@@ -183,6 +215,7 @@ class LiveSession:
         self._closed = False
         self._started = time.monotonic()
         self._last_video_forwarded_ms = -1.0e9
+        self._video_frames_received = 0
         self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
 
     def accepted(self) -> pb.ServerMessage:
@@ -197,12 +230,18 @@ class LiveSession:
             )
         if kind == "start":
             raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "a second `start` on the same stream")
+        left = self.time_left()
+        if left is not None and left <= 0:
+            async for reply in self.finish():
+                yield reply
+            raise session_time_exceeded(self.hub.settings.max_session_s)
         if kind == "audio":
             data = self._checked_audio(message.audio.data)
             await self._pace()
             for result in await self.hub.run(self.pipeline.push_audio, data, self._transcribe()):
                 yield await self._score(result)
         elif kind == "video":
+            self._check_video_rate()
             await self._video(message.video)
         elif kind == "caption":
             self._caption(message.caption)
@@ -234,7 +273,23 @@ class LiveSession:
         if not self._closed:
             self._closed = True
             self.hub.batcher.detach(self.handle_)
-            self.hub.release()
+            self.hub.release(self.principal)
+
+    def time_left(self) -> float | None:
+        """Seconds until `max_session_s` ends this session; None when there is no limit."""
+        limit = self.hub.settings.max_session_s
+        return limit - (time.monotonic() - self._started) if limit else None
+
+    def _check_video_rate(self) -> None:
+        """End a stream whose video outruns `max_video_fps` per second of its audio (plus a short burst)."""
+        self._video_frames_received += 1
+        settings = self.hub.settings
+        if self._video_frames_received > settings.max_video_fps * (self.pipeline.audio_seconds + VIDEO_BURST_S):
+            raise ProtocolError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"video arrives faster than {settings.max_video_fps:g} frames per second of audio: send at most "
+                f"that many (the server analyses {settings.video_fps:g} per second)",
+            )
 
     def _transcribe(self) -> bool:
         """ASR is the costliest stage: under heavy load, sentences without captions go without text."""

@@ -14,6 +14,13 @@ from pathlib import Path
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.device import DEVICE_CHOICES
 
+AUTH_MODES = ("auto", "tokens", "jwt", "none")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used as given (a file missing, unreadable or malformed, or a startup the
+    settings make unsafe); the message says what to fix."""
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -68,6 +75,43 @@ class ServerSettings:
     turn_username: str = field(default="", metadata={"help": "username for the TURN servers in ice_servers"})
     turn_credential: str = field(default="", metadata={"help": "password for the TURN servers in ice_servers"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
+    auth: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (tokens when auth_tokens is set, JWTs when jwt_jwks is set, else open on loopback only) "
+            "| tokens | jwt | none (open to anyone: only behind a proxy that authenticates)",
+            "choices": AUTH_MODES,
+        },
+    )
+    auth_tokens: str = field(
+        default="", metadata={"help": "file of bearer tokens, one per line (reloaded when it changes)"}
+    )
+    jwt_jwks: str = field(
+        default="", metadata={"help": "JWKS file with the public keys (RS256/ES256) JWTs are signed with"}
+    )
+    jwt_issuer: str = field(default="", metadata={"help": "the `iss` a JWT must carry"})
+    jwt_audience: str = field(default="", metadata={"help": "the `aud` a JWT must carry"})
+    max_sessions_per_token: int = field(
+        default=0,
+        metadata={
+            "help": "concurrent sessions one token (JWT subject) may hold; more get RESOURCE_EXHAUSTED (0 = no limit)"
+        },
+    )
+    max_session_s: float = field(
+        default=14400.0,
+        metadata={
+            "help": "longest a session may last; then it is finished and ended with RESOURCE_EXHAUSTED (0 = no limit)"
+        },
+    )
+    max_video_fps: float = field(
+        default=30.0,
+        metadata={"help": "video frames a client may send per second of audio (2 s burst); more end the stream"},
+    )
+    tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: serve gRPC and HTTP over TLS"})
+    tls_key: str = field(default="", metadata={"help": "PEM private key of tls_cert"})
+    tls_client_ca: str = field(
+        default="", metadata={"help": "PEM CA bundle: require client certificates it signed (mTLS) on both ports"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -99,6 +143,42 @@ class ServerSettings:
                 raise ValueError(f"ice_servers entry {url!r} is not a stun:, stuns:, turn: or turns: URL")
             if url.startswith("turn") and not (self.turn_username and self.turn_credential):
                 raise ValueError(f"ice_servers entry {url!r} is a TURN server: set turn_username and turn_credential")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth={self.auth!r} is not one of {', '.join(AUTH_MODES)}")
+        mode = self.auth_mode
+        if self.auth in ("none", "jwt") and self.auth_tokens:
+            raise ValueError(f"auth={self.auth} but auth_tokens is set: drop one of them")
+        if self.auth in ("none", "tokens") and self.jwt_jwks:
+            raise ValueError(f"auth={self.auth} but jwt_jwks is set: drop one of them")
+        if self.auth == "auto" and self.auth_tokens and self.jwt_jwks:
+            raise ValueError("both auth_tokens and jwt_jwks are set: choose one (or set auth=tokens or auth=jwt)")
+        if mode == "tokens" and not self.auth_tokens:
+            raise ValueError("auth=tokens needs auth_tokens (a file of tokens, one per line)")
+        if mode == "jwt" and not (self.jwt_jwks and self.jwt_issuer and self.jwt_audience):
+            raise ValueError("JWT authentication needs all of jwt_jwks, jwt_issuer and jwt_audience")
+        if (self.jwt_issuer or self.jwt_audience) and mode != "jwt":
+            raise ValueError("jwt_issuer/jwt_audience are set but JWTs are not checked: set jwt_jwks too")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca (mTLS) needs TLS itself: set tls_cert and tls_key")
+        for name in ("max_sessions_per_token", "max_session_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 = no limit)")
+        if self.max_video_fps < self.video_fps:
+            raise ValueError(f"max_video_fps={self.max_video_fps} is below video_fps={self.video_fps}: raise it")
+
+    @property
+    def auth_mode(self) -> str:
+        """`auth` with `auto` resolved: tokens, jwt, none (explicitly open) or open (nothing configured)."""
+        if self.auth != "auto":
+            return self.auth
+        if self.auth_tokens:
+            return "tokens"
+        return "jwt" if self.jwt_jwks else "open"
 
     @property
     def worker_count(self) -> int:

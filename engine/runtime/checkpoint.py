@@ -7,11 +7,14 @@ from pathlib import Path
 
 import torch
 
+from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 DEMO_MODEL = WEIGHTS_DIR / "synthetic-demo.pt"
 """The shipped demo checkpoint, trained by `depscreen train --synthetic` (plumbing only, not a screener)."""
+DEFAULT_MODEL = WEIGHTS_DIR / "eatd-bimamba.pt"
+"""The shipped screening model, trained by `depscreen train --dataset eatd` (see docs/MODEL_CARD.md)."""
 
 FORMAT_VERSION = 1
 
@@ -24,6 +27,11 @@ class ModelFacts:
     trained_on: str
     intended_use: str = "Screening aid for clinicians; not a diagnosis."
     model_card_url: str = ""
+    decision_threshold: float = 0.5
+    """Estimate at or above which a session screens positive (chosen on held-out training data)."""
+    text_encoder: str = DEFAULT_TEXT_ENCODER
+    """The sentence encoder that made the training text features (`features.text.TEXT_ENCODERS`); the server
+    embeds live text with the same one. Checkpoints written before it was recorded used all-MiniLM-L6-v2."""
 
 
 def save_checkpoint(path: str | Path, model: ScreeningModel, facts: ModelFacts) -> None:

@@ -1,0 +1,102 @@
+"""Privacy: a session with known speech, captions and video leaves no trace of them in the server's log (at
+DEBUG) or in any file the server wrote (its working directory, home, cache and temp directories)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from depscreen.clients.session import ScreeningClient
+from depscreen.engine.media import decode_audio_file
+from depscreen.localserver import start_local_server
+from depscreen.v1 import screening_pb2 as pb
+
+from .conftest import FIXTURES
+
+CAPTION = "my purple giraffe whispers quietly to the violin"
+SPOKEN = ("your country", "ask what you")
+"""Words of the JFK clip that Whisper transcribes (its first sentence is captioned instead)."""
+SECRET_WORDS = (*CAPTION.split()[1:4], "violin", *SPOKEN)
+
+
+def pcm_16k() -> bytes:
+    return decode_audio_file(FIXTURES / "jfk.flac").tobytes()
+
+
+def frame_jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    ok, encoded = cv2.imencode(".jpg", rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    assert ok
+    return encoded.tobytes()
+
+
+def windows(data: bytes, count: int = 24, size: int = 48) -> list[bytes]:
+    """Distinct slices of `data` that would show up in any copy of it."""
+    step = max(1, (len(data) - size) // count)
+    return [data[i : i + size] for i in range(step // 2, len(data) - size, step)][:count]
+
+
+def traces(data: bytes, needles: list[bytes]) -> list[bytes]:
+    lowered = data.lower()
+    return [needle for needle in needles if needle in lowered or needle in data]
+
+
+@pytest.mark.slow
+def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path) -> None:
+    places = {name: tmp_path / name for name in ("work", "home", "cache", "tmp")}
+    for place in places.values():
+        place.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(places["home"]),
+        "XDG_CACHE_HOME": str(places["cache"]),
+        "TMPDIR": str(places["tmp"]),
+    }
+    log_path = tmp_path / "server.log"
+    pcm = pcm_16k()
+    frames = [frame_jpeg(seed) for seed in range(5)]
+    with log_path.open("w") as log:
+        server = start_local_server(
+            "--device", "cpu", "--log-level", "DEBUG", output=log, cwd=places["work"], env=env
+        )  # fmt: skip
+    try:
+
+        async def interview() -> AsyncIterator[pb.ClientMessage]:
+            yield pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+            yield pb.ClientMessage(caption=pb.Caption(start_ms=0, end_ms=3000, text=CAPTION))
+            for index, offset in enumerate(range(0, len(pcm), 3200)):
+                if index % 10 == 0 and index // 10 < len(frames):
+                    image = frames[index // 10]
+                    yield pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=index * 100, image=image, format=pb.JPEG))
+                yield pb.ClientMessage(audio=pb.AudioChunk(data=pcm[offset : offset + 3200]))
+            yield pb.ClientMessage(end=pb.SessionEnd())
+
+        async def run() -> list[pb.ServerMessage]:
+            return [reply async for reply in ScreeningClient(server.grpc_target).stream_messages(interview())]
+
+        replies = asyncio.run(run())
+    finally:
+        server.stop()
+
+    transcript = " ".join(r.sentence.transcript for r in replies if r.WhichOneof("kind") == "sentence").lower()
+    assert "giraffe" in transcript and all(words in transcript for words in SPOKEN), "caption and ASR were used"
+    words = [word.encode() for word in SECRET_WORDS]
+    assert traces(f"SEEN: {CAPTION.upper()}".encode(), words), "the scan finds the words wherever they are"
+    assert not traces(log_path.read_bytes(), words), "the server logged transcript words"
+
+    speech = pcm[len(pcm) // 4 : 3 * len(pcm) // 4]
+    needles = [
+        *words,
+        *(word.encode("utf-16-le") for word in SECRET_WORDS),
+        *windows(speech),
+        *(window for frame in frames for window in windows(frame[600:], count=4)),
+    ]
+    written = [path for place in places.values() for path in place.rglob("*") if path.is_file()]
+    for path in written:
+        assert not traces(path.read_bytes(), needles), f"{path} holds audio, video or transcript"
