@@ -1,4 +1,4 @@
-"""Engine subcommands: `depscreen segment` (judge the segmenter alone) and `depscreen train --synthetic`."""
+"""Engine subcommands: `depscreen segment` (the segmenter alone), `depscreen train` and `depscreen eval`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from depscreen.engine.train.datasets import DatasetSpec
+    from depscreen.engine.train.sessions import DatasetLoad
+    from depscreen.engine.train.trainer import Progress as EpochCallback
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parents[1] / "clients" / "samples" / "grid_interview.mp4"
 
@@ -17,14 +23,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segment.add_argument("--json", action="store_true", help="one JSON object per sentence")
     segment.set_defaults(func=run_segment)
 
-    train = subparsers.add_parser("train", help="train a checkpoint")
+    train = subparsers.add_parser("train", help="train a checkpoint (synthetic demo, or a labelled dataset)")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--synthetic", action="store_true", help="train on synthetic sessions with a planted signal")
+    source.add_argument("--dataset", choices=_dataset_names(), help="train on a labelled dataset (needs --data)")
+    source.add_argument(
+        "--text-corpora", type=Path, help="train the English text head on the Reddit corpora in this folder"
+    )
     train.add_argument(
-        "--synthetic", action="store_true", required=True, help="train on synthetic sessions with a planted signal"
+        "--data",
+        type=Path,
+        help="the dataset's folder (read, never copied); with --text-corpora: an EATD folder scored zero-shot",
     )
     train.add_argument("--out", type=Path, required=True, help="output directory (model.pt is written there)")
     train.add_argument("--sessions", type=int, default=800, help="synthetic sessions to generate (default 800)")
-    train.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    train.add_argument("--epochs", type=int, help="training epochs (default 8 synthetic, 25 with early stopping)")
+    train.add_argument("--folds", type=int, default=5, help="cross-validation folds for --dataset (default 5)")
+    train.add_argument(
+        "--experiments",
+        action="store_true",
+        help="also cross-validate audio-only, text-only, the ablations and the classic baselines",
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for --dataset training (default 1: the small model's batches gain nothing from more)",
+    )
     train.add_argument(
         "--calibration",
         type=Path,
@@ -32,7 +58,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[DEFAULT_CALIBRATION],
         help="real media whose feature scales the synthetic data takes (default: the bundled GRID sample)",
     )
+    _cache_arguments(train)
     train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser("eval", help="score a labelled dataset sentence by sentence with a checkpoint")
+    evaluate.add_argument("--dataset", choices=_dataset_names(), required=True, help="which dataset format")
+    evaluate.add_argument("--data", type=Path, required=True, help="the dataset's folder")
+    evaluate.add_argument("--model", type=Path, help="checkpoint (.pt); default: the server's default model")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals (default 0)")
+    _cache_arguments(evaluate)
+    evaluate.set_defaults(func=run_eval)
+
+
+def _dataset_names() -> list[str]:
+    from depscreen.engine.train.datasets import DATASETS
+
+    return list(DATASETS)
+
+
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache", type=Path, help="feature cache folder (default ~/.cache/depscreen/features, or $XDG_CACHE_HOME)"
+    )
+    parser.add_argument("--no-cache", action="store_true", help="extract every feature afresh and store none")
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -52,12 +101,42 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.dataset:
+        return _train_dataset(args)
+    if args.text_corpora:
+        return _train_text_head(args)
+    return _train_synthetic(args)
+
+
+def _train_text_head(args: argparse.Namespace) -> int:
+    from depscreen.engine.features.text import MULTILINGUAL
+    from depscreen.engine.train.text_head import load_corpora, train_text_head
+
+    try:
+        corpora = load_corpora(args.text_corpora, args.seed)
+        eatd = None
+        if args.data is not None:
+            args.dataset = "eatd"
+            eatd = _load(args, MULTILINGUAL)[1].sessions
+        results = train_text_head(corpora, eatd, args.out, args.seed)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = {name: {"auroc": r["auroc"], "f1": r["f1"], "n": r["n"]} for name, r in results["held_out"].items()}
+    if "eatd_zero_shot" in results:
+        summary["eatd_zero_shot"] = {k: results["eatd_zero_shot"][k] for k in ("auroc", "f1", "n")}
+    print(json.dumps({"text_head": str(args.out / "text_head.npz"), "held_out": summary}))
+    return 0
+
+
+def _train_synthetic(args: argparse.Namespace) -> int:
     import torch
 
     from depscreen.engine.runtime.checkpoint import ModelFacts, save_checkpoint
+    from depscreen.engine.train.metrics import auroc
     from depscreen.engine.train.stats import feature_stats_from_media
     from depscreen.engine.train.synthetic import generate_sessions
-    from depscreen.engine.train.trainer import TrainSettings, auroc, fit_temperature, session_logits, train_model
+    from depscreen.engine.train.trainer import TrainSettings, fit_temperature, session_logits, train_model
 
     for path in args.calibration:
         if not path.is_file():
@@ -73,10 +152,12 @@ def run_train(args: argparse.Namespace) -> int:
         sessions[-held_out:],
     )
 
-    def progress(epoch: int, loss: float) -> None:
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {loss:.4f}  ({time.perf_counter() - started:.0f}s)", flush=True)
+    epochs = args.epochs or 8
 
-    model = train_model(train, stats, settings=TrainSettings(epochs=args.epochs, seed=args.seed), progress=progress)
+    def progress(epoch: int, loss: float, _: float | None) -> None:
+        print(f"epoch {epoch + 1}/{epochs}  loss {loss:.4f}  ({time.perf_counter() - started:.0f}s)", flush=True)
+
+    model = train_model(train, stats, settings=TrainSettings(epochs=epochs, seed=args.seed), progress=progress)
     temperature = fit_temperature(model, calibration)
     scores = torch.sigmoid(session_logits(model, test) / temperature).numpy()
     test_auroc = auroc([s.label for s in test], scores)
@@ -100,3 +181,121 @@ def run_train(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary))
     return 0
+
+
+def _load(args: argparse.Namespace, text_encoder: str) -> tuple[DatasetSpec, DatasetLoad]:
+    """Load `args.dataset` from `args.data` with a progress bar; print what was skipped."""
+    from rich.progress import Progress
+
+    from depscreen.engine.train.cache import DEFAULT_CACHE_DIR, FeatureCache
+    from depscreen.engine.train.datasets import dataset
+
+    spec = dataset(args.dataset)
+    cache = None if args.no_cache else FeatureCache(args.cache or DEFAULT_CACHE_DIR)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"features of {spec.name}", total=None)
+        load = spec.load(
+            args.data, text_encoder, cache, lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    print(load.summary(), file=sys.stderr)
+    for skipped in load.skipped:
+        print(f"  skipped {skipped.item}: {skipped.reason}", file=sys.stderr)
+    return spec, load
+
+
+def _train_dataset(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import torch
+    from rich.progress import Progress
+
+    from depscreen.engine.train.cache import DEFAULT_CACHE_DIR, FeatureCache
+    from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
+    from depscreen.engine.train.study import DATASET_TRAINING, run_study
+
+    if args.data is None:
+        print("error: --dataset needs --data PATH (the dataset's folder)", file=sys.stderr)
+        return 2
+    settings = replace(DATASET_TRAINING, seed=args.seed, epochs=args.epochs or DATASET_TRAINING.epochs)
+    torch.set_num_threads(args.threads)
+    try:
+        spec, load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)
+        cache = None if args.no_cache else FeatureCache(args.cache or DEFAULT_CACHE_DIR)
+        with Progress() as bar:
+            task = bar.add_task("training", total=None)
+
+            def progress(name: str) -> EpochCallback:
+                bar.update(task, description=name, completed=0, total=settings.epochs)
+
+                def epoch(index: int, loss: float, validation: float | None) -> None:
+                    shown = "" if validation is None else f" val {validation:.3f}"
+                    bar.update(task, completed=index + 1, description=f"{name}: loss {loss:.3f}{shown}")
+
+                return epoch
+
+            results = run_study(
+                spec,
+                load,
+                args.out,
+                DEFAULT_TEXT_ENCODER_FOR_TRAINING,
+                args.folds,
+                settings,
+                args.experiments,
+                progress,
+                log=bar.console.print,
+                cache=cache,
+            )
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    model_row = results["cross_validation"][0]
+    print(
+        json.dumps(
+            {
+                "model": str(args.out / "model.pt"),
+                "sessions": results["sessions"],
+                "positives": results["positives"],
+                "skipped": len(results["skipped"]),
+                "cv_auroc": model_row["ci95"]["auroc"],
+                "cv_f1": model_row["ci95"]["f1"],
+                "seconds": results["seconds"],
+            }
+        )
+    )
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
+    from depscreen.engine.runtime.screener import Screener
+    from depscreen.engine.train.evaluate import evaluate
+
+    try:
+        screener = Screener.from_checkpoint(args.model or DEFAULT_MODEL, "cpu")
+        _, load = _load(args, screener.facts.text_encoder)
+        report = evaluate(screener, load.sessions, args.seed)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report["skipped"] = len(load.skipped)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(
+        f"{report['model']} on {args.dataset}: {report['n']} sessions, {report['positives']} positive, "
+        f"threshold {report['threshold']}"
+    )
+    baselines = report["baselines"]
+    print(f"{'metric':<18}{'model [95% CI]':<28}{'all-positive':>14}{'majority':>10}")
+    for name in ("f1", "precision", "recall", "accuracy", "balanced_accuracy", "auroc", "ece"):
+        ci = report["ci95"][name]
+        print(
+            f"{name:<18}{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]{'':<6}"
+            f"{_number(baselines['all_positive'].get(name)):>14}{_number(baselines['majority'].get(name)):>10}"
+        )
+    return 0
+
+
+def _number(value: float | None) -> str:
+    """Three decimals, or a dash where a baseline has no such metric (a constant predictor has no ECE)."""
+    return "–" if value is None else f"{value:.3f}"

@@ -1,1 +1,1 @@
-"""Training: synthetic data with a planted signal and the trainer that writes checkpoints."""
+"""Training and evaluation: dataset adapters, feature cache, trainer, cross-validation, reports, model cards."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.train.sessions import LabelledSession
 
 LOUDNESS, F0 = 0, 10
 """Columns of the eGeMAPS LLDs that carry the planted audio signal."""
@@ -55,20 +56,14 @@ class SyntheticSettings:
     text_rate: float = 0.75
 
 
-@dataclass(frozen=True)
-class SyntheticSession:
-    label: int
-    sentences: list[SentenceFeatures]
-
-
 def generate_sessions(
     count: int, stats: FeatureStats, seed: int, settings: SyntheticSettings = SyntheticSettings()
-) -> list[SyntheticSession]:
+) -> list[LabelledSession]:
     """`count` synthetic sessions, reproducible from `seed`."""
     rng = np.random.default_rng(seed)
     text_direction = np.random.default_rng(1234).standard_normal(384)
     text_direction /= np.linalg.norm(text_direction)
-    return [_session(rng, stats, settings, text_direction) for _ in range(count)]
+    return [_session(rng, stats, settings, text_direction, f"synthetic-{i}") for i in range(count)]
 
 
 def _smooth_noise(rng: np.random.Generator, frames: int, dims: int, rho: float = 0.9) -> np.ndarray:
@@ -83,8 +78,8 @@ def _smooth_noise(rng: np.random.Generator, frames: int, dims: int, rho: float =
 
 
 def _session(
-    rng: np.random.Generator, stats: FeatureStats, s: SyntheticSettings, text_direction: np.ndarray
-) -> SyntheticSession:
+    rng: np.random.Generator, stats: FeatureStats, s: SyntheticSettings, text_direction: np.ndarray, session_id: str
+) -> LabelledSession:
     y = int(rng.random() < s.positive_rate)
     has_video = rng.random() < s.video_session_rate
     face_shape = rng.standard_normal(136) * 0.5
@@ -133,4 +128,4 @@ def _session(
             )
         )
         start_ms += duration_ms + 700
-    return SyntheticSession(label=y, sentences=sentences)
+    return LabelledSession(label=y, sentences=sentences, session_id=session_id)

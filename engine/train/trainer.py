@@ -1,24 +1,35 @@
-"""Trainer: fits the screening model on labelled sessions, calibrates it, and reports held-out AUROC.
+"""Trainer: fits the screening model on labelled sessions, with early stopping and temperature calibration.
 
 Every prefix of a session is a training example (the live server reports an estimate after every sentence),
-so the loss is taken at each sentence, weighted towards the later ones. Modality dropout hides video and
-text at random so any subset of modalities works at inference; audio is never hidden (every sentence has
-audio: the segmenter found it in the audio).
+so the loss is taken at each sentence, weighted towards the later ones. Classes are weighted so positives
+and negatives count equally. Modality dropout hides video and text at random so any subset of modalities
+works at inference; audio is never hidden (every sentence has audio: the segmenter found it in the audio).
+With validation sessions, the weights of the epoch with the lowest validation loss are kept and training
+stops after `patience` epochs without improvement; the validation sessions are never trained on.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel
 from depscreen.engine.runtime.screener import collate
-from depscreen.engine.train.synthetic import FeatureStats, SyntheticSession
+from depscreen.engine.train.faces import attach_faces
+from depscreen.engine.train.sessions import LabelledSession
+from depscreen.engine.train.synthetic import FeatureStats
+
+ModelFactory = Callable[[ModelConfig], ScreeningModel]
+"""Builds an untrained model from a config (ablations swap in a variant)."""
+Progress = Callable[[int, float, float | None], None]
+"""Called after each epoch with (epoch, mean training loss, validation loss or None)."""
 
 
 @dataclass(frozen=True)
@@ -33,40 +44,82 @@ class TrainSettings:
     """Probability of hiding video, and separately text, from a training sentence."""
     auxiliary_weight: float = 0.3
     """Weight of the per-modality heads' loss (multi-task) beside the main head's."""
+    patience: int = 0
+    """Epochs without a better validation loss before training stops (0: never stop early)."""
+    unlabelled_video: float = 0.0
+    """Share of training sentences without video that get unrelated real faces (`faces.attach_faces`), so a
+    model trained on audio-only data learns to weight video low instead of arbitrarily."""
+    unlabelled_video_penalty: float = 1.0
+    """Weight of the mean gate weight given to those unrelated faces, added to the loss: video that carried
+    no label is pushed towards a gate weight of 0."""
+    crop_frames: int = 0
+    """During training, each sentence's audio is cut to a random window of at most this many LLD frames (a
+    fresh window every epoch: augmentation, and a shorter scan); 0 keeps whole sentences. Never at inference."""
     seed: int = 0
 
 
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum statistic (ties count half)."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    positives, negatives = scores[labels], scores[~labels]
-    if not len(positives) or not len(negatives):
-        raise ValueError("AUROC needs at least one positive and one negative session")
-    greater = (positives[:, None] > negatives[None, :]).sum()
-    ties = (positives[:, None] == negatives[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
+def audio_stats(sessions: list[LabelledSession], video: FeatureStats) -> FeatureStats:
+    """Per-dimension mean and std of every audio frame and face of `sessions`; `video`'s landmark statistics
+    when they have no face (and 0 and 1 for audio when they have no audio: a text-only model)."""
+    audio = [s.audio for session in sessions for s in session.sentences if len(s.audio)]
+    faces = [s.video for session in sessions for s in session.sentences if len(s.video)]
+    audio_frames = np.concatenate(audio) if audio else np.outer([-1.0, 1.0], np.ones(len(video.audio_mean)))
+    face_frames = np.concatenate(faces) if faces else None
+    return FeatureStats(
+        audio_mean=audio_frames.mean(0),
+        audio_std=audio_frames.std(0) + 1e-6,
+        video_mean=video.video_mean if face_frames is None else face_frames.mean(0),
+        video_std=video.video_std if face_frames is None else face_frames.std(0) + 1e-6,
+    )
+
+
+def _crop(sentence: SentenceFeatures, frames: int, rng: random.Random) -> SentenceFeatures:
+    if len(sentence.audio) <= frames:
+        return sentence
+    start = rng.randrange(len(sentence.audio) - frames + 1)
+    return replace(sentence, audio=sentence.audio[start : start + frames])
 
 
 def _encode_sessions(
-    model: ScreeningModel, sessions: list[SyntheticSession], dropout: float, generator: torch.Generator | None
+    model: ScreeningModel,
+    sessions: list[LabelledSession],
+    dropout: float,
+    generator: torch.Generator | None,
+    crop_frames: int = 0,
+    rng: random.Random | None = None,
+    faces: tuple[np.ndarray, float] | None = None,
 ) -> tuple[EncodedSentences, torch.Tensor]:
-    """Encode every sentence of the sessions in one batch and lay them out as `[sessions, max_k, ...]`."""
+    """Encode every sentence of the sessions in one batch and lay them out as `[sessions, max_k, ...]`.
+
+    Training only: `crop_frames` cuts audio windows, `faces` = (landmarks, share) attaches unlabelled faces.
+    """
     device = model.head.weight.device
+    rng = rng or random.Random(0)
     flat = [sentence for session in sessions for sentence in session.sentences]
+    if crop_frames:
+        flat = [_crop(sentence, crop_frames, rng) for sentence in flat]
+    if faces is not None:
+        landmarks, share = faces
+        flat = [attach_faces(s, landmarks, rng) if not len(s.video) and rng.random() < share else s for s in flat]
     batch = collate(flat, model.config, device)
     if dropout > 0:
         hide = torch.rand(batch.available.shape, generator=generator) < dropout
         hide[:, 0] = False
-        batch.available = batch.available & ~hide.to(device)
+        keep = batch.available & ~hide.to(device)
+        keep[~keep.any(1)] = batch.available[~keep.any(1)]
+        batch.available = keep
         batch.quality = batch.quality * batch.available
-    encoded = model.encode(batch)
-    k_max = max(len(s.sentences) for s in sessions)
-    valid = torch.zeros(len(sessions), k_max, dtype=torch.bool, device=device)
-    index = torch.zeros(len(sessions), k_max, dtype=torch.long, device=device)
+    return layout_sessions(model.encode(batch), [len(s.sentences) for s in sessions])
+
+
+def layout_sessions(encoded: EncodedSentences, lengths: list[int]) -> tuple[EncodedSentences, torch.Tensor]:
+    """Sentences encoded flat, session after session, laid out as `[sessions, max_k, ...]` (zero padded),
+    with the `[sessions, max_k]` mask of real sentences."""
+    device = encoded.fused.device
+    valid = torch.zeros(len(lengths), max(lengths), dtype=torch.bool, device=device)
+    index = torch.zeros(len(lengths), max(lengths), dtype=torch.long, device=device)
     offset = 0
-    for i, session in enumerate(sessions):
-        k = len(session.sentences)
+    for i, k in enumerate(lengths):
         valid[i, :k] = True
         index[i, :k] = torch.arange(offset, offset + k)
         index[i, k:] = offset + k - 1
@@ -85,17 +138,23 @@ def _encode_sessions(
 
 
 def train_model(
-    sessions: list[SyntheticSession],
+    sessions: list[LabelledSession],
     stats: FeatureStats,
     config: ModelConfig | None = None,
     settings: TrainSettings = TrainSettings(),
-    progress: Callable[[int, float], None] | None = None,
+    progress: Progress | None = None,
+    validation: list[LabelledSession] | None = None,
+    factory: ModelFactory = ScreeningModel,
+    faces: np.ndarray | None = None,
 ) -> ScreeningModel:
-    """Train a model from scratch on labelled sessions; `progress(epoch, mean_loss)` after each epoch."""
-    random.seed(settings.seed)
+    """Train a model from scratch on labelled sessions (see the module docstring for early stopping);
+    `faces`: unlabelled landmarks for `settings.unlabelled_video`."""
+    if not sessions:
+        raise ValueError("no training sessions")
+    rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    model = ScreeningModel(config or ModelConfig())
+    model = factory(config or ModelConfig())
     model.set_feature_stats(
         (torch.as_tensor(stats.audio_mean, dtype=torch.float32), torch.as_tensor(stats.audio_std, dtype=torch.float32)),
         (torch.as_tensor(stats.video_mean, dtype=torch.float32), torch.as_tensor(stats.video_std, dtype=torch.float32)),
@@ -104,14 +163,21 @@ def train_model(
     labels = torch.tensor([s.label for s in sessions], dtype=torch.float32)
     positive_weight = (1 - labels.mean()) / labels.mean().clamp(min=1e-6)
     order = list(range(len(sessions)))
+    best_loss, best_state, stale = float("inf"), None, 0
     for epoch in range(settings.epochs):
         model.train()
-        random.shuffle(order)
+        rng.shuffle(order)
         losses = []
         for start in range(0, len(order), settings.batch_size):
             chosen = order[start : start + settings.batch_size]
             encoded, valid = _encode_sessions(
-                model, [sessions[i] for i in chosen], settings.modality_dropout, generator
+                model,
+                [sessions[i] for i in chosen],
+                settings.modality_dropout,
+                generator,
+                settings.crop_frames,
+                rng,
+                (faces, settings.unlabelled_video) if faces is not None and settings.unlabelled_video else None,
             )
             output = model.forward_session(encoded)
             target = labels[chosen].unsqueeze(1).expand_as(output.logit)
@@ -128,33 +194,60 @@ def train_model(
                 weight=seen.float() * class_weight.unsqueeze(-1),
                 reduction="sum",
             )
-            loss = (main + settings.auxiliary_weight * auxiliary) / weight.sum()
+            loss = (main + settings.auxiliary_weight * auxiliary) / (weight * class_weight).sum()
+            if faces is not None and settings.unlabelled_video:
+                video = encoded.available[..., 1]
+                loss = loss + settings.unlabelled_video_penalty * (
+                    encoded.weights[..., 1] * video
+                ).sum() / video.sum().clamp(min=1)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
             losses.append(float(loss.detach()))
+        validation_loss = _validation_loss(model, validation, float(positive_weight)) if validation else None
         if progress:
-            progress(epoch, float(np.mean(losses)))
+            progress(epoch, float(np.mean(losses)), validation_loss)
+        if validation_loss is not None:
+            if validation_loss < best_loss:
+                best_loss, best_state, stale = validation_loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if settings.patience and stale >= settings.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return model
 
 
+def _validation_loss(model: ScreeningModel, sessions: list[LabelledSession], positive_weight: float) -> float:
+    """Class-weighted log loss of the session estimates after the last sentence."""
+    logits = session_logits(model, sessions)
+    labels = torch.tensor([s.label for s in sessions], dtype=torch.float32)
+    weight = torch.where(labels > 0.5, positive_weight, 1.0)
+    return float(F.binary_cross_entropy_with_logits(logits, labels, weight=weight) / weight.mean())
+
+
 @torch.no_grad()
-def session_logits(model: ScreeningModel, sessions: list[SyntheticSession]) -> torch.Tensor:
-    """Uncalibrated logit of each session after its last sentence."""
+def prefix_logits(model: ScreeningModel, sessions: list[LabelledSession]) -> list[np.ndarray]:
+    """Uncalibrated logit after each sentence of each session (the offline full-scan reference)."""
     model.eval()
-    logits = []
+    result = []
     for start in range(0, len(sessions), 64):
         chunk = sessions[start : start + 64]
         encoded, valid = _encode_sessions(model, chunk, 0.0, None)
-        output = model.forward_session(encoded)
-        last = valid.sum(1) - 1
-        logits.append((output.logit * model.temperature)[torch.arange(len(chunk)), last])
-    return torch.cat(logits)
+        logits = model.forward_session(encoded).logit * model.temperature
+        result += [logits[i, : int(valid[i].sum())].numpy().copy() for i in range(len(chunk))]
+    return result
 
 
-def fit_temperature(model: ScreeningModel, sessions: list[SyntheticSession]) -> float:
+def session_logits(model: ScreeningModel, sessions: list[LabelledSession]) -> torch.Tensor:
+    """Uncalibrated logit of each session after its last sentence."""
+    return torch.tensor(np.array([logits[-1] for logits in prefix_logits(model, sessions)]), dtype=torch.float32)
+
+
+def fit_temperature(model: ScreeningModel, sessions: list[LabelledSession]) -> float:
     """Temperature scaling on held-out sessions: one scalar minimising the negative log-likelihood."""
     logits = session_logits(model, sessions)
     labels = torch.tensor([s.label for s in sessions], dtype=torch.float32)
@@ -168,7 +261,7 @@ def fit_temperature(model: ScreeningModel, sessions: list[SyntheticSession]) -> 
         return loss
 
     optimiser.step(closure)
-    temperature = float(log_t.exp().clamp(0.05, 20.0))
+    temperature = float(log_t.detach().exp().clamp(0.05, 20.0))
     with torch.no_grad():
         model.temperature.fill_(temperature)
     return temperature

@@ -1,0 +1,133 @@
+"""On-disk cache of a recording's sentence features, keyed by its files' content and the extractor version.
+
+Extracting features (segmenter, eGeMAPS, text encoder) costs about a second per minute of speech; the cache
+makes re-training cost seconds. A key is the SHA-256 of the input files' bytes, anything else that shapes the
+features (the transcript, the gap between answers) and `extractor_version()`, so a changed file, a new
+openSMILE or different segmenter settings miss the cache instead of reusing stale features. Entries are
+plain `.npz` files (no pickle), safe to delete at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.segment import SegmenterSettings
+
+FEATURES_VERSION = 1
+"""Bumped whenever the feature code changes in a way the package versions below do not show."""
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "depscreen" / "features"
+"""Where `depscreen train/eval` keep features unless `--cache DIR` says otherwise."""
+
+
+def extractor_version(text_encoder: str, segmenter: SegmenterSettings | None = None) -> str:
+    """Everything besides the input bytes that the cached features depend on (default segmenter settings)."""
+    return json.dumps(
+        {
+            "features": FEATURES_VERSION,
+            "opensmile": version("opensmile"),
+            "webrtcvad": version("webrtcvad-wheels"),
+            "segmenter": asdict(segmenter or SegmenterSettings()),
+            "text_encoder": text_encoder,
+        },
+        sort_keys=True,
+    )
+
+
+def content_key(files: list[Path | None], extra: str) -> str:
+    """SHA-256 over the files' bytes (a missing file counts as absent, distinctly) and `extra`."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(b"\x00absent" if path is None else b"\x01" + path.read_bytes())
+    digest.update(extra.encode())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Sentence features stored under `root/<key[:2]>/<key>.npz`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def load(self, key: str) -> list[SentenceFeatures] | None:
+        """The features stored under `key`, or None when absent (or unreadable: then they are recomputed)."""
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as blob:
+                return _unpack(blob)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def store(self, key: str, sentences: list[SentenceFeatures]) -> None:
+        """Write atomically (a temporary file renamed into place), so readers never see half an entry."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(temporary, **_pack(sentences))
+        temporary.replace(path)
+
+
+def _pack(sentences: list[SentenceFeatures]) -> dict[str, np.ndarray]:
+    text_dim = next((len(s.text) for s in sentences if s.text is not None), 0)
+    meta = [
+        {
+            "index": s.index,
+            "start_ms": s.start_ms,
+            "end_ms": s.end_ms,
+            "speech_ms": s.speech_ms,
+            "snr_db": s.snr_db,
+            "video_frames": s.video_frames,
+            "transcript": s.transcript,
+            "transcript_source": s.transcript_source,
+            "text_confidence": s.text_confidence,
+            "has_text": s.text is not None,
+        }
+        for s in sentences
+    ]
+    return {
+        "meta": np.array(json.dumps(meta, ensure_ascii=False)),
+        "audio": np.concatenate([s.audio for s in sentences]) if sentences else np.zeros((0, 25), np.float32),
+        "audio_lengths": np.array([len(s.audio) for s in sentences], dtype=np.int64),
+        "video": np.concatenate([s.video for s in sentences]) if sentences else np.zeros((0, 136), np.float32),
+        "video_lengths": np.array([len(s.video) for s in sentences], dtype=np.int64),
+        "text": np.stack([s.text if s.text is not None else np.zeros(text_dim, np.float32) for s in sentences])
+        if sentences
+        else np.zeros((0, 0), np.float32),
+    }
+
+
+def _unpack(blob: np.lib.npyio.NpzFile) -> list[SentenceFeatures]:
+    meta = json.loads(str(blob["meta"]))
+    audio = np.split(blob["audio"], np.cumsum(blob["audio_lengths"])[:-1]) if meta else []
+    video = np.split(blob["video"], np.cumsum(blob["video_lengths"])[:-1]) if meta else []
+    text = blob["text"]
+    return [
+        SentenceFeatures(
+            index=m["index"],
+            start_ms=m["start_ms"],
+            end_ms=m["end_ms"],
+            speech_ms=m["speech_ms"],
+            snr_db=m["snr_db"],
+            audio=audio[i].astype(np.float32, copy=False),
+            video=video[i].astype(np.float32, copy=False),
+            video_frames=m["video_frames"],
+            text=text[i].astype(np.float32, copy=True) if m["has_text"] else None,
+            transcript=m["transcript"],
+            transcript_source=m["transcript_source"],
+            text_confidence=m["text_confidence"],
+        )
+        for i, m in enumerate(meta)
+    ]

@@ -1,0 +1,164 @@
+"""Seeded, stratified k-fold cross-validation of the screening model, and the final fit on all sessions.
+
+For each outer fold, the other folds are the training folds. A stratified `validation_share` of them is
+held out of training: early stopping and temperature scaling use it, and the decision threshold is the one
+with the best F1 on its calibrated estimates. The test fold is touched only to score it. Feature
+normalisation is measured on the training part of the fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from depscreen.engine.model.screening import ModelConfig, ScreeningModel
+from depscreen.engine.train.metrics import best_f1_threshold
+from depscreen.engine.train.sessions import LabelledSession
+from depscreen.engine.train.synthetic import FeatureStats
+from depscreen.engine.train.trainer import (
+    ModelFactory,
+    Progress,
+    TrainSettings,
+    audio_stats,
+    fit_temperature,
+    prefix_logits,
+    train_model,
+)
+
+VALIDATION_SHARE = 0.2
+"""Share of the training folds held out for early stopping, calibration and the threshold."""
+
+
+def stratified_folds(labels: list[int], folds: int, seed: int) -> list[np.ndarray]:
+    """`folds` disjoint index arrays covering every session, each with about the same share of positives."""
+    labels_array = np.asarray(labels)
+    if folds < 2 or min(np.bincount(labels_array, minlength=2)) < folds:
+        raise ValueError(f"{folds}-fold cross-validation needs at least {folds} sessions of each class")
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels_array), dtype=int)
+    for value in (0, 1):
+        members = rng.permutation(np.flatnonzero(labels_array == value))
+        offset = int(rng.integers(folds))
+        assignment[members] = (np.arange(len(members)) + offset) % folds
+    return [np.flatnonzero(assignment == k) for k in range(folds)]
+
+
+def split_validation(
+    sessions: list[LabelledSession], share: float, seed: int
+) -> tuple[list[LabelledSession], list[LabelledSession]]:
+    """(training, validation): a stratified `share` of the sessions, at least one of each class, held out."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([s.label for s in sessions])
+    held = []
+    for value in (0, 1):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        held += list(members[: max(1, round(share * len(members)))])
+    held_set = set(held)
+    return [s for i, s in enumerate(sessions) if i not in held_set], [sessions[i] for i in sorted(held_set)]
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    model: ScreeningModel
+    temperature: float
+    threshold: float
+    epochs: int
+
+
+def fit(
+    sessions: list[LabelledSession],
+    video_stats: FeatureStats,
+    config: ModelConfig,
+    settings: TrainSettings,
+    factory: ModelFactory = ScreeningModel,
+    progress: Progress | None = None,
+    faces: np.ndarray | None = None,
+) -> FittedModel:
+    """Train with early stopping on a held-out share, calibrate on it, choose the threshold on it."""
+    train, validation = split_validation(sessions, VALIDATION_SHARE, settings.seed)
+    epochs = []
+
+    def track(epoch: int, loss: float, validation_loss: float | None) -> None:
+        epochs.append(epoch)
+        if progress:
+            progress(epoch, loss, validation_loss)
+
+    model = train_model(
+        train,
+        audio_stats(train, video_stats),
+        config,
+        settings,
+        track,
+        validation=validation,
+        factory=factory,
+        faces=faces,
+    )
+    temperature = fit_temperature(model, validation)
+    probabilities = torch.sigmoid(torch.tensor([p[-1] for p in prefix_logits(model, validation)]) / temperature)
+    threshold = best_f1_threshold(np.array([s.label for s in validation]), probabilities.numpy())
+    return FittedModel(model, temperature, threshold, len(epochs))
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold estimates of every session."""
+
+    session_ids: list[str]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    """Calibrated estimate after the last sentence."""
+    prefix_probabilities: list[np.ndarray]
+    """Calibrated estimate after each sentence."""
+    thresholds: np.ndarray
+    """The threshold of the fold each session was tested in (chosen on that fold's training folds)."""
+    folds: np.ndarray
+    epochs: list[int]
+
+
+def cross_validate(
+    sessions: list[LabelledSession],
+    video_stats: FeatureStats,
+    config: ModelConfig,
+    settings: TrainSettings,
+    folds: int = 5,
+    factory: ModelFactory = ScreeningModel,
+    on_fold: Callable[[int, FittedModel], None] | None = None,
+    progress: Progress | None = None,
+    faces: np.ndarray | None = None,
+) -> CrossValidation:
+    """Stratified k-fold cross-validation (see the module docstring); folds are seeded by `settings.seed`."""
+    labels = np.array([s.label for s in sessions])
+    result = CrossValidation(
+        session_ids=[s.session_id for s in sessions],
+        labels=labels,
+        probabilities=np.zeros(len(sessions)),
+        prefix_probabilities=[np.zeros(0)] * len(sessions),
+        thresholds=np.zeros(len(sessions)),
+        folds=np.zeros(len(sessions), dtype=int),
+        epochs=[],
+    )
+    for k, test in enumerate(stratified_folds(labels.tolist(), folds, settings.seed)):
+        test_set = set(test.tolist())
+        fitted = fit(
+            [s for i, s in enumerate(sessions) if i not in test_set],
+            video_stats,
+            config,
+            settings,
+            factory,
+            progress,
+            faces,
+        )
+        logits = prefix_logits(fitted.model, [sessions[i] for i in test])
+        for i, prefix in zip(test, logits, strict=True):
+            probabilities = 1 / (1 + np.exp(-prefix / fitted.temperature))
+            result.prefix_probabilities[i] = probabilities
+            result.probabilities[i] = probabilities[-1]
+            result.thresholds[i] = fitted.threshold
+            result.folds[i] = k
+        result.epochs.append(fitted.epochs)
+        if on_fold:
+            on_fold(k, fitted)
+    return result

@@ -1,0 +1,31 @@
+"""Evaluate a checkpoint on a labelled dataset the way the server scores: one `Screener.step` per sentence.
+
+Each session is streamed sentence by sentence through the same step function the live server uses (the
+recurrent state advanced one sentence at a time); the estimate after the last sentence is the session's
+score, and the checkpoint's decision threshold turns it into a screening result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.train.metrics import screening_report
+from depscreen.engine.train.sessions import LabelledSession
+
+
+def stream_session(screener: Screener, session: LabelledSession) -> list[Estimate]:
+    """The running estimate after each sentence, exactly as a live session would receive them."""
+    track = screener.new_session()
+    return [screener.step(track, sentence) for sentence in session.sentences]
+
+
+def evaluate(screener: Screener, sessions: list[LabelledSession], seed: int = 0) -> dict[str, object]:
+    """Metrics with 95% CIs and baselines (`metrics.screening_report`) of the streamed final estimates."""
+    if not sessions:
+        raise ValueError("no sessions to evaluate")
+    probabilities = np.array([stream_session(screener, s)[-1].probability for s in sessions])
+    labels = np.array([s.label for s in sessions])
+    threshold = screener.facts.decision_threshold
+    report = screening_report(labels, probabilities, threshold, seed)
+    return {"model": screener.facts.model_id, "threshold": threshold, **report}

@@ -1,0 +1,77 @@
+"""The model card `depscreen train --dataset` writes beside its checkpoint, from the study's results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from depscreen.engine.train.datasets import DatasetSpec
+
+ROW_METRICS = ("auroc", "f1", "precision", "recall", "balanced_accuracy", "ece")
+
+
+def _cell(row: dict, name: str) -> str:
+    ci = row["ci95"][name]
+    return f"{ci['value']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]"
+
+
+def results_table(results: dict) -> str:
+    """Markdown table of every cross-validated variant and baseline, metrics with 95% bootstrap intervals."""
+    header = "| variant | " + " | ".join(ROW_METRICS) + " |\n|" + " --- |" * (len(ROW_METRICS) + 1)
+    lines = [header]
+    for row in results["cross_validation"]:
+        lines.append(f"| {row['name']} | " + " | ".join(_cell(row, m) for m in ROW_METRICS) + " |")
+    base = results["cross_validation"][0]["baselines"]
+    for name, values in base.items():
+        cells = [f"{values.get(m, float('nan')):.2f}" if m in values else "–" for m in ROW_METRICS]
+        lines.append(f"| trivial: {name.replace('_', '-')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_model_card(path: Path, spec: DatasetSpec, results: dict) -> None:
+    """Write the card: what the model is, data and terms, intended use, metrics with CIs, limits."""
+    facts = results["facts"]
+    attribution = results["attribution"]
+    items = sorted(attribution["items"].items(), key=lambda x: -abs(x[1]))
+    descriptors = sorted(attribution["descriptors"].items(), key=lambda x: -abs(x[1]))[:6]
+    words = ", ".join(f"{w} ({v:+.2f}, n={n})" for w, v, n in attribution["words"][:10]) or "none ranked"
+    skipped = "\n".join(f"- {s['item']}: {s['reason']}" for s in results["skipped"]) or "- nothing"
+    text = f"""# Model card: `{facts["model_id"]}`
+
+**What it is.** The screening model trained by `depscreen train --dataset {spec.name}` on {results["sessions"]}
+sessions ({results["positives"]} positive) of {spec.description}. It scores a live interview sentence by
+sentence and reports a calibrated probability that the speaker would screen positive on that dataset's
+questionnaire cut-off. **It is a screening aid for clinicians, never a diagnosis.**
+
+## Intended use
+{facts["intended_use"]} Research and evaluation on populations like the training data. Not for unsupervised
+decisions, not for people outside that population (language, age, setting) without re-validation.
+
+## Data and its terms
+{spec.description}. Terms: {spec.terms}. The checkpoint is derived from this data; use it under the same
+research-only terms. Skipped while loading:
+{skipped}
+
+## Training
+Text encoder `{facts["text_encoder"]}`; model config {results["config"]}; settings {results["settings"]}. The final
+model was trained on all sessions but a stratified 20% held out for early stopping (stopped after
+{results["final"]["epochs"]} epochs), temperature scaling (T = {results["final"]["temperature"]:.3f}) and the
+decision threshold ({results["final"]["threshold"]:.3f}, best F1 on the held-out part).
+
+## Metrics ({results["folds"]}-fold cross-validation, seed {results["seed"]}, out-of-fold, 95% bootstrap CIs)
+Thresholds chosen on each fold's training folds only; intervals resample whole sessions, stratified by label.
+
+{results_table(results)}
+
+## What moves the estimate
+PHQ-8 item similarities (gradient x input on the final logit, + raises the estimate):
+{", ".join(f"{k} {v:+.3f}" for k, v in items)}.
+Acoustic descriptors (same measure, strongest six): {", ".join(f"{k} {v:+.3f}" for k, v in descriptors)}.
+Words (character bigrams for Mandarin; mean change of the final logit when their sentences' text is hidden,
++ = the text raised the estimate): {words}.
+
+## Known limits
+- Small sample ({results["sessions"]} sessions): the intervals above are wide; treat point estimates with care.
+- One language and population (the dataset's); self-report questionnaire labels, not clinical diagnoses.
+- Video was never seen with a real label: the video pathway is untrained on real data.
+"""
+    path.write_text(text)

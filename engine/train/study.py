@@ -1,0 +1,188 @@
+"""`depscreen train --dataset`: cross-validate the model (and, with experiments, its variants and the
+classic baselines), fit the shipped model on all sessions, and write checkpoint, results, figures and card.
+
+Variants (all on the same seeded folds, the threshold always chosen on training folds):
+`audio+text` (the model), `audio`, `text`; ablations of the model: `session-mean-pool` (no session Mamba),
+`forward-only-encoder` (no backward scan in the sentence encoders), `no-modality-dropout`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from depscreen.engine.features.text import text_feature_dim
+from depscreen.engine.model.screening import ModelConfig, ScreeningModel
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
+from depscreen.engine.train.baselines import BASELINES, cross_validate_baseline
+from depscreen.engine.train.cache import FeatureCache
+from depscreen.engine.train.crossval import CrossValidation, cross_validate, fit
+from depscreen.engine.train.datasets import DatasetSpec
+from depscreen.engine.train.faces import unlabelled_faces
+from depscreen.engine.train.interpret import attribute, video_gate_weight
+from depscreen.engine.train.metrics import screening_report
+from depscreen.engine.train.model_card import write_model_card
+from depscreen.engine.train.report import plot_attribution, plot_estimate_vs_sentences, plot_reliability, plot_roc
+from depscreen.engine.train.sessions import DatasetLoad
+from depscreen.engine.train.synthetic import FeatureStats
+from depscreen.engine.train.trainer import ModelFactory, Progress, TrainSettings
+from depscreen.engine.train.variants import MODALITY_SETS, MeanPoolScreeningModel, forward_only, restrict
+
+DATASET_TRAINING = TrainSettings(
+    epochs=25,
+    batch_size=16,
+    learning_rate=2e-3,
+    weight_decay=1e-2,
+    modality_dropout=0.3,
+    patience=6,
+    unlabelled_video=0.3,
+    crop_frames=400,
+)
+"""Real datasets are small (EATD: 82 sessions): a small model, strong weight decay, short audio crops."""
+
+
+def dataset_config(text_encoder: str, audio_dim: int = 25) -> ModelConfig:
+    """A small model for small datasets: d_model 32, audio LLDs pooled to 100 ms steps."""
+    return ModelConfig(audio_dim=audio_dim, text_dim=text_feature_dim(text_encoder), d_model=32, audio_pool=10)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    modalities: tuple[str, ...]
+    factory: ModelFactory = ScreeningModel
+    modality_dropout: float | None = None
+    """None: the training settings' own."""
+
+
+MODEL = Variant("audio+text", MODALITY_SETS["audio+text"])
+EXPERIMENTS = (
+    Variant("audio", MODALITY_SETS["audio"]),
+    Variant("text", MODALITY_SETS["text"]),
+    Variant("session-mean-pool", MODALITY_SETS["audio+text"], MeanPoolScreeningModel),
+    Variant("forward-only-encoder", MODALITY_SETS["audio+text"], forward_only),
+    Variant("no-modality-dropout", MODALITY_SETS["audio+text"], modality_dropout=0.0),
+)
+
+
+def video_statistics() -> FeatureStats:
+    """Landmark normalisation for datasets without video: the statistics the demo model measured on the
+    bundled GRID corpus sample with the live landmarker (audio fields unused)."""
+    demo, _ = load_checkpoint(DEMO_MODEL)
+    return FeatureStats(np.zeros(25), np.ones(25), demo.video_mean.numpy(), demo.video_std.numpy())
+
+
+def _row(name: str, cv: CrossValidation, seed: int) -> dict[str, object]:
+    return {"name": name, **screening_report(cv.labels, cv.probabilities, cv.thresholds, seed), "epochs": cv.epochs}
+
+
+def run_study(
+    spec: DatasetSpec,
+    load: DatasetLoad,
+    out: Path,
+    text_encoder: str,
+    folds: int,
+    settings: TrainSettings = DATASET_TRAINING,
+    experiments: bool = False,
+    progress: Callable[[str], Progress] | None = None,
+    log: Callable[[str], None] = print,
+    cache: FeatureCache | None = None,
+) -> dict[str, object]:
+    """Everything `depscreen train --dataset` writes (see the module docstring); returns the results.
+
+    `progress(task)` gives the per-epoch callback of a task's training runs.
+    """
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    config = dataset_config(text_encoder, spec.audio_dim)
+    video = video_statistics()
+    has_video = any(len(s.video) for session in load.sessions for s in session.sentences)
+    faces = None if has_video or not settings.unlabelled_video else unlabelled_faces(cache=cache)
+    results: dict[str, object] = {
+        "dataset": spec.name,
+        "sessions": len(load.sessions),
+        "positives": load.positives,
+        "skipped": [asdict(s) for s in load.skipped],
+        "folds": folds,
+        "seed": settings.seed,
+        "settings": asdict(settings),
+        "config": config.to_dict(),
+        "text_encoder": text_encoder,
+    }
+    rows: list[dict[str, object]] = []
+    model_cv: CrossValidation | None = None
+    for variant in (MODEL, *EXPERIMENTS) if experiments else (MODEL,):
+        sessions = restrict(load.sessions, variant.modalities)
+        variant_settings = (
+            settings
+            if variant.modality_dropout is None
+            else replace(settings, modality_dropout=variant.modality_dropout)
+        )
+        variant_started = time.perf_counter()
+        cv = cross_validate(
+            sessions,
+            video,
+            config,
+            variant_settings,
+            folds,
+            variant.factory,
+            progress=progress(variant.name) if progress else None,
+            faces=faces,
+        )
+        rows.append({**_row(variant.name, cv, settings.seed), "seconds": round(time.perf_counter() - variant_started)})
+        log(f"{variant.name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}")
+        model_cv = model_cv or cv
+    baselines = {}
+    if experiments:
+        for name in BASELINES:
+            cv = baselines[name] = cross_validate_baseline(name, load.sessions, folds, settings.seed)
+            rows.append(_row(f"baseline:{name}", cv, settings.seed))
+            log(f"baseline {name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}")
+    results["cross_validation"] = rows
+
+    final = fit(
+        load.sessions,
+        video,
+        config,
+        settings,
+        progress=progress("final model") if progress else None,
+        faces=faces,
+    )
+    attribution = attribute(final.model, load.sessions)
+    results["final"] = {"temperature": final.temperature, "threshold": final.threshold, "epochs": final.epochs}
+    if faces is not None:
+        results["final"]["video_gate_weight"] = video_gate_weight(final.model, load.sessions, faces)
+        log(f"mean video gate weight with unrelated faces attached: {results['final']['video_gate_weight']}")
+    results["attribution"] = asdict(attribution)
+    facts = ModelFacts(
+        model_id=f"{spec.name}-bimamba-s{settings.seed}",
+        trained_on=(
+            f"{len(load.sessions)} {spec.description.split(':')[0]} sessions ({load.positives} positive), audio + "
+            f"{spec.language} transcripts; research-use data"
+        ),
+        model_card_url="docs/MODEL_CARD.md",
+        decision_threshold=round(final.threshold, 4),
+        text_encoder=text_encoder,
+    )
+    save_checkpoint(out / "model.pt", final.model, facts)
+    results["facts"] = asdict(facts)
+
+    title = f"{spec.name}, {folds}-fold CV, out of fold"
+    curves = {"model (audio+text)": (model_cv.labels, model_cv.probabilities)}
+    plot_reliability(model_cv.labels, model_cv.probabilities, out / "report" / "reliability.png", title)
+    plot_estimate_vs_sentences(
+        model_cv.labels, model_cv.prefix_probabilities, out / "report" / "estimate_vs_sentences.png", title
+    )
+    for name, cv in baselines.items():
+        curves[f"baseline {name}"] = (cv.labels, cv.probabilities)
+    plot_roc(curves, out / "report" / "roc.png", title)
+    plot_attribution(attribution, out / "report" / "attribution.png", f"{spec.name}: what moves the estimate")
+    results["seconds"] = round(time.perf_counter() - started)
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    write_model_card(out / "MODEL_CARD.md", spec, results)
+    return results

@@ -1,0 +1,141 @@
+"""A depressive-language text head trained on English Reddit corpora, evaluated held out and on Mandarin.
+
+Corpora (`shared/data/text`, research use only, never copied into the repository):
+- `ltedi2022_depsign/`: DepSign shared task, `dev.tsv` (PID, Text data, Label) for training and `test.tsv`
+  (Pid, text data, Class labels) held out; label = not "not depression" (moderate or severe).
+- `naseem2022_severity/Reddit_depression_dataset.csv` (text, label): label = not "minimum"; a seeded
+  stratified `HELD_OUT` share is held out.
+- `reddit_depression_cleaned/reddit_depression.csv` (clean_text, is_depression; latin-1; weak subreddit
+  labels): rows with an empty label are skipped and counted; a seeded `HELD_OUT` share is held out.
+
+Each post (its first `MAX_CHARS` characters) is embedded with the multilingual sentence encoder, and a
+class-balanced logistic regression is fitted on the training posts. Because the encoder maps Mandarin and
+English to one space, the same head also scores Mandarin transcripts with no Mandarin training data
+(`zero_shot`: the mean embedding of a session's sentences).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from depscreen.engine.features.text import MULTILINGUAL, make_text_embedder
+from depscreen.engine.train.metrics import best_f1_threshold, screening_report
+from depscreen.engine.train.sessions import LabelledSession
+
+HELD_OUT = 0.2
+MAX_CHARS = 1000
+"""Characters of a post that are embedded (long posts are cut: the encoder averages over its tokens)."""
+
+
+@dataclass
+class Corpus:
+    name: str
+    train_texts: list[str] = field(default_factory=list)
+    train_labels: list[int] = field(default_factory=list)
+    test_texts: list[str] = field(default_factory=list)
+    test_labels: list[int] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _rows(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> list[dict[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: --data must be the folder holding the text corpora")
+    csv.field_size_limit(1 << 30)
+    with path.open(newline="", encoding=encoding) as handle:
+        return list(csv.DictReader(handle, delimiter=delimiter))
+
+
+def _column(rows: list[dict[str, str]], path: Path, *names: str) -> str:
+    for name in names:
+        if rows and name in rows[0]:
+            return name
+    raise ValueError(f"{path} has none of the columns {', '.join(names)}")
+
+
+def _split(corpus: Corpus, texts: list[str], labels: list[int], seed: int) -> Corpus:
+    rng = np.random.default_rng(seed)
+    labels_array = np.array(labels)
+    held = set()
+    for value in (0, 1):
+        members = rng.permutation(np.flatnonzero(labels_array == value))
+        held |= set(members[: round(HELD_OUT * len(members))].tolist())
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        (corpus.test_texts if i in held else corpus.train_texts).append(text)
+        (corpus.test_labels if i in held else corpus.train_labels).append(label)
+    return corpus
+
+
+def load_corpora(root: Path, seed: int = 0) -> list[Corpus]:
+    """The three corpora with their train/held-out splits (see the module docstring)."""
+    root = Path(root)
+    depsign = Corpus("ltedi2022_depsign")
+    for part, texts, labels in (
+        ("dev", depsign.train_texts, depsign.train_labels),
+        ("test", depsign.test_texts, depsign.test_labels),
+    ):
+        path = root / "ltedi2022_depsign" / f"{part}.tsv"
+        rows = _rows(path, "\t")
+        text, label = _column(rows, path, "Text data", "text data"), _column(rows, path, "Label", "Class labels")
+        for row in rows:
+            texts.append(row[text][:MAX_CHARS])
+            labels.append(int(row[label].strip() != "not depression"))
+    path = root / "naseem2022_severity" / "Reddit_depression_dataset.csv"
+    rows = _rows(path)
+    naseem = _split(
+        Corpus("naseem2022_severity"),
+        [r["text"][:MAX_CHARS] for r in rows],
+        [int(r["label"].strip().lower() != "minimum") for r in rows],
+        seed,
+    )
+    path = root / "reddit_depression_cleaned" / "reddit_depression.csv"
+    rows = _rows(path, encoding="latin-1")
+    labelled = [r for r in rows if r["is_depression"].strip() in ("0", "1")]
+    weak = _split(
+        Corpus("reddit_depression_cleaned", skipped=len(rows) - len(labelled)),
+        [r["clean_text"][:MAX_CHARS] for r in labelled],
+        [int(r["is_depression"]) for r in labelled],
+        seed,
+    )
+    return [depsign, naseem, weak]
+
+
+def train_text_head(corpora: list[Corpus], eatd: list[LabelledSession] | None, out: Path, seed: int = 0) -> dict:
+    """Fit the head on every corpus's training posts; report held-out metrics per corpus and zero-shot on
+    `eatd` sessions (when given); write `text_head.npz` and `text_head.json` to `out`."""
+    embedder = make_text_embedder(MULTILINGUAL)
+    train_x = np.concatenate([embedder.embed(c.train_texts)[0] for c in corpora])
+    train_y = np.concatenate([c.train_labels for c in corpora])
+    head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(train_x, train_y)
+    threshold = best_f1_threshold(train_y, head.predict_proba(train_x)[:, 1])
+    results: dict[str, object] = {
+        "encoder": MULTILINGUAL,
+        "train_posts": len(train_y),
+        "threshold": threshold,
+        "skipped_unlabelled": {c.name: c.skipped for c in corpora},
+        "held_out": {},
+    }
+    for corpus in corpora:
+        probabilities = head.predict_proba(embedder.embed(corpus.test_texts)[0])[:, 1]
+        results["held_out"][corpus.name] = screening_report(
+            np.array(corpus.test_labels), probabilities, threshold, seed
+        )
+    if eatd:
+        probabilities = head.predict_proba(np.stack([zero_shot_input(s) for s in eatd]))[:, 1]
+        results["eatd_zero_shot"] = screening_report(np.array([s.label for s in eatd]), probabilities, threshold, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "text_head.npz", coef=head.coef_[0], intercept=head.intercept_, threshold=threshold)
+    (out / "text_head.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def zero_shot_input(session: LabelledSession) -> np.ndarray:
+    """The unit mean of a session's sentence embeddings (the encoder's part of its text features)."""
+    vectors = [s.text[:-8] for s in session.sentences if s.text is not None]
+    mean = np.mean(vectors, axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)

@@ -1,0 +1,68 @@
+"""Trainer options for real datasets: early stopping, audio crops, unlabelled faces, ablation variants."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from depscreen.engine.features.text import MINILM
+from depscreen.engine.model.encoders import BiMamba
+from depscreen.engine.train.faces import VIDEO_FPS, attach_faces
+from depscreen.engine.train.interpret import video_gate_weight
+from depscreen.engine.train.study import dataset_config
+from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.engine.train.trainer import TrainSettings, _validation_loss, audio_stats, prefix_logits, train_model
+from depscreen.engine.train.variants import MeanPoolScreeningModel, forward_only, restrict
+
+UNIT = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+SMALL = SyntheticSettings(min_sentences=2, max_sentences=4, max_frames=60, video_session_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def sessions() -> list:
+    return generate_sessions(24, UNIT, seed=5, settings=SMALL)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(sessions: list) -> None:
+    losses: list[float] = []
+    train, validation = sessions[:16], sessions[16:]
+    settings = TrainSettings(epochs=12, batch_size=8, learning_rate=3e-2, patience=2, seed=1)
+    model = train_model(
+        train,
+        audio_stats(train, UNIT),
+        dataset_config(MINILM),
+        settings,
+        lambda epoch, loss, validation_loss: losses.append(validation_loss),
+        validation=validation,
+    )
+    assert len(losses) < 12, "stopped after `patience` epochs without improvement"
+    assert losses.index(min(losses)) == len(losses) - 1 - settings.patience
+    rate = np.mean([s.label for s in train])
+    assert _validation_loss(model, validation, (1 - rate) / rate) == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_faces_are_attached_by_span_and_video_weight_is_reported(sessions: list) -> None:
+    faces = np.random.default_rng(0).normal(size=(50, 136)).astype(np.float32)
+    sentence = sessions[0].sentences[0]
+    attached = attach_faces(sentence, faces, random.Random(0))
+    expected = max(1, int((sentence.end_ms - sentence.start_ms) / 1000 * VIDEO_FPS))
+    assert len(attached.video) == attached.video_frames == expected and attached.available[1]
+    settings = TrainSettings(epochs=1, batch_size=8, unlabelled_video=1.0, crop_frames=20)
+    model = train_model(sessions, audio_stats(sessions, UNIT), dataset_config(MINILM), settings, faces=faces)
+    weights = video_gate_weight(model, sessions, faces)
+    assert set(weights) == {"audio", "video", "text"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_ablation_variants_differ_from_the_model_where_they_should(sessions: list) -> None:
+    config = dataset_config(MINILM)
+    torch.manual_seed(0)
+    mean_pool = MeanPoolScreeningModel(config).eval()
+    one = prefix_logits(mean_pool, sessions[:1])[0]
+    assert len(one) == len(sessions[0].sentences)
+    unidirectional = forward_only(config)
+    assert not any(type(m) is BiMamba for m in unidirectional.modules())
+    audio_only = restrict(sessions, ("audio",))
+    assert all(s.text is None for x in audio_only for s in x.sentences)
