@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 GRPC_PORT ?= 50051
 HTTP_PORT ?= 8080
-CHROMEDRIVER := /usr/bin/chromedriver
+SYSTEM_TOOLS := /usr/bin/chromedriver /usr/sbin/nginx /usr/bin/redis-server
 
-.PHONY: venv demo test lint protos bench deploy-check browser clean
+.PHONY: venv demo test lint protos bench deploy-check system-tools clean
 
 venv: $(STAMP)
 
@@ -25,17 +25,19 @@ protos: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/depscreen demo --host $(HOST) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT)
 
-# Debian Chromium and its driver for tests/test_browser.py (installed once, as root; skipped elsewhere).
-browser: $(CHROMEDRIVER)
-
-$(CHROMEDRIVER):
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+# Debian tools the tests drive for real, installed once as root (their tests skip with a reason elsewhere):
+# Chromium and its driver (tests/test_browser.py), nginx and redis-server (tests/test_resume.py).
+system-tools:
+	@if [ -x /usr/bin/chromedriver ] && [ -x /usr/sbin/nginx ] && [ -x /usr/bin/redis-server ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver nginx redis-server; \
 	else \
-		echo "note: $(CHROMEDRIVER) is missing and only root can apt-get it: the browser test will be skipped"; \
+		echo "note: only root can apt-get $(SYSTEM_TOOLS): the tests needing them will be skipped"; \
 	fi
 
-test: $(STAMP) browser
+test: $(STAMP) system-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

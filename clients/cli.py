@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--session-id", default="", help="session id to ask for (the server makes one if empty)")
     parser.add_argument("--language", default="en", help="BCP-47 language of the speech")
     parser.add_argument("--no-asr", dest="disable_asr", action="store_true", help="never run ASR (captions only)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="when the stream breaks, reconnect and resume the session where the server left it (gRPC, and a "
+        "server with --state-store)",
+    )
     parser.set_defaults(func=run_stream)
 
 
@@ -67,6 +73,9 @@ def run_stream(args: argparse.Namespace) -> int:
     input errors come first)."""
     if args.webrtc and (args.captions or args.speed != 1.0):
         print("error: --captions and --speed work over gRPC only: WebRTC streams in real time", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.webrtc and args.resume:
+        print("error: --resume works over gRPC only: a WebRTC session cannot be resumed", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.webrtc and (args.tls_ca or args.tls_cert):
         print("error: --tls-ca/--tls-cert work over gRPC only: use an https:// WHIP URL", file=sys.stderr)
@@ -119,6 +128,7 @@ async def _stream(args: argparse.Namespace) -> None:
             language=args.language,
             disable_asr=args.disable_asr,
             send_log=send_log,
+            resume=args.resume,
         )
     async with aclosing(stream) as messages:
         if args.json:

@@ -15,6 +15,7 @@ from depscreen.v1 import screening_pb2, screening_pb2_grpc
 
 from .captions import read_captions
 from .media import BYTES_PER_MS, SAMPLE_RATE_HZ, MediaSource, Pacer
+from .resumable import stream_resumable
 
 
 class AudioSendLog:
@@ -85,12 +86,19 @@ class ScreeningClient:
         language: str = "en",
         disable_asr: bool = False,
         send_log: AudioSendLog | None = None,
+        resume: bool = False,
+        reconnect_s: float = 120.0,
     ) -> AsyncIterator[screening_pb2.ServerMessage]:
         """Stream one media file as an interview, paced at `speed` (1 = real time, 0 = as fast as possible).
 
         Sends `start` (16 kHz mono PCM), the file's audio chunks with sampled JPEG frames and the
         `captions` file's cues in media order, then `end`; yields every server message as it arrives while
         sending goes on. `send_log`, when given, records when each audio chunk was sent.
+
+        With `resume` (the server needs a state store), a stream that breaks (UNAVAILABLE) is reconnected with
+        backoff and the session resumed where the server's last checkpoint left it, re-sending the media from
+        there (`resumable.stream_resumable`); the server sends a new `accepted` each time. It gives up after
+        `reconnect_s` seconds without a working stream.
         """
         cues = read_captions(captions) if captions is not None else []
         pacer = Pacer(speed)
@@ -102,11 +110,21 @@ class ScreeningClient:
         )
         with MediaSource(path, video=video, video_fps=video_fps) as source:
 
-            async def outgoing() -> AsyncIterator[screening_pb2.ClientMessage]:
-                yield screening_pb2.ClientMessage(start=start)
+            async def media() -> AsyncIterator[screening_pb2.ClientMessage]:
                 async for message in pacer.pace(source.messages(chunk_ms=chunk_ms, captions=cues)):
                     if send_log is not None:
                         send_log.record(message)
+                    yield message
+
+            if resume:
+                async with aclosing(media()) as messages:
+                    async for response in stream_resumable(self, start, messages, reconnect_s=reconnect_s):
+                        yield response
+                return
+
+            async def outgoing() -> AsyncIterator[screening_pb2.ClientMessage]:
+                yield screening_pb2.ClientMessage(start=start)
+                async for message in media():
                     yield message
                 yield screening_pb2.ClientMessage(end=screening_pb2.SessionEnd())
 

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -90,8 +90,15 @@ class SessionPipeline:
         use_asr: bool = True,
         settings: PipelineSettings = PipelineSettings(),
         on_stage: StageTimer | None = None,
+        origin_ms: int = 0,
+        first_index: int = 0,
     ) -> None:
+        """`origin_ms` and `first_index` continue an earlier pipeline of the same session (a resumed one): the
+        first sample pushed is at `origin_ms` on the session's clock, and the first sentence gets `first_index`.
+        The segmenter starts afresh there (its VAD state cannot be carried over)."""
         self.settings = settings
+        self.origin_ms = origin_ms
+        self.first_index = first_index
         self.language = language or "en"
         self.use_asr = use_asr
         self._extractors = extractors
@@ -104,7 +111,7 @@ class SessionPipeline:
         self._captions: deque[_CaptionSpan] = deque()
         self._next_video_ms = 0.0
         self._last_video_ms = -1
-        self.sentences = 0
+        self.sentences = first_index
         self.speech_ms = 0
         self.skipped_video_frames = 0
         self.dropped_video_frames = 0
@@ -120,8 +127,13 @@ class SessionPipeline:
 
     @property
     def audio_seconds(self) -> float:
-        """Media time received, in seconds of the 16 kHz clock."""
+        """Media time received by this pipeline (from `origin_ms`), in seconds of the 16 kHz clock."""
         return self._segmenter.samples_received / SAMPLE_RATE
+
+    @property
+    def media_seconds(self) -> float:
+        """Media time of the session so far: `origin_ms` plus what this pipeline received."""
+        return self.origin_ms / 1000 + self.audio_seconds
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -144,7 +156,7 @@ class SessionPipeline:
 
     def _forget_before(self, sample: int) -> None:
         """Drop frames and captions older than any sentence still to come (keeps memory bounded)."""
-        cutoff_ms = sample * 1000 // SAMPLE_RATE
+        cutoff_ms = self.origin_ms + sample * 1000 // SAMPLE_RATE
         while self._faces and self._faces[0][0] < cutoff_ms:
             self._faces.popleft()
         while self._captions and self._captions[0].end_ms <= cutoff_ms:
@@ -240,8 +252,23 @@ class SessionPipeline:
             embedding, similarity = self._extractors.text.embed([transcript])
         return np.concatenate([embedding[0], similarity[0]]), transcript, source, confidence
 
+    def _on_session_clock(self, sentence: Sentence) -> Sentence:
+        """The segmenter's sentence with its index and times moved onto the session's clock."""
+        if not (self.origin_ms or self.first_index):
+            return sentence
+        origin_samples = self.origin_ms * SAMPLE_RATE // 1000
+        return replace(
+            sentence,
+            index=sentence.index + self.first_index,
+            start_ms=sentence.start_ms + self.origin_ms,
+            end_ms=sentence.end_ms + self.origin_ms,
+            start_sample=sentence.start_sample + origin_samples,
+            end_sample=sentence.end_sample + origin_samples,
+        )
+
     def _score(self, sentence: Sentence, transcribe: bool) -> SentenceResult:
         closed_at = time.perf_counter()
+        sentence = self._on_session_clock(sentence)
         with self._stage("features_audio"):
             audio = self._extractors.audio.extract(sentence.pcm)
         video, video_frames = self._take_faces(sentence)

@@ -29,9 +29,11 @@ from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.resume import Resumer, read_key_file
 from depscreen.streamer.service import ScreeningService
 from depscreen.streamer.session import SessionHub
-from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.settings import ServerSettings, SettingsError
+from depscreen.streamer.state_store import StoreError, open_store
 from depscreen.streamer.whip import WhipEndpoint
 from depscreen.v1 import screening_pb2, screening_pb2_grpc
 
@@ -57,27 +59,38 @@ class Server:
         self.whip: WhipEndpoint | None = None
         self._batcher: MicroBatcher | None = None
         self._lag_task: asyncio.Task | None = None
+        self._resumer: Resumer | None = None
 
     async def start(self) -> None:
         s = self.settings
         verifier = verifier_for(s)  # first: a server that must not start fails before loading anything
         grpc_credentials, http_ssl = tls.grpc_credentials(s), tls.http_context(s)
+        if s.state_store:
+            self._resumer = await asyncio.get_running_loop().run_in_executor(None, open_resumer, s)
         # Sessions run in parallel on the worker threads; one torch thread each keeps them from contending.
         torch.set_num_threads(1)
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
         loop = asyncio.get_running_loop()
         screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
-        extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count)
+        text_encoder = screener.facts.text_encoder
+        extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count, text_encoder)
         pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
         self._batcher = MicroBatcher(
             screener,
             pool,
             self._run,
-            BatcherSettings(max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, park_after_s=s.park_after_s),
+            BatcherSettings(
+                max_batch=s.max_batch,
+                max_wait_ms=s.max_wait_ms,
+                park_after_s=s.park_after_s,
+                snapshots=bool(s.state_store),
+            ),
             on_batch=self._observe_batch,
         )
         self._batcher.start()
-        self.hub = SessionHub(s, screener, extractors, self._batcher, self.metrics, self._executor)
+        self.hub = SessionHub(
+            s, screener, extractors, self._batcher, self.metrics, self._executor, resumer=self._resumer
+        )
         self._lag_task = loop.create_task(self._watch_event_loop_lag(), name="depscreen-loop-lag")
 
         self._grpc = grpc.aio.server(
@@ -152,6 +165,8 @@ class Server:
             await self._http.cleanup()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._resumer is not None:
+            self._resumer.store.close()
 
     async def wait(self) -> None:
         assert self._grpc is not None
@@ -170,6 +185,17 @@ class Server:
             "webrtc_peers": self.whip.peers if self.whip is not None else 0,
         }
         return web.Response(text=json.dumps(body), content_type="application/json")
+
+
+def open_resumer(settings: ServerSettings) -> Resumer:
+    """The state store and token key of a server with `state_store` set; SettingsError says what to fix."""
+    try:
+        store = open_store(settings.state_store)
+        key = read_key_file(settings.resume_key_file) if settings.resume_key_file else store.server_key()
+    except (StoreError, ValueError) as error:
+        raise SettingsError(str(error)) from None
+    log.info("sessions are resumable for %g s after their last sentence", settings.resume_ttl_s)
+    return Resumer(store, key, settings.resume_ttl_s)
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -45,7 +45,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             first = await anext(messages, None)
             if first is None:
                 return
-            session = await self.hub.open(first, principal)
+            session = await self.hub.open(first, principal, resumable=True)
             yield session.accepted()
             stall_timeout = self.hub.settings.stall_timeout_s or None
             while True:

@@ -11,6 +11,11 @@ video is sampled at half rate, above `video_drop_backlog` video frames are dropp
 sentences without captions get no ASR (their text modality is marked unavailable), above `reject_backlog`
 new sessions are refused. An accepted session's audio is never dropped: a transport reads its next message
 only when the session has taken the last one, so a slow server slows its clients instead of losing audio.
+
+With a state store (`resume.py`), a session opened `resumable` gets a resume token in `accepted` and
+checkpoints its model state after every sentence; a `start` carrying that token continues the session from
+its last checkpoint: same model state and counters, a fresh segmenter at the media time it tells the client
+to re-send from, sentence indices going on where they stopped. An `end` forgets the checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.streamer.convert import estimate_message, sentence_message
 from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.state_store import StoreError
 from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,8 @@ class SessionHub:
     in_flight: int = 0
     per_principal: dict[str, int] = field(default_factory=dict)
     """Open sessions of each authenticated principal (token or JWT subject) that has any."""
+    resumer: Resumer | None = None
+    """Checkpoints and resume tokens; None on a server without a state store (no session is resumable)."""
 
     def model_info(self) -> pb.ModelInfo:
         facts = self.screener.facts
@@ -99,10 +108,13 @@ class SessionHub:
     def _report_queue(self) -> None:
         self.metrics.queue_depth.set(max(0, self.in_flight - self.settings.worker_count) + self.batcher.queue_depth)
 
-    async def open(self, first: pb.ClientMessage, principal: str | None = None) -> LiveSession:
+    async def open(self, first: pb.ClientMessage, principal: str | None = None, resumable: bool = False) -> LiveSession:
         """Admit a session from its first message (for `principal`, None on an open server), or raise
-        ProtocolError."""
-        start = check_start(first)
+        ProtocolError. `resumable`: the transport can resume (the server needs a state store too): the session
+        gets a resume token and checkpoints, and a `start.resume_token` continues an earlier session."""
+        resumer = self.resumer if resumable else None
+        start = check_start(first, resumable=resumer is not None)
+        ticket, checkpoint = await self._restore(resumer, start.resume_token) if start.resume_token else (None, None)
         self._check_principal_quota(principal)
         if self.active >= self.settings.max_sessions or self.backlog > self.settings.reject_backlog:
             self.metrics.rejected_sessions_total.inc()
@@ -117,7 +129,35 @@ class SessionHub:
         self.metrics.sessions_total.inc()
         if principal is not None:
             self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
-        return LiveSession(self, start.session_id or uuid.uuid4().hex, self._new_pipeline(start), principal)
+        if checkpoint is None:
+            session_id = start.session_id or uuid.uuid4().hex
+            pipeline = self._new_pipeline(start)
+        else:
+            session_id = checkpoint.session_id
+            pipeline = self._new_pipeline(start, checkpoint.resume_from_ms, checkpoint.next_index)
+        session = LiveSession(self, session_id, pipeline, principal)
+        if resumer is not None:
+            try:
+                await session.make_resumable(resumer, ticket, checkpoint)
+            except StoreError as error:
+                session.close()
+                raise store_unavailable(error) from None
+        return session
+
+    async def _restore(self, resumer: Resumer | None, token: str) -> tuple[Ticket, Checkpoint]:
+        """The session a resume token leads to and its last checkpoint, or ProtocolError."""
+        assert resumer is not None
+        try:
+            return await self.run(resumer.restore, token)
+        except ResumeError as error:
+            log.info("a resume was refused: the token is %s", error)
+            raise ProtocolError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "start.resume_token leads to no resumable session here: it is wrong, its session ended with `end`, "
+                f"or it expired after {resumer.ttl_s:g} s without a sentence; start a new session (without the token)",
+            ) from None
+        except StoreError as error:
+            raise store_unavailable(error) from None
 
     def _check_principal_quota(self, principal: str | None) -> None:
         limit = self.settings.max_sessions_per_token
@@ -137,7 +177,7 @@ class SessionHub:
         self.metrics.sessions_active.dec()
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
-    def _new_pipeline(self, start: pb.SessionStart) -> SessionPipeline:
+    def _new_pipeline(self, start: pb.SessionStart, origin_ms: int = 0, first_index: int = 0) -> SessionPipeline:
         """Cheap (no model loading: the face detector and predictor are shared), so it runs on the loop."""
         return SessionPipeline(
             self.extractors,
@@ -147,11 +187,14 @@ class SessionHub:
             use_asr=self.settings.asr != "none" and not start.disable_asr,
             settings=PipelineSettings(video_fps=self.settings.video_fps),
             on_stage=self.metrics.observe_stage,
+            origin_ms=origin_ms,
+            first_index=first_index,
         )
 
 
-def check_start(message: pb.ClientMessage) -> pb.SessionStart:
-    """The `start` message, validated; ProtocolError says what is wrong with it."""
+def check_start(message: pb.ClientMessage, resumable: bool = False) -> pb.SessionStart:
+    """The `start` message, validated; ProtocolError says what is wrong with it. A resume token is refused
+    unless the session is `resumable`."""
     kind = message.WhichOneof("kind")
     if kind != "start":
         raise ProtocolError(
@@ -175,12 +218,20 @@ def check_start(message: pb.ClientMessage) -> pb.SessionStart:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"start.session_id has {len(start.session_id)} characters; the limit is {MAX_SESSION_ID_CHARS}",
         )
-    if start.resume_token:
+    if start.resume_token and not resumable:
         raise ProtocolError(
             grpc.StatusCode.FAILED_PRECONDITION,
             "start.resume_token was given, but this server keeps no resumable sessions: start a new one",
         )
     return start
+
+
+def store_unavailable(error: StoreError) -> ProtocolError:
+    """The error that refuses a resumable session when its state store cannot be reached."""
+    log.warning("the state store failed: %s", error)
+    return ProtocolError(
+        grpc.StatusCode.UNAVAILABLE, "the server cannot reach its state store for resumable sessions: retry later"
+    )
 
 
 def session_time_exceeded(limit_s: float) -> ProtocolError:
@@ -212,14 +263,40 @@ class LiveSession:
         self.ended = False
         self.last_estimate: Estimate | None = None
         self.shed_video_frames = 0
+        self.resumer: Resumer | None = None
+        self.ticket: Ticket | None = None
+        self._resumed_from: Checkpoint | None = None
+        self._committed_speech_ms = 0
         self._closed = False
         self._started = time.monotonic()
         self._last_video_forwarded_ms = -1.0e9
         self._video_frames_received = 0
         self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
 
+    async def make_resumable(self, resumer: Resumer, ticket: Ticket | None, checkpoint: Checkpoint | None) -> None:
+        """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from) and
+        write its first checkpoint; StoreError when the store fails."""
+        self.resumer = resumer
+        self.ticket = ticket or resumer.new_ticket(self.session_id)
+        if checkpoint is not None:
+            self._resumed_from = checkpoint
+            self.handle_.parked = checkpoint.state
+            self.handle_.snapshot = checkpoint.state
+            self.handle_.account = checkpoint.account
+            self.last_estimate = checkpoint.estimate
+            self.pipeline.speech_ms = self._committed_speech_ms = checkpoint.speech_ms
+            self.pipeline.dropped_captions = checkpoint.dropped_captions
+            self.shed_video_frames = checkpoint.dropped_video_frames
+        await self.hub.run(resumer.save, self.ticket, checkpoint or Checkpoint(self.session_id))
+
     def accepted(self) -> pb.ServerMessage:
-        return pb.ServerMessage(accepted=pb.SessionAccepted(session_id=self.session_id, model=self.hub.model_info()))
+        accepted = pb.SessionAccepted(session_id=self.session_id, model=self.hub.model_info())
+        if self.resumer is not None and self.ticket is not None:
+            accepted.resume_token = self.resumer.token(self.ticket)
+        if self._resumed_from is not None:
+            accepted.resume_from_ms = self._resumed_from.resume_from_ms
+            accepted.next_sentence_index = self._resumed_from.next_index
+        return pb.ServerMessage(accepted=accepted)
 
     async def handle(self, message: pb.ClientMessage) -> AsyncIterator[pb.ServerMessage]:
         """Apply one client message; yields the updates it produced (a closed sentence, the summary)."""
@@ -246,20 +323,25 @@ class LiveSession:
         elif kind == "caption":
             self._caption(message.caption)
         elif kind == "end":
-            async for reply in self.finish():
+            async for reply in self.finish(forget=True):
                 yield reply
         else:
             raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, "empty ClientMessage (no field set)")
 
-    async def finish(self) -> AsyncIterator[pb.ServerMessage]:
-        """End of the interview (an `end` message or a transport that closed cleanly): last sentence, summary."""
+    async def finish(self, forget: bool = False) -> AsyncIterator[pb.ServerMessage]:
+        """End of the interview (an `end` message or a transport that closed cleanly): last sentence, summary.
+
+        `forget` (on `end`) deletes a resumable session's checkpoint; otherwise (a stall, a stream closed
+        without `end`) it stays until it expires, so the client can still resume."""
         self.ended = True
         for result in await self.hub.run(self.pipeline.finish, self._transcribe()):
             yield await self._score(result)
+        if forget and self.resumer is not None and self.ticket is not None:
+            await self._store(self.resumer.forget, self.ticket)
         p = self.pipeline
         summary = pb.SessionSummary(
             sentences=p.sentences,
-            audio_seconds=p.audio_seconds,
+            audio_seconds=p.media_seconds,
             speech_seconds=p.speech_ms / 1000.0,
             dropped_video_frames=p.dropped_video_frames + self.shed_video_frames,
             dropped_captions=p.dropped_captions,
@@ -311,10 +393,33 @@ class LiveSession:
         estimate = await self.hub.batcher.step(self.handle_, result.features)
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)
         self.last_estimate = estimate
+        self._committed_speech_ms += result.features.speech_ms
+        if self.resumer is not None and self.ticket is not None:
+            checkpoint = Checkpoint(
+                session_id=self.session_id,
+                next_index=result.features.index + 1,
+                resume_from_ms=result.features.end_ms,
+                speech_ms=self._committed_speech_ms,
+                dropped_video_frames=self.pipeline.dropped_video_frames + self.shed_video_frames,
+                dropped_captions=self.pipeline.dropped_captions,
+                state=self.handle_.snapshot,
+                account=self.handle_.account,
+                estimate=estimate,
+            )
+            await self._store(self.resumer.save, self.ticket, checkpoint)
         latency = time.perf_counter() - result.closed_at
         self.hub.metrics.sentence_latency.observe(latency)
         self.hub.metrics.sentences_total.inc()
         return sentence_message(result, estimate, latency)
+
+    async def _store(self, fn: Callable[..., None], *args: object) -> None:
+        """A checkpoint write or delete; a store that fails is logged and counted, and the interview goes on
+        (it is only less resumable)."""
+        try:
+            await self.hub.run(fn, *args)
+        except StoreError as error:
+            self.hub.metrics.errors_total.labels(code="checkpoint").inc()
+            log.warning("session %s could not be checkpointed: %s", self.session_id, error)
 
     def _checked_audio(self, data: bytes) -> bytes:
         channels = self.pipeline.channels

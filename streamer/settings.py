@@ -11,7 +11,7 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from depscreen.engine.runtime.checkpoint import DEMO_MODEL
+from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
 from depscreen.engine.runtime.device import DEVICE_CHOICES
 
 AUTH_MODES = ("auto", "tokens", "jwt", "none")
@@ -29,7 +29,9 @@ class ServerSettings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind both ports to"})
     grpc_port: int = field(default=50051, metadata={"help": "gRPC port (0 picks a free one)"})
     http_port: int = field(default=8080, metadata={"help": "HTTP port for /metrics and /healthz (0 picks one)"})
-    model: Path = field(default=DEMO_MODEL, metadata={"help": "model checkpoint (.pt); default: the demo model"})
+    model: Path = field(
+        default=DEFAULT_MODEL, metadata={"help": "model checkpoint (.pt); default: the EATD-trained screening model"}
+    )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda", "choices": DEVICE_CHOICES})
     asr: str = field(default="whisper", metadata={"help": "speech recognition when no captions: whisper | none"})
     workers: int = field(
@@ -112,6 +114,25 @@ class ServerSettings:
     tls_client_ca: str = field(
         default="", metadata={"help": "PEM CA bundle: require client certificates it signed (mTLS) on both ports"}
     )
+    state_store: str = field(
+        default="",
+        metadata={
+            "help": "where resumable sessions are checkpointed after every sentence: sqlite://PATH (embedded; "
+            "sqlite:///var/lib/depscreen/sessions.db) or redis://HOST:PORT/DB (shared by replicas); empty = no "
+            "session is resumable"
+        },
+    )
+    resume_ttl_s: float = field(
+        default=3600.0,
+        metadata={"help": "a resumable session's checkpoint and token expire this long after its last sentence (s)"},
+    )
+    resume_key_file: str = field(
+        default="",
+        metadata={
+            "help": "file with the key (at least 16 bytes) that signs resume tokens; empty = a key generated and "
+            "kept in the state store"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -168,6 +189,12 @@ class ServerSettings:
         for name in ("max_sessions_per_token", "max_session_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative (0 = no limit)")
+        if self.state_store and not self.state_store.startswith(("sqlite://", "redis://", "rediss://")):
+            raise ValueError(f"state_store={self.state_store!r} is not sqlite://PATH or redis://HOST:PORT/DB")
+        if self.resume_ttl_s <= 0:
+            raise ValueError("resume_ttl_s must be positive")
+        if self.resume_key_file and not self.state_store:
+            raise ValueError("resume_key_file is set but no state_store: set state_store to make sessions resumable")
         if self.max_video_fps < self.video_fps:
             raise ValueError(f"max_video_fps={self.max_video_fps} is below video_fps={self.video_fps}: raise it")
 

@@ -172,3 +172,20 @@ def test_frame_buffer_stays_bounded_without_sentences(screener: Screener, extrac
             pipeline.push_audio(np.zeros(32_000, dtype=np.int16).tobytes())
     assert len(pipeline._faces) <= pipeline._faces.maxlen
     assert pipeline._faces.maxlen < 200
+
+
+def test_a_resumed_pipeline_continues_the_session_clock(extractors: Extractors) -> None:
+    """A pipeline resumed at `origin_ms` numbers and times its sentences on the session's clock, and matches
+    captions and frames sent on that clock."""
+    pcm = decode_audio_file(FIXTURES / "jfk.flac").tobytes()
+    fresh = run_audio(SessionPipeline(extractors, sample_rate_hz=16_000), pcm, 3200)
+    resumed = SessionPipeline(extractors, sample_rate_hz=16_000, origin_ms=60_000, first_index=7)
+    resumed.push_caption(60_000, 71_000, "ask not what your country can do for you")
+    moved = run_audio(resumed, pcm, 3200)
+    assert [r.features.index for r in moved] == [7 + r.features.index for r in fresh]
+    assert [(r.features.start_ms, r.features.end_ms) for r in moved] == [
+        (60_000 + r.features.start_ms, 60_000 + r.features.end_ms) for r in fresh
+    ]
+    assert moved[0].features.transcript_source == "caption"
+    assert resumed.sentences == 7 + len(fresh)
+    assert resumed.media_seconds == pytest.approx(60 + len(pcm) / 32_000)

@@ -63,7 +63,8 @@ def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path) -> None:
     frames = [frame_jpeg(seed) for seed in range(5)]
     with log_path.open("w") as log:
         server = start_local_server(
-            "--device", "cpu", "--log-level", "DEBUG", output=log, cwd=places["work"], env=env
+            "--device", "cpu", "--log-level", "DEBUG", "--state-store", "sqlite://state/sessions.db",
+            output=log, cwd=places["work"], env=env,
         )  # fmt: skip
     try:
 
@@ -98,5 +99,6 @@ def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path) -> None:
         *(window for frame in frames for window in windows(frame[600:], count=4)),
     ]
     written = [path for place in places.values() for path in place.rglob("*") if path.is_file()]
+    assert places["work"] / "state" / "sessions.db" in written, "the state store of resumable sessions is scanned"
     for path in written:
         assert not traces(path.read_bytes(), needles), f"{path} holds audio, video or transcript"

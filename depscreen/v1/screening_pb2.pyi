@@ -131,14 +131,18 @@ class ServerMessage(_message.Message):
     def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., sentence: _Optional[_Union[SentenceUpdate, _Mapping]] = ..., summary: _Optional[_Union[SessionSummary, _Mapping]] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
-    __slots__ = ("session_id", "resume_token", "model")
+    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SENTENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resume_token: str
     model: ModelInfo
-    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+    resume_from_ms: int
+    next_sentence_index: int
+    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("model_id", "trained_on", "intended_use", "model_card_url", "device", "kernels")

@@ -21,7 +21,7 @@ import torch
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.model.screening import SessionState
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, Screener
-from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
+from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool, cpu_row
 
 Runner = Callable[..., Awaitable[Any]]
 """Runs a blocking function off the event loop: `await run(fn, *args)` (e.g. in a thread pool)."""
@@ -37,6 +37,9 @@ class BatcherSettings:
     """Longest a sentence waits for others to join its batch; short because each step costs ~0.3 ms."""
     park_after_s: float = 300.0
     """A session with no sentence for this long gives its state slot back until its next sentence."""
+    snapshots: bool = False
+    """Keep a CPU copy of each session's state after each of its steps (`SessionHandle.snapshot`), for
+    checkpoints of resumable sessions; off, a step copies nothing."""
 
 
 @dataclass(eq=False)
@@ -48,6 +51,8 @@ class SessionHandle:
     parked: SessionState | None = None
     last_step: float = field(default_factory=time.monotonic)
     busy: bool = False
+    snapshot: SessionState | None = None
+    """CPU copy of the state after the session's last step, when the batcher keeps snapshots."""
 
 
 @dataclass
@@ -197,4 +202,7 @@ class MicroBatcher:
             [p.features for p in batch], [p.handle.account for p in batch], state
         )
         self.pool.scatter(slots, new_state)
+        if self.settings.snapshots:
+            for row, pending in enumerate(batch):
+                pending.handle.snapshot = cpu_row(new_state, row)
         return estimates, time.perf_counter() - start, time.thread_time() - cpu_start

@@ -67,13 +67,7 @@ class StatePool:
 
     def export(self, slot: int) -> SessionState:
         """A CPU copy of one slot's state (to checkpoint an idle session)."""
-        index = torch.tensor([slot], device=self._state.modality_sum.device)
-        state = self.gather(index)
-        return SessionState(
-            layers=[MambaState(conv=s.conv.cpu(), ssm=s.ssm.cpu()) for s in state.layers],
-            modality_sum=state.modality_sum.cpu(),
-            modality_count=state.modality_count.cpu(),
-        )
+        return cpu_row(self.gather(torch.tensor([slot], device=self._state.modality_sum.device)), 0)
 
     def load(self, slot: int, state: SessionState) -> None:
         """Put a one-session state (from `export`, or the initial state) into `slot`."""
@@ -84,6 +78,19 @@ class StatePool:
             modality_count=state.modality_count.to(device),
         )
         self.scatter(torch.tensor([slot], device=device), moved)
+
+
+def cpu_row(state: SessionState, row: int) -> SessionState:
+    """A CPU copy (never a view) of one session (`row`) of a batch of states, as a one-session state."""
+
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[row : row + 1].to("cpu", copy=True)
+
+    return SessionState(
+        layers=[MambaState(conv=copy(s.conv), ssm=copy(s.ssm)) for s in state.layers],
+        modality_sum=copy(state.modality_sum),
+        modality_count=copy(state.modality_count),
+    )
 
 
 def _tensors(state: SessionState) -> list[torch.Tensor]:

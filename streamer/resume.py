@@ -1,0 +1,206 @@
+"""Resumable sessions: checkpoints of a session's model state and estimates, and the resume tokens that reach them.
+
+After every sentence a resumable session writes a `Checkpoint` to the state store: the model state after that
+sentence, its evidence account, the index of the next sentence, the media time up to the end of that sentence
+(`resume_from_ms`), its counters and its last estimate. Nothing else: no audio, video or transcript text.
+Tensors are written with `torch.save` and read back with `weights_only=True`, so a record cannot run code.
+
+A resume token is `<record id>.<MAC>`: the MAC is HMAC-SHA256, under the server key, of the record id, the
+caller's session id and a random nonce kept in the record (never in the token). A token therefore works only
+for its own session, cannot be made without the key, and dies with its record, which expires after
+`resume_ttl_s` without a checkpoint. Tokens are never logged or stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import pickle
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depscreen.engine.model.mamba import MambaState
+from depscreen.engine.model.screening import SessionState
+from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate
+from depscreen.streamer.state_store import StateStore, StoredSession
+
+MIN_KEY_BYTES = 16
+"""Shortest server key accepted from `--resume-key-file`."""
+NONCE_BYTES = 32
+
+
+class ResumeError(ValueError):
+    """A resume token that leads to no session (malformed, forged, for another session, or expired)."""
+
+
+@dataclass
+class Checkpoint:
+    """What a session carries over a resume: model state and estimates only."""
+
+    session_id: str
+    next_index: int = 0
+    resume_from_ms: int = 0
+    """Media time up to the end of the last scored sentence; the client re-sends from here."""
+    speech_ms: int = 0
+    dropped_video_frames: int = 0
+    dropped_captions: int = 0
+    state: SessionState | None = None
+    """Model state after the last scored sentence; None before the first one."""
+    account: EvidenceAccount = field(default_factory=EvidenceAccount)
+    estimate: Estimate | None = None
+
+
+def encode(checkpoint: Checkpoint) -> bytes:
+    """The checkpoint as bytes (torch.save of tensors and plain values)."""
+    state = checkpoint.state
+    payload = {
+        "next_index": checkpoint.next_index,
+        "resume_from_ms": checkpoint.resume_from_ms,
+        "speech_ms": checkpoint.speech_ms,
+        "dropped_video_frames": checkpoint.dropped_video_frames,
+        "dropped_captions": checkpoint.dropped_captions,
+        "usable_speech_s": checkpoint.account.usable_speech_s,
+        "symptom_sum": torch.from_numpy(np.asarray(checkpoint.account.symptom_sum, dtype=np.float64)),
+        "text_sentences": checkpoint.account.text_sentences,
+        "estimate": _estimate_fields(checkpoint.estimate),
+        "layers": [(s.conv, s.ssm) for s in state.layers] if state is not None else [],
+        "modality_sum": state.modality_sum if state is not None else None,
+        "modality_count": state.modality_count if state is not None else None,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def decode(session_id: str, data: bytes) -> Checkpoint:
+    """A checkpoint from `encode`'s bytes (tensors on the CPU)."""
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    state = None
+    if payload["modality_sum"] is not None:
+        state = SessionState(
+            layers=[MambaState(conv=conv, ssm=ssm) for conv, ssm in payload["layers"]],
+            modality_sum=payload["modality_sum"],
+            modality_count=payload["modality_count"],
+        )
+    account = EvidenceAccount(
+        usable_speech_s=payload["usable_speech_s"],
+        symptom_sum=payload["symptom_sum"].numpy(),
+        text_sentences=payload["text_sentences"],
+    )
+    return Checkpoint(
+        session_id=session_id,
+        next_index=payload["next_index"],
+        resume_from_ms=payload["resume_from_ms"],
+        speech_ms=payload["speech_ms"],
+        dropped_video_frames=payload["dropped_video_frames"],
+        dropped_captions=payload["dropped_captions"],
+        state=state,
+        account=account,
+        estimate=_estimate_from(payload["estimate"]),
+    )
+
+
+def _estimate_fields(estimate: Estimate | None) -> dict | None:
+    if estimate is None:
+        return None
+    return {
+        "probability": float(estimate.probability),
+        "evidence": float(estimate.evidence),
+        "modalities": [
+            {
+                "modality": str(m.modality),
+                "available": bool(m.available),
+                "quality": float(m.quality),
+                "weight": float(m.weight),
+                "probability": float(m.probability),
+            }
+            for m in estimate.modalities
+        ],
+        "symptoms": [float(score) for score in estimate.symptoms],
+    }
+
+
+def _estimate_from(fields: dict | None) -> Estimate | None:
+    if fields is None:
+        return None
+    return Estimate(
+        probability=fields["probability"],
+        evidence=fields["evidence"],
+        modalities=tuple(ModalityEstimate(**m) for m in fields["modalities"]),
+        symptoms=tuple(fields["symptoms"]),
+    )
+
+
+def read_key_file(path: str) -> bytes:
+    """The server key in `path` (its bytes, surrounding whitespace removed); ValueError says what is wrong."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as error:
+        raise ValueError(f"resume_key_file {path}: cannot read it ({error.strerror})") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"resume_key_file {path} holds {len(key)} bytes; use at least {MIN_KEY_BYTES} random ones "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A session's place in the store: its record id and nonce (the token is derived from them)."""
+
+    record_id: str
+    session_id: str
+    nonce: bytes
+
+
+class Resumer:
+    """Issues resume tokens, writes checkpoints and restores sessions, over one state store. Blocking calls."""
+
+    def __init__(self, store: StateStore, key: bytes, ttl_s: float) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._key = key
+
+    def new_ticket(self, session_id: str) -> Ticket:
+        return Ticket(secrets.token_hex(16), session_id, secrets.token_bytes(NONCE_BYTES))
+
+    def token(self, ticket: Ticket) -> str:
+        """The resume token of a ticket."""
+        return f"{ticket.record_id}.{self._mac(ticket)}"
+
+    def _mac(self, ticket: Ticket) -> str:
+        message = b"\n".join((ticket.record_id.encode(), ticket.session_id.encode(), ticket.nonce))
+        digest = hmac.new(self._key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def save(self, ticket: Ticket, checkpoint: Checkpoint) -> None:
+        """Write the session's checkpoint (this also restarts its idle TTL)."""
+        record = StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, encode(checkpoint))
+        self.store.save(record, self.ttl_s)
+
+    def restore(self, token: str) -> tuple[Ticket, Checkpoint]:
+        """The session a token leads to and its last checkpoint; ResumeError when it leads nowhere."""
+        record_id, _, mac = token.partition(".")
+        if not (len(record_id) == 32 and mac and all(c in "0123456789abcdef" for c in record_id)):
+            raise ResumeError("malformed")
+        record = self.store.load(record_id, self.ttl_s)
+        if record is None:
+            raise ResumeError("unknown or expired")
+        ticket = Ticket(record.record_id, record.session_id, record.nonce)
+        if not hmac.compare_digest(mac.encode(), self._mac(ticket).encode()):
+            raise ResumeError("forged")
+        try:
+            return ticket, decode(record.session_id, record.payload)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError) as error:
+            raise ResumeError(f"valid, but its checkpoint is unreadable ({type(error).__name__})") from None
+
+    def forget(self, ticket: Ticket) -> None:
+        """Delete a finished session's record (its token stops working)."""
+        self.store.delete(ticket.record_id)

@@ -1,0 +1,445 @@
+"""Resumable sessions: checkpoints, resume tokens, the client's replay buffer, and real crashes.
+
+The crash tests run real servers on loopback: one is killed (SIGKILL) after a few sentences and restarted on
+the same SQLite store and port, or (Redis) another replica takes over, reached by the client's own balancing
+or through nginx (`grpc_pass`); the client resumes, and the
+sentences must match an uninterrupted run of the same media (README, "Resumable sessions", for the tolerance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from depscreen.clients import cli as client_cli
+from depscreen.clients.resumable import ReplayBuffer
+from depscreen.clients.session import ScreeningClient
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL
+from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener
+from depscreen.localserver import LocalServer, free_port, read_counter, sample_path, start_local_server
+from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, decode, encode, read_key_file
+from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.state_store import SqliteStore, StoredSession
+from depscreen.v1 import screening_pb2 as pb
+
+FLAGS = (
+    "--device", "cpu", "--asr", "none", "--max-speed", "0",
+    "--video-sparse-backlog", "1000", "--video-drop-backlog", "1000", "--asr-skip-backlog", "1000",
+    "--reject-backlog", "1000",
+)  # fmt: skip
+"""Servers of these tests: no ASR (Whisper's load and cost add nothing here), no pacing, and no load shedding,
+so that a busy machine cannot drop video frames in one run and not in another."""
+KILL_AFTER = 4
+"""Sentences received before the server is killed."""
+SPAN_TOLERANCE_MS = 1000
+"""How far the first sentence after the resume point may start or end from the uninterrupted run's."""
+ESTIMATE_TOLERANCE = 0.02
+"""How far a probability or the evidence after the resume point may be from the uninterrupted run's."""
+
+
+@dataclass(frozen=True)
+class Update:
+    index: int
+    start_ms: int
+    end_ms: int
+    probability: float
+    evidence: float
+    modalities: tuple[float, ...]
+
+    @classmethod
+    def of(cls, sentence: pb.SentenceUpdate) -> Update:
+        estimate = sentence.estimate
+        modalities = tuple(m.probability for m in estimate.modalities)
+        return cls(
+            sentence.index, sentence.start_ms, sentence.end_ms, estimate.probability, estimate.evidence, modalities
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Units: checkpoints, tokens, the replay buffer
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def initial_state() -> object:
+    return Screener.from_checkpoint(DEMO_MODEL, "cpu").model.initial_state(1)
+
+
+def a_checkpoint(state: object) -> Checkpoint:
+    estimate = Estimate(
+        probability=0.25,
+        evidence=0.5,
+        modalities=(ModalityEstimate("audio", True, 0.9, 1.0, 0.3),),
+        symptoms=tuple(float(i) / 10 for i in range(8)),
+    )
+    account = EvidenceAccount(usable_speech_s=12.5, symptom_sum=np.arange(8, dtype=np.float64), text_sentences=3)
+    return Checkpoint("interview-7", 5, 14_500, 9_000, 2, 1, state, account, estimate)
+
+
+def test_a_checkpoint_round_trips_through_bytes(initial_state: object) -> None:
+    checkpoint = a_checkpoint(initial_state)
+    for layer in checkpoint.state.layers:
+        layer.ssm.normal_()
+    restored = decode("interview-7", encode(checkpoint))
+    assert restored.estimate == checkpoint.estimate
+    assert (restored.next_index, restored.resume_from_ms, restored.speech_ms) == (5, 14_500, 9_000)
+    assert (restored.dropped_video_frames, restored.dropped_captions) == (2, 1)
+    assert restored.account.usable_speech_s == 12.5 and restored.account.text_sentences == 3
+    np.testing.assert_array_equal(restored.account.symptom_sum, np.arange(8))
+    for old, new in zip(checkpoint.state.layers, restored.state.layers, strict=True):
+        assert torch.equal(old.ssm, new.ssm) and torch.equal(old.conv, new.conv)
+    assert torch.equal(restored.state.modality_sum, checkpoint.state.modality_sum)
+    assert decode("x", encode(Checkpoint("x"))).state is None
+
+
+def test_a_resume_token_opens_its_own_session_only(tmp_path: Path, initial_state: object) -> None:
+    store = SqliteStore(tmp_path / "sessions.db")
+    resumer = Resumer(store, store.server_key(), ttl_s=3600)
+    mine, other = resumer.new_ticket("interview-7"), resumer.new_ticket("interview-8")
+    resumer.save(mine, a_checkpoint(initial_state))
+    resumer.save(other, Checkpoint("interview-8"))
+    ticket, checkpoint = resumer.restore(resumer.token(mine))
+    assert ticket == mine and checkpoint.session_id == "interview-7" and checkpoint.next_index == 5
+    record_id, mac = resumer.token(mine).split(".")
+    other_mac = resumer.token(other).split(".")[1]
+    for forged in (f"{record_id}.{other_mac}", f"{other.record_id}.{mac}", f"{record_id}.{mac[:-2]}AA", record_id, ""):
+        with pytest.raises(ResumeError):
+            resumer.restore(forged)
+    with pytest.raises(ResumeError):
+        Resumer(store, b"another server key, 32 bytes ...", ttl_s=3600).restore(resumer.token(mine))
+    with pytest.raises(ResumeError, match="expired"):
+        Resumer(store, store.server_key(), ttl_s=1e-6).restore(resumer.token(mine))
+    resumer.forget(mine)
+    with pytest.raises(ResumeError):
+        resumer.restore(resumer.token(mine))
+    assert SqliteStore(tmp_path / "sessions.db").server_key() == store.server_key(), "the key is kept in the store"
+
+
+def test_a_checkpoint_that_cannot_be_read_refuses_the_resume(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "sessions.db")
+    resumer = Resumer(store, store.server_key(), ttl_s=3600)
+    ticket = resumer.new_ticket("interview-9")
+    store.save(StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, b"not a torch.save payload"), 3600)
+    with pytest.raises(ResumeError, match="unreadable"):
+        resumer.restore(resumer.token(ticket))
+
+
+def test_settings_refuse_an_unusable_state_store_setup(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not sqlite://PATH or redis://"):
+        ServerSettings(state_store="postgres://db/sessions")
+    with pytest.raises(ValueError, match="set state_store"):
+        ServerSettings(resume_key_file="/run/secrets/resume-key")
+    with pytest.raises(ValueError, match="resume_ttl_s"):
+        ServerSettings(state_store="sqlite://s.db", resume_ttl_s=0)
+    with pytest.raises(ValueError, match="at least 16"):
+        (tmp_path / "short.key").write_text("too short\n")
+        read_key_file(str(tmp_path / "short.key"))
+
+
+def test_depscreen_stream_resume_is_a_grpc_option(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="depscreen")
+    client_cli.register(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(["stream", "a.mp4", "--resume"]).resume is True
+    assert parser.parse_args(["stream", "a.mp4"]).resume is False
+    args = parser.parse_args(["stream", "a.mp4", "--resume", "--webrtc", "http://127.0.0.1:9/whip"])
+    assert client_cli.run_stream(args) == 2
+    assert "--resume works over gRPC only" in capsys.readouterr().err
+
+
+def audio(start_ms: int, length_ms: int) -> pb.ClientMessage:
+    samples = np.arange(start_ms * 16, (start_ms + length_ms) * 16, dtype=np.int16)
+    return pb.ClientMessage(audio=pb.AudioChunk(data=samples.tobytes()))
+
+
+def test_the_replay_buffer_resends_exactly_what_was_not_committed() -> None:
+    buffer = ReplayBuffer()
+    sent = [
+        audio(0, 100),
+        pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=100, image=b"a")),
+        audio(100, 100),
+        pb.ClientMessage(caption=pb.Caption(start_ms=150, end_ms=400, text="kept: it ends after 250")),
+        pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=200, image=b"b")),
+        audio(200, 100),
+        pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=300, image=b"c")),
+        audio(300, 100),
+    ]
+    for message in sent:
+        buffer.add(message)
+    buffer.commit(120)
+    replayed = buffer.replay(250)
+    audio_bytes = b"".join(m.audio.data for m in replayed if m.WhichOneof("kind") == "audio")
+    assert audio_bytes == audio(250, 150).audio.data, "audio from the resume point to the end, cut at its sample"
+    assert [m.video.image for m in replayed if m.WhichOneof("kind") == "video"] == [b"c"]
+    assert [m.caption.start_ms for m in replayed if m.WhichOneof("kind") == "caption"] == [150]
+    buffer.commit(400)
+    assert len(buffer) == 0 and buffer.replay(400) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real servers: refusals, and crashes
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("resume")
+
+
+@pytest.fixture(scope="module")
+def reference(store_dir: Path) -> Iterator[tuple[LocalServer, list[Update]]]:
+    """A server with a SQLite store, and the sentences of the sample streamed through it uninterrupted."""
+    log = (store_dir / "reference.log").open("w")
+    server = start_local_server(*FLAGS, "--state-store", f"sqlite://{store_dir}/reference.db", output=log)
+    updates, _ = asyncio.run(stream_sample(server.grpc_target))
+    yield server, updates
+    server.stop()
+    log.close()
+
+
+async def stream_sample(target: str, on_sentence: object = None) -> tuple[list[Update], list[pb.SessionAccepted]]:
+    """Stream the bundled sample (audio and video, 4x real time) with resume on; `on_sentence(count)` is called
+    after each sentence update."""
+    updates, accepted = [], []
+    client = ScreeningClient(target)
+    async for message in client.stream_file(sample_path(), speed=4, resume=True, reconnect_s=120):
+        kind = message.WhichOneof("kind")
+        if kind == "accepted":
+            accepted.append(message.accepted)
+        elif kind == "sentence":
+            updates.append(Update.of(message.sentence))
+            if on_sentence is not None:
+                await on_sentence(len(updates))
+    return updates, accepted
+
+
+def assert_resumed_run_matches(reference: list[Update], resumed: list[Update], accepted: list) -> None:
+    assert len(accepted) == 2 and accepted[1].session_id == accepted[0].session_id
+    assert accepted[1].resume_token == accepted[0].resume_token
+    assert accepted[1].next_sentence_index == KILL_AFTER
+    assert accepted[1].resume_from_ms == reference[KILL_AFTER - 1].end_ms
+    assert resumed[:KILL_AFTER] == reference[:KILL_AFTER], "sentences before the crash are identical"
+    assert [u.index for u in resumed] == list(range(len(reference))), "indices go on, none lost or repeated"
+    for old, new in zip(reference[KILL_AFTER:], resumed[KILL_AFTER:], strict=True):
+        assert (
+            abs(new.start_ms - old.start_ms) <= SPAN_TOLERANCE_MS and abs(new.end_ms - old.end_ms) <= SPAN_TOLERANCE_MS
+        )
+        assert abs(new.probability - old.probability) <= ESTIMATE_TOLERANCE
+        assert abs(new.evidence - old.evidence) <= ESTIMATE_TOLERANCE
+        assert all(abs(a - b) <= ESTIMATE_TOLERANCE for a, b in zip(old.modalities, new.modalities, strict=True))
+    assert [(u.start_ms, u.end_ms) for u in resumed[KILL_AFTER + 1 :]] == [
+        (u.start_ms, u.end_ms) for u in reference[KILL_AFTER + 1 :]
+    ], "after the first pause past the resume point the segmenter cuts as it did"
+
+
+def test_a_wrong_or_ended_token_is_refused(reference: tuple[LocalServer, list[Update]]) -> None:
+    server, _ = reference
+    start = pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1))
+
+    async def open_with(token: str) -> pb.ServerMessage:
+        start.resume_token = token
+        messages = [pb.ClientMessage(start=start), pb.ClientMessage(end=pb.SessionEnd())]
+
+        async def outgoing() -> object:
+            for message in messages:
+                yield message
+
+        replies = [reply async for reply in ScreeningClient(server.grpc_target).stream_messages(outgoing())]
+        return replies[0]
+
+    ended = asyncio.run(open_with(""))
+    assert ended.accepted.resume_token, "a resumable server hands out a token"
+    for token in (ended.accepted.resume_token, "0" * 32 + ".forged", "not a token"):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            asyncio.run(open_with(token))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "start a new session" in refused.value.details()
+        assert token not in refused.value.details()
+
+
+def test_a_break_is_raised_when_the_server_cannot_resume(store_dir: Path) -> None:
+    """A server without a state store gives no token: the client raises the break instead of reconnecting."""
+    with (store_dir / "storeless.log").open("w") as log:
+        server = start_local_server(*FLAGS, output=log)
+
+    async def crash(count: int) -> None:
+        if count == 1:
+            server.process.kill()
+            server.process.wait()
+
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as broken:
+            asyncio.run(stream_sample(server.grpc_target, crash))
+        assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop()
+
+
+def test_a_session_survives_a_killed_and_restarted_server(
+    reference: tuple[LocalServer, list[Update]], store_dir: Path
+) -> None:
+    _, expected = reference
+    port, http_port = free_port(), free_port()
+    flags = (*FLAGS, "--state-store", f"sqlite://{store_dir}/crash.db")
+    log = (store_dir / "crash.log").open("w")
+    servers = [start_local_server(*flags, grpc_port=port, http_port=http_port, output=log)]
+    restarted: list[asyncio.Task] = []
+
+    async def crash(count: int) -> None:
+        if count == KILL_AFTER:
+            servers[0].process.kill()  # SIGKILL: nothing is flushed or closed
+            servers[0].process.wait()
+            start = asyncio.to_thread(start_local_server, *flags, grpc_port=port, http_port=http_port, output=log)
+            restarted.append(asyncio.ensure_future(start))
+
+    async def run() -> tuple[list[Update], list]:
+        result = await stream_sample(servers[0].grpc_target, crash)
+        servers.append(await restarted[0])
+        return result
+
+    try:
+        updates, accepted = asyncio.run(run())
+        assert_resumed_run_matches(expected, updates, accepted)
+        assert read_counter(servers[1].metrics(), "depscreen_sessions_total") == 1
+    finally:
+        for server in servers:
+            server.stop()
+        log.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Return once `process` accepts connections on loopback `port`; RuntimeError if it exits or never does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"{process.args[0]} did not listen on port {port}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def redis_url(store_dir: Path) -> Iterator[str]:
+    """A real redis-server on a free loopback port (no persistence), for the test's replicas."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        cwd=store_dir,
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_a_second_replica_sharing_redis_takes_over(
+    reference: tuple[LocalServer, list[Update]], redis_url: str, store_dir: Path
+) -> None:
+    _, expected = reference
+    log = (store_dir / "replicas.log").open("w")
+    replicas = [start_local_server(*FLAGS, "--state-store", redis_url, output=log) for _ in range(2)]
+    # gRPC's pick_first: the first replica while it is up, the second once it is gone (as a proxy would)
+    target = "ipv4:" + ",".join(f"127.0.0.1:{r.grpc_port}" for r in replicas)
+
+    async def crash(count: int) -> None:
+        if count == KILL_AFTER:
+            replicas[0].process.kill()
+            replicas[0].process.wait()
+
+    try:
+        updates, accepted = asyncio.run(stream_sample(target, crash))
+        assert_resumed_run_matches(expected, updates, accepted)
+        assert read_counter(replicas[1].metrics(), "depscreen_sessions_total") == 1, "the second replica resumed it"
+    finally:
+        for replica in replicas:
+            replica.stop()
+        log.close()
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  upstream replicas {{
+    server 127.0.0.1:{first} max_fails=1 fail_timeout=60s;
+    server 127.0.0.1:{second} max_fails=1 fail_timeout=60s;
+  }}
+  server {{
+    listen 127.0.0.1:{port} http2;
+    client_max_body_size 0;
+    grpc_read_timeout 300s;
+    grpc_send_timeout 300s;
+    location / {{
+      grpc_pass grpc://replicas;
+    }}
+  }}
+}}
+"""
+"""nginx balancing gRPC streams over two replicas, as deploy/README.md recommends (no body cap, long timeouts)."""
+
+
+def test_replicas_behind_nginx_sharing_redis_resume_a_session(
+    reference: tuple[LocalServer, list[Update]], redis_url: str, store_dir: Path
+) -> None:
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if nginx is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
+    _, expected = reference
+    log = (store_dir / "proxied.log").open("w")
+    replicas = [start_local_server(*FLAGS, "--state-store", redis_url, output=log) for _ in range(2)]
+    port = free_port()
+    proxy_dir = store_dir / "nginx"
+    proxy_dir.mkdir()
+    conf = proxy_dir / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(dir=proxy_dir, first=replicas[0].grpc_port, second=replicas[1].grpc_port, port=port)
+    )
+    proxy = subprocess.Popen([nginx, "-c", str(conf), "-p", str(proxy_dir), "-e", str(proxy_dir / "nginx-error.log")])
+    killed: list[LocalServer] = []
+
+    async def crash(count: int) -> None:
+        if count == KILL_AFTER:
+            (holder,) = [r for r in replicas if read_counter(r.metrics(), "depscreen_sessions_active") == 1]
+            holder.process.kill()
+            holder.process.wait()
+            killed.append(holder)
+
+    try:
+        wait_for_port(port, proxy)
+        updates, accepted = asyncio.run(stream_sample(f"127.0.0.1:{port}", crash))
+        assert_resumed_run_matches(expected, updates, accepted)
+        (survivor,) = [r for r in replicas if r not in killed]
+        assert read_counter(survivor.metrics(), "depscreen_sessions_total") == 1, "the other replica resumed it"
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        for replica in replicas:
+            replica.stop()
+        log.close()
