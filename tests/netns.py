@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import shutil
 import subprocess
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -126,3 +129,14 @@ class NamespaceLoop:
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def idle_health(http_url: str, deadline_s: float) -> dict:
+    """/healthz once the server has freed every session and WebRTC peer (or when `deadline_s` has passed)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        with urllib.request.urlopen(f"{http_url}/healthz", timeout=5) as reply:
+            health = json.loads(reply.read())
+        if (health["sessions_active"] == 0 and health["webrtc_peers"] == 0) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.2)

@@ -4,10 +4,7 @@ what the page renders and ends the session from the keyboard."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from depscreen.localserver import LocalServer, start_local_server
 
 from .conftest import FIXTURES
-from .netns import NetworkNamespace, namespaces_available
+from .netns import NetworkNamespace, idle_health, namespaces_available
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -123,16 +120,6 @@ def drive_page(url: str, wav: Path, profile: Path) -> PageSeen:
         driver.quit()
 
 
-def healthz_when_idle(http_url: str) -> dict:
-    deadline = time.monotonic() + RENDER_DEADLINE_S
-    while True:
-        with urllib.request.urlopen(f"{http_url}/healthz", timeout=5) as reply:
-            health = json.loads(reply.read())
-        if (health["sessions_active"] == 0 and health["webrtc_peers"] == 0) or time.monotonic() > deadline:
-            return health
-        time.sleep(0.2)
-
-
 def test_page_streams_camera_and_microphone_and_renders_live_updates(
     served: tuple[NetworkNamespace, LocalServer], tmp_path: Path
 ) -> None:
@@ -155,5 +142,5 @@ def test_page_streams_camera_and_microphone_and_renders_live_updates(
     assert seen.symptom_count == 8
     assert "Sentences" in seen.summary and seen.ended_connection == "ended"
     assert seen.console_errors == []
-    health = namespace.run(healthz_when_idle, server.http_url)
+    health = namespace.run(idle_health, server.http_url, RENDER_DEADLINE_S)
     assert health["sessions_active"] == 0 and health["webrtc_peers"] == 0

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from depscreen.v1 import screening_pb2 as pb
 from depscreen.webrtc_bench import decode_cost
 
 from .conftest import FIXTURES, SAMPLE
-from .netns import NamespaceLoop, NetworkNamespace, namespaces_available
+from .netns import NamespaceLoop, NetworkNamespace, idle_health, namespaces_available
 
 UNAVAILABLE = namespaces_available()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
@@ -376,21 +375,10 @@ def test_talking_head_clip_streams_through_depscreen_stream_webrtc(
     with_face = [s for s in sentences if _video_weight(s["estimate"]) > 0]
     assert len(with_face) >= len(sentences) - 1, "the talking head's face should feed nearly every sentence"
     assert summary.get("dropped_video_frames", 0) == 0
-    health = namespace.run(_healthz, asr_server.http_url)
+    health = namespace.run(idle_health, asr_server.http_url, IDLE_DEADLINE_S)
     assert health["sessions_active"] == 0
 
 
 def _video_weight(estimate: dict) -> float:
     video = next(m for m in estimate["modalities"] if m["modality"] == "VIDEO")
     return video.get("weight", 0.0) if video.get("available") else 0.0
-
-
-def _healthz(http_url: str) -> dict:
-    """/healthz once the server has freed every session and peer (or the deadline passed)."""
-    deadline = time.monotonic() + IDLE_DEADLINE_S
-    while True:
-        with urllib.request.urlopen(f"{http_url}/healthz", timeout=5) as reply:
-            health = json.loads(reply.read())
-        if (health["sessions_active"] == 0 and health["webrtc_peers"] == 0) or time.monotonic() > deadline:
-            return health
-        time.sleep(0.2)
