@@ -1,8 +1,9 @@
 """`depscreen bench load`: many concurrent real-time sessions against one server, and what they cost.
 
 Each session plays one of the media files (round robin; audio, video and captions as the file has them) in a
-loop until `--duration` passes, at `--speed` (1 = real time). Reported: server-side sentence latency
-p50/p95/p99 (`SentenceUpdate.latency_ms`), the server's CPU use and RSS per session (from /proc), shed video
+loop until `--duration` passes, at `--speed` (1 = real time); their starts are spread over `STAGGER_S`.
+Reported: server-side sentence latency p50/p95/p99 (`SentenceUpdate.latency_ms`), the server's CPU use and
+RSS per session (from /proc), shed video
 frames and rejected sessions (from /metrics), and the load client's own CPU. `--bad-clients` adds one client
 that sends as fast as it can, one that stalls mid-sentence and one that vanishes without `end`, and reports
 how each was handled. `--find-max` searches the most sessions whose p95 latency stays under `--target-p95`.
@@ -15,8 +16,10 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -26,9 +29,14 @@ from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
 from depscreen.v1 import screening_pb2 as pb
 
+T = TypeVar("T")
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RSS_SAMPLE_S = 30.0
 WARMUP_S = 8.0
+STAGGER_S = 5.0
+"""Session starts are spread evenly over this many seconds: real interviews never start in lockstep, and
+identical media started together would close every session's sentences at the same instant."""
 """Media streamed through one session before measuring, so lazily loaded models and buffers count as idle."""
 
 
@@ -129,6 +137,11 @@ async def paced_session(
     yield pb.ClientMessage(end=pb.SessionEnd())
 
 
+async def _after(delay_s: float, job: Awaitable[T]) -> T:
+    await asyncio.sleep(delay_s)
+    return await job
+
+
 async def run_session(target: str, messages: list[TimedMessage], duration_s: float, speed: float) -> list[float]:
     latencies = []
     async for reply in ScreeningClient(target).stream_messages(paced_session(messages, duration_s, speed)):
@@ -217,7 +230,10 @@ async def load_run(
     stop = asyncio.Event()
     watcher = asyncio.ensure_future(_watch_rss(pid, peak, timeline, stop)) if pid else None
     started = time.monotonic()
-    jobs = [run_session(target, media[i % len(media)], duration_s, speed) for i in range(sessions)]
+    jobs = [
+        _after(i * STAGGER_S / sessions, run_session(target, media[i % len(media)], duration_s, speed))
+        for i in range(sessions)
+    ]
     bad = bad_clients(target, media[0]) if with_bad_clients else None
     results = await asyncio.gather(*jobs, *([bad] if bad else []), return_exceptions=True)
     wall = time.monotonic() - started
