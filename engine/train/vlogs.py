@@ -85,40 +85,50 @@ def _openface_landmarks(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return normalise_landmarks(table[:, 2:]), table[:, 0]
 
 
+def _load_sessions(
+    name: str,
+    rows: list[tuple[str, int]],
+    windows_of: Callable[[str], list],
+    empty_reason: str,
+    progress: Callable[[int, int], None] | None,
+) -> DatasetLoad:
+    """One labelled session per row from its fixed windows; a session with no window is skipped, saying why."""
+    result = DatasetLoad(name)
+    for done, (index, label) in enumerate(rows, 1):
+        sentences = windows_of(index)
+        if sentences:
+            result.sessions.append(LabelledSession(label, sentences, index))
+        else:
+            result.skipped.append(Skipped(index, empty_reason))
+        if progress:
+            progress(done, len(rows))
+    return result
+
+
 def load_dvlog(
     root: Path, folds: set[str] | None = None, progress: Callable[[int, int], None] | None = None
 ) -> DatasetLoad:
     """D-Vlog sessions (see the module docstring); `folds` picks e.g. {"train", "valid"}."""
-    rows = read_vlog_labels(Path(root) / "labels.csv", folds)
-    result = DatasetLoad("dvlog")
-    for done, (index, label) in enumerate(rows, 1):
+
+    def windows(index: str) -> list:
         folder = Path(root) / index
         audio = _load_npy(folder / f"{index}_acoustic.npy", 25)
         video = normalise_landmarks(_load_npy(folder / f"{index}_visual.npy", 136))
-        sentences = fixed_windows(audio, np.arange(len(audio), dtype=float), video, np.arange(len(video), dtype=float))
-        if sentences:
-            result.sessions.append(LabelledSession(label, sentences, index))
-        else:
-            result.skipped.append(Skipped(index, "its feature files have no frames"))
-        if progress:
-            progress(done, len(rows))
-    return result
+        return fixed_windows(audio, np.arange(len(audio), dtype=float), video, np.arange(len(video), dtype=float))
+
+    rows = read_vlog_labels(Path(root) / "labels.csv", folds)
+    return _load_sessions("dvlog", rows, windows, "its feature files have no frames", progress)
 
 
 def load_lmvd(
     root: Path, folds: set[str] | None = None, progress: Callable[[int, int], None] | None = None
 ) -> DatasetLoad:
     """LMVD sessions (see the module docstring)."""
-    rows = read_vlog_labels(Path(root) / "labels.csv", folds)
-    result = DatasetLoad("lmvd")
-    for done, (index, label) in enumerate(rows, 1):
+
+    def windows(index: str) -> list:
         audio = _load_npy(Path(root) / "Audio_feature" / f"{index}.npy", 128)
         video, times = _openface_landmarks(Path(root) / "Video_feature" / f"{index}.csv")
-        sentences = fixed_windows(audio, np.arange(len(audio)) * LMVD_AUDIO_HOP_S, video, times)
-        if sentences:
-            result.sessions.append(LabelledSession(label, sentences, index))
-        else:
-            result.skipped.append(Skipped(index, "no audio frame and no face in its feature files"))
-        if progress:
-            progress(done, len(rows))
-    return result
+        return fixed_windows(audio, np.arange(len(audio)) * LMVD_AUDIO_HOP_S, video, times)
+
+    rows = read_vlog_labels(Path(root) / "labels.csv", folds)
+    return _load_sessions("lmvd", rows, windows, "no audio frame and no face in its feature files", progress)
