@@ -14,7 +14,14 @@ from depscreen.engine.train.faces import VIDEO_FPS, attach_faces
 from depscreen.engine.train.interpret import video_gate_weight
 from depscreen.engine.train.study import dataset_config
 from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
-from depscreen.engine.train.trainer import TrainSettings, _validation_loss, audio_stats, prefix_logits, train_model
+from depscreen.engine.train.trainer import (
+    TrainSettings,
+    _validation_loss,
+    audio_stats,
+    best_temperature,
+    prefix_logits,
+    train_model,
+)
 from depscreen.engine.train.variants import MeanPoolScreeningModel, forward_only, restrict
 
 UNIT = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
@@ -66,3 +73,15 @@ def test_ablation_variants_differ_from_the_model_where_they_should(sessions: lis
     assert not any(type(m) is BiMamba for m in unidirectional.modules())
     audio_only = restrict(sessions, ("audio",))
     assert all(s.text is None for x in audio_only for s in x.sentences)
+
+
+def test_temperature_is_the_likelihood_optimum_and_never_runs_off() -> None:
+    separated = torch.tensor([-30.0, -20.0, 25.0, 31.0]), torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert best_temperature(*separated) == pytest.approx(0.05, rel=1e-3)
+    reversed_ = torch.tensor([2.0, 1.0, -1.0, -2.0]), torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert best_temperature(*reversed_) == pytest.approx(20.0, rel=1e-3)
+    logits, labels = torch.tensor([0.5, -0.3, 1.2, -1.0, 0.2]), torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
+    fine = np.exp(np.linspace(np.log(0.05), np.log(20.0), 100_000))
+    nll = [float(torch.nn.functional.binary_cross_entropy_with_logits(logits / t, labels)) for t in fine[::50]]
+    optimum = fine[::50][int(np.argmin(nll))]
+    assert 0.2 < optimum < 0.3 and best_temperature(logits, labels) == pytest.approx(optimum, rel=0.02)
