@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also cross-validate audio-only, text-only, the ablations and the classic baselines",
     )
+    train.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="with --dataset: also compare the model with the baselines over this many fold assignments (default 1)",
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument(
         "--threads",
@@ -244,6 +250,7 @@ def _train_dataset(args: argparse.Namespace) -> int:
                 progress,
                 log=bar.console.print,
                 cache=cache,
+                repeats=args.repeats,
             )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

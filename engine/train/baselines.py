@@ -4,6 +4,9 @@
   class-balanced logistic regression; works for Mandarin without word segmentation.
 - `audio-functionals`: mean and standard deviation of each eGeMAPS LLD over all the session's frames (50
   numbers) + class-balanced logistic regression on standardised values.
+- `text-embedding`: the mean of the session's sentence text features (the model's own text input: sentence
+  embedding + PHQ-8 similarities) + class-balanced logistic regression on standardised values; it tells
+  whether the text encoder's representation carries the signal that the character n-grams find.
 
 Each fold: fit on the training part of the training folds, choose the threshold with the best F1 on the
 held-out validation part (the same split `crossval.fit` uses), score the test fold.
@@ -12,6 +15,7 @@ held-out validation part (the same split `crossval.fit` uses), score the test fo
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -34,6 +38,11 @@ def audio_functionals(session: LabelledSession) -> np.ndarray:
     return np.concatenate([frames.mean(0), frames.std(0)])
 
 
+def mean_text_features(session: LabelledSession) -> np.ndarray:
+    """The mean text feature vector of the session's sentences that have text."""
+    return np.mean([s.text for s in session.sentences if s.text is not None], axis=0)
+
+
 def _text_model() -> Pipeline:
     return make_pipeline(
         TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2),
@@ -41,20 +50,41 @@ def _text_model() -> Pipeline:
     )
 
 
-def _audio_model() -> Pipeline:
+def _standardised_model() -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000))
 
 
-BASELINES: dict[str, tuple[Callable[[LabelledSession], object], Callable[[], Pipeline]]] = {
-    "text-tfidf": (transcript, _text_model),
-    "audio-functionals": (audio_functionals, _audio_model),
+@dataclass(frozen=True)
+class Baseline:
+    features: Callable[[LabelledSession], object]
+    """Session → the classifier's input."""
+    model: Callable[[], Pipeline]
+    """An untrained classifier."""
+    has_input: Callable[[LabelledSession], bool]
+    """Whether a session has what `features` reads (a baseline runs only when every session has it)."""
+
+
+BASELINES: dict[str, Baseline] = {
+    "text-tfidf": Baseline(transcript, _text_model, lambda session: bool(transcript(session).strip())),
+    "audio-functionals": Baseline(
+        audio_functionals, _standardised_model, lambda session: any(len(s.audio) for s in session.sentences)
+    ),
+    "text-embedding": Baseline(
+        mean_text_features, _standardised_model, lambda session: any(s.text is not None for s in session.sentences)
+    ),
 }
-"""Name → (session → model input, untrained model)."""
+"""The classic baselines by name."""
+
+
+def applicable_baselines(sessions: list[LabelledSession]) -> list[str]:
+    """The baselines whose input every session has (no text-tfidf for a dataset without transcripts)."""
+    return [name for name, baseline in BASELINES.items() if all(baseline.has_input(s) for s in sessions)]
 
 
 def cross_validate_baseline(name: str, sessions: list[LabelledSession], folds: int, seed: int) -> CrossValidation:
     """Out-of-fold probabilities of baseline `name` (the threshold protocol is the screening model's)."""
-    features, make_model = BASELINES[name]
+    baseline = BASELINES[name]
+    features, make_model = baseline.features, baseline.model
     labels = np.array([s.label for s in sessions])
     probabilities, thresholds, fold_of = np.zeros(len(sessions)), np.zeros(len(sessions)), np.zeros(len(sessions), int)
     for k, test in enumerate(stratified_folds(labels.tolist(), folds, seed)):

@@ -27,6 +27,42 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def repeated_table(repeated: dict) -> str:
+    """Markdown table of the repeated comparison: mean ± sd over fold assignments, and paired AUROC gains."""
+    summary = repeated["summary"]
+    count = len(repeated["repeats"])
+    lines = [
+        "| method | AUROC mean ± sd [min, max] | F1 mean ± sd | model AUROC minus this | repeats with its CI > 0 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, values in summary.items():
+        auroc, f1 = values["auroc"], values["f1"]
+        gain, better = "–", "–"
+        if "auroc_difference" in values:
+            difference = values["auroc_difference"]
+            gain = f"{difference['mean']:+.2f} ± {difference['sd']:.2f}"
+            better = f"{values['repeats_model_clearly_better']} of {count}"
+        label = name if name == "model" else f"baseline: {name}"
+        lines.append(
+            f"| {label} | {auroc['mean']:.2f} ± {auroc['sd']:.2f} [{auroc['min']:.2f}, {auroc['max']:.2f}] "
+            f"| {f1['mean']:.2f} ± {f1['sd']:.2f} | {gain} | {better} |"
+        )
+    return "\n".join(lines)
+
+
+def _repeated_section(results: dict) -> str:
+    if "repeated" not in results:
+        return ""
+    count = len(results["repeated"]["repeats"])
+    return f"""
+### The model against the baselines over {count} fold assignments
+Seeds {results["seed"]} to {results["seed"] + count - 1}; each repeat scores the model and the baselines on the same
+folds, and the AUROC gain gets a paired bootstrap 95% interval.
+
+{repeated_table(results["repeated"])}
+"""
+
+
 def write_model_card(path: Path, spec: DatasetSpec, results: dict) -> None:
     """Write the card: what the model is, data and terms, intended use, metrics with CIs, limits."""
     facts = results["facts"]
@@ -61,7 +97,7 @@ decision threshold ({results["final"]["threshold"]:.3f}, best F1 on the held-out
 Thresholds chosen on each fold's training folds only; intervals resample whole sessions, stratified by label.
 
 {results_table(results)}
-
+{_repeated_section(results)}
 ## What moves the estimate
 PHQ-8 item similarities (gradient x input on the final logit, + raises the estimate):
 {", ".join(f"{k} {v:+.3f}" for k, v in items)}.

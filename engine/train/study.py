@@ -3,7 +3,8 @@ classic baselines), fit the shipped model on all sessions, and write checkpoint,
 
 Variants (all on the same seeded folds, the threshold always chosen on training folds):
 `audio+text` (the model), `audio`, `text`; ablations of the model: `session-mean-pool` (no session Mamba),
-`forward-only-encoder` (no backward scan in the sentence encoders), `no-modality-dropout`.
+`forward-only-encoder` (no backward scan in the sentence encoders), `no-modality-dropout`. With `repeats` > 1
+the model and the baselines are also compared over that many fold assignments (`repeated`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from depscreen.engine.features.text import text_feature_dim
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
-from depscreen.engine.train.baselines import BASELINES, cross_validate_baseline
+from depscreen.engine.train.baselines import BASELINES, applicable_baselines, cross_validate_baseline
 from depscreen.engine.train.cache import FeatureCache
 from depscreen.engine.train.crossval import CrossValidation, cross_validate, fit
 from depscreen.engine.train.datasets import DatasetSpec
@@ -27,6 +28,7 @@ from depscreen.engine.train.faces import unlabelled_faces
 from depscreen.engine.train.interpret import attribute, video_gate_weight
 from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.model_card import write_model_card
+from depscreen.engine.train.repeated import repeated_comparison
 from depscreen.engine.train.report import plot_attribution, plot_estimate_vs_sentences, plot_reliability, plot_roc
 from depscreen.engine.train.sessions import DatasetLoad
 from depscreen.engine.train.synthetic import FeatureStats
@@ -92,11 +94,14 @@ def run_study(
     progress: Callable[[str], Progress] | None = None,
     log: Callable[[str], None] = print,
     cache: FeatureCache | None = None,
+    repeats: int = 1,
 ) -> dict[str, object]:
     """Everything `depscreen train --dataset` writes (see the module docstring); returns the results.
 
     `progress(task)` gives the per-epoch callback of a task's training runs.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, not {repeats}")
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     config = dataset_config(text_encoder, spec.audio_dim)
@@ -139,11 +144,34 @@ def run_study(
         model_cv = model_cv or cv
     baselines = {}
     if experiments:
-        for name in BASELINES:
+        usable = applicable_baselines(load.sessions)
+        for name in sorted(set(BASELINES) - set(usable)):
+            log(f"baseline {name} not run: some sessions lack its input")
+        for name in usable:
             cv = baselines[name] = cross_validate_baseline(name, load.sessions, folds, settings.seed)
             rows.append(_row(f"baseline:{name}", cv, settings.seed))
             log(f"baseline {name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}")
     results["cross_validation"] = rows
+    if repeats > 1:
+        model_sessions = restrict(load.sessions, MODEL.modalities)
+        results["repeated"] = repeated_comparison(
+            model_sessions,
+            lambda repeat_settings: cross_validate(
+                model_sessions,
+                video,
+                config,
+                repeat_settings,
+                folds,
+                MODEL.factory,
+                progress=progress(f"{MODEL.name}, seed {repeat_settings.seed}") if progress else None,
+                faces=faces,
+            ),
+            settings,
+            folds,
+            repeats,
+            first=model_cv,
+            log=log,
+        )
 
     final = fit(
         load.sessions,
