@@ -6,8 +6,10 @@ sentence, its evidence account, the index of the next sentence, the media time u
 Tensors are written with `torch.save` and read back with `weights_only=True`, so a record cannot run code.
 
 A resume token is `<record id>.<MAC>`: the MAC is HMAC-SHA256, under the server key, of the record id, the
-caller's session id and a random nonce kept in the record (never in the token). A token therefore works only
-for its own session, cannot be made without the key, and dies with its record, which expires after
+caller's session id, the principal the session was opened by (the authenticated token's name or JWT subject;
+empty on an open server) and a random nonce kept in the record (never in the token). A token therefore works
+only for its own session and only when presented by the caller it was issued to (a token that leaks to another
+tenant opens nothing), cannot be made without the key, and dies with its record, which expires after
 `resume_ttl_s` without a checkpoint. Tokens are never logged or stored.
 """
 
@@ -36,7 +38,7 @@ NONCE_BYTES = 32
 
 
 class ResumeError(ValueError):
-    """A resume token that leads to no session (malformed, forged, for another session, or expired)."""
+    """A resume token that leads to no session (malformed, forged, another caller's, or expired)."""
 
 
 @dataclass
@@ -158,6 +160,8 @@ class Ticket:
     record_id: str
     session_id: str
     nonce: bytes
+    principal: str = ""
+    """Who opened the session ("" on an open server); only they can resume it."""
 
 
 class Resumer:
@@ -168,15 +172,18 @@ class Resumer:
         self.ttl_s = ttl_s
         self._key = key
 
-    def new_ticket(self, session_id: str) -> Ticket:
-        return Ticket(secrets.token_hex(16), session_id, secrets.token_bytes(NONCE_BYTES))
+    def new_ticket(self, session_id: str, principal: str | None = None) -> Ticket:
+        """A fresh place in the store for a session opened by `principal` (None on an open server)."""
+        return Ticket(secrets.token_hex(16), session_id, secrets.token_bytes(NONCE_BYTES), principal or "")
 
     def token(self, ticket: Ticket) -> str:
         """The resume token of a ticket."""
         return f"{ticket.record_id}.{self._mac(ticket)}"
 
     def _mac(self, ticket: Ticket) -> str:
-        message = b"\n".join((ticket.record_id.encode(), ticket.session_id.encode(), ticket.nonce))
+        message = b"\n".join(
+            (ticket.record_id.encode(), ticket.session_id.encode(), ticket.principal.encode(), ticket.nonce)
+        )
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
@@ -185,17 +192,18 @@ class Resumer:
         record = StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, encode(checkpoint))
         self.store.save(record, self.ttl_s)
 
-    def restore(self, token: str) -> tuple[Ticket, Checkpoint]:
-        """The session a token leads to and its last checkpoint; ResumeError when it leads nowhere."""
+    def restore(self, token: str, principal: str | None = None) -> tuple[Ticket, Checkpoint]:
+        """The session a token presented by `principal` leads to and its last checkpoint; ResumeError when it
+        leads nowhere (a token presented by another principal than its session's leads nowhere)."""
         record_id, _, mac = token.partition(".")
         if not (len(record_id) == 32 and mac and all(c in "0123456789abcdef" for c in record_id)):
             raise ResumeError("malformed")
         record = self.store.load(record_id, self.ttl_s)
         if record is None:
             raise ResumeError("unknown or expired")
-        ticket = Ticket(record.record_id, record.session_id, record.nonce)
+        ticket = Ticket(record.record_id, record.session_id, record.nonce, principal or "")
         if not hmac.compare_digest(mac.encode(), self._mac(ticket).encode()):
-            raise ResumeError("forged")
+            raise ResumeError("forged or another caller's")
         try:
             return ticket, decode(record.session_id, record.payload)
         except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError) as error:

@@ -114,7 +114,9 @@ class SessionHub:
         gets a resume token and checkpoints, and a `start.resume_token` continues an earlier session."""
         resumer = self.resumer if resumable else None
         start = check_start(first, resumable=resumer is not None)
-        ticket, checkpoint = await self._restore(resumer, start.resume_token) if start.resume_token else (None, None)
+        ticket, checkpoint = (
+            await self._restore(resumer, start.resume_token, principal) if start.resume_token else (None, None)
+        )
         self._check_principal_quota(principal)
         if self.active >= self.settings.max_sessions or self.backlog > self.settings.reject_backlog:
             self.metrics.rejected_sessions_total.inc()
@@ -144,17 +146,18 @@ class SessionHub:
                 raise store_unavailable(error) from None
         return session
 
-    async def _restore(self, resumer: Resumer | None, token: str) -> tuple[Ticket, Checkpoint]:
-        """The session a resume token leads to and its last checkpoint, or ProtocolError."""
+    async def _restore(self, resumer: Resumer | None, token: str, principal: str | None) -> tuple[Ticket, Checkpoint]:
+        """The session a resume token presented by `principal` leads to and its last checkpoint, or ProtocolError."""
         assert resumer is not None
         try:
-            return await self.run(resumer.restore, token)
+            return await self.run(resumer.restore, token, principal)
         except ResumeError as error:
             log.info("a resume was refused: the token is %s", error)
             raise ProtocolError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "start.resume_token leads to no resumable session here: it is wrong, its session ended with `end`, "
-                f"or it expired after {resumer.ttl_s:g} s without a sentence; start a new session (without the token)",
+                "start.resume_token leads to no resumable session here: it is wrong, it was issued to another "
+                f"caller, its session ended with `end`, or it expired after {resumer.ttl_s:g} s without a sentence; "
+                "start a new session (without the token)",
             ) from None
         except StoreError as error:
             raise store_unavailable(error) from None
@@ -277,7 +280,7 @@ class LiveSession:
         """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from) and
         write its first checkpoint; StoreError when the store fails."""
         self.resumer = resumer
-        self.ticket = ticket or resumer.new_ticket(self.session_id)
+        self.ticket = ticket or resumer.new_ticket(self.session_id, self.principal)
         if checkpoint is not None:
             self._resumed_from = checkpoint
             self.handle_.parked = checkpoint.state

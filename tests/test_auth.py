@@ -263,7 +263,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServ
     with log_path.open("w") as log:
         local = start_local_server(
             "--device", "cpu", "--asr", "none", "--auth-tokens", str(tokens), "--max-sessions-per-token", "2",
-            "--log-level", "DEBUG", output=log,
+            "--state-store", f"sqlite://{directory / 'sessions.db'}", "--log-level", "DEBUG", output=log,
         )  # fmt: skip
     yield TokenServer(local, tokens, log_path)
     local.stop()
@@ -350,6 +350,38 @@ def test_sessions_per_token_are_limited(token_server: TokenServer) -> None:
     while run_session(token_server, TOKEN_A) != ["accepted", "summary"]:
         assert time.monotonic() < deadline, "the token's sessions were not given back"
         time.sleep(0.2)
+
+
+def test_a_resume_token_opens_nothing_for_another_token(token_server: TokenServer) -> None:
+    async def left_without_end() -> AsyncIterator[pb.ClientMessage]:
+        yield START
+        yield SILENCE
+
+    async def resume(token: str, resume_token: str) -> AsyncIterator[pb.ClientMessage]:
+        start = pb.ClientMessage()
+        start.CopyFrom(START)
+        start.start.resume_token = resume_token
+        for message in (start, SILENCE, END):
+            yield message
+
+    async def scenario() -> tuple[str, grpc.aio.AioRpcError | None, list[pb.ServerMessage]]:
+        target = token_server.local.grpc_target
+        first = [m async for m in ScreeningClient(target, token=TOKEN_A).stream_messages(left_without_end())]
+        resume_token = first[0].accepted.resume_token
+        refused = None
+        try:
+            await _drain(ScreeningClient(target, token=TOKEN_B).stream_messages(resume(TOKEN_B, resume_token)))
+        except grpc.aio.AioRpcError as error:
+            refused = error
+        own = [m async for m in ScreeningClient(target, token=TOKEN_A).stream_messages(resume(TOKEN_A, resume_token))]
+        return resume_token, refused, own
+
+    resume_token, refused, own = asyncio.run(scenario())
+    assert resume_token, "a server with a state store gives a resume token"
+    assert refused is not None and refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "issued to another caller" in refused.details() and resume_token not in refused.details()
+    assert [m.WhichOneof("kind") for m in own] == ["accepted", "summary"]
+    assert own[0].accepted.session_id, "the token's own principal resumes the session"
 
 
 async def _drain(stream: AsyncIterator[pb.ServerMessage]) -> None:

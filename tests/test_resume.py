@@ -127,6 +127,24 @@ def test_a_resume_token_opens_its_own_session_only(tmp_path: Path, initial_state
     assert SqliteStore(tmp_path / "sessions.db").server_key() == store.server_key(), "the key is kept in the store"
 
 
+def test_a_resume_token_works_only_for_the_principal_that_opened_the_session(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "sessions.db")
+    resumer = Resumer(store, store.server_key(), ttl_s=3600)
+    ticket = resumer.new_ticket("interview-7", "token:3f9d")
+    resumer.save(ticket, Checkpoint("interview-7", next_index=2))
+    token = resumer.token(ticket)
+    for stranger in ("token:0a1b", "jwt:3f9d", None):
+        with pytest.raises(ResumeError, match="another caller"):
+            resumer.restore(token, stranger)
+    restored, checkpoint = resumer.restore(token, "token:3f9d")
+    assert restored == ticket and checkpoint.next_index == 2
+    anonymous = resumer.new_ticket("interview-8")
+    resumer.save(anonymous, Checkpoint("interview-8"))
+    assert resumer.restore(resumer.token(anonymous))[0] == anonymous
+    with pytest.raises(ResumeError):
+        resumer.restore(resumer.token(anonymous), "token:3f9d")
+
+
 def test_a_checkpoint_that_cannot_be_read_refuses_the_resume(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "sessions.db")
     resumer = Resumer(store, store.server_key(), ttl_s=3600)
