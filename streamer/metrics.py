@@ -40,7 +40,8 @@ class Metrics:
         self.sentences_total = Counter("depscreen_sentences", "Sentences scored.", registry=self.registry)
         self.errors_total = Counter(
             "depscreen_errors",
-            "Errors: gRPC status codes that ended a stream, and dropped inputs (video_frame, caption).",
+            "Errors: gRPC status codes that ended a stream, dropped inputs (video_frame, caption), failed checkpoint "
+            "writes (checkpoint) and failed recordings (record).",
             ["code"],
             registry=self.registry,
         )

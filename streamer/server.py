@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -29,6 +30,7 @@ from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.record import prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
 from depscreen.streamer.service import ScreeningService
 from depscreen.streamer.session import SessionHub
@@ -67,6 +69,8 @@ class Server:
         grpc_credentials, http_ssl = tls.grpc_credentials(s), tls.http_context(s)
         if s.state_store:
             self._resumer = await asyncio.get_running_loop().run_in_executor(None, open_resumer, s)
+        if s.record:
+            open_record_folder(Path(s.record))
         # Sessions run in parallel on the worker threads; one torch thread each keeps them from contending.
         torch.set_num_threads(1)
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
@@ -185,6 +189,18 @@ class Server:
             "webrtc_peers": self.whip.peers if self.whip is not None else 0,
         }
         return web.Response(text=json.dumps(body), content_type="application/json")
+
+
+def open_record_folder(root: Path) -> None:
+    """Check that sessions can be recorded into `root` (SettingsError says why not), and say loudly that they will."""
+    try:
+        prepare_record_folder(root)
+    except OSError as error:
+        raise SettingsError(
+            f"record {root}: cannot write there ({error.strerror}); give a writable folder, or leave record empty "
+            "to record nothing"
+        ) from None
+    log.warning("recording every session into %s: audio, video and transcripts will be written to disk", root)
 
 
 def open_resumer(settings: ServerSettings) -> Resumer:

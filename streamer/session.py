@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -37,6 +38,7 @@ from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.streamer.convert import estimate_message, sentence_message
 from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.record import SessionRecorder
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import StoreError
@@ -138,6 +140,8 @@ class SessionHub:
             session_id = checkpoint.session_id
             pipeline = self._new_pipeline(start, checkpoint.resume_from_ms, checkpoint.next_index)
         session = LiveSession(self, session_id, pipeline, principal)
+        if self.settings.record:
+            session.start_recording(Path(self.settings.record))
         if resumer is not None:
             try:
                 await session.make_resumable(resumer, ticket, checkpoint)
@@ -275,6 +279,14 @@ class LiveSession:
         self._last_video_forwarded_ms = -1.0e9
         self._video_frames_received = 0
         self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
+        self.recorder: SessionRecorder | None = None
+
+    def start_recording(self, root: Path) -> None:
+        """Record this stream into `root` (`record.py`); a folder that cannot be made leaves it unrecorded."""
+        try:
+            self.recorder = SessionRecorder(root, self.session_id, self.pipeline.sample_rate_hz, self.pipeline.channels)
+        except OSError as error:
+            self._recording_failed(error)
 
     async def make_resumable(self, resumer: Resumer, ticket: Ticket | None, checkpoint: Checkpoint | None) -> None:
         """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from) and
@@ -317,13 +329,16 @@ class LiveSession:
             raise session_time_exceeded(self.hub.settings.max_session_s)
         if kind == "audio":
             data = self._checked_audio(message.audio.data)
+            self._record(SessionRecorder.audio, data)
             await self._pace()
             for result in await self.hub.run(self.pipeline.push_audio, data, self._transcribe()):
                 yield await self._score(result)
         elif kind == "video":
             self._check_video_rate()
+            self._record(SessionRecorder.video, message.video)
             await self._video(message.video)
         elif kind == "caption":
+            self._record(SessionRecorder.caption, message.caption)
             self._caption(message.caption)
         elif kind == "end":
             async for reply in self.finish(forget=True):
@@ -357,6 +372,8 @@ class LiveSession:
         """Free the session's admission and state slots (idempotent)."""
         if not self._closed:
             self._closed = True
+            if self.recorder is not None:
+                self.recorder.close()
             self.hub.batcher.detach(self.handle_)
             self.hub.release(self.principal)
 
@@ -413,7 +430,24 @@ class LiveSession:
         latency = time.perf_counter() - result.closed_at
         self.hub.metrics.sentence_latency.observe(latency)
         self.hub.metrics.sentences_total.inc()
-        return sentence_message(result, estimate, latency)
+        message = sentence_message(result, estimate, latency)
+        self._record(SessionRecorder.sentence, message.sentence)
+        return message
+
+    def _record(self, write: Callable[..., None], *args: object) -> None:
+        """Hand something to the recorder, if recording; a disk that fails ends this session's recording."""
+        if self.recorder is None:
+            return
+        try:
+            write(self.recorder, *args)
+        except OSError as error:
+            self.recorder.close()
+            self._recording_failed(error)
+
+    def _recording_failed(self, error: OSError) -> None:
+        self.recorder = None
+        self.hub.metrics.errors_total.labels(code="record").inc()
+        log.warning("session %s is no longer recorded: %s", self.session_id, error.strerror or type(error).__name__)
 
     async def _store(self, fn: Callable[..., None], *args: object) -> None:
         """A checkpoint write or delete; a store that fails is logged and counted, and the interview goes on

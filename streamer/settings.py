@@ -133,6 +133,13 @@ class ServerSettings:
             "kept in the state store"
         },
     )
+    record: str = field(
+        default="",
+        metadata={
+            "help": "folder to record every session into (received audio, video frames, captions, and the sentences "
+            "sent back); empty = nothing of a session reaches disk. Health data: consent and retention are yours"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):

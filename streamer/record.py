@@ -1,0 +1,111 @@
+"""SessionRecorder: with `--record DIR`, what each session received and what the server concluded, on disk.
+
+Off by default: without `record` nothing of a session (audio, video, captions, transcripts) reaches disk.
+Turning it on is the operator's decision, and so are consent, retention and encryption at rest. Each stream of
+a session writes one folder, `DIR/<session id>/stream-<n>/` (a resumed session gets the next n), folders mode
+0700 and files 0600:
+
+- `audio.wav`: the audio exactly as the client sent it (16-bit PCM at its own rate and channels); the WAV
+  header is brought up to date after every chunk, so a killed server leaves a readable file;
+- `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame as it arrived (`rgb24` frames are raw bytes;
+  their size is in `frames.jsonl`), whether or not the server analysed it;
+- `frames.jsonl`, `captions.jsonl`: one line per video frame (timestamp, format, size) and per caption;
+- `sentences.jsonl`: one line per closed sentence, as the client received it (span, transcript, estimate).
+
+A recording that fails (disk full, folder removed) stops for that session with one warning and an
+`errors_total{code="record"}`; the interview goes on. Nothing here logs media or text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import wave
+from pathlib import Path
+from typing import IO
+
+from google.protobuf.json_format import MessageToDict
+
+from depscreen.v1 import screening_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
+"""File extension of each wire image format; others are recorded as `.bin`."""
+
+
+def _private_folder(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def _private_file(path: Path, mode: str = "wb") -> IO:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(descriptor, mode)
+
+
+def prepare_record_folder(root: Path) -> None:
+    """Create `root` (0700) and prove it writable; OSError says why not."""
+    _private_folder(root)
+    probe = root / ".depscreen-write-test"
+    with _private_file(probe) as handle:
+        handle.write(b"")
+    probe.unlink()
+
+
+class SessionRecorder:
+    """One stream's recording (see the module docstring). Every method raises OSError when the disk fails."""
+
+    def __init__(self, root: Path, session_id: str, sample_rate_hz: int, channels: int) -> None:
+        session_folder = root / session_id
+        _private_folder(root)
+        _private_folder(session_folder)
+        number = 0
+        while True:
+            self.folder = session_folder / f"stream-{number}"
+            try:
+                self.folder.mkdir(mode=0o700)
+                break
+            except FileExistsError:
+                number += 1
+        _private_folder(self.folder / "video")
+        self._audio_file = _private_file(self.folder / "audio.wav")
+        self._wav = wave.open(self._audio_file, "wb")  # noqa: SIM115 (open for the session's life; close() ends it)
+        self._wav.setnchannels(channels)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(sample_rate_hz)
+        self._frames = _private_file(self.folder / "frames.jsonl", "w")
+        self._captions = _private_file(self.folder / "captions.jsonl", "w")
+        self._sentences = _private_file(self.folder / "sentences.jsonl", "w")
+
+    def audio(self, data: bytes) -> None:
+        self._wav.writeframes(data)
+        self._audio_file.flush()
+
+    def video(self, frame: pb.VideoFrame) -> None:
+        extension = IMAGE_EXTENSIONS.get(frame.format, "bin")
+        with _private_file(self.folder / "video" / f"{frame.timestamp_ms}.{extension}") as handle:
+            handle.write(frame.image)
+        self._line(
+            self._frames,
+            {"timestamp_ms": frame.timestamp_ms, "format": extension, "width": frame.width, "height": frame.height},
+        )
+
+    def caption(self, caption: pb.Caption) -> None:
+        self._line(self._captions, {"start_ms": caption.start_ms, "end_ms": caption.end_ms, "text": caption.text})
+
+    def sentence(self, update: pb.SentenceUpdate) -> None:
+        self._line(self._sentences, MessageToDict(update, preserving_proto_field_name=True))
+
+    def close(self) -> None:
+        """Finish the files (idempotent; errors on the way are ignored: the data is already written)."""
+        for handle in (self._wav, self._audio_file, self._frames, self._captions, self._sentences):
+            with contextlib.suppress(OSError):
+                handle.close()
+
+    @staticmethod
+    def _line(handle: IO, value: dict) -> None:
+        handle.write(json.dumps(value, ensure_ascii=False) + "\n")
+        handle.flush()

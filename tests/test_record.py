@@ -1,0 +1,143 @@
+"""`--record DIR`: a real server records exactly what a session received and what it sent back; a recording
+that fails stops without hurting the interview; an unusable folder stops the server at startup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import stat
+import wave
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from depscreen.clients.media import MediaSource
+from depscreen.clients.session import ScreeningClient
+from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
+from depscreen.streamer.record import SessionRecorder
+from depscreen.streamer.server import open_record_folder
+from depscreen.streamer.settings import SettingsError
+from depscreen.v1 import screening_pb2 as pb
+
+CAPTIONS = [
+    pb.Caption(start_ms=200, end_ms=2400, text="lay white at b seven again"),
+    pb.Caption(start_ms=3200, end_ms=5600, text="bin blue by s nine please — 请再说一遍"),
+]
+START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+END = pb.ClientMessage(end=pb.SessionEnd())
+
+
+def sample_messages(seconds: float = 9.0) -> list[pb.ClientMessage]:
+    """The first `seconds` of the bundled interview as the client sends it: audio, JPEG frames, captions."""
+    with MediaSource(sample_path(), video_fps=5.0) as source:
+        return [t.message for t in source.messages(chunk_ms=100, captions=CAPTIONS) if t.media_ms <= seconds * 1000]
+
+
+@pytest.fixture(scope="module")
+def recording_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, Path]]:
+    root = tmp_path_factory.mktemp("record") / "sessions"
+    server = start_local_server("--device", "cpu", "--asr", "none", "--max-speed", "0", "--record", str(root))
+    yield server, root
+    server.stop()
+
+
+async def _collect(server: LocalServer, messages: AsyncIterator[pb.ClientMessage]) -> list[pb.ServerMessage]:
+    return [m async for m in ScreeningClient(server.grpc_target).stream_messages(messages)]
+
+
+async def _as_stream(messages: list[pb.ClientMessage]) -> AsyncIterator[pb.ClientMessage]:
+    for message in messages:
+        yield message
+
+
+def test_a_recording_holds_exactly_what_was_received_and_sent(recording_server: tuple[LocalServer, Path]) -> None:
+    server, root = recording_server
+    sent = sample_messages()
+    replies = asyncio.run(_collect(server, _as_stream([START, *sent, END])))
+    session_id = replies[0].accepted.session_id
+    folder = root / session_id / "stream-0"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+    audio = b"".join(m.audio.data for m in sent if m.WhichOneof("kind") == "audio")
+    with wave.open(str(folder / "audio.wav"), "rb") as recorded:
+        assert (recorded.getframerate(), recorded.getnchannels(), recorded.getsampwidth()) == (16_000, 1, 2)
+        assert recorded.readframes(recorded.getnframes()) == audio
+    assert stat.S_IMODE((folder / "audio.wav").stat().st_mode) == 0o600
+
+    frames = [m.video for m in sent if m.WhichOneof("kind") == "video"]
+    assert len(frames) >= 40
+    lines = [json.loads(line) for line in (folder / "frames.jsonl").read_text().splitlines()]
+    assert [line["timestamp_ms"] for line in lines] == [f.timestamp_ms for f in frames]
+    for frame in frames:
+        assert (folder / "video" / f"{frame.timestamp_ms}.jpeg").read_bytes() == frame.image
+
+    captions = [json.loads(line) for line in (folder / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [c["text"] for c in captions] == [c.text for c in CAPTIONS]
+
+    updates = [m.sentence for m in replies if m.WhichOneof("kind") == "sentence"]
+    assert updates, "the sample's first seconds hold sentences"
+    recorded_sentences = [json.loads(line) for line in (folder / "sentences.jsonl").read_text().splitlines()]
+    assert [(s.get("index", 0), s["start_ms"], s.get("transcript", "")) for s in recorded_sentences] == [
+        (u.index, str(u.start_ms), u.transcript) for u in updates
+    ]
+    assert recorded_sentences[0]["estimate"]["probability"] == pytest.approx(updates[0].estimate.probability)
+
+    again = asyncio.run(_collect(server, _as_stream([START, *sent[:20], END])))
+    second = root / again[0].accepted.session_id / "stream-0" / "audio.wav"
+    with wave.open(str(second), "rb") as recorded:
+        assert recorded.getnframes() * 2 == sum(len(m.audio.data) for m in sent[:20] if m.WhichOneof("kind") == "audio")
+
+
+def test_a_failing_recording_stops_without_hurting_the_interview(recording_server: tuple[LocalServer, Path]) -> None:
+    server, root = recording_server
+    sent = sample_messages()
+    before = read_counter(server.metrics(), 'depscreen_errors_total{code="record"}')
+
+    async def messages() -> AsyncIterator[pb.ClientMessage]:
+        session = pb.ClientMessage()
+        session.CopyFrom(START)
+        session.start.session_id = "recording-removed-midway"
+        yield session
+        for index, message in enumerate(sent):
+            if index == len(sent) // 2:
+                folder = root / "recording-removed-midway" / "stream-0"
+                for _ in range(100):
+                    if (folder / "frames.jsonl").stat().st_size:
+                        break
+                    await asyncio.sleep(0.05)
+                shutil.rmtree(folder)
+            yield message
+        yield END
+
+    replies = asyncio.run(_collect(server, messages()))
+    kinds = [m.WhichOneof("kind") for m in replies]
+    assert kinds[0] == "accepted" and kinds[-1] == "summary" and "sentence" in kinds
+    assert read_counter(server.metrics(), 'depscreen_errors_total{code="record"}') == before + 1
+    assert not (root / "recording-removed-midway" / "stream-0").exists(), "nothing was written after the failure"
+
+
+def test_each_stream_of_a_session_records_into_its_own_private_folder(tmp_path: Path) -> None:
+    first = SessionRecorder(tmp_path, "interview-3", 48_000, 2)
+    second = SessionRecorder(tmp_path, "interview-3", 48_000, 2)
+    assert (first.folder.name, second.folder.name) == ("stream-0", "stream-1")
+    first.audio(bytes(range(256)) * 4)
+    first.video(pb.VideoFrame(timestamp_ms=40, image=b"\x01\x02\x03" * 4, format=pb.RGB24, width=2, height=2))
+    first.close()
+    first.close()
+    second.close()
+    with wave.open(str(first.folder / "audio.wav"), "rb") as recorded:
+        assert (recorded.getframerate(), recorded.getnchannels(), recorded.getnframes()) == (48_000, 2, 256)
+    assert (first.folder / "video" / "40.rgb24").read_bytes() == b"\x01\x02\x03" * 4
+    assert json.loads((first.folder / "frames.jsonl").read_text()) == {
+        "timestamp_ms": 40, "format": "rgb24", "width": 2, "height": 2,
+    }  # fmt: skip
+    assert stat.S_IMODE((tmp_path / "interview-3").stat().st_mode) == 0o700
+
+
+def test_an_unusable_record_folder_stops_the_server_with_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SettingsError, match=r"cannot write there.*leave record empty"):
+        open_record_folder(blocker / "sessions")
