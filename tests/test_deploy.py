@@ -358,8 +358,16 @@ def chart_variables(values: dict) -> set[str]:
     return literal | {env_name(camel_to_snake(key)) for key in keys}
 
 
-def test_every_variable_the_chart_sets_is_a_server_setting() -> None:
-    assert chart_variables(chart_values()) <= SETTING_VARIABLES
+def healthcheck_variables() -> set[str]:
+    """The DEPSCREEN_* variables the image's health check reads."""
+    return set(re.findall(r"DEPSCREEN_[A-Z_]+", (DOCKER / "healthcheck.py").read_text()))
+
+
+def test_every_variable_the_chart_sets_is_a_server_setting_or_the_health_checks() -> None:
+    own = {name for name in healthcheck_variables() if name.startswith("DEPSCREEN_HEALTHCHECK_")}
+    assert healthcheck_variables() - own <= SETTING_VARIABLES, "the health check reads the server's own settings"
+    assert own == {"DEPSCREEN_HEALTHCHECK_CA", "DEPSCREEN_HEALTHCHECK_CERT", "DEPSCREEN_HEALTHCHECK_KEY"}
+    assert chart_variables(chart_values()) <= SETTING_VARIABLES | own
     assert set(chart_schema()["properties"]["server"]["properties"]) == set(chart_values()["server"])
 
 
@@ -455,6 +463,27 @@ def test_helm_template_renders_the_workload() -> None:
     assert "ServiceMonitor" in {doc["kind"] for doc in monitored}
     deployment = next(doc for doc in monitored if doc["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_helm_template_probes_a_tls_server_over_https_and_an_mtls_server_with_the_health_check() -> None:
+    tls = ["server.tlsCert=/tls/tls.crt", "server.tlsKey=/tls/tls.key", "server.auth=none"]
+    docs = helm_template(*tls, "probes.kind=http")
+    container = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    mtls = [*tls, "server.tlsClientCa=/tls/ca.crt", "probes.kind=exec"]
+    docs = helm_template(*mtls, "probes.clientCert=/probe/tls.crt", "probes.clientKey=/probe/tls.key")
+    container = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["exec"]["command"] == ["python", "/opt/depscreen/healthcheck.py"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (
+        env["DEPSCREEN_HEALTHCHECK_CERT"] == "/probe/tls.crt" and env["DEPSCREEN_HEALTHCHECK_KEY"] == "/probe/tls.key"
+    )
+    for refused, words in (([*tls], "gRPC probes speak plaintext"), ([*mtls[:-1], "probes.kind=http"], "client")):
+        command = [tool("helm"), "template", "screening", str(CHART)]
+        for item in refused:
+            command += ["--set", item]
+        result = run(command)
+        assert result.returncode != 0 and words in result.stderr
 
 
 def test_helm_template_refuses_a_session_target_over_the_limit() -> None:

@@ -205,3 +205,36 @@ def test_unusable_tls_files_stop_the_start(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(SettingsError, match="cannot be used"):
         tls.http_context(mismatched)
     assert tls.grpc_credentials(ServerSettings()) is None and tls.http_context(ServerSettings()) is None
+
+
+HEALTHCHECK = Path(__file__).resolve().parents[1] / "deploy" / "docker" / "healthcheck.py"
+
+
+def container_healthcheck(server: LocalServer, **env: str | Path) -> subprocess.CompletedProcess:
+    """The image's health check as Docker runs it: only DEPSCREEN_* variables to go on."""
+    variables = {"PATH": "/usr/bin:/bin", "DEPSCREEN_HTTP_PORT": str(server.http_port)}
+    variables.update({f"DEPSCREEN_{name.upper()}": str(value) for name, value in env.items()})
+    command = [sys.executable, str(HEALTHCHECK)]
+    return subprocess.run(command, env=variables, capture_output=True, text=True, timeout=30)
+
+
+def test_the_container_health_check_speaks_tls_to_a_tls_server(tls_server: LocalServer, pki: Pki) -> None:
+    assert container_healthcheck(tls_server, tls_cert=pki.server_cert).returncode == 0
+    assert container_healthcheck(tls_server, tls_cert=pki.server_cert, healthcheck_ca=pki.ca).returncode == 0
+    wrong_ca = container_healthcheck(tls_server, tls_cert=pki.server_cert, healthcheck_ca=pki.client_cert)
+    assert wrong_ca.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in wrong_ca.stderr
+    assert container_healthcheck(tls_server).returncode == 1, "plain http to a TLS port is not healthy"
+
+
+def test_the_container_health_check_presents_its_client_certificate_under_mtls(
+    mtls_server: LocalServer, pki: Pki
+) -> None:
+    tls = {"tls_cert": pki.server_cert, "tls_client_ca": pki.ca}
+    missing = container_healthcheck(mtls_server, **tls)
+    assert missing.returncode == 1 and "DEPSCREEN_HEALTHCHECK_CERT" in missing.stderr
+    own = container_healthcheck(mtls_server, **tls, healthcheck_cert=pki.client_cert, healthcheck_key=pki.client_key)
+    assert own.returncode == 0, own.stderr
+    stranger = container_healthcheck(
+        mtls_server, **tls, healthcheck_cert=pki.stranger_cert, healthcheck_key=pki.stranger_key
+    )
+    assert stranger.returncode == 1

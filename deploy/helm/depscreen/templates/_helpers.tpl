@@ -52,16 +52,29 @@ One probe's action and timing. Call with (dict "root" $ "service" NAME "timing" 
 a gRPC health check of NAME ("" = the whole server) or GET /healthz, by .Values.probes.kind.
 */}}
 {{- define "depscreen.probe" -}}
+{{- $tls := .root.Values.server.tlsCert }}
 {{- if eq .root.Values.probes.kind "grpc" }}
+{{- if $tls }}
+{{- fail "probes.kind=grpc cannot reach a TLS server (Kubernetes' gRPC probes speak plaintext): use probes.kind=http, or exec under mTLS" }}
+{{- end }}
 grpc:
   port: {{ .root.Values.server.grpcPort }}
   {{- with .service }}
   service: {{ . }}
   {{- end }}
+{{- else if eq .root.Values.probes.kind "exec" }}
+exec:
+  command: ["python", "/opt/depscreen/healthcheck.py"]
 {{- else }}
+{{- if .root.Values.server.tlsClientCa }}
+{{- fail "probes.kind=http cannot present a client certificate to an mTLS server: use probes.kind=exec with probes.clientCert and probes.clientKey" }}
+{{- end }}
 httpGet:
   path: /healthz
   port: http
+  {{- if $tls }}
+  scheme: HTTPS
+  {{- end }}
 {{- end }}
 periodSeconds: {{ .timing.periodSeconds }}
 timeoutSeconds: {{ .timing.timeoutSeconds }}
