@@ -29,6 +29,7 @@ from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
+from depscreen.streamer.cors import cors_middleware
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.record import prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
@@ -114,7 +115,8 @@ class Server:
             self.grpc_port = self._grpc.add_secure_port(address, grpc_credentials)
         await self._grpc.start()
 
-        app = web.Application()
+        origins = s.cors_origin_set
+        app = web.Application(middlewares=[cors_middleware(origins)] if origins else [])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         self.whip = WhipEndpoint(self.hub, verifier=verifier)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
 from depscreen.engine.runtime.device import DEVICE_CHOICES
+from depscreen.streamer.cors import parse_origins
 
 AUTH_MODES = ("auto", "tokens", "jwt", "none")
 
@@ -133,6 +134,13 @@ class ServerSettings:
             "kept in the state store"
         },
     )
+    cors_origins: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated web origins (https://app.example.org) whose pages may call /whip from the "
+            "browser; empty = none (same-origin pages and native clients need nothing)"
+        },
+    )
     record: str = field(
         default="",
         metadata={
@@ -171,6 +179,7 @@ class ServerSettings:
                 raise ValueError(f"ice_servers entry {url!r} is not a stun:, stuns:, turn: or turns: URL")
             if url.startswith("turn") and not (self.turn_username and self.turn_credential):
                 raise ValueError(f"ice_servers entry {url!r} is a TURN server: set turn_username and turn_credential")
+        parse_origins(self.cors_origins)
         self._check_security()
 
     def _check_security(self) -> None:
@@ -217,6 +226,11 @@ class ServerSettings:
     @property
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
+
+    @property
+    def cors_origin_set(self) -> frozenset[str]:
+        """The origins of `cors_origins`, lower-cased."""
+        return parse_origins(self.cors_origins)
 
     @property
     def ice_url_list(self) -> list[str]:

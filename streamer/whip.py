@@ -7,7 +7,8 @@ track, and a data channel labelled `depscreen`; the query may carry the other `S
 `Location` and the configured STUN/TURN servers in `Link: <url>; rel="ice-server"` headers. Errors are plain
 text reasons: 400 an offer that cannot be used, 401 a missing or refused bearer token (when the server checks
 tokens: the same verifier as gRPC), 404 an unknown session, 415 a body that is not SDP, 422 an ICE restart (not
-supported: open a new session), 503 (with `Retry-After`) a server at capacity.
+supported: open a new session), 503 (with `Retry-After`) a server at capacity. Browsers on other origins need
+their origin in `cors_origins` (`cors.py`).
 """
 
 from __future__ import annotations
