@@ -1,4 +1,5 @@
 """SRT and WebVTT caption files parsed into `Caption(start_ms, end_ms, text)` messages on the audio clock."""
+
 from __future__ import annotations
 
 import html
@@ -78,8 +79,6 @@ def _timing(line: str, name: str, number: int) -> tuple[int, int]:
 def _milliseconds(stamp: str, name: str, number: int) -> int:
     match = _TIMESTAMP.fullmatch(stamp)
     if match is None or int(match["seconds"]) > 59 or (match["hours"] is not None and int(match["minutes"]) > 59):
-        raise CaptionError(
-            f"{name}:{number}: malformed timestamp {stamp!r} (expected HH:MM:SS,mmm or MM:SS.mmm)"
-        )
+        raise CaptionError(f"{name}:{number}: malformed timestamp {stamp!r} (expected HH:MM:SS,mmm or MM:SS.mmm)")
     hours = int(match["hours"] or 0)
     return ((hours * 60 + int(match["minutes"])) * 60 + int(match["seconds"])) * 1000 + int(match["millis"])

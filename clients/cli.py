@@ -19,7 +19,8 @@ from depscreen.v1 import screening_pb2
 from .captions import CaptionError
 from .live import LiveState, render
 from .media import MediaError
-from .session import AudioSendLog, ScreeningClient, TlsFileError
+from .session import AudioSendLog, ScreeningClient
+from .tls import TlsFileError
 from .whip import WhipClient, WhipError
 
 EXIT_RPC_ERROR = 1
@@ -77,8 +78,8 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.webrtc and args.resume:
         print("error: --resume works over gRPC only: a WebRTC session cannot be resumed", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.webrtc and (args.tls_ca or args.tls_cert):
-        print("error: --tls-ca/--tls-cert work over gRPC only: use an https:// WHIP URL", file=sys.stderr)
+    if args.webrtc and (args.tls_ca or args.tls_cert) and not args.webrtc.startswith("https://"):
+        print("error: --tls-ca/--tls-cert need an https:// WHIP URL", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         asyncio.run(_stream(args))
@@ -105,7 +106,10 @@ def message_json(message: screening_pb2.ServerMessage) -> str:
 async def _stream(args: argparse.Namespace) -> None:
     send_log: AudioSendLog | None = None
     if args.webrtc:
-        stream = WhipClient(args.webrtc, token=args.token).stream_file(
+        whip = WhipClient(
+            args.webrtc, token=args.token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
+        )
+        stream = whip.stream_file(
             args.file,
             video=args.video,
             session_id=args.session_id,

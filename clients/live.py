@@ -1,4 +1,5 @@
 """Live terminal view of a screening stream: `LiveState.apply` takes server messages, `render` draws them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

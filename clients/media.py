@@ -1,4 +1,5 @@
 """Media files to outgoing stream messages: 16 kHz mono PCM chunks, sampled JPEG frames and captions, paced."""
+
 from __future__ import annotations
 
 import asyncio
@@ -49,9 +50,7 @@ class MediaSource:
     Frames without a presentation time are skipped.
     """
 
-    def __init__(
-        self, path: str | Path, *, video: bool = True, video_fps: float = 5.0, jpeg_quality: int = 80
-    ) -> None:
+    def __init__(self, path: str | Path, *, video: bool = True, video_fps: float = 5.0, jpeg_quality: int = 80) -> None:
         if video_fps <= 0:
             raise ValueError(f"video_fps must be positive, got {video_fps}")
         self.path = Path(path)

@@ -16,6 +16,7 @@ from depscreen.v1 import screening_pb2, screening_pb2_grpc
 from .captions import read_captions
 from .media import BYTES_PER_MS, SAMPLE_RATE_HZ, MediaSource, Pacer
 from .resumable import stream_resumable
+from .tls import channel_credentials
 
 
 class AudioSendLog:
@@ -164,30 +165,6 @@ class ScreeningClient:
                 await asyncio.wait([sender])
                 _failure(sender)  # retrieves an exception the stream's own status superseded
                 call.cancel()
-
-
-class TlsFileError(ValueError):
-    """A TLS file given to the client that cannot be used; the message names it."""
-
-
-def channel_credentials(
-    ca: str | Path | None, cert: str | Path | None, key: str | Path | None
-) -> grpc.ChannelCredentials | None:
-    """TLS credentials from PEM files (None when none is given); TlsFileError names a file that cannot be used."""
-    if ca is None and cert is None and key is None:
-        return None
-    if (cert is None) != (key is None):
-        raise TlsFileError("a client certificate needs both --tls-cert and --tls-key")
-    files = {}
-    for name, path in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)):
-        if path is not None:
-            try:
-                files[name] = Path(path).read_bytes()
-            except OSError as error:
-                raise TlsFileError(f"{name} {path}: cannot read it ({error.strerror})") from None
-    return grpc.ssl_channel_credentials(
-        root_certificates=files.get("tls_ca"), private_key=files.get("tls_key"), certificate_chain=files.get("tls_cert")
-    )
 
 
 async def _send_all(call: grpc.aio.StreamStreamCall, messages: AsyncIterable[screening_pb2.ClientMessage]) -> None:

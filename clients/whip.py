@@ -28,6 +28,7 @@ from google.protobuf.json_format import ParseDict
 from depscreen.v1 import screening_pb2
 
 from .media import MediaError
+from .tls import https_context
 
 DATA_CHANNEL_LABEL = "depscreen"
 """The data channel the server sends its updates on (JSON of each ServerMessage, proto field names)."""
@@ -52,13 +53,25 @@ class WhipClient:
     """Client of a depscreen WHIP endpoint, e.g. `http://127.0.0.1:8080/whip`.
 
     With a `token`, every request carries `Authorization: Bearer <token>`. `ice_servers` are the STUN/TURN
-    servers for this side's candidates (none by default: host candidates only).
+    servers for this side's candidates (none by default: host candidates only). For an https:// endpoint,
+    `tls_ca` is the CA bundle to trust (default: the system's) and `tls_cert`/`tls_key` a client certificate
+    for servers that require mTLS.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, ice_servers: Sequence[RTCIceServer] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        ice_servers: Sequence[RTCIceServer] = (),
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+    ) -> None:
         self.url = url
         self.ice_servers = list(ice_servers)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._https = https_context(tls_ca, tls_cert, tls_key)
 
     async def stream_file(
         self,
@@ -157,7 +170,7 @@ class WhipClient:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(url, data=body, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S, context=self._https) as response:
                 return response.status, dict(response.headers), response.read().decode()
         except urllib.error.HTTPError as error:
             reason = error.read().decode(errors="replace").strip() or error.reason

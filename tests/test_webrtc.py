@@ -31,6 +31,7 @@ from depscreen.webrtc_bench import decode_cost
 
 from .conftest import FIXTURES, SAMPLE
 from .netns import NamespaceLoop, NetworkNamespace, idle_health, namespaces_available
+from .test_tls import https_context, make_pki
 
 UNAVAILABLE = namespaces_available()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
@@ -382,3 +383,29 @@ def test_talking_head_clip_streams_through_depscreen_stream_webrtc(
 def _video_weight(estimate: dict) -> float:
     video = next(m for m in estimate["modalities"] if m["modality"] == "VIDEO")
     return video.get("weight", 0.0) if video.get("available") else 0.0
+
+
+@pytest.mark.slow
+def test_depscreen_stream_webrtc_reaches_a_tls_server_with_its_ca(
+    namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    pki = make_pki(tmp_path_factory.mktemp("whip-pki"))
+    flags = ("--device", "cpu", "--asr", "none", "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
+    server = namespace.run(start_local_server, *flags, http_ssl=https_context(pki))
+    try:
+        url = f"{server.http_url}/whip"
+        assert url.startswith("https://")
+        base = [sys.executable, "-m", "depscreen.cli", "stream", str(FIXTURES / "jfk.flac"), "--webrtc", url, "--json"]
+        done = namespace.run(subprocess.run, [*base, "--tls-ca", str(pki.ca)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        messages = [json.loads(line) for line in done.stdout.splitlines()]
+        assert next(iter(messages[0])) == "accepted" and next(iter(messages[-1])) == "summary"
+        assert messages[-1]["summary"]["sentences"] >= 1
+        untrusted = namespace.run(subprocess.run, base, capture_output=True, text=True)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    finally:
+        server.stop()
+    plaintext = subprocess.run(
+        [*base[:-3], "--webrtc", "http://127.0.0.1:9/whip", "--tls-ca", str(pki.ca)], capture_output=True, text=True
+    )
+    assert plaintext.returncode == 2 and "https://" in plaintext.stderr

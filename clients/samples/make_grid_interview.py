@@ -7,6 +7,7 @@ clips the speaker's last frame is held for `--gap` seconds of silence, like a pa
 
     python clients/samples/make_grid_interview.py --grid ../shared/data/video/grid
 """
+
 from __future__ import annotations
 
 import argparse
