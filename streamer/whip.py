@@ -6,7 +6,8 @@ track, and a data channel labelled `depscreen`; the query may carry the other `S
 (`session_id`, `language`, `asr=off`). It answers `201 Created` with the SDP answer, the session resource in
 `Location` and the configured STUN/TURN servers in `Link: <url>; rel="ice-server"` headers. Errors are plain
 text reasons: 400 an offer that cannot be used, 401 a missing or refused bearer token (when the server checks
-tokens: the same verifier as gRPC), 404 an unknown session, 415 a body that is not SDP, 422 an ICE restart (not
+tokens: the same verifier as gRPC), 404 an unknown session (or another caller's: only the principal that opened a
+session may trickle to it or end it), 415 a body that is not SDP, 422 an ICE restart (not
 supported: open a new session), 503 (with `Retry-After`) a server at capacity. Browsers on other origins need
 their origin in `cors_origins` (`cors.py`).
 """
@@ -96,8 +97,7 @@ class WhipEndpoint:
         return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        session = self._session(request)
+        session = self._session(request, self._authorize(request))
         if request.content_type != TRICKLE_ICE:
             raise web.HTTPUnsupportedMediaType(text=f"send trickled ICE candidates with Content-Type: {TRICKLE_ICE}")
         fragment = await request.text()
@@ -112,14 +112,15 @@ class WhipEndpoint:
         return web.Response(status=204)
 
     async def _delete(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        session = self._session(request)
+        session = self._session(request, self._authorize(request))
         await session.end("the client deleted the session")
         return web.Response(text="session ended; its summary was sent on the data channel\n")
 
-    def _session(self, request: web.Request) -> PeerSession:
+    def _session(self, request: web.Request, principal: str | None) -> PeerSession:
+        """The session of the request's resource, if `principal` opened it: another caller gets the same 404 as
+        for a resource that does not exist, so it learns nothing of other callers' sessions."""
         session = self._sessions.get(request.match_info["resource"])
-        if session is None:
+        if session is None or session.live.principal != principal:
             raise web.HTTPNotFound(text="no such WHIP session: it ended, or it never existed")
         return session
 

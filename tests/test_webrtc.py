@@ -293,6 +293,45 @@ def test_bearer_token_is_required_when_a_token_check_is_configured(inproc: InPro
     assert replies["right"][0] == 415  # past the token check, on to the body
 
 
+def test_only_the_caller_that_opened_a_session_may_trickle_to_it_or_end_it(inproc: InProcessServer, tmp_path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tenant-a-token-0123456789\ntenant-b-token-0123456789\n")
+    tenant_a = {"Authorization": "Bearer tenant-a-token-0123456789"}
+    tenant_b = {"Authorization": "Bearer tenant-b-token-0123456789"}
+    baseline = inproc.tasks()
+
+    async def scenario() -> dict[str, tuple]:
+        app = web.Application()
+        WhipEndpoint(inproc.server.hub, verifier=TokenFileVerifier(tokens)).add_routes(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        pc, sdp = await offer()
+        try:
+            created = await http("POST", f"{base}/whip", sdp, {**tenant_a, "Content-Type": "application/sdp"})
+            resource = f"{base}{created[1]['Location']}"
+            trickle = {"Content-Type": "application/trickle-ice-sdpfrag"}
+            return {
+                "created": created,
+                "other_patch": await http("PATCH", resource, "a=end-of-candidates\r\n", {**tenant_b, **trickle}),
+                "other_delete": await http("DELETE", resource, "", tenant_b),
+                "unknown_delete": await http("DELETE", f"{base}/whip/0123456789abcdef", "", tenant_b),
+                "own_delete": await http("DELETE", resource, "", tenant_a),
+            }
+        finally:
+            await pc.close()
+            await runner.cleanup()
+
+    replies = inproc.call(scenario())
+    assert replies["created"][0] == 201
+    assert replies["other_patch"][0] == replies["other_delete"][0] == 404
+    assert replies["other_delete"][2] == replies["unknown_delete"][2], "another caller learns nothing"
+    assert replies["own_delete"][0] == 200
+    inproc.wait_idle(baseline)
+
+
 def test_stun_and_turn_servers_are_advertised_as_link_headers() -> None:
     settings = ServerSettings(
         ice_servers="stun:stun.example.org:3478, turn:turn.example.org:3478?transport=udp",
