@@ -2,9 +2,12 @@
 
 Off by default: without `record` nothing of a session (audio, video, captions, transcripts) reaches disk.
 Turning it on is the operator's decision, and so are consent, retention and encryption at rest. Each stream of
-a session writes one folder, `DIR/<session id>/stream-<n>/` (a resumed session gets the next n), folders mode
-0700 and files 0600:
+a session writes one folder, `DIR/<session folder>/stream-<n>/` (a resumed session gets the next n), folders
+mode 0700 and files 0600. The session folder is the session id when that is a plain name (letters, digits,
+`.`, `_`, `-`; at most 128); any other id (a client chooses it: `../`, `/`, spaces) becomes `session-<hash>`,
+so no id can write outside DIR. In each stream folder:
 
+- `stream.json`: the session id as given, the audio format, and when the stream started (UTC);
 - `audio.wav`: the audio exactly as the client sent it (16-bit PCM at its own rate and channels); the WAV
   header is brought up to date after every chunk, so a killed server leaves a readable file;
 - `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame as it arrived (`rgb24` frames are raw bytes;
@@ -19,10 +22,13 @@ A recording that fails (disk full, folder removed) stops for that session with o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import wave
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -34,6 +40,14 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
 """File extension of each wire image format; others are recorded as `.bin`."""
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def session_folder_name(session_id: str) -> str:
+    """A folder name for the session: the id itself when it is a plain name, else `session-<16 hex of its hash>`."""
+    if PLAIN_NAME.fullmatch(session_id):
+        return session_id
+    return f"session-{hashlib.sha256(session_id.encode()).hexdigest()[:16]}"
 
 
 def _private_folder(path: Path) -> None:
@@ -59,7 +73,7 @@ class SessionRecorder:
     """One stream's recording (see the module docstring). Every method raises OSError when the disk fails."""
 
     def __init__(self, root: Path, session_id: str, sample_rate_hz: int, channels: int) -> None:
-        session_folder = root / session_id
+        session_folder = root / session_folder_name(session_id)
         _private_folder(root)
         _private_folder(session_folder)
         number = 0
@@ -71,6 +85,10 @@ class SessionRecorder:
             except FileExistsError:
                 number += 1
         _private_folder(self.folder / "video")
+        with _private_file(self.folder / "stream.json", "w") as handle:
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            description = {"session_id": session_id, "sample_rate_hz": sample_rate_hz, "channels": channels}
+            json.dump({**description, "started_utc": started}, handle, ensure_ascii=False)
         self._audio_file = _private_file(self.folder / "audio.wav")
         self._wav = wave.open(self._audio_file, "wb")  # noqa: SIM115 (open for the session's life; close() ends it)
         self._wav.setnchannels(channels)

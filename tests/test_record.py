@@ -137,6 +137,18 @@ def test_each_stream_of_a_session_records_into_its_own_private_folder(tmp_path: 
     assert stat.S_IMODE((tmp_path / "interview-3").stat().st_mode) == 0o700
 
 
+@pytest.mark.parametrize(
+    "session_id", ["../../escaped", "/tmp/absolute", "a/b", ".hidden", "x" * 129, "名字 with space"]
+)
+def test_a_session_id_cannot_write_outside_the_record_folder(tmp_path: Path, session_id: str) -> None:
+    root = tmp_path / "sessions"
+    recorder = SessionRecorder(root, session_id, 16_000, 1)
+    recorder.close()
+    assert recorder.folder.parent.parent == root and recorder.folder.parent.name.startswith("session-")
+    assert json.loads((recorder.folder / "stream.json").read_text())["session_id"] == session_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions"], "nothing was written beside the folder"
+
+
 def test_an_unusable_record_folder_stops_the_server_with_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
