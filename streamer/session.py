@@ -225,6 +225,11 @@ def check_start(message: pb.ClientMessage, resumable: bool = False) -> pb.Sessio
             grpc.StatusCode.INVALID_ARGUMENT,
             f"start.session_id has {len(start.session_id)} characters; the limit is {MAX_SESSION_ID_CHARS}",
         )
+    if any(not character.isprintable() for character in start.session_id):
+        raise ProtocolError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "start.session_id contains control or other unprintable characters: use printable text",
+        )
     if start.resume_token and not resumable:
         raise ProtocolError(
             grpc.StatusCode.FAILED_PRECONDITION,

@@ -124,6 +124,18 @@ def test_video_with_faces_and_captions(server: RunningServer, tmp_path) -> None:
 
 VIOLATIONS = [
     ("no start first", [SILENCE_100MS], grpc.StatusCode.FAILED_PRECONDITION, "first message must be `start`"),
+    (
+        "session id forging a log line",
+        [
+            pb.ClientMessage(
+                start=pb.SessionStart(
+                    session_id="ok\nERROR forged entry", audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)
+                )
+            )
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unprintable characters",
+    ),
     ("second start", [START, SILENCE_100MS, START], grpc.StatusCode.FAILED_PRECONDITION, "second `start`"),
     (
         "sample rate 0",
