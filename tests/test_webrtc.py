@@ -5,13 +5,15 @@ through the Python WHIP client, the talking-head clip through `depscreen stream 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -105,6 +107,22 @@ def asr_server(namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFac
         local = namespace.run(start_local_server, "--device", "cpu", output=log)
         yield local
         local.stop()
+
+
+@contextlib.asynccontextmanager
+async def token_checked_whip(inproc: InProcessServer, tokens: Path) -> AsyncIterator[str]:
+    """A WHIP endpoint on the in-process server's hub that checks the bearer tokens in `tokens`; yields its
+    base URL (`http://127.0.0.1:PORT`)."""
+    app = web.Application()
+    WhipEndpoint(inproc.server.hub, verifier=TokenFileVerifier(tokens)).add_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def http(method: str, url: str, body: str = "", headers: dict[str, str] | None = None) -> tuple:
@@ -270,22 +288,13 @@ def test_bearer_token_is_required_when_a_token_check_is_configured(inproc: InPro
     tokens.write_text("s3cret-whip-token-0123\n")
 
     async def scenario() -> dict[str, tuple]:
-        app = web.Application()
-        WhipEndpoint(inproc.server.hub, verifier=TokenFileVerifier(tokens)).add_routes(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/whip"
-        try:
-            text = {"Content-Type": "text/plain"}
+        async with token_checked_whip(inproc, tokens) as base:
+            url, text = f"{base}/whip", {"Content-Type": "text/plain"}
             return {
                 "none": await http("POST", url, "", text),
                 "wrong": await http("POST", url, "", {**text, "Authorization": "Bearer nope"}),
                 "right": await http("POST", url, "", {**text, "Authorization": "Bearer s3cret-whip-token-0123"}),
             }
-        finally:
-            await runner.cleanup()
 
     replies = inproc.call(scenario())
     assert replies["none"][0] == replies["wrong"][0] == 401
@@ -301,28 +310,21 @@ def test_only_the_caller_that_opened_a_session_may_trickle_to_it_or_end_it(inpro
     baseline = inproc.tasks()
 
     async def scenario() -> dict[str, tuple]:
-        app = web.Application()
-        WhipEndpoint(inproc.server.hub, verifier=TokenFileVerifier(tokens)).add_routes(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         pc, sdp = await offer()
         try:
-            created = await http("POST", f"{base}/whip", sdp, {**tenant_a, "Content-Type": "application/sdp"})
-            resource = f"{base}{created[1]['Location']}"
-            trickle = {"Content-Type": "application/trickle-ice-sdpfrag"}
-            return {
-                "created": created,
-                "other_patch": await http("PATCH", resource, "a=end-of-candidates\r\n", {**tenant_b, **trickle}),
-                "other_delete": await http("DELETE", resource, "", tenant_b),
-                "unknown_delete": await http("DELETE", f"{base}/whip/0123456789abcdef", "", tenant_b),
-                "own_delete": await http("DELETE", resource, "", tenant_a),
-            }
+            async with token_checked_whip(inproc, tokens) as base:
+                created = await http("POST", f"{base}/whip", sdp, {**tenant_a, "Content-Type": "application/sdp"})
+                resource = f"{base}{created[1]['Location']}"
+                trickle = {"Content-Type": "application/trickle-ice-sdpfrag"}
+                return {
+                    "created": created,
+                    "other_patch": await http("PATCH", resource, "a=end-of-candidates\r\n", {**tenant_b, **trickle}),
+                    "other_delete": await http("DELETE", resource, "", tenant_b),
+                    "unknown_delete": await http("DELETE", f"{base}/whip/0123456789abcdef", "", tenant_b),
+                    "own_delete": await http("DELETE", resource, "", tenant_a),
+                }
         finally:
             await pc.close()
-            await runner.cleanup()
 
     replies = inproc.call(scenario())
     assert replies["created"][0] == 201
