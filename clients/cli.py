@@ -105,11 +105,9 @@ def message_json(message: screening_pb2.ServerMessage) -> str:
 
 async def _stream(args: argparse.Namespace) -> None:
     send_log: AudioSendLog | None = None
+    tls = {"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
     if args.webrtc:
-        whip = WhipClient(
-            args.webrtc, token=args.token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
-        )
-        stream = whip.stream_file(
+        stream = WhipClient(args.webrtc, token=args.token, **tls).stream_file(
             args.file,
             video=args.video,
             session_id=args.session_id,
@@ -118,10 +116,7 @@ async def _stream(args: argparse.Namespace) -> None:
         )
     else:
         send_log = AudioSendLog()
-        client = ScreeningClient(
-            args.server, token=args.token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
-        )
-        stream = client.stream_file(
+        stream = ScreeningClient(args.server, token=args.token, **tls).stream_file(
             args.file,
             speed=args.speed,
             chunk_ms=args.chunk_ms,

@@ -45,13 +45,10 @@ def https_context(ca: str | Path | None, cert: str | Path | None, key: str | Pat
     files = read_tls_files(ca, cert, key)
     if not files:
         return None
+    ca_pem = files["tls_ca"].decode() if "tls_ca" in files else None
     try:
-        context = (
-            ssl.create_default_context(cadata=files["tls_ca"].decode())
-            if "tls_ca" in files
-            else (ssl.create_default_context())
-        )
-        if cert is not None and key is not None:
+        context = ssl.create_default_context(cadata=ca_pem)
+        if cert is not None:
             context.load_cert_chain(cert, key)
     except (ssl.SSLError, ValueError) as error:
         raise TlsFileError(f"the TLS files are not usable PEM ({error})") from None
