@@ -65,18 +65,20 @@ class ClientMessage(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., video: _Optional[_Union[VideoFrame, _Mapping]] = ..., caption: _Optional[_Union[Caption, _Mapping]] = ..., end: _Optional[_Union[SessionEnd, _Mapping]] = ...) -> None: ...
 
 class SessionStart(_message.Message):
-    __slots__ = ("session_id", "audio", "language", "resume_token", "disable_asr")
+    __slots__ = ("session_id", "audio", "language", "resume_token", "disable_asr", "received_sentences")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DISABLE_ASR_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_SENTENCES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     audio: AudioFormat
     language: str
     resume_token: str
     disable_asr: bool
-    def __init__(self, session_id: _Optional[str] = ..., audio: _Optional[_Union[AudioFormat, _Mapping]] = ..., language: _Optional[str] = ..., resume_token: _Optional[str] = ..., disable_asr: _Optional[bool] = ...) -> None: ...
+    received_sentences: int
+    def __init__(self, session_id: _Optional[str] = ..., audio: _Optional[_Union[AudioFormat, _Mapping]] = ..., language: _Optional[str] = ..., resume_token: _Optional[str] = ..., disable_asr: _Optional[bool] = ..., received_sentences: _Optional[int] = ...) -> None: ...
 
 class AudioFormat(_message.Message):
     __slots__ = ("sample_rate_hz", "channels")
@@ -131,18 +133,22 @@ class ServerMessage(_message.Message):
     def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., sentence: _Optional[_Union[SentenceUpdate, _Mapping]] = ..., summary: _Optional[_Union[SessionSummary, _Mapping]] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
-    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index")
+    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index", "asr_model", "notices")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RESUME_FROM_MS_FIELD_NUMBER: _ClassVar[int]
     NEXT_SENTENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ASR_MODEL_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resume_token: str
     model: ModelInfo
     resume_from_ms: int
     next_sentence_index: int
-    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ...) -> None: ...
+    asr_model: str
+    notices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ..., asr_model: _Optional[str] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("model_id", "trained_on", "intended_use", "model_card_url", "device", "kernels")
