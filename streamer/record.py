@@ -7,7 +7,9 @@ mode 0700 and files 0600. The session folder is the session id when that is a pl
 `.`, `_`, `-`; at most 128); any other id (a client chooses it: `../`, `/`, spaces) becomes `session-<hash>`,
 so no id can write outside DIR. In each stream folder:
 
-- `stream.json`: the session id as given, the audio format, and when the stream started (UTC);
+- `stream.json`: the session id as given, the audio format, language and ASR opt-out of its `start`, the model
+  that scored it (`ModelInfo`), and when the stream started (UTC): what `depscreen replay` and
+  `depscreen export fhir` need besides the media;
 - `audio.wav`: the audio exactly as the client sent it (16-bit PCM at its own rate and channels); the WAV
   header is brought up to date after every chunk, so a killed server leaves a readable file;
 - `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame as it arrived (`rgb24` frames are raw bytes;
@@ -72,7 +74,17 @@ def prepare_record_folder(root: Path) -> None:
 class SessionRecorder:
     """One stream's recording (see the module docstring). Every method raises OSError when the disk fails."""
 
-    def __init__(self, root: Path, session_id: str, sample_rate_hz: int, channels: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        session_id: str,
+        sample_rate_hz: int,
+        channels: int,
+        *,
+        language: str = "",
+        disable_asr: bool = False,
+        model: pb.ModelInfo | None = None,
+    ) -> None:
         session_folder = root / session_folder_name(session_id)
         _private_folder(root)
         _private_folder(session_folder)
@@ -87,8 +99,17 @@ class SessionRecorder:
         _private_folder(self.folder / "video")
         with _private_file(self.folder / "stream.json", "w") as handle:
             started = datetime.now(UTC).isoformat(timespec="seconds")
-            description = {"session_id": session_id, "sample_rate_hz": sample_rate_hz, "channels": channels}
-            json.dump({**description, "started_utc": started}, handle, ensure_ascii=False)
+            description = {
+                "session_id": session_id,
+                "sample_rate_hz": sample_rate_hz,
+                "channels": channels,
+                "language": language,
+                "disable_asr": disable_asr,
+                "started_utc": started,
+            }
+            if model is not None:
+                description["model"] = MessageToDict(model, preserving_proto_field_name=True)
+            json.dump(description, handle, ensure_ascii=False)
         self._audio_file = _private_file(self.folder / "audio.wav")
         self._wav = wave.open(self._audio_file, "wb")  # noqa: SIM115 (open for the session's life; close() ends it)
         self._wav.setnchannels(channels)

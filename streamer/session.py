@@ -141,7 +141,7 @@ class SessionHub:
             pipeline = self._new_pipeline(start, checkpoint.resume_from_ms, checkpoint.next_index)
         session = LiveSession(self, session_id, pipeline, principal)
         if self.settings.record:
-            session.start_recording(Path(self.settings.record))
+            session.start_recording(Path(self.settings.record), start)
         if resumer is not None:
             try:
                 await session.make_resumable(resumer, ticket, checkpoint)
@@ -286,10 +286,18 @@ class LiveSession:
         self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
         self.recorder: SessionRecorder | None = None
 
-    def start_recording(self, root: Path) -> None:
+    def start_recording(self, root: Path, start: pb.SessionStart) -> None:
         """Record this stream into `root` (`record.py`); a folder that cannot be made leaves it unrecorded."""
         try:
-            self.recorder = SessionRecorder(root, self.session_id, self.pipeline.sample_rate_hz, self.pipeline.channels)
+            self.recorder = SessionRecorder(
+                root,
+                self.session_id,
+                self.pipeline.sample_rate_hz,
+                self.pipeline.channels,
+                language=start.language,
+                disable_asr=start.disable_asr,
+                model=self.hub.model_info(),
+            )
         except OSError as error:
             self._recording_failed(error)
 
