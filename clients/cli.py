@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import grpc
@@ -129,8 +130,16 @@ async def _stream(args: argparse.Namespace) -> None:
             send_log=send_log,
             resume=args.resume,
         )
+    await show_updates(stream, as_json=args.json, send_log=send_log)
+
+
+async def show_updates(
+    stream: AsyncIterator[screening_pb2.ServerMessage], *, as_json: bool, send_log: AudioSendLog | None = None
+) -> None:
+    """Print a session's server messages as they come: one JSON line each, or the live view (which opens with
+    the first message, so errors raised before it are printed plainly)."""
     async with aclosing(stream) as messages:
-        if args.json:
+        if as_json:
             async for message in messages:
                 print(message_json(message), flush=True)
             return

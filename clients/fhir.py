@@ -1,0 +1,164 @@
+"""A screened session as a FHIR `RiskAssessment` (R4B, validated with `fhir.resources`) for a clinic's records.
+
+R4B (4.3.0) is what `fhir.resources` 8 models besides R5; RiskAssessment and every data type used here are
+unchanged from R4 (4.0.1), so R4 servers take the resource as it is. Needs the `fhir` extra.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime, timedelta
+
+from depscreen.v1 import screening_pb2 as pb
+
+from .sentences import ScreenedSession
+
+try:
+    from fhir.resources.R4B.riskassessment import RiskAssessment
+except ImportError as missing:  # pragma: no cover - depends on the installed extras
+    raise ImportError("FHIR export needs the fhir extra: pip install 'depscreen[fhir]'") from missing
+
+SCREENING_AID = (
+    "Screening aid, not a diagnosis: an estimate from speech, face and language that the patient would screen "
+    "positive on the model's training target. A prompt for a clinician to ask more; never an automated decision. "
+    "Read the model card for what the model was trained and validated on, and how weak its discrimination is."
+)
+SESSION_SYSTEM = "urn:depscreen:session-id"
+MODEL_SYSTEM = "urn:depscreen:model-id"
+MODEL_CARD_ID = "model-card"
+TOP_SYMPTOMS = 3
+
+
+def risk_assessment(
+    session: ScreenedSession,
+    *,
+    patient: str | None = None,
+    occurred: datetime | None = None,
+    include_transcript: bool = False,
+) -> RiskAssessment:
+    """The session's final estimate as a validated RiskAssessment.
+
+    `patient` is the FHIR reference of the subject (`Patient/123`); without it the subject is described, not
+    linked. The occurrence is the recorded stream's start and length, else `occurred` (default: when the file
+    was last written, i.e. when the interview ended). Transcripts go in only with `include_transcript`, as one
+    note per sentence. ValueError (pydantic's) if the result would not be valid FHIR.
+    """
+    resource: dict = {
+        "resourceType": "RiskAssessment",
+        "status": "final" if session.finished else "preliminary",
+        "code": {"text": "Depression screening from a recorded or live interview (speech, face, language)"},
+        "subject": (
+            {"reference": patient}
+            if patient
+            else {"display": f"the patient of screening session {session.session_id or '(unnamed)'}, not linked"}
+        ),
+        "prediction": [_prediction(session)],
+        "note": [{"text": SCREENING_AID}],
+        "text": {"status": "generated", "div": _narrative(session)},
+    }
+    if session.session_id:
+        resource["identifier"] = [{"system": SESSION_SYSTEM, "value": session.session_id}]
+    resource |= _occurrence(session, occurred)
+    if session.model is not None:
+        resource["method"] = _method(session.model)
+        if session.model.model_card_url:
+            resource["contained"] = [_model_card(session.model)]
+            resource["basis"] = [{"reference": f"#{MODEL_CARD_ID}", "display": "model card"}]
+    if include_transcript:
+        resource["note"] += [
+            {"text": f"sentence {s.index} ({s.start_ms / 1000:.1f}-{s.end_ms / 1000:.1f} s): {s.transcript}"}
+            for s in session.sentences
+            if s.transcript
+        ]
+    return RiskAssessment.model_validate(resource)
+
+
+def _prediction(session: ScreenedSession) -> dict:
+    final = session.final
+    return {
+        "outcome": {"text": "would screen positive on the model's training target (see the model card)"},
+        "probabilityDecimal": round(float(final.probability), 4),
+        "rationale": rationale(session),
+    }
+
+
+def rationale(session: ScreenedSession) -> str:
+    """What the estimate rests on, in words: amount of speech, evidence, each modality, PHQ-8 items, interval."""
+    final = session.final
+    heard = f"after {len(session.sentences)} sentences"
+    if session.summary is not None:
+        heard += (
+            f" ({session.summary.speech_seconds:.0f} s of speech in {session.summary.audio_seconds:.0f} s of audio)"
+        )
+    parts = [f"Estimate {heard}; evidence {final.evidence:.2f} on 0..1 (grows with usable speech heard)."]
+    interval = session.final_interval
+    if interval is not None:
+        parts.append(f"Interval {interval[0]:.3f} to {interval[1]:.3f}.")
+    modalities = []
+    for confidence in final.modalities:
+        name = pb.Modality.Name(confidence.modality).lower()
+        if confidence.available:
+            modalities.append(f"{name} {confidence.probability:.3f} (weight {confidence.weight:.2f})")
+        else:
+            modalities.append(f"{name} unavailable")
+    if modalities:
+        parts.append(
+            "Each modality's own estimate (fusion weight in the last sentence): " + ", ".join(modalities) + "."
+        )
+    symptoms = sorted((s for s in final.symptoms if s.score > 0), key=lambda symptom: -symptom.score)[:TOP_SYMPTOMS]
+    if symptoms:
+        items = ", ".join(f"{pb.PhqItem.Name(s.item).lower().replace('_', ' ')} {s.score:.2f}" for s in symptoms)
+        parts.append(f"Strongest PHQ-8 item evidence in what was said: {items}.")
+    return " ".join(parts)
+
+
+def _method(model: pb.ModelInfo) -> dict:
+    name = f"depscreen model {model.model_id}"
+    runs_on = "/".join(part for part in (model.device, model.kernels) if part)
+    described = name + (f" ({runs_on})" if runs_on else "")
+    if model.trained_on:
+        described += f", trained on {model.trained_on}"
+    return {"coding": [{"system": MODEL_SYSTEM, "code": model.model_id, "display": name}], "text": described}
+
+
+def _model_card(model: pb.ModelInfo) -> dict:
+    return {
+        "resourceType": "DocumentReference",
+        "id": MODEL_CARD_ID,
+        "status": "current",
+        "description": f"Model card of {model.model_id}: training data, validation, limits, intended use",
+        "content": [
+            {"attachment": {"contentType": "text/markdown", "url": model.model_card_url, "title": "model card"}}
+        ],
+    }
+
+
+def _occurrence(session: ScreenedSession, occurred: datetime | None) -> dict:
+    if occurred is None and session.started is not None:
+        started = _aware(session.started)
+        seconds = session.summary.audio_seconds if session.summary is not None else session.sentences[-1].end_ms / 1000
+        return {
+            "occurrencePeriod": {
+                "start": started.isoformat(),
+                "end": (started + timedelta(seconds=seconds)).isoformat(),
+            }
+        }
+    if occurred is None:
+        occurred = datetime.fromtimestamp(session.source.stat().st_mtime, UTC)
+    return {"occurrenceDateTime": _aware(occurred).isoformat()}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _narrative(session: ScreenedSession) -> str:
+    final = session.final
+    model = f" by model {session.model.model_id}" if session.model is not None else ""
+    lines = [
+        f"Depression screening estimate{model}: {final.probability * 100:.1f}% "
+        f"(evidence {final.evidence:.2f}, {len(session.sentences)} sentences).",
+        SCREENING_AID,
+    ]
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    return f'<div xmlns="http://www.w3.org/1999/xhtml">{body}</div>'
