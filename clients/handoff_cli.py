@@ -163,6 +163,7 @@ def _write_private(path: Path, data: bytes) -> int:
     """Write `data` to a file only its owner can read (it describes a patient); 2 when that fails."""
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # a file that was there keeps its mode otherwise
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
     except OSError as error:

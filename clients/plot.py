@@ -82,7 +82,7 @@ def draw(session: ScreenedSession, size: tuple[int, int] = (1200, 700)) -> Figur
     evidences = [point.estimate.evidence for point in session.sentences]
     evidence_axes.broken_barh(
         [(point.start_ms / 1000, (point.end_ms - point.start_ms) / 1000) for point in session.sentences],
-        (0, 0.08), color="0.6", label="sentences", gid="speech",
+        (0, 0.08), color="0.6", label="sentence spans", gid="speech",
     )  # fmt: skip
     evidence_axes.plot(
         steps, held(evidences), drawstyle="steps-post", color="tab:red", linewidth=2, label="evidence", gid="evidence"

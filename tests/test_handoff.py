@@ -26,6 +26,7 @@ from depscreen.clients.replay import RecordingError, open_recording
 from depscreen.clients.sentences import SentencesError, read_sentences
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.streamer.record import SessionRecorder
 from depscreen.v1 import screening_pb2 as pb
 
 from .test_record import CAPTIONS, sample_messages
@@ -193,6 +194,22 @@ def test_replay_of_a_damaged_recording_sends_nothing(
     assert read_counter(fresh_server.metrics(), "depscreen_sessions_total") == before
 
 
+def test_a_webrtc_style_recording_replays_its_raw_frames_and_refuses_a_cut_one(tmp_path: Path) -> None:
+    recorder = SessionRecorder(tmp_path, "rtc", 48_000, 2, language="de", disable_asr=True)
+    recorder.audio(bytes(range(256)) * 48)  # 3072 sample frames of 48 kHz stereo: 64 ms
+    recorder.video(pb.VideoFrame(timestamp_ms=40, image=bytes(2 * 2 * 3), format=pb.RGB24, width=2, height=2))
+    recorder.caption(pb.Caption(start_ms=10, end_ms=50, text="hallo"))
+    recorder.close()
+    recording = open_recording(recorder.folder)
+    assert (recording.start.language, recording.start.disable_asr) == ("de", True)
+    assert recording.start.audio == pb.AudioFormat(sample_rate_hz=48_000, channels=2)
+    kinds = [(t.message.WhichOneof("kind"), t.media_ms) for t in recording.messages(chunk_ms=20)]
+    assert kinds == [("audio", 20), ("caption", 20), ("audio", 40), ("video", 40), ("audio", 60), ("audio", 64)]
+    _cut(recorder.folder, "video/40.rgb24", 11)
+    with pytest.raises(RecordingError, match=r"video/40.rgb24 is truncated"):
+        open_recording(recorder.folder)
+
+
 def test_replay_of_a_resumed_session_folder_asks_for_one_stream(recorded: Recorded, tmp_path: Path) -> None:
     session = tmp_path / SESSION_ID
     shutil.copytree(recorded.folder, session / "stream-0")
@@ -239,9 +256,12 @@ def test_export_fhir_of_stream_json_is_a_valid_risk_assessment(
 def test_export_fhir_includes_transcripts_only_when_asked(
     recorded: Recorded, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run_cli(capsys, "export", "fhir", str(recorded.stream_json), "--include-transcript")
+    code, out, err = run_cli(
+        capsys, "export", "fhir", str(recorded.stream_json), "--include-transcript", "--occurred", "2026-05-04T09:30"
+    )
     assert code == 0, err
     assessment = RiskAssessment.model_validate_json(out)
+    assert assessment.occurrenceDateTime.isoformat() == "2026-05-04T09:30:00+00:00"
     notes = " ".join(note.text for note in assessment.note)
     assert all(words in notes for words in CAPTION_WORDS)
     assert assessment.subject.reference is None and SESSION_ID in assessment.subject.display
