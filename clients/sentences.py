@@ -54,7 +54,7 @@ class ScreenedSession:
     sentences: list[SentencePoint]
     summary: pb.SessionSummary | None
     started: datetime | None
-    """When the stream started (a recording's `stream.json`); None when the file does not say."""
+    """When the stream started (from `stream.json` beside a file of bare updates); None when unknown."""
 
     @property
     def final(self) -> pb.Estimate:
@@ -65,6 +65,7 @@ class ScreenedSession:
 
     @property
     def final_interval(self) -> tuple[float, float] | None:
+        """The last sentence's interval, if the data has one (a summary carries none)."""
         return self.sentences[-1].interval
 
     @property
@@ -84,7 +85,7 @@ def read_sentences(path: str | Path) -> ScreenedSession:
         raise SentencesError(
             f"{path} is empty: expected the JSON lines of `depscreen stream --json` or a recording's sentences.jsonl"
         )
-    session_id, model, summary = "", None, None
+    session_id, model, summary, bare = "", None, None, False
     by_index: dict[int, SentencePoint] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -106,6 +107,7 @@ def read_sentences(path: str | Path) -> ScreenedSession:
         elif "estimate" in value:
             point = _sentence(value, where)
             by_index[point.index] = point
+            bare = True
         else:
             raise SentencesError(
                 f"{where}: neither a server message ({', '.join(STREAM_KINDS)}) nor a sentence update with an "
@@ -115,7 +117,7 @@ def read_sentences(path: str | Path) -> ScreenedSession:
         raise SentencesError(f"{path} holds no sentence update: the session closed no sentence, so it has no estimate")
     started = None
     description = path.parent / RECORDING_DESCRIPTION
-    if description.is_file():
+    if bare and description.is_file():
         recorded = read_recording_description(description)
         session_id = session_id or str(recorded.get("session_id", ""))
         model = model or _recorded_model(recorded, description)
