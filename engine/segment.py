@@ -1,10 +1,11 @@
-"""Streaming sentence segmenter: cuts 16 kHz mono speech into sentences as it arrives (webrtcvad + noise gate).
+"""Streaming sentence segmenter: cuts 16 kHz mono speech into sentences as it arrives (VAD + noise gate).
 
-Each frame is speech only when webrtcvad says so AND its level stands a margin above an adaptive noise floor
-(webrtcvad alone calls far-field noise speech). Inside a sentence the margin is lower (hysteresis), but a
-frame must also stay within range of the sentence's own speech level, so that breath and background in a
-pause after loud speech let the sentence close. A four-state machine turns the frame decisions into
-sentences:
+Each frame is decided by a voice-activity detector (`engine/vad.py`). With webrtcvad, the default, a frame is
+speech only when webrtcvad says so AND its level stands a margin above an adaptive noise floor (webrtcvad
+alone calls far-field noise speech). Inside a sentence the gate's margin is lower (hysteresis), but a frame
+must also stay within range of the sentence's own speech level, so that breath and background in a pause
+after loud speech let the sentence close. Silero VAD needs no gate and decides alone. A four-state machine
+turns the frame decisions into sentences:
 
     QUIET     no speech in the onset window
     STARTING  some speech in the onset window, not yet `onset_ms` of it
@@ -24,12 +25,12 @@ from enum import Enum
 from pathlib import Path
 
 import numpy as np
-import webrtcvad
 
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
+from depscreen.engine.vad import VAD_NAMES, make_vad
 
 VAD_FRAME_MS = (10, 20, 30)
-"""Frame lengths webrtcvad accepts."""
+"""Frame lengths webrtcvad accepts (Silero takes any: it decides its own 32 ms windows)."""
 
 FULL_SCALE_POWER = 32768.0**2
 """Mean square of a full-scale int16 signal: frame powers are divided by it to give dBFS."""
@@ -64,10 +65,19 @@ class SegmenterSettings:
     """Analysis frame: 10, 20 or 30 ms (what webrtcvad accepts). 20 ms resolves word gaps at half the cost
     of 10 ms."""
 
+    vad: str = "webrtc"
+    """Voice-activity detector: "webrtc" (webrtcvad behind the noise gate below, ~0.3 CPU ms per second of
+    audio) or "silero" (Silero VAD alone, a small neural network: on far-field meeting audio it takes far
+    fewer noises for speech, frame F1 0.95 vs 0.82 on the AMI clips, at ~9 CPU ms per second of audio)."""
+
     vad_aggressiveness: int = 2
     """webrtcvad mode 0 (least aggressive) to 3. The energy gate supplies most of the precision (behind it,
     modes 2 and 3 did equally well on read speech in real channel noise), and mode 3 alone misses more soft
     speech."""
+
+    vad_threshold: float = 0.3
+    """Silero only: speech probability from which a frame is speech. 0.3 was chosen on the AMI clips (chosen
+    on 8, it scored the ninth at pooled F1 0.946); Silero's own 0.5 misses more soft far speech."""
 
     onset_ms: int = 100
     """Speech (gated frames) needed within `onset_window_ms` to open a sentence: shorter clicks never open
@@ -105,7 +115,8 @@ class SegmenterSettings:
     pause is left out."""
 
     onset_margin_db: float = 9.0
-    """Outside a sentence, a frame must be this far above the noise floor to count as speech."""
+    """Outside a sentence, a frame must be this far above the noise floor to count as speech (this gate and
+    the two settings below apply to webrtcvad only)."""
 
     hold_margin_db: float = 6.0
     """Inside a sentence, this lower margin suffices (hysteresis): soft word ends and quiet words keep the
@@ -138,6 +149,8 @@ class SegmenterSettings:
             if field.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ValueError(f"SegmenterSettings.{field.name}={value!r} is invalid: give a number")
         _require(self.frame_ms in VAD_FRAME_MS, "frame_ms", self.frame_ms, "webrtcvad takes 10, 20 or 30 ms")
+        _require(self.vad in VAD_NAMES, "vad", self.vad, f"choose one of {', '.join(VAD_NAMES)}")
+        _require(0 < self.vad_threshold < 1, "vad_threshold", self.vad_threshold, "give a probability in (0, 1)")
         _require(
             0 <= self.vad_aggressiveness <= 3,
             "vad_aggressiveness",
@@ -296,8 +309,14 @@ class Segmenter:
         self._cut_pause_frames = settings.frames(settings.cut_pause_ms)
         self._pre_roll_frames = settings.frames(settings.pre_roll_ms)
         self._post_roll_frames = settings.frames(settings.post_roll_ms)
-        self._vad = webrtcvad.Vad(settings.vad_aggressiveness)
+        self._vad = make_vad(
+            settings.vad,
+            aggressiveness=settings.vad_aggressiveness,
+            threshold=settings.vad_threshold,
+            frame_len=self._frame_len,
+        )
 
+        self._gated = settings.vad == "webrtc"
         self._power_to_fs = 1.0 / (self._frame_len * FULL_SCALE_POWER)
 
         # History of the frames still needed (open sentence, or pre-roll + onset window), compacted in place
@@ -399,15 +418,13 @@ class Segmenter:
         self._make_room(count)
         slot = self._next_frame - self._first_frame
         self._audio[slot * n : (slot + count) * n] = block
-        frames = block.astype(np.float64).reshape(count, n)
-        powers = np.vecdot(frames, frames).tolist()  # sums of integer squares below 2**53: exact, order-free
-        raw = block.tobytes()
-        frame_bytes = 2 * n
-        is_speech = self._vad.is_speech
+        frames = block.reshape(count, n)
+        wide = frames.astype(np.float64)
+        powers = np.vecdot(wide, wide).tolist()  # sums of integer squares below 2**53: exact, order-free
         closed: list[Sentence] = []
-        for i, power in enumerate(powers):
+        for power, vad_says in zip(powers, self._vad.decide(frames), strict=True):
             level = 10.0 * math.log10(max(power * self._power_to_fs, ZERO_POWER))
-            speech = self._gate(level, is_speech(raw[i * frame_bytes : (i + 1) * frame_bytes], SAMPLE_RATE, n))
+            speech = self._gate(level, vad_says)
             floor = self._floor.dbfs
             self._level_db.append(level)
             self._floor_db.append(level if floor is None else floor)
@@ -419,12 +436,15 @@ class Segmenter:
         return closed
 
     def _gate(self, level: float, vad_says: bool) -> bool:
-        """Whether a frame is speech: webrtcvad says so and its level clears the noise floor by the margin of
-        the state (and, inside a sentence, stays within range of the sentence's speech level)."""
+        """Whether a frame is speech: it is above digital silence and the detector says so; behind webrtcvad its
+        level must also clear the noise floor by the margin of the state (and, inside a sentence, stay within
+        range of the sentence's speech level)."""
         settings = self.settings
         if level < settings.digital_silence_dbfs:
             return False
         floor = self._floor.follow(level)
+        if not self._gated:
+            return vad_says
         if self._state not in IN_SENTENCE:
             return vad_says and level >= floor + settings.onset_margin_db
         speech_level = self._speech_level_sum / self._speech_level_count

@@ -369,6 +369,8 @@ def test_digital_silence_does_not_drag_the_noise_floor() -> None:
         ("floor_rise_db_per_s", 0.0),
         ("floor_fall_db_per_s", -5.0),
         ("digital_silence_dbfs", 3.0),
+        ("vad", "rnnoise"),
+        ("vad_threshold", 1.0),
     ],
 )
 def test_invalid_settings_name_the_field(field: str, value: object) -> None:
