@@ -1,11 +1,13 @@
 """`depscreen bench`: model step time over a long session, server latency under real-time load, CPU per stage.
 
-Writes a markdown table (and prints it). Four parts:
+Writes a markdown table (and prints it). Five parts:
 1. the session step at sentence 1, 100 and 1000 of one session (must be flat: the state is fixed-size);
    and one batched encode + step over the StatePool at batch sizes 1-128 (how batching scales);
 2. server-side sentence latency p50/p95 for 1 and N concurrent real-time sessions streaming the bundled real
    interview (audio + video + Whisper ASR), from a `depscreen serve` subprocess on loopback;
-3. CPU time per second of audio for each stage, from the server's `depscreen_stage_cpu_seconds_total`.
+3. CPU time per second of audio for each stage, from the server's `depscreen_stage_cpu_seconds_total`;
+4. the segmenter with each voice-activity detector against human speaker turns (AMI meeting clips): frame-level
+   speech F1 and CPU ms per second of audio (left out, with the reason, when the clips are absent).
 """
 
 from __future__ import annotations
@@ -23,14 +25,20 @@ import torch
 
 from depscreen import loadbench
 from depscreen.clients.session import ScreeningClient
+from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.screener import EvidenceAccount, Screener, collate
 from depscreen.engine.runtime.state_pool import StatePool
+from depscreen.engine.segment import SegmenterSettings, segment_pcm
 from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.engine.vad import VAD_NAMES, preload_vad
+from depscreen.engine.vad_score import CorpusScore, load_corpus, score_corpus
 from depscreen.localserver import read_counter, sample_path, start_local_server
 from depscreen.streamer.metrics import STAGES
 
 STEP_POSITIONS = (1, 100, 1000)
+AMI_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "ami_train"
+"""Real far-field meeting clips with human speaker turns (`train.rttm`), beside the project when present."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench.md"), help="markdown file to write")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions for the load row")
     parser.add_argument("--media", type=Path, default=None, help="media to stream (default: bundled sample)")
+    parser.add_argument(
+        "--ami", type=Path, default=AMI_CLIPS, help="folder of WAV clips + train.rttm to score the segmenter on"
+    )
     parser.set_defaults(func=run_bench)
     loadbench.register(parser.add_subparsers(dest="bench_command"))
 
@@ -112,6 +123,46 @@ async def _load(target: str, media: Path, sessions: int) -> list[float]:
     return [latency for session in results for latency in session]
 
 
+def segmenter_scores(folder: Path) -> dict[str, CorpusScore]:
+    """Each voice-activity detector's segmenter scored on the clips of `folder` (models loaded beforehand, so
+    the CPU column is the steady cost)."""
+    corpus = load_corpus(folder)
+    scores = {}
+    for name in VAD_NAMES:
+        preload_vad(name)
+        settings = SegmenterSettings(vad=name)
+        scores[name] = score_corpus(
+            corpus,
+            lambda pcm, s=settings: [
+                (x.start_sample / SAMPLE_RATE, x.end_sample / SAMPLE_RATE) for x in segment_pcm(pcm, s)
+            ],
+        )
+    return scores
+
+
+def segmenter_table(folder: Path) -> list[str]:
+    """Markdown lines of the segmenter's accuracy and cost per detector, or why they are missing."""
+    lines = ["## Segmenter against human speaker turns (AMI far-field meeting clips)", ""]
+    if not (folder / "train.rttm").exists():
+        return [*lines, f"Left out: no clips with a train.rttm in `{folder}`.", ""]
+    scores = segmenter_scores(folder)
+    clips = list(next(iter(scores.values())).clips)
+    return [
+        *lines,
+        f"Frame-level (10 ms) speech F1 of the sentence spans against the union of the speaker turns, {len(clips)}",
+        "clips of 30 s, pooled over all frames; CPU is process time of the segmenter alone (machine shared).",
+        "",
+        "| vad | F1 | precision | recall | mean F1 per clip | CPU ms per audio second | " + " | ".join(clips) + " |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in clips) + " |",
+        *(
+            f"| {name} | {s.pooled.f1:.3f} | {s.pooled.precision:.3f} | {s.pooled.recall:.3f} | {s.mean_f1:.3f} | "
+            f"{s.cpu_ms_per_audio_s:.2f} | " + " | ".join(f"{c.f1:.2f}" for c in s.clips.values()) + " |"
+            for name, s in scores.items()
+        ),
+        "",
+    ]
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -180,6 +231,7 @@ def run_bench(args: argparse.Namespace) -> int:
         *(f"| {stage} | {stage_wall[stage]:.2f} | {stage_cpu[stage]:.2f} |" for stage in STAGES),
         f"| **total** | **{sum(stage_wall.values()):.2f}** | **{sum(stage_cpu.values()):.2f}** |",
         "",
+        *segmenter_table(args.ami),
     ]
     table = "\n".join(lines)
     args.out.write_text(table)

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segment = subparsers.add_parser("segment", help="cut a media file into sentences with the live segmenter")
     segment.add_argument("file", type=Path, help="any file av reads (wav, flac, mp3, mp4, ...)")
     segment.add_argument("--json", action="store_true", help="one JSON object per sentence")
+    segment.add_argument(
+        "--vad", choices=("webrtc", "silero"), default="webrtc", help="voice-activity detector (default webrtc)"
+    )
     segment.set_defaults(func=run_segment)
 
     train = subparsers.add_parser("train", help="train a checkpoint (synthetic demo, or a labelled dataset)")
@@ -91,10 +94,10 @@ def _cache_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from depscreen.engine.segment import segment_file
+    from depscreen.engine.segment import SegmenterSettings, segment_file
 
     try:
-        sentences = segment_file(args.file)
+        sentences = segment_file(args.file, SegmenterSettings(vad=args.vad))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

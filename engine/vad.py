@@ -144,6 +144,13 @@ class SileroVad:
 VAD_NAMES = (WebrtcVad.name, SileroVad.name)
 
 
+def preload_vad(name: str) -> None:
+    """Load and check the model of detector `name` now (nothing to load for webrtc), so that a missing package
+    or a bad checksum stops a server at start rather than failing its first session."""
+    if name == SileroVad.name:
+        _load_silero()
+
+
 def make_vad(name: str, *, aggressiveness: int, threshold: float, frame_len: int) -> VoiceActivityDetector:
     """A fresh detector called `name` ("webrtc" or "silero") for one stream of `frame_len`-sample frames;
     `aggressiveness` is webrtcvad's mode, `threshold` Silero's speech probability."""

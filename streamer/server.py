@@ -27,6 +27,7 @@ from depscreen.engine.pipeline import Extractors
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
+from depscreen.engine.vad import preload_vad
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.cors import cors_middleware
@@ -79,6 +80,7 @@ class Server:
         screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
         text_encoder = screener.facts.text_encoder
         extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count, text_encoder)
+        await loop.run_in_executor(self._executor, preload_vad, s.vad)
         pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
         self._batcher = MicroBatcher(
             screener,

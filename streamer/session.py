@@ -36,6 +36,7 @@ from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.segment import SegmenterSettings
 from depscreen.streamer.convert import estimate_message, sentence_message
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.record import SessionRecorder
@@ -192,7 +193,9 @@ class SessionHub:
             channels=start.audio.channels,
             language=start.language,
             use_asr=self.settings.asr != "none" and not start.disable_asr,
-            settings=PipelineSettings(video_fps=self.settings.video_fps),
+            settings=PipelineSettings(
+                video_fps=self.settings.video_fps, segmenter=SegmenterSettings(vad=self.settings.vad)
+            ),
             on_stage=self.metrics.observe_stage,
             origin_ms=origin_ms,
             first_index=first_index,
