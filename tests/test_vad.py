@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from depscreen.clients.session import ScreeningClient
 from depscreen.engine import vad as vad_module
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
-from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence, segment_pcm
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL
+from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence, segment_file, segment_pcm
 from depscreen.engine.vad import SileroVad, WebrtcVad, make_vad
 from depscreen.engine.vad_score import CorpusScore, load_corpus, read_rttm, score_corpus, score_spans
+from depscreen.localserver import start_local_server
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEECH = DATA / "speech"
@@ -132,3 +136,27 @@ def test_silero_segmenter_f1_on_ami_meetings() -> None:
     score = _ami_score(SILERO)
     assert score.pooled.f1 >= 0.93
     assert score.pooled.precision >= 0.95
+
+
+# ---------------------------------------------------------------- the server
+
+
+async def _sentence_spans(target: str, media: Path) -> list[tuple[int, int]]:
+    client = ScreeningClient(target)
+    spans = []
+    async for message in client.stream_file(media, speed=0, video=False, disable_asr=True):
+        if message.WhichOneof("kind") == "sentence":
+            spans.append((message.sentence.start_ms, message.sentence.end_ms))
+    return spans
+
+
+def test_server_with_vad_silero_cuts_sentences_with_silero() -> None:
+    media = _need(AMI / "trn02.wav")  # one soft remark in 30 s of far-field noise: webrtcvad finds ten sentences
+    silero = [(s.start_ms, s.end_ms) for s in segment_file(media, SILERO)]
+    webrtc = [(s.start_ms, s.end_ms) for s in segment_file(media)]
+    assert len(silero) == 1 and len(webrtc) > 5
+    server = start_local_server("--device", "cpu", "--model", str(DEMO_MODEL), "--asr", "none", "--vad", "silero")
+    try:
+        assert asyncio.run(_sentence_spans(server.grpc_target, media)) == silero
+    finally:
+        server.stop()
