@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from depscreen.engine.features.asr import Transcriber, make_transcriber
-from depscreen.engine.features.audio import AudioFeatureExtractor
+from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
 from depscreen.engine.features.face import FaceLandmarker, decode_image
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
@@ -271,6 +271,7 @@ class SessionPipeline:
         sentence = self._on_session_clock(sentence)
         with self._stage("features_audio"):
             audio = self._extractors.audio.extract(sentence.pcm)
+            integrity = audio_integrity(sentence.pcm, self.sample_rate_hz)
         video, video_frames = self._take_faces(sentence)
         text, transcript, source, confidence = self._text(sentence, transcribe)
         features = SentenceFeatures(
@@ -286,6 +287,7 @@ class SessionPipeline:
             transcript=transcript,
             transcript_source=source,
             text_confidence=confidence,
+            audio_integrity=integrity.factor,
         )
         self.sentences += 1
         self.speech_ms += sentence.speech_ms

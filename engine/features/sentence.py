@@ -33,11 +33,14 @@ class SentenceFeatures:
     """"caption", "asr" or "" (no text)."""
     text_confidence: float
     """1 for the platform's captions; the ASR confidence otherwise."""
+    audio_integrity: float = 1.0
+    """0..1 factor on the audio quality for samples that cannot be trusted: clipping, and content narrower than
+    the declared sample rate carries (`features.audio.AudioIntegrity.factor`); 1 when not measured."""
 
     @property
     def audio_quality(self) -> float:
-        """Speech level above the noise floor, scaled so that 30 dB or more is 1."""
-        return float(np.clip(self.snr_db / SNR_FOR_FULL_QUALITY_DB, 0.0, 1.0))
+        """Speech level above the noise floor, scaled so that 30 dB or more is 1, times the audio integrity."""
+        return float(np.clip(self.snr_db / SNR_FOR_FULL_QUALITY_DB, 0.0, 1.0)) * self.audio_integrity
 
     @property
     def video_quality(self) -> float:

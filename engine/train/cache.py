@@ -21,7 +21,7 @@ import numpy as np
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.segment import SegmenterSettings
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 """Bumped whenever the feature code changes in a way the package versions below do not show."""
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "depscreen" / "features"
@@ -93,6 +93,7 @@ def _pack(sentences: list[SentenceFeatures]) -> dict[str, np.ndarray]:
             "transcript": s.transcript,
             "transcript_source": s.transcript_source,
             "text_confidence": s.text_confidence,
+            "audio_integrity": s.audio_integrity,
             "has_text": s.text is not None,
         }
         for s in sentences
@@ -128,6 +129,7 @@ def _unpack(blob: np.lib.npyio.NpzFile) -> list[SentenceFeatures]:
             transcript=m["transcript"],
             transcript_source=m["transcript_source"],
             text_confidence=m["text_confidence"],
+            audio_integrity=m["audio_integrity"],
         )
         for i, m in enumerate(meta)
     ]
