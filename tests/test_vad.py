@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from depscreen.bench import segmenter_table
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine import vad as vad_module
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
@@ -160,3 +161,11 @@ def test_server_with_vad_silero_cuts_sentences_with_silero() -> None:
         assert asyncio.run(_sentence_spans(server.grpc_target, media)) == silero
     finally:
         server.stop()
+
+
+def test_bench_reports_each_detector_on_ami_or_says_why_not(tmp_path: Path) -> None:
+    table = "\n".join(segmenter_table(_need(AMI)))
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert float(rows["webrtc"][1]) >= 0.80 and float(rows["silero"][1]) >= 0.93
+    assert float(rows["silero"][5]) > float(rows["webrtc"][5]) > 0  # CPU ms per audio second
+    assert "Left out: no clips with a train.rttm" in "\n".join(segmenter_table(tmp_path))
