@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +172,19 @@ def test_bench_reports_each_detector_on_ami_or_says_why_not(tmp_path: Path) -> N
     assert float(rows["webrtc"][1]) >= 0.80 and float(rows["silero"][1]) >= 0.93
     assert float(rows["silero"][5]) > float(rows["webrtc"][5]) > 0  # CPU ms per audio second
     assert "Left out: no clips with a train.rttm" in "\n".join(segmenter_table(tmp_path))
+
+
+def test_segment_command_takes_the_detector() -> None:
+    media = str(_need(AMI / "trn02.wav"))
+    runs = {
+        vad: subprocess.run(
+            [sys.executable, "-m", "depscreen.cli", "segment", media, "--json", "--vad", vad],
+            capture_output=True, text=True, timeout=300,
+        )
+        for vad in ("webrtc", "silero")
+    }  # fmt: skip
+    spans = {vad: [json.loads(line) for line in run.stdout.splitlines()] for vad, run in runs.items()}
+    assert [(s["start_ms"], s["end_ms"]) for s in spans["silero"]] == [
+        (s.start_ms, s.end_ms) for s in segment_file(media, SILERO)
+    ]
+    assert len(spans["silero"]) == 1 and len(spans["webrtc"]) > 5
