@@ -67,6 +67,15 @@ def token_fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
+def principal_fingerprint(principal: str | None) -> str | None:
+    """A short, non-secret name for a principal, for logs and traces: a token's fingerprint as it is, a JWT
+    subject (which may be a person's identifier) hashed the same way; None on an open server."""
+    if principal is None:
+        return None
+    kind, _, name = principal.partition(":")
+    return name if kind == "token" else token_fingerprint(principal)
+
+
 class WatchedFile(Generic[T]):
     """A file's parsed content, parsed again whenever the file changes (checked on every `current()`).
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import sys
 
+from depscreen.streamer.logs import configure_logging
 from depscreen.streamer.server import serve
 from depscreen.streamer.settings import SettingsError, add_arguments, settings_from_args
 
@@ -26,7 +27,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings))

@@ -1,8 +1,18 @@
-"""Prometheus metrics of one server: latency per stage, sentences, sessions, audio, errors."""
+"""Prometheus metrics of one server: latency per stage, sentences, sessions, audio, errors, and the process
+(CPU, memory, file descriptors, garbage collection), its build and its session limit."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -16,6 +26,18 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.build_info = Info(
+            "depscreen_build",
+            "The server's version, model id, device and model kernels (one series, value 1).",
+            registry=self.registry,
+        )
+        self.max_sessions = Gauge(
+            "depscreen_max_sessions",
+            "Concurrent sessions the server admits (max_sessions); alerts compare sessions_active to it.",
+            registry=self.registry,
+        )
         self.sentence_latency = Histogram(
             "depscreen_sentence_latency_seconds",
             "Sentence closed by the segmenter until its update is handed to the transport.",
@@ -87,6 +109,11 @@ class Metrics:
     def observe_stage(self, stage: str, seconds: float, cpu_seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)
         self.stage_cpu_seconds.labels(stage=stage).inc(cpu_seconds)
+
+    def describe_server(self, version: str, model_id: str, device: str, kernels: str, max_sessions: int) -> None:
+        """Publish what this server runs (`depscreen_build_info`) and its session limit."""
+        self.build_info.info({"version": version, "model_id": model_id, "device": device, "kernels": kernels})
+        self.max_sessions.set(max_sessions)
 
     def exposition(self) -> bytes:
         """The text exposition format served on /metrics."""

@@ -1,5 +1,5 @@
-"""The server: gRPC (Screening, health checking, reflection) and HTTP (/metrics, /healthz, WHIP, the page) on
-one event loop.
+"""The server: gRPC (Screening, health checking, reflection) and HTTP (/metrics, /healthz, /readyz, WHIP, the
+page) on one event loop.
 
 Read top to bottom: decide who may connect (`auth.verifier_for`, which refuses an open server on an address
 other than loopback) and read the TLS files, load the model and feature extractors once, make the worker pool,
@@ -14,13 +14,14 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 import torch
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from depscreen.engine.pipeline import Extractors
@@ -31,6 +32,7 @@ from depscreen.engine.vad import preload_vad
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.cors import cors_middleware
+from depscreen.streamer.health import ServingHealth
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.record import prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
@@ -64,6 +66,7 @@ class Server:
         self._batcher: MicroBatcher | None = None
         self._lag_task: asyncio.Task | None = None
         self._resumer: Resumer | None = None
+        self.health = ServingHealth(SERVICE_NAME)
 
     async def start(self) -> None:
         s = self.settings
@@ -96,7 +99,17 @@ class Server:
         )
         self._batcher.start()
         self.hub = SessionHub(
-            s, screener, extractors, self._batcher, self.metrics, self._executor, resumer=self._resumer
+            s,
+            screener,
+            extractors,
+            self._batcher,
+            self.metrics,
+            self._executor,
+            resumer=self._resumer,
+            on_admission=self.health.admitting,
+        )
+        self.metrics.describe_server(
+            version("depscreen"), screener.facts.model_id, screener.device.type, screener.kernels, s.max_sessions
         )
         self._lag_task = loop.create_task(self._watch_event_loop_lag(), name="depscreen-loop-lag")
 
@@ -107,8 +120,7 @@ class Server:
             ]
         )
         screening_pb2_grpc.add_ScreeningServicer_to_server(ScreeningService(self.hub, verifier), self._grpc)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
         address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
         if grpc_credentials is None:
@@ -121,6 +133,7 @@ class Server:
         app = web.Application(middlewares=[cors_middleware(origins)] if origins else [])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         self.whip = WhipEndpoint(self.hub, verifier=verifier)
         self.whip.add_routes(app)
         page.add_routes(app)
@@ -130,8 +143,7 @@ class Server:
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]
 
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.start(self.hub.admitting)
         log.info(
             "serving %s on %s:%d (gRPC) and :%d (HTTP) %s, model %s on %s (%s kernels)",
             SERVICE_NAME,
@@ -193,6 +205,13 @@ class Server:
             "webrtc_peers": self.whip.peers if self.whip is not None else 0,
         }
         return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """Readiness over HTTP, as the Screening health service: 503 while new sessions would be refused."""
+        assert self.hub is not None
+        admitting = self.hub.admitting
+        body = {"status": "ok" if admitting else "full", "sessions_active": self.hub.active}
+        return web.Response(status=200 if admitting else 503, text=json.dumps(body), content_type="application/json")
 
 
 def open_record_folder(root: Path) -> None:

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from depscreen.streamer.auth import AuthError, Verifier, authenticate
+from depscreen.streamer.health import retry_trailers
 from depscreen.streamer.session import ProtocolError, SessionHub, session_time_exceeded
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
@@ -70,10 +71,13 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             if not session.ended:
                 async for reply in session.finish():
                     yield reply
+            log.info("stream ended", extra={"code": "OK"})
         except ProtocolError as error:
             self.hub.metrics.errors_total.labels(code=error.code.name).inc()
-            log.info("stream ended by protocol error %s: %s", error.code.name, error)
-            await context.abort(error.code, str(error))
+            log.info("stream ended by protocol error %s: %s", error.code.name, error, extra={"code": error.code.name})
+            retry_after_s = error.retry_after_s
+            trailers = () if retry_after_s is None else retry_trailers(error.code, str(error), retry_after_s)
+            await context.abort(error.code, str(error), trailing_metadata=trailers)
         finally:
             if session is not None:
                 session.close()

@@ -38,6 +38,7 @@ from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.streamer.convert import estimate_message, sentence_message
+from depscreen.streamer.logs import bind_session
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.record import SessionRecorder
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
@@ -56,12 +57,18 @@ VIDEO_BURST_S = 2.0
 """Seconds of video (at `max_video_fps`) a client may send ahead of its audio."""
 
 
-class ProtocolError(Exception):
-    """A client broke the protocol: the stream ends with `code` and this message."""
+RETRY_AFTER_S = 10.0
+"""Suggested wait before a refused session is offered again (gRPC `RetryInfo`, WHIP `Retry-After`)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+
+class ProtocolError(Exception):
+    """A client broke the protocol: the stream ends with `code` and this message. `retry_after_s`: the
+    refusal is temporary (the server is full) and the client may try again after about that long."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -80,6 +87,9 @@ class SessionHub:
     """Open sessions of each authenticated principal (token or JWT subject) that has any."""
     resumer: Resumer | None = None
     """Checkpoints and resume tokens; None on a server without a state store (no session is resumable)."""
+    on_admission: Callable[[bool], None] | None = None
+    """Called with `admitting` each time it changes (the server's gRPC health follows it)."""
+    _admitted_last: bool = field(default=True, init=False, repr=False)
 
     def model_info(self) -> pb.ModelInfo:
         facts = self.screener.facts
@@ -108,8 +118,21 @@ class SessionHub:
         workers = self.settings.worker_count
         return max(0, self.in_flight - workers + self.batcher.queue_depth) / workers
 
+    @property
+    def admitting(self) -> bool:
+        """Whether a new session would be admitted now: below `max_sessions` and not over `reject_backlog`."""
+        return self.active < self.settings.max_sessions and self.backlog <= self.settings.reject_backlog
+
     def _report_queue(self) -> None:
         self.metrics.queue_depth.set(max(0, self.in_flight - self.settings.worker_count) + self.batcher.queue_depth)
+        self._report_admission()
+
+    def _report_admission(self) -> None:
+        admitting = self.admitting
+        if admitting != self._admitted_last:
+            self._admitted_last = admitting
+            if self.on_admission is not None:
+                self.on_admission(admitting)
 
     async def open(self, first: pb.ClientMessage, principal: str | None = None, resumable: bool = False) -> LiveSession:
         """Admit a session from its first message (for `principal`, None on an open server), or raise
@@ -121,15 +144,20 @@ class SessionHub:
             await self._restore(resumer, start.resume_token, principal) if start.resume_token else (None, None)
         )
         self._check_principal_quota(principal)
-        if self.active >= self.settings.max_sessions or self.backlog > self.settings.reject_backlog:
+        if not self.admitting:
             self.metrics.rejected_sessions_total.inc()
             state = (
                 f"at its limit of {self.settings.max_sessions} concurrent sessions"
                 if self.active >= self.settings.max_sessions
                 else "overloaded"
             )
-            raise ProtocolError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server is {state}: retry later")
+            raise ProtocolError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server is {state}: retry in {RETRY_AFTER_S:g} s, or on another replica",
+                retry_after_s=RETRY_AFTER_S,
+            )
         self.active += 1
+        self._report_admission()
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
         if principal is not None:
@@ -174,6 +202,7 @@ class SessionHub:
             raise ProtocolError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"this token already holds its limit of {limit} concurrent sessions: end one, or retry later",
+                retry_after_s=RETRY_AFTER_S,
             )
 
     def release(self, principal: str | None = None) -> None:
@@ -183,6 +212,7 @@ class SessionHub:
                 self.per_principal[principal] = left
         self.active -= 1
         self.metrics.sessions_active.dec()
+        self._report_admission()
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(self, start: pb.SessionStart, origin_ms: int = 0, first_index: int = 0) -> SessionPipeline:
@@ -288,6 +318,7 @@ class LiveSession:
         self._video_frames_received = 0
         self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
         self.recorder: SessionRecorder | None = None
+        bind_session(session_id, principal)
 
     def start_recording(self, root: Path, start: pb.SessionStart) -> None:
         """Record this stream into `root` (`record.py`); a folder that cannot be made leaves it unrecorded."""

@@ -17,6 +17,7 @@ from depscreen.engine.vad import VAD_NAMES
 from depscreen.streamer.cors import parse_origins
 
 AUTH_MODES = ("auto", "tokens", "jwt", "none")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -87,6 +88,13 @@ class ServerSettings:
     turn_username: str = field(default="", metadata={"help": "username for the TURN servers in ice_servers"})
     turn_credential: str = field(default="", metadata={"help": "password for the TURN servers in ice_servers"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
+    log_format: str = field(
+        default="text",
+        metadata={
+            "help": "text | json (one object per line with session_id, token_fingerprint and code fields)",
+            "choices": LOG_FORMATS,
+        },
+    )
     auth: str = field(
         default="auto",
         metadata={
@@ -167,6 +175,8 @@ class ServerSettings:
             raise ValueError(f"asr={self.asr!r} is not one of whisper, none")
         if self.vad not in VAD_NAMES:
             raise ValueError(f"vad={self.vad!r} is not one of {', '.join(VAD_NAMES)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         if self.device not in DEVICE_CHOICES:
             raise ValueError(f"device={self.device!r} is not one of {', '.join(DEVICE_CHOICES)}")
         for name in ("max_sessions", "max_message_bytes", "max_chunk_ms"):

@@ -24,7 +24,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from multidict import CIMultiDict
 
 from depscreen.streamer.auth import AuthError, Verifier, authenticate
-from depscreen.streamer.session import ProtocolError, SessionHub
+from depscreen.streamer.session import RETRY_AFTER_S, ProtocolError, SessionHub
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.webrtc import DATA_CHANNEL_LABEL, PCM_CHANNELS, PCM_RATE_HZ, OfferError, PeerSession
 from depscreen.v1 import screening_pb2 as pb
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 TRICKLE_ICE = "application/trickle-ice-sdpfrag"
-RETRY_AFTER_S = 10
-"""Suggested wait, in the 503 answer's `Retry-After`, before offering again to a server at capacity."""
 
 
 class WhipEndpoint:
@@ -77,7 +75,8 @@ class WhipEndpoint:
         except ProtocolError as error:
             self._count(error.code.name)
             if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise web.HTTPServiceUnavailable(text=str(error), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+                retry_after = f"{error.retry_after_s or RETRY_AFTER_S:.0f}"
+                raise web.HTTPServiceUnavailable(text=str(error), headers={"Retry-After": retry_after}) from None
             raise web.HTTPBadRequest(text=str(error)) from None
         session = PeerSession(self.hub, live, RTCConfiguration(iceServers=self._ice_servers), self._forget)
         session.remote_ice_ufrag = ice_ufrag

@@ -58,9 +58,15 @@ def exported_series() -> dict[str, set[str]]:
             labels[wrapper.describe()[0].name] = set(wrapper._labelnames)
     series = {}
     for family in metrics.registry.collect():
-        suffixes = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",), "gauge": ("",)}[family.type]
+        suffixes = {
+            "histogram": ("_bucket", "_sum", "_count"),
+            "counter": ("_total",),
+            "gauge": ("",),
+            "info": ("_info",),
+        }[family.type]
+        sampled = {name for sample in family.samples for name in sample.labels} - PROMQL_LABELS
         for suffix in suffixes:
-            series[family.name + suffix] = labels[family.name]
+            series[family.name + suffix] = labels.get(family.name, set()) | sampled
     return series
 
 
@@ -294,10 +300,27 @@ def test_alerts_cover_latency_errors_session_limit_and_down() -> None:
     }
     latency = rules["DepscreenSentenceLatencyHigh"]
     assert "histogram_quantile(0.95" in latency["expr"] and "> 0.5" in latency["expr"] and latency["for"] == "5m"
-    limit = int(re.search(r">=\s*(\d+)", rules["DepscreenSessionsNearLimit"]["expr"]).group(1))
-    assert limit == int(0.8 * DEFAULTS.max_sessions), "the near-limit threshold is 80% of max_sessions"
+    near = re.sub(r"\s+", " ", rules["DepscreenSessionsNearLimit"]["expr"])
+    ratio = r"\(depscreen_sessions_active\{[^}]*\}\) / max by \(job, instance\) \(depscreen_max_sessions\{"
+    assert re.search(ratio, near), near
+    assert near.strip().endswith(">= 0.8"), "the near-limit threshold is 80% of each replica's own max_sessions"
     for rule in rules.values():
         assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
+
+
+def test_the_charts_alerts_are_the_prometheus_alerts() -> None:
+    """The PrometheusRule template ships files/alerts.yml: it must be deploy/prometheus/alerts.yml, byte for byte."""
+    assert (CHART / "files" / "alerts.yml").read_bytes() == ALERTS.read_bytes(), (
+        "copy deploy/prometheus/alerts.yml to deploy/helm/depscreen/files/alerts.yml"
+    )
+
+
+def test_the_prometheus_rule_template_is_off_by_default_and_ships_the_alert_groups() -> None:
+    template = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    assert "{{- if .Values.prometheusRule.enabled }}" in template
+    assert '.Files.Get "files/alerts.yml" | fromYaml' in template and "toYaml $alerts.groups" in template
+    assert "kind: PrometheusRule" in template and "apiVersion: monitoring.coreos.com/v1" in template
+    assert chart_values()["prometheusRule"] == {"enabled": False, "labels": {}}
 
 
 def test_hpa_scales_on_an_exported_metric() -> None:
@@ -400,7 +423,8 @@ def test_chart_pods_run_non_root_read_only_with_grpc_probes() -> None:
     assert values["securityContext"]["allowPrivilegeEscalation"] is False
     assert values["probes"]["kind"] == "grpc"
     helpers = (CHART / "templates" / "_helpers.tpl").read_text()
-    assert "grpc:" in helpers and "path: /healthz" in helpers
+    assert "grpc:" in helpers and "path: {{ $path }}" in helpers
+    assert '$path := ternary "/healthz" "/readyz" (eq .service "")' in helpers, "readiness asks /readyz over HTTP"
     assert values["autoscaling"]["targetSessionsPerPod"] <= values["server"]["maxSessions"]
 
 
@@ -465,15 +489,24 @@ def test_helm_template_renders_the_workload() -> None:
     assert deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_helm_template_renders_the_prometheus_rule_with_the_alerts() -> None:
+    docs = helm_template("prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus")
+    rule = next(doc for doc in docs if doc["kind"] == "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert rule["spec"]["groups"] == load_yaml(ALERTS)["groups"]
+
+
 def test_helm_template_probes_a_tls_server_over_https_and_an_mtls_server_with_the_health_check() -> None:
     tls = ["server.tlsCert=/tls/tls.crt", "server.tlsKey=/tls/tls.key", "server.auth=none"]
     docs = helm_template(*tls, "probes.kind=http")
     container = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
     mtls = [*tls, "server.tlsClientCa=/tls/ca.crt", "probes.kind=exec"]
     docs = helm_template(*mtls, "probes.clientCert=/probe/tls.crt", "probes.clientKey=/probe/tls.key")
     container = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert container["livenessProbe"]["exec"]["command"] == ["python", "/opt/depscreen/healthcheck.py"]
+    assert container["livenessProbe"]["exec"]["command"] == ["python", "/opt/depscreen/healthcheck.py", "/healthz"]
+    assert container["readinessProbe"]["exec"]["command"] == ["python", "/opt/depscreen/healthcheck.py", "/readyz"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert (
         env["DEPSCREEN_HEALTHCHECK_CERT"] == "/probe/tls.crt" and env["DEPSCREEN_HEALTHCHECK_KEY"] == "/probe/tls.key"

@@ -1,7 +1,8 @@
 """Container health check: exit 0 when the server's /healthz answers {"status": "ok"}, 1 otherwise.
 
 Runs inside the image (Docker `HEALTHCHECK`, or a Kubernetes exec probe) with the standard library only. It
-asks http://127.0.0.1:$DEPSCREEN_HTTP_PORT/healthz (8080 when unset); a URL given as the only argument wins.
+asks http://127.0.0.1:$DEPSCREEN_HTTP_PORT/healthz (8080 when unset); a path given as the only argument asks
+that path instead (`/readyz`: is the server admitting sessions, for readiness), and a URL wins over both.
 When the server serves TLS (`DEPSCREEN_TLS_CERT` is set) it asks over https: the server's own loopback
 address, so the certificate is not checked unless `DEPSCREEN_HEALTHCHECK_CA` names a CA bundle to check it
 against. When the server requires client certificates (`DEPSCREEN_TLS_CLIENT_CA`), the check presents
@@ -21,11 +22,12 @@ TIMEOUT_S = 4.0
 
 
 def healthz_url() -> str:
-    if len(sys.argv) > 1:
-        return sys.argv[1]
+    given = sys.argv[1] if len(sys.argv) > 1 else "/healthz"
+    if not given.startswith("/"):
+        return given
     port = os.environ.get("DEPSCREEN_HTTP_PORT", "8080")
     scheme = "https" if os.environ.get("DEPSCREEN_TLS_CERT") else "http"
-    return f"{scheme}://127.0.0.1:{port}/healthz"
+    return f"{scheme}://127.0.0.1:{port}{given}"
 
 
 def tls_context() -> ssl.SSLContext | None:

@@ -48,11 +48,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-One probe's action and timing. Call with (dict "root" $ "service" NAME "timing" .Values.probes.X):
-a gRPC health check of NAME ("" = the whole server) or GET /healthz, by .Values.probes.kind.
+One probe's action and timing. Call with (dict "root" $ "service" NAME "timing" .Values.probes.X), by
+.Values.probes.kind: a gRPC health check of NAME ("" = the whole server, for liveness; depscreen.v1.Screening =
+admitting sessions, for readiness), or over HTTP or the image's health check, /healthz for the whole server
+and /readyz for the Screening service.
 */}}
 {{- define "depscreen.probe" -}}
 {{- $tls := .root.Values.server.tlsCert }}
+{{- $path := ternary "/healthz" "/readyz" (eq .service "") }}
 {{- if eq .root.Values.probes.kind "grpc" }}
 {{- if $tls }}
 {{- fail "probes.kind=grpc cannot reach a TLS server (Kubernetes' gRPC probes speak plaintext): use probes.kind=http, or exec under mTLS" }}
@@ -64,13 +67,13 @@ grpc:
   {{- end }}
 {{- else if eq .root.Values.probes.kind "exec" }}
 exec:
-  command: ["python", "/opt/depscreen/healthcheck.py"]
+  command: ["python", "/opt/depscreen/healthcheck.py", {{ $path | quote }}]
 {{- else }}
 {{- if .root.Values.server.tlsClientCa }}
 {{- fail "probes.kind=http cannot present a client certificate to an mTLS server: use probes.kind=exec with probes.clientCert and probes.clientKey" }}
 {{- end }}
 httpGet:
-  path: /healthz
+  path: {{ $path }}
   port: http
   {{- if $tls }}
   scheme: HTTPS
