@@ -1,19 +1,21 @@
-"""Who may stream: bearer tokens from a file (reloaded on change) or JWTs checked against a JWKS file.
+"""Who may stream: bearer tokens from a file (reloaded on change) or JWTs checked against a JWKS file or an
+identity provider's JWKS URL (cached, re-fetched when it expires or a token names a key it lacks).
 
 Both verifiers implement `Verifier`: `verify(token)` returns the principal the token stands for (a stable,
 non-secret name used for per-token session limits; never the token) or raises AuthError with a message that
 says what to do and never repeats the token. `verifier_for(settings)` makes the startup decision: which
 verifier, or none, and it refuses to run open on an address other than loopback unless told `auth=none`.
+Verifying may fetch keys over the network (a JWKS URL), so transports call it off the event loop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Generic, Protocol, TypeVar
 
 import jwt
 
-from depscreen.streamer.settings import ServerSettings, SettingsError
+from depscreen.streamer.settings import ServerSettings, SettingsError, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,13 @@ JWT_ALGORITHMS = ("RS256", "ES256")
 """Signatures a JWT may carry; keys for others in the JWKS file are ignored (no `none`, no shared secrets)."""
 JWT_LEEWAY_S = 30
 """Clock difference tolerated when checking `exp` and `nbf`."""
+JWKS_CACHE_S = 300.0
+"""How long a key set fetched from `jwt_jwks_url` is used before it is fetched again."""
+JWKS_COOLDOWN_S = 30.0
+"""Shortest time between two fetches caused by tokens that name a key id the cached set lacks (key rotation):
+a stream of forged key ids cannot make the server hammer the identity provider."""
+JWKS_TIMEOUT_S = 5.0
+"""Longest wait for the identity provider's JWKS URL to answer."""
 MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
@@ -88,22 +97,24 @@ class WatchedFile(Generic[T]):
         self._parse = parse
         self._signature: tuple[int, ...] | None = None
         self._problem = ""
+        self._lock = threading.Lock()  # verifiers run in several threads at once
         self._value: T | None = self._load()
         if self._value is None:
             raise SettingsError(self._problem)
 
     def current(self) -> T | None:
-        try:
-            signature = self._stat()
-        except OSError:
-            signature = None
-        if signature != self._signature:
-            self._value = self._load()
-            if self._value is None:
-                log.error("%s: %s; refusing every token until it is fixed", self.path, self._problem)
-            else:
-                log.info("%s changed: reloaded", self.path)
-        return self._value
+        with self._lock:
+            try:
+                signature = self._stat()
+            except OSError:
+                signature = None
+            if signature != self._signature:
+                self._value = self._load()
+                if self._value is None:
+                    log.error("%s: %s; refusing every token until it is fixed", self.path, self._problem)
+                else:
+                    log.info("%s changed: reloaded", self.path)
+            return self._value
 
     def _stat(self) -> tuple[int, ...]:
         st = os.stat(self.path)
@@ -193,6 +204,65 @@ class Jwks:
         return next(iter(self.keys.values())) if len(self.keys) == 1 else None
 
 
+class KeysUnavailable(Exception):
+    """The signing keys cannot be read right now (a broken key file, an identity provider that does not answer)."""
+
+
+class KeySource(Protocol):
+    """Where a JwtVerifier finds the key a token names."""
+
+    def key_for(self, kid: str | None) -> jwt.PyJWK | None:
+        """The key with id `kid`, None if there is none; KeysUnavailable when the keys cannot be read now."""
+        ...
+
+
+class JwksFile:
+    """Keys from a JWKS file, re-read when it changes (rotation by replacing the file)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = WatchedFile(path, Jwks.parse)
+
+    def key_for(self, kid: str | None) -> jwt.PyJWK | None:
+        jwks = self._file.current()
+        if jwks is None:
+            raise KeysUnavailable("its key file is broken")
+        return jwks.key_for(kid)
+
+
+class JwksUrl:
+    """Keys an identity provider publishes at its JWKS URL, through PyJWKClient: the set is cached for
+    JWKS_CACHE_S, and fetched again sooner (at most once per JWKS_COOLDOWN_S) when a token names a key id it
+    lacks, so rotated keys are picked up without a restart. Tokens must name their key (`kid`)."""
+
+    def __init__(self, url: str, cache_s: float = JWKS_CACHE_S, cooldown_s: float = JWKS_COOLDOWN_S) -> None:
+        self._client = jwt.PyJWKClient(
+            url,
+            cache_jwk_set=True,
+            lifespan=cache_s,
+            timeout=JWKS_TIMEOUT_S,
+            cooldown_duration=cooldown_s,
+            headers={"User-Agent": "depscreen"},
+        )
+        try:
+            self._client.get_jwk_set()
+        except jwt.PyJWTError as error:
+            raise SettingsError(
+                f"jwt_jwks_url {url}: {error}; check the URL, and that this server can reach it and it serves a "
+                '{"keys": [...]} document'
+            ) from None
+
+    def key_for(self, kid: str | None) -> jwt.PyJWK | None:
+        if not kid:
+            return None
+        try:
+            return self._client.get_signing_key(kid)
+        except jwt.PyJWKClientConnectionError as error:
+            log.warning("the JWKS URL could not be fetched: %s", error)
+            raise KeysUnavailable("its identity provider's key set cannot be fetched") from None
+        except jwt.PyJWTError:
+            return None
+
+
 JWT_REFUSALS: dict[type[Exception], str] = {
     jwt.ExpiredSignatureError: "the token has expired: get a new one from your identity provider",
     jwt.ImmatureSignatureError: "the token is not valid yet (nbf/iat in the future): check the clocks",
@@ -204,23 +274,23 @@ JWT_REFUSALS: dict[type[Exception], str] = {
 
 
 class JwtVerifier:
-    """JWTs signed with a key of a JWKS file (RS256 or ES256), with `iss`, `aud` and `exp` checked."""
+    """JWTs signed with a key from `keys` (RS256 or ES256), with `iss`, `aud` and `exp` checked."""
 
-    def __init__(self, jwks: Path, issuer: str, audience: str) -> None:
-        self._jwks = WatchedFile(jwks, Jwks.parse)
+    def __init__(self, keys: KeySource, issuer: str, audience: str) -> None:
+        self._keys = keys
         self.issuer = issuer
         self.audience = audience
 
     def verify(self, token: str) -> str:
-        jwks = self._jwks.current()
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise AuthError("the bearer token is not a JWT: ask your identity provider for one") from None
-        if jwks is None:
-            raise AuthError("the server cannot check tokens right now (its key file is broken): retry later")
-        key = jwks.key_for(header.get("kid"))
-        if key is None:
+        try:
+            key = self._keys.key_for(header.get("kid"))
+        except KeysUnavailable as error:
+            raise AuthError(f"the server cannot check tokens right now ({error}): retry later") from None
+        if key is None or key.algorithm_name not in JWT_ALGORITHMS:
             raise AuthError("the token was signed with a key this server does not know (kid): check its issuer")
         try:
             claims = jwt.decode(
@@ -239,16 +309,6 @@ class JwtVerifier:
         return f"jwt:{subject}" if isinstance(subject, str) and subject else "jwt:" + token_fingerprint(token)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the ports on this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def verifier_for(settings: ServerSettings) -> Verifier | None:
     """The verifier the settings ask for, None for an open server; SettingsError when the server must not start.
 
@@ -261,7 +321,8 @@ def verifier_for(settings: ServerSettings) -> Verifier | None:
         log.info("bearer tokens required (token file %s, reloaded on change)", settings.auth_tokens)
         return verifier
     if mode == "jwt":
-        verifier = JwtVerifier(Path(settings.jwt_jwks), settings.jwt_issuer, settings.jwt_audience)
+        keys = JwksUrl(settings.jwt_jwks_url) if settings.jwt_jwks_url else JwksFile(Path(settings.jwt_jwks))
+        verifier = JwtVerifier(keys, settings.jwt_issuer, settings.jwt_audience)
         log.info("bearer JWTs required (issuer %s, audience %s)", settings.jwt_issuer, settings.jwt_audience)
         return verifier
     if mode == "none":
@@ -277,8 +338,8 @@ def verifier_for(settings: ServerSettings) -> Verifier | None:
     if not is_loopback(settings.host):
         raise SettingsError(
             f"refusing to serve {settings.host} without authentication: set --auth-tokens FILE, or --jwt-jwks "
-            "FILE with --jwt-issuer and --jwt-audience, or --tls-client-ca FILE; or pass --auth none if a proxy "
-            "in front authenticates every request; or bind 127.0.0.1"
+            "FILE or --jwt-jwks-url URL with --jwt-issuer and --jwt-audience, or --tls-client-ca FILE; or pass "
+            "--auth none if a proxy in front authenticates every request; or bind 127.0.0.1"
         )
     log.info("no authentication: serving loopback (%s) only", settings.host)
     return None

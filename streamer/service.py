@@ -40,7 +40,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
     ) -> AsyncIterator[pb.ServerMessage]:
         session = None
         try:
-            principal = self._authenticate(context)
+            principal = await self._authenticate(context)
             await context.send_initial_metadata(())  # the go-ahead clients wait for before writing
             messages = _parsed(request_iterator)
             first = await anext(messages, None)
@@ -82,11 +82,12 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             if session is not None:
                 session.close()
 
-    def _authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The stream's principal from its `authorization` metadata; ProtocolError(UNAUTHENTICATED) if refused."""
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
+        """The stream's principal from its `authorization` metadata; ProtocolError(UNAUTHENTICATED) if refused.
+        Checked in a thread: a JWKS URL may be fetched."""
         metadata = dict(context.invocation_metadata() or ())
         try:
-            return authenticate(self.verifier, metadata.get("authorization"))
+            return await asyncio.to_thread(authenticate, self.verifier, metadata.get("authorization"))
         except AuthError as error:
             raise ProtocolError(grpc.StatusCode.UNAUTHENTICATED, str(error)) from None
 

@@ -7,9 +7,11 @@ environment variable (`--grpc-port` ↔ `DEPSCREEN_GRPC_PORT`), which wins over 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
 from depscreen.engine.runtime.device import DEVICE_CHOICES
@@ -98,7 +100,8 @@ class ServerSettings:
     auth: str = field(
         default="auto",
         metadata={
-            "help": "auto (tokens when auth_tokens is set, JWTs when jwt_jwks is set, else open on loopback only) "
+            "help": "auto (tokens when auth_tokens is set, JWTs when jwt_jwks or jwt_jwks_url is set, else open on "
+            "loopback only) "
             "| tokens | jwt | none (open to anyone: only behind a proxy that authenticates)",
             "choices": AUTH_MODES,
         },
@@ -108,6 +111,13 @@ class ServerSettings:
     )
     jwt_jwks: str = field(
         default="", metadata={"help": "JWKS file with the public keys (RS256/ES256) JWTs are signed with"}
+    )
+    jwt_jwks_url: str = field(
+        default="",
+        metadata={
+            "help": "the identity provider's JWKS URL (https; http only on loopback) with the keys JWTs are signed "
+            "with, cached 300 s and fetched again sooner when a token names a key it lacks (rotation)"
+        },
     )
     jwt_issuer: str = field(default="", metadata={"help": "the `iss` a JWT must carry"})
     jwt_audience: str = field(default="", metadata={"help": "the `aud` a JWT must carry"})
@@ -209,14 +219,26 @@ class ServerSettings:
         mode = self.auth_mode
         if self.auth in ("none", "jwt") and self.auth_tokens:
             raise ValueError(f"auth={self.auth} but auth_tokens is set: drop one of them")
-        if self.auth in ("none", "tokens") and self.jwt_jwks:
-            raise ValueError(f"auth={self.auth} but jwt_jwks is set: drop one of them")
-        if self.auth == "auto" and self.auth_tokens and self.jwt_jwks:
+        jwks = self.jwt_jwks or self.jwt_jwks_url
+        if self.auth in ("none", "tokens") and jwks:
+            raise ValueError(f"auth={self.auth} but jwt_jwks or jwt_jwks_url is set: drop one of them")
+        if self.auth == "auto" and self.auth_tokens and jwks:
             raise ValueError("both auth_tokens and jwt_jwks are set: choose one (or set auth=tokens or auth=jwt)")
+        if self.jwt_jwks and self.jwt_jwks_url:
+            raise ValueError("both jwt_jwks (a file) and jwt_jwks_url are set: choose one source of keys")
+        if self.jwt_jwks_url:
+            url = urlsplit(self.jwt_jwks_url)
+            if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and is_loopback(url.hostname))):
+                raise ValueError(
+                    f"jwt_jwks_url={self.jwt_jwks_url!r} is not an https:// URL: keys fetched over plain http could be "
+                    "replaced on the way (http:// is accepted only for a loopback address)"
+                )
         if mode == "tokens" and not self.auth_tokens:
             raise ValueError("auth=tokens needs auth_tokens (a file of tokens, one per line)")
-        if mode == "jwt" and not (self.jwt_jwks and self.jwt_issuer and self.jwt_audience):
-            raise ValueError("JWT authentication needs all of jwt_jwks, jwt_issuer and jwt_audience")
+        if mode == "jwt" and not (jwks and self.jwt_issuer and self.jwt_audience):
+            raise ValueError(
+                "JWT authentication needs all of jwt_jwks, jwt_issuer and jwt_audience (or jwt_jwks_url for jwt_jwks)"
+            )
         if (self.jwt_issuer or self.jwt_audience) and mode != "jwt":
             raise ValueError("jwt_issuer/jwt_audience are set but JWTs are not checked: set jwt_jwks too")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -242,7 +264,7 @@ class ServerSettings:
             return self.auth
         if self.auth_tokens:
             return "tokens"
-        return "jwt" if self.jwt_jwks else "open"
+        return "jwt" if self.jwt_jwks or self.jwt_jwks_url else "open"
 
     @property
     def worker_count(self) -> int:
@@ -257,6 +279,16 @@ class ServerSettings:
     def ice_url_list(self) -> list[str]:
         """`ice_servers` split into URLs."""
         return [url.strip() for url in self.ice_servers.split(",") if url.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (127.0.0.0/8, ::1, localhost): binding it keeps ports local."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def env_name(name: str) -> str:

@@ -14,6 +14,7 @@ their origin in `cors_origins` (`cors.py`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -61,7 +62,7 @@ class WhipEndpoint:
             await session.close()
 
     async def _post(self, request: web.Request) -> web.Response:
-        principal = self._authorize(request)
+        principal = await self._authorize(request)
         if request.content_type != SDP:
             raise web.HTTPUnsupportedMediaType(text=f"send the SDP offer with Content-Type: {SDP}")
         offer = await request.text()
@@ -96,7 +97,7 @@ class WhipEndpoint:
         return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:
-        session = self._session(request, self._authorize(request))
+        session = self._session(request, await self._authorize(request))
         if request.content_type != TRICKLE_ICE:
             raise web.HTTPUnsupportedMediaType(text=f"send trickled ICE candidates with Content-Type: {TRICKLE_ICE}")
         fragment = await request.text()
@@ -111,7 +112,7 @@ class WhipEndpoint:
         return web.Response(status=204)
 
     async def _delete(self, request: web.Request) -> web.Response:
-        session = self._session(request, self._authorize(request))
+        session = self._session(request, await self._authorize(request))
         await session.end("the client deleted the session")
         return web.Response(text="session ended; its summary was sent on the data channel\n")
 
@@ -123,10 +124,11 @@ class WhipEndpoint:
             raise web.HTTPNotFound(text="no such WHIP session: it ended, or it never existed")
         return session
 
-    def _authorize(self, request: web.Request) -> str | None:
-        """The request's principal (None on an open server); 401 without an accepted bearer token."""
+    async def _authorize(self, request: web.Request) -> str | None:
+        """The request's principal (None on an open server); 401 without an accepted bearer token. Checked in a
+        thread: a JWKS URL may be fetched."""
         try:
-            return authenticate(self._verifier, request.headers.get("Authorization"))
+            return await asyncio.to_thread(authenticate, self._verifier, request.headers.get("Authorization"))
         except AuthError as error:
             challenge = {"WWW-Authenticate": 'Bearer realm="depscreen"'}
             raise web.HTTPUnauthorized(text=str(error), headers=challenge) from None

@@ -10,12 +10,15 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import grpc
 import jwt
@@ -26,7 +29,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, start_local_server
-from depscreen.streamer.auth import AuthError, JwtVerifier, TokenFileVerifier, authenticate, verifier_for
+from depscreen.streamer.auth import (
+    AuthError,
+    JwksFile,
+    JwksUrl,
+    JwtVerifier,
+    TokenFileVerifier,
+    authenticate,
+    verifier_for,
+)
 from depscreen.streamer.settings import ServerSettings, SettingsError
 from depscreen.v1 import screening_pb2 as pb
 
@@ -140,7 +151,7 @@ def issuer(tmp_path: Path) -> Issuer:
 
 
 def test_jwts_signed_by_the_jwks_keys_are_accepted(issuer: Issuer) -> None:
-    verifier = JwtVerifier(issuer.jwks, ISSUER, AUDIENCE)
+    verifier = JwtVerifier(JwksFile(issuer.jwks), ISSUER, AUDIENCE)
     assert verifier.verify(issuer.token("RS256")) == "jwt:platform-1"
     assert verifier.verify(issuer.token("ES256", sub="platform-2")) == "jwt:platform-2"
 
@@ -159,7 +170,7 @@ def _b64(data: bytes) -> str:
 
 
 def test_jwts_are_refused_for_issuer_audience_expiry_and_signature(issuer: Issuer) -> None:
-    verifier = JwtVerifier(issuer.jwks, ISSUER, AUDIENCE)
+    verifier = JwtVerifier(JwksFile(issuer.jwks), ISSUER, AUDIENCE)
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     refused = {
         "issuer": issuer.token(iss="https://evil.example/"),
@@ -180,11 +191,11 @@ def test_jwts_are_refused_for_issuer_audience_expiry_and_signature(issuer: Issue
 def test_unsigned_jwts_are_refused(issuer: Issuer) -> None:
     unsigned = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 60}, None, algorithm="none")
     with pytest.raises(AuthError):
-        JwtVerifier(issuer.jwks, ISSUER, AUDIENCE).verify(unsigned)
+        JwtVerifier(JwksFile(issuer.jwks), ISSUER, AUDIENCE).verify(unsigned)
 
 
 def test_jwks_rotation_is_picked_up(issuer: Issuer) -> None:
-    verifier = JwtVerifier(issuer.jwks, ISSUER, AUDIENCE)
+    verifier = JwtVerifier(JwksFile(issuer.jwks), ISSUER, AUDIENCE)
     new_key = ec.generate_private_key(ec.SECP256R1())
     token = issuer.token("ES256", kid="2026", key=new_key)
     with pytest.raises(AuthError):
@@ -192,6 +203,132 @@ def test_jwks_rotation_is_picked_up(issuer: Issuer) -> None:
     entry = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(new_key.public_key())), "kid": "2026"}
     issuer.jwks.write_text(json.dumps({"keys": [entry]}))
     assert verifier.verify(token) == "jwt:platform-1"
+
+
+# JWKS URL: a real identity provider endpoint on loopback that rotates its keys
+
+
+def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str) -> dict:
+    algorithm = jwt.algorithms.RSAAlgorithm if isinstance(key, rsa.RSAPrivateKey) else jwt.algorithms.ECAlgorithm
+    return {**json.loads(algorithm.to_jwk(key.public_key())), "kid": kid}
+
+
+class JwksEndpoint(BaseHTTPRequestHandler):
+    """GET /jwks serves `keys` ({"keys": [...]}) and counts the fetches; `down` answers 503."""
+
+    keys: ClassVar[list[dict]] = []
+    fetches: ClassVar[int] = 0
+    down: ClassVar[bool] = False
+
+    def do_GET(self) -> None:
+        type(self).fetches += 1
+        body = json.dumps({"keys": self.keys}).encode()
+        self.send_response(503 if self.down or self.path != "/jwks" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def jwks_url(issuer: Issuer) -> Iterator[str]:
+    JwksEndpoint.keys = [public_jwk(issuer.rsa_key, "rs256")]
+    JwksEndpoint.fetches, JwksEndpoint.down = 0, False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JwksEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
+    server.shutdown()
+    server.server_close()
+
+
+def test_jwks_url_keys_are_cached_and_a_rotated_key_is_fetched(issuer: Issuer, jwks_url: str) -> None:
+    verifier = JwtVerifier(JwksUrl(jwks_url, cooldown_s=0.5), ISSUER, AUDIENCE)
+    for _ in range(3):
+        assert verifier.verify(issuer.token("RS256")) == "jwt:platform-1"
+    assert JwksEndpoint.fetches == 1, "the key set is fetched once, then served from the cache"
+    rotated = ec.generate_private_key(ec.SECP256R1())
+    JwksEndpoint.keys = [public_jwk(rotated, "2026")]
+    time.sleep(0.6)
+    assert verifier.verify(issuer.token("ES256", kid="2026", key=rotated)) == "jwt:platform-1"
+    assert JwksEndpoint.fetches == 2, "a token naming a key the cache lacks makes one fetch"
+    for kid in ("forged-1", "forged-2", "forged-3"):
+        with pytest.raises(AuthError, match="key this server does not know"):
+            verifier.verify(issuer.token("ES256", kid=kid, key=rotated))
+    assert JwksEndpoint.fetches == 2, "unknown key ids within the cooldown fetch nothing"
+    time.sleep(0.6)
+    with pytest.raises(AuthError, match="key this server does not know"):
+        verifier.verify(issuer.token("RS256"))
+    assert JwksEndpoint.fetches == 3, "after the cooldown an unknown key id fetches again: the retired key is gone"
+
+
+def test_jwks_url_refreshes_when_the_cache_expires_and_fails_closed_when_the_provider_is_down(
+    issuer: Issuer, jwks_url: str
+) -> None:
+    verifier = JwtVerifier(JwksUrl(jwks_url, cache_s=0.3), ISSUER, AUDIENCE)
+    token = issuer.token("RS256")
+    verifier.verify(token)
+    JwksEndpoint.down = True
+    time.sleep(0.4)
+    with pytest.raises(AuthError, match="cannot check tokens right now") as refused:
+        verifier.verify(token)
+    assert token not in str(refused.value)
+    JwksEndpoint.down = False
+    assert verifier.verify(token) == "jwt:platform-1"
+    assert JwksEndpoint.fetches == 3
+
+
+def test_jwks_url_refuses_keys_for_other_algorithms(issuer: Issuer, jwks_url: str) -> None:
+    secret = b"a shared secret of 32 bytes: no!"
+    JwksEndpoint.keys = [
+        {"kty": "oct", "k": _b64(secret), "kid": "hs256", "alg": "HS256"},
+        public_jwk(issuer.rsa_key, "rs"),
+    ]
+    verifier = JwtVerifier(JwksUrl(jwks_url), ISSUER, AUDIENCE)
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": int(time.time()) + 60}
+    forged = jwt.encode(claims, secret, "HS256", {"kid": "hs256"})
+    with pytest.raises(AuthError, match="key this server does not know"):
+        verifier.verify(forged)
+    assert verifier.verify(issuer.token("RS256", kid="rs")) == "jwt:platform-1"
+
+
+def test_an_unreachable_or_plain_http_jwks_url_stops_the_start(jwks_url: str) -> None:
+    JwksEndpoint.down = True
+    with pytest.raises(SettingsError, match="jwt_jwks_url"):
+        JwksUrl(jwks_url)
+    for url in ("http://id.example.org/jwks", "ftp://127.0.0.1/jwks", "jwks.json"):
+        with pytest.raises(ValueError, match="not an https:// URL"):
+            ServerSettings(jwt_jwks_url=url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+    with pytest.raises(ValueError, match="choose one source of keys"):
+        ServerSettings(jwt_jwks="k.json", jwt_jwks_url=jwks_url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+
+
+def test_a_server_checks_jwts_against_a_jwks_url(issuer: Issuer, jwks_url: str, tmp_path: Path) -> None:
+    with (tmp_path / "server.log").open("w") as log:
+        server = start_local_server(
+            "--device", "cpu", "--asr", "none", "--jwt-jwks-url", jwks_url, "--jwt-issuer", ISSUER,
+            "--jwt-audience", AUDIENCE, output=log,
+        )  # fmt: skip
+        try:
+
+            async def session(token: str) -> list[str]:
+                client = ScreeningClient(server.grpc_target, token=token)
+                return [m.WhichOneof("kind") async for m in client.stream_messages(_messages(START, SILENCE, END))]
+
+            assert asyncio.run(session(issuer.token("RS256", kid="rs256"))) == ["accepted", "summary"]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                asyncio.run(session(issuer.token("ES256", kid="es256")))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            server.stop()
+
+
+async def _messages(*messages: pb.ClientMessage) -> AsyncIterator[pb.ClientMessage]:
+    for message in messages:
+        yield message
 
 
 # The startup decision (settings only: nothing is bound)
