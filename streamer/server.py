@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import torch
@@ -43,6 +44,9 @@ from depscreen.streamer.state_store import StoreError, open_store
 from depscreen.streamer.whip import WhipEndpoint
 from depscreen.v1 import screening_pb2, screening_pb2_grpc
 
+if TYPE_CHECKING:
+    from depscreen.streamer.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -53,8 +57,10 @@ SERVICE_NAME = screening_pb2.DESCRIPTOR.services_by_name["Screening"].full_name
 class Server:
     """One depscreen server process; `await start()`, then `await stop()`."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, tracing: Tracing | None = None) -> None:
+        """`tracing`: where session spans go; None: as the OTEL_* variables say (`open_tracing`)."""
         self.settings = settings
+        self.tracing = tracing
         self.metrics = Metrics()
         self.grpc_port = 0
         self.http_port = 0
@@ -76,6 +82,7 @@ class Server:
             self._resumer = await asyncio.get_running_loop().run_in_executor(None, open_resumer, s)
         if s.record:
             open_record_folder(Path(s.record))
+        self.tracing = self.tracing or open_tracing(os.environ)
         # Sessions run in parallel on the worker threads; one torch thread each keeps them from contending.
         torch.set_num_threads(1)
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
@@ -107,6 +114,7 @@ class Server:
             self._executor,
             resumer=self._resumer,
             on_admission=self.health.admitting,
+            tracing=self.tracing,
         )
         self.metrics.describe_server(
             version("depscreen"), screener.facts.model_id, screener.device.type, screener.kernels, s.max_sessions
@@ -187,6 +195,8 @@ class Server:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._resumer is not None:
             self._resumer.store.close()
+        if self.tracing is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
     async def wait(self) -> None:
         assert self._grpc is not None
@@ -235,6 +245,39 @@ def open_resumer(settings: ServerSettings) -> Resumer:
         raise SettingsError(str(error)) from None
     log.info("sessions are resumable for %g s after their last sentence", settings.resume_ttl_s)
     return Resumer(store, key, settings.resume_ttl_s)
+
+
+def open_tracing(environ: Mapping[str, str]) -> Tracing | None:
+    """Traces as the standard OTEL_* variables configure them: exported over OTLP/gRPC when
+    OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set or OTEL_TRACES_EXPORTER=otlp, else (and with
+    OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true) None; also None, with a warning, without the `otel`
+    extra. SettingsError for an exporter or protocol depscreen does not ship."""
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    if disabled or exporter == "none":
+        return None
+    if exporter not in ("", "otlp"):
+        raise SettingsError(
+            f"OTEL_TRACES_EXPORTER={exporter}: depscreen exports traces over OTLP only; set otlp or none"
+        )
+    if not (exporter == "otlp" or endpoint):
+        return None
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    if protocol.strip().lower() != "grpc":
+        raise SettingsError(
+            f"OTLP protocol {protocol}: depscreen exports traces over OTLP/gRPC only; set "
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc (a collector's port 4317)"
+        )
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        from depscreen.streamer.tracing import Tracing
+    except ImportError:
+        log.warning("OTEL_* variables ask for traces, but the otel extra is missing (pip install 'depscreen[otel]')")
+        return None
+    log.info("exporting session traces over OTLP/gRPC to %s", endpoint or "localhost:4317")
+    return Tracing(OTLPSpanExporter(), version("depscreen"))
 
 
 async def serve(settings: ServerSettings) -> None:

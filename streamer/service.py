@@ -39,6 +39,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
         self, request_iterator: AsyncIterator[pb.ClientMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ServerMessage]:
         session = None
+        status = "CANCELLED"  # unless the stream ends otherwise: the client went away
         try:
             principal = await self._authenticate(context)
             await context.send_initial_metadata(())  # the go-ahead clients wait for before writing
@@ -71,8 +72,10 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             if not session.ended:
                 async for reply in session.finish():
                     yield reply
-            log.info("stream ended", extra={"code": "OK"})
+            status = "OK"
+            log.info("stream ended", extra={"code": status})
         except ProtocolError as error:
+            status = error.code.name
             self.hub.metrics.errors_total.labels(code=error.code.name).inc()
             log.info("stream ended by protocol error %s: %s", error.code.name, error, extra={"code": error.code.name})
             retry_after_s = error.retry_after_s
@@ -80,7 +83,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             await context.abort(error.code, str(error), trailing_metadata=trailers)
         finally:
             if session is not None:
-                session.close()
+                session.close(status)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
         """The stream's principal from its `authorization` metadata; ProtocolError(UNAUTHENTICATED) if refused.

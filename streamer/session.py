@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
@@ -45,6 +45,9 @@ from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import StoreError
 from depscreen.v1 import screening_pb2 as pb
+
+if TYPE_CHECKING:
+    from depscreen.streamer.tracing import SessionTrace, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ class SessionHub:
     """Checkpoints and resume tokens; None on a server without a state store (no session is resumable)."""
     on_admission: Callable[[bool], None] | None = None
     """Called with `admitting` each time it changes (the server's gRPC health follows it)."""
+    tracing: Tracing | None = None
+    """Session and stage spans (`tracing.py`); None when traces are off."""
     _admitted_last: bool = field(default=True, init=False, repr=False)
 
     def model_info(self) -> pb.ModelInfo:
@@ -162,20 +167,20 @@ class SessionHub:
         self.metrics.sessions_total.inc()
         if principal is not None:
             self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
+        session_id = checkpoint.session_id if checkpoint else start.session_id or uuid.uuid4().hex
+        trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
         if checkpoint is None:
-            session_id = start.session_id or uuid.uuid4().hex
-            pipeline = self._new_pipeline(start)
+            pipeline = self._new_pipeline(start, trace=trace)
         else:
-            session_id = checkpoint.session_id
-            pipeline = self._new_pipeline(start, checkpoint.resume_from_ms, checkpoint.next_index)
-        session = LiveSession(self, session_id, pipeline, principal)
+            pipeline = self._new_pipeline(start, checkpoint.resume_from_ms, checkpoint.next_index, trace)
+        session = LiveSession(self, session_id, pipeline, principal, trace)
         if self.settings.record:
             session.start_recording(Path(self.settings.record), start)
         if resumer is not None:
             try:
                 await session.make_resumable(resumer, ticket, checkpoint)
             except StoreError as error:
-                session.close()
+                session.close("UNAVAILABLE")
                 raise store_unavailable(error) from None
         return session
 
@@ -215,8 +220,16 @@ class SessionHub:
         self._report_admission()
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
-    def _new_pipeline(self, start: pb.SessionStart, origin_ms: int = 0, first_index: int = 0) -> SessionPipeline:
+    def _new_pipeline(
+        self, start: pb.SessionStart, origin_ms: int = 0, first_index: int = 0, trace: SessionTrace | None = None
+    ) -> SessionPipeline:
         """Cheap (no model loading: the face detector and predictor are shared), so it runs on the loop."""
+
+        def on_stage(stage: str, seconds: float, cpu_seconds: float) -> None:
+            self.metrics.observe_stage(stage, seconds, cpu_seconds)
+            if trace is not None:
+                trace.stage(stage, seconds)
+
         return SessionPipeline(
             self.extractors,
             sample_rate_hz=start.audio.sample_rate_hz,
@@ -226,7 +239,7 @@ class SessionHub:
             settings=PipelineSettings(
                 video_fps=self.settings.video_fps, segmenter=SegmenterSettings(vad=self.settings.vad)
             ),
-            on_stage=self.metrics.observe_stage,
+            on_stage=on_stage,
             origin_ms=origin_ms,
             first_index=first_index,
         )
@@ -298,9 +311,15 @@ class LiveSession:
     """An admitted interview: `accepted()`, then `handle()` each message, then `close()` exactly once."""
 
     def __init__(
-        self, hub: SessionHub, session_id: str, pipeline: SessionPipeline, principal: str | None = None
+        self,
+        hub: SessionHub,
+        session_id: str,
+        pipeline: SessionPipeline,
+        principal: str | None = None,
+        trace: SessionTrace | None = None,
     ) -> None:
         self.hub = hub
+        self.trace = trace
         self.session_id = session_id
         self.principal = principal
         self.pipeline = pipeline
@@ -415,10 +434,13 @@ class LiveSession:
             summary.estimate.CopyFrom(estimate_message(self.last_estimate))
         yield pb.ServerMessage(summary=summary)
 
-    def close(self) -> None:
-        """Free the session's admission and state slots (idempotent)."""
+    def close(self, status: str = "OK") -> None:
+        """Free the session's admission and state slots (idempotent); `status`: the gRPC status name that
+        ended its stream, for its trace."""
         if not self._closed:
             self._closed = True
+            if self.trace is not None:
+                self.trace.end(status, self.pipeline.sentences, self.pipeline.media_seconds)
             if self.recorder is not None:
                 self.recorder.close()
             self.hub.batcher.detach(self.handle_)
@@ -457,7 +479,10 @@ class LiveSession:
             await asyncio.sleep(ahead / speed)
 
     async def _score(self, result: SentenceResult) -> pb.ServerMessage:
+        stepped = time.perf_counter()
         estimate = await self.hub.batcher.step(self.handle_, result.features)
+        if self.trace is not None:
+            self.trace.stage("model", time.perf_counter() - stepped)
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)
         self.last_estimate = estimate
         self._committed_speech_ms += result.features.speech_ms

@@ -1,11 +1,12 @@
 """Privacy: a session with known speech, captions and video leaves no trace of them in the server's log (at
-DEBUG) or in any file the server wrote (its working directory, home, cache and temp directories)."""
+DEBUG), in any file the server wrote (its working directory, home, cache and temp directories), or in the
+trace spans it exported (received by a real OTLP receiver)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ from depscreen.localserver import start_local_server
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES
+from .otlp import OtlpReceiver
 
 CAPTION = "my purple giraffe whispers quietly to the violin"
 SPOKEN = ("your country", "ask what you")
@@ -47,8 +49,14 @@ def traces(data: bytes, needles: list[bytes]) -> list[bytes]:
     return [needle for needle in needles if needle in lowered or needle in data]
 
 
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
 @pytest.mark.slow
-def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path) -> None:
+def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path, receiver: OtlpReceiver) -> None:
     places = {name: tmp_path / name for name in ("work", "home", "cache", "tmp")}
     for place in places.values():
         place.mkdir()
@@ -57,6 +65,8 @@ def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path) -> None:
         "HOME": str(places["home"]),
         "XDG_CACHE_HOME": str(places["cache"]),
         "TMPDIR": str(places["tmp"]),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     log_path = tmp_path / "server.log"
     pcm = pcm_16k()
@@ -82,6 +92,7 @@ def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path) -> None:
             return [reply async for reply in ScreeningClient(server.grpc_target).stream_messages(interview())]
 
         replies = asyncio.run(run())
+        spans = receiver.wait_for("depscreen.session")
     finally:
         server.stop()
 
@@ -102,3 +113,5 @@ def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path) -> None:
     assert places["work"] / "state" / "sessions.db" in written, "the state store of resumable sessions is scanned"
     for path in written:
         assert not traces(path.read_bytes(), needles), f"{path} holds audio, video or transcript"
+    assert {"asr", "text_embed", "features_video"} <= {span.name for span in spans}, "the session's stages were traced"
+    assert not traces(b"".join(receiver.raw), needles), "an exported span holds audio, video or transcript"
