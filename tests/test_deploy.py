@@ -428,6 +428,25 @@ def test_chart_pods_run_non_root_read_only_with_grpc_probes() -> None:
     assert values["autoscaling"]["targetSessionsPerPod"] <= values["server"]["maxSessions"]
 
 
+def test_extra_env_is_for_other_variables_and_reaches_the_container() -> None:
+    values = copy.deepcopy(chart_values())
+    values["extraEnv"] = [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://collector:4317"}]
+    jsonschema.Draft7Validator(chart_schema()).validate(values)
+    values["extraEnv"] = [{"name": "DEPSCREEN_MAX_SESSIONS", "value": "8"}]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(chart_schema()).validate(values)
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "{{- with .Values.extraEnv }}\n            {{- toYaml . | nindent 12 }}" in deployment
+
+
+def test_notes_say_how_clients_authenticate_not_that_there_is_no_authentication() -> None:
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "no authentication or TLS yet" not in notes
+    for value in ("$s.authTokens", "$s.jwtJwksUrl", "$s.tlsClientCa", '$s.auth "none"', "$s.tlsCert"):
+        assert value in notes, value
+    assert "demo model" not in (CHART / "values.yaml").read_text()
+
+
 def test_every_template_says_what_it_is_for() -> None:
     for template in (CHART / "templates").glob("*.yaml"):
         assert template.read_text().startswith("{{- /*"), template.name
