@@ -9,6 +9,7 @@ caption, a media byte, an exception message quoting them) never leaves the proce
 
 from __future__ import annotations
 
+import threading
 import time
 
 from opentelemetry import trace
@@ -31,8 +32,14 @@ ALLOWED_ATTRIBUTES: dict[str, type | tuple[type, ...]] = {
     "depscreen.sentences": int,
     "depscreen.audio_seconds": float,
     "depscreen.stage": str,
+    "depscreen.runs": int,
+    "depscreen.busy_seconds": float,
 }
 """The only attributes exported, each with the type its value must have."""
+COALESCED_STAGES = frozenset({"decode", "vad", "features_video"})
+"""Stages that run per audio chunk or video frame: traced as one span per sentence (from their first run to
+their last, with `depscreen.runs` and `depscreen.busy_seconds`), not one span per run, which would be ~20
+spans per second of interview."""
 
 
 def allowed(attributes: Attributes) -> dict[str, object]:
@@ -104,13 +111,32 @@ class SessionTrace:
             attributes["depscreen.token_fingerprint"] = fingerprint
         self._span = tracer.start_span(SESSION_SPAN, kind=SpanKind.SERVER, attributes=attributes)
         self._context = trace.set_span_in_context(self._span)
+        self._lock = threading.Lock()  # stages end in worker threads, the model step on the event loop
+        self._pending: dict[str, tuple[int, int, int, float]] = {}
+        """Coalesced stages since the last sentence: first start, last end (ns), runs, busy seconds."""
 
     def stage(self, stage: str, seconds: float) -> None:
-        """A child span for a stage that just took `seconds` (called from any thread)."""
+        """A stage that just took `seconds`: a child span, or (COALESCED_STAGES) part of the sentence's one span
+        for that stage. The `model` stage closes a sentence: the coalesced spans are emitted first."""
         end = time.time_ns()
-        span = self._tracer.start_span(
-            stage, context=self._context, start_time=end - int(seconds * 1e9), attributes={"depscreen.stage": stage}
-        )
+        start = end - int(seconds * 1e9)
+        with self._lock:
+            if stage in COALESCED_STAGES:
+                first, _, runs, busy = self._pending.get(stage, (start, end, 0, 0.0))
+                self._pending[stage] = (first, end, runs + 1, busy + seconds)
+                return
+            if stage == "model":
+                self._flush()
+        self._child(stage, start, end, 1, seconds)
+
+    def _flush(self) -> None:
+        for stage, (first, last, runs, busy) in self._pending.items():
+            self._child(stage, first, last, runs, busy)
+        self._pending.clear()
+
+    def _child(self, stage: str, start: int, end: int, runs: int, busy_s: float) -> None:
+        attributes = {"depscreen.stage": stage, "depscreen.runs": runs, "depscreen.busy_seconds": busy_s}
+        span = self._tracer.start_span(stage, context=self._context, start_time=start, attributes=attributes)
         span.end(end_time=end)
 
     def end(self, status: str, sentences: int, audio_seconds: float) -> None:
@@ -121,4 +147,6 @@ class SessionTrace:
         )
         if status != "OK":
             self._span.set_status(Status(StatusCode.ERROR))
+        with self._lock:
+            self._flush()
         self._span.end()

@@ -89,11 +89,21 @@ def test_a_session_is_one_span_with_a_child_span_per_stage() -> None:
         assert stage.parent is not None and stage.parent.span_id == session.context.span_id, stage.name
         assert stage.context.trace_id == session.context.trace_id
         assert session.start_time <= stage.start_time <= stage.end_time <= session.end_time, stage.name
-        assert dict(stage.attributes) == {"depscreen.stage": stage.name}
+        assert set(stage.attributes) == {"depscreen.stage", "depscreen.runs", "depscreen.busy_seconds"}
+        assert stage.attributes["depscreen.stage"] == stage.name
+        busy_ns = stage.attributes["depscreen.busy_seconds"] * 1e9
+        assert 0 < busy_ns <= stage.end_time - stage.start_time + 1000, "busy time fits in the span"
     names = {stage.name for stage in stages}
     assert names <= set(STAGES) and "asr" not in names, "named like depscreen_stage_seconds; no ASR (captioned)"
     assert {"decode", "vad", "features_audio", "features_video", "text_embed", "model"} <= names
-    assert sum(stage.name == "model" for stage in stages) == len(sentences), "one model step per sentence"
+    per_sentence = {"model", "features_audio", "text_embed"}
+    for name in per_sentence:
+        assert sum(stage.name == name for stage in stages) == len(sentences), f"one {name} per sentence"
+        assert all(stage.attributes["depscreen.runs"] == 1 for stage in stages if stage.name in per_sentence)
+    chunks = (len(JFK) + 3199) // 3200
+    vad = [stage for stage in stages if stage.name == "vad"]
+    assert len(vad) <= len(sentences) + 1, "per-chunk stages are one span per sentence, not one per chunk"
+    assert sum(stage.attributes["depscreen.runs"] for stage in vad) == chunks + 1, "each chunk's VAD and the end's"
     exported = " ".join(span.to_json() for span in spans)
     assert not any(word in exported for word in CAPTION.split()[1:]), "no caption word in any span"
 
@@ -130,6 +140,8 @@ def test_the_allow_list_drops_every_other_attribute_event_detail_and_status_desc
         "depscreen.sentences",
         "depscreen.audio_seconds",
         "depscreen.stage",
+        "depscreen.runs",
+        "depscreen.busy_seconds",
     }, "a new attribute is allowed only after a privacy review: ids, counts and names, never content"
 
 
