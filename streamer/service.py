@@ -6,7 +6,8 @@ message of an unauthenticated stream is read, and it ends with UNAUTHENTICATED. 
 message. A stream silent for `stall_timeout_s` is finished (its last
 sentence and summary are sent) and ended with DEADLINE_EXCEEDED; one that closes without `end` is finished
 the same way, cleanly. A session that reaches `max_session_s` is finished too, then ended with
-RESOURCE_EXHAUSTED.
+RESOURCE_EXHAUSTED. A session refused at admission ends with RESOURCE_EXHAUSTED carrying a `RetryInfo`
+(`health.py`). One `stream ended` log line per stream carries the status name (`code`).
 """
 
 from __future__ import annotations
