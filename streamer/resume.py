@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from depscreen.engine.model.mamba import MambaState
-from depscreen.engine.model.screening import SessionState
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate
+from depscreen.engine.model.state import SessionState
+from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, SessionTrack
 from depscreen.streamer.state_store import StateStore, StoredSession
 
 MIN_KEY_BYTES = 16
@@ -52,28 +51,27 @@ class Checkpoint:
     speech_ms: int = 0
     dropped_video_frames: int = 0
     dropped_captions: int = 0
-    state: SessionState | None = None
-    """Model state after the last scored sentence; None before the first one."""
-    account: EvidenceAccount = field(default_factory=EvidenceAccount)
+    track: SessionTrack = field(default_factory=SessionTrack)
+    """Model state after the last scored sentence (None before the first one) and the evidence account."""
     estimate: Estimate | None = None
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
-    """The checkpoint as bytes (torch.save of tensors and plain values)."""
-    state = checkpoint.state
+    """The checkpoint as bytes (torch.save of tensors and plain values). The state's parts sit at the top
+    level as `SessionState.to_plain` lays them out, each None when there is no state yet: the layout of the
+    first release, so records stay readable across an upgrade in either direction."""
+    state, account = checkpoint.track.state, checkpoint.track.account
     payload = {
         "next_index": checkpoint.next_index,
         "resume_from_ms": checkpoint.resume_from_ms,
         "speech_ms": checkpoint.speech_ms,
         "dropped_video_frames": checkpoint.dropped_video_frames,
         "dropped_captions": checkpoint.dropped_captions,
-        "usable_speech_s": checkpoint.account.usable_speech_s,
-        "symptom_sum": torch.from_numpy(np.asarray(checkpoint.account.symptom_sum, dtype=np.float64)),
-        "text_sentences": checkpoint.account.text_sentences,
+        "usable_speech_s": account.usable_speech_s,
+        "symptom_sum": torch.from_numpy(np.asarray(account.symptom_sum, dtype=np.float64)),
+        "text_sentences": account.text_sentences,
         "estimate": _estimate_fields(checkpoint.estimate),
-        "layers": [(s.conv, s.ssm) for s in state.layers] if state is not None else [],
-        "modality_sum": state.modality_sum if state is not None else None,
-        "modality_count": state.modality_count if state is not None else None,
+        **(state.to_plain() if state is not None else dict.fromkeys(SessionState.parts())),
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -83,13 +81,8 @@ def encode(checkpoint: Checkpoint) -> bytes:
 def decode(session_id: str, data: bytes) -> Checkpoint:
     """A checkpoint from `encode`'s bytes (tensors on the CPU)."""
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    state = None
-    if payload["modality_sum"] is not None:
-        state = SessionState(
-            layers=[MambaState(conv=conv, ssm=ssm) for conv, ssm in payload["layers"]],
-            modality_sum=payload["modality_sum"],
-            modality_count=payload["modality_count"],
-        )
+    plain = {part: payload[part] for part in SessionState.parts()}
+    state = None if any(value is None for value in plain.values()) else SessionState.from_plain(plain)
     account = EvidenceAccount(
         usable_speech_s=payload["usable_speech_s"],
         symptom_sum=payload["symptom_sum"].numpy(),
@@ -102,8 +95,7 @@ def decode(session_id: str, data: bytes) -> Checkpoint:
         speech_ms=payload["speech_ms"],
         dropped_video_frames=payload["dropped_video_frames"],
         dropped_captions=payload["dropped_captions"],
-        state=state,
-        account=account,
+        track=SessionTrack(state=state, account=account),
         estimate=_estimate_from(payload["estimate"]),
     )
 

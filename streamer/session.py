@@ -361,9 +361,7 @@ class LiveSession:
         self.ticket = ticket or resumer.new_ticket(self.session_id, self.principal)
         if checkpoint is not None:
             self._resumed_from = checkpoint
-            self.handle_.parked = checkpoint.state
-            self.handle_.snapshot = checkpoint.state
-            self.handle_.account = checkpoint.account
+            self.hub.batcher.restore(self.handle_, checkpoint.track)
             self.last_estimate = checkpoint.estimate
             self.pipeline.speech_ms = self._committed_speech_ms = checkpoint.speech_ms
             self.pipeline.dropped_captions = checkpoint.dropped_captions
@@ -494,8 +492,7 @@ class LiveSession:
                 speech_ms=self._committed_speech_ms,
                 dropped_video_frames=self.pipeline.dropped_video_frames + self.shed_video_frames,
                 dropped_captions=self.pipeline.dropped_captions,
-                state=self.handle_.snapshot,
-                account=self.handle_.account,
+                track=self.handle_.track,
                 estimate=estimate,
             )
             await self._store(self.resumer.save, self.ticket, checkpoint)

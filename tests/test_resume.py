@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from depscreen.clients import cli as client_cli
 from depscreen.clients.resumable import ReplayBuffer
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener
+from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener, SessionTrack
 from depscreen.localserver import LocalServer, free_port, read_counter, sample_path, start_local_server
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, decode, encode, read_key_file
 from depscreen.streamer.settings import ServerSettings
@@ -85,23 +86,52 @@ def a_checkpoint(state: object) -> Checkpoint:
         symptoms=tuple(float(i) / 10 for i in range(8)),
     )
     account = EvidenceAccount(usable_speech_s=12.5, symptom_sum=np.arange(8, dtype=np.float64), text_sentences=3)
-    return Checkpoint("interview-7", 5, 14_500, 9_000, 2, 1, state, account, estimate)
+    return Checkpoint("interview-7", 5, 14_500, 9_000, 2, 1, SessionTrack(state, account), estimate)
 
 
 def test_a_checkpoint_round_trips_through_bytes(initial_state: object) -> None:
     checkpoint = a_checkpoint(initial_state)
-    for layer in checkpoint.state.layers:
+    for layer in checkpoint.track.state.layers:
         layer.ssm.normal_()
     restored = decode("interview-7", encode(checkpoint))
     assert restored.estimate == checkpoint.estimate
     assert (restored.next_index, restored.resume_from_ms, restored.speech_ms) == (5, 14_500, 9_000)
     assert (restored.dropped_video_frames, restored.dropped_captions) == (2, 1)
-    assert restored.account.usable_speech_s == 12.5 and restored.account.text_sentences == 3
-    np.testing.assert_array_equal(restored.account.symptom_sum, np.arange(8))
-    for old, new in zip(checkpoint.state.layers, restored.state.layers, strict=True):
+    assert restored.track.account.usable_speech_s == 12.5 and restored.track.account.text_sentences == 3
+    np.testing.assert_array_equal(restored.track.account.symptom_sum, np.arange(8))
+    for old, new in zip(checkpoint.track.state.layers, restored.track.state.layers, strict=True):
         assert torch.equal(old.ssm, new.ssm) and torch.equal(old.conv, new.conv)
-    assert torch.equal(restored.state.modality_sum, checkpoint.state.modality_sum)
-    assert decode("x", encode(Checkpoint("x"))).state is None
+    assert torch.equal(restored.track.state.modality_sum, checkpoint.track.state.modality_sum)
+    assert decode("x", encode(Checkpoint("x"))).track.state is None
+
+
+def test_a_checkpoint_of_the_first_release_still_decodes(initial_state: object) -> None:
+    """Records written before the state was walked generically (its parts spelled out by hand) still load:
+    a rolling upgrade keeps its sessions resumable."""
+    state = initial_state.map(lambda t: torch.randn_like(t))
+    legacy = {
+        "next_index": 3,
+        "resume_from_ms": 9_000,
+        "speech_ms": 6_000,
+        "dropped_video_frames": 0,
+        "dropped_captions": 0,
+        "usable_speech_s": 4.0,
+        "symptom_sum": torch.zeros(8, dtype=torch.float64),
+        "text_sentences": 1,
+        "estimate": None,
+        "layers": [(s.conv, s.ssm) for s in state.layers],
+        "modality_sum": state.modality_sum,
+        "modality_count": state.modality_count,
+    }
+    buffer = io.BytesIO()
+    torch.save(legacy, buffer)
+    restored = decode("old", buffer.getvalue()).track.state
+    assert all(torch.equal(a, b) for a, b in zip(restored.tensors(), state.tensors(), strict=True))
+    assert encode(a_checkpoint(state)) == encode(decode("old", encode(a_checkpoint(state)))), "the layout is stable"
+    before_first = dict(legacy, layers=[], modality_sum=None, modality_count=None)
+    buffer = io.BytesIO()
+    torch.save(before_first, buffer)
+    assert decode("old", buffer.getvalue()).track.state is None
 
 
 def test_a_resume_token_opens_its_own_session_only(tmp_path: Path, initial_state: object) -> None:

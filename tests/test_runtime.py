@@ -110,7 +110,7 @@ def test_idle_sessions_park_after_the_timeout(screener: Screener) -> None:
     handle.slot = pool.acquire()
     assert batcher.park_idle(now=handle.last_step + 30) == 0
     assert batcher.park_idle(now=handle.last_step + 61) == 1
-    assert handle.slot is None and handle.parked is not None and pool.slots_used == 0
+    assert handle.slot is None and handle.track.state is not None and pool.slots_used == 0
 
 
 def test_pool_export_load_round_trip_and_exhaustion(screener: Screener) -> None:
@@ -130,3 +130,23 @@ def test_pool_export_load_round_trip_and_exhaustion(screener: Screener) -> None:
     with pytest.raises(ValueError, match="not in use"):
         pool.release(a if a != c else b + 5)
     assert pool.bytes_per_slot < 64 * 1024, "a session's model state is small"
+
+
+def test_session_state_rows_are_walked_whole(screener: Screener) -> None:
+    """Row operations reach every tensor of the state, and a plain form that misses a part is refused."""
+    batch = screener.model.initial_state(3).map(lambda t: torch.randn_like(t))
+    rows = torch.tensor([2, 0])
+    picked = batch.rows(rows)
+    for whole, part in zip(batch.tensors(), picked.tensors(), strict=True):
+        assert torch.equal(part, whole[rows])
+    target = screener.model.initial_state(3)
+    target.write_rows(rows, picked)
+    for whole, written in zip(batch.tensors(), target.tensors(), strict=True):
+        assert torch.equal(written[rows], whole[rows]) and not written[1].any()
+    one = batch.cpu_row(1)
+    assert all(t.shape[0] == 1 and t.device.type == "cpu" for t in one.tensors())
+    plain = one.to_plain()
+    assert all(torch.equal(a, b) for a, b in zip(type(one).from_plain(plain).tensors(), one.tensors(), strict=True))
+    del plain[type(one).parts()[-1]]
+    with pytest.raises(ValueError, match="expected the parts"):
+        type(one).from_plain(plain)

@@ -19,7 +19,8 @@ from torch import nn
 
 from depscreen.engine.model.encoders import SequenceEncoder, TextEncoder
 from depscreen.engine.model.fusion import MODALITIES, GatedFusion
-from depscreen.engine.model.mamba import Mamba, MambaState
+from depscreen.engine.model.mamba import Mamba
+from depscreen.engine.model.state import SessionState
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,6 @@ class EncodedSentences:
     """`[n, 3]` gate weights."""
     available: torch.Tensor
     """`[n, 3]` bool."""
-
-
-@dataclass
-class SessionState:
-    """Fixed-size recurrent state of a batch of sessions; its size never grows with the sentence count."""
-
-    layers: list[MambaState]
-    modality_sum: torch.Tensor
-    """`[batch, 3, d_model]` sum of each modality's sentence vectors so far."""
-    modality_count: torch.Tensor
-    """`[batch, 3]` number of sentences in which each modality was available."""
 
 
 @dataclass

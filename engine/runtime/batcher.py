@@ -19,9 +19,8 @@ from typing import Any
 import torch
 
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.model.screening import SessionState
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, Screener
-from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool, cpu_row
+from depscreen.engine.runtime.screener import Estimate, Screener, SessionTrack
+from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
 
 Runner = Callable[..., Awaitable[Any]]
 """Runs a blocking function off the event loop: `await run(fn, *args)` (e.g. in a thread pool)."""
@@ -38,21 +37,21 @@ class BatcherSettings:
     park_after_s: float = 300.0
     """A session with no sentence for this long gives its state slot back until its next sentence."""
     snapshots: bool = False
-    """Keep a CPU copy of each session's state after each of its steps (`SessionHandle.snapshot`), for
+    """Keep a CPU copy of each session's state after each of its steps (in `SessionHandle.track`), for
     checkpoints of resumable sessions; off, a step copies nothing."""
 
 
 @dataclass(eq=False)
 class SessionHandle:
-    """A session's place in the pool: a slot while active, a parked CPU copy of its state while idle."""
+    """A session's place in the pool: a slot while active, its track (state and evidence) always."""
 
-    account: EvidenceAccount = field(default_factory=EvidenceAccount)
+    track: SessionTrack = field(default_factory=SessionTrack)
+    """The session's evidence account, and a CPU copy of its model state: while it holds no slot (parked,
+    or restored from a checkpoint: None is the initial state), and after each step when the batcher keeps
+    snapshots. While the session holds a slot and snapshots are off, the slot is the only current copy."""
     slot: int | None = None
-    parked: SessionState | None = None
     last_step: float = field(default_factory=time.monotonic)
     busy: bool = False
-    snapshot: SessionState | None = None
-    """CPU copy of the state after the session's last step, when the batcher keeps snapshots."""
 
 
 @dataclass
@@ -102,6 +101,12 @@ class MicroBatcher:
         self._handles.add(handle)
         return handle
 
+    def restore(self, handle: SessionHandle, track: SessionTrack) -> None:
+        """Continue a session from a checkpoint's track (before its first sentence here)."""
+        if handle.slot is not None or handle.busy:
+            raise RuntimeError("a session can be restored only before its first sentence")
+        handle.track = track
+
     def detach(self, handle: SessionHandle) -> None:
         """The session ended: its slot (if any) is free again."""
         self._handles.discard(handle)
@@ -139,7 +144,7 @@ class MicroBatcher:
 
     def _park(self, handle: SessionHandle) -> None:
         assert handle.slot is not None
-        handle.parked = self.pool.export(handle.slot)
+        handle.track.state = self.pool.export(handle.slot)
         self.pool.release(handle.slot)
         handle.slot = None
 
@@ -152,9 +157,8 @@ class MicroBatcher:
             candidates = [h for h in self._handles if h.slot is not None and h not in batch]
             self._park(min(candidates, key=lambda h: h.last_step))
             handle.slot = self.pool.acquire()
-        if handle.parked is not None:
-            self.pool.load(handle.slot, handle.parked)
-            handle.parked = None
+        if handle.track.state is not None:
+            self.pool.load(handle.slot, handle.track.state)
 
     async def _next_batch(self) -> list[_Pending]:
         batch = [await self._queue.get()]
@@ -199,10 +203,9 @@ class MicroBatcher:
         slots = torch.tensor([p.handle.slot for p in batch], device=self.screener.device)
         state = self.pool.gather(slots)
         estimates, new_state = self.screener.step_batch(
-            [p.features for p in batch], [p.handle.account for p in batch], state
+            [p.features for p in batch], [p.handle.track.account for p in batch], state
         )
         self.pool.scatter(slots, new_state)
-        if self.settings.snapshots:
-            for row, pending in enumerate(batch):
-                pending.handle.snapshot = cpu_row(new_state, row)
+        for row, pending in enumerate(batch):
+            pending.handle.track.state = new_state.cpu_row(row) if self.settings.snapshots else None
         return estimates, time.perf_counter() - start, time.thread_time() - cpu_start

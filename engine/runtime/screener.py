@@ -18,13 +18,8 @@ from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.model.fusion import MODALITIES
 from depscreen.engine.model.kernels import kernels_for
-from depscreen.engine.model.screening import (
-    EncodedSentences,
-    ModelConfig,
-    ScreeningModel,
-    SentenceBatch,
-    SessionState,
-)
+from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel, SentenceBatch
+from depscreen.engine.model.state import SessionState
 from depscreen.engine.runtime.checkpoint import ModelFacts, load_checkpoint
 from depscreen.engine.runtime.device import choose_device
 
@@ -85,9 +80,14 @@ class EvidenceAccount:
 
 @dataclass
 class SessionTrack:
-    """One session scored on its own: its model state and its evidence account."""
+    """What a session carries from sentence to sentence: its model state and its evidence account.
 
-    state: SessionState
+    The one holder of that pair: a session scored on its own (`Screener.step`), a session in the server's
+    pool (`SessionHandle.track`) and a resume checkpoint all keep a `SessionTrack`.
+    """
+
+    state: SessionState | None = None
+    """One-session model state after the last sentence; None: the initial state (no sentence yet)."""
     account: EvidenceAccount = field(default_factory=EvidenceAccount)
 
 
@@ -142,7 +142,8 @@ class Screener:
 
     def step(self, track: SessionTrack, features: SentenceFeatures) -> Estimate:
         """Advance one session by one sentence and return its running estimate."""
-        (estimate,), track.state = self.step_batch([features], [track.account], track.state)
+        state = self.model.initial_state(1) if track.state is None else track.state.to(self.device)
+        (estimate,), track.state = self.step_batch([features], [track.account], state)
         return estimate
 
     @torch.no_grad()

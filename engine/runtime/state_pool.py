@@ -2,15 +2,16 @@
 
 Each session owns a slot index. A batched step gathers the slots of the sessions in the batch, advances them
 together and writes them back. A session idle for long can `export` its slot (a small CPU copy) and release
-it; `load` brings it back into any free slot later, so idle sessions cost no device memory.
+it; `load` brings it back into any free slot later, so idle sessions cost no device memory. The pool holds a
+`SessionState` of `capacity` rows and uses only its row-wise operations, so it never names the state's parts.
 """
 
 from __future__ import annotations
 
 import torch
 
-from depscreen.engine.model.mamba import MambaState
-from depscreen.engine.model.screening import ScreeningModel, SessionState
+from depscreen.engine.model.screening import ScreeningModel
+from depscreen.engine.model.state import SessionState
 
 
 class PoolExhausted(RuntimeError):
@@ -18,7 +19,7 @@ class PoolExhausted(RuntimeError):
 
 
 class StatePool:
-    """Per-layer `[capacity, ...]` tensors for the session Mamba stack plus the per-modality running sums."""
+    """A `capacity`-row session state on the model's device, one row per slot."""
 
     def __init__(self, model: ScreeningModel, capacity: int) -> None:
         if capacity < 1:
@@ -34,7 +35,7 @@ class StatePool:
 
     @property
     def bytes_per_slot(self) -> int:
-        return sum(t.element_size() * t.numel() for t in _tensors(self._initial))
+        return self._initial.nbytes
 
     def acquire(self) -> int:
         """A free slot, reset to the initial state."""
@@ -51,47 +52,17 @@ class StatePool:
 
     def gather(self, slots: torch.Tensor) -> SessionState:
         """The states of `slots` (a 1-D long tensor) as one batch."""
-        return SessionState(
-            layers=[MambaState(conv=s.conv[slots], ssm=s.ssm[slots]) for s in self._state.layers],
-            modality_sum=self._state.modality_sum[slots],
-            modality_count=self._state.modality_count[slots],
-        )
+        return self._state.rows(slots)
 
     def scatter(self, slots: torch.Tensor, state: SessionState) -> None:
         """Write a batch of states back into `slots`."""
-        for pooled, new in zip(self._state.layers, state.layers, strict=True):
-            pooled.conv.index_copy_(0, slots, new.conv)
-            pooled.ssm.index_copy_(0, slots, new.ssm)
-        self._state.modality_sum.index_copy_(0, slots, state.modality_sum)
-        self._state.modality_count.index_copy_(0, slots, state.modality_count)
+        self._state.write_rows(slots, state)
 
     def export(self, slot: int) -> SessionState:
         """A CPU copy of one slot's state (to checkpoint an idle session)."""
-        return cpu_row(self.gather(torch.tensor([slot], device=self._state.modality_sum.device)), 0)
+        return self._state.cpu_row(slot)
 
     def load(self, slot: int, state: SessionState) -> None:
         """Put a one-session state (from `export`, or the initial state) into `slot`."""
-        device = self._state.modality_sum.device
-        moved = SessionState(
-            layers=[MambaState(conv=s.conv.to(device), ssm=s.ssm.to(device)) for s in state.layers],
-            modality_sum=state.modality_sum.to(device),
-            modality_count=state.modality_count.to(device),
-        )
-        self.scatter(torch.tensor([slot], device=device), moved)
-
-
-def cpu_row(state: SessionState, row: int) -> SessionState:
-    """A CPU copy (never a view) of one session (`row`) of a batch of states, as a one-session state."""
-
-    def copy(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor[row : row + 1].to("cpu", copy=True)
-
-    return SessionState(
-        layers=[MambaState(conv=copy(s.conv), ssm=copy(s.ssm)) for s in state.layers],
-        modality_sum=copy(state.modality_sum),
-        modality_count=copy(state.modality_count),
-    )
-
-
-def _tensors(state: SessionState) -> list[torch.Tensor]:
-    return [t for s in state.layers for t in (s.conv, s.ssm)] + [state.modality_sum, state.modality_count]
+        device = self._state.device
+        self.scatter(torch.tensor([slot], device=device), state.to(device))
