@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from depscreen.engine.features.text import PHQ8_ITEMS
+from depscreen.engine.modalities import MODALITY_NAMES
 from depscreen.engine.pipeline import SentenceResult
 from depscreen.engine.runtime.screener import Estimate
 from depscreen.v1 import screening_pb2 as pb
 
-MODALITY_ENUM = {"audio": pb.AUDIO, "video": pb.VIDEO, "text": pb.TEXT}
+MODALITY_ENUM = {name: pb.Modality.Value(name.upper()) for name in MODALITY_NAMES}
+"""Each engine modality's wire value: the `depscreen.v1.Modality` named like it, upper-cased."""
 PHQ_ENUM = {item: pb.PhqItem.Value(item.upper()) for item in PHQ8_ITEMS}
 
 

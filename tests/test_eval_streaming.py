@@ -13,12 +13,13 @@ from depscreen.engine.pipeline import Extractors
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.train.evaluate import evaluate, stream_session
+from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.study import dataset_config
-from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 from depscreen.engine.train.trainer import prefix_logits
 from depscreen.engine.train.variants import restrict
 
-UNIT = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+UNIT = FeatureStats.unit()
 SHORT = SyntheticSettings(min_sentences=2, max_sentences=4, max_frames=80)
 """Small sessions: every sentence is a model step in these tests."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,9 +10,10 @@ from depscreen.engine.model.mamba import Mamba
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
 from depscreen.engine.runtime.screener import Screener, collate
-from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.engine.train.stats import FeatureStats
+from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 
-UNIT_STATS = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+UNIT_STATS = FeatureStats.unit()
 
 
 @pytest.fixture(scope="module")

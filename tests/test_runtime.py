@@ -6,7 +6,6 @@ import asyncio
 import random
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,9 +13,10 @@ from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
-from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.engine.train.stats import FeatureStats
+from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 
-UNIT_STATS = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+UNIT_STATS = FeatureStats.unit()
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,19 @@ from depscreen.engine.features.text import MINILM
 from depscreen.engine.model.encoders import BiMamba
 from depscreen.engine.train.faces import VIDEO_FPS, attach_faces
 from depscreen.engine.train.interpret import video_gate_weight
+from depscreen.engine.train.stats import FeatureStats, measured_stats
 from depscreen.engine.train.study import dataset_config
-from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 from depscreen.engine.train.trainer import (
     TrainSettings,
     _validation_loss,
-    audio_stats,
     best_temperature,
     prefix_logits,
     train_model,
 )
 from depscreen.engine.train.variants import MeanPoolScreeningModel, forward_only, restrict
 
-UNIT = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+UNIT = FeatureStats.unit()
 SMALL = SyntheticSettings(min_sentences=2, max_sentences=4, max_frames=60, video_session_rate=0.0)
 
 
@@ -39,7 +39,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(sessions: list) -> None:
     settings = TrainSettings(epochs=12, batch_size=8, learning_rate=3e-2, patience=2, seed=1)
     model = train_model(
         train,
-        audio_stats(train, UNIT),
+        measured_stats(train, UNIT),
         dataset_config(MINILM),
         settings,
         lambda epoch, loss, validation_loss: losses.append(validation_loss),
@@ -58,7 +58,7 @@ def test_faces_are_attached_by_span_and_video_weight_is_reported(sessions: list)
     expected = max(1, int((sentence.end_ms - sentence.start_ms) / 1000 * VIDEO_FPS))
     assert len(attached.video) == attached.video_frames == expected and attached.available[1]
     settings = TrainSettings(epochs=1, batch_size=8, unlabelled_video=1.0, crop_frames=20)
-    model = train_model(sessions, audio_stats(sessions, UNIT), dataset_config(MINILM), settings, faces=faces)
+    model = train_model(sessions, measured_stats(sessions, UNIT), dataset_config(MINILM), settings, faces=faces)
     weights = video_gate_weight(model, sessions, faces)
     assert set(weights) == {"audio", "video", "text"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
 
@@ -69,8 +69,21 @@ def test_ablation_variants_differ_from_the_model_where_they_should(sessions: lis
     mean_pool = MeanPoolScreeningModel(config).eval()
     one = prefix_logits(mean_pool, sessions[:1])[0]
     assert len(one) == len(sessions[0].sentences)
-    unidirectional = forward_only(config)
-    assert not any(type(m) is BiMamba for m in unidirectional.modules())
+    unidirectional = forward_only(config).eval()
+    blocks = [m for m in unidirectional.modules() if isinstance(m, BiMamba)]
+    assert blocks and not any(b.bidirectional for b in blocks)
+    before = prefix_logits(unidirectional, sessions[:2])
+    with torch.no_grad():
+        for block in blocks:
+            for parameter in block.backward_scan.parameters():
+                parameter.add_(1.0)
+    after = prefix_logits(unidirectional, sessions[:2])
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)), "no backward scan is run"
+    for block in blocks:
+        block.bidirectional = True
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(before, prefix_logits(unidirectional, sessions[:2]), strict=True)
+    )
     audio_only = restrict(sessions, ("audio",))
     assert all(s.text is None for x in audio_only for s in x.sentences)
 

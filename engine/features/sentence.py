@@ -6,13 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from depscreen.engine.modalities import MODALITIES
+
 SNR_FOR_FULL_QUALITY_DB = 30.0
 """Speech this far above the noise floor counts as perfect audio quality; 0 dB counts as none."""
 
 
 @dataclass(frozen=True)
 class SentenceFeatures:
-    """Features of one sentence; a modality is available when it has at least one usable frame or text."""
+    """Features of one sentence; a modality is available when it has at least one usable frame or text.
+
+    Each modality of `engine.modalities` is the field of its name (audio, video, text)."""
 
     index: int
     start_ms: int
@@ -21,13 +25,13 @@ class SentenceFeatures:
     """Milliseconds the segmenter judged speech inside the sentence."""
     snr_db: float
     audio: np.ndarray
-    """`[frames, 25]` eGeMAPS LLDs at 10 ms."""
+    """`[frames, audio dim]` eGeMAPS LLDs at 10 ms."""
     video: np.ndarray
-    """`[faces, 136]` normalised landmarks of the sampled frames in which a face was found."""
+    """`[faces, video dim]` normalised landmarks of the sampled frames in which a face was found."""
     video_frames: int
     """Sampled video frames inside the sentence, with or without a face."""
     text: np.ndarray | None
-    """`[392]` sentence embedding + PHQ-8 similarities, or None when there was no text."""
+    """`[text dim]` sentence embedding + PHQ-8 similarities, or None when there was no text."""
     transcript: str
     transcript_source: str
     """"caption", "asr" or "" (no text)."""
@@ -53,10 +57,11 @@ class SentenceFeatures:
         return None if self.text is None else self.text[-8:]
 
     @property
-    def available(self) -> tuple[bool, bool, bool]:
-        """Audio, video, text."""
-        return len(self.audio) > 0, len(self.video) > 0, self.text is not None
+    def available(self) -> tuple[bool, ...]:
+        """Per modality, in `MODALITIES` order."""
+        return tuple(m.present(self) for m in MODALITIES)
 
     @property
-    def quality(self) -> tuple[float, float, float]:
-        return self.audio_quality, self.video_quality, self.text_confidence if self.text is not None else 0.0
+    def quality(self) -> tuple[float, ...]:
+        """Per modality, in `MODALITIES` order."""
+        return tuple(m.quality(self) for m in MODALITIES)

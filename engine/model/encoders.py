@@ -25,27 +25,56 @@ def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class BiMamba(nn.Module):
-    """A forward and a backward Mamba over the valid frames of each sequence, outputs summed, plus residual."""
+    """A forward and a backward Mamba over the valid frames of each sequence, outputs summed, plus residual.
+
+    `bidirectional = False` skips the backward scan (the "unidirectional encoder" ablation; its weights stay, unused).
+    """
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int) -> None:
         super().__init__()
+        self.bidirectional = True
         self.norm = nn.LayerNorm(d_model)
         self.forward_scan = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
         self.backward_scan = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
+        if not self.bidirectional:
+            return x + self.forward_scan(h)
         backward = reverse_valid(self.backward_scan(reverse_valid(h, lengths)), lengths)
         return x + self.forward_scan(h) + backward
 
 
+def pool_frames(frames: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average non-overlapping windows of `k` valid frames; the last window may be partial."""
+    n, length, dim = frames.shape
+    pad = (-length) % k
+    if pad:
+        frames = torch.cat([frames, frames.new_zeros(n, pad, dim)], dim=1)
+    windows = frames.reshape(n, -1, k, dim).sum(2)
+    t = torch.arange(frames.shape[1], device=frames.device).unsqueeze(0)
+    counts = (t < lengths.unsqueeze(1)).to(frames.dtype).reshape(n, -1, k).sum(2)
+    return windows / counts.clamp(min=1).unsqueeze(-1), (lengths + k - 1) // k
+
+
 class SequenceEncoder(nn.Module):
-    """CNN + BiMamba + masked mean pooling for one frame-level modality (audio LLDs or face landmarks)."""
+    """CNN + BiMamba + masked mean pooling for one frame-level modality (audio LLDs or face landmarks).
+
+    `pool` > 1 first averages windows of that many frames into one step (10 ms LLDs → 40 ms steps)."""
 
     def __init__(
-        self, in_dim: int, d_model: int, d_state: int, d_conv: int, expand: int, layers: int, kernel: int = 5
+        self,
+        in_dim: int,
+        d_model: int,
+        d_state: int,
+        d_conv: int,
+        expand: int,
+        layers: int,
+        kernel: int = 5,
+        pool: int = 1,
     ) -> None:
         super().__init__()
+        self.pool = pool
         self.conv = nn.Conv1d(in_dim, d_model, kernel_size=kernel, padding=kernel // 2)
         self.act = nn.GELU()
         self.blocks = nn.ModuleList(BiMamba(d_model, d_state, d_conv, expand) for _ in range(layers))
@@ -53,6 +82,8 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """`[batch, length, in_dim]` (zeros after each length) → `[batch, d_model]`; zero-length rows give 0."""
+        if self.pool > 1:
+            frames, lengths = pool_frames(frames, lengths, self.pool)
         mask = (torch.arange(frames.shape[1], device=frames.device).unsqueeze(0) < lengths.unsqueeze(1)).to(
             frames.dtype
         )
@@ -72,5 +103,6 @@ class TextEncoder(nn.Module):
         self.net = nn.Sequential(nn.Linear(in_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, text: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """`[batch, in_dim]` → `[batch, d_model]` (`present` is not needed: absent rows are masked later)."""
         return self.norm(self.net(text))

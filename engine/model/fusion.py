@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODALITIES = ("audio", "video", "text")
+from depscreen.engine.modalities import MODALITIES
 
 
 class GatedFusion(nn.Module):
@@ -26,10 +26,11 @@ class GatedFusion(nn.Module):
     def forward(
         self, tokens: torch.Tensor, available: torch.Tensor, quality: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fuse `[n, 3, d]` modality vectors given `[n, 3]` availability (bool) and quality (0..1).
+        """Fuse `[n, M, d]` modality vectors given `[n, M]` availability (bool) and quality (0..1), M the number
+        of `MODALITIES`.
 
-        Returns the fused sentence vector `[n, d]`, the gate weights `[n, 3]` (0 where unavailable, rows sum
-        to 1) and the attended modality tokens `[n, 3, d]`. Every row needs at least one available modality.
+        Returns the fused sentence vector `[n, d]`, the gate weights `[n, M]` (0 where unavailable, rows sum
+        to 1) and the attended modality tokens `[n, M, d]`. Every row needs at least one available modality.
         """
         if not bool(available.any(dim=1).all()):
             raise ValueError("every sentence needs at least one available modality")

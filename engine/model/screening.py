@@ -17,22 +17,22 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from depscreen.engine.model.encoders import SequenceEncoder, TextEncoder
-from depscreen.engine.model.fusion import MODALITIES, GatedFusion
+from depscreen.engine.modalities import MODALITIES, modality
+from depscreen.engine.model.fusion import GatedFusion
 from depscreen.engine.model.mamba import Mamba
 from depscreen.engine.model.state import SessionState
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the model; stored in every checkpoint."""
+    """Sizes of the model; stored in every checkpoint. Each modality's feature dimension is `<name>_dim`."""
 
-    audio_dim: int = 25
+    audio_dim: int = modality("audio").dim
     """eGeMAPS low-level descriptors per 10 ms frame."""
-    video_dim: int = 136
+    video_dim: int = modality("video").dim
     """68 normalised facial landmarks (x, y)."""
-    text_dim: int = 392
-    """384-d sentence embedding + 8 PHQ-8 item similarities."""
+    text_dim: int = modality("text").dim
+    """Sentence embedding (384-d all-MiniLM-L6-v2 by default) + 8 PHQ-8 item similarities."""
     d_model: int = 64
     d_state: int = 16
     d_conv: int = 4
@@ -47,23 +47,24 @@ class ModelConfig:
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def feature_dim(self, name: str) -> int:
+        """Feature dimension of the modality `name`."""
+        return getattr(self, modality(name).config_field)
+
 
 @dataclass
 class SentenceBatch:
-    """Model-ready features of `n` sentences; frame tensors are zero after each sentence's length."""
+    """Model-ready features of `n` sentences, per modality (`MODALITIES` order on the modality axes)."""
 
-    audio: torch.Tensor
-    """`[n, frames, audio_dim]` raw LLDs."""
-    audio_lengths: torch.Tensor
-    video: torch.Tensor
-    """`[n, frames, video_dim]` normalised landmarks of the sampled frames that had a face."""
-    video_lengths: torch.Tensor
-    text: torch.Tensor
-    """`[n, text_dim]`."""
+    values: dict[str, torch.Tensor]
+    """A sequence modality: `[n, frames, dim]` raw features, zero after each sentence's length; a vector
+    modality: `[n, dim]`, zero where absent."""
+    lengths: dict[str, torch.Tensor]
+    """`[n]` frames per sentence (a vector modality: 1 where present, else 0)."""
     available: torch.Tensor
-    """`[n, 3]` bool: audio, video, text present."""
+    """`[n, modalities]` bool: the modality is present."""
     quality: torch.Tensor
-    """`[n, 3]` 0..1 signal quality per modality."""
+    """`[n, modalities]` 0..1 signal quality per modality."""
 
 
 @dataclass
@@ -73,11 +74,11 @@ class EncodedSentences:
     fused: torch.Tensor
     """`[n, d_model]`."""
     tokens: torch.Tensor
-    """`[n, 3, d_model]` per-modality encoder vectors (before fusion)."""
+    """`[n, modalities, d_model]` per-modality encoder vectors (before fusion)."""
     weights: torch.Tensor
-    """`[n, 3]` gate weights."""
+    """`[n, modalities]` gate weights."""
     available: torch.Tensor
-    """`[n, 3]` bool."""
+    """`[n, modalities]` bool."""
 
 
 @dataclass
@@ -91,18 +92,6 @@ class SessionOutput:
     modality_logit: torch.Tensor
 
 
-def pool_frames(frames: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average non-overlapping windows of `k` valid frames; the last window may be partial."""
-    n, length, dim = frames.shape
-    pad = (-length) % k
-    if pad:
-        frames = torch.cat([frames, frames.new_zeros(n, pad, dim)], dim=1)
-    windows = frames.reshape(n, -1, k, dim).sum(2)
-    t = torch.arange(frames.shape[1], device=frames.device).unsqueeze(0)
-    counts = (t < lengths.unsqueeze(1)).to(frames.dtype).reshape(n, -1, k).sum(2)
-    return windows / counts.clamp(min=1).unsqueeze(-1), (lengths + k - 1) // k
-
-
 class ScreeningModel(nn.Module):
     """Sentence encoders, gated fusion, session Mamba stack and heads (see the module docstring)."""
 
@@ -110,14 +99,13 @@ class ScreeningModel(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.register_buffer("audio_mean", torch.zeros(c.audio_dim))
-        self.register_buffer("audio_std", torch.ones(c.audio_dim))
-        self.register_buffer("video_mean", torch.zeros(c.video_dim))
-        self.register_buffer("video_std", torch.ones(c.video_dim))
+        for m in MODALITIES:
+            if m.normalised:
+                self.register_buffer(f"{m.name}_mean", torch.zeros(c.feature_dim(m.name)))
+                self.register_buffer(f"{m.name}_std", torch.ones(c.feature_dim(m.name)))
         self.register_buffer("temperature", torch.ones(()))
-        self.audio_encoder = SequenceEncoder(c.audio_dim, c.d_model, c.d_state, c.d_conv, c.expand, c.encoder_layers)
-        self.video_encoder = SequenceEncoder(c.video_dim, c.d_model, c.d_state, c.d_conv, c.expand, c.encoder_layers)
-        self.text_encoder = TextEncoder(c.text_dim, c.d_model)
+        for m in MODALITIES:
+            self.add_module(f"{m.name}_encoder", m.encoder(c.feature_dim(m.name), c))
         self.fusion = GatedFusion(c.d_model)
         self.session_norms = nn.ModuleList(nn.LayerNorm(c.d_model) for _ in range(c.session_layers))
         self.session_layers = nn.ModuleList(
@@ -127,32 +115,30 @@ class ScreeningModel(nn.Module):
         self.head = nn.Linear(c.d_model, 1)
         self.modality_heads = nn.ModuleList(nn.Linear(c.d_model, 1) for _ in MODALITIES)
 
-    def set_feature_stats(
-        self, audio: tuple[torch.Tensor, torch.Tensor], video: tuple[torch.Tensor, torch.Tensor]
-    ) -> None:
-        """Normalisation (mean, std) of the raw audio and video features, measured on training data."""
+    def normalisation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) buffers of a normalised modality's raw features."""
+        return getattr(self, f"{name}_mean"), getattr(self, f"{name}_std")
+
+    def set_feature_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Normalisation (mean, std) of each normalised modality's raw features, measured on training data."""
         with torch.no_grad():
-            self.audio_mean.copy_(audio[0])
-            self.audio_std.copy_(audio[1].clamp(min=1e-6))
-            self.video_mean.copy_(video[0])
-            self.video_std.copy_(video[1].clamp(min=1e-6))
+            for m in MODALITIES:
+                if m.normalised:
+                    mean, std = self.normalisation(m.name)
+                    mean.copy_(stats[m.name][0])
+                    std.copy_(stats[m.name][1].clamp(min=1e-6))
 
     def encode(self, batch: SentenceBatch) -> EncodedSentences:
         """Encode and fuse `n` sentences (independent of each other and of how they are batched)."""
-        audio, audio_lengths = pool_frames(
-            (batch.audio - self.audio_mean) / self.audio_std * _mask(batch.audio, batch.audio_lengths),
-            batch.audio_lengths,
-            self.config.audio_pool,
-        )
-        video = (batch.video - self.video_mean) / self.video_std * _mask(batch.video, batch.video_lengths)
-        tokens = torch.stack(
-            [
-                self.audio_encoder(audio, audio_lengths),
-                self.video_encoder(video, batch.video_lengths),
-                self.text_encoder(batch.text),
-            ],
-            dim=1,
-        ) * batch.available.unsqueeze(-1).to(audio.dtype)
+        tokens = []
+        for m in MODALITIES:
+            values, lengths = batch.values[m.name], batch.lengths[m.name]
+            if m.normalised:
+                mean, std = self.normalisation(m.name)
+                values = (values - mean) / std * _mask(values, lengths)
+            tokens.append(getattr(self, f"{m.name}_encoder")(values, lengths))
+        stacked = torch.stack(tokens, dim=1)
+        tokens = stacked * batch.available.unsqueeze(-1).to(stacked.dtype)
         fused, weights, _ = self.fusion(tokens, batch.available, batch.quality)
         return EncodedSentences(fused=fused, tokens=tokens, weights=weights, available=batch.available)
 

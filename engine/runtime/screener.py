@@ -16,7 +16,7 @@ import torch
 
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import PHQ8_ITEMS
-from depscreen.engine.model.fusion import MODALITIES
+from depscreen.engine.modalities import MODALITIES, MODALITY_NAMES
 from depscreen.engine.model.kernels import kernels_for
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel, SentenceBatch
 from depscreen.engine.model.state import SessionState
@@ -92,30 +92,30 @@ class SessionTrack:
 
 
 def collate(features: list[SentenceFeatures], config: ModelConfig, device: torch.device) -> SentenceBatch:
-    """Pad the sentences' frame features into one model batch."""
+    """Pad the sentences' features into one model batch, modality by modality."""
     n = len(features)
-    audio_len = max(1, *(len(f.audio) for f in features))
-    video_len = max(1, *(len(f.video) for f in features))
-    audio = np.zeros((n, audio_len, config.audio_dim), dtype=np.float32)
-    video = np.zeros((n, video_len, config.video_dim), dtype=np.float32)
-    text = np.zeros((n, config.text_dim), dtype=np.float32)
-    for i, f in enumerate(features):
-        audio[i, : len(f.audio)] = f.audio
-        video[i, : len(f.video)] = f.video
-        if f.text is not None:
-            text[i] = f.text
-
-    def tensor(values: object, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
-
+    values, lengths = {}, {}
+    for m in MODALITIES:
+        dim = config.feature_dim(m.name)
+        per_sentence = [m.values(f) for f in features]
+        if m.sequence:
+            padded = np.zeros((n, max(1, *(len(v) for v in per_sentence)), dim), dtype=np.float32)
+            for i, v in enumerate(per_sentence):
+                padded[i, : len(v)] = v
+            counts = [len(v) for v in per_sentence]
+        else:
+            padded = np.zeros((n, dim), dtype=np.float32)
+            for i, v in enumerate(per_sentence):
+                if v is not None:
+                    padded[i] = v
+            counts = [int(v is not None) for v in per_sentence]
+        values[m.name] = torch.as_tensor(padded, dtype=torch.float32, device=device)
+        lengths[m.name] = torch.as_tensor(np.asarray(counts), dtype=torch.long, device=device)
     return SentenceBatch(
-        audio=tensor(audio),
-        audio_lengths=tensor([len(f.audio) for f in features], torch.long),
-        video=tensor(video),
-        video_lengths=tensor([len(f.video) for f in features], torch.long),
-        text=tensor(text),
-        available=tensor([f.available for f in features], torch.bool),
-        quality=tensor([f.quality for f in features]),
+        values=values,
+        lengths=lengths,
+        available=torch.as_tensor(np.asarray([f.available for f in features]), dtype=torch.bool, device=device),
+        quality=torch.as_tensor(np.asarray([f.quality for f in features]), dtype=torch.float32, device=device),
     )
 
 
@@ -199,7 +199,7 @@ def _estimate(
             weight=float(weights[i]),
             probability=float(modality_probability[i]),
         )
-        for i, name in enumerate(MODALITIES)
+        for i, name in enumerate(MODALITY_NAMES)
     )
     return Estimate(
         probability=float(probability),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.modalities import MODALITIES
 from depscreen.engine.segment import SegmenterSettings
 
 FEATURES_VERSION = 2
@@ -81,7 +82,8 @@ class FeatureCache:
 
 
 def _pack(sentences: list[SentenceFeatures]) -> dict[str, np.ndarray]:
-    text_dim = next((len(s.text) for s in sentences if s.text is not None), 0)
+    """Plain arrays: per sequence modality its frames end to end (`<name>`) and counts (`<name>_lengths`); per
+    vector modality one row per sentence (`<name>`, zero where absent, `has_<name>` in the metadata)."""
     meta = [
         {
             "index": s.index,
@@ -94,42 +96,52 @@ def _pack(sentences: list[SentenceFeatures]) -> dict[str, np.ndarray]:
             "transcript_source": s.transcript_source,
             "text_confidence": s.text_confidence,
             "audio_integrity": s.audio_integrity,
-            "has_text": s.text is not None,
+            **{f"has_{m.name}": m.present(s) for m in MODALITIES if not m.sequence},
         }
         for s in sentences
     ]
-    return {
-        "meta": np.array(json.dumps(meta, ensure_ascii=False)),
-        "audio": np.concatenate([s.audio for s in sentences]) if sentences else np.zeros((0, 25), np.float32),
-        "audio_lengths": np.array([len(s.audio) for s in sentences], dtype=np.int64),
-        "video": np.concatenate([s.video for s in sentences]) if sentences else np.zeros((0, 136), np.float32),
-        "video_lengths": np.array([len(s.video) for s in sentences], dtype=np.int64),
-        "text": np.stack([s.text if s.text is not None else np.zeros(text_dim, np.float32) for s in sentences])
-        if sentences
-        else np.zeros((0, 0), np.float32),
-    }
+    arrays = {"meta": np.array(json.dumps(meta, ensure_ascii=False))}
+    for m in MODALITIES:
+        values = [m.values(s) for s in sentences]
+        if m.sequence:
+            arrays[m.name] = np.concatenate(values) if values else np.zeros((0, m.dim), np.float32)
+            arrays[f"{m.name}_lengths"] = np.array([len(v) for v in values], dtype=np.int64)
+        else:
+            dim = next((len(v) for v in values if v is not None), 0)
+            arrays[m.name] = (
+                np.stack([v if v is not None else np.zeros(dim, np.float32) for v in values])
+                if values
+                else np.zeros((0, 0), np.float32)
+            )
+    return arrays
 
 
 def _unpack(blob: np.lib.npyio.NpzFile) -> list[SentenceFeatures]:
     meta = json.loads(str(blob["meta"]))
-    audio = np.split(blob["audio"], np.cumsum(blob["audio_lengths"])[:-1]) if meta else []
-    video = np.split(blob["video"], np.cumsum(blob["video_lengths"])[:-1]) if meta else []
-    text = blob["text"]
+    per_modality = {}
+    for m in MODALITIES:
+        if m.sequence:
+            frames = np.split(blob[m.name], np.cumsum(blob[f"{m.name}_lengths"])[:-1]) if meta else []
+            per_modality[m.name] = [f.astype(np.float32, copy=False) for f in frames]
+        else:
+            rows = blob[m.name]
+            per_modality[m.name] = [
+                rows[i].astype(np.float32, copy=True) if entry[f"has_{m.name}"] else None
+                for i, entry in enumerate(meta)
+            ]
     return [
         SentenceFeatures(
-            index=m["index"],
-            start_ms=m["start_ms"],
-            end_ms=m["end_ms"],
-            speech_ms=m["speech_ms"],
-            snr_db=m["snr_db"],
-            audio=audio[i].astype(np.float32, copy=False),
-            video=video[i].astype(np.float32, copy=False),
-            video_frames=m["video_frames"],
-            text=text[i].astype(np.float32, copy=True) if m["has_text"] else None,
-            transcript=m["transcript"],
-            transcript_source=m["transcript_source"],
-            text_confidence=m["text_confidence"],
-            audio_integrity=m["audio_integrity"],
+            index=entry["index"],
+            start_ms=entry["start_ms"],
+            end_ms=entry["end_ms"],
+            speech_ms=entry["speech_ms"],
+            snr_db=entry["snr_db"],
+            video_frames=entry["video_frames"],
+            transcript=entry["transcript"],
+            transcript_source=entry["transcript_source"],
+            text_confidence=entry["text_confidence"],
+            audio_integrity=entry["audio_integrity"],
+            **{name: values[i] for name, values in per_modality.items()},
         )
-        for i, m in enumerate(meta)
+        for i, entry in enumerate(meta)
     ]

@@ -17,12 +17,11 @@ import torch
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.train.metrics import best_f1_threshold
 from depscreen.engine.train.sessions import LabelledSession
-from depscreen.engine.train.synthetic import FeatureStats
+from depscreen.engine.train.stats import FeatureStats, measured_stats
 from depscreen.engine.train.trainer import (
     ModelFactory,
     Progress,
     TrainSettings,
-    audio_stats,
     fit_temperature,
     prefix_logits,
     train_model,
@@ -88,7 +87,7 @@ def fit(
 
     model = train_model(
         train,
-        audio_stats(train, video_stats),
+        measured_stats(train, video_stats),
         config,
         settings,
         track,

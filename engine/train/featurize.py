@@ -20,6 +20,7 @@ import numpy as np
 
 from depscreen.engine.features.sentence import SNR_FOR_FULL_QUALITY_DB, SentenceFeatures
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
+from depscreen.engine.modalities import modality
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
 from depscreen.engine.segment import segment_pcm
 from depscreen.engine.train.align import align_transcript
@@ -136,7 +137,7 @@ class InterviewFeaturizer:
                 audio=self.extractors.audio.extract(
                     pcm[u.start_ms * SAMPLE_RATE // 1000 : u.end_ms * SAMPLE_RATE // 1000]
                 ),
-                video=np.zeros((0, 136), dtype=np.float32),
+                video=modality("video").absent(modality("video").dim),
                 video_frames=0,
                 text=texts[i] if u.text.strip() else None,
                 transcript=u.text,

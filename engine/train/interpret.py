@@ -21,7 +21,7 @@ import torch
 
 from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.text import PHQ8_ITEMS
-from depscreen.engine.model.fusion import MODALITIES
+from depscreen.engine.modalities import MODALITY_NAMES
 from depscreen.engine.model.screening import ScreeningModel
 from depscreen.engine.runtime.screener import collate
 from depscreen.engine.train.faces import attach_faces
@@ -92,12 +92,11 @@ def _gradients(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs and gradients of the final logit w.r.t. the raw audio LLDs and text features of one session."""
     batch = collate(session.sentences, model.config, model.head.weight.device)
-    batch.audio.requires_grad_(True)
-    batch.text.requires_grad_(True)
+    inputs = batch.values["audio"].requires_grad_(True), batch.values["text"].requires_grad_(True)
     encoded, _ = layout_sessions(model.encode(batch), [len(session.sentences)])
     logit = model.forward_session(encoded).logit[0, -1]
-    audio_grad, text_grad = torch.autograd.grad(logit, [batch.audio, batch.text], allow_unused=True)
-    audio, text = batch.audio.detach(), batch.text.detach()
+    audio_grad, text_grad = torch.autograd.grad(logit, inputs, allow_unused=True)
+    audio, text = (x.detach() for x in inputs)
     return (
         audio,
         torch.zeros_like(audio) if audio_grad is None else audio_grad,
@@ -113,4 +112,4 @@ def video_gate_weight(model: ScreeningModel, sessions: list[LabelledSession], fa
     rng = random.Random(0)
     sentences = [attach_faces(s, faces, rng) for session in sessions for s in session.sentences]
     weights = model.encode(collate(sentences, model.config, model.head.weight.device)).weights.mean(0)
-    return {name: round(float(w), 4) for name, w in zip(MODALITIES, weights, strict=True)}
+    return {name: round(float(w), 4) for name, w in zip(MODALITY_NAMES, weights, strict=True)}

@@ -1,17 +1,60 @@
-"""Feature statistics measured on real media with the live extractors, for normalising model inputs."""
+"""Feature statistics for normalising model inputs: measured on real media, or on training sessions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.face import FaceLandmarker
 from depscreen.engine.media import decode_audio_file, iter_video_frames
-from depscreen.engine.train.synthetic import FeatureStats
+from depscreen.engine.modalities import MODALITIES
+from depscreen.engine.train.sessions import LabelledSession
 
 STATS_VIDEO_FPS = 5.0
+
+NORMALISED = tuple(m for m in MODALITIES if m.normalised)
+"""The modalities the model standardises (see `Modality.normalised`)."""
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-dimension mean and standard deviation of each normalised modality's raw features, by name."""
+
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+
+    @classmethod
+    def unit(cls) -> FeatureStats:
+        """Mean 0 and standard deviation 1 at every normalised modality's default dimension."""
+        return cls({m.name: np.zeros(m.dim) for m in NORMALISED}, {m.name: np.ones(m.dim) for m in NORMALISED})
+
+    def tensors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(mean, std) as float32 tensors, for `ScreeningModel.set_feature_stats`."""
+        return {
+            name: (
+                torch.as_tensor(self.mean[name], dtype=torch.float32),
+                torch.as_tensor(self.std[name], dtype=torch.float32),
+            )
+            for name in self.mean
+        }
+
+
+def measured_stats(sessions: list[LabelledSession], fallback: FeatureStats) -> FeatureStats:
+    """Per-dimension mean and std of every frame of each normalised modality in `sessions`; `fallback`'s
+    statistics for a modality that none of their sentences has."""
+    mean, std = {}, {}
+    for m in NORMALISED:
+        frames = [m.values(s) for session in sessions for s in session.sentences if m.present(s)]
+        if frames:
+            stacked = np.concatenate(frames)
+            mean[m.name], std[m.name] = stacked.mean(0), stacked.std(0) + 1e-6
+        else:
+            mean[m.name], std[m.name] = fallback.mean[m.name], fallback.std[m.name]
+    return FeatureStats(mean, std)
 
 
 def feature_stats_from_media(paths: list[Path]) -> FeatureStats:
@@ -30,5 +73,5 @@ def feature_stats_from_media(paths: list[Path]) -> FeatureStats:
     lld = np.concatenate(audio_frames)
     face = np.stack(faces)
     return FeatureStats(
-        audio_mean=lld.mean(0), audio_std=lld.std(0) + 1e-6, video_mean=face.mean(0), video_std=face.std(0) + 1e-6
+        {"audio": lld.mean(0), "video": face.mean(0)}, {"audio": lld.std(0) + 1e-6, "video": face.std(0) + 1e-6}
     )

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from depscreen.engine.features.text import text_feature_dim
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
@@ -31,7 +29,7 @@ from depscreen.engine.train.model_card import write_model_card
 from depscreen.engine.train.repeated import repeated_comparison
 from depscreen.engine.train.report import plot_attribution, plot_estimate_vs_sentences, plot_reliability, plot_roc
 from depscreen.engine.train.sessions import DatasetLoad
-from depscreen.engine.train.synthetic import FeatureStats
+from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.trainer import ModelFactory, Progress, TrainSettings
 from depscreen.engine.train.variants import MODALITY_SETS, MeanPoolScreeningModel, forward_only, restrict
 
@@ -76,7 +74,9 @@ def video_statistics() -> FeatureStats:
     """Landmark normalisation for datasets without video: the statistics the demo model measured on the
     bundled GRID corpus sample with the live landmarker (audio fields unused)."""
     demo, _ = load_checkpoint(DEMO_MODEL)
-    return FeatureStats(np.zeros(25), np.ones(25), demo.video_mean.numpy(), demo.video_std.numpy())
+    mean, std = (t.numpy() for t in demo.normalisation("video"))
+    unit = FeatureStats.unit()
+    return FeatureStats({**unit.mean, "video": mean}, {**unit.std, "video": std})
 
 
 def _row(name: str, cv: CrossValidation, seed: int) -> dict[str, object]:

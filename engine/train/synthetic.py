@@ -21,20 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.modalities import modality
 from depscreen.engine.train.sessions import LabelledSession
+from depscreen.engine.train.stats import FeatureStats
 
 LOUDNESS, F0 = 0, 10
 """Columns of the eGeMAPS LLDs that carry the planted audio signal."""
-
-
-@dataclass(frozen=True)
-class FeatureStats:
-    """Per-dimension mean and standard deviation of real audio LLDs `[25]` and face landmarks `[136]`."""
-
-    audio_mean: np.ndarray
-    audio_std: np.ndarray
-    video_mean: np.ndarray
-    video_std: np.ndarray
+AUDIO_DIM, VIDEO_DIM = modality("audio").dim, modality("video").dim
 
 
 @dataclass(frozen=True)
@@ -82,24 +75,26 @@ def _session(
 ) -> LabelledSession:
     y = int(rng.random() < s.positive_rate)
     has_video = rng.random() < s.video_session_rate
-    face_shape = rng.standard_normal(136) * 0.5
+    face_shape = rng.standard_normal(VIDEO_DIM) * 0.5
     items = rng.choice(8, size=2, replace=False)
     sentences = []
     start_ms = 0
     for index in range(int(rng.integers(s.min_sentences, s.max_sentences + 1))):
         frames = int(rng.integers(s.min_frames, s.max_frames + 1))
-        z = _smooth_noise(rng, frames, 25)
+        z = _smooth_noise(rng, frames, AUDIO_DIM)
         z[:, LOUDNESS] -= s.audio_shift * y
         z[:, F0] *= 1 - s.audio_flatten * y
-        audio = (stats.audio_mean + stats.audio_std * z).astype(np.float32)
+        audio = (stats.mean["audio"] + stats.std["audio"] * z).astype(np.float32)
 
         video_frames = max(1, frames // 20) if has_video else 0
         faces = [t for t in range(video_frames) if rng.random() < s.face_found_rate]
-        motion = _smooth_noise(rng, video_frames, 136) * (1 - s.video_damping * y) if video_frames else None
+        motion = _smooth_noise(rng, video_frames, VIDEO_DIM) * (1 - s.video_damping * y) if video_frames else None
         video = (
-            np.stack([stats.video_mean + stats.video_std * (face_shape + motion[t]) for t in faces]).astype(np.float32)
+            np.stack([stats.mean["video"] + stats.std["video"] * (face_shape + motion[t]) for t in faces]).astype(
+                np.float32
+            )
             if faces
-            else np.zeros((0, 136), dtype=np.float32)
+            else modality("video").absent(VIDEO_DIM)
         )
 
         text = None

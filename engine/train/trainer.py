@@ -2,8 +2,8 @@
 
 Every prefix of a session is a training example (the live server reports an estimate after every sentence),
 so the loss is taken at each sentence, weighted towards the later ones. Classes are weighted so positives
-and negatives count equally. Modality dropout hides video and text at random so any subset of modalities
-works at inference; audio is never hidden (every sentence has audio: the segmenter found it in the audio).
+and negatives count equally. Modality dropout hides the droppable modalities (video and text) at random so
+any subset works at inference; audio is never hidden (every sentence has audio: the segmenter found it there).
 With validation sessions, the weights of the epoch with the lowest validation loss are kept and training
 stops after `patience` epochs without improvement; the validation sessions are never trained on.
 """
@@ -20,16 +20,21 @@ import torch
 import torch.nn.functional as F
 
 from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.modalities import MODALITIES, modality_index
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel
 from depscreen.engine.runtime.screener import collate
 from depscreen.engine.train.faces import attach_faces
 from depscreen.engine.train.sessions import LabelledSession
-from depscreen.engine.train.synthetic import FeatureStats
+from depscreen.engine.train.stats import FeatureStats
 
 ModelFactory = Callable[[ModelConfig], ScreeningModel]
 """Builds an untrained model from a config (ablations swap in a variant)."""
 Progress = Callable[[int, float, float | None], None]
 """Called after each epoch with (epoch, mean training loss, validation loss or None)."""
+
+DROPPABLE = torch.tensor([m.droppable for m in MODALITIES])
+"""The modalities modality dropout may hide (`Modality.droppable`)."""
+VIDEO = modality_index("video")
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class TrainSettings:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     modality_dropout: float = 0.3
-    """Probability of hiding video, and separately text, from a training sentence."""
+    """Probability of hiding each droppable modality (video, text) from a training sentence."""
     auxiliary_weight: float = 0.3
     """Weight of the per-modality heads' loss (multi-task) beside the main head's."""
     patience: int = 0
@@ -56,21 +61,6 @@ class TrainSettings:
     """During training, each sentence's audio is cut to a random window of at most this many LLD frames (a
     fresh window every epoch: augmentation, and a shorter scan); 0 keeps whole sentences. Never at inference."""
     seed: int = 0
-
-
-def audio_stats(sessions: list[LabelledSession], video: FeatureStats) -> FeatureStats:
-    """Per-dimension mean and std of every audio frame and face of `sessions`; `video`'s landmark statistics
-    when they have no face (and 0 and 1 for audio when they have no audio: a text-only model)."""
-    audio = [s.audio for session in sessions for s in session.sentences if len(s.audio)]
-    faces = [s.video for session in sessions for s in session.sentences if len(s.video)]
-    audio_frames = np.concatenate(audio) if audio else np.outer([-1.0, 1.0], np.ones(len(video.audio_mean)))
-    face_frames = np.concatenate(faces) if faces else None
-    return FeatureStats(
-        audio_mean=audio_frames.mean(0),
-        audio_std=audio_frames.std(0) + 1e-6,
-        video_mean=video.video_mean if face_frames is None else face_frames.mean(0),
-        video_std=video.video_std if face_frames is None else face_frames.std(0) + 1e-6,
-    )
 
 
 def _crop(sentence: SentenceFeatures, frames: int, rng: random.Random) -> SentenceFeatures:
@@ -103,8 +93,7 @@ def _encode_sessions(
         flat = [attach_faces(s, landmarks, rng) if not len(s.video) and rng.random() < share else s for s in flat]
     batch = collate(flat, model.config, device)
     if dropout > 0:
-        hide = torch.rand(batch.available.shape, generator=generator) < dropout
-        hide[:, 0] = False
+        hide = (torch.rand(batch.available.shape, generator=generator) < dropout) & DROPPABLE
         keep = batch.available & ~hide.to(device)
         keep[~keep.any(1)] = batch.available[~keep.any(1)]
         batch.available = keep
@@ -155,10 +144,7 @@ def train_model(
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = factory(config or ModelConfig())
-    model.set_feature_stats(
-        (torch.as_tensor(stats.audio_mean, dtype=torch.float32), torch.as_tensor(stats.audio_std, dtype=torch.float32)),
-        (torch.as_tensor(stats.video_mean, dtype=torch.float32), torch.as_tensor(stats.video_std, dtype=torch.float32)),
-    )
+    model.set_feature_stats(stats.tensors())
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     labels = torch.tensor([s.label for s in sessions], dtype=torch.float32)
     positive_weight = (1 - labels.mean()) / labels.mean().clamp(min=1e-6)
@@ -196,9 +182,9 @@ def train_model(
             )
             loss = (main + settings.auxiliary_weight * auxiliary) / (weight * class_weight).sum()
             if faces is not None and settings.unlabelled_video:
-                video = encoded.available[..., 1]
+                video = encoded.available[..., VIDEO]
                 loss = loss + settings.unlabelled_video_penalty * (
-                    encoded.weights[..., 1] * video
+                    encoded.weights[..., VIDEO] * video
                 ).sum() / video.sum().clamp(min=1)
             optimiser.zero_grad()
             loss.backward()

@@ -14,26 +14,23 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from depscreen.engine.modalities import MODALITY_NAMES, modality
 from depscreen.engine.model.encoders import BiMamba
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel, SessionOutput
 from depscreen.engine.train.sessions import LabelledSession
 
 MODALITY_SETS = {"audio": ("audio",), "text": ("text",), "audio+text": ("audio", "text")}
-"""The modality subsets evaluated by `depscreen train --modalities`."""
+"""The modality subsets `depscreen train --dataset ... --experiments` cross-validates (`study.EXPERIMENTS`)."""
 
 
 def restrict(sessions: list[LabelledSession], modalities: tuple[str, ...]) -> list[LabelledSession]:
     """The sessions with every modality outside `modalities` removed from their sentences."""
+    hidden = [modality(name) for name in MODALITY_NAMES if name not in modalities]
     restricted = []
     for session in sessions:
         sentences = []
         for s in session.sentences:
-            s = replace(
-                s,
-                audio=s.audio if "audio" in modalities else np.zeros((0, s.audio.shape[1]), np.float32),
-                video=s.video if "video" in modalities else np.zeros((0, s.video.shape[1]), np.float32),
-                text=s.text if "text" in modalities else None,
-            )
+            s = replace(s, **{m.name: m.absent(_width(m.values(s))) for m in hidden})
             if any(s.available):
                 sentences.append(replace(s, index=len(sentences)))
         if sentences:
@@ -60,15 +57,14 @@ class MeanPoolScreeningModel(ScreeningModel):
         return self._heads(self.final_norm(h), modality_sum, torch.cumsum(available, dim=1))
 
 
-class _ForwardOnlyMamba(BiMamba):
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return x + self.forward_scan(self.norm(x))
-
-
 def forward_only(config: ModelConfig) -> ScreeningModel:
-    """Ablation: a screening model whose sentence encoders scan forwards only."""
+    """Ablation: a screening model whose sentence encoders scan forwards only (`BiMamba.bidirectional` off)."""
     model = ScreeningModel(config)
     for module in model.modules():
-        if type(module) is BiMamba:
-            module.__class__ = _ForwardOnlyMamba
+        if isinstance(module, BiMamba):
+            module.bidirectional = False
     return model
+
+
+def _width(values: np.ndarray | None) -> int:
+    return values.shape[-1] if values is not None else 0
