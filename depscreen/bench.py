@@ -20,7 +20,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from depscreen import loadbench
@@ -30,10 +29,12 @@ from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.screener import EvidenceAccount, Screener, collate
 from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.engine.segment import SegmenterSettings, segment_pcm
-from depscreen.engine.train.synthetic import FeatureStats, SyntheticSettings, generate_sessions
+from depscreen.engine.train.stats import FeatureStats
+from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 from depscreen.engine.vad import VAD_NAMES, preload_vad
 from depscreen.engine.vad_score import CorpusScore, load_corpus, score_corpus
-from depscreen.localserver import read_counter, sample_path, start_local_server
+from depscreen.localserver import read_counter, start_local_server
+from depscreen.sample import sample_path
 from depscreen.streamer.metrics import STAGES
 
 STEP_POSITIONS = (1, 100, 1000)
@@ -60,7 +61,7 @@ def step_times(repeats: int = 21) -> dict[int, float]:
     torch.set_num_threads(1)
     screener = Screener.from_checkpoint(DEMO_MODEL, "cpu")
     model = screener.model
-    unit = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+    unit = FeatureStats.unit()
     settings = SyntheticSettings(min_sentences=1, max_sentences=1, min_frames=100, max_frames=100)
     features = generate_sessions(1, unit, seed=0, settings=settings)[0].sentences[0]
     track = screener.new_session()
@@ -89,7 +90,7 @@ def batch_scaling(repeats: int = 5) -> dict[int, tuple[float, float]]:
     """
     torch.set_num_threads(1)
     screener = Screener.from_checkpoint(DEMO_MODEL, "cpu")
-    unit = FeatureStats(np.zeros(25), np.ones(25), np.zeros(136), np.ones(136))
+    unit = FeatureStats.unit()
     settings = SyntheticSettings(min_sentences=1, max_sentences=1, min_frames=300, max_frames=300, text_rate=1.0)
     sentences = [s.sentences[0] for s in generate_sessions(max(BATCH_SIZES), unit, seed=1, settings=settings)]
     pool = StatePool(screener.model, max(BATCH_SIZES))
@@ -163,10 +164,6 @@ def segmenter_table(folder: Path) -> list[str]:
     ]
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def run_bench(args: argparse.Namespace) -> int:
     media = args.media or sample_path()
     steps = step_times()
@@ -217,7 +214,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "| concurrent sessions | sentences | p50 (s) | p95 (s) | max (s) |",
         "| ---: | ---: | ---: | ---: | ---: |",
         *(
-            f"| {n} | {len(v)} | {percentile(v, 50):.3f} | {percentile(v, 95):.3f} | {max(v):.3f} |"
+            f"| {n} | {len(v)} | {loadbench.percentile(v, 50):.3f} | {loadbench.percentile(v, 95):.3f} | {max(v):.3f} |"
             for n, v in ((1, single), (args.sessions, loaded))
         ),
         "",

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from depscreen.clients import cli as client_cli
-from depscreen.localserver import sample_path, start_local_server
+from depscreen.localserver import start_local_server
+from depscreen.sample import sample_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

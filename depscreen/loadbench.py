@@ -26,7 +26,8 @@ import numpy as np
 
 from depscreen.clients.media import MediaSource, TimedMessage
 from depscreen.clients.session import ScreeningClient
-from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
+from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.sample import sample_path
 from depscreen.v1 import screening_pb2 as pb
 
 T = TypeVar("T")
@@ -247,9 +248,9 @@ async def load_run(
         sessions=sessions,
         duration_s=round(wall, 1),
         sentences=len(latencies),
-        p50_latency_s=_pct(latencies, 50),
-        p95_latency_s=_pct(latencies, 95),
-        p99_latency_s=_pct(latencies, 99),
+        p50_latency_s=round(percentile(latencies, 50), 3),
+        p95_latency_s=round(percentile(latencies, 95), 3),
+        p99_latency_s=round(percentile(latencies, 99), 3),
         server_cpu_cores=round((_proc_cpu_s(pid) - cpu_before) / wall, 2) if pid else float("nan"),
         client_cpu_cores=round((time.process_time() - client_cpu_before) / wall, 2),
         rss_idle_mb=round(rss_idle, 1),
@@ -298,8 +299,9 @@ def _histogram_p95(before: str, after: str, name: str) -> float | None:
     return next(bound for bound, count in buckets if count >= 0.95 * total)
 
 
-def _pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 3) if values else float("nan")
+def percentile(values: list[float], q: float) -> float:
+    """The `q`-th percentile of `values` (linear interpolation); NaN when there are none."""
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 async def find_max(args: argparse.Namespace, target: str, server: LocalServer | None, media) -> LoadResult | None:

@@ -97,10 +97,3 @@ def read_counter(exposition: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
-
-
-def sample_path() -> Path:
-    """The bundled GRID sample interview (CC BY 4.0, see clients/samples/README.md)."""
-    from depscreen.clients import cli as client_cli
-
-    return Path(client_cli.__file__).resolve().parent / "samples" / "grid_interview.mp4"

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from depscreen.sample import sample_path
+
 if TYPE_CHECKING:
     from depscreen.engine.train.datasets import DatasetSpec
     from depscreen.engine.train.sessions import DatasetLoad
     from depscreen.engine.train.trainer import Progress as EpochCallback
-
-DEFAULT_CALIBRATION = Path(__file__).resolve().parents[1] / "clients" / "samples" / "grid_interview.mp4"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calibration",
         type=Path,
         nargs="+",
-        default=[DEFAULT_CALIBRATION],
+        default=[sample_path()],
         help="real media whose feature scales the synthetic data takes (default: the bundled GRID sample)",
     )
     _cache_arguments(train)
@@ -279,6 +279,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
     from depscreen.engine.runtime.screener import Screener
     from depscreen.engine.train.evaluate import evaluate
+    from depscreen.engine.train.metrics import REPORT_METRICS
 
     try:
         screener = Screener.from_checkpoint(args.model or DEFAULT_MODEL, "cpu")
@@ -297,7 +298,7 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     baselines = report["baselines"]
     print(f"{'metric':<18}{'model [95% CI]':<28}{'all-positive':>14}{'majority':>10}")
-    for name in ("f1", "precision", "recall", "accuracy", "balanced_accuracy", "auroc", "ece"):
+    for name in REPORT_METRICS:
         ci = report["ci95"][name]
         print(
             f"{name:<18}{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]{'':<6}"

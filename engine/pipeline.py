@@ -40,7 +40,7 @@ class PipelineSettings:
     """Per-session media handling, with documented defaults."""
 
     video_fps: float = 5.0
-    """Video frames analysed per second; frames arriving faster are skipped (counted, not decoded)."""
+    """Video frames analysed per second; frames arriving faster are skipped undecoded."""
     max_caption_chars: int = 2000
     """Longest caption text accepted; longer captions are rejected as invalid input."""
     max_pending_captions: int = 256
@@ -113,7 +113,6 @@ class SessionPipeline:
         self._last_video_ms = -1
         self.sentences = first_index
         self.speech_ms = 0
-        self.skipped_video_frames = 0
         self.dropped_video_frames = 0
         self.dropped_captions = 0
 
@@ -192,7 +191,6 @@ class SessionPipeline:
             )
         self._last_video_ms = timestamp_ms
         if timestamp_ms < self._next_video_ms:
-            self.skipped_video_frames += 1
             return False
         with self._stage("decode"):
             rgb = decode_image(image, fmt, width, height)

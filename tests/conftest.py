@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
+from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.sample import sample_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = sample_path()

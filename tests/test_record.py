@@ -15,7 +15,8 @@ import pytest
 
 from depscreen.clients.media import MediaSource
 from depscreen.clients.session import ScreeningClient
-from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
+from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.sample import sample_path
 from depscreen.streamer.record import SessionRecorder
 from depscreen.streamer.server import open_record_folder
 from depscreen.streamer.settings import SettingsError

@@ -29,7 +29,8 @@ from depscreen.clients.resumable import ReplayBuffer
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener, SessionTrack
-from depscreen.localserver import LocalServer, free_port, read_counter, sample_path, start_local_server
+from depscreen.localserver import LocalServer, free_port, read_counter, start_local_server
+from depscreen.sample import sample_path
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, decode, encode, read_key_file
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import SqliteStore, StoredSession

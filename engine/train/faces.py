@@ -18,15 +18,18 @@ import numpy as np
 from depscreen.engine.features.face import FaceLandmarker
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.media import iter_video_frames
+from depscreen.engine.modalities import modality
 from depscreen.engine.train.cache import FeatureCache, content_key
+from depscreen.sample import sample_path
 
-SAMPLE = Path(__file__).resolve().parents[2] / "clients" / "samples" / "grid_interview.mp4"
 VIDEO_FPS = 5.0
 """The server's default analysis rate (frames per second of video that get landmarks)."""
 
 
-def unlabelled_faces(path: Path = SAMPLE, cache: FeatureCache | None = None) -> np.ndarray:
-    """`[F, 136]` normalised landmarks of the frames of `path` (sampled at `VIDEO_FPS`) that show a face."""
+def unlabelled_faces(path: Path | None = None, cache: FeatureCache | None = None) -> np.ndarray:
+    """Normalised landmarks `[F, video dim]` of the frames of `path` (default: the bundled sample) sampled at
+    `VIDEO_FPS` that show a face."""
+    path = path or sample_path()
     key = content_key([path], f"faces|{VIDEO_FPS}|{FaceLandmarker.DIM}")
     if cache is not None and (cached := cache.load(key)) is not None:
         return cached[0].video
@@ -36,7 +39,8 @@ def unlabelled_faces(path: Path = SAMPLE, cache: FeatureCache | None = None) -> 
         raise ValueError(f"no face found in {path}: unlabelled faces need a video with a face")
     video = np.stack(faces).astype(np.float32)
     if cache is not None:
-        holder = SentenceFeatures(0, 0, 0, 0, 0.0, np.zeros((0, 25), np.float32), video, len(video), None, "", "", 0.0)
+        audio = modality("audio").absent(modality("audio").dim)
+        holder = SentenceFeatures(0, 0, 0, 0, 0.0, audio, video, len(video), None, "", "", 0.0)
         cache.store(key, [holder])
     return video
 

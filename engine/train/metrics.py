@@ -38,6 +38,12 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
     return float(error)
 
 
+CLASSIFICATION_METRICS = ("f1", "precision", "recall", "accuracy", "balanced_accuracy")
+"""The metrics of hard 0/1 predictions (`classification`)."""
+REPORT_METRICS = (*CLASSIFICATION_METRICS, "auroc", "ece")
+"""Every metric `screening_report` gives with a 95% interval, in the order reports list them."""
+
+
 def classification(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """F1, precision, recall, accuracy and balanced accuracy of hard 0/1 predictions (0 where undefined)."""
     labels = np.asarray(labels).astype(bool)
@@ -114,10 +120,9 @@ def screening_report(
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predicted = probabilities >= np.asarray(threshold, dtype=np.float64)
-    names = ("f1", "precision", "recall", "accuracy", "balanced_accuracy")
     metrics: dict[str, Interval] = {
         name: bootstrap(labels, lambda i, name=name: classification(labels[i], predicted[i])[name], seed)
-        for name in names
+        for name in CLASSIFICATION_METRICS
     }
     metrics["auroc"] = bootstrap(labels, lambda i: auroc(labels[i], probabilities[i]), seed)
     metrics["ece"] = bootstrap(labels, lambda i: expected_calibration_error(labels[i], probabilities[i]), seed)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from depscreen.engine.train.datasets import DatasetSpec
+from depscreen.engine.train.metrics import REPORT_METRICS
 
-ROW_METRICS = ("auroc", "f1", "precision", "recall", "balanced_accuracy", "ece")
+ROW_METRICS = ("auroc", *(m for m in REPORT_METRICS if m not in ("auroc", "accuracy")))
+"""The card's columns: the report's metrics, AUROC first, without plain accuracy (misleading on imbalanced
+data; balanced accuracy is there)."""
 
 
 def _cell(row: dict, name: str) -> str:
