@@ -11,6 +11,8 @@ from av.audio.resampler import AudioResampler
 
 SAMPLE_RATE = 16_000
 """The engine's one internal audio rate: everything is resampled to it exactly once, on arrival."""
+DEFAULT_VIDEO_FPS = 5.0
+"""Video frames analysed per second unless configured otherwise (the rate the shipped models were made at)."""
 
 MIN_INPUT_RATE = 8_000
 MAX_INPUT_RATE = 48_000

@@ -27,7 +27,7 @@ from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integri
 from depscreen.engine.features.face import FaceLandmarker, decode_image
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
-from depscreen.engine.media import SAMPLE_RATE, PcmResampler
+from depscreen.engine.media import DEFAULT_VIDEO_FPS, SAMPLE_RATE, PcmResampler
 from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence
 
 StageTimer = Callable[[str, float, float], None]
@@ -39,7 +39,7 @@ features_audio, features_video, asr, text_embed."""
 class PipelineSettings:
     """Per-session media handling, with documented defaults."""
 
-    video_fps: float = 5.0
+    video_fps: float = DEFAULT_VIDEO_FPS
     """Video frames analysed per second; frames arriving faster are skipped undecoded."""
     max_caption_chars: int = 2000
     """Longest caption text accepted; longer captions are rejected as invalid input."""

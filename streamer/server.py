@@ -25,10 +25,12 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from depscreen.engine.pipeline import Extractors
+from depscreen.engine.pipeline import Extractors, PipelineSettings
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
+from depscreen.engine.runtime.checkpoint import ModelFacts, feature_differences
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
+from depscreen.engine.segment import SegmenterSettings
 from depscreen.engine.vad import preload_vad
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
@@ -88,6 +90,8 @@ class Server:
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
         loop = asyncio.get_running_loop()
         screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
+        live = PipelineSettings(video_fps=s.video_fps, segmenter=SegmenterSettings(vad=s.vad))
+        check_features(screener.facts, live)
         text_encoder = screener.facts.text_encoder
         extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count, text_encoder)
         await loop.run_in_executor(self._executor, preload_vad, s.vad)
@@ -278,6 +282,17 @@ def open_tracing(environ: Mapping[str, str]) -> Tracing | None:
         return None
     log.info("exporting session traces over OTLP/gRPC to %s", endpoint or "localhost:4317")
     return Tracing(OTLPSpanExporter(), version("depscreen"))
+
+
+def check_features(facts: ModelFacts, pipeline: PipelineSettings) -> None:
+    """Refuse (SettingsError) a model whose training features this server cannot make; warn of each setting
+    the operator chose unlike the model's training (its estimates rest on features it was not trained on)."""
+    try:
+        differences = feature_differences(facts, pipeline.segmenter, pipeline.video_fps)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    for difference in differences:
+        log.warning("model %s was trained on other features than this server makes: %s", facts.model_id, difference)
 
 
 async def serve(settings: ServerSettings) -> None:

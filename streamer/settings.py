@@ -13,6 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
 from depscreen.engine.runtime.device import DEVICE_CHOICES
 from depscreen.engine.vad import VAD_NAMES
@@ -55,7 +56,9 @@ class ServerSettings:
         default=4 * 1024 * 1024, metadata={"help": "largest client message accepted (bytes)"}
     )
     max_chunk_ms: int = field(default=5000, metadata={"help": "longest audio chunk accepted in one message (ms)"})
-    video_fps: float = field(default=5.0, metadata={"help": "video frames analysed per second per session"})
+    video_fps: float = field(
+        default=DEFAULT_VIDEO_FPS, metadata={"help": "video frames analysed per second per session"}
+    )
     max_batch: int = field(default=32, metadata={"help": "most sentences (of different sessions) per model step"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "longest a sentence waits for its batch to fill (ms)"})
     park_after_s: float = field(

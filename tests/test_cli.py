@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from depscreen.cli import build_parser
-from depscreen.engine.runtime.checkpoint import load_checkpoint
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, save_checkpoint
 from depscreen.streamer.settings import ServerSettings, settings_from_args
 
 from .conftest import FIXTURES
@@ -75,6 +76,18 @@ def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) ->
 def test_invalid_settings_say_what_is_wrong(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         ServerSettings(**changes)
+
+
+def test_serve_refuses_a_model_whose_features_it_cannot_make(tmp_path: Path) -> None:
+    model, facts = load_checkpoint(DEMO_MODEL)
+    odd = tmp_path / "odd.pt"
+    save_checkpoint(odd, model, replace(facts, segmenter={**facts.segmenter, "lookahead_ms": 400}))
+    result = depscreen(
+        "serve", "--model", str(odd), "--grpc-port", "0", "--http-port", "0", "--asr", "none", "--device", "cpu"
+    )
+    assert result.returncode == 2
+    assert "not starting: model synthetic-demo-s0 was trained on sentences cut with segmenter settings" in result.stderr
+    assert "(lookahead_ms): serve it with the depscreen version that trained it, or retrain it" in result.stderr
 
 
 def test_serve_refuses_a_missing_model(tmp_path: Path) -> None:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+
 import pytest
 import torch
 
+from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model import kernels
 from depscreen.engine.model.mamba import Mamba
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
-from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
+from depscreen.engine.runtime.checkpoint import (
+    DEFAULT_MODEL,
+    DEMO_MODEL,
+    ModelFacts,
+    feature_differences,
+    load_checkpoint,
+    save_checkpoint,
+)
 from depscreen.engine.runtime.screener import Screener, collate
+from depscreen.engine.segment import SegmenterSettings
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 
@@ -151,3 +162,20 @@ def test_cuda_kernels_match_reference() -> None:
         y, _ = mamba.step(x[:, 0].cuda(), state)
     torch.testing.assert_close(fused, reference, atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(y.cpu(), reference[:, 0], atol=2e-3, rtol=2e-3)
+
+
+def test_a_checkpoint_records_the_feature_settings_it_was_trained_with(tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, ScreeningModel(ModelConfig(d_model=16)), ModelFacts("m", "t", video_fps=2.5))
+    _, facts = load_checkpoint(path)
+    assert facts.segmenter == asdict(SegmenterSettings()) and facts.video_fps == 2.5
+    assert feature_differences(facts, SegmenterSettings(), 2.5) == []
+    assert feature_differences(facts, SegmenterSettings(end_silence_ms=800), DEFAULT_VIDEO_FPS) == [
+        "segmenter end_silence_ms: trained with 600, live 800",
+        "video_fps: trained at 2.5, live 5",
+    ]
+    unknown = replace(facts, segmenter={**facts.segmenter, "lookahead_ms": 400})
+    with pytest.raises(ValueError, match=r"segmenter settings this version does not have \(lookahead_ms\)"):
+        feature_differences(unknown, SegmenterSettings(), 2.5)
+    for shipped in (DEMO_MODEL, DEFAULT_MODEL):
+        assert feature_differences(load_checkpoint(shipped)[1], SegmenterSettings(), DEFAULT_VIDEO_FPS) == []

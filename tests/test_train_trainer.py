@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from depscreen.engine.features.text import MINILM
+from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model.encoders import BiMamba
-from depscreen.engine.train.faces import VIDEO_FPS, attach_faces
+from depscreen.engine.train.faces import attach_faces
 from depscreen.engine.train.interpret import video_gate_weight
 from depscreen.engine.train.stats import FeatureStats, measured_stats
 from depscreen.engine.train.study import dataset_config
@@ -55,7 +56,7 @@ def test_faces_are_attached_by_span_and_video_weight_is_reported(sessions: list)
     faces = np.random.default_rng(0).normal(size=(50, 136)).astype(np.float32)
     sentence = sessions[0].sentences[0]
     attached = attach_faces(sentence, faces, random.Random(0))
-    expected = max(1, int((sentence.end_ms - sentence.start_ms) / 1000 * VIDEO_FPS))
+    expected = max(1, int((sentence.end_ms - sentence.start_ms) / 1000 * DEFAULT_VIDEO_FPS))
     assert len(attached.video) == attached.video_frames == expected and attached.available[1]
     settings = TrainSettings(epochs=1, batch_size=8, unlabelled_video=1.0, crop_frames=20)
     model = train_model(sessions, measured_stats(sessions, UNIT), dataset_config(MINILM), settings, faces=faces)

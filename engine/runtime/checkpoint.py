@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER
+from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
+from depscreen.engine.segment import SegmenterSettings
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 DEMO_MODEL = WEIGHTS_DIR / "synthetic-demo.pt"
@@ -32,6 +34,34 @@ class ModelFacts:
     text_encoder: str = DEFAULT_TEXT_ENCODER
     """The sentence encoder that made the training text features (`features.text.TEXT_ENCODERS`); the server
     embeds live text with the same one. Checkpoints written before it was recorded used all-MiniLM-L6-v2."""
+    segmenter: dict[str, object] = field(default_factory=lambda: asdict(SegmenterSettings()))
+    """The `SegmenterSettings` that cut the training sentences. Checkpoints written before it was recorded
+    were cut with the defaults."""
+    video_fps: float = DEFAULT_VIDEO_FPS
+    """Video frames per second analysed for the training features (or, for a model trained without video,
+    the rate its landmark statistics were measured at)."""
+
+
+def feature_differences(facts: ModelFacts, segmenter: SegmenterSettings, video_fps: float) -> list[str]:
+    """How features made live with `segmenter` and `video_fps` differ from the training features of the model
+    `facts` describes: one line per setting, [] when they match. ValueError when this version cannot make
+    features like the training ones at all (the checkpoint records a segmenter setting it does not have)."""
+    known = {f.name for f in fields(SegmenterSettings)}
+    unknown = sorted(set(facts.segmenter) - known)
+    if unknown:
+        raise ValueError(
+            f"model {facts.model_id} was trained on sentences cut with segmenter settings this version does not "
+            f"have ({', '.join(unknown)}): serve it with the depscreen version that trained it, or retrain it"
+        )
+    trained = replace(SegmenterSettings(), **facts.segmenter)
+    differences = [
+        f"segmenter {name}: trained with {getattr(trained, name)!r}, live {getattr(segmenter, name)!r}"
+        for name in sorted(known)
+        if getattr(trained, name) != getattr(segmenter, name)
+    ]
+    if facts.video_fps != video_fps:
+        differences.append(f"video_fps: trained at {facts.video_fps:g}, live {video_fps:g}")
+    return differences
 
 
 def save_checkpoint(path: str | Path, model: ScreeningModel, facts: ModelFacts) -> None:

@@ -17,24 +17,21 @@ import numpy as np
 
 from depscreen.engine.features.face import FaceLandmarker
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.media import iter_video_frames
+from depscreen.engine.media import DEFAULT_VIDEO_FPS, iter_video_frames
 from depscreen.engine.modalities import modality
 from depscreen.engine.train.cache import FeatureCache, content_key
 from depscreen.sample import sample_path
 
-VIDEO_FPS = 5.0
-"""The server's default analysis rate (frames per second of video that get landmarks)."""
-
 
 def unlabelled_faces(path: Path | None = None, cache: FeatureCache | None = None) -> np.ndarray:
     """Normalised landmarks `[F, video dim]` of the frames of `path` (default: the bundled sample) sampled at
-    `VIDEO_FPS` that show a face."""
+    `DEFAULT_VIDEO_FPS` that show a face."""
     path = path or sample_path()
-    key = content_key([path], f"faces|{VIDEO_FPS}|{FaceLandmarker.DIM}")
+    key = content_key([path], f"faces|{DEFAULT_VIDEO_FPS}|{FaceLandmarker.DIM}")
     if cache is not None and (cached := cache.load(key)) is not None:
         return cached[0].video
     landmarker = FaceLandmarker()
-    faces = [f for _, rgb in iter_video_frames(path, VIDEO_FPS) if (f := landmarker.landmarks(rgb)) is not None]
+    faces = [f for _, rgb in iter_video_frames(path, DEFAULT_VIDEO_FPS) if (f := landmarker.landmarks(rgb)) is not None]
     if not faces:
         raise ValueError(f"no face found in {path}: unlabelled faces need a video with a face")
     video = np.stack(faces).astype(np.float32)
@@ -46,7 +43,7 @@ def unlabelled_faces(path: Path | None = None, cache: FeatureCache | None = None
 
 
 def attach_faces(sentence: SentenceFeatures, faces: np.ndarray, rng: random.Random) -> SentenceFeatures:
-    """`sentence` with a random window of `faces`, as many frames as its span holds at `VIDEO_FPS`."""
-    frames = min(len(faces), max(1, int((sentence.end_ms - sentence.start_ms) / 1000 * VIDEO_FPS)))
+    """`sentence` with a random window of `faces`, as many frames as its span holds at `DEFAULT_VIDEO_FPS`."""
+    frames = min(len(faces), max(1, int((sentence.end_ms - sentence.start_ms) / 1000 * DEFAULT_VIDEO_FPS)))
     start = rng.randrange(len(faces) - frames + 1)
     return replace(sentence, video=faces[start : start + frames], video_frames=frames)

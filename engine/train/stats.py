@@ -10,11 +10,9 @@ import torch
 
 from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.face import FaceLandmarker
-from depscreen.engine.media import decode_audio_file, iter_video_frames
+from depscreen.engine.media import DEFAULT_VIDEO_FPS, decode_audio_file, iter_video_frames
 from depscreen.engine.modalities import MODALITIES
 from depscreen.engine.train.sessions import LabelledSession
-
-STATS_VIDEO_FPS = 5.0
 
 NORMALISED = tuple(m for m in MODALITIES if m.normalised)
 """The modalities the model standardises (see `Modality.normalised`)."""
@@ -64,7 +62,7 @@ def feature_stats_from_media(paths: list[Path]) -> FeatureStats:
     for path in paths:
         audio_frames.append(audio.extract(decode_audio_file(path)))
         landmarker = FaceLandmarker()
-        for _, rgb in iter_video_frames(path, STATS_VIDEO_FPS):
+        for _, rgb in iter_video_frames(path, DEFAULT_VIDEO_FPS):
             landmarks = landmarker.landmarks(rgb)
             if landmarks is not None:
                 faces.append(landmarks)
