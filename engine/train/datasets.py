@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from depscreen.engine.features.text import MULTILINGUAL
+from depscreen.engine.modalities import modality
 from depscreen.engine.train.cache import FeatureCache
 from depscreen.engine.train.daic import load_daic
 from depscreen.engine.train.eatd import LANGUAGE as EATD_LANGUAGE
@@ -28,7 +29,7 @@ class DatasetSpec:
     language: str
     load: Callable[[Path, str, FeatureCache | None, LoadProgress | None], DatasetLoad]
     """(data folder, text encoder, cache, progress) → sessions and what was skipped."""
-    audio_dim: int = 25
+    audio_dim: int = modality("audio").dim
     """Audio features per frame: eGeMAPS LLDs (25) unless the dataset ships others (LMVD: VGGish, 128)."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from depscreen.engine.features.text import text_feature_dim
+from depscreen.engine.modalities import modality
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
 from depscreen.engine.train.baselines import BASELINES, applicable_baselines, cross_validate_baseline
@@ -46,7 +47,7 @@ DATASET_TRAINING = TrainSettings(
 """Real datasets are small (EATD: 82 sessions): a small model, strong weight decay, short audio crops."""
 
 
-def dataset_config(text_encoder: str, audio_dim: int = 25) -> ModelConfig:
+def dataset_config(text_encoder: str, audio_dim: int = modality("audio").dim) -> ModelConfig:
     """A small model for small datasets: d_model 32, audio LLDs pooled to 100 ms steps."""
     return ModelConfig(audio_dim=audio_dim, text_dim=text_feature_dim(text_encoder), d_model=32, audio_pool=10)
 

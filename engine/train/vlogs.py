@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from depscreen.engine.modalities import modality
 from depscreen.engine.train.sessions import DatasetLoad, LabelledSession, Skipped
 from depscreen.engine.train.windows import fixed_windows, normalise_landmarks, require_finite
 
@@ -112,8 +113,8 @@ def load_dvlog(
 
     def windows(index: str) -> list:
         folder = Path(root) / index
-        audio = _load_npy(folder / f"{index}_acoustic.npy", 25)
-        video = normalise_landmarks(_load_npy(folder / f"{index}_visual.npy", 136))
+        audio = _load_npy(folder / f"{index}_acoustic.npy", modality("audio").dim)
+        video = normalise_landmarks(_load_npy(folder / f"{index}_visual.npy", modality("video").dim))
         return fixed_windows(audio, np.arange(len(audio), dtype=float), video, np.arange(len(video), dtype=float))
 
     rows = read_vlog_labels(Path(root) / "labels.csv", folds)

@@ -16,6 +16,9 @@ import numpy as np
 
 from depscreen.engine.features.face import normalise
 from depscreen.engine.features.sentence import SNR_FOR_FULL_QUALITY_DB, SentenceFeatures
+from depscreen.engine.modalities import modality
+
+VIDEO = modality("video")
 
 WINDOW_S = 10.0
 """Seconds of features per stand-in sentence."""
@@ -34,7 +37,7 @@ def require_finite(values: np.ndarray, path: Path) -> np.ndarray:
 
 def normalise_landmarks(points: np.ndarray) -> np.ndarray:
     """`[F, 136]` landmarks as (x0, y0, x1, y1, ...) pixels → the live landmarker's normalised form."""
-    return np.stack([normalise(p.reshape(68, 2)) for p in points]) if len(points) else np.zeros((0, 136), np.float32)
+    return np.stack([normalise(p.reshape(68, 2)) for p in points]) if len(points) else VIDEO.absent(VIDEO.dim)
 
 
 def fixed_windows(
