@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
-from rich.live import Live
 
 from depscreen.v1 import screening_pb2
 
 from .captions import CaptionError
-from .live import LiveState, render
-from .media import MediaError
-from .session import AudioSendLog, ScreeningClient
+from .errors import MediaError, MissingExtraError, ServerStalledError, WhipError
+from .session import ScreeningClient
 from .tls import TlsFileError
-from .whip import WhipClient, WhipError
+
+if TYPE_CHECKING:
+    from .live import LiveState
+    from .media import AudioSendLog
 
 EXIT_RPC_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -60,11 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--session-id", default="", help="session id to ask for (the server makes one if empty)")
     parser.add_argument("--language", default="en", help="BCP-47 language of the speech")
     parser.add_argument("--no-asr", dest="disable_asr", action="store_true", help="never run ASR (captions only)")
-    parser.add_argument(
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
         "--resume",
+        dest="resume",
         action="store_true",
-        help="when the stream breaks, reconnect and resume the session where the server left it (gRPC, and a "
-        "server with --state-store)",
+        default=None,
+        help="resume the session after a break (the default over gRPC, whenever the server has a state store)",
+    )
+    resume.add_argument(
+        "--no-resume", dest="resume", action="store_false", help="let the first break end the session with its error"
     )
     parser.set_defaults(func=run_stream)
 
@@ -79,6 +86,11 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.webrtc and args.resume:
         print("error: --resume works over gRPC only: a WebRTC session cannot be resumed", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not args.json and importlib.util.find_spec("rich") is None:  # the live view's, checked before sending
+        print(
+            "error: the live view needs the [cli] extra: pip install 'depscreen[cli]', or pass --json", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
     if args.webrtc and (args.tls_ca or args.tls_cert) and not args.webrtc.startswith("https://"):
         print("error: --tls-ca/--tls-cert need an https:// WHIP URL", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -87,10 +99,10 @@ def run_stream(args: argparse.Namespace) -> int:
     except grpc.aio.AioRpcError as error:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
         return EXIT_RPC_ERROR
-    except WhipError as error:
+    except (WhipError, ServerStalledError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_RPC_ERROR
-    except (MediaError, CaptionError, TlsFileError) as error:
+    except (MediaError, CaptionError, TlsFileError, MissingExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -108,6 +120,8 @@ async def _stream(args: argparse.Namespace) -> None:
     send_log: AudioSendLog | None = None
     tls = {"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
     if args.webrtc:
+        from depscreen.clients import WhipClient
+
         stream = WhipClient(args.webrtc, token=args.token, **tls).stream_file(
             args.file,
             video=args.video,
@@ -116,6 +130,10 @@ async def _stream(args: argparse.Namespace) -> None:
             disable_asr=args.disable_asr,
         )
     else:
+        try:
+            from .media import AudioSendLog
+        except ModuleNotFoundError as error:
+            raise MissingExtraError("streaming a media file", "media", error.name or "av") from None
         send_log = AudioSendLog()
         stream = ScreeningClient(args.server, token=args.token, **tls).stream_file(
             args.file,
@@ -127,8 +145,8 @@ async def _stream(args: argparse.Namespace) -> None:
             session_id=args.session_id,
             language=args.language,
             disable_asr=args.disable_asr,
-            send_log=send_log,
-            resume=args.resume,
+            on_send=send_log.record,
+            resume=args.resume is not False,
         )
     await show_updates(stream, as_json=args.json, send_log=send_log)
 
@@ -143,6 +161,11 @@ async def show_updates(
             async for message in messages:
                 print(message_json(message), flush=True)
             return
+        from rich.console import Console
+        from rich.live import Live
+
+        from .live import LiveState, render
+
         state = LiveState()
         first = await anext(messages, None)
         if first is None:

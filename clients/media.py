@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -12,19 +13,19 @@ from pathlib import Path
 from types import TracebackType
 
 import av
-import cv2
 from av.audio.resampler import AudioResampler
 
 from depscreen.v1 import screening_pb2
+
+from .errors import MediaError
 
 SAMPLE_RATE_HZ = 16_000
 """Rate of the PCM the client sends; the stream's `start` message announces it with one channel."""
 BYTES_PER_MS = SAMPLE_RATE_HZ * 2 // 1000
 """s16le mono bytes per millisecond of audio (32)."""
-
-
-class MediaError(Exception):
-    """A media file that is missing, cannot be decoded or has no audio stream to screen."""
+JPEG_PIXEL_FORMAT = "yuvj420p"
+JPEG_QSCALE = 3
+"""Quantiser of the JPEG frames (FFmpeg's mjpeg, 1 best .. 31 worst): about libjpeg's quality 80."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ class MediaSource:
     Frames without a presentation time are skipped.
     """
 
-    def __init__(self, path: str | Path, *, video: bool = True, video_fps: float = 5.0, jpeg_quality: int = 80) -> None:
+    def __init__(self, path: str | Path, *, video: bool = True, video_fps: float = 5.0) -> None:
         if video_fps <= 0:
             raise ValueError(f"video_fps must be positive, got {video_fps}")
         self.path = Path(path)
@@ -65,7 +66,7 @@ class MediaSource:
         has_video = video and bool(self._container.streams.video)
         self._video = self._container.streams.video[0] if has_video else None
         self._frame_interval = Fraction(1) / Fraction(video_fps)
-        self._jpeg_params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        self._jpeg: av.VideoCodecContext | None = None
         start = self._audio.start_time
         self._origin = Fraction(start * self._audio.time_base) if start is not None else Fraction(0)
 
@@ -117,11 +118,16 @@ class MediaSource:
             raise MediaError(f"cannot decode {self.path}: {_reason(error)}") from error
 
     def _encode(self, frame: av.VideoFrame, message: screening_pb2.VideoFrame) -> None:
-        image = frame.to_ndarray(format="bgr24")
-        ok, jpeg = cv2.imencode(".jpg", image, self._jpeg_params)
-        if not ok:
+        if self._jpeg is None or (self._jpeg.width, self._jpeg.height) != (frame.width, frame.height):
+            self._jpeg = av.CodecContext.create("mjpeg", "w")
+            self._jpeg.width, self._jpeg.height = frame.width, frame.height
+            self._jpeg.pix_fmt = JPEG_PIXEL_FORMAT
+            self._jpeg.time_base = self._frame_interval
+            self._jpeg.qmin = self._jpeg.qmax = JPEG_QSCALE
+        packets = self._jpeg.encode(frame.reformat(format=JPEG_PIXEL_FORMAT))
+        if len(packets) != 1:
             raise MediaError(f"cannot encode a {frame.width}x{frame.height} frame of {self.path} as JPEG")
-        message.image = jpeg.tobytes()
+        message.image = bytes(packets[0])
         message.format = screening_pb2.JPEG
         message.width, message.height = frame.width, frame.height
 
@@ -230,3 +236,32 @@ class Pacer:
                 if delay > 0:
                     await self._sleep(delay)
             yield timed.message
+
+
+class AudioSendLog:
+    """When each audio chunk left the client, to measure the round trip of a sentence update.
+
+    The round trip of a sentence is the time from sending the audio chunk that holds the sentence's last
+    sample (`end_ms`) to receiving its update; it includes the server's wait for the pause that closes
+    the sentence, which `SentenceUpdate.latency_ms` does not.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._sent_ms: list[float] = []
+        self._sent_at: list[float] = []
+        self._audio_bytes = 0
+
+    def record(self, message: screening_pb2.ClientMessage) -> None:
+        """Note the send time of an audio chunk; other messages are ignored."""
+        if message.WhichOneof("kind") == "audio":
+            self._audio_bytes += len(message.audio.data)
+            self._sent_ms.append(self._audio_bytes / BYTES_PER_MS)
+            self._sent_at.append(self._clock())
+
+    def round_trip_ms(self, media_ms: float) -> float | None:
+        """Milliseconds since the audio reaching `media_ms` was sent, or None when it has not been sent."""
+        index = bisect.bisect_left(self._sent_ms, media_ms)
+        if index == len(self._sent_ms):
+            return None
+        return (self._clock() - self._sent_at[index]) * 1000

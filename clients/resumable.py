@@ -1,39 +1,42 @@
-"""Resumable streams: keep the media the server has not committed, reconnect when the stream breaks, re-send it.
+"""Resumable sessions: keep the media the server has not committed, reconnect when the stream breaks, re-send it.
 
 The server checkpoints a resumable session after every sentence and says in `accepted` where to re-send from
 (`resume_from_ms`). The client keeps every message since the end of the last sentence it was sent
-(`ReplayBuffer`); when the stream breaks (UNAVAILABLE: the server crashed or restarts, the connection was
-reset; or a proxy reset the stream because its upstream died), it reconnects with exponential backoff, sends
-`start` with the resume token, re-sends the kept messages from `resume_from_ms`, and goes on with the rest of
-the media. Nothing is lost or sent twice to the model.
+(`ReplayBuffer`); when the stream breaks with a status that leaves the checkpoint behind (`resumable_status`:
+the server crashed, restarts, shuts down or stalled, the connection was reset or went quiet, a proxy reset the
+stream), it reconnects after a jittered backoff, sends `start` with the resume token and the number of sentence
+updates it already holds (`received_sentences`, so the server re-sends the checkpointed ones it missed), re-sends
+the kept messages from `resume_from_ms`, and goes on with the rest. Sentence updates are de-duplicated by
+index: the caller sees each index exactly once, and nothing is lost or sent twice to the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import grpc
 
 from depscreen.v1 import screening_pb2 as pb
 
-from .media import BYTES_PER_MS
+from .call import call_replies
+from .errors import ServerStalledError
+from .settings import ClientSettings
 
-if TYPE_CHECKING:
-    from .session import ScreeningClient
-
-RESET_BY_PROXY = "RST_STREAM"
+RESET_BY_PROXY = ("RST_STREAM", "Stream removed")
 """In the details of an INTERNAL status that a proxy caused by resetting the stream when its upstream server
 died (nginx `grpc_pass`: "Stream removed (RST_STREAM ... error code 2)"): a broken stream, not a server error."""
-FIRST_BACKOFF_S = 0.2
-"""Wait before the first reconnection; it doubles with each failed one, up to `MAX_BACKOFF_S`."""
-MAX_BACKOFF_S = 5.0
-QUEUE_MESSAGES = 64
-"""Media messages read ahead of the stream (the media source waits while the stream is down)."""
+RESUMABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+"""Statuses that leave the session's checkpoint behind: the server or the link went away (UNAVAILABLE, also
+what a shutting-down server ends its streams with) or a side stalled (DEADLINE_EXCEEDED)."""
+DEFAULT_AUDIO = pb.AudioFormat(sample_rate_hz=16_000, channels=1)
+
+log = logging.getLogger("depscreen.clients")
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,13 @@ class _Kept:
 
 
 class ReplayBuffer:
-    """Client messages not yet covered by a committed sentence, on the audio clock of a 16 kHz mono stream."""
+    """Client messages not yet covered by a committed sentence, on the audio clock of the session's s16le PCM."""
 
-    def __init__(self) -> None:
+    def __init__(self, audio: pb.AudioFormat = DEFAULT_AUDIO) -> None:
         self._kept: list[_Kept] = []
         self._audio_ms = 0.0
+        self._frame_bytes = 2 * max(1, audio.channels)
+        self._bytes_per_ms = audio.sample_rate_hz * self._frame_bytes / 1000
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -58,7 +63,7 @@ class ReplayBuffer:
         kind = message.WhichOneof("kind")
         if kind == "audio":
             start = self._audio_ms
-            self._audio_ms += len(message.audio.data) / BYTES_PER_MS
+            self._audio_ms += len(message.audio.data) / self._bytes_per_ms
             self._kept.append(_Kept(start, self._audio_ms, message))
         elif kind == "video":
             self._kept.append(_Kept(message.video.timestamp_ms, message.video.timestamp_ms, message))
@@ -74,7 +79,7 @@ class ReplayBuffer:
         replayed = []
         for kept in self._kept:
             if kept.message.WhichOneof("kind") == "audio" and kept.start_ms < from_ms < kept.end_ms:
-                offset = round((from_ms - kept.start_ms) * BYTES_PER_MS) // 2 * 2
+                offset = round((from_ms - kept.start_ms) * self._bytes_per_ms) // self._frame_bytes * self._frame_bytes
                 data = kept.message.audio.data[offset:]
                 replayed.append(pb.ClientMessage(audio=pb.AudioChunk(data=data)))
             elif kept.end_ms > from_ms or (kept.start_ms == kept.end_ms and kept.start_ms >= from_ms):
@@ -82,92 +87,124 @@ class ReplayBuffer:
         return replayed
 
 
-async def stream_resumable(
-    client: ScreeningClient,
+class Backoff:
+    """Waits before reconnecting: exponential caps from `first_s` up to `max_s`, each wait drawn uniformly
+    between 0 and its cap ("full jitter"), so the clients of a replica that died do not reconnect in lockstep."""
+
+    def __init__(self, first_s: float, max_s: float, draw: Callable[[], float] = random.random) -> None:
+        self._first_s = first_s
+        self._max_s = max_s
+        self._draw = draw
+        self._attempt = 0
+
+    def next_s(self) -> float:
+        """The wait before the next attempt (and one more failed attempt counted)."""
+        cap = min(self._max_s, self._first_s * 2**self._attempt)
+        self._attempt += 1
+        return self._draw() * cap
+
+    def reset(self) -> None:
+        """A stream works again: the next break starts from the first cap."""
+        self._attempt = 0
+
+
+def resumable_status(error: BaseException) -> bool:
+    """Whether an error ended the stream but left the session's checkpoint behind, so that the client should
+    reconnect and resume; any other status is the server's answer and is raised."""
+    if isinstance(error, ServerStalledError):
+        return True
+    if not isinstance(error, grpc.aio.AioRpcError):
+        return False
+    code, details = error.code(), error.details() or ""
+    return code in RESUMABLE_CODES or (
+        code == grpc.StatusCode.INTERNAL and any(mark in details for mark in RESET_BY_PROXY)
+    )
+
+
+async def resumable_replies(
+    channel: grpc.aio.Channel,
+    metadata: Sequence[tuple[str, str]],
     start: pb.SessionStart,
-    media: AsyncIterator[pb.ClientMessage],
+    outgoing: asyncio.Queue[pb.ClientMessage | Exception | None],
     *,
-    reconnect_s: float = 120.0,
+    resume: bool,
+    settings: ClientSettings,
 ) -> AsyncIterator[pb.ServerMessage]:
-    """Stream `start`, then `media` (audio, video, captions), then `end`, resuming after breaks; yields every
-    server message (an `accepted` after each reconnection). Gives up, raising the last error, when the stream
-    stays broken for `reconnect_s` seconds, or at once when the server gave no resume token (no state store)."""
-    queue: asyncio.Queue[pb.ClientMessage | Exception | None] = asyncio.Queue(QUEUE_MESSAGES)
+    """Stream `start`, then what `outgoing` holds (audio, video, captions; None ends the session, an exception
+    is raised after cancelling the call), then `end`; yield every server message, an `accepted` after each
+    reconnection, each sentence index once.
 
-    async def produce() -> None:
-        """Media messages into the queue, then None; the media source's own error (a file that fails to
-        decode) goes into the queue too, to be raised by the stream."""
-        try:
-            async for message in media:
-                await queue.put(message)
-        except Exception as error:
-            await queue.put(error)
-            return
-        await queue.put(None)
-
-    producer = asyncio.create_task(produce())
-    buffer = ReplayBuffer()
+    With `resume`, a break that leaves a checkpoint behind (`resumable_status`) is survived by reconnecting,
+    unless the server granted no resume token (no state store) or the stream stayed broken for
+    `settings.reconnect_s`: then the last error is raised.
+    """
+    buffer = ReplayBuffer(start.audio if start.HasField("audio") else DEFAULT_AUDIO)
+    backoff = Backoff(settings.first_backoff_s, settings.max_backoff_s)
+    received: set[int] = set()
     token = ""
     end_taken = False
     broken_since: float | None = None
-    backoff = FIRST_BACKOFF_S
-    try:
-        while True:
-            accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    while True:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-            async def outgoing(
-                token: str = token, accepted: asyncio.Future[int] = accepted
-            ) -> AsyncIterator[pb.ClientMessage]:
-                nonlocal end_taken
-                resumed = pb.SessionStart()
-                resumed.CopyFrom(start)
-                resumed.resume_token = token
-                yield pb.ClientMessage(start=resumed)
+        async def messages(
+            token: str = token, accepted: asyncio.Future[int] = accepted
+        ) -> AsyncIterator[pb.ClientMessage]:
+            nonlocal end_taken
+            first = pb.SessionStart()
+            first.CopyFrom(start)
+            if token:
+                first.resume_token = token
+                first.received_sentences = len(received)
+            yield pb.ClientMessage(start=first)
+            if resume:
                 for message in buffer.replay(await accepted):
                     yield message
-                while not end_taken:
-                    message = await queue.get()
-                    if isinstance(message, Exception):
-                        raise message
-                    if message is None:
-                        end_taken = True
-                        break
+            while not end_taken:
+                message = await outgoing.get()
+                if isinstance(message, Exception):
+                    raise message
+                if message is None:
+                    end_taken = True
+                    break
+                if resume:
                     buffer.add(message)
-                    yield message
-                yield pb.ClientMessage(end=pb.SessionEnd())
+                yield message
+            yield pb.ClientMessage(end=pb.SessionEnd())
 
-            try:
-                async with (
-                    aclosing(outgoing()) as messages,
-                    aclosing(client.stream_messages(messages)) as responses,
-                ):
-                    async for response in responses:
-                        kind = response.WhichOneof("kind")
-                        if kind == "accepted":
-                            token = response.accepted.resume_token
-                            accepted.set_result(response.accepted.resume_from_ms)
-                            broken_since, backoff = None, FIRST_BACKOFF_S
-                        elif kind == "sentence":
-                            buffer.commit(response.sentence.end_ms)
-                        yield response
-                return
-            except grpc.aio.AioRpcError as error:
-                if not broken_stream(error) or (accepted.done() and not token):
-                    raise  # the server's answer, or a session the server cannot resume (it has no state store)
-                broken_since = broken_since or time.monotonic()
-                if time.monotonic() - broken_since > reconnect_s:
-                    raise
-            await asyncio.sleep(backoff)
-            backoff = min(2 * backoff, MAX_BACKOFF_S)
-    finally:
-        producer.cancel()
-        await asyncio.gather(producer, return_exceptions=True)
+        try:
+            async with (
+                aclosing(messages()) as outgoing_messages,
+                aclosing(
+                    call_replies(channel, metadata, outgoing_messages, reply_timeout_s=settings.reply_timeout_s)
+                ) as replies,
+            ):
+                async for reply in replies:
+                    kind = reply.WhichOneof("kind")
+                    if kind == "accepted":
+                        token = reply.accepted.resume_token
+                        accepted.set_result(reply.accepted.resume_from_ms)
+                        broken_since = None
+                        backoff.reset()
+                    elif kind == "sentence":
+                        buffer.commit(reply.sentence.end_ms)
+                        if reply.sentence.index in received:
+                            continue
+                        received.add(reply.sentence.index)
+                    yield reply
+            return
+        except (grpc.aio.AioRpcError, ServerStalledError) as error:
+            if not resume or not resumable_status(error) or (accepted.done() and not token):
+                raise  # the server's answer, or a session it cannot resume (no state store)
+            broken_since = broken_since or time.monotonic()
+            if time.monotonic() - broken_since > settings.reconnect_s:
+                raise
+            wait_s = backoff.next_s()
+            log.warning("the stream broke (%s); reconnecting in %.1f s to resume the session", _status(error), wait_s)
+        await asyncio.sleep(wait_s)
 
 
-def broken_stream(error: grpc.aio.AioRpcError) -> bool:
-    """Whether a status means the stream broke (server gone, connection reset, reset by a proxy), so the client
-    should reconnect and resume; any other status is the server's answer and is raised."""
-    code = error.code()
-    return code == grpc.StatusCode.UNAVAILABLE or (
-        code == grpc.StatusCode.INTERNAL and RESET_BY_PROXY in (error.details() or "")
-    )
+def _status(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error)

@@ -27,7 +27,7 @@ from google.protobuf.json_format import ParseDict
 
 from depscreen.v1 import screening_pb2
 
-from .media import MediaError
+from .errors import MediaError, WhipError
 from .tls import https_context
 
 DATA_CHANNEL_LABEL = "depscreen"
@@ -39,14 +39,6 @@ HTTP_TIMEOUT_S = 30.0
 """Longest wait for an answer to the offer (the server gathers its ICE candidates first) or to DELETE."""
 SUMMARY_TIMEOUT_S = 30.0
 """After DELETE, how long to wait for the summary on the data channel."""
-
-
-class WhipError(Exception):
-    """The WHIP endpoint refused a request (`status` is its HTTP status) or the WebRTC connection failed."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class WhipClient:

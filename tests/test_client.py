@@ -22,8 +22,16 @@ from rich.console import Console
 from depscreen.clients import cli
 from depscreen.clients.captions import CaptionError, parse_captions, read_captions
 from depscreen.clients.live import LiveState, render, sparkline
-from depscreen.clients.media import BYTES_PER_MS, MediaError, MediaSource, Pacer, TimedMessage, interleave
-from depscreen.clients.session import AudioSendLog, ScreeningClient
+from depscreen.clients.media import (
+    BYTES_PER_MS,
+    AudioSendLog,
+    MediaError,
+    MediaSource,
+    Pacer,
+    TimedMessage,
+    interleave,
+)
+from depscreen.clients.session import ScreeningClient
 from depscreen.v1 import screening_pb2
 
 from .conftest import FIXTURES, RunningServer

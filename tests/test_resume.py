@@ -197,11 +197,12 @@ def test_settings_refuse_an_unusable_state_store_setup(tmp_path: Path) -> None:
         read_key_file(str(tmp_path / "short.key"))
 
 
-def test_depscreen_stream_resume_is_a_grpc_option(capsys: pytest.CaptureFixture[str]) -> None:
+def test_depscreen_stream_resumes_by_default_over_grpc_only(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="depscreen")
     client_cli.register(parser.add_subparsers(dest="command", required=True))
-    assert parser.parse_args(["stream", "a.mp4", "--resume"]).resume is True
-    assert parser.parse_args(["stream", "a.mp4"]).resume is False
+    assert parser.parse_args(["stream", "a.mp4", "--resume"]).resume is True, "kept for existing scripts"
+    assert parser.parse_args(["stream", "a.mp4"]).resume is None, "on by default, whenever the server can resume"
+    assert parser.parse_args(["stream", "a.mp4", "--no-resume"]).resume is False
     args = parser.parse_args(["stream", "a.mp4", "--resume", "--webrtc", "http://127.0.0.1:9/whip"])
     assert client_cli.run_stream(args) == 2
     assert "--resume works over gRPC only" in capsys.readouterr().err
@@ -262,7 +263,7 @@ async def stream_sample(target: str, on_sentence: object = None) -> tuple[list[U
     after each sentence update."""
     updates, accepted = [], []
     client = ScreeningClient(target)
-    async for message in client.stream_file(sample_path(), speed=4, resume=True, reconnect_s=120):
+    async for message in client.stream_file(sample_path(), speed=4):
         kind = message.WhichOneof("kind")
         if kind == "accepted":
             accepted.append(message.accepted)

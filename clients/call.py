@@ -1,0 +1,132 @@
+"""One `StreamSession` call: a task writes the messages, replies are read as they come, and a call whose
+server stops answering while the client waits on it is cancelled as stalled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+
+import grpc
+
+from depscreen.v1 import screening_pb2 as pb
+from depscreen.v1 import screening_pb2_grpc
+
+from .errors import ServerStalledError
+
+GUARD_CHECKS_PER_TIMEOUT = 4
+"""How often the stall guard looks, per `reply_timeout_s` (it notices a stall at most a quarter late)."""
+
+
+async def call_replies(
+    channel: grpc.aio.Channel,
+    metadata: Sequence[tuple[str, str]],
+    messages: AsyncIterable[pb.ClientMessage],
+    *,
+    reply_timeout_s: float | None = None,
+) -> AsyncIterator[pb.ServerMessage]:
+    """Open `StreamSession` on `channel`, send `messages` as given (nothing is added or checked) and yield the
+    replies while sending goes on.
+
+    When the server ends the stream early, the remaining messages are not sent and its status is raised
+    (`grpc.aio.AioRpcError`); an exception of `messages` itself cancels the call and is raised. With
+    `reply_timeout_s`, a call on which the client has waited that long for the server (a write not taken, no
+    first reply) with nothing from it is cancelled and `ServerStalledError` raised.
+    """
+    call = screening_pb2_grpc.ScreeningStub(channel).StreamSession(metadata=tuple(metadata))
+    watch = _Watch()
+    sender = asyncio.create_task(_send_all(call, messages, watch))
+    guard = None if reply_timeout_s is None else asyncio.create_task(watch.guard(call, reply_timeout_s))
+    try:
+        while True:
+            try:
+                response = await call.read()
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                if watch.stalled:
+                    raise ServerStalledError(
+                        f"the server sent nothing for {reply_timeout_s:g} s while the client waited on it "
+                        "(hung server or broken link)"
+                    ) from None
+                failure = _failure(sender)
+                if failure is not None:
+                    raise failure from None
+                raise
+            if response is grpc.aio.EOF:
+                break
+            watch.replied()
+            yield response
+    finally:
+        for task in (sender, guard):
+            if task is not None:
+                task.cancel()
+        await asyncio.wait([task for task in (sender, guard) if task is not None])
+        _failure(sender)  # retrieves an exception the stream's own status superseded
+        call.cancel()
+
+
+class _Watch:
+    """Whether the client is waiting on the server (a write in flight, or no reply yet) and since when nothing
+    has come back from it."""
+
+    def __init__(self) -> None:
+        self.last_progress = time.monotonic()
+        self.writing = False
+        self.has_reply = False
+        self.stalled = False
+
+    def waiting(self) -> bool:
+        return self.writing or not self.has_reply
+
+    def begin_write(self) -> None:
+        if not self.waiting():
+            self.last_progress = time.monotonic()  # an idle spell is not a stall: the wait starts now
+        self.writing = True
+
+    def wrote(self) -> None:
+        self.writing = False
+        self.last_progress = time.monotonic()
+
+    def replied(self) -> None:
+        self.has_reply = True
+        self.last_progress = time.monotonic()
+
+    async def guard(self, call: grpc.aio.StreamStreamCall, timeout_s: float) -> None:
+        """Cancel `call` once the client has waited `timeout_s` on a server that sent nothing back."""
+        while not call.done():
+            await asyncio.sleep(timeout_s / GUARD_CHECKS_PER_TIMEOUT)
+            if self.waiting() and time.monotonic() - self.last_progress > timeout_s:
+                self.stalled = True
+                call.cancel()
+                return
+
+
+async def _send_all(call: grpc.aio.StreamStreamCall, messages: AsyncIterable[pb.ClientMessage], watch: _Watch) -> None:
+    """Write every message then half-close; a call that already ended stops the writing quietly, because
+    the reading side raises its status.
+
+    Nothing is written before the server's initial metadata, which it sends once it has authenticated the
+    stream: a refused stream (UNAUTHENTICATED) is never written to, since a write racing the server's status
+    would make grpc report INTERNAL instead."""
+    try:
+        watch.begin_write()
+        await call.initial_metadata()
+        watch.wrote()
+        if call.done():
+            return
+        async for message in messages:
+            watch.begin_write()
+            await call.write(message)
+            watch.wrote()
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        return
+    except Exception:
+        call.cancel()
+        raise
+
+
+def _failure(sender: asyncio.Task[None]) -> BaseException | None:
+    """The exception the sending task ended with, if it has ended with one (this also marks it retrieved)."""
+    if sender.done() and not sender.cancelled():
+        return sender.exception()
+    return None

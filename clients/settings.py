@@ -1,0 +1,51 @@
+"""`ClientSettings`: the client's liveness and reconnection settings, with their documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How a `ScreeningClient` notices a dead server or link and how it reconnects (README, "Client API").
+
+    A hung server or a black-holed link is noticed within `keepalive_time_s + keepalive_timeout_s` (25 s) by
+    gRPC keepalive pings, and sooner by `reply_timeout_s` when the client has media waiting to go out.
+    """
+
+    keepalive_time_s: float = 15.0
+    """Seconds between gRPC keepalive pings on the channel (sent while a call is open, with or without data;
+    the server must permit pings this often: `depscreen serve` does)."""
+    keepalive_timeout_s: float = 10.0
+    """Seconds a keepalive ping may go unanswered before the connection is closed as dead (the call then
+    fails with UNAVAILABLE, which a resumable session survives)."""
+    reply_timeout_s: float = 20.0
+    """Seconds the client waits on the server (to take a message it is writing, or to accept the session)
+    before it cancels the call as stalled and, when resumable, reconnects."""
+    reconnect_s: float = 120.0
+    """How long a resumable session keeps reconnecting without a working stream before it gives up."""
+    first_backoff_s: float = 0.2
+    """Cap of the first wait before reconnecting; the cap doubles per failed attempt up to `max_backoff_s`,
+    and each wait is drawn uniformly below its cap (full jitter), so clients of a dead replica spread out."""
+    max_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("keepalive_time_s", "keepalive_timeout_s", "reply_timeout_s", "first_backoff_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ClientSettings.{name} must be positive, got {getattr(self, name)}")
+        if not self.reconnect_s >= 0:
+            raise ValueError(f"ClientSettings.reconnect_s must be 0 or more, got {self.reconnect_s}")
+        if not self.max_backoff_s >= self.first_backoff_s:
+            raise ValueError(
+                f"ClientSettings.max_backoff_s ({self.max_backoff_s}) must be at least first_backoff_s "
+                f"({self.first_backoff_s})"
+            )
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        """The gRPC channel arguments that turn the keepalive settings on."""
+        return [
+            ("grpc.keepalive_time_ms", round(self.keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", round(self.keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
