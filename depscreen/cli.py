@@ -39,7 +39,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     unavailable = []
     for name in wanted:
         try:
-            module = importlib.import_module(name)
+            importlib.import_module(name).register(subparsers)
         except ModuleNotFoundError as error:
             if (error.name or "").startswith("depscreen"):
                 raise
@@ -49,8 +49,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     "pip install 'depscreen[server]'"
                 ) from None
             unavailable += [cmd for cmd, module_name in COMMANDS.items() if module_name == name]
-            continue
-        module.register(subparsers)
     if unavailable:
         parser.epilog = f"not installed: {', '.join(unavailable)} (pip install 'depscreen[server]')"
     return parser
