@@ -1,5 +1,5 @@
 """One `StreamSession` call: a task writes the messages, replies are read as they come, and a call whose
-server stops answering while the client waits on it is cancelled as stalled."""
+server goes quiet while the client is sending is cancelled as stalled."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ async def call_replies(
 
     When the server ends the stream early, the remaining messages are not sent and its status is raised
     (`grpc.aio.AioRpcError`); an exception of `messages` itself cancels the call and is raised. With
-    `reply_timeout_s`, a call on which the client has waited that long for the server (a write not taken, no
-    first reply) with nothing from it is cancelled and `ServerStalledError` raised.
+    `reply_timeout_s`, a call whose server sent nothing for that long while the client was sending (or waiting
+    for the first reply) is cancelled and `ServerStalledError` raised.
     """
     call = screening_pb2_grpc.ScreeningStub(channel).StreamSession(metadata=tuple(metadata))
     watch = _Watch()
@@ -44,7 +44,7 @@ async def call_replies(
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 if watch.stalled:
                     raise ServerStalledError(
-                        f"the server sent nothing for {reply_timeout_s:g} s while the client waited on it "
+                        f"the server sent nothing for {reply_timeout_s:g} s while the client was sending "
                         "(hung server or broken link)"
                     ) from None
                 failure = _failure(sender)
@@ -65,36 +65,39 @@ async def call_replies(
 
 
 class _Watch:
-    """Whether the client is waiting on the server (a write in flight, or no reply yet) and since when nothing
-    has come back from it."""
+    """Whether the server has gone quiet while the client sends: nothing from it for the timeout while a write
+    is in flight or was made within the timeout, or before its first reply."""
 
     def __init__(self) -> None:
-        self.last_progress = time.monotonic()
+        self.last_reply = time.monotonic()
+        self.last_write: float | None = None
         self.writing = False
         self.has_reply = False
         self.stalled = False
 
-    def waiting(self) -> bool:
-        return self.writing or not self.has_reply
-
     def begin_write(self) -> None:
-        if not self.waiting():
-            self.last_progress = time.monotonic()  # an idle spell is not a stall: the wait starts now
         self.writing = True
 
     def wrote(self) -> None:
         self.writing = False
-        self.last_progress = time.monotonic()
+        self.last_write = time.monotonic()
 
     def replied(self) -> None:
         self.has_reply = True
-        self.last_progress = time.monotonic()
+        self.last_reply = time.monotonic()
+
+    def quiet_while_sending(self, timeout_s: float) -> bool:
+        now = time.monotonic()
+        sending = (
+            self.writing or not self.has_reply or (self.last_write is not None and now - self.last_write < timeout_s)
+        )
+        return sending and now - self.last_reply > timeout_s
 
     async def guard(self, call: grpc.aio.StreamStreamCall, timeout_s: float) -> None:
-        """Cancel `call` once the client has waited `timeout_s` on a server that sent nothing back."""
+        """Cancel `call` once the server has sent nothing for `timeout_s` while the client was sending."""
         while not call.done():
             await asyncio.sleep(timeout_s / GUARD_CHECKS_PER_TIMEOUT)
-            if self.waiting() and time.monotonic() - self.last_progress > timeout_s:
+            if self.quiet_while_sending(timeout_s):
                 self.stalled = True
                 call.cancel()
                 return

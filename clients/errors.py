@@ -13,9 +13,8 @@ class SessionClosedError(RuntimeError):
 
 
 class ServerStalledError(ConnectionError):
-    """The server sent nothing for `ClientSettings.reply_timeout_s` while the client waited on it (a write it
-    did not take, or an `accepted` it did not send): it is hung or the link is down. A resumable session
-    reconnects; otherwise this is raised."""
+    """The server sent nothing for `ClientSettings.reply_timeout_s` while the client was sending: it is hung or
+    the link is down. A resumable session reconnects; otherwise this is raised."""
 
 
 class MediaError(Exception):

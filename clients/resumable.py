@@ -31,6 +31,10 @@ from .settings import ClientSettings
 RESET_BY_PROXY = ("RST_STREAM", "Stream removed")
 """In the details of an INTERNAL status that a proxy caused by resetting the stream when its upstream server
 died (nginx `grpc_pass`: "Stream removed (RST_STREAM ... error code 2)"): a broken stream, not a server error."""
+WRITE_AFTER_END = "Internal error from Core"
+"""The details of the INTERNAL status grpcio's asyncio client reports instead of the server's own when a write
+raced the end of the stream (grpc/grpc#36066): the server ended the stream while media was going out (as a
+shutting-down server does); its real status, if it was final, is answered again on the resume."""
 RESUMABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 """Statuses that leave the session's checkpoint behind: the server or the link went away (UNAVAILABLE, also
 what a shutting-down server ends its streams with) or a side stalled (DEADLINE_EXCEEDED)."""
@@ -117,7 +121,7 @@ def resumable_status(error: BaseException) -> bool:
         return False
     code, details = error.code(), error.details() or ""
     return code in RESUMABLE_CODES or (
-        code == grpc.StatusCode.INTERNAL and any(mark in details for mark in RESET_BY_PROXY)
+        code == grpc.StatusCode.INTERNAL and any(mark in details for mark in (*RESET_BY_PROXY, WRITE_AFTER_END))
     )
 
 
@@ -182,6 +186,8 @@ async def resumable_replies(
                 async for reply in replies:
                     kind = reply.WhichOneof("kind")
                     if kind == "accepted":
+                        if accepted.done():
+                            continue  # a second `accepted` on one stream says nothing new
                         token = reply.accepted.resume_token
                         accepted.set_result(reply.accepted.resume_from_ms)
                         broken_since = None

@@ -10,7 +10,8 @@ class ClientSettings:
     """How a `ScreeningClient` notices a dead server or link and how it reconnects (README, "Client API").
 
     A hung server or a black-holed link is noticed within `keepalive_time_s + keepalive_timeout_s` (25 s) by
-    gRPC keepalive pings, and sooner by `reply_timeout_s` when the client has media waiting to go out.
+    gRPC keepalive pings; a server that still answers pings but stopped answering the session, by
+    `reply_timeout_s`.
     """
 
     keepalive_time_s: float = 15.0
@@ -19,9 +20,10 @@ class ClientSettings:
     keepalive_timeout_s: float = 10.0
     """Seconds a keepalive ping may go unanswered before the connection is closed as dead (the call then
     fails with UNAVAILABLE, which a resumable session survives)."""
-    reply_timeout_s: float = 20.0
-    """Seconds the client waits on the server (to take a message it is writing, or to accept the session)
-    before it cancels the call as stalled and, when resumable, reconnects."""
+    reply_timeout_s: float = 45.0
+    """Seconds without any message from the server, while the client is sending, after which the call is
+    cancelled as stalled (and, when resumable, resumed). Sentences end at most every 15 s of speech, so only
+    a long silence streamed without a pause in sending can outlast it: that costs one harmless resume."""
     reconnect_s: float = 120.0
     """How long a resumable session keeps reconnecting without a working stream before it gives up."""
     first_backoff_s: float = 0.2
