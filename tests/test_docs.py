@@ -1,10 +1,11 @@
-"""The README stays true: every server setting, segmenter threshold and exported metric is documented."""
+"""The README stays true: every server and client setting, segmenter threshold and exported metric is documented."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
 
+from depscreen.clients import ClientSettings
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.settings import ServerSettings, env_name
@@ -31,3 +32,8 @@ def test_every_exported_metric_is_in_the_metrics_list() -> None:
     for family in Metrics().registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         assert f"`{name}" in README, name
+
+
+def test_every_client_setting_is_in_the_client_table_with_its_default() -> None:
+    for f in fields(ClientSettings):
+        assert f"| `{f.name}` | `{f.default}` |" in README, f.name
