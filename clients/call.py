@@ -14,6 +14,11 @@ from depscreen.v1 import screening_pb2_grpc
 
 from .errors import ServerStalledError
 
+WRITE_AFTER_END = "Internal error from Core"
+"""The details of the INTERNAL status grpcio's asyncio client reports instead of the real one when a write raced
+the end of the stream (grpc/grpc#36066); when the connection is gone too, the real one was UNAVAILABLE."""
+CONNECTION_CHECK_S = 1.0
+"""How long to wait for a connection that ended a stream under a hidden status to show that it is gone."""
 GUARD_CHECKS_PER_TIMEOUT = 4
 """How often the stall guard looks, per `reply_timeout_s` (it notices a stall at most a quarter late)."""
 
@@ -41,7 +46,14 @@ async def call_replies(
         while True:
             try:
                 response = await call.read()
-            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            except (asyncio.CancelledError, grpc.aio.AioRpcError) as error:
+                if isinstance(error, grpc.aio.AioRpcError) and await _hid_a_broken_connection(channel, error):
+                    raise grpc.aio.AioRpcError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        error.initial_metadata(),
+                        error.trailing_metadata(),
+                        f"the connection to the server broke while sending (grpcio said INTERNAL: {WRITE_AFTER_END})",
+                    ) from None
                 if watch.stalled:
                     raise ServerStalledError(
                         f"the server sent nothing for {reply_timeout_s:g} s while the client was sending "
@@ -126,6 +138,20 @@ async def _send_all(call: grpc.aio.StreamStreamCall, messages: AsyncIterable[pb.
     except Exception:
         call.cancel()
         raise
+
+
+async def _hid_a_broken_connection(channel: grpc.aio.Channel, error: grpc.aio.AioRpcError) -> bool:
+    """Whether `error` is grpcio's INTERNAL for a write that raced the end of the stream, and the channel's
+    connection went down with it (a server killed or a link reset mid-write)."""
+    if error.code() != grpc.StatusCode.INTERNAL or error.details() != WRITE_AFTER_END:
+        return False
+    state = channel.get_state()
+    if state == grpc.ChannelConnectivity.READY:
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), CONNECTION_CHECK_S)
+        except TimeoutError:
+            return False
+    return channel.get_state() != grpc.ChannelConnectivity.READY
 
 
 def _failure(sender: asyncio.Task[None]) -> BaseException | None:

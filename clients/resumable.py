@@ -24,17 +24,15 @@ import grpc
 
 from depscreen.v1 import screening_pb2 as pb
 
-from .call import call_replies
+from .call import WRITE_AFTER_END, call_replies
 from .errors import ServerStalledError
 from .settings import ClientSettings
 
 RESET_BY_PROXY = ("RST_STREAM", "Stream removed")
 """In the details of an INTERNAL status that a proxy caused by resetting the stream when its upstream server
 died (nginx `grpc_pass`: "Stream removed (RST_STREAM ... error code 2)"): a broken stream, not a server error."""
-WRITE_AFTER_END = "Internal error from Core"
-"""The details of the INTERNAL status grpcio's asyncio client reports instead of the server's own when a write
-raced the end of the stream (grpc/grpc#36066): the server ended the stream while media was going out (as a
-shutting-down server does); its real status, if it was final, is answered again on the resume."""
+# INTERNAL with WRITE_AFTER_END on a live connection: the server ended the stream while media was going out (as
+# a shutting-down server does) and grpcio hid its status; if that status was final, the resume answers it again.
 RESUMABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 """Statuses that leave the session's checkpoint behind: the server or the link went away (UNAVAILABLE, also
 what a shutting-down server ends its streams with) or a side stalled (DEADLINE_EXCEEDED)."""
