@@ -2,7 +2,8 @@
 
 After every sentence a resumable session writes a `Checkpoint` to the state store: the model state after that
 sentence, its evidence account, the index of the next sentence, the media time up to the end of that sentence
-(`resume_from_ms`), its counters and its last estimate. Nothing else: no audio, video or transcript text.
+(`resume_from_ms`), its counters, its last estimate and its last `KEPT_UPDATES` sentence updates without their
+transcripts (re-sent on a resume to a client that missed them). Nothing else: no audio, video or transcript text.
 Tensors are written with `torch.save` and read back with `weights_only=True`, so a record cannot run code.
 
 A resume token is `<record id>.<MAC>`: the MAC is HMAC-SHA256, under the server key, of the record id, the
@@ -26,14 +27,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 
 from depscreen.engine.model.state import SessionState
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, SessionTrack
 from depscreen.streamer.state_store import StateStore, StoredSession
+from depscreen.v1 import screening_pb2 as pb
 
 MIN_KEY_BYTES = 16
 """Shortest server key accepted from `--resume-key-file`."""
 NONCE_BYTES = 32
+KEPT_UPDATES = 64
+"""Sentence updates kept with a checkpoint, to re-send to a resuming client that did not receive them."""
 
 
 class ResumeError(ValueError):
@@ -54,6 +59,18 @@ class Checkpoint:
     track: SessionTrack = field(default_factory=SessionTrack)
     """Model state after the last scored sentence (None before the first one) and the evidence account."""
     estimate: Estimate | None = None
+    updates: tuple[pb.SentenceUpdate, ...] = ()
+    """The last (at most `KEPT_UPDATES`) sentence updates, oldest first, as `kept_update` made them."""
+
+
+def kept_update(update: pb.SentenceUpdate) -> pb.SentenceUpdate:
+    """A sentence update as a checkpoint keeps it: transcript and transcript source cleared (the store holds
+    no text)."""
+    kept = pb.SentenceUpdate()
+    kept.CopyFrom(update)
+    kept.ClearField("transcript")
+    kept.ClearField("transcript_source")
+    return kept
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
@@ -72,6 +89,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
         "text_sentences": account.text_sentences,
         "estimate": _estimate_fields(checkpoint.estimate),
         **(state.to_plain() if state is not None else dict.fromkeys(SessionState.parts())),
+        "updates": [update.SerializeToString() for update in checkpoint.updates],
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -97,6 +115,7 @@ def decode(session_id: str, data: bytes) -> Checkpoint:
         dropped_captions=payload["dropped_captions"],
         track=SessionTrack(state=state, account=account),
         estimate=_estimate_from(payload["estimate"]),
+        updates=tuple(pb.SentenceUpdate.FromString(data) for data in payload.get("updates", ())),
     )
 
 
@@ -198,7 +217,7 @@ class Resumer:
             raise ResumeError("forged or another caller's")
         try:
             return ticket, decode(record.session_id, record.payload)
-        except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError) as error:
+        except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError, DecodeError) as error:
             raise ResumeError(f"valid, but its checkpoint is unreadable ({type(error).__name__})") from None
 
     def forget(self, ticket: Ticket) -> None:

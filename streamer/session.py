@@ -15,7 +15,10 @@ only when the session has taken the last one, so a slow server slows its clients
 With a state store (`resume.py`), a session opened `resumable` gets a resume token in `accepted` and
 checkpoints its model state after every sentence; a `start` carrying that token continues the session from
 its last checkpoint: same model state and counters, a fresh segmenter at the media time it tells the client
-to re-send from, sentence indices going on where they stopped. An `end` forgets the checkpoint.
+to re-send from, sentence indices going on where they stopped, and the checkpointed updates the client says it
+lacks (`start.received_sentences`) sent again first. An `end` forgets the checkpoint. A store that fails is a
+counted checkpoint failure, never the end of an interview: a new session then runs without resume (its
+`accepted` says so in `notices`), a live one is resumable again once a later checkpoint is written.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -41,7 +45,7 @@ from depscreen.streamer.convert import estimate_message, sentence_message
 from depscreen.streamer.logs import bind_session
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.record import SessionRecorder
-from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
+from depscreen.streamer.resume import KEPT_UPDATES, Checkpoint, ResumeError, Resumer, Ticket, kept_update
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import StoreError
 from depscreen.v1 import screening_pb2 as pb
@@ -58,6 +62,8 @@ IMAGE_FORMATS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
 """Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
 VIDEO_BURST_S = 2.0
 """Seconds of video (at `max_video_fps`) a client may send ahead of its audio."""
+NOT_RESUMABLE_STORE_DOWN = "not resumable: the state store is unavailable"
+"""The `accepted` notice of a session opened while its server's state store failed."""
 
 
 RETRY_AFTER_S = 10.0
@@ -95,6 +101,8 @@ class SessionHub:
     tracing: Tracing | None = None
     """Session and stage spans (`tracing.py`); None when traces are off."""
     _admitted_last: bool = field(default=True, init=False, repr=False)
+    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server begins shutting down: new sessions are refused, live streams end (`service.py`)."""
 
     def model_info(self) -> pb.ModelInfo:
         facts = self.screener.facts
@@ -143,11 +151,17 @@ class SessionHub:
         """Admit a session from its first message (for `principal`, None on an open server), or raise
         ProtocolError. `resumable`: the transport can resume (the server needs a state store too): the session
         gets a resume token and checkpoints, and a `start.resume_token` continues an earlier session."""
+        if self.shutdown.is_set():
+            raise ProtocolError(
+                grpc.StatusCode.UNAVAILABLE, "the server is shutting down: retry, another replica will take the session"
+            )
         resumer = self.resumer if resumable else None
         start = check_start(first, resumable=resumer is not None)
         ticket, checkpoint = (
             await self._restore(resumer, start.resume_token, principal) if start.resume_token else (None, None)
         )
+        if checkpoint is not None:
+            check_resume_point(start, checkpoint)
         self._check_principal_quota(principal)
         if not self.admitting:
             self.metrics.rejected_sessions_total.inc()
@@ -177,11 +191,7 @@ class SessionHub:
         if self.settings.record:
             session.start_recording(Path(self.settings.record), start)
         if resumer is not None:
-            try:
-                await session.make_resumable(resumer, ticket, checkpoint)
-            except StoreError as error:
-                session.close("UNAVAILABLE")
-                raise store_unavailable(error) from None
+            await session.make_resumable(resumer, ticket, checkpoint, start)
         return session
 
     async def _restore(self, resumer: Resumer | None, token: str, principal: str | None) -> tuple[Ticket, Checkpoint]:
@@ -284,8 +294,20 @@ def check_start(message: pb.ClientMessage, resumable: bool = False) -> pb.Sessio
     return start
 
 
+def check_resume_point(start: pb.SessionStart, checkpoint: Checkpoint) -> None:
+    """Refuse (FAILED_PRECONDITION) a resume whose client holds more sentence updates than the checkpoint
+    covers: the store failed to take the later checkpoints, and the client no longer keeps the media to re-send."""
+    if start.HasField("received_sentences") and start.received_sentences > checkpoint.next_index:
+        raise ProtocolError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"start.received_sentences={start.received_sentences}, but the session's last checkpoint is after "
+            f"sentence {checkpoint.next_index} (the state store missed the later ones): the session cannot be "
+            "resumed; start a new session (without the token)",
+        )
+
+
 def store_unavailable(error: StoreError) -> ProtocolError:
-    """The error that refuses a resumable session when its state store cannot be reached."""
+    """The error that refuses a resume when the state store cannot be reached."""
     log.warning("the state store failed: %s", error)
     return ProtocolError(
         grpc.StatusCode.UNAVAILABLE, "the server cannot reach its state store for resumable sessions: retry later"
@@ -329,7 +351,11 @@ class LiveSession:
         self.shed_video_frames = 0
         self.resumer: Resumer | None = None
         self.ticket: Ticket | None = None
+        self.notices: list[str] = []
+        """What `accepted` tells the client about this session (e.g. that it is not resumable, and why)."""
         self._resumed_from: Checkpoint | None = None
+        self._kept_updates: deque[pb.SentenceUpdate] = deque(maxlen=KEPT_UPDATES)
+        self._resend: list[pb.SentenceUpdate] = []
         self._committed_speech_ms = 0
         self._closed = False
         self._started = time.monotonic()
@@ -354,11 +380,12 @@ class LiveSession:
         except OSError as error:
             self._recording_failed(error)
 
-    async def make_resumable(self, resumer: Resumer, ticket: Ticket | None, checkpoint: Checkpoint | None) -> None:
-        """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from) and
-        write its first checkpoint; StoreError when the store fails."""
-        self.resumer = resumer
-        self.ticket = ticket or resumer.new_ticket(self.session_id, self.principal)
+    async def make_resumable(
+        self, resumer: Resumer, ticket: Ticket | None, checkpoint: Checkpoint | None, start: pb.SessionStart
+    ) -> None:
+        """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from, whose
+        kept updates from `start.received_sentences` on are re-sent) and write its first checkpoint. A new
+        session whose first checkpoint the store cannot take runs without resume, and its `accepted` says so."""
         if checkpoint is not None:
             self._resumed_from = checkpoint
             self.hub.batcher.restore(self.handle_, checkpoint.track)
@@ -366,7 +393,39 @@ class LiveSession:
             self.pipeline.speech_ms = self._committed_speech_ms = checkpoint.speech_ms
             self.pipeline.dropped_captions = checkpoint.dropped_captions
             self.shed_video_frames = checkpoint.dropped_video_frames
-        await self.hub.run(resumer.save, self.ticket, checkpoint or Checkpoint(self.session_id))
+            self._kept_updates.extend(checkpoint.updates)
+            self._resend = self._updates_to_resend(checkpoint, start)
+        ticket = ticket or resumer.new_ticket(self.session_id, self.principal)
+        saved = await self._store(resumer.save, ticket, checkpoint or Checkpoint(self.session_id))
+        if not saved and checkpoint is None:
+            self.notices.append(NOT_RESUMABLE_STORE_DOWN)
+            return
+        self.resumer, self.ticket = resumer, ticket
+
+    def _updates_to_resend(self, checkpoint: Checkpoint, start: pb.SessionStart) -> list[pb.SentenceUpdate]:
+        """The kept updates a resuming client lacks (none when it does not say what it holds); a notice when some
+        it lacks are no longer kept."""
+        if not start.HasField("received_sentences"):
+            return []
+        first = start.received_sentences
+        resend = [update for update in checkpoint.updates if update.index >= first]
+        oldest = resend[0].index if resend else checkpoint.next_index
+        if oldest > first:
+            self.notices.append(
+                f"sentence updates {first}-{oldest - 1} are no longer kept and cannot be sent again "
+                f"(a checkpoint keeps the last {KEPT_UPDATES})"
+            )
+        return resend
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the client holds a resume token for this session (the server has a working state store)."""
+        return self.ticket is not None
+
+    def resent_updates(self) -> list[pb.ServerMessage]:
+        """The checkpointed sentence updates a resuming client said it lacks, to send right after `accepted`
+        (without transcripts: the store keeps no text)."""
+        return [pb.ServerMessage(sentence=update) for update in self._resend]
 
     def accepted(self) -> pb.ServerMessage:
         accepted = pb.SessionAccepted(session_id=self.session_id, model=self.hub.model_info())
@@ -375,6 +434,7 @@ class LiveSession:
         if self._resumed_from is not None:
             accepted.resume_from_ms = self._resumed_from.resume_from_ms
             accepted.next_sentence_index = self._resumed_from.next_index
+        accepted.notices.extend(self.notices)
         return pb.ServerMessage(accepted=accepted)
 
     async def handle(self, message: pb.ClientMessage) -> AsyncIterator[pb.ServerMessage]:
@@ -484,7 +544,10 @@ class LiveSession:
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)
         self.last_estimate = estimate
         self._committed_speech_ms += result.features.speech_ms
+        latency = time.perf_counter() - result.closed_at
+        message = sentence_message(result, estimate, latency)
         if self.resumer is not None and self.ticket is not None:
+            self._kept_updates.append(kept_update(message.sentence))
             checkpoint = Checkpoint(
                 session_id=self.session_id,
                 next_index=result.features.index + 1,
@@ -494,12 +557,11 @@ class LiveSession:
                 dropped_captions=self.pipeline.dropped_captions,
                 track=self.handle_.track,
                 estimate=estimate,
+                updates=tuple(self._kept_updates),
             )
             await self._store(self.resumer.save, self.ticket, checkpoint)
-        latency = time.perf_counter() - result.closed_at
         self.hub.metrics.sentence_latency.observe(latency)
         self.hub.metrics.sentences_total.inc()
-        message = sentence_message(result, estimate, latency)
         self._record(SessionRecorder.sentence, message.sentence)
         return message
 
@@ -518,14 +580,16 @@ class LiveSession:
         self.hub.metrics.errors_total.labels(code="record").inc()
         log.warning("session %s is no longer recorded: %s", self.session_id, error.strerror or type(error).__name__)
 
-    async def _store(self, fn: Callable[..., None], *args: object) -> None:
-        """A checkpoint write or delete; a store that fails is logged and counted, and the interview goes on
-        (it is only less resumable)."""
+    async def _store(self, fn: Callable[..., None], *args: object) -> bool:
+        """A checkpoint write or delete, and whether it worked; a store that fails is logged and counted, and the
+        interview goes on (not resumable past its last good checkpoint until the next one is written)."""
         try:
             await self.hub.run(fn, *args)
         except StoreError as error:
             self.hub.metrics.errors_total.labels(code="checkpoint").inc()
             log.warning("session %s could not be checkpointed: %s", self.session_id, error)
+            return False
+        return True
 
     def _checked_audio(self, data: bytes) -> bytes:
         channels = self.pipeline.channels
