@@ -3,11 +3,15 @@
 The caller is authenticated first, from the `authorization: Bearer <token>` metadata (`auth.py`): no
 message of an unauthenticated stream is read, and it ends with UNAUTHENTICATED. The protocol itself lives in
 `session.py`; a ProtocolError raised there ends this stream (and only this stream) with its status code and
-message. A stream silent for `stall_timeout_s` is finished (its last
-sentence and summary are sent) and ended with DEADLINE_EXCEEDED; one that closes without `end` is finished
-the same way, cleanly. A session that reaches `max_session_s` is finished too, then ended with
-RESOURCE_EXHAUSTED. A session refused at admission ends with RESOURCE_EXHAUSTED carrying a `RetryInfo`
-(`health.py`). One `stream ended` log line per stream carries the status name (`code`).
+message. A stream that sends no `start`, or no message at all, for `stall_timeout_s` of the server's running
+time (`stall.py`) ends with DEADLINE_EXCEEDED: a resumable session keeps its checkpoint (the message says to
+resume), any other is finished first (last sentence and summary sent). One that closes without `end` is
+finished, cleanly. A session that reaches `max_session_s` is finished, then ended with RESOURCE_EXHAUSTED.
+While the server shuts down, new streams get UNAVAILABLE and live ones end with UNAVAILABLE after the message
+they are handling: a resumable session is kept ("resume it"), any other is finished first. Every stream that
+ends with an error, or broken by its client (CANCELLED), is counted in `depscreen_errors_total`. A session
+refused at admission ends with RESOURCE_EXHAUSTED carrying a `RetryInfo` (`health.py`). One `stream ended` log
+line per stream carries the status name (`code`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from google.protobuf.message import DecodeError
 
 from depscreen.streamer.auth import AuthError, Verifier, authenticate
 from depscreen.streamer.health import retry_trailers
-from depscreen.streamer.session import ProtocolError, SessionHub, session_time_exceeded
+from depscreen.streamer.session import LiveSession, ProtocolError, SessionHub, session_time_exceeded
+from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
@@ -40,32 +45,30 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
         self, request_iterator: AsyncIterator[pb.ClientMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ServerMessage]:
         session = None
-        status = "CANCELLED"  # unless the stream ends otherwise: the client went away
+        incoming: asyncio.Future | None = None
+        status = "CANCELLED"  # unless the stream ends otherwise: the client (or its link) broke it
         try:
             principal = await self._authenticate(context)
             await context.send_initial_metadata(())  # the go-ahead clients wait for before writing
             messages = _parsed(request_iterator)
-            first = await anext(messages, None)
+            wait = MessageWait(Silence(self.hub.settings.stall_timeout_s), self.hub.shutdown)
+            incoming = asyncio.ensure_future(anext(messages, None))
+            first = await wait.next(incoming, lambda: None)
+            if isinstance(first, StreamEnd):
+                raise before_start(first, self.hub.settings.stall_timeout_s)
             if first is None:
+                status = "OK"
                 return
             session = await self.hub.open(first, principal, resumable=True)
             yield session.accepted()
-            stall_timeout = self.hub.settings.stall_timeout_s or None
+            for reply in session.resent_updates():
+                yield reply
             while True:
-                left = session.time_left()
-                try:
-                    message = await asyncio.wait_for(anext(messages, None), _earliest(stall_timeout, left))
-                except TimeoutError:
-                    if not session.ended:
-                        async for reply in session.finish():
-                            yield reply
-                    if left is not None and (stall_timeout is None or left <= stall_timeout):
-                        raise session_time_exceeded(self.hub.settings.max_session_s) from None
-                    raise ProtocolError(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"no message for {stall_timeout:g} s: the session was finished (send audio continuously, "
-                        "silence included, and `end` when the interview is over)",
-                    ) from None
+                incoming = asyncio.ensure_future(anext(messages, None))
+                message = await wait.next(incoming, session.time_left)
+                if isinstance(message, StreamEnd):
+                    async for reply in self._end_early(session, message):
+                        yield reply
                 if message is None:
                     break
                 async for reply in session.handle(message):
@@ -82,9 +85,33 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             retry_after_s = error.retry_after_s
             trailers = () if retry_after_s is None else retry_trailers(error.code, str(error), retry_after_s)
             await context.abort(error.code, str(error), trailing_metadata=trailers)
+        except Exception:
+            status = grpc.StatusCode.UNKNOWN.name
+            log.exception("stream ended by an internal error", extra={"code": status})
+            raise
         finally:
+            if incoming is not None:
+                incoming.cancel()
+            if status in ("CANCELLED", "UNKNOWN"):
+                self.hub.metrics.errors_total.labels(code=status).inc()
+                if status == "CANCELLED":
+                    log.info("stream ended: broken or cancelled by the client", extra={"code": status})
             if session is not None:
                 session.close(status)
+
+    async def _end_early(self, session: LiveSession, why: StreamEnd) -> AsyncIterator[pb.ServerMessage]:
+        """End a stream that stalled, ran out of time or meets a shutdown: a resumable session keeps its
+        checkpoint (its open sentence is dropped: the client re-sends its audio on resuming); any other is
+        finished (last sentence and summary sent). Always raises the ProtocolError that ends the stream."""
+        settings = self.hub.settings
+        if (why is StreamEnd.TIME_UP or not session.resumable) and not session.ended:
+            async for reply in session.finish():
+                yield reply
+        if why is StreamEnd.TIME_UP:
+            raise session_time_exceeded(settings.max_session_s)
+        if why is StreamEnd.SHUTDOWN:
+            raise shutting_down(session.resumable)
+        raise stalled(settings.stall_timeout_s, session.resumable)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
         """The stream's principal from its `authorization` metadata; ProtocolError(UNAUTHENTICATED) if refused.
@@ -114,7 +141,42 @@ async def _parsed(request_iterator: AsyncIterator[pb.ClientMessage]) -> AsyncIte
         yield message
 
 
-def _earliest(*timeouts: float | None) -> float | None:
-    """The shortest of the timeouts that are set (never negative); None when none is."""
-    given = [max(0.0, t) for t in timeouts if t is not None]
-    return min(given) if given else None
+def before_start(why: StreamEnd, stall_timeout_s: float) -> ProtocolError:
+    """The error that ends a stream that sent no `start` before it stalled or the server began shutting down."""
+    if why is StreamEnd.SHUTDOWN:
+        return shutting_down(resumable=False)
+    return ProtocolError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"no `start`: no message for {stall_timeout_s:g} s; send `start` (SessionStart with the audio format) first",
+    )
+
+
+def stalled(stall_timeout_s: float, resumable: bool) -> ProtocolError:
+    """The error that ends a stream silent for `stall_timeout_s` of the server's running time."""
+    if resumable:
+        return ProtocolError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"no message for {stall_timeout_s:g} s: the stream was ended and the session kept at its last sentence; "
+            "resume it with its token (send audio continuously, silence included, and `end` when the interview "
+            "is over)",
+        )
+    return ProtocolError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"no message for {stall_timeout_s:g} s: the session was finished (send audio continuously, silence "
+        "included, and `end` when the interview is over)",
+    )
+
+
+def shutting_down(resumable: bool) -> ProtocolError:
+    """The error that ends a live stream when the server shuts down (SIGTERM, SIGINT)."""
+    if resumable:
+        return ProtocolError(
+            grpc.StatusCode.UNAVAILABLE,
+            "the server is shutting down: the session was kept at its last sentence; resume it with its token "
+            "(another replica will take it)",
+        )
+    return ProtocolError(
+        grpc.StatusCode.UNAVAILABLE,
+        "the server is shutting down: the session was finished (summary sent); start a new one, another replica "
+        "will take it",
+    )
