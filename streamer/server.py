@@ -3,17 +3,25 @@ page) on one event loop.
 
 Read top to bottom: decide who may connect (`auth.verifier_for`, which refuses an open server on an address
 other than loopback) and read the TLS files, load the model and feature extractors once, make the worker pool,
-start gRPC, start HTTP, mark the service SERVING; `stop()` undoes it in reverse, letting streams finish within
-a grace period.
+start gRPC (with keepalive pings both ways: `grpc_options`), start HTTP, mark the service SERVING; `stop()`
+undoes it in reverse.
+
+`shutdown()` (what SIGTERM and SIGINT do in `serve`) is the graceful way: every health service NOT_SERVING
+(and /healthz 503) first, new streams and WHIP offers refused with UNAVAILABLE, live streams ended after the
+message they are handling (resumable ones keep their checkpoint and are told to resume; WebRTC sessions get
+their summary), all within `shutdown_grace_s`; then `stop()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
@@ -54,6 +62,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = screening_pb2.DESCRIPTOR.services_by_name["Screening"].full_name
+STOP_GRACE_S = 1.0
+"""How long `stop()` lets RPCs still running (health watches, streams past the shutdown grace) finish."""
 
 
 class Server:
@@ -125,12 +135,7 @@ class Server:
         )
         self._lag_task = loop.create_task(self._watch_event_loop_lag(), name="depscreen-loop-lag")
 
-        self._grpc = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", s.max_message_bytes),
-                ("grpc.max_send_message_length", 1024 * 1024),
-            ]
-        )
+        self._grpc = grpc.aio.server(options=grpc_options(s))
         screening_pb2_grpc.add_ScreeningServicer_to_server(ScreeningService(self.hub, verifier), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
@@ -183,7 +188,32 @@ class Server:
             await asyncio.sleep(interval_s)
             self.metrics.event_loop_lag.observe(max(0.0, loop.time() - expected))
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def shutdown(self) -> None:
+        """Stop gracefully within `shutdown_grace_s`: NOT_SERVING first, new streams refused, live streams
+        ended (resumable ones to be resumed elsewhere, WebRTC ones with their summary), then `stop()`."""
+        began = time.monotonic()
+        deadline = began + self.settings.shutdown_grace_s
+        live = self.hub.active if self.hub is not None else 0
+        log.warning("shutting down: %d sessions live, ending them within %g s", live, self.settings.shutdown_grace_s)
+        await self.health.servicer.enter_graceful_shutdown()
+        if self.hub is not None:
+            self.hub.shutdown.set()
+            if self.whip is not None:
+                await _within(self.whip.end_all("the server is shutting down"), deadline - time.monotonic())
+            while (self.hub.active or (self.whip is not None and self.whip.peers)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        left = self.hub.active if self.hub is not None else 0
+        await self.stop(max(0.0, min(STOP_GRACE_S, deadline - time.monotonic())))
+        log.warning(
+            "stopped %.2f s after the shutdown began: %d of %d sessions ended in time, %d cut at the end of the grace",
+            time.monotonic() - began,
+            live - left,
+            live,
+            left,
+        )
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop at once: RPCs still running after `grace_s` are cancelled, WebRTC peers closed without a summary."""
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
         if self.whip is not None:
@@ -202,23 +232,21 @@ class Server:
         if self.tracing is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
-    async def wait(self) -> None:
-        assert self._grpc is not None
-        await self._grpc.wait_for_termination()
-
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         assert self.hub is not None
+        shutting_down = self.hub.shutdown.is_set()
         body = {
-            "status": "ok",
+            "status": "shutting down" if shutting_down else "ok",
             "model_id": self.hub.screener.facts.model_id,
             "device": self.hub.screener.device.type,
             "sessions_active": self.hub.active,
             "webrtc_peers": self.whip.peers if self.whip is not None else 0,
         }
-        return web.Response(text=json.dumps(body), content_type="application/json")
+        status = 503 if shutting_down else 200
+        return web.Response(text=json.dumps(body), status=status, content_type="application/json")
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         """Readiness over HTTP, as the Screening health service: 503 while new sessions would be refused."""
@@ -226,6 +254,30 @@ class Server:
         admitting = self.hub.admitting
         body = {"status": "ok" if admitting else "full", "sessions_active": self.hub.active}
         return web.Response(status=200 if admitting else 503, text=json.dumps(body), content_type="application/json")
+
+
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """gRPC server options: message limits, and keepalive: the server pings every connection every
+    `keepalive_time_s` (with or without streams, with or without data) and closes one whose ping is not answered
+    within `keepalive_timeout_s`, which ends its streams as broken; it accepts client pings at most every
+    `keepalive_min_ping_interval_s`, streams or not (faster ones get the connection closed: too_many_pings)."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", 1024 * 1024),
+        ("grpc.keepalive_time_ms", round(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout_s * 1000)),
+        ("grpc.http2.ping_timeout_ms", round(settings.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", round(settings.keepalive_min_ping_interval_s * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+async def _within(work: Awaitable[None], timeout_s: float) -> None:
+    """Await `work`, giving up (cancelling it) after `timeout_s`."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(work, max(0.0, timeout_s))
 
 
 def open_record_folder(root: Path) -> None:
@@ -296,10 +348,23 @@ def check_features(facts: ModelFacts, pipeline: PipelineSettings) -> None:
 
 
 async def serve(settings: ServerSettings) -> None:
-    """Run a server until cancelled (Ctrl-C)."""
+    """Run a server until SIGTERM or SIGINT, then shut it down gracefully (`Server.shutdown`)."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal(number: int) -> None:
+        if not stopping.is_set():
+            log.warning("%s received", signal.Signals(number).name)
+            stopping.set()
+
     server = Server(settings)
     await server.start()
+    for number in signals:
+        loop.add_signal_handler(number, on_signal, number)
     try:
-        await server.wait()
+        await stopping.wait()
     finally:
-        await server.stop()
+        for number in signals:
+            loop.remove_signal_handler(number)
+        await server.shutdown()

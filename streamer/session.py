@@ -133,7 +133,10 @@ class SessionHub:
 
     @property
     def admitting(self) -> bool:
-        """Whether a new session would be admitted now: below `max_sessions` and not over `reject_backlog`."""
+        """Whether a new session would be admitted now: not shutting down, below `max_sessions` and not over
+        `reject_backlog`."""
+        if self.shutdown.is_set():
+            return False
         return self.active < self.settings.max_sessions and self.backlog <= self.settings.reject_backlog
 
     def _report_queue(self) -> None:

@@ -65,7 +65,33 @@ class ServerSettings:
         default=300.0, metadata={"help": "a session idle this long gives its model-state slot back until it speaks"}
     )
     stall_timeout_s: float = field(
-        default=30.0, metadata={"help": "a stream that sends nothing for this long is finished and ended"}
+        default=30.0,
+        metadata={
+            "help": "a stream that sends nothing (not even `start`) for this long of the server's running time is "
+            "ended: kept for resuming when resumable, else finished (0 = never)"
+        },
+    )
+    keepalive_time_s: float = field(
+        default=20.0, metadata={"help": "the server pings each client connection this often, to notice a dead one"}
+    )
+    keepalive_timeout_s: float = field(
+        default=10.0,
+        metadata={"help": "a connection whose ping is not answered within this long is closed and its streams end"},
+    )
+    keepalive_min_ping_interval_s: float = field(
+        default=5.0,
+        metadata={
+            "help": "shortest interval at which clients may ping (with or without streams); a client pinging "
+            "faster has its connection closed (too_many_pings)"
+        },
+    )
+    shutdown_grace_s: float = field(
+        default=45.0,
+        metadata={
+            "help": "on SIGTERM or SIGINT, how long live streams get to end (resumable ones to resume elsewhere) "
+            "before the server exits; the chart's terminationGracePeriodSeconds (60) less its preStop sleep (10) "
+            "and a 5 s margin"
+        },
     )
     max_speed: float = field(
         default=8.0, metadata={"help": "media accepted per session at most this many times real time (0 = no limit)"}
@@ -197,9 +223,12 @@ class ServerSettings:
                 raise ValueError(f"{name} must be at least 1")
         if not 0.1 <= self.video_fps <= 30:
             raise ValueError(f"video_fps={self.video_fps} is outside 0.1-30")
-        for name in ("max_wait_ms", "park_after_s", "stall_timeout_s", "max_speed", "burst_s"):
+        for name in ("max_wait_ms", "park_after_s", "stall_timeout_s", "max_speed", "burst_s", "shutdown_grace_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        for name in ("keepalive_time_s", "keepalive_timeout_s", "keepalive_min_ping_interval_s"):
+            if getattr(self, name) < 0.001:
+                raise ValueError(f"{name} must be at least 0.001 s")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         thresholds = (self.video_sparse_backlog, self.video_drop_backlog, self.asr_skip_backlog, self.reject_backlog)

@@ -8,8 +8,8 @@ track, and a data channel labelled `depscreen`; the query may carry the other `S
 text reasons: 400 an offer that cannot be used, 401 a missing or refused bearer token (when the server checks
 tokens: the same verifier as gRPC), 404 an unknown session (or another caller's: only the principal that opened a
 session may trickle to it or end it), 415 a body that is not SDP, 422 an ICE restart (not
-supported: open a new session), 503 (with `Retry-After`) a server at capacity. Browsers on other origins need
-their origin in `cors_origins` (`cors.py`).
+supported: open a new session), 503 (with `Retry-After`) a server at capacity or shutting down. Browsers on
+other origins need their origin in `cors_origins` (`cors.py`).
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class WhipEndpoint:
         app.router.add_patch("/whip/{resource}", self._patch)
         app.router.add_delete("/whip/{resource}", self._delete)
 
+    async def end_all(self, reason: str) -> None:
+        """Finish every session (last sentence and summary on its data channel), then hang up as `end` does."""
+        await asyncio.gather(*(session.end(reason) for session in list(self._sessions.values())))
+
     async def close_all(self) -> None:
         """Close every peer connection without a summary (server shutdown)."""
         for session in list(self._sessions.values()):
@@ -75,7 +79,7 @@ class WhipEndpoint:
             live = await self.hub.open(pb.ClientMessage(start=session_start(request)), principal)
         except ProtocolError as error:
             self._count(error.code.name)
-            if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            if error.code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
                 retry_after = f"{error.retry_after_s or RETRY_AFTER_S:.0f}"
                 raise web.HTTPServiceUnavailable(text=str(error), headers={"Retry-After": retry_after}) from None
             raise web.HTTPBadRequest(text=str(error)) from None
