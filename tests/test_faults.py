@@ -22,18 +22,23 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from depscreen.clients.whip import WhipClient
 from depscreen.engine.media import decode_audio_file
 from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
 from depscreen.streamer.resume import Checkpoint, Resumer, kept_update
-from depscreen.streamer.server import SERVICE_NAME, grpc_options
+from depscreen.streamer.server import SERVICE_NAME, Server, grpc_options
 from depscreen.streamer.session import NOT_RESUMABLE_STORE_DOWN
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.stall import SLICE_S, MessageWait, Silence, StreamEnd
 from depscreen.streamer.state_store import SQLITE_BUSY_TIMEOUT_S, SqliteStore, StoredSession, StoreError
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
+
+from .conftest import FIXTURES
+from .netns import NamespaceLoop, NetworkNamespace, namespaces_available
 
 FLAGS = ("--device", "cpu", "--asr", "none", "--max-speed", "0", "--reject-backlog", "1000")
 """No ASR (its cost adds nothing here) and no pacing: the tests send audio as fast as the server takes it."""
@@ -637,3 +642,38 @@ def test_sigterm_ends_live_streams_for_resuming_and_exits_within_the_grace(
         missing=0,
         max_estimate_diff=worst,
     )
+
+
+def test_a_shutdown_sends_webrtc_sessions_their_summary() -> None:
+    """A WHIP session live when the server shuts down gets its last sentences and summary on the data channel."""
+    unavailable = namespaces_available()
+    if unavailable is not None:
+        pytest.skip(unavailable)
+    torch_threads = torch.get_num_threads()
+    settings = ServerSettings(grpc_port=0, http_port=0, device="cpu", asr="none", shutdown_grace_s=20)
+    with NetworkNamespace() as namespace, NamespaceLoop(namespace) as loop:
+        server = Server(settings)
+        loop.call(server.start())
+
+        async def run() -> tuple[list[pb.ServerMessage], float]:
+            messages: list[pb.ServerMessage] = []
+            shutdown: asyncio.Task | None = None
+            url = f"http://127.0.0.1:{server.http_port}/whip"
+            async for message in WhipClient(url).stream_file(FIXTURES / "jfk.flac", video=False):
+                messages.append(message)
+                if message.WhichOneof("kind") == "sentence" and shutdown is None:
+                    began = time.monotonic()
+                    shutdown = asyncio.create_task(server.shutdown())
+            assert shutdown is not None, "no sentence came before the summary"
+            await shutdown
+            return messages, time.monotonic() - began
+
+        try:
+            messages, took = loop.call(run())
+        finally:
+            torch.set_num_threads(torch_threads)
+    kinds = [message.WhichOneof("kind") for message in messages]
+    assert kinds[0] == "accepted" and kinds[-1] == "summary"
+    assert messages[-1].summary.sentences == kinds.count("sentence") >= 1
+    assert took < settings.shutdown_grace_s
+    report("shutdown with a WebRTC session", sentences=kinds.count("sentence"), shutdown_s=round(took, 2))
