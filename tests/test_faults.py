@@ -99,13 +99,14 @@ class Call:
         if not self._first.done():
             self._first.set_exception(RuntimeError(f"no `accepted`: {self.status} {self.details}"))
 
-    async def send(self, pcm: bytes, from_ms: int, to_ms: int | None = None) -> None:
-        """The audio from `from_ms` to `to_ms` (the end when None), in 100 ms chunks."""
+    async def send(self, pcm: bytes, from_ms: int, to_ms: int | None = None, pause_s: float = 0.0) -> None:
+        """The audio from `from_ms` to `to_ms` (the end when None), in 100 ms chunks, `pause_s` apart."""
         end = len(pcm) if to_ms is None else min(len(pcm), to_ms * BYTES_PER_MS)
         for offset in range(from_ms * BYTES_PER_MS, end, CHUNK_MS * BYTES_PER_MS):
             if self.status is not None:
                 return
             await self.call.write(pb.ClientMessage(audio=pb.AudioChunk(data=pcm[offset : min(end, offset + 3200)])))
+            await asyncio.sleep(pause_s)
 
     async def sentences(self, count: int, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -522,15 +523,16 @@ def test_a_stream_that_never_sends_start_is_ended_after_the_stall_timeout(stall_
 def test_a_server_woken_from_sigstop_reads_what_waited_instead_of_ending_the_session(
     stall_server: LocalServer, pcm: bytes, reference: list[pb.SentenceUpdate]
 ) -> None:
-    """Stopped for 8 s (over twice the 3 s stall timeout) while the client keeps sending, then continued: the
-    interview completes on the same stream."""
+    """Stopped for 8 s (over twice the 3 s stall timeout) while the client keeps sending at 4x real time (so the
+    server was waiting for its next message, stall timer armed), then continued: the interview completes on the
+    same stream."""
 
     async def run() -> Call:
         call = Call(stall_server.grpc_target)
         await call.open(start_message())
         await call.send(pcm, 0, until_ms(reference, 2))
         await call.sentences(2)
-        sender = asyncio.create_task(call.send(pcm, until_ms(reference, 2)))
+        sender = asyncio.create_task(call.send(pcm, until_ms(reference, 2), pause_s=0.025))
         await asyncio.sleep(0.2)
         stall_server.process.send_signal(signal.SIGSTOP)
         try:
