@@ -72,7 +72,8 @@ class ServerSettings:
         },
     )
     keepalive_time_s: float = field(
-        default=20.0, metadata={"help": "the server pings each client connection this often, to notice a dead one"}
+        default=15.0,
+        metadata={"help": "the server pings a client connection silent this long, to notice a dead one (s)"},
     )
     keepalive_timeout_s: float = field(
         default=10.0,

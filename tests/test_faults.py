@@ -247,7 +247,7 @@ def test_a_wait_ends_on_stall_time_limit_and_shutdown() -> None:
 
 def test_keepalive_settings_become_grpc_server_options() -> None:
     options = dict(grpc_options(ServerSettings()))
-    assert options["grpc.keepalive_time_ms"] == 20_000 and options["grpc.keepalive_timeout_ms"] == 10_000
+    assert options["grpc.keepalive_time_ms"] == 15_000 and options["grpc.keepalive_timeout_ms"] == 10_000
     assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.http2.min_recv_ping_interval_without_data_ms"] == 5_000, "clients pinging every 10 s pass"
     assert options["grpc.http2.max_pings_without_data"] == 0, "the server keeps pinging an idle stream"
