@@ -1,10 +1,11 @@
 """What the server tells probes and balancers: gRPC health per service, and a retry hint on refused sessions.
 
-Two health services answer on the gRPC port. The whole server (`""`) is SERVING from the end of startup for as
-long as the process runs: liveness and startup probes ask it, because a restart would not help a replica that
-is merely busy. `depscreen.v1.Screening` is SERVING only while the server admits new sessions, NOT_SERVING
-while it holds `max_sessions` or its backlog is over `reject_backlog`: readiness probes and load balancers ask
-it, so new interviews go to replicas that will take them. A refused session's `RESOURCE_EXHAUSTED` carries a
+Two health services answer on the gRPC port. The whole server (`""`) is SERVING from the end of startup until
+the server begins shutting down (SIGTERM, SIGINT: then every service is NOT_SERVING): liveness and startup
+probes ask it, because a restart would not help a replica that is merely busy. `depscreen.v1.Screening` is
+SERVING only while the server admits new sessions, NOT_SERVING while it holds `max_sessions` or its backlog is
+over `reject_backlog`: readiness probes and load balancers ask it, so new interviews go to replicas that will
+take them. A refused session's `RESOURCE_EXHAUSTED` carries a
 `google.rpc.RetryInfo` in its status details (the `grpc-status-details-bin` trailer) with the wait to retry after.
 """
 
