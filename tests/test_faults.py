@@ -440,6 +440,7 @@ class Relay:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.frozen = asyncio.Event()
+        self._closing = asyncio.Event()
         self._writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> int:
@@ -454,11 +455,13 @@ class Relay:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
             if self.frozen.is_set():
-                await asyncio.Event().wait()  # hold the bytes forever; read no more
+                await self._closing.wait()  # hold the bytes until the relay closes; read no more
+                return
             writer.write(data)
             await writer.drain()
 
     async def close(self) -> None:
+        self._closing.set()
         self._server.close()
         for writer in self._writers:
             writer.transport.abort()
