@@ -27,7 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from depscreen.clients.whip import WhipClient
 from depscreen.engine.media import decode_audio_file
-from depscreen.localserver import LocalServer, read_counter, sample_path, start_local_server
+from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.sample import sample_path
 from depscreen.streamer.resume import Checkpoint, Resumer, kept_update
 from depscreen.streamer.server import SERVICE_NAME, Server, grpc_options
 from depscreen.streamer.session import NOT_RESUMABLE_STORE_DOWN
