@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 GRPC_PORT ?= 50051
 HTTP_PORT ?= 8080
-SYSTEM_TOOLS := /usr/bin/chromedriver /usr/sbin/nginx /usr/bin/redis-server
+SYSTEM_TOOLS := /usr/bin/chromedriver /usr/sbin/nginx /usr/bin/redis-server /usr/bin/promtool
 
 .PHONY: venv demo test lint protos bench deploy-check system-tools clean
 
@@ -26,13 +26,14 @@ demo: $(STAMP)
 	$(BIN)/depscreen demo --host $(HOST) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT)
 
 # Debian tools the tests drive for real, installed once as root (their tests skip with a reason elsewhere):
-# Chromium and its driver (tests/test_browser.py), nginx and redis-server (tests/test_resume.py).
+# Chromium and its driver (tests/test_browser.py), nginx and redis-server (tests/test_resume.py), Prometheus's
+# promtool (tests/test_deploy.py checks the alert rules with it).
 system-tools:
-	@if [ -x /usr/bin/chromedriver ] && [ -x /usr/sbin/nginx ] && [ -x /usr/bin/redis-server ]; then \
+	@if [ -x /usr/bin/chromedriver ] && [ -x /usr/sbin/nginx ] && [ -x /usr/bin/redis-server ] && [ -x /usr/bin/promtool ]; then \
 		true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			chromium chromium-driver nginx redis-server; \
+			chromium chromium-driver nginx redis-server prometheus; \
 	else \
 		echo "note: only root can apt-get $(SYSTEM_TOOLS): the tests needing them will be skipped"; \
 	fi

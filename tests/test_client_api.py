@@ -72,6 +72,7 @@ def test_statuses_that_leave_a_checkpoint_resume() -> None:
 def test_client_settings_refuse_unusable_values_and_set_keepalive() -> None:
     options = dict(ClientSettings().channel_options())
     assert options["grpc.keepalive_time_ms"] == 15_000 and options["grpc.keepalive_timeout_ms"] == 10_000
+    assert options["grpc.http2.ping_timeout_ms"] == 10_000
     with pytest.raises(ValueError, match="reply_timeout_s must be positive"):
         ClientSettings(reply_timeout_s=0)
     with pytest.raises(ValueError, match="max_backoff_s"):

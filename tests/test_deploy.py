@@ -145,7 +145,7 @@ def test_cpu_image_installs_the_pinned_torch_before_the_project() -> None:
     runs = [args for keyword, args in dockerfile_instructions(DOCKER / "Dockerfile") if keyword == "RUN"]
     installs = [i for i, args in enumerate(runs) if "pip install" in args]
     assert "torch==2.13.0" in runs[installs[0]], "the first pip install must be torch==2.13.0"
-    assert any("pip install '.[server]'" in runs[i] for i in installs[1:]), "the image needs the [server] extra"
+    assert any("pip install '.[server,otel]'" in runs[i] for i in installs[1:]), "image: [server,otel]"
     makefile = (ROOT / "Makefile").read_text()
     assert "torch==2.13.0" in makefile, "the Makefile's torch pin moved: update the images"
     assert "'.[server,dev]'" in makefile, "make's venv needs the server and dev extras"
@@ -157,7 +157,7 @@ def test_cuda_image_runs_on_nvidia_cuda_with_the_gpu_extra() -> None:
     assert all(base.startswith("nvidia/cuda:") for base in bases)
     runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
     assert "torch==2.13.0" in runs
-    assert "'.[server,gpu]'" in runs
+    assert "'.[server,otel,gpu]'" in runs
     assert "mamba-ssm" in (ROOT / "pyproject.toml").read_text()
 
 
