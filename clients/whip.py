@@ -4,13 +4,15 @@ that come back on its `depscreen` data channel, as the same ServerMessages the g
 from __future__ import annotations
 
 import asyncio
+import email.message
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,6 +39,8 @@ AUDIO_FRAME_SAMPLES = 960
 """20 ms audio frames, one Opus packet each."""
 HTTP_TIMEOUT_S = 30.0
 """Longest wait for an answer to the offer (the server gathers its ICE candidates first) or to DELETE."""
+_LINK = re.compile(r'<([^>]*)>((?:\s*;\s*[\w-]+(?:=(?:"[^"]*"|[^;,]*))?)*)')
+_LINK_PARAM = re.compile(r';\s*([\w-]+)(?:=(?:"([^"]*)"|([^;,]*)))?')
 SUMMARY_TIMEOUT_S = 30.0
 """After DELETE, how long to wait for the summary on the data channel."""
 
@@ -45,7 +49,10 @@ class WhipClient:
     """Client of a depscreen WHIP endpoint, e.g. `http://127.0.0.1:8080/whip`.
 
     With a `token`, every request carries `Authorization: Bearer <token>`. `ice_servers` are the STUN/TURN
-    servers for this side's candidates (none by default: host candidates only). For an https:// endpoint,
+    servers for this side's candidates (none by default: host candidates only); the servers an endpoint
+    advertises in its answer (`Link: <url>; rel="ice-server"`, RFC 9725 section 4.6) are added to them for the
+    client's next sessions (aiortc gathers its candidates before the offer goes out, so they cannot apply to the
+    connection being answered). For an https:// endpoint,
     `tls_ca` is the CA bundle to trust (default: the system's) and `tls_cert`/`tls_key` a client certificate
     for servers that require mTLS.
     """
@@ -137,6 +144,8 @@ class WhipClient:
         location = headers.get("Location")
         if status != 201 or not location:
             raise WhipError(f"POST {self.url} answered {status} without a session Location", status)
+        known = {url for server in self.ice_servers for url in _urls(server)}
+        self.ice_servers += [s for s in ice_servers_from_links(headers.get_all("Link") or ()) if s.urls not in known]
         return urllib.parse.urljoin(self.url, location), body
 
     async def _delete_when_ended(
@@ -156,19 +165,39 @@ class WhipClient:
 
     def _request(
         self, method: str, url: str, body: bytes | None, content_type: str | None
-    ) -> tuple[int, dict[str, str], str]:
+    ) -> tuple[int, email.message.Message, str]:
         headers = dict(self._headers)
         if content_type:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(url, data=body, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S, context=self._https) as response:
-                return response.status, dict(response.headers), response.read().decode()
+                return response.status, response.headers, response.read().decode()
         except urllib.error.HTTPError as error:
             reason = error.read().decode(errors="replace").strip() or error.reason
             raise WhipError(f"{method} {url} failed: {error.code} {reason}", error.code) from None
         except (urllib.error.URLError, OSError) as error:
             raise WhipError(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None
+
+
+def ice_servers_from_links(links: Iterable[str]) -> list[RTCIceServer]:
+    """The STUN/TURN servers in `Link` header values with `rel="ice-server"` (several links may share one value),
+    with the TURN username and credential they carry; other links are ignored."""
+    servers = []
+    for value in links:
+        for match in _LINK.finditer(value):
+            params = {
+                name.lower(): quoted or bare.strip() for name, quoted, bare in _LINK_PARAM.findall(match.group(2))
+            }
+            if params.get("rel") != "ice-server":
+                continue
+            username, credential = params.get("username"), params.get("credential")
+            servers.append(RTCIceServer(match.group(1), username=username, credential=credential))
+    return servers
+
+
+def _urls(server: RTCIceServer) -> list[str]:
+    return [server.urls] if isinstance(server.urls, str) else list(server.urls)
 
 
 def _server_message(text: str) -> screening_pb2.ServerMessage | WhipError:

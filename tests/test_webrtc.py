@@ -10,18 +10,20 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import aiohttp
 import pytest
 import torch
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from depscreen.clients.whip import WhipClient, WhipError
+from depscreen.clients.whip import WhipClient, WhipError, ice_servers_from_links
 from depscreen.localserver import LocalServer, start_local_server
 from depscreen.streamer.auth import TokenFileVerifier
 from depscreen.streamer.server import Server
@@ -450,3 +452,45 @@ def test_depscreen_stream_webrtc_reaches_a_tls_server_with_its_ca(
         [*base[:-3], "--webrtc", "http://127.0.0.1:9/whip", "--tls-ca", str(pki.ca)], capture_output=True, text=True
     )
     assert plaintext.returncode == 2 and "https://" in plaintext.stderr
+
+
+def test_the_whip_client_learns_the_ice_servers_an_answer_advertises() -> None:
+    settings = ServerSettings(
+        ice_servers="stun:stun.example.org:3478, turn:turn.example.org:3478?transport=udp",
+        turn_username="user",
+        turn_credential="pa;ss",
+    )
+    links = link_headers(settings)
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(201)
+            self.send_header("Location", "/whip/abc")
+            for link in [*links, '</whip/abc/events>; rel="urn:ietf:params:whep:ext:core:server-sent-events"']:
+                self.send_header("Link", link)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"answer")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = WhipClient(f"http://127.0.0.1:{server.server_port}/whip", ice_servers=[RTCIceServer("stun:own:3478")])
+        for _ in range(2):  # a second answer with the same links adds nothing
+            resource, answer = asyncio.run(client._offer("offer", "", "en", False))
+    finally:
+        server.shutdown()
+    assert (resource, answer) == (f"http://127.0.0.1:{server.server_port}/whip/abc", "answer")
+    assert [(s.urls, s.username, s.credential) for s in client.ice_servers] == [
+        ("stun:own:3478", None, None),
+        ("stun:stun.example.org:3478", None, None),
+        ("turn:turn.example.org:3478?transport=udp", "user", "pa;ss"),
+    ]
+    assert ice_servers_from_links(['<stun:a:1>; rel="ice-server", <stun:b:2>; rel=ice-server']) == [
+        RTCIceServer("stun:a:1"),
+        RTCIceServer("stun:b:2"),
+    ]
