@@ -31,6 +31,7 @@ from aiortc.rtcicetransport import RTCIceCandidate
 from google.protobuf.json_format import MessageToDict
 
 from depscreen.streamer.session import LiveSession, ProtocolError, SessionHub
+from depscreen.streamer.stall import Silence
 from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -266,15 +267,22 @@ class PeerSession:
             await self.end("every track ended")
 
     async def _watch_stall(self) -> None:
-        timeout = self.hub.settings.stall_timeout_s
-        if not timeout:
-            return
+        """End the session after `stall_timeout_s` without media, counted in time the server was running: a
+        server woken from a pause takes the media that waited in its sockets first, as a gRPC stream does."""
+        silence = Silence(self.hub.settings.stall_timeout_s)
+        heard_at = self._last_media
         while not self._ending:
-            silent = time.monotonic() - self._last_media
-            if silent >= timeout:
-                await self.end(f"no media for {timeout:g} s")
+            if self._last_media != heard_at:
+                heard_at = self._last_media
+                silence.heard()
+            if silence.stalled:
+                await self.end(f"no media for {silence.timeout_s:g} s")
                 return
-            await asyncio.sleep(timeout - silent)
+            if (asked := silence.next_wait_s()) is None:
+                return
+            began = time.monotonic()
+            await asyncio.sleep(asked)
+            silence.credit(asked, time.monotonic() - began)
 
     # Session.
 
