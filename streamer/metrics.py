@@ -62,8 +62,9 @@ class Metrics:
         self.sentences_total = Counter("depscreen_sentences", "Sentences scored.", registry=self.registry)
         self.errors_total = Counter(
             "depscreen_errors",
-            "Errors: gRPC status codes that ended a stream, dropped inputs (video_frame, caption), failed checkpoint "
-            "writes (checkpoint) and failed recordings (record).",
+            "Errors: gRPC status codes that ended a stream (protocol errors, stalls, shutdown; CANCELLED for streams "
+            "broken by the client or its link), dropped inputs (video_frame, caption), failed checkpoint writes "
+            "(checkpoint) and failed recordings (record).",
             ["code"],
             registry=self.registry,
         )
