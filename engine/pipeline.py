@@ -54,10 +54,11 @@ class Extractors:
     replicas)."""
 
     def __init__(self, asr: str = "whisper", parallel: int = 1, text_encoder: str = DEFAULT_TEXT_ENCODER) -> None:
-        """`parallel`: how many Whisper calls may run at once (one model replica each); `text_encoder`: the
-        sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`)."""
+        """`asr`: the `--asr` value (which Whisper models may transcribe; ModelFilesError when one's package is
+        missing or damaged); `parallel`: how many Whisper calls may run at once (one model replica each);
+        `text_encoder`: the sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`)."""
         self.text = make_text_embedder(text_encoder)
-        self.transcriber: Transcriber = make_transcriber(asr, **({"num_workers": parallel} if asr == "whisper" else {}))
+        self.transcriber: Transcriber = make_transcriber(asr, parallel)
         self.audio = AudioFeatureExtractor()
 
 
@@ -115,6 +116,22 @@ class SessionPipeline:
         self.speech_ms = 0
         self.dropped_video_frames = 0
         self.dropped_captions = 0
+
+    @property
+    def asr_model(self) -> str:
+        """The speech recogniser transcribing this session's sentences without captions ("" = captions only)."""
+        return self._extractors.transcriber.model_for(self.language) if self.use_asr else ""
+
+    def notices(self) -> list[str]:
+        """What the client should know about where this session's text comes from."""
+        if not self.use_asr or self.asr_model:
+            return []
+        if self._extractors.transcriber.name == "none":
+            return ["speech recognition is off on this server: this session's text comes from its captions only"]
+        return [
+            f"no speech recogniser on this server knows language {self.language!r}: this session's text comes "
+            "from its captions only"
+        ]
 
     @property
     def sample_rate_hz(self) -> int:

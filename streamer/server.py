@@ -34,6 +34,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from depscreen.engine.features.asr import ModelFilesError
 from depscreen.engine.pipeline import Extractors, PipelineSettings
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.checkpoint import ModelFacts, feature_differences
@@ -104,7 +105,10 @@ class Server:
         live = PipelineSettings(video_fps=s.video_fps, segmenter=SegmenterSettings(vad=s.vad))
         check_features(screener.facts, live)
         text_encoder = screener.facts.text_encoder
-        extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count, text_encoder)
+        try:
+            extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count, text_encoder)
+        except ModelFilesError as error:
+            raise SettingsError(str(error)) from None
         await loop.run_in_executor(self._executor, preload_vad, s.vad)
         pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
         self._batcher = MicroBatcher(

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
+from depscreen.engine.features.asr import primary_language
 from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.batcher import MicroBatcher
@@ -289,6 +290,10 @@ def check_start(message: pb.ClientMessage, resumable: bool = False) -> pb.Sessio
             grpc.StatusCode.INVALID_ARGUMENT,
             "start.session_id contains control or other unprintable characters: use printable text",
         )
+    try:
+        primary_language(start.language)
+    except ValueError as error:
+        raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, f"start.{error}") from None
     if start.resume_token and not resumable:
         raise ProtocolError(
             grpc.StatusCode.FAILED_PRECONDITION,
@@ -437,7 +442,9 @@ class LiveSession:
         if self._resumed_from is not None:
             accepted.resume_from_ms = self._resumed_from.resume_from_ms
             accepted.next_sentence_index = self._resumed_from.next_index
+        accepted.asr_model = self.pipeline.asr_model
         accepted.notices.extend(self.notices)
+        accepted.notices.extend(self.pipeline.notices())
         return pb.ServerMessage(accepted=accepted)
 
     async def handle(self, message: pb.ClientMessage) -> AsyncIterator[pb.ServerMessage]:

@@ -13,6 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from depscreen.engine.features.asr import asr_models
 from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
 from depscreen.engine.runtime.device import DEVICE_CHOICES
@@ -39,7 +40,13 @@ class ServerSettings:
         default=DEFAULT_MODEL, metadata={"help": "model checkpoint (.pt); default: the EATD-trained screening model"}
     )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda", "choices": DEVICE_CHOICES})
-    asr: str = field(default="whisper", metadata={"help": "speech recognition when no captions: whisper | none"})
+    asr: str = field(
+        default="whisper",
+        metadata={
+            "help": "speech recognition when no captions: whisper (tiny.en for English, multilingual base for "
+            "Mandarin and other languages) | none | a comma-separated list of tiny.en, base"
+        },
+    )
     vad: str = field(
         default="webrtc",
         metadata={
@@ -211,8 +218,7 @@ class ServerSettings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name}={port} is not a TCP port (0-65535)")
-        if self.asr not in ("whisper", "none"):
-            raise ValueError(f"asr={self.asr!r} is not one of whisper, none")
+        asr_models(self.asr)
         if self.vad not in VAD_NAMES:
             raise ValueError(f"vad={self.vad!r} is not one of {', '.join(VAD_NAMES)}")
         if self.log_format not in LOG_FORMATS:

@@ -276,8 +276,10 @@ def test_whisper_transcribes_jfk(whisper: WhisperTranscriber, jfk_pcm: np.ndarra
 
 def test_whisper_skips_other_languages_and_empty_audio(whisper: WhisperTranscriber, jfk_pcm: np.ndarray) -> None:
     assert whisper.name == "whisper"
-    assert whisper.transcribe(jfk_pcm, "fr").text == ""
-    assert whisper.transcribe(jfk_pcm, "zh-CN").confidence == 0.0
+    english_only = make_transcriber("tiny.en")
+    assert english_only.transcribe(jfk_pcm, "fr").text == ""
+    assert english_only.transcribe(jfk_pcm, "zh-CN").confidence == 0.0
+    assert whisper.transcribe(jfk_pcm, "tlh").text == "", "no Whisper model knows Klingon"
     assert whisper.transcribe(np.zeros(0, dtype=np.int16), "en").text == ""
     with pytest.raises(ValueError, match="int16"):
         whisper.transcribe(jfk_pcm.astype(np.float32), "en")
@@ -288,5 +290,5 @@ def test_no_transcriber_and_factory(jfk_pcm: np.ndarray) -> None:
     assert isinstance(none, NoTranscriber) and none.name == "none"
     transcript = none.transcribe(jfk_pcm, "en")
     assert transcript.text == "" and transcript.confidence == 0.0
-    with pytest.raises(ValueError, match=r"'bogus'.*none, whisper"):
+    with pytest.raises(ValueError, match=r"'bogus' is not whisper, none, or .* tiny.en, base"):
         make_transcriber("bogus")

