@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from depscreen import loadbench
+from depscreen import asrbench, loadbench
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
@@ -44,7 +44,8 @@ AMI_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" /
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "bench", help="benchmark the model step, server latency and stage CPU (`bench load`: many sessions)"
+        "bench",
+        help="benchmark the model step, server latency, stage CPU (`bench load`: many sessions; `bench asr`: ASR)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench.md"), help="markdown file to write")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions for the load row")
@@ -53,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ami", type=Path, default=AMI_CLIPS, help="folder of WAV clips + train.rttm to score the segmenter on"
     )
     parser.set_defaults(func=run_bench)
-    loadbench.register(parser.add_subparsers(dest="bench_command"))
+    commands = parser.add_subparsers(dest="bench_command")
+    loadbench.register(commands)
+    asrbench.register(commands)
 
 
 def step_times(repeats: int = 21) -> dict[int, float]:

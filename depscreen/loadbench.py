@@ -59,6 +59,10 @@ class LoadResult:
     rss_timeline_mb: list[float]
     """Server RSS every `RSS_SAMPLE_S` seconds of the run: flat for a long session means no leak."""
     shed_video_frames: float
+    shed_asr_sentences: float
+    """Sentences left without ASR under overload: a latency bought by skipping ASR shows here."""
+    transcribed_sentences: float
+    """Sentences the server ran ASR on."""
     rejected_sessions: float
     failed_sessions: int
     event_loop_lag_p95_s: float | None = None
@@ -258,6 +262,8 @@ async def load_run(
         rss_per_session_mb=round((peak[0] - rss_idle) / sessions, 2),
         rss_timeline_mb=timeline,
         shed_video_frames=_delta(metrics_before, metrics_after, "depscreen_shed_video_frames_total"),
+        shed_asr_sentences=_delta(metrics_before, metrics_after, "depscreen_shed_asr_total"),
+        transcribed_sentences=_delta(metrics_before, metrics_after, 'depscreen_stage_seconds_count{stage="asr"}'),
         rejected_sessions=_delta(metrics_before, metrics_after, "depscreen_rejected_sessions_total"),
         failed_sessions=sum(1 for r in session_results if isinstance(r, BaseException)),
         event_loop_lag_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_event_loop_lag_seconds"),

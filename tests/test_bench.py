@@ -26,3 +26,34 @@ def test_bench_load_json_with_bad_clients() -> None:
     bad = report["bad_clients"]
     assert "DEADLINE_EXCEEDED" in bad["staller"]
     assert "sentences scored" in bad["fast"] and "without `end`" in bad["vanisher"]
+
+
+def test_bench_load_counts_transcribed_and_shed_asr_sentences() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "bench", "load", "--sessions", "1", "--duration", "11",
+         "--media", str(FIXTURES / "jfk.flac"), "--no-video", "--json", "--server-arg=--asr=tiny.en"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["transcribed_sentences"] >= 2 and report["shed_asr_sentences"] == 0, report
+
+
+def test_bench_asr_compares_the_30s_window_with_own_length_windows(tmp_path) -> None:
+    speech = tmp_path / "speech"
+    (speech / "librivox").mkdir(parents=True)
+    (speech / "jfk").mkdir()
+    (speech / "jfk" / "jfk.flac").symlink_to(FIXTURES / "jfk.flac")
+    (speech / "jfk" / "transcript.txt").symlink_to(FIXTURES / "jfk.txt")
+    out = tmp_path / "asr.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "bench", "asr", "--data", str(tmp_path), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    for method in ("before (30 s window)", "after (own length)"):
+        assert f"| en | all | {method} |" in table, table
+        row = next(line for line in table.splitlines() if line.startswith(f"| en (WER) | {method} |"))
+        assert float(row.split("|")[3].split("%")[0]) < 40, row
+    assert "fellow" not in result.stdout + result.stderr, "transcripts stay in memory"
