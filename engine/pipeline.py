@@ -124,10 +124,10 @@ class SessionPipeline:
 
     def notices(self) -> list[str]:
         """What the client should know about where this session's text comes from."""
-        if not self.use_asr or self.asr_model:
-            return []
         if self._extractors.transcriber.name == "none":
             return ["speech recognition is off on this server: this session's text comes from its captions only"]
+        if not self.use_asr or self.asr_model:
+            return []
         return [
             f"no speech recogniser on this server knows language {self.language!r}: this session's text comes "
             "from its captions only"

@@ -27,6 +27,7 @@ from depscreen.engine.features.asr import (
     repeats_itself,
 )
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
+from depscreen.engine.pipeline import Extractors, SessionPipeline
 
 from .test_features import word_error_rate
 from .test_segment import _channel_noise
@@ -188,3 +189,11 @@ def test_runaway_decoding_is_cut_at_the_token_budget(whisper: WhisperTranscriber
     assert looping.ran_away, "quiet radio noise makes tiny.en repeat itself up to the budget"
     assert len(looping.text.split()) <= budget
     assert whisper.transcribe((audio * 32767).astype(np.int16), "en") == NO_TRANSCRIPT
+
+
+def test_a_server_without_asr_says_text_comes_from_captions() -> None:
+    pipeline = SessionPipeline(Extractors(asr="none"), sample_rate_hz=16_000, language="zh")
+    assert pipeline.asr_model == ""
+    assert pipeline.notices() == [
+        "speech recognition is off on this server: this session's text comes from its captions only"
+    ]
