@@ -28,7 +28,8 @@ from depscreen.clients.session import ScreeningClient
 from depscreen.engine.features.asr import INITIAL_PROMPTS, WhisperTranscriber, primary_language
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.segment import Segmenter, SegmenterSettings
-from depscreen.localserver import sample_path, start_local_server
+from depscreen.localserver import start_local_server
+from depscreen.sample import sample_path
 
 LENGTHS = ((0.0, 3.0), (3.0, 6.0), (6.0, 10.0), (10.0, 30.0))
 """Sentence length buckets (s)."""
