@@ -137,7 +137,8 @@ async def resumable_replies(
     reconnection, each sentence index once.
 
     With `resume`, a break that leaves a checkpoint behind (`resumable_status`) is survived by reconnecting,
-    unless the server granted no resume token (no state store) or the stream stayed broken for
+    unless the server granted no resume token (no state store, or no stream got as far as `accepted`: an
+    unreachable server is reported at once) or the stream stayed broken for
     `settings.reconnect_s`: then the last error is raised.
     """
     buffer = ReplayBuffer(start.audio if start.HasField("audio") else DEFAULT_AUDIO)
@@ -198,8 +199,8 @@ async def resumable_replies(
                     yield reply
             return
         except (grpc.aio.AioRpcError, ServerStalledError) as error:
-            if not resume or not resumable_status(error) or (accepted.done() and not token):
-                raise  # the server's answer, or a session it cannot resume (no state store)
+            if not resume or not resumable_status(error) or not token:
+                raise  # the server's answer, or no session to resume (never accepted, or no state store)
             broken_since = broken_since or time.monotonic()
             if time.monotonic() - broken_since > settings.reconnect_s:
                 raise
