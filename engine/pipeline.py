@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from depscreen.engine.features.asr import Transcriber, make_transcriber
+from depscreen.engine.features.asr import DEFAULT_LANGUAGE, Transcriber, make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
 from depscreen.engine.features.face import FaceLandmarker, decode_image
 from depscreen.engine.features.sentence import SentenceFeatures
@@ -87,7 +87,7 @@ class SessionPipeline:
         *,
         sample_rate_hz: int,
         channels: int = 1,
-        language: str = "en",
+        language: str = DEFAULT_LANGUAGE,
         use_asr: bool = True,
         settings: PipelineSettings = PipelineSettings(),
         on_stage: StageTimer | None = None,
@@ -100,7 +100,7 @@ class SessionPipeline:
         self.settings = settings
         self.origin_ms = origin_ms
         self.first_index = first_index
-        self.language = language or "en"
+        self.language = language or DEFAULT_LANGUAGE
         self.use_asr = use_asr
         self._extractors = extractors
         self._resampler = PcmResampler(sample_rate_hz, channels)

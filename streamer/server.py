@@ -34,7 +34,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from depscreen.engine.features.asr import ModelFilesError
+from depscreen.engine.features.asr import DEFAULT_LANGUAGE, ModelFilesError
 from depscreen.engine.pipeline import Extractors, PipelineSettings
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.checkpoint import ModelFacts, feature_differences
@@ -110,6 +110,8 @@ class Server:
         except ModelFilesError as error:
             raise SettingsError(str(error)) from None
         await loop.run_in_executor(self._executor, preload_vad, s.vad)
+        # The wire's default language is loaded now; a session in another language loads its model on first use.
+        await loop.run_in_executor(self._executor, extractors.transcriber.preload, DEFAULT_LANGUAGE)
         pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
         self._batcher = MicroBatcher(
             screener,

@@ -25,6 +25,7 @@ from depscreen.engine.features.asr import (
     make_transcriber,
     primary_language,
     repeats_itself,
+    without_restart,
 )
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
@@ -132,6 +133,15 @@ def test_budget_and_compression_ratio() -> None:
     assert not repeats_itself("And so my fellow Americans, ask not what your country can do for you.")
     assert repeats_itself("我认为讨厌的人我认为讨厌的人我认为讨厌的人")
     assert not repeats_itself("放松的时候应该最喜欢看电影吧")
+    # a short window's decoder saying the sentence again from its start keeps the first saying, no re-decoding
+    assert without_restart("Set blue with E5 now. Set blue with E5") == "Set blue with E5 now."
+    assert without_restart("Bing blue F2 now. Bing blue F2 now.") == "Bing blue F2 now."
+    assert without_restart("He might even have been made amiable himself. He might even") == (
+        "He might even have been made amiable himself."
+    )
+    assert without_restart("And so my fellow Americans, ask not what your country can do for you.") is None
+    assert without_restart("I said that. Then I said that again.") is None, "a repeat not from the first word"
+    assert without_restart("我认为讨厌的人我认为讨厌的人") is None, "no spaces to tell by: decoded again instead"
     assert echoes_prompt("以下是普通话的句子。", "zh") and echoes_prompt("这位置是普通话的句子。", "zh")
     assert not echoes_prompt("放松的时候,应该最喜欢看电影吧", "zh") and not echoes_prompt("anything", "en")
 

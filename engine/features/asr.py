@@ -10,7 +10,7 @@ import re
 import threading
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +28,8 @@ LANGUAGE_TAG = re.compile(
 """A well-formed BCP-47 tag, loosely: a 2-3 letter primary language, then extlang, script, region and variant
 subtags (e.g. "en", "en-US", "zh-CN", "zh-Hans-CN", "cmn")."""
 
+DEFAULT_LANGUAGE = "en"
+"""The language of a session that names none (the wire's default)."""
 LANGUAGE_ALIASES = {"cmn": "zh"}
 """ISO 639-3 codes Whisper knows under their ISO 639-1 code (Mandarin)."""
 
@@ -35,7 +37,7 @@ LANGUAGE_ALIASES = {"cmn": "zh"}
 def primary_language(tag: str) -> str:
     """The Whisper language code of a BCP-47 tag ("en" for an empty one); ValueError naming a malformed tag."""
     if not tag:
-        return "en"
+        return DEFAULT_LANGUAGE
     if len(tag) > 35 or not LANGUAGE_TAG.fullmatch(tag):
         raise ValueError(
             f"language {tag[:40]!r} is not a BCP-47 language tag: use one such as en, en-US, zh, zh-CN or cmn"
@@ -62,6 +64,10 @@ class Transcriber(Protocol):
 
     def model_for(self, language: str) -> str:
         """The name of the model that transcribes `language` (a BCP-47 tag), or "" when none does."""
+        ...
+
+    def preload(self, language: str) -> None:
+        """Load now the model for `language`, so its first sentence does not pay for the loading."""
         ...
 
     def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
@@ -246,6 +252,22 @@ def repeats_itself(text: str) -> bool:
     return any(units[i : i + size] == tail for i in range(len(units) - size))
 
 
+RESTART_WORDS = 3
+"""Words of a sentence a short-window decoding must say again, from its first word, to count as started over."""
+
+
+def without_restart(text: str) -> str | None:
+    """`text` cut where the decoder started the sentence over, saying it again from its first word (a short
+    window's habit: "Set blue in a one again. Set blue in a one again."), or None when it did not; only text
+    with spaces between words is cut (other text is decoded again in the 30 s window)."""
+    words = text.split()
+    said = [word.lower().strip(".,!?;:") for word in words]
+    for start in range(RESTART_WORDS, len(said) - RESTART_WORDS + 1):
+        if said[start:] == said[: len(said) - start]:
+            return " ".join(words[:start])
+    return None
+
+
 @dataclass(frozen=True)
 class _Decoding:
     text: str
@@ -280,7 +302,8 @@ class WhisperModel:
     The sentence's log-mel plus `SILENT_TAIL_S` of silence is encoded (not Whisper's 30 s window, which costs
     the same for a 2 s sentence as for a 29 s one) and decoded greedily, without timestamps, capped at the
     language's `TokenBudget`. Hitting the cap, text with a compression ratio above `MAX_COMPRESSION_RATIO`,
-    text that ends by repeating itself and text that looks like non-speech (`DOUBTFUL_NO_SPEECH`) are decoded
+    text that ends by repeating itself (unless it merely started the sentence over: the first saying is kept)
+    and text that looks like non-speech (`DOUBTFUL_NO_SPEECH`) are decoded
     again in the 30 s window; there the sentence gets no text if it runs away again or looks like non-speech
     (`NO_SPEECH_PROBABILITY`). Sentences longer than 30 s are transcribed in consecutive windows. One thread
     per call; `parallel` calls run at once on as many replicas.
@@ -319,6 +342,8 @@ class WhisperModel:
     def _sentence(self, audio: np.ndarray, language: str) -> _Decoding:
         budget = TOKEN_BUDGETS.get(language, DEFAULT_BUDGET).tokens(len(audio) / SAMPLE_RATE)
         own = self._decode(audio, language, budget, window=False)
+        if own.repeated and (said_once := without_restart(own.text)):
+            own = replace(own, text=said_once, repeated=False)
         if not (own.ran_away or own.repeated or _speechless(own, language, DOUBTFUL_NO_SPEECH)):
             return own
         full = self._decode(audio, language, budget, window=True)
@@ -393,7 +418,8 @@ class WhisperTranscriber:
         self._languages = {source.key: _languages(source) for source in self.sources}
         self._parallel = parallel
         self._loaded: dict[str, WhisperModel] = {}
-        self._load_lock = threading.Lock()
+        self._load_locks = {source.key: threading.Lock() for source in self.sources}
+        """One lock per model: loading one (a second or more) never holds up sentences of another."""
 
     def _source_for(self, language: str) -> WhisperSource | None:
         code = primary_language(language)
@@ -409,10 +435,15 @@ class WhisperTranscriber:
 
     def model(self, key: str) -> WhisperModel:
         """The loaded model `key` (loading it now if this is its first use)."""
-        with self._load_lock:
+        with self._load_locks[key]:
             if key not in self._loaded:
                 self._loaded[key] = WhisperModel(WHISPER_SOURCES[key], self._parallel)
             return self._loaded[key]
+
+    def preload(self, language: str) -> None:
+        """Load the model for `language` now (nothing when no allowed model knows it)."""
+        if (source := self._source_for(language)) is not None:
+            self.model(source.key)
 
     def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
         """Transcribe one sentence; empty transcript for a language no model knows, empty audio or non-speech."""
@@ -432,6 +463,9 @@ class NoTranscriber:
     def model_for(self, language: str) -> str:
         """No model transcribes anything."""
         return ""
+
+    def preload(self, language: str) -> None:
+        """Nothing to load."""
 
     def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
         """Return an empty transcript."""
