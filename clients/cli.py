@@ -8,7 +8,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
@@ -35,31 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `stream` subcommand."""
     parser = subparsers.add_parser(
         "stream",
-        help="stream a media file to a screening server",
         description="Stream an audio or video file as a live interview and show the running estimate.",
     )
     parser.add_argument("file", help="media file: wav, flac, mp3, mp4, mpg (anything av can open)")
-    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the gRPC server")
+    add_session_arguments(parser)
     parser.add_argument(
         "--webrtc",
         metavar="URL",
         help="stream over WebRTC to this WHIP endpoint instead (http://HOST:HTTP_PORT/whip), in real time",
     )
-    parser.add_argument(
-        "--speed", type=_non_negative_float, default=1.0, help="1 = real time, 2 = twice as fast, 0 = no pacing"
-    )
-    parser.add_argument("--chunk-ms", type=_positive_int, default=100, help="audio chunk length in ms")
     parser.add_argument("--captions", help="SRT or WebVTT captions to send with the audio")
     parser.add_argument("--no-video", dest="video", action="store_false", help="send audio (and captions) only")
     parser.add_argument("--video-fps", type=_positive_float, default=5.0, help="video frames sent per second")
-    parser.add_argument("--json", action="store_true", help="print one JSON line per server message")
-    parser.add_argument(
-        "--token", default=os.environ.get("DEPSCREEN_TOKEN"), help="bearer token (default: $DEPSCREEN_TOKEN)"
-    )
-    parser.add_argument("--tls-ca", metavar="FILE", help="PEM CA bundle the server's certificate chains to: use TLS")
-    parser.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate, for servers that require mTLS")
-    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
-    parser.add_argument("--session-id", default="", help="session id to ask for (the server makes one if empty)")
     parser.add_argument("--language", default="en", help="BCP-47 language of the speech")
     parser.add_argument("--no-asr", dest="disable_asr", action="store_true", help="never run ASR (captions only)")
     resume = parser.add_mutually_exclusive_group()
@@ -74,6 +61,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-resume", dest="resume", action="store_false", help="let the first break end the session with its error"
     )
     parser.set_defaults(func=run_stream)
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that sends a session to a server: where, as whom, how fast, how shown."""
+    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the gRPC server")
+    parser.add_argument(
+        "--speed", type=_non_negative_float, default=1.0, help="1 = real time, 2 = twice as fast, 0 = no pacing"
+    )
+    parser.add_argument("--chunk-ms", type=_positive_int, default=100, help="audio chunk length in ms")
+    parser.add_argument("--session-id", default="", help="session id to ask for (the server makes one if empty)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per server message")
+    parser.add_argument(
+        "--token", default=os.environ.get("DEPSCREEN_TOKEN"), help="bearer token (default: $DEPSCREEN_TOKEN)"
+    )
+    parser.add_argument("--tls-ca", metavar="FILE", help="PEM CA bundle the server's certificate chains to: use TLS")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate, for servers that require mTLS")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+
+
+def run_session(session: Coroutine[object, object, None], bad_input: tuple[type[Exception], ...] = ()) -> int:
+    """Run a client session to its end and turn how it ended into the exit code: 0, `EXIT_RPC_ERROR` for a
+    gRPC or WHIP error or a server that stopped answering, `EXIT_BAD_INPUT` for input that cannot be sent
+    (media, captions, TLS files, a missing extra, and the command's own `bad_input` errors),
+    `EXIT_INTERRUPTED` for Ctrl-C. Each error is printed on one line."""
+    try:
+        asyncio.run(session)
+    except grpc.aio.AioRpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return EXIT_RPC_ERROR
+    except (WhipError, ServerStalledError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RPC_ERROR
+    except (MediaError, CaptionError, TlsFileError, MissingExtraError, *bad_input) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
 
 
 def run_stream(args: argparse.Namespace) -> int:
@@ -94,21 +120,7 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.webrtc and (args.tls_ca or args.tls_cert) and not args.webrtc.startswith("https://"):
         print("error: --tls-ca/--tls-cert need an https:// WHIP URL", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        asyncio.run(_stream(args))
-    except grpc.aio.AioRpcError as error:
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-        return EXIT_RPC_ERROR
-    except (WhipError, ServerStalledError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_RPC_ERROR
-    except (MediaError, CaptionError, TlsFileError, MissingExtraError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+    return run_session(_stream(args))
 
 
 def message_json(message: screening_pb2.ServerMessage) -> str:

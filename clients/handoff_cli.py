@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
-import grpc
-
 from depscreen.v1 import screening_pb2 as pb
 
-from .cli import (
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_RPC_ERROR,
-    _non_negative_float,
-    _positive_int,
-    show_updates,
-)
+from .cli import EXIT_BAD_INPUT, add_session_arguments, run_session, show_updates
 from .sentences import SentencesError, read_sentences
 from .tls import TlsFileError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `export`, `replay` and `plot` subcommands."""
-    export = subparsers.add_parser("export", help="export a screened session for another system")
+    export = subparsers.add_parser("export")
     formats = export.add_subparsers(dest="format", required=True)
     fhir = formats.add_parser(
         "fhir",
@@ -52,29 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     replay = subparsers.add_parser(
         "replay",
-        help="re-send a recorded session to a screening server",
         description="Re-send what a `depscreen serve --record` stream folder holds (audio, video frames, captions) "
         "on its timestamps, as a new session, and show the updates like `depscreen stream`. This sends health data.",
     )
     replay.add_argument("recording", help="a stream folder, DIR/<session>/stream-<n> (or a session folder with one)")
-    replay.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the gRPC server")
-    replay.add_argument(
-        "--speed", type=_non_negative_float, default=1.0, help="1 = real time, 2 = twice as fast, 0 = no pacing"
-    )
-    replay.add_argument("--chunk-ms", type=_positive_int, default=100, help="audio chunk length in ms")
-    replay.add_argument("--session-id", default="", help="session id to ask for (the server makes one if empty)")
-    replay.add_argument("--json", action="store_true", help="print one JSON line per server message")
-    replay.add_argument(
-        "--token", default=os.environ.get("DEPSCREEN_TOKEN"), help="bearer token (default: $DEPSCREEN_TOKEN)"
-    )
-    replay.add_argument("--tls-ca", metavar="FILE", help="PEM CA bundle the server's certificate chains to: use TLS")
-    replay.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate, for servers that require mTLS")
-    replay.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    add_session_arguments(replay)
     replay.set_defaults(func=run_replay)
 
     plot = subparsers.add_parser(
         "plot",
-        help="draw a session's estimate over the interview as a PNG",
         description="Draw the estimate after each sentence, each modality's own estimate, the evidence and the "
         "speech spans (and the estimate's interval, when the data has one). No transcript is drawn.",
     )
@@ -139,18 +115,7 @@ def run_replay(args: argparse.Namespace) -> int:
             yield message
         yield pb.ClientMessage(end=pb.SessionEnd())
 
-    try:
-        asyncio.run(show_updates(client.stream_messages(outgoing()), as_json=args.json))
-    except grpc.aio.AioRpcError as error:
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-        return EXIT_RPC_ERROR
-    except RecordingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+    return run_session(show_updates(client.stream_messages(outgoing()), as_json=args.json), (RecordingError,))
 
 
 def _sentences_argument(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 
-from depscreen.cli import main
+from depscreen.cli import build_parser, main
 from depscreen.clients.cli import message_json
 from depscreen.clients.plot import draw
 from depscreen.clients.replay import RecordingError, open_recording
@@ -408,3 +408,17 @@ def test_an_interval_in_the_data_is_drawn_as_a_band_and_exported(recorded: Recor
     assert numpy.nanmax(vertices[:, 1]) == pytest.approx(max(high for _, high in intervals))
     rationale = risk_assessment(session).prediction[0].rationale
     assert f"Interval {intervals[-1][0]:.3f} to {intervals[-1][1]:.3f}" in rationale
+
+
+def test_replay_takes_the_session_options_of_stream_and_ends_like_it(
+    recorded: Recorded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def options(command: str) -> set[str]:
+        parser = build_parser(command)
+        subcommand = next(a for a in parser._actions if a.dest == "command").choices[command]
+        return {option for action in subcommand._actions for option in action.option_strings}
+
+    shared = {"--server", "--speed", "--chunk-ms", "--session-id", "--json", "--token", "--tls-ca", "--tls-cert"}
+    assert shared | {"--tls-key"} <= options("replay") & options("stream")
+    code, out, err = run_cli(capsys, "replay", str(recorded.folder), "--server", "127.0.0.1:1", "--speed", "0")
+    assert (code, out) == (1, "") and err.startswith("error: UNAVAILABLE"), err
