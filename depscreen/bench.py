@@ -43,10 +43,7 @@ AMI_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" /
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark the model step, server latency, stage CPU (`bench load`: many sessions; `bench asr`: ASR)",
-    )
+    parser = subparsers.add_parser("bench")
     parser.add_argument("--out", type=Path, default=Path("bench.md"), help="markdown file to write")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions for the load row")
     parser.add_argument("--media", type=Path, default=None, help="media to stream (default: bundled sample)")

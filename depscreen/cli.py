@@ -1,28 +1,49 @@
 """The `depscreen` command: one argparse tree whose subcommands live beside the code they drive.
 
-Only the module of the command being run is imported, so `depscreen stream` works with the client alone (the
-core distribution) and never loads the engine; a command whose extra is missing says which one to install.
+Only the module of the command being run is imported (`depscreen --help` imports none), so `depscreen stream`
+works with the client alone (the core distribution) and never loads the engine; a command whose extra is
+missing says which one to install.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+from dataclasses import dataclass
+
+SERVER_EXTRA_MODULE = "torch"
+"""A module only the [server] extra installs: when it is missing, the server-side commands are listed as such."""
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    """The module whose `register` adds the subcommand (imported only when the command is run)."""
+    summary: str
+    """The line `depscreen --help` shows for it."""
+    needs_server: bool = False
+    """It needs the [server] extra (the engine, the feature models, the server)."""
+
 
 COMMANDS = {
-    "segment": "depscreen.engine.cli",
-    "train": "depscreen.engine.cli",
-    "eval": "depscreen.engine.cli",
-    "serve": "depscreen.streamer.cli",
-    "stream": "depscreen.clients.cli",
-    "export": "depscreen.clients.handoff_cli",
-    "replay": "depscreen.clients.handoff_cli",
-    "plot": "depscreen.clients.handoff_cli",
-    "demo": "depscreen.demo",
-    "bench": "depscreen.bench",
+    "segment": Command("depscreen.engine.cli", "cut a media file into sentences with the live segmenter", True),
+    "train": Command("depscreen.engine.cli", "train a checkpoint (synthetic demo, or a labelled dataset)", True),
+    "eval": Command("depscreen.engine.cli", "score a labelled dataset sentence by sentence with a checkpoint", True),
+    "serve": Command("depscreen.streamer.cli", "run the screening server (gRPC + /metrics + /healthz)", True),
+    "stream": Command("depscreen.clients.cli", "stream a media file to a screening server"),
+    "export": Command("depscreen.clients.handoff_cli", "export a screened session for another system"),
+    "replay": Command("depscreen.clients.handoff_cli", "re-send a recorded session to a screening server"),
+    "plot": Command("depscreen.clients.handoff_cli", "draw a session's estimate over the interview as a PNG"),
+    "demo": Command("depscreen.demo", "serve + stream the bundled sample interview with a live view", True),
+    "bench": Command(
+        "depscreen.bench",
+        "benchmark the model step, server latency, stage CPU (`bench load`: many sessions; `bench asr`: ASR)",
+        True,
+    ),
 }
-"""Each subcommand and the module whose `register` adds it."""
+"""Every subcommand: where it lives and what it does."""
 EXIT_MISSING_EXTRA = 2
 
 
@@ -31,26 +52,27 @@ class MissingCommandError(ImportError):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser with `command`'s subcommand only, or (no or an unknown command) every subcommand whose
-    dependencies are installed, the others listed as needing the [server] extra."""
+    """The parser with `command`'s subcommand only (its module imported), or, for no or an unknown command,
+    the list of every subcommand without importing any (the server-side ones marked when the [server] extra
+    is missing)."""
     parser = argparse.ArgumentParser(prog="depscreen", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
-    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
-    unavailable = []
-    for name in wanted:
-        try:
-            importlib.import_module(name).register(subparsers)
-        except ModuleNotFoundError as error:
-            if (error.name or "").startswith("depscreen"):
-                raise
-            if command in COMMANDS:
-                raise MissingCommandError(
-                    f"`depscreen {command}` needs the server's dependencies (missing module {error.name}): "
-                    "pip install 'depscreen[server]'"
-                ) from None
-            unavailable += [cmd for cmd, module_name in COMMANDS.items() if module_name == name]
-    if unavailable:
-        parser.epilog = f"not installed: {', '.join(unavailable)} (pip install 'depscreen[server]')"
+    if command not in COMMANDS:
+        for name, entry in COMMANDS.items():
+            subparsers.add_parser(name, help=entry.summary)
+        if importlib.util.find_spec(SERVER_EXTRA_MODULE) is None:
+            unavailable = [name for name, entry in COMMANDS.items() if entry.needs_server]
+            parser.epilog = f"not installed: {', '.join(unavailable)} (pip install 'depscreen[server]')"
+        return parser
+    try:
+        importlib.import_module(COMMANDS[command].module).register(subparsers)
+    except ModuleNotFoundError as error:
+        if (error.name or "").startswith("depscreen"):
+            raise
+        raise MissingCommandError(
+            f"`depscreen {command}` needs the server's dependencies (missing module {error.name}): "
+            "pip install 'depscreen[server]'"
+        ) from None
     return parser
 
 

@@ -11,7 +11,7 @@ from depscreen.sample import sample_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="serve + stream the bundled sample interview with a live view")
+    parser = subparsers.add_parser("demo")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--grpc-port", type=int, default=50051)
     parser.add_argument("--http-port", type=int, default=8080)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    segment = subparsers.add_parser("segment", help="cut a media file into sentences with the live segmenter")
+    segment = subparsers.add_parser("segment")
     segment.add_argument("file", type=Path, help="any file av reads (wav, flac, mp3, mp4, ...)")
     segment.add_argument("--json", action="store_true", help="one JSON object per sentence")
     segment.add_argument(
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     segment.set_defaults(func=run_segment)
 
-    train = subparsers.add_parser("train", help="train a checkpoint (synthetic demo, or a labelled dataset)")
+    train = subparsers.add_parser("train")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", action="store_true", help="train on synthetic sessions with a planted signal")
     source.add_argument("--dataset", choices=_dataset_names(), help="train on a labelled dataset (needs --data)")
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _cache_arguments(train)
     train.set_defaults(func=run_train)
 
-    evaluate = subparsers.add_parser("eval", help="score a labelled dataset sentence by sentence with a checkpoint")
+    evaluate = subparsers.add_parser("eval")
     evaluate.add_argument("--dataset", choices=_dataset_names(), required=True, help="which dataset format")
     evaluate.add_argument("--data", type=Path, required=True, help="the dataset's folder")
     evaluate.add_argument("--model", type=Path, help="checkpoint (.pt); default: the server's default model")

@@ -14,7 +14,7 @@ from depscreen.streamer.settings import SettingsError, add_arguments, settings_f
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="run the screening server (gRPC + /metrics + /healthz)")
+    parser = subparsers.add_parser("serve")
     add_arguments(parser)
     parser.set_defaults(func=run_serve)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from depscreen.cli import build_parser
+from depscreen.cli import COMMANDS, build_parser
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, save_checkpoint
 from depscreen.streamer.settings import ServerSettings, settings_from_args
 
@@ -22,6 +22,28 @@ def depscreen(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "depscreen.cli", *args], capture_output=True, text=True, timeout=timeout
     )
+
+
+def test_the_command_list_imports_no_command_and_each_command_registers_its_own() -> None:
+    listing = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from depscreen.cli import main\ntry: main(['--help'])\nexcept SystemExit: "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'grpc', 'av') or "
+            "m.startswith(('depscreen.engine', 'depscreen.streamer', 'depscreen.clients'))))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[-1] == "[]", "depscreen --help imports nothing heavy"
+    for name in COMMANDS:
+        parser = build_parser(name)
+        subcommands = next(a for a in parser._actions if a.dest == "command").choices
+        assert name in subcommands, f"{COMMANDS[name].module} registers `{name}`"
+        assert name in listing.stdout.split("[]")[0], f"`{name}` is in the list"
 
 
 def test_segment_json_prints_one_object_per_sentence() -> None:
@@ -57,7 +79,7 @@ def test_train_synthetic_learns_the_planted_signal(tmp_path: Path) -> None:
 def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPSCREEN_GRPC_PORT", "6000")
     monkeypatch.setenv("DEPSCREEN_VIDEO_FPS", "2.5")
-    args = build_parser().parse_args(["serve", "--max-sessions", "3"])
+    args = build_parser("serve").parse_args(["serve", "--max-sessions", "3"])
     settings = settings_from_args(args)
     assert (settings.grpc_port, settings.video_fps, settings.max_sessions) == (6000, 2.5, 3)
     assert settings.http_port == ServerSettings().http_port
