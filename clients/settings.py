@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from depscreen.keepalive import keepalive_arguments
+
 
 @dataclass(frozen=True)
 class ClientSettings:
@@ -44,12 +46,5 @@ class ClientSettings:
             )
 
     def channel_options(self) -> list[tuple[str, int]]:
-        """The gRPC channel arguments that turn the keepalive settings on (the ping timeout too: with a frozen
-        link, gRPC core closes the connection on that one, not on the keepalive timeout alone)."""
-        return [
-            ("grpc.keepalive_time_ms", round(self.keepalive_time_s * 1000)),
-            ("grpc.keepalive_timeout_ms", round(self.keepalive_timeout_s * 1000)),
-            ("grpc.http2.ping_timeout_ms", round(self.keepalive_timeout_s * 1000)),
-            ("grpc.keepalive_permit_without_calls", 0),
-            ("grpc.http2.max_pings_without_data", 0),
-        ]
+        """The gRPC channel arguments that turn the keepalive settings on."""
+        return keepalive_arguments(self.keepalive_time_s, self.keepalive_timeout_s, without_calls=False)

@@ -42,6 +42,7 @@ from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.engine.vad import preload_vad
+from depscreen.keepalive import keepalive_arguments
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.cors import cors_middleware
@@ -272,11 +273,7 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", 1024 * 1024),
-        ("grpc.keepalive_time_ms", round(settings.keepalive_time_s * 1000)),
-        ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout_s * 1000)),
-        ("grpc.http2.ping_timeout_ms", round(settings.keepalive_timeout_s * 1000)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
+        *keepalive_arguments(settings.keepalive_time_s, settings.keepalive_timeout_s, without_calls=True),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", round(settings.keepalive_min_ping_interval_s * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
     ]
