@@ -31,6 +31,10 @@ def estimate_message(estimate: Estimate) -> pb.Estimate:
             pb.SymptomEvidence(item=PHQ_ENUM[item], score=score)
             for item, score in zip(PHQ8_ITEMS, estimate.symptoms, strict=True)
         ],
+        interval_low=estimate.interval_low,
+        interval_high=estimate.interval_high,
+        interval_level=estimate.interval_level,
+        enough_speech=estimate.enough_speech,
     )
 
 

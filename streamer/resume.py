@@ -136,17 +136,24 @@ def _estimate_fields(estimate: Estimate | None) -> dict | None:
             for m in estimate.modalities
         ],
         "symptoms": [float(score) for score in estimate.symptoms],
+        "interval": [float(estimate.interval_low), float(estimate.interval_high), float(estimate.interval_level)],
+        "enough_speech": bool(estimate.enough_speech),
     }
 
 
 def _estimate_from(fields: dict | None) -> Estimate | None:
     if fields is None:
         return None
+    low, high, level = fields.get("interval", (0.0, 1.0, 0.0))  # checkpoints written before intervals: [0, 1]
     return Estimate(
         probability=fields["probability"],
         evidence=fields["evidence"],
         modalities=tuple(ModalityEstimate(**m) for m in fields["modalities"]),
         symptoms=tuple(fields["symptoms"]),
+        interval_low=low,
+        interval_high=high,
+        interval_level=level,
+        enough_speech=fields.get("enough_speech", False),
     )
 
 

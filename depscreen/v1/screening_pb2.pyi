@@ -201,16 +201,24 @@ class SessionSummary(_message.Message):
     def __init__(self, sentences: _Optional[int] = ..., audio_seconds: _Optional[float] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., speech_seconds: _Optional[float] = ..., dropped_video_frames: _Optional[int] = ..., dropped_captions: _Optional[int] = ...) -> None: ...
 
 class Estimate(_message.Message):
-    __slots__ = ("probability", "evidence", "modalities", "symptoms")
+    __slots__ = ("probability", "evidence", "modalities", "symptoms", "interval_low", "interval_high", "interval_level", "enough_speech")
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     MODALITIES_FIELD_NUMBER: _ClassVar[int]
     SYMPTOMS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LOW_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_HIGH_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ENOUGH_SPEECH_FIELD_NUMBER: _ClassVar[int]
     probability: float
     evidence: float
     modalities: _containers.RepeatedCompositeFieldContainer[ModalityConfidence]
     symptoms: _containers.RepeatedCompositeFieldContainer[SymptomEvidence]
-    def __init__(self, probability: _Optional[float] = ..., evidence: _Optional[float] = ..., modalities: _Optional[_Iterable[_Union[ModalityConfidence, _Mapping]]] = ..., symptoms: _Optional[_Iterable[_Union[SymptomEvidence, _Mapping]]] = ...) -> None: ...
+    interval_low: float
+    interval_high: float
+    interval_level: float
+    enough_speech: bool
+    def __init__(self, probability: _Optional[float] = ..., evidence: _Optional[float] = ..., modalities: _Optional[_Iterable[_Union[ModalityConfidence, _Mapping]]] = ..., symptoms: _Optional[_Iterable[_Union[SymptomEvidence, _Mapping]]] = ..., interval_low: _Optional[float] = ..., interval_high: _Optional[float] = ..., interval_level: _Optional[float] = ..., enough_speech: _Optional[bool] = ...) -> None: ...
 
 class ModalityConfidence(_message.Message):
     __slots__ = ("modality", "available", "quality", "weight", "probability")

@@ -10,6 +10,7 @@ import torch
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER
 from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
+from depscreen.engine.runtime.interval import IntervalCalibration
 from depscreen.engine.segment import SegmenterSettings
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
@@ -40,6 +41,9 @@ class ModelFacts:
     video_fps: float = DEFAULT_VIDEO_FPS
     """Video frames per second analysed for the training features (or, for a model trained without video,
     the rate its landmark statistics were measured at)."""
+    interval: IntervalCalibration | None = None
+    """The estimate's interval calibration (`runtime.interval`), fitted on held-out estimates in training or
+    added later by `depscreen calibrate`. None in checkpoints written before it: their interval is [0, 1]."""
 
 
 def feature_differences(facts: ModelFacts, segmenter: SegmenterSettings, video_fps: float) -> list[str]:
@@ -88,4 +92,7 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     model = ScreeningModel(ModelConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
-    return model.to(device or torch.device("cpu")), ModelFacts(**blob["facts"])
+    facts = dict(blob["facts"])
+    if facts.get("interval") is not None:
+        facts["interval"] = IntervalCalibration(**facts["interval"])
+    return model.to(device or torch.device("cpu")), ModelFacts(**facts)

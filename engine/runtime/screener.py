@@ -22,6 +22,7 @@ from depscreen.engine.model.screening import EncodedSentences, ModelConfig, Scre
 from depscreen.engine.model.state import SessionState
 from depscreen.engine.runtime.checkpoint import ModelFacts, load_checkpoint
 from depscreen.engine.runtime.device import choose_device
+from depscreen.engine.runtime.interval import ENOUGH_SPEECH_S, IntervalCalibration, interval_for
 
 EVIDENCE_TIME_CONSTANT_S = 60.0
 """Evidence = 1 - exp(-usable speech seconds / this): 0.63 after a minute of clean speech, 0.95 after three."""
@@ -50,6 +51,14 @@ class Estimate:
     modalities: tuple[ModalityEstimate, ...]
     symptoms: tuple[float, ...]
     """One 0..1 score per PHQ-8 item, in `PHQ8_ITEMS` order."""
+    interval_low: float = 0.0
+    interval_high: float = 1.0
+    """The calibrated interval around `probability` (`runtime.interval`); [0, 1] before enough speech or
+    without a calibration in the checkpoint."""
+    interval_level: float = 0.0
+    """Its nominal coverage; 0 when the checkpoint carries no interval calibration."""
+    enough_speech: bool = False
+    """False until `runtime.interval.ENOUGH_SPEECH_S` of usable speech: "not enough speech yet"."""
 
 
 @dataclass
@@ -76,6 +85,17 @@ class EvidenceAccount:
     @property
     def symptoms(self) -> tuple[float, ...]:
         return tuple(float(s) for s in self.symptom_sum / max(self.text_sentences, 1))
+
+
+def evidence_trajectory(sentences: list[SentenceFeatures]) -> tuple[np.ndarray, np.ndarray]:
+    """(evidence, usable speech seconds) after each sentence of a session, as a live session accounts them."""
+    account = EvidenceAccount()
+    evidence, usable = [], []
+    for features in sentences:
+        account.account(features)
+        evidence.append(account.evidence)
+        usable.append(account.usable_speech_s)
+    return np.asarray(evidence), np.asarray(usable)
 
 
 @dataclass
@@ -157,7 +177,14 @@ class Screener:
         for i, (f, account) in enumerate(zip(features, accounts, strict=True)):
             account.account(f)
             estimates.append(
-                _estimate(f, account, output.probability[i], output.modality_probability[i], encoded.weights[i])
+                _estimate(
+                    f,
+                    account,
+                    output.probability[i],
+                    output.modality_probability[i],
+                    encoded.weights[i],
+                    self.facts.interval,
+                )
             )
         return estimates, new_state
 
@@ -179,7 +206,14 @@ class Screener:
         for k, f in enumerate(features):
             account.account(f)
             estimates.append(
-                _estimate(f, account, output.probability[0, k], output.modality_probability[0, k], encoded.weights[k])
+                _estimate(
+                    f,
+                    account,
+                    output.probability[0, k],
+                    output.modality_probability[0, k],
+                    encoded.weights[k],
+                    self.facts.interval,
+                )
             )
         return estimates
 
@@ -190,6 +224,7 @@ def _estimate(
     probability: torch.Tensor,
     modality_probability: torch.Tensor,
     weights: torch.Tensor,
+    calibration: IntervalCalibration | None,
 ) -> Estimate:
     modalities = tuple(
         ModalityEstimate(
@@ -201,9 +236,14 @@ def _estimate(
         )
         for i, name in enumerate(MODALITY_NAMES)
     )
+    low, high = interval_for(calibration, float(probability), account.evidence, account.usable_speech_s)
     return Estimate(
         probability=float(probability),
         evidence=account.evidence,
         modalities=modalities,
         symptoms=account.symptoms,
+        interval_low=low,
+        interval_high=high,
+        interval_level=calibration.level if calibration else 0.0,
+        enough_speech=account.usable_speech_s >= ENOUGH_SPEECH_S,
     )
