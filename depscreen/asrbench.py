@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from depscreen.clients.session import ScreeningClient
 from depscreen.engine.features.asr import INITIAL_PROMPTS, WhisperTranscriber, primary_language
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.segment import Segmenter, SegmenterSettings
+from depscreen.engine.transcript_error import ErrorCount, transcript_error
 from depscreen.localserver import start_local_server
 from depscreen.sample import sample_path
 
@@ -88,24 +88,6 @@ def mandarin_clips(data: Path, count: int) -> list[Clip]:
     ]
 
 
-def edit_rate(reference: list[str], hypothesis: list[str]) -> tuple[int, int]:
-    """(Levenshtein distance, reference length) of two token lists."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1], len(reference)
-
-
-def tokens(text: str, language: str) -> list[str]:
-    """Words (English, lowercase, no punctuation) or characters (Mandarin, no punctuation)."""
-    if language == "zh":
-        return list(re.sub(r"[\W_]", "", text))
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
-
-
 class Before:
     """faster-whisper `transcribe()` as the project used it: 30 s window, greedy, no timestamps."""
 
@@ -144,7 +126,7 @@ class Timing:
 def measure(clips: list[Clip], before: Before, after: WhisperTranscriber) -> tuple[dict, dict]:
     """Timings by (method, language, bucket) and error counts by (method, language)."""
     timings: dict[tuple[str, str, str], Timing] = defaultdict(Timing)
-    errors: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    errors: dict[tuple[str, str], ErrorCount] = defaultdict(ErrorCount)
     methods = {"before (30 s window)": before, "after (own length)": lambda p, lang: after.transcribe(p, lang).text}
     for clip in clips:
         for method, transcribe in methods.items():
@@ -162,9 +144,7 @@ def measure(clips: list[Clip], before: Before, after: WhisperTranscriber) -> tup
                     timing.sentences += 1
             if clip.reference:
                 joined = ("" if clip.language == "zh" else " ").join(texts)
-                distance, length = edit_rate(tokens(clip.reference, clip.language), tokens(joined, clip.language))
-                errors[(method, clip.language)][0] += distance
-                errors[(method, clip.language)][1] += length
+                errors[(method, clip.language)] += transcript_error(clip.reference, joined, clip.language)
     return timings, errors
 
 
@@ -215,8 +195,9 @@ def run_asr_bench(args: argparse.Namespace) -> int:
             f"{t.wall_s / t.sentences * 1000:.0f} | {t.cpu_s / t.speech_s * 1000:.0f} |"
         )
     error_rows = [
-        f"| {language} ({'WER' if language == 'en' else 'CER'}) | {method} | {100 * d / n:.1f}% ({d}/{n}) |"
-        for (method, language), (d, n) in sorted(errors.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        f"| {language} ({'WER' if language == 'en' else 'CER'}) | {method} | {100 * e.rate:.1f}% "
+        f"({e.errors}/{e.reference_units}) |"
+        for (method, language), e in sorted(errors.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     ]
     lines = [
         "# depscreen bench asr",

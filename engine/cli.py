@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[sample_path()],
         help="real media whose feature scales the synthetic data takes (default: the bundled GRID sample)",
     )
-    _cache_arguments(train)
+    _feature_arguments(train)
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser("eval")
@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--model", type=Path, help="checkpoint (.pt); default: the server's default model")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals (default 0)")
-    _cache_arguments(evaluate)
+    _feature_arguments(evaluate)
     evaluate.set_defaults(func=run_eval)
 
 
@@ -86,7 +86,14 @@ def _dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+def _feature_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text",
+        choices=("human", "asr"),
+        default="human",
+        help="sentence text: the dataset's human transcripts (default), or the live speech recogniser in the "
+        "dataset's language (what a live session without captions gets)",
+    )
     parser.add_argument(
         "--cache", type=Path, help="feature cache folder (default ~/.cache/depscreen/features, or $XDG_CACHE_HOME)"
     )
@@ -198,15 +205,21 @@ def _load(args: argparse.Namespace, text_encoder: str) -> tuple[DatasetSpec, Dat
 
     from depscreen.engine.train.cache import DEFAULT_CACHE_DIR, FeatureCache
     from depscreen.engine.train.datasets import dataset
+    from depscreen.engine.train.featurize import InterviewFeaturizer
 
     spec = dataset(args.dataset)
     cache = None if args.no_cache else FeatureCache(args.cache or DEFAULT_CACHE_DIR)
+    featurizer = InterviewFeaturizer(text_encoder, cache, spec.language, text=args.text)
     with Progress(transient=True) as bar:
         task = bar.add_task(f"features of {spec.name}", total=None)
-        load = spec.load(
-            args.data, text_encoder, cache, lambda done, total: bar.update(task, completed=done, total=total)
-        )
+        load = spec.load(args.data, featurizer, lambda done, total: bar.update(task, completed=done, total=total))
     print(load.summary(), file=sys.stderr)
+    if asr_cpu_s := featurizer.stage_cpu_s.get("asr"):
+        print(
+            f"  ASR: {asr_cpu_s:.0f} CPU s for {featurizer.sentence_audio_s:.0f} s of sentence audio "
+            f"({asr_cpu_s / featurizer.sentence_audio_s:.3f} CPU s per second; cache hits not counted)",
+            file=sys.stderr,
+        )
     for skipped in load.skipped:
         print(f"  skipped {skipped.item}: {skipped.reason}", file=sys.stderr)
     return spec, load
@@ -276,6 +289,8 @@ def _train_dataset(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
     from depscreen.engine.runtime.screener import Screener
     from depscreen.engine.train.evaluate import evaluate
@@ -289,6 +304,9 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     report["skipped"] = len(load.skipped)
+    report["text"] = args.text
+    if load.asr_error is not None:
+        report["asr_error"] = {"rate": round(load.asr_error.rate, 4), **asdict(load.asr_error)}
     if args.json:
         print(json.dumps(report))
         return 0

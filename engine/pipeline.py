@@ -6,10 +6,15 @@ features through the MicroBatcher (many sessions per model step), offline code t
 Calls are synchronous and CPU-bound: the server runs them in a worker thread, one call at a time per
 session, in the order the messages arrived.
 
-    push_audio ─▶ resample (decode) ─▶ Segmenter (vad) ─▶ for each closed Sentence:
+    push_audio ─▶ segment: resample (decode) ─▶ Segmenter (vad) ─▶ for each closed Sentence, featurize:
                      eGeMAPS (features_audio), landmarks of the sampled frames in its span (features_video,
-                     computed as frames arrive), captions overlapping it or ASR (asr), embedding (text_embed)
+                     computed as frames arrive), its caption or ASR (asr), embedding (text_embed)
                      ─▶ SentenceResult(features, closed_at)
+
+`featurize` is the one place a sentence's features are made. A live session's caption is the text of the
+platform captions overlapping the sentence (`push_caption`); offline drivers call `segment` and `featurize`
+themselves and pass the caption their dataset gives (an untimed transcript can only be spread over an
+answer's sentences once all of them are known, so a caption is an argument, not a callback at close).
 """
 
 from __future__ import annotations
@@ -161,14 +166,21 @@ class SessionPipeline:
                 self._on_stage(name, time.perf_counter() - start, time.thread_time() - cpu_start)
 
     def push_audio(self, data: bytes, transcribe: bool = True) -> list[SentenceResult]:
-        """PCM s16le at the session's rate; returns the sentences it closed, scored."""
-        with self._stage("decode"):
-            pcm = self._resampler.push(data)
-        with self._stage("vad"):
-            closed = self._segmenter.push(pcm)
-        results = [self._score(sentence, transcribe) for sentence in closed]
+        """PCM s16le at the session's rate; returns the features of the sentences it closed."""
+        results = [self.featurize(s, self._take_captions(s), transcribe) for s in self.segment(data)]
         self._forget_before(self._segmenter.samples_received - self._segmenter.retained_samples)
         return results
+
+    def segment(self, data: bytes, final: bool = False) -> list[Sentence]:
+        """PCM s16le at the session's rate → the sentences it closed, on the session's clock, not yet
+        featurized; `final`: the stream ends with `data` (the open sentence is closed too)."""
+        with self._stage("decode"):
+            pcm = self._resampler.push(data)
+            if final:
+                pcm = np.concatenate([pcm, self._resampler.flush()])
+        with self._stage("vad"):
+            closed = self._segmenter.push(pcm) + (self._segmenter.flush() if final else [])
+        return [self._on_session_clock(sentence) for sentence in closed]
 
     def _forget_before(self, sample: int) -> None:
         """Drop frames and captions older than any sentence still to come (keeps memory bounded)."""
@@ -180,11 +192,7 @@ class SessionPipeline:
 
     def finish(self, transcribe: bool = True) -> list[SentenceResult]:
         """End of stream: drain the resampler and close the open sentence."""
-        with self._stage("decode"):
-            pcm = self._resampler.flush()
-        with self._stage("vad"):
-            closed = self._segmenter.push(pcm) + self._segmenter.flush()
-        return [self._score(sentence, transcribe) for sentence in closed]
+        return [self.featurize(s, self._take_captions(s), transcribe) for s in self.segment(b"", final=True)]
 
     def push_video(self, timestamp_ms: int, image: bytes, fmt: str, width: int = 0, height: int = 0) -> bool:
         """Analyse a frame if one is due at `video_fps`; returns False when it was skipped as surplus.
@@ -255,8 +263,8 @@ class SessionPipeline:
             self._captions.popleft()
         return " ".join(c.text for c in spans)
 
-    def _text(self, sentence: Sentence, transcribe: bool) -> tuple[np.ndarray | None, str, str, float]:
-        transcript, source, confidence = self._take_captions(sentence), "caption", 1.0
+    def _text(self, sentence: Sentence, caption: str, transcribe: bool) -> tuple[np.ndarray | None, str, str, float]:
+        transcript, source, confidence = caption, "caption", 1.0
         if not transcript and self.use_asr and transcribe:
             with self._stage("asr"):
                 heard = self._extractors.transcriber.transcribe(sentence.pcm, self.language)
@@ -264,8 +272,8 @@ class SessionPipeline:
         if not transcript:
             return None, "", "", 0.0
         with self._stage("text_embed"):
-            embedding, similarity = self._extractors.text.embed([transcript])
-        return np.concatenate([embedding[0], similarity[0]]), transcript, source, confidence
+            text = self._extractors.text.features([transcript])[0]
+        return text, transcript, source, confidence
 
     def _on_session_clock(self, sentence: Sentence) -> Sentence:
         """The segmenter's sentence with its index and times moved onto the session's clock."""
@@ -281,14 +289,16 @@ class SessionPipeline:
             end_sample=sentence.end_sample + origin_samples,
         )
 
-    def _score(self, sentence: Sentence, transcribe: bool) -> SentenceResult:
+    def featurize(self, sentence: Sentence, caption: str = "", transcribe: bool = True) -> SentenceResult:
+        """The features of one closed sentence (on the session's clock) whose caption is `caption` ("" = none:
+        then ASR transcribes it when this session uses ASR and `transcribe` allows); the video frames pushed
+        inside its span are used up."""
         closed_at = time.perf_counter()
-        sentence = self._on_session_clock(sentence)
         with self._stage("features_audio"):
             audio = self._extractors.audio.extract(sentence.pcm)
             integrity = audio_integrity(sentence.pcm, self.sample_rate_hz)
         video, video_frames = self._take_faces(sentence)
-        text, transcript, source, confidence = self._text(sentence, transcribe)
+        text, transcript, source, confidence = self._text(sentence, caption, transcribe)
         features = SentenceFeatures(
             index=sentence.index,
             start_ms=sentence.start_ms,

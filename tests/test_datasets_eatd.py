@@ -1,4 +1,5 @@
-"""EATD adapter on tiny folders in the corpus's exact layout: sessions, skipped answers, the cache, bad input."""
+"""EATD adapter on tiny folders in the corpus's exact layout: sessions, skipped answers, the cache, bad input,
+the one featurize path against the route it replaced, and ASR text."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import numpy as np
 import pytest
 
 from depscreen.engine.features.text import MULTILINGUAL, text_feature_dim
-from depscreen.engine.train.cache import FeatureCache
+from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
+from depscreen.engine.pipeline import Extractors, SessionPipeline
+from depscreen.engine.segment import SegmenterSettings, segment_pcm
+from depscreen.engine.train.align import align_transcript
+from depscreen.engine.train.cache import FeatureCache, extractor_version
 from depscreen.engine.train.eatd import ANSWERS, EatdDataset
-from depscreen.engine.train.featurize import InterviewFeaturizer
+from depscreen.engine.train.featurize import GAP_MS, InterviewFeaturizer
+from depscreen.engine.transcript_error import transcript_error
 
 from .conftest import FIXTURES
 
@@ -106,3 +112,69 @@ def test_bad_input_errors_name_the_file(tmp_path: Path, featurizer: InterviewFea
     (root / "labels.csv").write_text("volunteer,sds_raw,sds_index,depressed,missing_answers\nt_1,50,62.5,yes,\n")
     with pytest.raises(ValueError, match="line 2 \\(t_1\\)"):
         EatdDataset(root)
+
+
+def _two_pass_features(recordings: list[Path], transcripts: list[str]) -> list:
+    """The route training took before it segmented once: `segment_pcm` over the joined answers to align each
+    transcript, then the pipeline again with the aligned captions pushed as timed captions."""
+    gap = np.zeros(GAP_MS * SAMPLE_RATE // 1000, dtype=np.int16)
+    parts, bounds, position = [], [], 0
+    for audio in recordings:
+        pcm = decode_audio_file(audio)
+        parts += [pcm, gap]
+        bounds.append((position, position + len(pcm)))
+        position += len(pcm) + len(gap)
+    stream = np.concatenate(parts)
+    spans = segment_pcm(stream, SegmenterSettings())
+    pipeline = SessionPipeline(
+        Extractors(asr="none", text_encoder=MULTILINGUAL), sample_rate_hz=SAMPLE_RATE, language="zh", use_asr=False
+    )
+    for transcript, (start, end) in zip(transcripts, bounds, strict=True):
+        inside = [s for s in spans if start <= (s.start_sample + s.end_sample) // 2 < end]
+        for sentence, caption in zip(inside, align_transcript(transcript, [s.speech_ms for s in inside]), strict=True):
+            if caption:
+                pipeline.push_caption(sentence.start_ms, sentence.end_ms, caption)
+    return [r.features for r in pipeline.push_audio(stream.tobytes()) + pipeline.finish()]
+
+
+def test_segmenting_once_makes_the_features_the_two_pass_route_made(tmp_path: Path) -> None:
+    root = make_eatd(tmp_path / "eatd", [("t_1", 1, "")])
+    session = EatdDataset(root).load(InterviewFeaturizer(MULTILINGUAL, language="zh")).sessions[0]
+    audio = [root / "t_1" / f"{answer}.flac" for answer in ANSWERS]
+    texts = [(root / "t_1" / f"{answer}.txt").read_text(encoding="utf-8") for answer in ANSWERS]
+    before = _two_pass_features(audio, texts)
+    assert len(session.sentences) == len(before) == 12
+    for new, old in zip(session.sentences, before, strict=True):
+        for name in ("index", "start_ms", "end_ms", "speech_ms", "snr_db", "video_frames", "transcript"):
+            assert getattr(new, name) == getattr(old, name), name
+        assert (new.transcript_source, new.text_confidence, new.audio_integrity) == (
+            old.transcript_source,
+            old.text_confidence,
+            old.audio_integrity,
+        )
+        assert np.array_equal(new.audio, old.audio) and np.array_equal(new.video, old.video)
+        assert (new.text is None and old.text is None) or np.array_equal(new.text, old.text)
+
+
+def test_asr_text_comes_from_the_live_stage_under_its_own_cache_key(tmp_path: Path) -> None:
+    root = make_eatd(tmp_path / "eatd", [("t_1", 1, "")])
+    cache = FeatureCache(tmp_path / "cache")
+    human = EatdDataset(root).load(InterviewFeaturizer(MULTILINGUAL, cache, "en"))
+    heard = EatdDataset(root).load(InterviewFeaturizer(MULTILINGUAL, cache, "en", text="asr"))
+    assert human.asr_error is None and len(list((tmp_path / "cache").rglob("*.npz"))) == 2, "two keys, two entries"
+    assert extractor_version(MULTILINGUAL, asr="whisper") != extractor_version(MULTILINGUAL)
+    assert extractor_version(MULTILINGUAL, asr="whisper") != extractor_version(MULTILINGUAL, asr="base")
+    sentences = heard.sessions[0].sentences
+    spoken = [s for s in sentences if s.text is not None]
+    assert len(spoken) >= 9 and all(s.transcript_source == "asr" and 0 < s.text_confidence < 1 for s in spoken)
+    said = " ".join(s.transcript for s in sentences).lower()
+    assert said.count("country") >= 3 and TRANSCRIPT[:4] not in said, "the JFK audio, not the transcript files"
+    assert [(s.start_ms, s.end_ms) for s in sentences] == [(s.start_ms, s.end_ms) for s in human.sessions[0].sentences]
+    reference = "".join(f"t_1{answer}。{TRANSCRIPT}" for answer in ANSWERS)
+    assert heard.asr_error == transcript_error(reference, "".join(s.transcript for s in sentences), "zh")
+    assert heard.asr_error.rate > 0.9, "English speech against Mandarin transcripts is nearly all error"
+    again = InterviewFeaturizer(MULTILINGUAL, cache, "en", text="asr")
+    assert EatdDataset(root).load(again).sessions[0].sentences[0].transcript == sentences[0].transcript
+    assert again._extractors is None, "a cache hit loads no speech recogniser"
+    with pytest.raises(ValueError, match="unknown text source 'subtitles'"):
+        InterviewFeaturizer(MULTILINGUAL, text="subtitles")

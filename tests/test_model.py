@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, replace
 
 import pytest
@@ -11,6 +12,7 @@ from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model import kernels
 from depscreen.engine.model.mamba import Mamba
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
+from depscreen.engine.pipeline import PipelineSettings
 from depscreen.engine.runtime.checkpoint import (
     DEFAULT_MODEL,
     DEMO_MODEL,
@@ -23,6 +25,8 @@ from depscreen.engine.runtime.screener import Screener, collate
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
+from depscreen.streamer.server import check_features
+from depscreen.streamer.settings import SettingsError
 
 UNIT_STATS = FeatureStats.unit()
 
@@ -179,3 +183,19 @@ def test_a_checkpoint_records_the_feature_settings_it_was_trained_with(tmp_path)
         feature_differences(unknown, SegmenterSettings(), 2.5)
     for shipped in (DEMO_MODEL, DEFAULT_MODEL):
         assert feature_differences(load_checkpoint(shipped)[1], SegmenterSettings(), DEFAULT_VIDEO_FPS) == []
+
+
+def test_the_server_refuses_a_model_whose_features_it_cannot_make_and_warns_of_other_settings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    facts = ModelFacts("m", "t", video_fps=2.5)
+    check_features(facts, PipelineSettings(video_fps=2.5))
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="depscreen.streamer.server"):
+        check_features(facts, PipelineSettings(video_fps=5.0, segmenter=SegmenterSettings(vad="silero")))
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("segmenter vad: trained with 'webrtc', live 'silero'" in m for m in warned), warned
+    assert any("video_fps: trained at 2.5, live 5" in m for m in warned), warned
+    unknown = replace(facts, segmenter={**facts.segmenter, "lookahead_ms": 400})
+    with pytest.raises(SettingsError, match=r"segmenter settings this version does not have \(lookahead_ms\)"):
+        check_features(unknown, PipelineSettings(video_fps=2.5))

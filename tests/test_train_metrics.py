@@ -1,4 +1,5 @@
-"""Screening metrics, thresholds, bootstrap intervals and the cross-validation splits, on hand-checked cases."""
+"""Screening metrics, thresholds, bootstrap intervals, the cross-validation splits, transcript alignment and
+transcript error, on hand-checked cases."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from depscreen.engine.train.metrics import (
     screening_report,
 )
 from depscreen.engine.train.sessions import LabelledSession
+from depscreen.engine.transcript_error import ErrorCount, edit_distance, error_units, transcript_error
 
 
 def test_classification_metrics_by_hand() -> None:
@@ -85,3 +87,15 @@ def test_transcript_spreads_over_sentences_by_speech_time() -> None:
     assert captions == ["一二三四，", "五六七八。", "九十"]
     assert align_transcript("只有一句。", [800, 100]) == ["只有一句。", ""]
     assert align_transcript("", [500]) == [""]
+
+
+def test_transcript_error_normalises_alike_and_counts_characters_for_mandarin() -> None:
+    assert error_units("我最近，睡不好。 Zzz!", "zh-CN") == list("我最近睡不好zzz")
+    assert error_units("Ask not -- what YOUR country's!", "en") == ["ask", "not", "what", "your", "country's"]
+    assert edit_distance(list("kitten"), list("sitting")) == 3
+    assert transcript_error("我最近睡不好。", "我最近水不好，", "zh") == ErrorCount(1, 6)
+    assert transcript_error("我最近睡不好。", "我最近睡不好吧", "cmn") == ErrorCount(1, 6)
+    assert transcript_error("ask not what", "Ask, not that!", "en") == ErrorCount(1, 3)
+    pooled = ErrorCount(1, 6) + ErrorCount(3, 4)
+    assert pooled == ErrorCount(4, 10) and pooled.rate == 0.4 and ErrorCount().rate == 0.0
+    assert transcript_error("我們", "我们", "zh") == ErrorCount(1, 2), "no script conversion"

@@ -3,7 +3,8 @@
 Extracting features (segmenter, eGeMAPS, text encoder) costs about a second per minute of speech; the cache
 makes re-training cost seconds. A key is the SHA-256 of the input files' bytes, anything else that shapes the
 features (the transcript, the gap between answers) and `extractor_version()`, so a changed file, a new
-openSMILE or different segmenter settings miss the cache instead of reusing stale features. Entries are
+openSMILE, different segmenter settings or (for ASR text) another Whisper model or decoding code miss the
+cache instead of reusing stale features. Entries are
 plain `.npz` files (no pickle), safe to delete at any time.
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from depscreen.engine.features import asr as asr_stage
+from depscreen.engine.features.asr import WHISPER_SOURCES, asr_models
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.modalities import MODALITIES
 from depscreen.engine.segment import SegmenterSettings
@@ -29,18 +32,30 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"
 """Where `depscreen train/eval` keep features unless `--cache DIR` says otherwise."""
 
 
-def extractor_version(text_encoder: str, segmenter: SegmenterSettings | None = None) -> str:
-    """Everything besides the input bytes that the cached features depend on (default segmenter settings)."""
-    return json.dumps(
-        {
-            "features": FEATURES_VERSION,
-            "opensmile": version("opensmile"),
-            "webrtcvad": version("webrtcvad-wheels"),
-            "segmenter": asdict(segmenter or SegmenterSettings()),
-            "text_encoder": text_encoder,
-        },
-        sort_keys=True,
-    )
+def extractor_version(text_encoder: str, segmenter: SegmenterSettings | None = None, asr: str | None = None) -> str:
+    """Everything besides the input bytes that the cached features depend on (default segmenter settings);
+    `asr`: the `--asr` value whose models made the sentence text (None: the text is the dataset's own)."""
+    facts: dict[str, object] = {
+        "features": FEATURES_VERSION,
+        "opensmile": version("opensmile"),
+        "webrtcvad": version("webrtcvad-wheels"),
+        "segmenter": asdict(segmenter or SegmenterSettings()),
+        "text_encoder": text_encoder,
+    }
+    if asr is not None:
+        facts["asr"] = asr_version(asr)
+    return json.dumps(facts, sort_keys=True)
+
+
+def asr_version(asr: str) -> dict[str, object]:
+    """What ASR text depends on besides the audio: each allowed Whisper model's weights (their SHA-256), the
+    decoding library, and the ASR stage's code with its decoding settings (a digest of `features/asr.py`, so
+    any change to how a sentence is decoded misses the cache)."""
+    return {
+        "models": {key: WHISPER_SOURCES[key].sha256 for key in asr_models(asr)},
+        "ctranslate2": version("ctranslate2"),
+        "stage": hashlib.sha256(Path(asr_stage.__file__).read_bytes()).hexdigest(),
+    }
 
 
 def content_key(files: list[Path | None], extra: str) -> str:

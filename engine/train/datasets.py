@@ -8,7 +8,6 @@ from pathlib import Path
 
 from depscreen.engine.features.text import MULTILINGUAL
 from depscreen.engine.modalities import modality
-from depscreen.engine.train.cache import FeatureCache
 from depscreen.engine.train.daic import load_daic
 from depscreen.engine.train.eatd import LANGUAGE as EATD_LANGUAGE
 from depscreen.engine.train.eatd import EatdDataset
@@ -27,25 +26,32 @@ class DatasetSpec:
     terms: str
     """The data's licence or use terms, copied into the model card of a model trained on it."""
     language: str
-    load: Callable[[Path, str, FeatureCache | None, LoadProgress | None], DatasetLoad]
-    """(data folder, text encoder, cache, progress) → sessions and what was skipped."""
+    load: Callable[[Path, InterviewFeaturizer, LoadProgress | None], DatasetLoad]
+    """(data folder, featurizer of its recordings, progress) → sessions and what was skipped."""
     audio_dim: int = modality("audio").dim
     """Audio features per frame: eGeMAPS LLDs (25) unless the dataset ships others (LMVD: VGGish, 128)."""
 
 
-def _load_eatd(data: Path, text_encoder: str, cache: FeatureCache | None, progress: LoadProgress | None) -> DatasetLoad:
-    return EatdDataset(data).load(InterviewFeaturizer(text_encoder, cache, EATD_LANGUAGE), progress=progress)
+def _load_eatd(data: Path, featurizer: InterviewFeaturizer, progress: LoadProgress | None) -> DatasetLoad:
+    return EatdDataset(data).load(featurizer, progress=progress)
 
 
-def _load_daic(data: Path, text_encoder: str, cache: FeatureCache | None, progress: LoadProgress | None) -> DatasetLoad:
-    return load_daic(data, InterviewFeaturizer(text_encoder, cache, "en"), progress=progress)
+def _load_daic(data: Path, featurizer: InterviewFeaturizer, progress: LoadProgress | None) -> DatasetLoad:
+    return load_daic(data, featurizer, progress=progress)
 
 
-def _load_dvlog(data: Path, _: str, __: FeatureCache | None, progress: LoadProgress | None) -> DatasetLoad:
+def _no_recordings(name: str, featurizer: InterviewFeaturizer) -> None:
+    if featurizer.transcribes:
+        raise ValueError(f"{name} ships features, not recordings: there is no speech to transcribe (drop --text asr)")
+
+
+def _load_dvlog(data: Path, featurizer: InterviewFeaturizer, progress: LoadProgress | None) -> DatasetLoad:
+    _no_recordings("dvlog", featurizer)
     return load_dvlog(data, progress=progress)
 
 
-def _load_lmvd(data: Path, _: str, __: FeatureCache | None, progress: LoadProgress | None) -> DatasetLoad:
+def _load_lmvd(data: Path, featurizer: InterviewFeaturizer, progress: LoadProgress | None) -> DatasetLoad:
+    _no_recordings("lmvd", featurizer)
     return load_lmvd(data, progress=progress)
 
 

@@ -5,10 +5,11 @@ Layout (Shen et al., ICASSP 2022, as converted in `shared/data/eatd`): `ROOT/lab
 folder `ROOT/<volunteer>/` with `positive|neutral|negative.flac` (16 kHz mono) and `.txt` transcripts. The
 label is the corpus's own cut-off, SDS index >= 53 (`depressed` = 1).
 
-The answers are played back to back through the live pipeline (`featurize.InterviewFeaturizer`). An answer
-that `missing_answers` declares absent is skipped and reported; a file missing without that declaration, a
-folder without a label row or a label row without a folder is an error naming it (the label file and the
-folders disagree, so nothing can be trusted).
+The answers are played back to back through the live pipeline (`featurize.InterviewFeaturizer`). With ASR
+text, the load also measures its character error against the human transcripts (`DatasetLoad.asr_error`).
+An answer that `missing_answers` declares absent is skipped and reported; a file missing without that
+declaration, a folder without a label row or a label row without a folder is an error naming it (the label
+file and the folders disagree, so nothing can be trusted).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from depscreen.engine.train.featurize import InterviewFeaturizer, Recording
 from depscreen.engine.train.sessions import DatasetLoad, LabelledSession, Skipped
+from depscreen.engine.transcript_error import ErrorCount, transcript_error
 
 ANSWERS = ("positive", "neutral", "negative")
 """The three interview prompts, in the order they were asked."""
@@ -58,7 +60,7 @@ class EatdDataset:
         if volunteers is not None and len(chosen) != len(set(volunteers)):
             unknown = sorted(set(volunteers) - {v.volunteer for v in chosen})
             raise ValueError(f"volunteers {', '.join(unknown)} are not in {self.root / 'labels.csv'}")
-        result = DatasetLoad(self.name)
+        result = DatasetLoad(self.name, asr_error=ErrorCount() if featurizer.transcribes else None)
         for done, volunteer in enumerate(chosen, 1):
             recordings = []
             for answer in ANSWERS:
@@ -71,8 +73,12 @@ class EatdDataset:
                         f"{audio} does not exist and labels.csv does not list '{answer}' in missing_answers for "
                         f"{volunteer.volunteer}: restore the file or declare it missing"
                     )
-                recordings.append(Recording(audio, _read_transcript(text), text if text.is_file() else None))
+                recordings.append(Recording(audio, _read_transcript(text)))
             sentences = featurizer.session(recordings) if recordings else []
+            if result.asr_error is not None and all(r.transcript for r in recordings):
+                result.asr_error += transcript_error(
+                    "".join(r.transcript or "" for r in recordings), "".join(s.transcript for s in sentences), LANGUAGE
+                )
             if sentences:
                 result.sessions.append(
                     LabelledSession(volunteer.label, sentences, volunteer.volunteer, volunteer.sds_index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.transcript_error import ErrorCount
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class DatasetLoad:
     name: str
     sessions: list[LabelledSession] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    asr_error: ErrorCount | None = None
+    """With ASR text: its error against the dataset's human transcripts (characters for Mandarin), pooled
+    over the sessions that have both; None with human text."""
 
     @property
     def positives(self) -> int:
@@ -43,7 +47,13 @@ class DatasetLoad:
     def summary(self) -> str:
         """One line: how many sessions, positives, sentences and skipped items."""
         sentences = sum(len(s.sentences) for s in self.sessions)
-        return (
+        line = (
             f"{self.name}: {len(self.sessions)} sessions ({self.positives} positive), {sentences} sentences, "
             f"{len(self.skipped)} skipped"
         )
+        if self.asr_error is not None:
+            line += (
+                f"; ASR text, error {100 * self.asr_error.rate:.1f}% against the human transcripts "
+                f"({self.asr_error.errors}/{self.asr_error.reference_units})"
+            )
+        return line
