@@ -34,6 +34,9 @@ from depscreen.engine.train.cache import FeatureCache, content_key, extractor_ve
 GAP_MS = 1000
 """Silence between two answers of one session."""
 UTTERANCE_SNR_DB = SNR_FOR_FULL_QUALITY_DB
+UTTERANCES_VERSION = 2
+"""Part of the timed-utterance cache key, bumped when that path changes (2: audio integrity measured as live
+sessions measure it, captions whitespace-normalised, text embedded per sentence)."""
 TEXT_SOURCES = ("human", "asr")
 """Where a dataset's sentence text comes from: its human transcripts, or the live ASR stage."""
 TRAINING_ASR = "whisper"
@@ -141,7 +144,7 @@ class InterviewFeaturizer:
 
     def utterances(self, audio: Path, transcript: Path, utterances: list[Utterance]) -> list[SentenceFeatures]:
         """One sentence per timed utterance of `audio` (from the cache when present)."""
-        key = content_key([audio, transcript], self._version + "|utterances")
+        key = content_key([audio, transcript], self._version + f"|utterances|{UTTERANCES_VERSION}")
         if self.cache is not None and (cached := self.cache.load(key)) is not None:
             return cached
         pcm = decode_audio_file(audio)
