@@ -3,7 +3,10 @@ the one featurize path against the route it replaced, and ASR text."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from depscreen.engine.train.align import align_transcript
 from depscreen.engine.train.cache import FeatureCache, extractor_version
 from depscreen.engine.train.eatd import ANSWERS, EatdDataset
 from depscreen.engine.train.featurize import GAP_MS, InterviewFeaturizer
-from depscreen.engine.transcript_error import transcript_error
+from depscreen.engine.transcript_error import error_units, transcript_error
 
 from .conftest import FIXTURES
 
@@ -161,6 +164,7 @@ def test_asr_text_comes_from_the_live_stage_under_its_own_cache_key(tmp_path: Pa
     cache = FeatureCache(tmp_path / "cache")
     human = EatdDataset(root).load(InterviewFeaturizer(MULTILINGUAL, cache, "en"))
     heard = EatdDataset(root).load(InterviewFeaturizer(MULTILINGUAL, cache, "en", text="asr"))
+    assert (human.text, heard.text) == ("human", "asr")
     assert human.asr_error is None and len(list((tmp_path / "cache").rglob("*.npz"))) == 2, "two keys, two entries"
     assert extractor_version(MULTILINGUAL, asr="whisper") != extractor_version(MULTILINGUAL)
     assert extractor_version(MULTILINGUAL, asr="whisper") != extractor_version(MULTILINGUAL, asr="base")
@@ -178,3 +182,20 @@ def test_asr_text_comes_from_the_live_stage_under_its_own_cache_key(tmp_path: Pa
     assert again._extractors is None, "a cache hit loads no speech recogniser"
     with pytest.raises(ValueError, match="unknown text source 'subtitles'"):
         InterviewFeaturizer(MULTILINGUAL, text="subtitles")
+
+
+def test_eval_with_asr_text_end_to_end(tmp_path: Path) -> None:
+    root = make_eatd(tmp_path / "eatd", [("t_1", 1, ""), ("t_2", 0, "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "eval", "--dataset", "eatd", "--data", str(root), "--text", "asr",
+         "--json", "--cache", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["text"] == "asr" and report["n"] == 2
+    references = [f"{name}{answer}。{TRANSCRIPT}" for name in ("t_1", "t_2") for answer in ANSWERS]
+    assert report["asr_error"]["reference_units"] == sum(len(error_units(r, "zh")) for r in references)
+    assert "ASR text, error" in result.stderr and "CPU s per second" in result.stderr
+    entries = list((tmp_path / "cache").rglob("*.npz"))
+    assert len(entries) == 1, "both volunteers answer with the same audio: ASR text does not depend on transcripts"

@@ -85,7 +85,7 @@ def load_daic(
 ) -> DatasetLoad:
     """DAIC-WOZ or E-DAIC sessions (see the module docstring)."""
     labelled = read_daic_labels(Path(root), splits)
-    result = DatasetLoad("daic")
+    result = DatasetLoad("daic", text=featurizer.text)
     for done, (participant, label, score, label_file) in enumerate(labelled, 1):
         folder = Path(root) / f"{participant}_P"
         if not folder.is_dir():

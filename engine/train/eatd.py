@@ -60,7 +60,8 @@ class EatdDataset:
         if volunteers is not None and len(chosen) != len(set(volunteers)):
             unknown = sorted(set(volunteers) - {v.volunteer for v in chosen})
             raise ValueError(f"volunteers {', '.join(unknown)} are not in {self.root / 'labels.csv'}")
-        result = DatasetLoad(self.name, asr_error=ErrorCount() if featurizer.transcribes else None)
+        asr_error = ErrorCount() if featurizer.transcribes else None
+        result = DatasetLoad(self.name, text=featurizer.text, asr_error=asr_error)
         for done, volunteer in enumerate(chosen, 1):
             recordings = []
             for answer in ANSWERS:

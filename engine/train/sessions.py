@@ -36,6 +36,8 @@ class DatasetLoad:
     name: str
     sessions: list[LabelledSession] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    text: str = "human"
+    """Where the sentence text came from: the dataset's human transcripts, or the live ASR stage ("asr")."""
     asr_error: ErrorCount | None = None
     """With ASR text: its error against the dataset's human transcripts (characters for Mandarin), pooled
     over the sessions that have both; None with human text."""

@@ -192,7 +192,7 @@ def run_study(
         model_id=f"{spec.name}-bimamba-s{settings.seed}",
         trained_on=(
             f"{len(load.sessions)} {spec.description.split(':')[0]} sessions ({load.positives} positive), audio + "
-            f"{spec.language} transcripts; research-use data"
+            f"{spec.language} {'speech-recognised text' if load.text == 'asr' else 'transcripts'}; research-use data"
         ),
         model_card_url="docs/MODEL_CARD.md",
         decision_threshold=round(final.threshold, 4),
