@@ -66,7 +66,7 @@ def step_times(repeats: int = 21) -> dict[int, float]:
     features = generate_sessions(1, unit, seed=0, settings=settings)[0].sentences[0]
     track = screener.new_session()
     with torch.no_grad():
-        encoded = model.encode(collate([features], model.config, screener.device))
+        encoded = model.encode(collate([features], model.config, screener.device), track.state.audio_moments)
         times: dict[int, float] = {}
         for k in range(1, max(STEP_POSITIONS) + 1):
             if k in STEP_POSITIONS:

@@ -99,8 +99,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
 def decode(session_id: str, data: bytes) -> Checkpoint:
     """A checkpoint from `encode`'s bytes (tensors on the CPU)."""
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    plain = {part: payload[part] for part in SessionState.parts()}
-    state = None if any(value is None for value in plain.values()) else SessionState.from_plain(plain)
+    state = SessionState.from_record(payload)
     account = EvidenceAccount(
         usable_speech_s=payload["usable_speech_s"],
         symptom_sum=payload["symptom_sum"].numpy(),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from depscreen.engine.model.screening import ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.sample import sample_path
@@ -15,6 +16,14 @@ from depscreen.sample import sample_path
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = sample_path()
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def with_speaker_normalisation(model: ScreeningModel) -> ScreeningModel:
+    """The same weights with speaker normalisation switched on (it adds no parameter or buffer), in eval mode:
+    the streaming tests run it beside the shipped models, which have it off."""
+    speaker = ScreeningModel(replace(model.config, speaker_normalisation=True))
+    speaker.load_state_dict(model.state_dict())
+    return speaker.eval()
 
 
 @dataclass

@@ -28,6 +28,8 @@ from depscreen.engine.train.synthetic import SyntheticSettings, generate_session
 from depscreen.streamer.server import check_features
 from depscreen.streamer.settings import SettingsError
 
+from .conftest import with_speaker_normalisation
+
 UNIT_STATS = FeatureStats.unit()
 
 
@@ -97,7 +99,11 @@ def test_gate_weights_mask_missing_modalities(model: ScreeningModel) -> None:
     torch.testing.assert_close(encoded.weights.sum(1), torch.ones(len(sentences)))
 
 
-def test_prefix_parity_streaming_equals_offline(model: ScreeningModel) -> None:
+@pytest.mark.parametrize("speaker_normalisation", [False, True])
+def test_prefix_parity_streaming_equals_offline(model: ScreeningModel, speaker_normalisation: bool) -> None:
+    """Also with speaker normalisation: the state's audio moments stepped sentence by sentence normalise each
+    sentence as the offline sums within the session do."""
+    model = with_speaker_normalisation(model) if speaker_normalisation else model
     screener = Screener(model, ModelFacts("t", "t"), torch.device("cpu"))
     sentences = generate_sessions(
         1, UNIT_STATS, seed=5, settings=SyntheticSettings(min_sentences=12, max_sentences=12)

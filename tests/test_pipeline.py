@@ -17,12 +17,18 @@ from depscreen.engine.pipeline import Extractors, SentenceResult, SessionPipelin
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.screener import Estimate, Screener
 
-from .conftest import FIXTURES, SAMPLE
+from .conftest import FIXTURES, SAMPLE, with_speaker_normalisation
 
 
 @pytest.fixture(scope="module")
 def screener() -> Screener:
     return Screener.from_checkpoint(DEMO_MODEL, "cpu")
+
+
+@pytest.fixture(scope="module")
+def screeners(screener: Screener) -> tuple[Screener, Screener]:
+    """The demo model as shipped and with speaker normalisation (state-dependent audio encoding)."""
+    return screener, Screener(with_speaker_normalisation(screener.model), screener.facts, screener.device)
 
 
 @pytest.fixture(scope="module")
@@ -93,38 +99,44 @@ def summary(results: list[Scored]) -> list[tuple]:
 
 
 @pytest.mark.parametrize(("rate", "channels"), [(16_000, 1), (48_000, 2), (8_000, 1)])
-def test_chunking_invariance_audio(screener: Screener, extractors: Extractors, rate: int, channels: int) -> None:
+def test_chunking_invariance_audio(
+    screeners: tuple[Screener, Screener], extractors: Extractors, rate: int, channels: int
+) -> None:
     data = pcm_at(FIXTURES / "jfk.flac", rate, channels)
     ten_ms = rate * channels * 2 // 100
-    runs = [
-        scored(screener, run_audio(SessionPipeline(extractors, sample_rate_hz=rate, channels=channels), data, size))
+    results = [
+        run_audio(SessionPipeline(extractors, sample_rate_hz=rate, channels=channels), data, size)
         for size in (ten_ms, 50 * ten_ms, 7 * ten_ms + 2 * channels)
     ]
-    assert len(runs[0]) >= 2, "JFK's excerpt has several sentences"
-    assert summary(runs[0]) == summary(runs[1]) == summary(runs[2])
+    for screener in screeners:
+        runs = [scored(screener, sentences) for sentences in results]
+        assert len(runs[0]) >= 2, "JFK's excerpt has several sentences"
+        assert summary(runs[0]) == summary(runs[1]) == summary(runs[2])
 
 
-def test_chunking_invariance_with_video(screener: Screener, extractors: Extractors) -> None:
-    runs = [
-        scored(screener, run_media(SessionPipeline(extractors, sample_rate_hz=16_000), SAMPLE, chunk_ms))
-        for chunk_ms in (10, 500)
+def test_chunking_invariance_with_video(screeners: tuple[Screener, Screener], extractors: Extractors) -> None:
+    results = [
+        run_media(SessionPipeline(extractors, sample_rate_hz=16_000), SAMPLE, chunk_ms) for chunk_ms in (10, 500)
     ]
-    assert summary(runs[0]) == summary(runs[1])
-    assert len(runs[0]) >= 8, "the sample joins 11 spoken clips"
-    with_faces = [r for r in runs[0] if r.features.available[1]]
-    assert len(with_faces) >= 0.8 * len(runs[0])
+    for screener in screeners:
+        assert summary(scored(screener, results[0])) == summary(scored(screener, results[1]))
+    assert len(results[0]) >= 8, "the sample joins 11 spoken clips"
+    with_faces = [r for r in results[0] if r.features.available[1]]
+    assert len(with_faces) >= 0.8 * len(results[0])
     assert all(r.features.video_quality > 0.5 for r in with_faces)
 
 
-def test_prefix_parity_on_real_features(screener: Screener, extractors: Extractors) -> None:
-    results = scored(screener, run_media(SessionPipeline(extractors, sample_rate_hz=16_000), SAMPLE, 100))
-    offline = screener.offline([r.features for r in results])
-    for streamed, reference in zip(results, offline, strict=True):
-        assert streamed.estimate.probability == pytest.approx(reference.probability, abs=1e-5)
-        for a, b in zip(streamed.estimate.modalities, reference.modalities, strict=True):
-            assert (a.available, a.quality) == (b.available, b.quality)
-            assert a.weight == pytest.approx(b.weight, abs=1e-5)
-            assert a.probability == pytest.approx(b.probability, abs=1e-5)
+def test_prefix_parity_on_real_features(screeners: tuple[Screener, Screener], extractors: Extractors) -> None:
+    sentences = run_media(SessionPipeline(extractors, sample_rate_hz=16_000), SAMPLE, 100)
+    for screener in screeners:
+        results = scored(screener, sentences)
+        offline = screener.offline([r.features for r in results])
+        for streamed, reference in zip(results, offline, strict=True):
+            assert streamed.estimate.probability == pytest.approx(reference.probability, abs=1e-5)
+            for a, b in zip(streamed.estimate.modalities, reference.modalities, strict=True):
+                assert (a.available, a.quality) == (b.available, b.quality)
+                assert a.weight == pytest.approx(b.weight, abs=1e-5)
+                assert a.probability == pytest.approx(b.probability, abs=1e-5)
 
 
 def test_same_input_twice_gives_the_same_output(screener: Screener, extractors: Extractors) -> None:

@@ -27,14 +27,18 @@ import torch
 from depscreen.clients import cli as client_cli
 from depscreen.clients.resumable import ReplayBuffer
 from depscreen.clients.session import ScreeningClient
-from depscreen.engine.runtime.checkpoint import DEMO_MODEL
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL, save_checkpoint
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener, SessionTrack
+from depscreen.engine.train.stats import FeatureStats
+from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 from depscreen.localserver import LocalServer, free_port, read_counter, start_local_server
 from depscreen.sample import sample_path
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, decode, encode, read_key_file
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import SqliteStore, StoredSession
 from depscreen.v1 import screening_pb2 as pb
+
+from .conftest import with_speaker_normalisation
 
 FLAGS = (
     "--device", "cpu", "--asr", "none", "--max-speed", "0",
@@ -133,6 +137,26 @@ def test_a_checkpoint_of_the_first_release_still_decodes(initial_state: object) 
     buffer = io.BytesIO()
     torch.save(before_first, buffer)
     assert decode("old", buffer.getvalue()).track.state is None
+
+
+def test_a_speaker_normalised_session_resumes_from_its_checkpoint_exactly() -> None:
+    """The audio moments travel in the checkpoint: a session checkpointed after sentence k and continued by
+    another screener ends with the estimates of an uninterrupted run."""
+    shipped = Screener.from_checkpoint(DEMO_MODEL, "cpu")
+    model = with_speaker_normalisation(shipped.model)
+    eight = SyntheticSettings(min_sentences=8, max_sentences=8)
+    sentences = generate_sessions(1, FeatureStats.unit(), seed=9, settings=eight)[0].sentences
+    uninterrupted = Screener(model, shipped.facts, shipped.device)
+    track = uninterrupted.new_session()
+    expected = [uninterrupted.step(track, s) for s in sentences]
+    first = Screener(model, shipped.facts, shipped.device)
+    track = first.new_session()
+    estimates = [first.step(track, s) for s in sentences[:3]]
+    checkpoint = decode("interview-3", encode(Checkpoint("interview-3", 3, track=track, estimate=estimates[-1])))
+    assert torch.equal(checkpoint.track.state.audio_moments, track.state.audio_moments)
+    resumed = Screener(with_speaker_normalisation(shipped.model), shipped.facts, shipped.device)
+    estimates += [resumed.step(checkpoint.track, s) for s in sentences[3:]]
+    assert estimates == expected
 
 
 def test_a_resume_token_opens_its_own_session_only(tmp_path: Path, initial_state: object) -> None:
@@ -340,9 +364,31 @@ def test_a_session_survives_a_killed_and_restarted_server(
     reference: tuple[LocalServer, list[Update]], store_dir: Path
 ) -> None:
     _, expected = reference
+    killed_and_restarted(expected, (*FLAGS, "--state-store", f"sqlite://{store_dir}/crash.db"), store_dir / "crash.log")
+
+
+def test_a_speaker_normalised_session_survives_a_killed_and_restarted_server(store_dir: Path) -> None:
+    """The same with a model whose state carries the session's audio moments."""
+    shipped = Screener.from_checkpoint(DEMO_MODEL, "cpu")
+    model_path = store_dir / "speaker.pt"
+    save_checkpoint(model_path, with_speaker_normalisation(shipped.model), shipped.facts)
+    flags = (*FLAGS, "--model", str(model_path))
+    with (store_dir / "speaker-reference.log").open("w") as log:
+        server = start_local_server(*flags, "--state-store", f"sqlite://{store_dir}/speaker-reference.db", output=log)
+        try:
+            expected, _ = asyncio.run(stream_sample(server.grpc_target))
+        finally:
+            server.stop()
+    killed_and_restarted(
+        expected, (*flags, "--state-store", f"sqlite://{store_dir}/speaker-crash.db"), store_dir / "speaker-crash.log"
+    )
+
+
+def killed_and_restarted(expected: list[Update], flags: tuple[str, ...], log_path: Path) -> None:
+    """Stream the sample to a server started with `flags`, SIGKILL it after `KILL_AFTER` sentences, restart it
+    on the same store and port, and check that the resumed run matches `expected`."""
     port, http_port = free_port(), free_port()
-    flags = (*FLAGS, "--state-store", f"sqlite://{store_dir}/crash.db")
-    log = (store_dir / "crash.log").open("w")
+    log = log_path.open("w")
     servers = [start_local_server(*flags, grpc_port=port, http_port=http_port, output=log)]
     restarted: list[asyncio.Task] = []
 

@@ -84,6 +84,13 @@ class AudioFeatureExtractor:
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
 
+PITCH = AudioFeatureExtractor.NAMES.index("F0semitoneFrom27.5Hz_sma3nz")
+"""Column of the pitch descriptor (semitones above 27.5 Hz); a frame is voiced where it is above 0."""
+VOICED_ONLY: tuple[bool, ...] = tuple(name.endswith("_sma3nz") for name in AudioFeatureExtractor.NAMES)
+"""Per column: the descriptor is defined in voiced frames only (0 in unvoiced frames: pitch, voice quality,
+formants)."""
+
+
 CLIP_LEVEL = 0.9
 """A sample this close to the sentence's peak magnitude counts as at the clipping level. A clipped waveform
 piles its tops up there (flat, or rippling a few percent after resampling); speech that is not clipped

@@ -8,6 +8,10 @@ full scan over a whole session and is the offline reference (the streamed estima
 Heads: the screening probability (temperature-calibrated), one auxiliary probability per modality from the
 running mean of that modality's sentence vectors (multi-task, as in MIMML), and the gate weights of the
 sentence as modality confidences.
+
+With `ModelConfig.speaker_normalisation`, the audio descriptors are also normalised by the session's own
+running statistics (`model.speaker`), so encoding a sentence needs its session's state: live, `encode` takes
+the state's moments; offline, `encode_sessions` works them out for whole sessions.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from torch import nn
 
 from depscreen.engine.modalities import MODALITIES, modality
+from depscreen.engine.model import speaker
 from depscreen.engine.model.fusion import GatedFusion
 from depscreen.engine.model.mamba import Mamba
 from depscreen.engine.model.state import SessionState
@@ -43,8 +48,23 @@ class ModelConfig:
     """Causal Mamba layers across the sentences of a session."""
     audio_pool: int = 4
     """LLD frames averaged into one encoder step (10 ms frames → 40 ms steps)."""
+    speaker_normalisation: bool = False
+    """Also normalise the audio descriptors by the session's own running statistics (`model.speaker`), carried
+    in the session state. Off in checkpoints written before the option existed, which behave as they did."""
+    speaker_prior_frames: float = 300.0
+    """With speaker normalisation: pseudo-frames of the training population's variance mixed into the
+    session's (3 s of voiced speech weigh as much as the prior)."""
 
-    def to_dict(self) -> dict[str, int]:
+    def __post_init__(self) -> None:
+        if self.speaker_normalisation and self.audio_dim != modality("audio").dim:
+            raise ValueError(
+                f"speaker normalisation reads the {modality('audio').dim} eGeMAPS descriptors (pitch marks the "
+                f"voiced frames), not audio_dim={self.audio_dim}: switch it off for other audio features"
+            )
+        if self.speaker_prior_frames <= 0:
+            raise ValueError(f"speaker_prior_frames must be above 0, not {self.speaker_prior_frames}")
+
+    def to_dict(self) -> dict[str, int | float | bool]:
         return asdict(self)
 
     def feature_dim(self, name: str) -> int:
@@ -79,6 +99,9 @@ class EncodedSentences:
     """`[n, modalities]` gate weights."""
     available: torch.Tensor
     """`[n, modalities]` bool."""
+    audio_moments: torch.Tensor | None = None
+    """`[n, 3, audio_dim]` the moments of each sentence's session after it (speaker normalisation: the next
+    state's `audio_moments`); None for a model without it, and in a session layout."""
 
 
 @dataclass
@@ -128,19 +151,45 @@ class ScreeningModel(nn.Module):
                     mean.copy_(stats[m.name][0])
                     std.copy_(stats[m.name][1].clamp(min=1e-6))
 
-    def encode(self, batch: SentenceBatch) -> EncodedSentences:
-        """Encode and fuse `n` sentences (independent of each other and of how they are batched)."""
+    def encode(self, batch: SentenceBatch, audio_before: torch.Tensor | None = None) -> EncodedSentences:
+        """Encode and fuse `n` sentences (independent of how they are batched). A speaker-normalised model
+        needs `audio_before`, `[n, 3, audio_dim]`: the audio moments of each sentence's session before it (live,
+        the state's `audio_moments`; `encode_sessions` works them out for whole sessions); others ignore it."""
         tokens = []
+        audio_moments = None
         for m in MODALITIES:
             values, lengths = batch.values[m.name], batch.lengths[m.name]
             if m.normalised:
-                mean, std = self.normalisation(m.name)
-                values = (values - mean) / std * _mask(values, lengths)
+                values = self._standardised(batch, m.name)
+            if m.name == "audio" and self.config.speaker_normalisation:
+                if audio_before is None:
+                    raise ValueError("a speaker-normalised model encodes a sentence with its session's audio moments")
+                voiced = speaker.voiced_frames(batch.values[m.name], lengths)
+                audio_moments = audio_before + speaker.sentence_moments(values, voiced)
+                normalised = speaker.normalise(values, voiced, audio_moments, self.config.speaker_prior_frames)
+                values = normalised * _mask(values, lengths)
             tokens.append(getattr(self, f"{m.name}_encoder")(values, lengths))
         stacked = torch.stack(tokens, dim=1)
         tokens = stacked * batch.available.unsqueeze(-1).to(stacked.dtype)
         fused, weights, _ = self.fusion(tokens, batch.available, batch.quality)
-        return EncodedSentences(fused=fused, tokens=tokens, weights=weights, available=batch.available)
+        return EncodedSentences(
+            fused=fused, tokens=tokens, weights=weights, available=batch.available, audio_moments=audio_moments
+        )
+
+    def encode_sessions(self, batch: SentenceBatch, sessions: list[int]) -> EncodedSentences:
+        """Encode the sentences of whole sessions, flat, session after session (`sessions` sentences each),
+        each as `encode` sees it live after its session's earlier sentences."""
+        before = None
+        if self.config.speaker_normalisation:
+            voiced = speaker.voiced_frames(batch.values["audio"], batch.lengths["audio"])
+            before = speaker.preceding(speaker.sentence_moments(self._standardised(batch, "audio"), voiced), sessions)
+        return self.encode(batch, before)
+
+    def _standardised(self, batch: SentenceBatch, name: str) -> torch.Tensor:
+        """A normalised modality's features standardised by the training statistics, zero after each length."""
+        values, lengths = batch.values[name], batch.lengths[name]
+        mean, std = self.normalisation(name)
+        return (values - mean) / std * _mask(values, lengths)
 
     def initial_state(self, batch: int = 1) -> SessionState:
         """The state of `batch` sessions before their first sentence."""
@@ -149,6 +198,11 @@ class ScreeningModel(nn.Module):
             layers=[layer.allocate_state(batch, device) for layer in self.session_layers],
             modality_sum=torch.zeros(batch, len(MODALITIES), self.config.d_model, device=device),
             modality_count=torch.zeros(batch, len(MODALITIES), device=device),
+            audio_moments=(
+                torch.zeros(batch, speaker.MOMENTS, self.config.audio_dim, dtype=torch.float64, device=device)
+                if self.config.speaker_normalisation
+                else None
+            ),
         )
 
     def step(self, sentences: EncodedSentences, state: SessionState) -> tuple[SessionOutput, SessionState]:
@@ -163,7 +217,12 @@ class ScreeningModel(nn.Module):
         modality_sum = state.modality_sum + sentences.tokens * available.unsqueeze(-1)
         modality_count = state.modality_count + available
         output = self._heads(self.final_norm(h), modality_sum, modality_count)
-        return output, SessionState(layers=layers, modality_sum=modality_sum, modality_count=modality_count)
+        return output, SessionState(
+            layers=layers,
+            modality_sum=modality_sum,
+            modality_count=modality_count,
+            audio_moments=sentences.audio_moments,
+        )
 
     def forward_session(self, sentences: EncodedSentences) -> SessionOutput:
         """Offline reference over whole sessions: tensors `[batch, k, ...]` → outputs `[batch, k, ...]`.

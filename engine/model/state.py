@@ -1,15 +1,19 @@
 """SessionState: the recurrent model state of a batch of sessions, and the row-wise operations on it.
 
 The state is a tree of tensors whose first dimension is the session (row i belongs to session i): the
-session Mamba layers' conv and SSM states and the running per-modality sums and counts. Every operation
-here walks that tree, so the state pool and the checkpoint format never name its parts; a new part of the
-state is declared on `SessionState`, created in `ScreeningModel.initial_state`, and follows everywhere else.
+session Mamba layers' conv and SSM states, the running per-modality sums and counts and, for a
+speaker-normalised model, the running moments of its audio descriptors. Every operation here walks that
+tree, so the state pool and the checkpoint format never name its parts; a new part of the state is declared
+on `SessionState`, created in `ScreeningModel.initial_state`, and follows everywhere else. A part a model may
+not have is optional (`Tensor | None`): None in a model without it, left out of the plain form then (so the
+plain form of such a model is the one it had before the part existed), and None when a plain form lacks it.
 """
 
 from __future__ import annotations
 
+import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
@@ -30,6 +34,9 @@ class SessionState:
     """`[batch, modalities, d_model]` sum of each modality's sentence vectors so far."""
     modality_count: torch.Tensor
     """`[batch, modalities]` number of sentences in which each modality was available."""
+    audio_moments: torch.Tensor | None = None
+    """`[batch, 3, audio_dim]` float64 moments of the audio descriptors' voiced frames so far
+    (`model.speaker`); None for a model without speaker normalisation."""
 
     @classmethod
     def parts(cls) -> tuple[str, ...]:
@@ -70,17 +77,28 @@ class SessionState:
         return self.map(lambda t: t[row : row + 1].to("cpu", copy=True))
 
     def to_plain(self) -> Plain:
-        """The state as plain containers: a dict by field name, lists kept, nested records as tuples of their
-        fields in declaration order. This is the layout resume checkpoints have always stored."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """The state as plain containers: a dict by field name (an optional part that is None left out),
+        lists kept, nested records as tuples of their fields in declaration order. This is the layout resume
+        checkpoints have always stored."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
     def from_plain(cls, plain: Plain) -> SessionState:
         """The state `to_plain` gave (ValueError naming the part that does not fit)."""
         return _record(cls, plain, "state")
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SessionState | None:
+        """The state whose parts sit at the top level of `record` beside other keys (a resume checkpoint);
+        None when its required parts are None (no sentence scored yet)."""
+        if any(record.get(name) is None for name in _required(cls)):
+            return None
+        return cls.from_plain({name: record[name] for name in cls.parts() if record.get(name) is not None})
+
 
 def _leaves(node: Any) -> list[torch.Tensor]:
+    if node is None:
+        return []
     if isinstance(node, torch.Tensor):
         return [node]
     if is_dataclass(node):
@@ -91,6 +109,8 @@ def _leaves(node: Any) -> list[torch.Tensor]:
 
 
 def _map(node: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if node is None:
+        return None
     if isinstance(node, torch.Tensor):
         return fn(node)
     if is_dataclass(node):
@@ -108,14 +128,24 @@ def _plain(node: Any) -> Any:
     return node
 
 
+def _optional(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _required(cls: type) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in fields(cls) if not _optional(hints[f.name])]
+
+
 def _record(cls: type, values: Any, where: str) -> Any:
-    """A `cls` record from a dict by field name (the top level) or a tuple in field order (nested)."""
+    """A `cls` record from a dict by field name (the top level; optional parts may be missing) or a tuple in
+    field order (nested)."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     if isinstance(values, dict):
-        if set(values) != set(names):
+        if not set(_required(cls)) <= set(values) <= set(names):
             raise ValueError(f"{where}: expected the parts {names}, got {sorted(values)}")
-        values = [values[name] for name in names]
+        values = [values.get(name) for name in names]
     elif not isinstance(values, tuple | list) or len(values) != len(names):
         raise ValueError(f"{where}: expected {len(names)} parts ({', '.join(names)})")
     return cls(
@@ -124,6 +154,9 @@ def _record(cls: type, values: Any, where: str) -> Any:
 
 
 def _typed(hint: Any, value: Any, where: str) -> Any:
+    if _optional(hint):
+        (inner,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
+        return None if value is None else _typed(inner, value, where)
     if hint is torch.Tensor:
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{where}: expected a tensor, got {type(value).__name__}")

@@ -171,7 +171,7 @@ class Screener:
         self, features: list[SentenceFeatures], accounts: list[EvidenceAccount], state: SessionState
     ) -> tuple[list[Estimate], SessionState]:
         """Advance a batch of sessions (row i: one sentence of session i, whose state is row i of `state`)."""
-        encoded = self.model.encode(collate(features, self.model.config, self.device))
+        encoded = self.model.encode(collate(features, self.model.config, self.device), state.audio_moments)
         output, new_state = self.model.step(encoded, state)
         estimates = []
         for i, (f, account) in enumerate(zip(features, accounts, strict=True)):
@@ -193,7 +193,7 @@ class Screener:
         """Score a whole session with the full-scan reference: one estimate per prefix."""
         if not features:
             return []
-        encoded = self.model.encode(collate(features, self.model.config, self.device))
+        encoded = self.model.encode_sessions(collate(features, self.model.config, self.device), [len(features)])
         session = EncodedSentences(
             fused=encoded.fused.unsqueeze(0),
             tokens=encoded.tokens.unsqueeze(0),

@@ -93,7 +93,7 @@ def _gradients(
     """Inputs and gradients of the final logit w.r.t. the raw audio LLDs and text features of one session."""
     batch = collate(session.sentences, model.config, model.head.weight.device)
     inputs = batch.values["audio"].requires_grad_(True), batch.values["text"].requires_grad_(True)
-    encoded, _ = layout_sessions(model.encode(batch), [len(session.sentences)])
+    encoded, _ = layout_sessions(model.encode_sessions(batch, [len(session.sentences)]), [len(session.sentences)])
     logit = model.forward_session(encoded).logit[0, -1]
     audio_grad, text_grad = torch.autograd.grad(logit, inputs, allow_unused=True)
     audio, text = (x.detach() for x in inputs)
@@ -111,5 +111,6 @@ def video_gate_weight(model: ScreeningModel, sessions: list[LabelledSession], fa
     much the model trusts video it never saw with a label (low is honest)."""
     rng = random.Random(0)
     sentences = [attach_faces(s, faces, rng) for session in sessions for s in session.sentences]
-    weights = model.encode(collate(sentences, model.config, model.head.weight.device)).weights.mean(0)
+    batch = collate(sentences, model.config, model.head.weight.device)
+    weights = model.encode_sessions(batch, [len(session.sentences) for session in sessions]).weights.mean(0)
     return {name: round(float(w), 4) for name, w in zip(MODALITY_NAMES, weights, strict=True)}

@@ -98,7 +98,8 @@ def _encode_sessions(
         keep[~keep.any(1)] = batch.available[~keep.any(1)]
         batch.available = keep
         batch.quality = batch.quality * batch.available
-    return layout_sessions(model.encode(batch), [len(s.sentences) for s in sessions])
+    lengths = [len(s.sentences) for s in sessions]
+    return layout_sessions(model.encode_sessions(batch, lengths), lengths)
 
 
 def layout_sessions(encoded: EncodedSentences, lengths: list[int]) -> tuple[EncodedSentences, torch.Tensor]:
