@@ -12,14 +12,20 @@ turns the frame decisions into sentences:
     SPEAKING  inside a sentence, last frame speech
     STOPPING  inside a sentence, a pause is running; `end_silence_ms` of it closes the sentence
 
-The stream is framed on absolute sample positions, so the sentences are bit-identical however the audio is
-chunked. Memory is bounded: only the open sentence, the pre-roll and a short window are kept.
+While a sentence is open, a pause of `piece_pause_ms` inside it cuts a piece (`Piece`, handed to the
+`on_piece` listener as soon as its end is decided): the speech recogniser can transcribe the sentence while
+the patient is still talking, so that closing it costs only its last piece. Pieces never change where
+sentences start or end.
+
+The stream is framed on absolute sample positions, so the sentences and pieces are bit-identical however the
+audio is chunked. Memory is bounded: only the open sentence, the pre-roll and a short window are kept.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
@@ -114,6 +120,18 @@ class SegmenterSettings:
     """Audio kept after the last speech frame, so that trailing sounds are inside; the rest of the closing
     pause is left out."""
 
+    piece_pause_ms: int = 120
+    """A pause this long inside an open sentence cuts it into a piece for the speech recogniser (0: no pieces,
+    each sentence is transcribed whole when it closes). A pause that ends sooner than `post_roll_ms` is cut
+    in its middle when the speech resumes; one that lasts `post_roll_ms` is cut there at once, where the
+    sentence would end if the pause closed it. So the pause that closes a sentence first ends its last piece
+    (transcribed while the sentence waits to close), and a sentence without a pause of this length inside is
+    one piece with exactly the sentence's audio. Free speech pauses 100-300 ms between phrases."""
+
+    min_piece_ms: int = 1_500
+    """A piece is cut only when it spans at least this long: Whisper transcribes very short windows worse
+    (a shorter stretch joins the next piece)."""
+
     onset_margin_db: float = 9.0
     """Outside a sentence, a frame must be this far above the noise floor to count as speech (this gate and
     the two settings below apply to webrtcvad only)."""
@@ -195,6 +213,14 @@ class SegmenterSettings:
             self.max_sentence_ms,
             f"must exceed min_sentence_ms={self.min_sentence_ms}",
         )
+        _require(
+            self.piece_pause_ms == 0 or self.frame_ms <= self.piece_pause_ms < self.end_silence_ms,
+            "piece_pause_ms",
+            self.piece_pause_ms,
+            f"give 0 (no pieces) or a pause from one frame ({self.frame_ms} ms) to below end_silence_ms="
+            f"{self.end_silence_ms}",
+        )
+        _require(self.min_piece_ms >= 0, "min_piece_ms", self.min_piece_ms, "give 0 or more")
         _require(self.pre_roll_ms >= 0, "pre_roll_ms", self.pre_roll_ms, "give 0 or more")
         _require(
             self.onset_window_ms + self.pre_roll_ms < self.max_sentence_ms,
@@ -272,6 +298,26 @@ class Sentence:
         return self.end_ms - self.start_ms
 
 
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of the open sentence that ended at a pause inside it; positions as in `Sentence`.
+
+    The pieces of a sentence follow each other without gaps from its start; the sentence that closes may end
+    before the last of them (a forced cut at `max_sentence_ms`), and a sentence with too little speech is
+    dropped with its pieces."""
+
+    sentence_start_sample: int
+    """Start of the open sentence the piece belongs to (its `Sentence.start_sample` if it closes)."""
+    start_sample: int
+    end_sample: int
+    pcm: np.ndarray
+    """int16, 16 kHz mono: exactly samples [start_sample, end_sample) of the stream."""
+
+
+PieceListener = Callable[[Piece], None]
+"""Called with each piece as soon as it is cut (during `Segmenter.push`, before any later sentence)."""
+
+
 class NoiseFloor:
     """Background level in dBFS, following frame levels slowly upwards and quickly downwards."""
 
@@ -297,8 +343,17 @@ class NoiseFloor:
 class Segmenter:
     """Push 16 kHz mono int16 audio of any chunk size; get back the sentences that closed."""
 
-    def __init__(self, settings: SegmenterSettings = SegmenterSettings()) -> None:
+    def __init__(
+        self, settings: SegmenterSettings = SegmenterSettings(), on_piece: PieceListener | None = None
+    ) -> None:
+        """`on_piece`: receives the pieces of open sentences (none are cut without it, or with
+        `settings.piece_pause_ms` 0)."""
         self.settings = settings
+        self._on_piece = on_piece if settings.piece_pause_ms else None
+        self._piece_pause_frames = settings.frames(settings.piece_pause_ms)
+        self._min_piece_frames = settings.frames(settings.min_piece_ms)
+        self._closing_piece_frames = max(self._piece_pause_frames, settings.frames(settings.post_roll_ms))
+        """Pause after which a piece ends where the sentence would end if the pause closed it."""
         self._frame_len = SAMPLE_RATE * settings.frame_ms // 1000
         self._onset_frames = settings.frames(settings.onset_ms)
         self._onset_window = settings.frames(settings.onset_window_ms)
@@ -339,6 +394,7 @@ class Segmenter:
         )
         self._onset_speech: deque[int] = deque()
         self._sentence_start = 0
+        self._piece_start = 0
         self._speech_level_sum = 0.0
         self._speech_level_count = 0
         self._last_speech = 0
@@ -460,7 +516,7 @@ class Segmenter:
             while window and window[0] <= frame - self._onset_window:
                 window.popleft()
             if len(window) >= self._onset_frames:
-                self._sentence_start = max(window[0] - self._pre_roll_frames, self._earliest_start)
+                self._sentence_start = self._piece_start = max(window[0] - self._pre_roll_frames, self._earliest_start)
                 self._speech_level_sum, self._speech_level_count = self._speech_levels(self._sentence_start)
                 self._last_speech = frame
                 self._state = SegmenterState.SPEAKING
@@ -469,6 +525,8 @@ class Segmenter:
                 self._state = SegmenterState.STARTING if window else SegmenterState.QUIET
             return None
         if speech:
+            if self._piece_pause_frames <= self._silence_run < self._closing_piece_frames and self._on_piece:
+                self._cut_piece(self._last_speech + 1 + self._silence_run // 2)
             self._last_speech = frame
             self._silence_run = 0
             self._speech_level_sum += self._level_db[frame - self._first_frame]
@@ -479,6 +537,8 @@ class Segmenter:
             self._state = SegmenterState.STOPPING
             if self._silence_run >= self._end_silence_frames:
                 return self._close(self._last_speech + 1 + self._post_roll_frames)
+            if self._silence_run == self._closing_piece_frames and self._on_piece:
+                self._cut_piece(self._last_speech + 1 + self._post_roll_frames)
         if frame + 1 - self._sentence_start < self._max_frames:
             return None
         return self._cut(frame)
@@ -506,9 +566,24 @@ class Segmenter:
         if self._last_speech < cut:
             return self._close(cut)
         sentence = self._emit(self._sentence_start, cut)
-        self._sentence_start = cut
+        self._sentence_start = self._piece_start = cut
         self._speech_level_sum, self._speech_level_count = self._speech_levels(cut)
         return sentence
+
+    def _cut_piece(self, end: int) -> None:
+        """Hand the open sentence's stretch from the last piece to frame `end` (exclusive) to the listener, if
+        it is long enough to be a piece and the sentence has speech enough to be kept."""
+        if (
+            end - self._piece_start < max(1, self._min_piece_frames)
+            or self._speech_level_count < self._min_speech_frames
+        ):
+            return
+        n = self._frame_len
+        lo, hi = self._piece_start - self._first_frame, end - self._first_frame
+        piece = Piece(self._sentence_start * n, self._piece_start * n, end * n, self._audio[lo * n : hi * n].copy())
+        self._piece_start = end
+        assert self._on_piece is not None
+        self._on_piece(piece)
 
     def _speech_levels(self, start: int) -> tuple[float, int]:
         """Sum and count of the levels of the speech frames from `start` to now."""

@@ -15,6 +15,7 @@ from av.audio.resampler import AudioResampler
 
 from depscreen.engine.media import SAMPLE_RATE, PcmResampler, decode_audio_file
 from depscreen.engine.segment import (
+    Piece,
     Segmenter,
     SegmenterSettings,
     Sentence,
@@ -115,6 +116,64 @@ def test_single_sample_pushes_match_whole_push() -> None:
 def test_segmenting_is_deterministic() -> None:
     pcm = _audio(CODEC2 / "vk5qi.wav")
     _assert_same(segment_pcm(pcm), segment_pcm(pcm.copy()))
+
+
+# ---------------------------------------------------------------- pieces of open sentences
+
+
+def _pieces_in_chunks(pcm: np.ndarray, sizes: Iterator[int]) -> tuple[list[Sentence], list[Piece]]:
+    pieces: list[Piece] = []
+    segmenter = Segmenter(SegmenterSettings(), pieces.append)
+    sentences: list[Sentence] = []
+    position = 0
+    while position < len(pcm):
+        size = next(sizes)
+        sentences += segmenter.push(pcm[position : position + size])
+        position += size
+    return sentences + segmenter.flush(), pieces
+
+
+def test_pieces_follow_the_pauses_inside_sentences_whatever_the_chunking() -> None:
+    pcm = _audio(CODEC2 / "ve9qrp.wav")
+    settings = SegmenterSettings()
+    sentences, pieces = _pieces_in_chunks(pcm, _fixed(len(pcm)))
+    _assert_same(sentences, segment_pcm(pcm))  # pieces never move a sentence
+    for sizes in (_fixed(160), _fixed(333), _random_sizes(3)):
+        other_sentences, other_pieces = _pieces_in_chunks(pcm, sizes)
+        _assert_same(other_sentences, sentences)
+        assert [(p.sentence_start_sample, p.start_sample, p.end_sample) for p in other_pieces] == [
+            (p.sentence_start_sample, p.start_sample, p.end_sample) for p in pieces
+        ]
+    for sentence in sentences:
+        mine = [p for p in pieces if p.sentence_start_sample == sentence.start_sample]
+        position = sentence.start_sample
+        for piece in mine:
+            assert piece.start_sample == position, "a sentence's pieces follow each other from its start"
+            assert piece.end_sample - piece.start_sample >= settings.min_piece_ms * SAMPLE_RATE // 1000
+            assert np.array_equal(piece.pcm, pcm[piece.start_sample : piece.end_sample])
+            position = piece.end_sample
+    inside = [
+        p
+        for p in pieces
+        if p.end_sample < next(s.end_sample for s in sentences if s.start_sample == p.sentence_start_sample)
+    ]
+    assert len(inside) >= 15, "112 s of free speech pauses inside its 10 long sentences"
+
+
+def test_a_sentence_without_a_pause_inside_is_one_piece_with_its_exact_audio() -> None:
+    pcm = decode_audio_file(_need(GRID / "bbaf2n.mpg"))
+    sentences, pieces = _pieces_in_chunks(pcm, _fixed(320))
+    assert len(sentences) == len(pieces) == 1
+    assert (pieces[0].start_sample, pieces[0].end_sample) == (sentences[0].start_sample, sentences[0].end_sample)
+    assert np.array_equal(pieces[0].pcm, sentences[0].pcm), "the closing pause cuts it where the sentence ends"
+
+
+def test_pieces_are_off_at_zero_or_without_a_listener() -> None:
+    pcm = _audio(SPEECH / "jfk" / "jfk.flac")
+    pieces: list[Piece] = []
+    segmenter = Segmenter(SegmenterSettings(piece_pause_ms=0), pieces.append)
+    _assert_same(segmenter.push(pcm) + segmenter.flush(), segment_pcm(pcm))
+    assert pieces == []
 
 
 # ---------------------------------------------------------------- sentences on real speech
@@ -371,6 +430,9 @@ def test_digital_silence_does_not_drag_the_noise_floor() -> None:
         ("digital_silence_dbfs", 3.0),
         ("vad", "rnnoise"),
         ("vad_threshold", 1.0),
+        ("piece_pause_ms", 600),
+        ("piece_pause_ms", 10),
+        ("min_piece_ms", -1),
     ],
 )
 def test_invalid_settings_name_the_field(field: str, value: object) -> None:
