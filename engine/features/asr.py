@@ -70,8 +70,9 @@ class Transcriber(Protocol):
         """Load now the model for `language`, so its first sentence does not pay for the loading."""
         ...
 
-    def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
-        """Transcribe 16 kHz mono int16 `pcm` spoken in `language` (BCP-47, e.g. "en", "zh-CN")."""
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "") -> Transcript:
+        """Transcribe 16 kHz mono int16 `pcm` spoken in `language` (BCP-47, e.g. "en", "zh-CN"); `said_before`
+        is the text of the same sentence just before `pcm` (its earlier pieces), which the decoding follows on."""
         ...
 
 
@@ -208,6 +209,10 @@ WINDOW_S = 30.0
 budget: a sentence that runs away there too gets no text, so a loop costs at most two capped decodings)."""
 WINDOW_FRAMES = 3000
 """Log-mel frames (10 ms) of the full window."""
+MIN_WINDOW_FRAMES = 500
+"""Shortest encoder window (5 s): a shorter sentence and its tail are padded with silence to it. Windows of
+1-4 s still fell into repetition loops ("closest closest closest ...") or doubted their speech, each costing
+a 30 s re-decode (~0.5 s); padded to 5 s the same pieces of free speech decoded cleanly, for ~5 ms more."""
 MAX_TOKENS = 448
 """Whisper's decoder length (prompt plus text), the cap of the 30 s fallback."""
 MAX_COMPRESSION_RATIO = 2.4
@@ -225,6 +230,15 @@ DEFAULT_NO_SPEECH_PROBABILITY = 0.6
 NO_SPEECH_CONFIDENCE = 0.7
 MIN_CONFIDENCE = 0.25
 """Confidence below which any decoding is taken for noise, music or a tone and gets no text."""
+
+
+MAX_PROMPT_TOKENS = MAX_TOKENS // 2 - 1
+"""Most tokens of earlier text the decoder is conditioned on (Whisper's own limit: the rest is for the text)."""
+
+
+def join_text(texts: Sequence[str], language: str) -> str:
+    """Consecutive transcripts of one stretch of speech as one text: with spaces, or without for Mandarin."""
+    return ("" if language == "zh" else " ").join(text for text in texts if text)
 
 
 def compression_ratio(text: str) -> float:
@@ -299,14 +313,14 @@ def echoes_prompt(text: str, language: str) -> bool:
 class WhisperModel:
     """One loaded CTranslate2 Whisper model, decoding a sentence in a window of its own length.
 
-    The sentence's log-mel plus `SILENT_TAIL_S` of silence is encoded (not Whisper's 30 s window, which costs
-    the same for a 2 s sentence as for a 29 s one) and decoded greedily, without timestamps, capped at the
-    language's `TokenBudget`. Hitting the cap, text with a compression ratio above `MAX_COMPRESSION_RATIO`,
-    text that ends by repeating itself (unless it merely started the sentence over: the first saying is kept)
-    and text that looks like non-speech (`DOUBTFUL_NO_SPEECH`) are decoded
-    again in the 30 s window; there the sentence gets no text if it runs away again or looks like non-speech
-    (`NO_SPEECH_PROBABILITY`). Sentences longer than 30 s are transcribed in consecutive windows. One thread
-    per call; `parallel` calls run at once on as many replicas.
+    The sentence's log-mel plus `SILENT_TAIL_S` of silence (at least `MIN_WINDOW_FRAMES` in all) is encoded
+    (not Whisper's 30 s window, which costs the same for a 2 s sentence as for a 29 s one) and decoded
+    greedily, without timestamps, capped at the language's `TokenBudget`. Hitting the cap, text with a
+    compression ratio above `MAX_COMPRESSION_RATIO`, text that ends by repeating itself (unless it merely
+    started the sentence over: the first saying is kept) and text that looks like non-speech
+    (`DOUBTFUL_NO_SPEECH`) are decoded again in the 30 s window; there the sentence gets no text if it runs
+    away again or looks like non-speech (`NO_SPEECH_PROBABILITY`). Sentences longer than 30 s are transcribed
+    in consecutive windows. One thread per call; `parallel` calls run at once on as many replicas.
     """
 
     def __init__(self, source: WhisperSource, parallel: int = 1) -> None:
@@ -329,40 +343,44 @@ class WhisperModel:
                 )
             return self._tokenizers[language]
 
-    def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
-        """Transcribe float32 16 kHz `audio` in `language` (a Whisper code this model knows)."""
+    def transcribe(self, audio: np.ndarray, language: str, said_before: str = "") -> Transcript:
+        """Transcribe float32 16 kHz `audio` in `language` (a Whisper code this model knows), following on
+        from the text `said_before` it."""
         window = int(WINDOW_S * SAMPLE_RATE) - int(SILENT_TAIL_S * SAMPLE_RATE)
-        decoded = [self._sentence(audio[start : start + window], language) for start in range(0, len(audio), window)]
+        decoded = [
+            self._sentence(audio[start : start + window], language, said_before)
+            for start in range(0, len(audio), window)
+        ]
         kept = [d for d in decoded if d.text]
         if not kept:
             return NO_TRANSCRIPT
-        text = " ".join(d.text for d in kept) if language != "zh" else "".join(d.text for d in kept)
-        return Transcript(text, float(np.mean([d.confidence for d in kept])))
+        return Transcript(join_text([d.text for d in kept], language), float(np.mean([d.confidence for d in kept])))
 
-    def _sentence(self, audio: np.ndarray, language: str) -> _Decoding:
+    def _sentence(self, audio: np.ndarray, language: str, said_before: str) -> _Decoding:
         budget = TOKEN_BUDGETS.get(language, DEFAULT_BUDGET).tokens(len(audio) / SAMPLE_RATE)
-        own = self._decode(audio, language, budget, window=False)
+        own = self._decode(audio, language, budget, False, said_before)
         if own.repeated and (said_once := without_restart(own.text)):
             own = replace(own, text=said_once, repeated=False)
         if not (own.ran_away or own.repeated or _speechless(own, language, DOUBTFUL_NO_SPEECH)):
             return own
-        full = self._decode(audio, language, budget, window=True)
+        full = self._decode(audio, language, budget, True, said_before)
         if full.ran_away or _speechless(full, language, NO_SPEECH_PROBABILITY):
             return _Decoding("", 0.0, full.no_speech, full.ran_away)
         return full
 
-    def _decode(self, audio: np.ndarray, language: str, budget: int, window: bool) -> _Decoding:
+    def _decode(self, audio: np.ndarray, language: str, budget: int, window: bool, said_before: str = "") -> _Decoding:
         """Greedy decoding of `audio` plus the silent tail, in its own length or (`window`) padded to 30 s as
-        `transcribe()` of faster-whisper does; at most `budget` tokens."""
+        `transcribe()` of faster-whisper does, conditioned on the language's initial prompt and `said_before`;
+        at most `budget` tokens."""
         tokenizer = self._tokenizer(language)
         mel = self._features(np.concatenate((audio, np.zeros(int(SILENT_TAIL_S * SAMPLE_RATE), np.float32))), padding=0)
-        frames = WINDOW_FRAMES if window else min(mel.shape[1] // 2 * 2, WINDOW_FRAMES)
+        frames = WINDOW_FRAMES if window else min(max(mel.shape[1] // 2 * 2, MIN_WINDOW_FRAMES), WINDOW_FRAMES)
         padded = np.zeros((1, mel.shape[0], frames), np.float32)
         padded[0, :, : min(frames, mel.shape[1])] = mel[:, :frames]
         encoded = self._model.encode(ctranslate2.StorageView.from_array(padded))
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-        if language in INITIAL_PROMPTS:
-            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + INITIAL_PROMPTS[language]), *prompt]
+        if earlier := join_text([INITIAL_PROMPTS.get(language, ""), said_before.strip()], language):
+            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + earlier)[-MAX_PROMPT_TOKENS:], *prompt]
         limit = min(len(prompt) + budget, MAX_TOKENS)
         result = self._model.generate(
             encoded,
@@ -445,14 +463,17 @@ class WhisperTranscriber:
         if (source := self._source_for(language)) is not None:
             self.model(source.key)
 
-    def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
-        """Transcribe one sentence; empty transcript for a language no model knows, empty audio or non-speech."""
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "") -> Transcript:
+        """Transcribe one sentence (or a piece of one, after the text `said_before` it); empty transcript for a
+        language no model knows, empty audio or non-speech."""
         if pcm.ndim != 1 or pcm.dtype != np.int16:
             raise ValueError(f"expected 1-D int16 PCM at {SAMPLE_RATE} Hz, got {pcm.dtype} of shape {pcm.shape}")
         source = self._source_for(language)
         if source is None or not len(pcm):
             return NO_TRANSCRIPT
-        return self.model(source.key).transcribe(pcm.astype(np.float32) / 32768.0, primary_language(language))
+        return self.model(source.key).transcribe(
+            pcm.astype(np.float32) / 32768.0, primary_language(language), said_before
+        )
 
 
 class NoTranscriber:
@@ -467,7 +488,7 @@ class NoTranscriber:
     def preload(self, language: str) -> None:
         """Nothing to load."""
 
-    def transcribe(self, pcm: np.ndarray, language: str) -> Transcript:
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "") -> Transcript:
         """Return an empty transcript."""
         return NO_TRANSCRIPT
 
