@@ -10,11 +10,16 @@ session, in the order the messages arrived.
                      eGeMAPS (features_audio), landmarks of the sampled frames in its span (features_video,
                      computed as frames arrive), its caption or ASR (asr), embedding (text_embed)
                      ─▶ SentenceResult(features, closed_at)
+                                        └─▶ for each Piece of the open sentence: ASR on a background worker
+                                            (`asr_pieces`), so its close waits only for the last piece
 
 `featurize` is the one place a sentence's features are made. A live session's caption is the text of the
 platform captions overlapping the sentence (`push_caption`); offline drivers call `segment` and `featurize`
 themselves and pass the caption their dataset gives (an untimed transcript can only be spread over an
 answer's sentences once all of them are known, so a caption is an argument, not a callback at close).
+
+Offline drivers get the same text as a live session: pieces are cut where the audio pauses, never where a
+chunk ends, and `featurize` waits for every piece of its sentence.
 """
 
 from __future__ import annotations
@@ -22,18 +27,20 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from depscreen.engine.features.asr import DEFAULT_LANGUAGE, Transcriber, make_transcriber
+from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
 from depscreen.engine.features.face import FaceLandmarker, decode_image
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
 from depscreen.engine.media import DEFAULT_VIDEO_FPS, SAMPLE_RATE, PcmResampler
-from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence
+from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, Sentence
 
 StageTimer = Callable[[str, float, float], None]
 """Receives (stage, wall seconds, CPU seconds of the calling thread) for every timed stage: decode, vad,
@@ -56,7 +63,7 @@ class PipelineSettings:
 class Extractors:
     """The loaded-once feature models shared by all sessions of a process (each is safe to share: eGeMAPS
     builds its native state per call, the text embedder serialises its calls, Whisper queues them on its
-    replicas)."""
+    replicas); `asr_workers` transcribe the pieces of open sentences in the background."""
 
     def __init__(self, asr: str = "whisper", parallel: int = 1, text_encoder: str = DEFAULT_TEXT_ENCODER) -> None:
         """`asr`: the `--asr` value (which Whisper models may transcribe; ModelFilesError when one's package is
@@ -64,6 +71,8 @@ class Extractors:
         `text_encoder`: the sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`)."""
         self.text = make_text_embedder(text_encoder)
         self.transcriber: Transcriber = make_transcriber(asr, parallel)
+        self.asr_workers = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="depscreen-asr")
+        """One thread per Whisper replica: a piece never waits for a thread while a replica is free."""
         self.audio = AudioFeatureExtractor()
 
 
@@ -109,7 +118,19 @@ class SessionPipeline:
         self.use_asr = use_asr
         self._extractors = extractors
         self._resampler = PcmResampler(sample_rate_hz, channels)
-        self._segmenter = Segmenter(settings.segmenter)
+        self._origin_samples = origin_ms * SAMPLE_RATE // 1000
+        self._pieces: SentenceInPieces | None = None
+        if self.asr_model:
+            self._pieces = SentenceInPieces(
+                extractors.transcriber,
+                self.language,
+                extractors.asr_workers,
+                settings.segmenter.min_piece_ms,
+                self._asr_timer,
+            )
+        self._transcribe_pieces = True
+        """Whether the pieces cut during the current `segment` call may be transcribed."""
+        self._segmenter = Segmenter(settings.segmenter, self._piece if self._pieces else None)
         self._landmarker: FaceLandmarker | None = None
         self._on_stage = on_stage
         max_sentence_s = settings.segmenter.max_sentence_ms / 1000 + 1
@@ -165,19 +186,29 @@ class SessionPipeline:
             if self._on_stage:
                 self._on_stage(name, time.perf_counter() - start, time.thread_time() - cpu_start)
 
+    def _asr_timer(self, seconds: float, cpu_seconds: float) -> None:
+        if self._on_stage:
+            self._on_stage("asr", seconds, cpu_seconds)
+
     def push_audio(self, data: bytes, transcribe: bool = True) -> list[SentenceResult]:
-        """PCM s16le at the session's rate; returns the features of the sentences it closed."""
-        results = [self.featurize(s, self._take_captions(s), transcribe) for s in self.segment(data)]
+        """PCM s16le at the session's rate; returns the features of the sentences it closed. `transcribe` False
+        (the server sheds ASR under load) leaves the sentences it closes, and the pieces it cuts, untranscribed."""
+        results = [
+            self.featurize(s, self._take_captions(s), transcribe) for s in self.segment(data, transcribe=transcribe)
+        ]
         self._forget_before(self._segmenter.samples_received - self._segmenter.retained_samples)
         return results
 
-    def segment(self, data: bytes, final: bool = False) -> list[Sentence]:
+    def segment(self, data: bytes, final: bool = False, transcribe: bool = True) -> list[Sentence]:
         """PCM s16le at the session's rate → the sentences it closed, on the session's clock, not yet
-        featurized; `final`: the stream ends with `data` (the open sentence is closed too)."""
+        featurized; `final`: the stream ends with `data` (the open sentence is closed too); `transcribe`: the
+        pieces of open sentences it cuts may be transcribed in the background (a sentence's pieces are
+        used by `featurize` when it is transcribed)."""
         with self._stage("decode"):
             pcm = self._resampler.push(data)
             if final:
                 pcm = np.concatenate([pcm, self._resampler.flush()])
+        self._transcribe_pieces = transcribe
         with self._stage("vad"):
             closed = self._segmenter.push(pcm) + (self._segmenter.flush() if final else [])
         return [self._on_session_clock(sentence) for sentence in closed]
@@ -192,7 +223,26 @@ class SessionPipeline:
 
     def finish(self, transcribe: bool = True) -> list[SentenceResult]:
         """End of stream: drain the resampler and close the open sentence."""
-        return [self.featurize(s, self._take_captions(s), transcribe) for s in self.segment(b"", final=True)]
+        closed = self.segment(b"", final=True, transcribe=transcribe)
+        results = [self.featurize(s, self._take_captions(s), transcribe) for s in closed]
+        if self._pieces is not None:
+            self._pieces.forget(self._origin_samples + self._segmenter.samples_received)
+        return results
+
+    def _piece(self, piece: Piece) -> None:
+        """A piece of the open sentence was cut: transcribe it in the background unless ASR is shed or a
+        caption already covers it (the caption will be the sentence's text)."""
+        assert self._pieces is not None
+        if self._origin_samples:
+            piece = replace(
+                piece,
+                sentence_start_sample=piece.sentence_start_sample + self._origin_samples,
+                start_sample=piece.start_sample + self._origin_samples,
+                end_sample=piece.end_sample + self._origin_samples,
+            )
+        start_ms, end_ms = piece.start_sample * 1000 // SAMPLE_RATE, piece.end_sample * 1000 // SAMPLE_RATE
+        captioned = any(c.start_ms < end_ms and c.end_ms > start_ms for c in self._captions)
+        self._pieces.add(piece, self._transcribe_pieces and not captioned)
 
     def push_video(self, timestamp_ms: int, image: bytes, fmt: str, width: int = 0, height: int = 0) -> bool:
         """Analyse a frame if one is due at `video_fps`; returns False when it was skipped as surplus.
@@ -266,9 +316,14 @@ class SessionPipeline:
     def _text(self, sentence: Sentence, caption: str, transcribe: bool) -> tuple[np.ndarray | None, str, str, float]:
         transcript, source, confidence = caption, "caption", 1.0
         if not transcript and self.use_asr and transcribe:
-            with self._stage("asr"):
-                heard = self._extractors.transcriber.transcribe(sentence.pcm, self.language)
+            if self._pieces is not None:
+                heard = self._pieces.close(sentence)  # times its transcriptions as the asr stage itself
+            else:
+                with self._stage("asr"):
+                    heard = self._extractors.transcriber.transcribe(sentence.pcm, self.language)
             transcript, source, confidence = heard.text.strip(), "asr", heard.confidence
+        elif self._pieces is not None:
+            self._pieces.forget(sentence.start_sample)
         if not transcript:
             return None, "", "", 0.0
         with self._stage("text_embed"):
@@ -279,7 +334,7 @@ class SessionPipeline:
         """The segmenter's sentence with its index and times moved onto the session's clock."""
         if not (self.origin_ms or self.first_index):
             return sentence
-        origin_samples = self.origin_ms * SAMPLE_RATE // 1000
+        origin_samples = self._origin_samples
         return replace(
             sentence,
             index=sentence.index + self.first_index,

@@ -302,9 +302,10 @@ class Sentence:
 class Piece:
     """A stretch of the open sentence that ended at a pause inside it; positions as in `Sentence`.
 
-    The pieces of a sentence follow each other without gaps from its start; the sentence that closes may end
-    before the last of them (a forced cut at `max_sentence_ms`), and a sentence with too little speech is
-    dropped with its pieces."""
+    The pieces of a sentence follow each other without gaps from its start, except that a piece may start
+    where the one before it started: it replaces that one (a short stretch before a pause that may close the
+    sentence joins the last piece). The sentence that closes may end before the last piece (a forced cut at
+    `max_sentence_ms`), and a sentence with too little speech is dropped with its pieces."""
 
     sentence_start_sample: int
     """Start of the open sentence the piece belongs to (its `Sentence.start_sample` if it closes)."""
@@ -395,6 +396,8 @@ class Segmenter:
         self._onset_speech: deque[int] = deque()
         self._sentence_start = 0
         self._piece_start = 0
+        self._last_piece_start: int | None = None
+        """Start of the open sentence's last piece (None before its first)."""
         self._speech_level_sum = 0.0
         self._speech_level_count = 0
         self._last_speech = 0
@@ -517,6 +520,7 @@ class Segmenter:
                 window.popleft()
             if len(window) >= self._onset_frames:
                 self._sentence_start = self._piece_start = max(window[0] - self._pre_roll_frames, self._earliest_start)
+                self._last_piece_start = None
                 self._speech_level_sum, self._speech_level_count = self._speech_levels(self._sentence_start)
                 self._last_speech = frame
                 self._state = SegmenterState.SPEAKING
@@ -538,7 +542,7 @@ class Segmenter:
             if self._silence_run >= self._end_silence_frames:
                 return self._close(self._last_speech + 1 + self._post_roll_frames)
             if self._silence_run == self._closing_piece_frames and self._on_piece:
-                self._cut_piece(self._last_speech + 1 + self._post_roll_frames)
+                self._cut_piece(self._last_speech + 1 + self._post_roll_frames, closing=True)
         if frame + 1 - self._sentence_start < self._max_frames:
             return None
         return self._cut(frame)
@@ -567,21 +571,24 @@ class Segmenter:
             return self._close(cut)
         sentence = self._emit(self._sentence_start, cut)
         self._sentence_start = self._piece_start = cut
+        self._last_piece_start = None
         self._speech_level_sum, self._speech_level_count = self._speech_levels(cut)
         return sentence
 
-    def _cut_piece(self, end: int) -> None:
+    def _cut_piece(self, end: int, closing: bool = False) -> None:
         """Hand the open sentence's stretch from the last piece to frame `end` (exclusive) to the listener, if
-        it is long enough to be a piece and the sentence has speech enough to be kept."""
-        if (
-            end - self._piece_start < max(1, self._min_piece_frames)
-            or self._speech_level_count < self._min_speech_frames
-        ):
+        it is long enough to be a piece and the sentence has speech enough to be kept. In a pause that may
+        close the sentence (`closing`), a stretch too short to be a piece is handed over joined to the last
+        piece, from that piece's start (it replaces that piece), so the close still has nothing left."""
+        start = self._piece_start
+        if closing and end - start < self._min_piece_frames and self._last_piece_start is not None:
+            start = self._last_piece_start
+        if end - start < max(1, self._min_piece_frames) or self._speech_level_count < self._min_speech_frames:
             return
         n = self._frame_len
-        lo, hi = self._piece_start - self._first_frame, end - self._first_frame
-        piece = Piece(self._sentence_start * n, self._piece_start * n, end * n, self._audio[lo * n : hi * n].copy())
-        self._piece_start = end
+        lo, hi = start - self._first_frame, end - self._first_frame
+        piece = Piece(self._sentence_start * n, start * n, end * n, self._audio[lo * n : hi * n].copy())
+        self._last_piece_start, self._piece_start = start, end
         assert self._on_piece is not None
         self._on_piece(piece)
 

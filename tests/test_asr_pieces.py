@@ -1,0 +1,125 @@
+"""Transcription in pieces while the patient talks, on real speech: the text whole sentences get, chunking
+invariance, sentences without a pause inside unchanged, shed and captioned pieces."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from depscreen.asrbench import edit_rate, tokens
+from depscreen.engine.features.asr import WhisperTranscriber, join_text
+from depscreen.engine.features.asr_pieces import SentenceInPieces
+from depscreen.engine.media import decode_audio_file
+from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
+from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings
+
+from .conftest import FIXTURES, SAMPLE, SHARED_DATA
+
+FREE_SPEECH = SHARED_DATA / "speech" / "codec2" / "ve9qrp.wav"
+PIECES_VS_WHOLE_WORDS = 1.0
+WHOLE = PipelineSettings(segmenter=SegmenterSettings(piece_pause_ms=0))
+"""Every sentence transcribed whole at its close (no pieces)."""
+
+
+@pytest.fixture(scope="module")
+def extractors() -> Extractors:
+    return Extractors(asr="tiny.en")
+
+
+@pytest.fixture(scope="module")
+def whisper(extractors: Extractors) -> WhisperTranscriber:
+    assert isinstance(extractors.transcriber, WhisperTranscriber)
+    return extractors.transcriber
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real test data {path} is absent (the shared data folder sits beside the project)")
+    return path
+
+
+def _run(
+    pipeline: SessionPipeline, pcm: np.ndarray, chunk_samples: int, transcribe: bool = True
+) -> list[SentenceResult]:
+    data = pcm.tobytes()
+    step = 2 * chunk_samples
+    results = []
+    for start in range(0, len(data), step):
+        results.extend(pipeline.push_audio(data[start : start + step], transcribe))
+    return results + pipeline.finish(transcribe)
+
+
+def _texts(results: list[SentenceResult]) -> list[tuple[int, str, float]]:
+    return [(r.features.index, r.features.transcript, r.features.text_confidence) for r in results]
+
+
+def test_pieces_give_the_same_text_whatever_the_chunking(extractors: Extractors) -> None:
+    pcm = decode_audio_file(FIXTURES / "jfk.flac")
+    runs = [_texts(_run(SessionPipeline(extractors, sample_rate_hz=16_000), pcm, size)) for size in (160, 8000, 2243)]
+    assert runs[0] == runs[1] == runs[2]
+    assert len(runs[0]) >= 3 and all(text for _, text, _ in runs[0])
+    said = " ".join(tokens(" ".join(text for _, text, _ in runs[0]), "en"))
+    assert "ask not what your country can do for you" in said
+
+
+def test_a_sentence_without_a_pause_inside_is_transcribed_as_before(extractors: Extractors) -> None:
+    pcm = decode_audio_file(SAMPLE)
+    pieces: list[Piece] = []
+    segmenter = Segmenter(SegmenterSettings(), pieces.append)
+    sentences = segmenter.push(pcm) + segmenter.flush()
+    one_piece = {
+        s.index
+        for s in sentences
+        if [(p.start_sample, p.end_sample) for p in pieces if p.sentence_start_sample == s.start_sample]
+        == [(s.start_sample, s.end_sample)]
+    }
+    assert len(one_piece) >= 8, "the GRID sample's short sentences have no pause inside"
+    in_pieces = _texts(_run(SessionPipeline(extractors, sample_rate_hz=16_000), pcm, 320))
+    whole = _texts(_run(SessionPipeline(extractors, sample_rate_hz=16_000, settings=WHOLE), pcm, 320))
+    assert len(in_pieces) == len(whole) == len(sentences)
+    for index in one_piece:
+        assert in_pieces[index] == whole[index], "the one piece is the sentence's audio: same text, same confidence"
+
+
+def test_pieces_give_the_text_of_whole_sentences_on_free_speech(
+    extractors: Extractors, whisper: WhisperTranscriber
+) -> None:
+    pcm = decode_audio_file(_need(FREE_SPEECH))
+    in_pieces = _texts(_run(SessionPipeline(extractors, sample_rate_hz=16_000), pcm, 320))
+    segmenter = Segmenter()
+    whole = [whisper.transcribe(s.pcm, "en").text for s in segmenter.push(pcm) + segmenter.flush()]
+    pieces = join_text([text for _, text, _ in in_pieces], "en")
+    distance, words = edit_rate(tokens(join_text(whole, "en"), "en"), tokens(pieces, "en"))
+    assert words >= 200
+    assert distance / words <= PIECES_VS_WHOLE_WORDS, f"{distance} of {words} words differ"
+
+
+def test_shed_pieces_are_transcribed_at_the_close(whisper: WhisperTranscriber) -> None:
+    pcm = decode_audio_file(_need(FREE_SPEECH))
+    pieces: list[Piece] = []
+    segmenter = Segmenter(SegmenterSettings(), pieces.append)
+    sentence = next(
+        s for s in segmenter.push(pcm) if len([p for p in pieces if p.sentence_start_sample == s.start_sample]) >= 2
+    )
+    with ThreadPoolExecutor(max_workers=1) as workers:
+        shed = SentenceInPieces(whisper, "en", workers, SegmenterSettings().min_piece_ms)
+        for piece in pieces:
+            if piece.sentence_start_sample == sentence.start_sample:
+                shed.add(piece, allowed=False)
+        assert shed.close(sentence) == whisper.transcribe(sentence.pcm, "en"), "all of it is transcribed at the close"
+
+
+def test_captioned_or_shed_sentences_run_no_asr(extractors: Extractors) -> None:
+    pcm = decode_audio_file(FIXTURES / "jfk.flac")
+    stages: list[str] = []
+    captioned = SessionPipeline(extractors, sample_rate_hz=16_000, on_stage=lambda stage, *_: stages.append(stage))
+    captioned.push_caption(0, 12_000, "And so, my fellow Americans")
+    results = _run(captioned, pcm, 320)
+    assert results and all(r.features.transcript_source == "caption" for r in results)
+    shed = SessionPipeline(extractors, sample_rate_hz=16_000, on_stage=lambda stage, *_: stages.append(stage))
+    results = _run(shed, pcm, 320, transcribe=False)
+    assert results and all(r.features.transcript == "" for r in results)
+    assert "asr" not in stages and "vad" in stages
