@@ -1,11 +1,14 @@
-"""`depscreen bench asr`: Whisper's cost and accuracy per sentence, 30 s window (before) vs own-length windows.
+"""`depscreen bench asr`: Whisper's cost and accuracy per sentence: 30 s window, own-length window, pieces.
 
-Real recordings are cut into sentences by the live segmenter, then each sentence is transcribed twice on one
-thread: by faster-whisper's `transcribe()` (pads every sentence to Whisper's 30 s window) and by the ASR stage
-(`WhisperModel`, the sentence's own length). Reported: process CPU ms and wall ms per sentence and per
-speech-second by language and sentence length, English word error on the LibriVox/JFK clips, Mandarin
-character error on EATD answers (`--eatd`, never bundled), and server-side sentence latency of real-time
-sessions (`--latency`): long free speech (codec2 `ve9qrp.wav`), the GRID sample, Mandarin EATD answers.
+Real recordings are cut into sentences (and their pieces) by the live segmenter, then each sentence is
+transcribed three ways: by faster-whisper's `transcribe()` (pads every sentence to Whisper's 30 s window), by
+the ASR stage on the whole sentence (`WhisperModel`, its own length), and as a live session does it: its
+pieces on a background worker, then the rest at its close (`SentenceInPieces`). Reported: process CPU ms and
+wall ms per sentence, wall ms of the transcription at the close (what a sentence's update waits for once its
+pieces are done), CPU ms per speech-second, by language and sentence length; English word error on the
+LibriVox/JFK clips, Mandarin character error on EATD answers (`--eatd`, never bundled), and server-side
+sentence latency of real-time sessions (`--latency`): long free speech (codec2 `ve9qrp.wav`), the GRID
+sample, Mandarin EATD answers.
 Nothing is written but the markdown table; transcripts stay in memory.
 """
 
@@ -15,8 +18,11 @@ import argparse
 import asyncio
 import os
 import platform
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +30,10 @@ import numpy as np
 from faster_whisper import WhisperModel as FasterWhisper
 
 from depscreen.clients.session import ScreeningClient
-from depscreen.engine.features.asr import INITIAL_PROMPTS, WhisperTranscriber, primary_language
+from depscreen.engine.features.asr import INITIAL_PROMPTS, WhisperTranscriber, join_text, primary_language
+from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
-from depscreen.engine.segment import Segmenter, SegmenterSettings
+from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, Sentence
 from depscreen.engine.transcript_error import ErrorCount, transcript_error
 from depscreen.localserver import start_local_server
 from depscreen.sample import sample_path
@@ -36,7 +43,7 @@ LENGTHS = ((0.0, 3.0), (3.0, 6.0), (6.0, 10.0), (10.0, 30.0))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("asr", help="Whisper per sentence: 30 s window vs own-length windows")
+    parser = subparsers.add_parser("asr", help="Whisper per sentence: 30 s window, own-length window, pieces")
     parser.add_argument("--data", type=Path, required=True, help="the shared speech folder (speech/, eatd/)")
     parser.add_argument("--eatd-answers", type=int, default=20, help="EATD answers for the Mandarin rows")
     parser.add_argument("--latency", action="store_true", help="also stream real-time sessions through a server")
@@ -46,44 +53,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @dataclass
 class Clip:
-    """A recording, its reference text (or ""), its language, and its sentences."""
+    """A recording, its reference text (or ""), its language, its sentences and the pieces cut from them."""
 
     name: str
     language: str
     reference: str
-    sentences: list[np.ndarray]
+    sentences: list[Sentence]
+    pieces: list[Piece]
 
 
-def sentences_of(pcm: np.ndarray) -> list[np.ndarray]:
-    segmenter = Segmenter(SegmenterSettings())
-    return [s.pcm for s in segmenter.push(pcm) + segmenter.flush()]
+def clip(name: str, language: str, reference: str, pcm: np.ndarray) -> Clip:
+    """The recording cut by the live segmenter, with the pieces of its open sentences."""
+    pieces: list[Piece] = []
+    segmenter = Segmenter(SegmenterSettings(), pieces.append)
+    return Clip(name, language, reference, segmenter.push(pcm) + segmenter.flush(), pieces)
 
 
 def english_clips(data: Path) -> list[Clip]:
     speech = data / "speech"
     clips = [
-        Clip(p.stem, "en", p.with_suffix(".txt").read_text(), sentences_of(decode_audio_file(p)))
+        clip(p.stem, "en", p.with_suffix(".txt").read_text(), decode_audio_file(p))
         for p in sorted((speech / "librivox").glob("*.wav"))
     ]
     jfk = speech / "jfk"
-    clips.append(
-        Clip("jfk", "en", (jfk / "transcript.txt").read_text(), sentences_of(decode_audio_file(jfk / "jfk.flac")))
-    )
+    clips.append(clip("jfk", "en", (jfk / "transcript.txt").read_text(), decode_audio_file(jfk / "jfk.flac")))
     free_speech = speech / "codec2" / "ve9qrp.wav"
     if free_speech.exists():
-        clips.append(Clip("ve9qrp", "en", "", sentences_of(decode_audio_file(free_speech))))
+        clips.append(clip("ve9qrp", "en", "", decode_audio_file(free_speech)))
     return clips
 
 
 def mandarin_clips(data: Path, count: int) -> list[Clip]:
     answers = sorted((data / "eatd" / "train").glob("t_*/*.flac"))[:count]
     return [
-        Clip(
-            f"{a.parent.name}/{a.stem}",
-            "zh",
-            a.with_suffix(".txt").read_text(encoding="utf-8"),
-            sentences_of(decode_audio_file(a)),
-        )
+        clip(f"{a.parent.name}/{a.stem}", "zh", a.with_suffix(".txt").read_text(encoding="utf-8"), decode_audio_file(a))
         for a in answers
     ]
 
@@ -95,7 +98,8 @@ class Before:
         self._models: dict[str, FasterWhisper] = {}
         self._transcriber = transcriber
 
-    def __call__(self, pcm: np.ndarray, language: str) -> str:
+    def __call__(self, clip: Clip, sentence: Sentence) -> str:
+        pcm, language = sentence.pcm, clip.language
         code = primary_language(language)
         name = self._transcriber.model_for(language)
         if name not in self._models:
@@ -115,9 +119,39 @@ class Before:
         return ("" if code == "zh" else " ").join(s.text.strip() for s in segments)
 
 
+class InPieces:
+    """The live path: a sentence's pieces transcribed on a worker thread (here all at once, as a session
+    whose pieces were cut while the patient talked), then the rest at its close in the calling thread."""
+
+    def __init__(self, transcriber: WhisperTranscriber) -> None:
+        self._transcriber = transcriber
+        self._workers = ThreadPoolExecutor(max_workers=1)
+        self.close_s = 0.0
+        """Wall seconds of the transcriptions made at closes, in the calling thread, once the pieces were done
+        (Whisper computes on its own threads, so the calling thread's CPU time would miss it)."""
+
+    def _timed(self, seconds: float, cpu_seconds: float) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.close_s += seconds
+
+    def __call__(self, clip: Clip, sentence: Sentence) -> str:
+        pieces = SentenceInPieces(
+            self._transcriber, clip.language, self._workers, SegmenterSettings().min_piece_ms, self._timed
+        )
+        for piece in clip.pieces:
+            if piece.sentence_start_sample == sentence.start_sample:
+                pieces.add(piece, allowed=True)
+        return pieces.close(sentence).text
+
+
+WHOLE = "own length, whole sentence"
+METHODS = ("before (30 s window)", WHOLE, "pieces while speaking")
+
+
 @dataclass
 class Timing:
     cpu_s: float = 0.0
+    close_s: float = 0.0
     wall_s: float = 0.0
     speech_s: float = 0.0
     sentences: int = 0
@@ -127,23 +161,30 @@ def measure(clips: list[Clip], before: Before, after: WhisperTranscriber) -> tup
     """Timings by (method, language, bucket) and error counts by (method, language)."""
     timings: dict[tuple[str, str, str], Timing] = defaultdict(Timing)
     errors: dict[tuple[str, str], ErrorCount] = defaultdict(ErrorCount)
-    methods = {"before (30 s window)": before, "after (own length)": lambda p, lang: after.transcribe(p, lang).text}
+    in_pieces = InPieces(after)
+    methods: dict[str, Callable[[Clip, Sentence], str]] = {
+        METHODS[0]: before,
+        METHODS[1]: lambda clip, sentence: after.transcribe(sentence.pcm, clip.language).text,
+        METHODS[2]: in_pieces,
+    }
     for clip in clips:
         for method, transcribe in methods.items():
             texts = []
-            for pcm in clip.sentences:
-                seconds = len(pcm) / SAMPLE_RATE
+            for sentence in clip.sentences:
+                seconds = len(sentence.pcm) / SAMPLE_RATE
                 bucket = next(f"{lo:g}-{hi:g} s" for lo, hi in LENGTHS if seconds < hi or hi == LENGTHS[-1][1])
-                cpu, wall = time.process_time(), time.perf_counter()
-                texts.append(transcribe(pcm, clip.language))
+                cpu, wall, close = time.process_time(), time.perf_counter(), in_pieces.close_s
+                texts.append(transcribe(clip, sentence))
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 for key in ((method, clip.language, bucket), (method, clip.language, "all")):
                     timing = timings[key]
-                    timing.cpu_s += time.process_time() - cpu
-                    timing.wall_s += time.perf_counter() - wall
+                    timing.cpu_s += cpu
+                    timing.close_s += in_pieces.close_s - close if transcribe is in_pieces else wall
+                    timing.wall_s += wall
                     timing.speech_s += seconds
                     timing.sentences += 1
             if clip.reference:
-                joined = ("" if clip.language == "zh" else " ").join(texts)
+                joined = join_text(texts, clip.language)
                 errors[(method, clip.language)] += transcript_error(clip.reference, joined, clip.language)
     return timings, errors
 
@@ -185,19 +226,21 @@ def run_asr_bench(args: argparse.Namespace) -> int:
     if (args.data / "eatd" / "train").is_dir():
         clips += mandarin_clips(args.data, args.eatd_answers)
     for clip in clips[:1] + [c for c in clips if c.language == "zh"][:1]:  # load each model before timing
-        after.transcribe(clip.sentences[0], clip.language)
-        before(clip.sentences[0], clip.language)
+        after.transcribe(clip.sentences[0].pcm, clip.language)
+        before(clip, clip.sentences[0])
     timings, errors = measure(clips, before, after)
     rows = []
-    for (method, language, bucket), t in sorted(timings.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+    order = {method: i for i, method in enumerate(METHODS)}
+    for (method, language, bucket), t in sorted(timings.items(), key=lambda kv: (kv[0][1], kv[0][2], order[kv[0][0]])):
         rows.append(
             f"| {language} | {bucket} | {method} | {t.sentences} | {t.cpu_s / t.sentences * 1000:.0f} | "
-            f"{t.wall_s / t.sentences * 1000:.0f} | {t.cpu_s / t.speech_s * 1000:.0f} |"
+            f"{t.close_s / t.sentences * 1000:.0f} | {t.wall_s / t.sentences * 1000:.0f} | "
+            f"{t.cpu_s / t.speech_s * 1000:.0f} |"
         )
     error_rows = [
         f"| {language} ({'WER' if language == 'en' else 'CER'}) | {method} | {100 * e.rate:.1f}% "
         f"({e.errors}/{e.reference_units}) |"
-        for (method, language), e in sorted(errors.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        for (method, language), e in sorted(errors.items(), key=lambda kv: (kv[0][1], order[kv[0][0]]))
     ]
     lines = [
         "# depscreen bench asr",
@@ -205,9 +248,9 @@ def run_asr_bench(args: argparse.Namespace) -> int:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, Python "
         f"{platform.python_version()}; Whisper int8 on CPU, one thread per call, greedy. CPU is process CPU time.",
         "",
-        "| language | sentence length | method | sentences | CPU ms / sentence | wall ms / sentence | "
-        "CPU ms / speech-second |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| language | sentence length | method | sentences | CPU ms / sentence | wall ms at close | "
+        "wall ms / sentence | CPU ms / speech-second |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
         "| clips | method | error |",

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from depscreen.asrbench import edit_rate, tokens
 from depscreen.engine.features.asr import WhisperTranscriber, join_text
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
 from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings
+from depscreen.engine.transcript_error import error_units, transcript_error
 
 from .conftest import FIXTURES, SAMPLE, SHARED_DATA
 
@@ -61,7 +61,7 @@ def test_pieces_give_the_same_text_whatever_the_chunking(extractors: Extractors)
     runs = [_texts(_run(SessionPipeline(extractors, sample_rate_hz=16_000), pcm, size)) for size in (160, 8000, 2243)]
     assert runs[0] == runs[1] == runs[2]
     assert len(runs[0]) >= 3 and all(text for _, text, _ in runs[0])
-    said = " ".join(tokens(" ".join(text for _, text, _ in runs[0]), "en"))
+    said = " ".join(error_units(" ".join(text for _, text, _ in runs[0]), "en"))
     assert "ask not what your country can do for you" in said
 
 
@@ -92,9 +92,9 @@ def test_pieces_give_the_text_of_whole_sentences_on_free_speech(
     segmenter = Segmenter()
     whole = [whisper.transcribe(s.pcm, "en").text for s in segmenter.push(pcm) + segmenter.flush()]
     pieces = join_text([text for _, text, _ in in_pieces], "en")
-    distance, words = edit_rate(tokens(join_text(whole, "en"), "en"), tokens(pieces, "en"))
-    assert words >= 200
-    assert distance / words <= PIECES_VS_WHOLE_WORDS, f"{distance} of {words} words differ"
+    differ = transcript_error(join_text(whole, "en"), pieces, "en")
+    assert differ.reference_units >= 200
+    assert differ.rate <= PIECES_VS_WHOLE_WORDS, f"{differ.errors} of {differ.reference_units} words differ"
 
 
 def test_shed_pieces_are_transcribed_at_the_close(whisper: WhisperTranscriber) -> None:
