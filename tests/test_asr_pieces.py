@@ -19,7 +19,10 @@ from depscreen.engine.transcript_error import error_units, transcript_error
 from .conftest import FIXTURES, SAMPLE, SHARED_DATA
 
 FREE_SPEECH = SHARED_DATA / "speech" / "codec2" / "ve9qrp.wav"
-PIECES_VS_WHOLE_WORDS = 1.0
+PIECES_VS_WHOLE_WORDS = 0.20
+"""Most words of 112 s of free speech (10 sentences of 4-15 s, 29 pieces) that may differ between its pieces'
+text and its whole sentences' text: 16% did (35 of 222; fillers such as "uh" and words split at a piece's
+edge). Whole sentences are no reference either: the error against human transcripts is in docs/bench.md."""
 WHOLE = PipelineSettings(segmenter=SegmenterSettings(piece_pause_ms=0))
 """Every sentence transcribed whole at its close (no pieces)."""
 
