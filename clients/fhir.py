@@ -93,7 +93,7 @@ def rationale(session: ScreenedSession) -> str:
     parts = [f"Estimate {heard}; evidence {final.evidence:.2f} on 0..1 (grows with usable speech heard)."]
     interval = session.final_interval
     if interval is not None:
-        parts.append(f"Interval {interval[0]:.3f} to {interval[1]:.3f}.")
+        parts.append(f"Interval {interval[0]:.3f} to {interval[1]:.3f}{_interval_meaning(final)}.")
     modalities = []
     for confidence in final.modalities:
         name = pb.Modality.Name(confidence.modality).lower()
@@ -110,6 +110,22 @@ def rationale(session: ScreenedSession) -> str:
         items = ", ".join(f"{pb.PhqItem.Name(s.item).lower().replace('_', ' ')} {s.score:.2f}" for s in symptoms)
         parts.append(f"Strongest PHQ-8 item evidence in what was said: {items}.")
     return " ".join(parts)
+
+
+def _narrative_interval(session: ScreenedSession) -> str:
+    interval = session.final_interval
+    if interval is None:
+        return ""
+    return f", interval {interval[0] * 100:.1f}%-{interval[1] * 100:.1f}%{_interval_meaning(session.final)}"
+
+
+def _interval_meaning(final: pb.Estimate) -> str:
+    """What the interval is, where the estimate says (a model with an interval calibration)."""
+    if not final.interval_level:
+        return ""
+    if not final.enough_speech:
+        return " (not enough speech yet: the whole range)"
+    return f" ({final.interval_level:.0%} nominal coverage: a split-conformal interval, see the model card)"
 
 
 def _method(model: pb.ModelInfo) -> dict:
@@ -157,7 +173,7 @@ def _narrative(session: ScreenedSession) -> str:
     model = f" by model {session.model.model_id}" if session.model is not None else ""
     lines = [
         f"Depression screening estimate{model}: {final.probability * 100:.1f}% "
-        f"(evidence {final.evidence:.2f}, {len(session.sentences)} sentences).",
+        f"(evidence {final.evidence:.2f}, {len(session.sentences)} sentences{_narrative_interval(session)}).",
         SCREENING_AID,
     ]
     body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)

@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from depscreen.clients.updates import Interval
 from depscreen.v1 import screening_pb2
 
 DISCLAIMER = "screening aid, not a diagnosis"
@@ -57,7 +58,8 @@ class LiveState:
                 self.round_trip_ms = round_trip_ms
             case "summary":
                 self.summary = message.summary
-                self.estimate = message.summary.estimate
+                if message.summary.HasField("estimate"):  # none when no sentence was heard
+                    self.estimate = message.summary.estimate
 
 
 def render(state: LiveState) -> RenderableType:
@@ -91,6 +93,12 @@ def _bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def _span(low: float, high: float, width: int = BAR_WIDTH) -> str:
+    """[low, high] of 0..1 drawn on a bar `width` long."""
+    start, end = round(min(1.0, max(0.0, low)) * width), round(min(1.0, max(0.0, high)) * width)
+    return "·" * start + "█" * max(1, end - start) + "·" * max(0, width - max(end, start + 1))
+
+
 def _header(state: LiveState) -> Text:
     header = Text()
     header.append(f"session {state.session_id or '…'}", style="bold")
@@ -116,6 +124,10 @@ def _estimate(estimate: screening_pb2.Estimate) -> Table:
     words.append(f"screening probability {estimate.probability * 100:.1f}%\n", style=style)
     words.append(f"evidence {estimate.evidence:.2f} ")
     words.append(_bar(estimate.evidence, 20), style="magenta")
+    interval = Interval.of(estimate)
+    words.append(f"\n{interval.words()} ", style="" if interval.calibrated else "italic")
+    if interval.calibrated:
+        words.append(_span(interval.low, interval.high), style="cyan")
     grid.add_row(Text("\n".join(big_digits(f"{percent}%")), style=style), words)
     return grid
 
@@ -177,6 +189,12 @@ def _summary(summary: screening_pb2.SessionSummary) -> Text:
     return Text(
         f"done: {summary.sentences} sentences, {summary.speech_seconds:.1f} s speech in "
         f"{summary.audio_seconds:.1f} s audio, dropped {summary.dropped_video_frames} video frames and "
-        f"{summary.dropped_captions} captions",
+        f"{summary.dropped_captions} captions; final estimate: {_final(summary)}",
         style="bold",
     )
+
+
+def _final(summary: screening_pb2.SessionSummary) -> str:
+    if not summary.HasField("estimate"):
+        return "none (no sentence heard): not enough speech yet"
+    return f"{summary.estimate.probability * 100:.1f}%, {Interval.of(summary.estimate).words()}"

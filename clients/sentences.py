@@ -4,7 +4,8 @@ Both are JSON lines. `stream --json` writes one server message per line (`{"acce
 `{"summary": …}`); a recording (`depscreen serve --record`) writes one bare `SentenceUpdate` per line, and its
 `stream.json` beside it says which session, model and start time the updates belong to. Every problem is a
 `SentencesError` naming the file and line. Fields this version does not know are kept out of the typed
-messages, except an estimate's `interval_low`/`interval_high` (a model with an uncertainty interval adds them).
+messages. A sentence's interval is there when its estimate has `interval_low` or `interval_high` (JSON leaves
+out a field at its default, so a missing one of the pair is 0).
 """
 
 from __future__ import annotations
@@ -178,21 +179,17 @@ def _sentence(body: object, where: str) -> SentencePoint:
         transcript=update.transcript,
         transcript_source=update.transcript_source,
         estimate=estimate,
-        interval=_interval(body.get("estimate", {}), where),  # type: ignore[union-attr]
+        interval=_interval(body.get("estimate", {}), estimate, where),  # type: ignore[union-attr]
     )
 
 
-def _interval(estimate: dict, where: str) -> tuple[float, float] | None:
-    if "interval_low" not in estimate and "interval_high" not in estimate:
+def _interval(body: dict, estimate: pb.Estimate, where: str) -> tuple[float, float] | None:
+    if "interval_low" not in body and "interval_high" not in body:
         return None
-    low, high = estimate.get("interval_low"), estimate.get("interval_high")
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (low, high)):
-        raise SentencesError(
-            f"{where}: estimate interval_low and interval_high must both be numbers, got {low!r}, {high!r}"
-        )
-    if not 0.0 <= low <= high <= 1.0:  # type: ignore[operator]
-        raise SentencesError(f"{where}: the estimate's interval [{low}, {high}] is not within 0..1 low to high")
-    return float(low), float(high)  # type: ignore[arg-type]
+    low, high = estimate.interval_low, estimate.interval_high
+    if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high <= 1.0):
+        raise SentencesError(f"{where}: the estimate's interval [{low:g}, {high:g}] is not within 0..1 low to high")
+    return float(low), float(high)
 
 
 def _recorded_model(recorded: dict, where: Path) -> pb.ModelInfo | None:

@@ -8,6 +8,35 @@ from depscreen.v1 import screening_pb2 as pb
 
 
 @dataclass(frozen=True)
+class Interval:
+    """The estimate's calibrated interval, and whether the session has heard enough speech for one."""
+
+    low: float
+    high: float
+    level: float
+    """Nominal coverage (e.g. 0.9); 0 when the model has no interval calibration."""
+    enough_speech: bool
+    """False: "not enough speech yet" (the interval is then the whole range)."""
+
+    @classmethod
+    def of(cls, estimate: pb.Estimate) -> Interval:
+        return cls(estimate.interval_low, estimate.interval_high, estimate.interval_level, estimate.enough_speech)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether [low, high] is a calibrated interval (enough speech, and a model with a calibration)."""
+        return self.enough_speech and self.level > 0
+
+    def words(self) -> str:
+        """The interval as a reader should see it: "90% interval 0.08-0.61", or why there is none."""
+        if not self.enough_speech:
+            return "not enough speech yet"
+        if not self.level:
+            return "no interval (the model has no interval calibration)"
+        return f"{self.level:.0%} interval {self.low:.2f}-{self.high:.2f}"
+
+
+@dataclass(frozen=True)
 class Accepted:
     """The server opened (or, after a reconnection, resumed) the session."""
 
@@ -35,6 +64,7 @@ class SentenceUpdate:
     transcript_source: str
     probability: float
     evidence: float
+    interval: Interval
     latency_ms: float
     estimate: pb.Estimate
     message: pb.SentenceUpdate
@@ -49,6 +79,8 @@ class Summary:
     speech_seconds: float
     probability: float
     evidence: float
+    interval: Interval
+    """"not enough speech yet" when the session had no sentence (no estimate)."""
     estimate: pb.Estimate
     message: pb.SessionSummary
 
@@ -82,6 +114,7 @@ def update_of(message: pb.ServerMessage, *, resumed: bool = False) -> Update:
             transcript_source=sentence.transcript_source,
             probability=sentence.estimate.probability,
             evidence=sentence.estimate.evidence,
+            interval=Interval.of(sentence.estimate),
             latency_ms=sentence.latency_ms,
             estimate=sentence.estimate,
             message=sentence,
@@ -94,6 +127,7 @@ def update_of(message: pb.ServerMessage, *, resumed: bool = False) -> Update:
             speech_seconds=summary.speech_seconds,
             probability=summary.estimate.probability,
             evidence=summary.estimate.evidence,
+            interval=Interval.of(summary.estimate),
             estimate=summary.estimate,
             message=summary,
         )

@@ -31,6 +31,9 @@ COMMANDS = {
     "segment": Command("depscreen.engine.cli", "cut a media file into sentences with the live segmenter", True),
     "train": Command("depscreen.engine.cli", "train a checkpoint (synthetic demo, or a labelled dataset)", True),
     "eval": Command("depscreen.engine.cli", "score a labelled dataset sentence by sentence with a checkpoint", True),
+    "calibrate": Command(
+        "depscreen.engine.cli", "fit the estimate's interval for an existing checkpoint from held-out estimates", True
+    ),
     "serve": Command("depscreen.streamer.cli", "run the screening server (gRPC + /metrics + /healthz)", True),
     "stream": Command("depscreen.clients.cli", "stream a media file to a screening server"),
     "export": Command("depscreen.clients.handoff_cli", "export a screened session for another system"),

@@ -1,4 +1,5 @@
-"""Engine subcommands: `depscreen segment` (the segmenter alone), `depscreen train` and `depscreen eval`."""
+"""Engine subcommands: `depscreen segment` (the segmenter alone), `depscreen train`, `depscreen eval` and
+`depscreen calibrate` (an interval calibration for an existing checkpoint)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _feature_arguments(evaluate)
     evaluate.set_defaults(func=run_eval)
 
+    calibrate = subparsers.add_parser(
+        "calibrate", help="fit the estimate's interval for an existing checkpoint from held-out estimates"
+    )
+    calibrate.add_argument("--model", type=Path, required=True, help="the checkpoint (.pt) to calibrate")
+    calibrate.add_argument(
+        "--out", type=Path, required=True, help="where to write it with its interval (may be --model)"
+    )
+    held_out = calibrate.add_mutually_exclusive_group(required=True)
+    held_out.add_argument(
+        "--synthetic", action="store_true", help="score fresh synthetic sessions (for the synthetic demo model)"
+    )
+    held_out.add_argument(
+        "--dataset",
+        choices=_dataset_names(),
+        help="cross-validate the checkpoint's training recipe on this dataset (needs --data) and use its "
+        "out-of-fold estimates",
+    )
+    calibrate.add_argument("--data", type=Path, help="with --dataset: the dataset's folder (read, never copied)")
+    calibrate.add_argument("--folds", type=int, default=5, help="with --dataset: folds (default 5)")
+    calibrate.add_argument(
+        "--sessions", type=int, default=400, help="with --synthetic: fresh sessions to score (default 400)"
+    )
+    calibrate.add_argument(
+        "--seed",
+        type=int,
+        help="with --dataset: the training seed of the checkpoint (default 0); with --synthetic: the seed of the "
+        "fresh sessions, other than the training one (default 1)",
+    )
+    calibrate.add_argument(
+        "--calibration",
+        type=Path,
+        nargs="+",
+        default=[sample_path()],
+        help="with --synthetic: real media whose feature scales the synthetic data takes (as in train)",
+    )
+    _cache_arguments(calibrate)
+    calibrate.set_defaults(func=run_calibrate)
+
 
 def _dataset_names() -> list[str]:
     from depscreen.engine.train.datasets import DATASETS
@@ -146,13 +185,21 @@ def _train_text_head(args: argparse.Namespace) -> int:
 
 
 def _train_synthetic(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from depscreen.engine.runtime.checkpoint import ModelFacts, save_checkpoint
+    from depscreen.engine.train.interval_fit import held_out_interval
     from depscreen.engine.train.metrics import auroc
     from depscreen.engine.train.stats import feature_stats_from_media
     from depscreen.engine.train.synthetic import generate_sessions
-    from depscreen.engine.train.trainer import TrainSettings, fit_temperature, session_logits, train_model
+    from depscreen.engine.train.trainer import (
+        TrainSettings,
+        fit_temperature,
+        prefix_logits,
+        session_logits,
+        train_model,
+    )
 
     for path in args.calibration:
         if not path.is_file():
@@ -177,6 +224,12 @@ def _train_synthetic(args: argparse.Namespace) -> int:
     temperature = fit_temperature(model, calibration)
     scores = torch.sigmoid(session_logits(model, test) / temperature).numpy()
     test_auroc = auroc([s.label for s in test], scores)
+    held_out = calibration + test
+    interval, interval_report = held_out_interval(
+        held_out,
+        [1 / (1 + np.exp(-logits / temperature)) for logits in prefix_logits(model, held_out)],
+        np.array([0] * len(calibration) + [1] * len(test)),
+    )
     facts = ModelFacts(
         model_id=f"synthetic-demo-s{args.seed}",
         trained_on=(
@@ -184,6 +237,7 @@ def _train_synthetic(args: argparse.Namespace) -> int:
             "from GRID corpus clips; demo of the plumbing only, not a screening model"
         ),
         model_card_url="docs/MODEL_CARD.md",
+        interval=interval,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out / "model.pt", model, facts)
@@ -193,6 +247,7 @@ def _train_synthetic(args: argparse.Namespace) -> int:
         "test_sessions": len(test),
         "test_auroc": round(test_auroc, 4),
         "temperature": round(temperature, 4),
+        "interval": interval_report,
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(summary))
@@ -328,3 +383,69 @@ def run_eval(args: argparse.Namespace) -> int:
 def _number(value: float | None) -> str:
     """Three decimals, or a dash where a baseline has no such metric (a constant predictor has no ECE)."""
     return "–" if value is None else f"{value:.3f}"
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Fit the interval of `args.model` from held-out estimates and write the checkpoint with it to `args.out`."""
+    from depscreen.engine.train.interval_fit import add_interval
+
+    try:
+        if args.synthetic:
+            calibration, report = _synthetic_interval(args)
+        else:
+            calibration, report = _dataset_interval(args)
+        if calibration is None:
+            print(f"error: {report['reason']}", file=sys.stderr)
+            return 2
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        add_interval(args.model, calibration, args.out)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model": str(args.out), "interval": report}))
+    return 0
+
+
+def _synthetic_interval(args: argparse.Namespace) -> tuple[object, dict]:
+    """Score fresh synthetic sessions (never trained on: another seed) with the checkpoint itself."""
+    import numpy as np
+
+    from depscreen.engine.runtime.screener import Screener
+    from depscreen.engine.train.interval_fit import held_out_interval
+    from depscreen.engine.train.stats import feature_stats_from_media
+    from depscreen.engine.train.synthetic import generate_sessions
+
+    for path in args.calibration:
+        if not path.is_file():
+            raise ValueError(f"calibration media {path} does not exist")
+    screener = Screener.from_checkpoint(args.model, "cpu")
+    sessions = generate_sessions(args.sessions, feature_stats_from_media(args.calibration), seed=args.seed or 1)
+    prefixes = [np.array([e.probability for e in screener.offline(s.sentences)]) for s in sessions]
+    return held_out_interval(sessions, prefixes, np.arange(len(sessions)) % 5)
+
+
+def _dataset_interval(args: argparse.Namespace) -> tuple[object, dict]:
+    """Run the training recipe (`train --dataset`) into a scratch folder: its cross-validation's out-of-fold
+    estimates give the interval. The recipe must build the checkpoint's architecture."""
+    import tempfile
+    from dataclasses import replace
+
+    from depscreen.engine.runtime.checkpoint import load_checkpoint
+    from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
+    from depscreen.engine.train.study import DATASET_TRAINING, run_study
+
+    if args.data is None:
+        raise ValueError("--dataset needs --data PATH (the dataset's folder)")
+    model, facts = load_checkpoint(args.model)
+    settings = replace(DATASET_TRAINING, seed=args.seed or 0)
+    spec, load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)
+    with tempfile.TemporaryDirectory() as scratch:
+        results = run_study(spec, load, Path(scratch), DEFAULT_TEXT_ENCODER_FOR_TRAINING, args.folds, settings,
+                            log=lambda line: print(line, file=sys.stderr))  # fmt: skip
+        recipe, recipe_facts = load_checkpoint(Path(scratch) / "model.pt")
+    if recipe.config != model.config or recipe_facts.text_encoder != facts.text_encoder:
+        raise ValueError(
+            f"{args.model} was not trained by this version's recipe (its model config or text encoder differs): "
+            "retrain it with `depscreen train --dataset`, which fits the interval itself"
+        )
+    return recipe_facts.interval, results["interval"]

@@ -4,6 +4,7 @@ what the page renders and ends the session from the keyboard."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ UNAVAILABLE = namespaces_available() or (
 pytestmark = [pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or ""), pytest.mark.slow]
 
 SENTENCES_WANTED = 2
+INTERVAL_SHOWN = r"not enough speech yet|none \(the model has no interval calibration\)|\d+% interval \d+%–\d+%"
+"""The page's interval: why there is none yet, or the nominal level and the bounds."""
 RENDER_DEADLINE_S = 120.0
 """Longest wait for the page to show the sentences (or the summary): generous for a loaded CI machine."""
 
@@ -43,6 +46,7 @@ class PageSeen:
     live_connection: str
     transcript: list[str]
     probability: str
+    interval: str
     modalities: list[str]
     symptom_count: int
     chart_points: int
@@ -100,6 +104,7 @@ def drive_page(url: str, wav: Path, profile: Path) -> PageSeen:
             "live_connection": text("connection"),
             "transcript": [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#transcript li")],
             "probability": text("probability"),
+            "interval": text("interval"),
             "modalities": [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#modalities li")],
             "symptom_count": len(driver.find_elements(By.CSS_SELECTOR, "#symptoms li [role=meter]")),
             "chart_points": len(driver.find_elements(By.CSS_SELECTOR, "#chart-points circle")),
@@ -135,6 +140,8 @@ def test_page_streams_camera_and_microphone_and_renders_live_updates(
     words = " ".join(seen.transcript).lower()
     assert any(word in words for word in ("fellow", "america", "ask not", "country")), seen.transcript
     assert seen.probability.endswith("%")
+    assert re.fullmatch(INTERVAL_SHOWN, seen.interval), seen.interval
+    assert re.search(r"Interval\s*(" + INTERVAL_SHOWN + ")", seen.summary), seen.summary
     audio, video, text = seen.modalities
     assert audio.startswith("Audio") and audio.endswith("%")
     assert video.startswith("Video") and video.endswith("not available")  # the fake camera shows no face

@@ -13,6 +13,7 @@ import torch
 
 from depscreen.cli import COMMANDS, build_parser
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, save_checkpoint
+from depscreen.engine.runtime.interval import INTERVAL_LEVEL
 from depscreen.streamer.settings import ServerSettings, settings_from_args
 
 from .conftest import FIXTURES
@@ -74,6 +75,23 @@ def test_train_synthetic_learns_the_planted_signal(tmp_path: Path) -> None:
     assert "synthetic" in facts.trained_on
     assert float(model.temperature) != 1.0, "temperature scaling was fitted"
     assert not torch.allclose(model.audio_std, torch.ones(25)), "feature scales come from real media"
+    assert summary["interval"]["fitted"], summary["interval"]
+    assert facts.interval is not None and facts.interval.level == INTERVAL_LEVEL, "the interval was fitted"
+    assert summary["interval"]["cross_validated"]["prefixes"] > 0
+
+    # an existing checkpoint gets its interval from fresh sessions, weights unchanged
+    calibrated = tmp_path / "calibrated.pt"
+    facts_without = replace(facts, interval=None)
+    save_checkpoint(tmp_path / "old.pt", model, facts_without)
+    result = depscreen("calibrate", "--model", str(tmp_path / "old.pt"), "--out", str(calibrated), "--synthetic",
+                       "--sessions", "120")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    recalibrated, new_facts = load_checkpoint(calibrated)
+    assert new_facts.interval is not None and replace(new_facts, interval=None) == facts_without
+    weights = zip(recalibrated.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    result = depscreen("calibrate", "--model", str(calibrated), "--out", str(calibrated), "--dataset", "eatd")
+    assert result.returncode == 2 and "--data" in result.stderr
 
 
 def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,6 +32,7 @@ from depscreen.clients.media import (
     interleave,
 )
 from depscreen.clients.session import ScreeningClient
+from depscreen.clients.updates import Interval, update_of
 from depscreen.v1 import screening_pb2
 
 from .conftest import FIXTURES, RunningServer
@@ -401,8 +402,8 @@ def _sentence(index: int, probability: float, transcript: str) -> screening_pb2.
     )
 
 
-def _text(state: LiveState) -> str:
-    console = Console(record=True, width=100)
+def _text(state: LiveState, width: int = 100) -> str:
+    console = Console(record=True, width=width)
     console.print(render(state))
     return console.export_text()
 
@@ -459,6 +460,33 @@ def test_live_view_big_percentage_and_summary() -> None:
     assert digits, "the percentage is drawn in big digits"
     assert "(no transcript)" in text
     assert "done: 1 sentences, 30.5 s speech in 41.0 s audio" in text
+
+
+def test_live_view_and_typed_updates_show_the_interval_or_why_there_is_none() -> None:
+    calibrated = _sentence(2, 0.3, "")
+    calibrated.sentence.estimate.MergeFrom(
+        screening_pb2.Estimate(interval_low=0.1, interval_high=0.62, interval_level=0.9, enough_speech=True)
+    )
+    assert update_of(calibrated).interval == Interval(
+        pytest.approx(0.1), pytest.approx(0.62), pytest.approx(0.9), True
+    )
+    assert update_of(calibrated).interval.words() == "90% interval 0.10-0.62"
+    state = LiveState()
+    state.apply(_sentence(0, 0.3, ""))
+    assert "not enough speech yet" in _text(state)
+    state.apply(calibrated)
+    text = _text(state)
+    assert "90% interval 0.10-0.62 " + "·" * 3 + "█" * 16 + "·" * 11 in text
+    uncalibrated = _sentence(3, 0.3, "")
+    uncalibrated.sentence.estimate.enough_speech = True
+    state.apply(uncalibrated)
+    assert "no interval (the model has no interval calibration)" in _text(state)
+    no_speech = screening_pb2.ServerMessage(summary=screening_pb2.SessionSummary(audio_seconds=3.0))
+    assert update_of(no_speech).interval.words() == "not enough speech yet"
+    state.apply(no_speech)
+    assert "final estimate: none (no sentence heard): not enough speech yet" in _text(state, width=200)
+    record = json.loads(cli.message_json(_sentence(0, 0.3, "")))["sentence"]["estimate"]
+    assert (record["interval_low"], record["interval_high"], record["enough_speech"]) == (0.0, 0.0, False)
 
 
 def test_sparkline_maps_low_to_high() -> None:

@@ -142,6 +142,12 @@ def test_a_live_session_sends_audio_frames_and_captions_and_yields_typed_updates
     assert all(0 <= s.probability <= 1 and s.end_ms > s.start_ms for s in sentences)
     assert updates[-1].sentences == len(sentences)
     assert updates[-1].audio_seconds == pytest.approx(len(interview_48k) / 96_000, abs=0.05)
+    for s in sentences:  # the interval crossed the wire with each estimate
+        if s.interval.enough_speech:
+            assert s.interval.low <= s.probability <= s.interval.high and s.interval.words() != "not enough speech yet"
+        else:
+            assert (s.interval.low, s.interval.high) == (0.0, 1.0) and s.interval.words() == "not enough speech yet"
+    assert updates[-1].interval == sentences[-1].interval
 
 
 def test_the_threaded_client_sends_from_one_thread_and_reads_in_another(

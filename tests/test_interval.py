@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -132,3 +133,82 @@ def test_interval_round_trips_the_wire() -> None:
     assert message.interval_high == pytest.approx(0.75)
     assert message.interval_level == pytest.approx(0.9)
     assert message.enough_speech is True
+
+
+def _sentence(index: int, audio_frames: int, snr_db: float, text: np.ndarray | None, transcript: str = ""):
+    from depscreen.engine.features.sentence import SentenceFeatures
+
+    rng = np.random.default_rng(index)
+    return SentenceFeatures(
+        index=index,
+        start_ms=index * 3000,
+        end_ms=index * 3000 + 2500,
+        speech_ms=audio_frames * 10,
+        snr_db=snr_db,
+        audio=rng.standard_normal((audio_frames, 25)).astype(np.float32),
+        video=np.zeros((0, 136), dtype=np.float32),
+        video_frames=0,
+        text=text,
+        transcript=transcript,
+        transcript_source="caption" if text is not None else "",
+        text_confidence=1.0 if text is not None else 0.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def calibrated_screener():
+    from depscreen.engine.runtime.checkpoint import DEMO_MODEL
+    from depscreen.engine.runtime.screener import Screener
+
+    screener = Screener.from_checkpoint(DEMO_MODEL, "cpu")
+    calibration = fit_interval(*simulated_sessions(300, seed=8))
+    return Screener(screener.model, replace(screener.facts, interval=calibration), screener.device)
+
+
+def test_estimates_carry_the_interval_once_there_is_enough_speech(calibrated_screener) -> None:
+    track = calibrated_screener.new_session()
+    estimates = []
+    for i in range(6):
+        estimates.append(calibrated_screener.step(track, _sentence(i, 250, 30.0, None)))
+        estimate = estimates[-1]
+        assert estimate.interval_level == INTERVAL_LEVEL
+        assert estimate.enough_speech == (track.account.usable_speech_s >= ENOUGH_SPEECH_S)
+        if not estimate.enough_speech:
+            assert (estimate.interval_low, estimate.interval_high) == (0.0, 1.0)
+        else:
+            assert estimate.interval_low <= estimate.probability <= estimate.interval_high
+    assert not estimates[0].enough_speech and estimates[-1].enough_speech, "2.5 s per sentence: enough after two"
+    offline = calibrated_screener.offline([_sentence(i, 250, 30.0, None) for i in range(6)])
+    bounds = [bound for e in estimates for bound in (e.interval_low, e.interval_high)]
+    assert [bound for e in offline for bound in (e.interval_low, e.interval_high)] == pytest.approx(bounds, abs=1e-5)
+
+
+def test_bad_input_gets_an_estimate_with_its_availability_and_interval_never_nan(calibrated_screener) -> None:
+    from depscreen.engine.features.text import make_text_embedder
+
+    embedder = make_text_embedder(calibrated_screener.facts.text_encoder)
+    pathological = ("我觉得 😀🙃 ok ça va مرحبا " * 400)[:8000]
+    sessions = {
+        "audio only": [_sentence(i, 250, 30.0, None) for i in range(4)],
+        "text only (no usable audio)": [
+            _sentence(i, 0, 0.0, embedder.features(["I can't sleep at night."])[0]) for i in range(4)
+        ],
+        "pathological transcript": [
+            _sentence(i, 250, 30.0, embedder.features([pathological])[0], pathological) for i in range(4)
+        ],
+    }
+    for name, sentences in sessions.items():
+        track = calibrated_screener.new_session()
+        for sentence in sentences:
+            estimate = calibrated_screener.step(track, sentence)
+            numbers = [estimate.probability, estimate.evidence, estimate.interval_low, estimate.interval_high]
+            numbers += [m.probability for m in estimate.modalities] + [m.weight for m in estimate.modalities]
+            assert all(math.isfinite(x) for x in numbers), (name, estimate)
+            assert 0.0 <= estimate.interval_low <= estimate.interval_high <= 1.0, name
+            available = {m.modality: m.available for m in estimate.modalities}
+            assert available["text"] == (sentence.text is not None), name
+            assert available["audio"] == (len(sentence.audio) > 0), name
+        if name == "text only (no usable audio)":
+            assert not estimate.enough_speech and (estimate.interval_low, estimate.interval_high) == (0.0, 1.0)
+        else:
+            assert estimate.enough_speech and estimate.interval_high - estimate.interval_low < 1.0, name

@@ -23,8 +23,9 @@ import numpy as np
 
 INTERVAL_LEVEL = 0.9
 """Nominal coverage: the share of sessions of each label whose interval contains that label (0 or 1)."""
-ENOUGH_SPEECH_S = 15.0
-"""Seconds of usable speech (speech x audio quality) before an estimate is more than "not enough speech yet"."""
+ENOUGH_SPEECH_S = 5.0
+"""Seconds of usable speech (speech seconds x audio quality: about 10 s of speech at 15 dB SNR) before an
+estimate is more than "not enough speech yet"."""
 MAX_BINS = 5
 """At most this many evidence bins."""
 MIN_BIN_SCORES = 20

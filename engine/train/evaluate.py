@@ -2,7 +2,8 @@
 
 Each session is streamed sentence by sentence through the same step function the live server uses (the
 recurrent state advanced one sentence at a time); the estimate after the last sentence is the session's
-score, and the checkpoint's decision threshold turns it into a screening result.
+score, and the checkpoint's decision threshold turns it into a screening result. The report lists every
+session's final estimate and interval too, so anyone can check what the estimate goes with.
 """
 
 from __future__ import annotations
@@ -24,8 +25,19 @@ def evaluate(screener: Screener, sessions: list[LabelledSession], seed: int = 0)
     """Metrics with 95% CIs and baselines (`metrics.screening_report`) of the streamed final estimates."""
     if not sessions:
         raise ValueError("no sessions to evaluate")
-    probabilities = np.array([stream_session(screener, s)[-1].probability for s in sessions])
+    finals = [stream_session(screener, s)[-1] for s in sessions]
+    probabilities = np.array([e.probability for e in finals])
     labels = np.array([s.label for s in sessions])
     threshold = screener.facts.decision_threshold
     report = screening_report(labels, probabilities, threshold, seed)
-    return {"model": screener.facts.model_id, "threshold": threshold, **report}
+    listing = [
+        {
+            "id": session.session_id,
+            "label": session.label,
+            "probability": round(final.probability, 4),
+            "interval_low": round(final.interval_low, 4),
+            "interval_high": round(final.interval_high, 4),
+        }
+        for session, final in zip(sessions, finals, strict=True)
+    ]
+    return {"model": screener.facts.model_id, "threshold": threshold, **report, "sessions": listing}

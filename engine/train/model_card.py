@@ -66,6 +66,34 @@ folds, and the AUROC gain gets a paired bootstrap 95% interval.
 """
 
 
+def share(value: float | None) -> str:
+    """A coverage as a percentage, or a dash where nothing was measured."""
+    return "–" if value is None else f"{value:.1%}"
+
+
+def interval_section(report: dict) -> str:
+    """What the estimate's interval is, and its coverage in cross-validation (`interval_fit.held_out_interval`)."""
+    if not report["fitted"]:
+        return f"No interval calibration was fitted ({report['reason']}): every interval is [0, 1]."
+    coverage = report["cross_validated"]
+    if "coverage" not in coverage:
+        return f"Interval calibration fitted on the out-of-fold estimates; {coverage['reason']}."
+    widths = ", ".join(
+        f"{row['evidence_low']:.2f}-{row['evidence_high']:.2f}: {row['mean_width']:.2f}"
+        for row in coverage["mean_width_by_evidence_quartile"]
+    )
+    by_label, last = coverage["coverage_by_label"], coverage["coverage_last_by_label"]
+    return (
+        f"Label-conditional split-conformal interval at {coverage['level']:.0%} nominal, per evidence bin, fitted "
+        f"on the out-of-fold estimate after every sentence (`runtime.interval`); none before "
+        f"{coverage['enough_speech_s']:g} s of usable speech. Coverage in CV (each fold checked with an interval "
+        f"fitted on the other folds): {share(coverage['coverage'])} of {coverage['prefixes']} estimates (label 0: "
+        f"{share(by_label['0'])}, label 1: {share(by_label['1'])}); at each session's last sentence "
+        f"{share(coverage['coverage_last'])} (label 0: {share(last['0'])}, label 1: {share(last['1'])}). Mean "
+        f"width by evidence quartile: {widths}."
+    )
+
+
 def write_model_card(path: Path, spec: DatasetSpec, results: dict) -> None:
     """Write the card: what the model is, data and terms, intended use, metrics with CIs, limits."""
     facts = results["facts"]
@@ -101,6 +129,9 @@ Thresholds chosen on each fold's training folds only; intervals resample whole s
 
 {results_table(results)}
 {_repeated_section(results)}
+## The interval
+{interval_section(results["interval"])}
+
 ## What moves the estimate
 PHQ-8 item similarities (gradient x input on the final logit, + raises the estimate):
 {", ".join(f"{k} {v:+.3f}" for k, v in items)}.

@@ -25,8 +25,9 @@ from depscreen.engine.train.crossval import CrossValidation, cross_validate, fit
 from depscreen.engine.train.datasets import DatasetSpec
 from depscreen.engine.train.faces import unlabelled_faces
 from depscreen.engine.train.interpret import attribute, video_gate_weight
+from depscreen.engine.train.interval_fit import held_out_interval
 from depscreen.engine.train.metrics import screening_report
-from depscreen.engine.train.model_card import write_model_card
+from depscreen.engine.train.model_card import share, write_model_card
 from depscreen.engine.train.repeated import repeated_comparison
 from depscreen.engine.train.report import plot_attribution, plot_estimate_vs_sentences, plot_reliability, plot_roc
 from depscreen.engine.train.sessions import DatasetLoad
@@ -82,6 +83,19 @@ def video_statistics() -> FeatureStats:
 
 def _row(name: str, cv: CrossValidation, seed: int) -> dict[str, object]:
     return {"name": name, **screening_report(cv.labels, cv.probabilities, cv.thresholds, seed), "epochs": cv.epochs}
+
+
+def _interval_line(report: dict[str, object]) -> str:
+    if not report["fitted"]:
+        return f"no interval calibration: {report['reason']}"
+    coverage = report["cross_validated"]
+    if "coverage" not in coverage:
+        return f"interval fitted; {coverage['reason']}"
+    by_label = coverage["coverage_by_label"]
+    return (
+        f"interval: {coverage['level']:.0%} nominal, {share(coverage['coverage'])} of {coverage['prefixes']} "
+        f"held-out estimates covered in CV (label 0: {share(by_label['0'])}, label 1: {share(by_label['1'])})"
+    )
 
 
 def run_study(
@@ -153,6 +167,10 @@ def run_study(
             rows.append(_row(f"baseline:{name}", cv, settings.seed))
             log(f"baseline {name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}")
     results["cross_validation"] = rows
+    interval, results["interval"] = held_out_interval(
+        restrict(load.sessions, MODEL.modalities), model_cv.prefix_probabilities, model_cv.folds
+    )
+    log(_interval_line(results["interval"]))
     if repeats > 1:
         model_sessions = restrict(load.sessions, MODEL.modalities)
         results["repeated"] = repeated_comparison(
@@ -197,6 +215,7 @@ def run_study(
         model_card_url="docs/MODEL_CARD.md",
         decision_threshold=round(final.threshold, 4),
         text_encoder=text_encoder,
+        interval=interval,
     )
     save_checkpoint(out / "model.pt", final.model, facts)
     results["facts"] = asdict(facts)
