@@ -124,11 +124,8 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 def message_json(message: screening_pb2.ServerMessage) -> str:
-    """One server message as a single JSON line (proto field names, enums by name, fields at their default value
-    included: an estimate always shows `interval_low` and `enough_speech`)."""
-    return json.dumps(
-        MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    )
+    """One server message as a single JSON line (proto field names, enums by name)."""
+    return json.dumps(MessageToDict(message, preserving_proto_field_name=True))
 
 
 async def _stream(args: argparse.Namespace) -> None:

@@ -179,17 +179,21 @@ def _sentence(body: object, where: str) -> SentencePoint:
         transcript=update.transcript,
         transcript_source=update.transcript_source,
         estimate=estimate,
-        interval=_interval(body.get("estimate", {}), estimate, where),  # type: ignore[union-attr]
+        interval=_interval(body.get("estimate", {}), where),  # type: ignore[union-attr]
     )
 
 
-def _interval(body: dict, estimate: pb.Estimate, where: str) -> tuple[float, float] | None:
+def _interval(body: dict, where: str) -> tuple[float, float] | None:
     if "interval_low" not in body and "interval_high" not in body:
         return None
-    low, high = estimate.interval_low, estimate.interval_high
-    if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high <= 1.0):
-        raise SentencesError(f"{where}: the estimate's interval [{low:g}, {high:g}] is not within 0..1 low to high")
-    return float(low), float(high)
+    low, high = body.get("interval_low", 0.0), body.get("interval_high", 0.0)
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (low, high)):
+        raise SentencesError(
+            f"{where}: estimate interval_low and interval_high must both be numbers, got {low!r}, {high!r}"
+        )
+    if not 0.0 <= low <= high <= 1.0:  # type: ignore[operator]
+        raise SentencesError(f"{where}: the estimate's interval [{low}, {high}] is not within 0..1 low to high")
+    return float(low), float(high)  # type: ignore[arg-type]
 
 
 def _recorded_model(recorded: dict, where: Path) -> pb.ModelInfo | None:

@@ -377,6 +377,16 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{name:<18}{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]{'':<6}"
             f"{_number(baselines['all_positive'].get(name)):>14}{_number(baselines['majority'].get(name)):>10}"
         )
+    interval = report["interval"]
+    if not interval["level"]:
+        print("interval: the checkpoint has no interval calibration (every interval is [0, 1])")
+    elif interval["coverage"] is not None:
+        by_label = interval["coverage_by_label"]
+        print(
+            f"interval ({interval['level']:.0%} nominal): holds the label in {interval['coverage']:.1%} of "
+            f"{interval['estimates_with_enough_speech']} estimates with enough speech (label 0: "
+            f"{_number(by_label['0'])}, label 1: {_number(by_label['1'])})"
+        )
     return 0
 
 

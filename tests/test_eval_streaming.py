@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,19 @@ def test_evaluate_reports_streamed_final_estimates(screener: Screener) -> None:
     predicted = finals >= screener.facts.decision_threshold
     assert report["recall"] == pytest.approx(float((predicted & (labels == 1)).sum() / labels.sum()), abs=1e-4)
     assert {"f1", "auroc", "ece", "balanced_accuracy", "baselines", "ci95"} <= set(report)
+    listed = report["sessions"]
+    assert [row["id"] for row in listed] == [s.session_id for s in sessions]
+    assert [row["label"] for row in listed] == labels.tolist()
+    assert [row["probability"] for row in listed] == pytest.approx(finals.tolist(), abs=1e-4)
+    for row in listed:
+        assert set(row) == {"id", "label", "probability", "interval_low", "interval_high"}
+        assert 0.0 <= row["interval_low"] <= row["interval_high"] <= 1.0
+    interval = report["interval"]
+    heard = [e for s in sessions for e in stream_session(screener, s) if e.enough_speech]
+    assert interval["estimates_with_enough_speech"] == len(heard)
+    calibration = screener.facts.interval
+    assert interval["level"] == (calibration.level if calibration else 0.0)
+    json.dumps(report)  # what `eval --json` prints
 
 
 def test_checkpoint_records_its_text_encoder_and_the_server_builds_it(tmp_path: Path) -> None:

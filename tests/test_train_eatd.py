@@ -65,6 +65,11 @@ def test_train_cross_validates_and_writes_checkpoint_report_and_card(subset: Pat
     assert results["cross_validation"][0]["name"] == "audio+text" and len(results["cross_validation"]) == 1
     assert set(results["attribution"]["items"]) >= {"sleep", "depressed_mood"}
     assert (out / "MODEL_CARD.md").read_text().count("research") >= 1
+    interval = results["interval"]  # 8 sessions: fitted, or a stated reason why not
+    assert interval["fitted"] == (facts.interval is not None)
+    assert "## The interval" in (out / "MODEL_CARD.md").read_text()
+    if not interval["fitted"]:
+        assert "needs at least" in interval["reason"]
     assert list(cache.rglob("*.npz")), "features were cached"
 
     evaluated = depscreen("eval", "--dataset", "eatd", "--data", str(subset), "--model", str(out / "model.pt"),
@@ -73,6 +78,10 @@ def test_train_cross_validates_and_writes_checkpoint_report_and_card(subset: Pat
     report = json.loads(evaluated.stdout)
     assert (report["n"], report["positives"], report["model"]) == (8, 4, facts.model_id)
     assert {"f1", "auroc", "precision", "recall", "accuracy", "balanced_accuracy", "ece", "baselines"} <= set(report)
+    assert sorted(row["id"] for row in report["sessions"]) == sorted(VOLUNTEERS)
+    for row in report["sessions"]:
+        assert row["label"] in (0, 1)
+        assert 0.0 <= row["interval_low"] <= row["probability"] <= row["interval_high"] <= 1.0
 
 
 def test_train_names_a_missing_data_folder(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ def evaluate(screener: Screener, sessions: list[LabelledSession], seed: int = 0)
     """Metrics with 95% CIs and baselines (`metrics.screening_report`) of the streamed final estimates."""
     if not sessions:
         raise ValueError("no sessions to evaluate")
-    finals = [stream_session(screener, s)[-1] for s in sessions]
+    streamed = [stream_session(screener, s) for s in sessions]
+    finals = [estimates[-1] for estimates in streamed]
     probabilities = np.array([e.probability for e in finals])
     labels = np.array([s.label for s in sessions])
     threshold = screener.facts.decision_threshold
@@ -40,4 +41,35 @@ def evaluate(screener: Screener, sessions: list[LabelledSession], seed: int = 0)
         }
         for session, final in zip(sessions, finals, strict=True)
     ]
-    return {"model": screener.facts.model_id, "threshold": threshold, **report, "sessions": listing}
+    return {
+        "model": screener.facts.model_id,
+        "threshold": threshold,
+        **report,
+        "interval": interval_report(streamed, labels),
+        "sessions": listing,
+    }
+
+
+def interval_report(streamed: list[list[Estimate]], labels: np.ndarray) -> dict[str, object]:
+    """How often the interval holds the label, over every estimate with enough speech and over each session's
+    last one (per label too); `level` 0 when the checkpoint has no interval calibration."""
+    prefixes = [(e, label) for estimates, label in zip(streamed, labels, strict=True) for e in estimates]
+    heard = [(e, label) for e, label in prefixes if e.enough_speech]
+    last = [(estimates[-1], label) for estimates, label in zip(streamed, labels, strict=True)]
+    last = [(e, label) for e, label in last if e.enough_speech]
+
+    def coverage(pairs: list[tuple[Estimate, int]]) -> float | None:
+        hits = [e.interval_low <= label <= e.interval_high for e, label in pairs]
+        return round(float(np.mean(hits)), 4) if hits else None
+
+    return {
+        "level": max((e.interval_level for e, _ in prefixes), default=0.0),
+        "estimates_with_enough_speech": len(heard),
+        "coverage": coverage(heard),
+        "coverage_by_label": {str(v): coverage([p for p in heard if p[1] == v]) for v in (0, 1)},
+        "sessions_with_enough_speech": len(last),
+        "coverage_last": coverage(last),
+        "mean_width_last": round(float(np.mean([e.interval_high - e.interval_low for e, _ in last])), 4)
+        if last
+        else None,
+    }
