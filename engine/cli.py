@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[sample_path()],
         help="with --synthetic: real media whose feature scales the synthetic data takes (as in train)",
     )
-    _cache_arguments(calibrate)
+    _feature_arguments(calibrate)
     calibrate.set_defaults(func=run_calibrate)
 
 
