@@ -287,7 +287,7 @@ def _train_dataset(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from depscreen.engine.train.cache import DEFAULT_CACHE_DIR, FeatureCache
-    from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
+    from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING, REFERENCE_TEXT_ENCODER
     from depscreen.engine.train.study import DATASET_TRAINING, run_study
 
     if args.data is None:
@@ -297,6 +297,11 @@ def _train_dataset(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         spec, load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)
+        reference = (
+            (REFERENCE_TEXT_ENCODER, _load(args, REFERENCE_TEXT_ENCODER)[1])
+            if args.experiments or args.repeats > 1
+            else None
+        )
         cache = None if args.no_cache else FeatureCache(args.cache or DEFAULT_CACHE_DIR)
         with Progress() as bar:
             task = bar.add_task("training", total=None)
@@ -322,6 +327,7 @@ def _train_dataset(args: argparse.Namespace) -> int:
                 log=bar.console.print,
                 cache=cache,
                 repeats=args.repeats,
+                reference=reference,
             )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

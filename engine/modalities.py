@@ -99,11 +99,14 @@ MODALITIES: tuple[Modality, ...] = (
     Modality(
         name="text",
         dim=text_feature_dim(DEFAULT_TEXT_ENCODER),
-        extractor="features.text: sentence embedding of the caption or ASR text + 8 PHQ-8 item similarities",
+        extractor=(
+            "features.text: sentence embedding or character n-gram counts of the caption or ASR text + 8 PHQ-8 "
+            "item similarities"
+        ),
         sequence=False,
         normalised=False,
         droppable=True,
-        encoder=lambda dim, c: TextEncoder(dim, c.d_model),
+        encoder=lambda dim, c: TextEncoder(dim, c.d_model, c.text_projection),
         quality=lambda f: f.text_confidence if f.text is not None else 0.0,
     ),
 )

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from depscreen.engine.features.text import MULTILINGUAL
+from depscreen.engine.features.text import CHAR_BUCKETS, CHAR_NGRAMS, PHQ8_ITEMS
 from depscreen.engine.runtime.checkpoint import load_checkpoint
+from depscreen.engine.train.char_lsa import LSA_COMPONENTS
 
 from .conftest import SHARED_DATA
 
@@ -57,12 +58,17 @@ def test_train_cross_validates_and_writes_checkpoint_report_and_card(subset: Pat
     assert 0.0 <= summary["cv_auroc"]["low"] <= summary["cv_auroc"]["value"] <= summary["cv_auroc"]["high"] <= 1.0
     assert "eatd: 8 sessions (4 positive)" in result.stderr
     model, facts = load_checkpoint(out / "model.pt")
-    assert facts.text_encoder == MULTILINGUAL and model.config.text_dim == 520
+    assert facts.text_encoder == CHAR_NGRAMS and model.config.text_dim == CHAR_BUCKETS + len(PHQ8_ITEMS)
+    assert model.config.text_projection == LSA_COMPONENTS and model.text_encoder.components.abs().sum() > 0
+    assert model.config.score_head and 25 <= float(model.score_mean) <= 100, "SDS index scale"
     assert "EATD" in facts.trained_on and 0.0 < facts.decision_threshold < 1.0
     for figure in ("roc", "reliability", "estimate_vs_sentences", "attribution"):
         assert (out / "report" / f"{figure}.png").stat().st_size > 10_000, figure
     results = json.loads((out / "results.json").read_text())
     assert results["cross_validation"][0]["name"] == "audio+text" and len(results["cross_validation"]) == 1
+    assert results["score_head"]["trained"] and "score head trains" in results["score_head"]["reason"]
+    assert set(results["cross_validation"][0]["heads"]) == {"fused", "audio", "text"}
+    assert set(results["cross_validation"][0]["score_error"]) >= {"mae", "rmse"}
     assert set(results["attribution"]["items"]) >= {"sleep", "depressed_mood"}
     assert (out / "MODEL_CARD.md").read_text().count("research") >= 1
     interval = results["interval"]  # 8 sessions: fitted, or a stated reason why not

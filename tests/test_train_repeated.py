@@ -76,11 +76,12 @@ def test_a_model_identical_to_a_baseline_gains_exactly_nothing() -> None:
     )
     assert [row["seed"] for row in result["repeats"]] == [4, 5, 6]
     for row in result["repeats"]:
-        assert row["difference"]["text-tfidf"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+        assert row["baselines_difference"]["text-tfidf"] == {"value": 0.0, "low": 0.0, "high": 0.0}
         assert row["model"] == row["baselines"]["text-tfidf"]
     summary = result["summary"]
-    assert summary["text-tfidf"]["auroc_difference"]["mean"] == 0.0
-    assert summary["text-tfidf"]["repeats_model_clearly_better"] == 0
+    assert summary["baselines"]["text-tfidf"]["auroc_difference"]["mean"] == 0.0
+    assert summary["baselines"]["text-tfidf"]["repeats_model_clearly_better"] == 0
+    assert summary["baselines"]["text-tfidf"]["repeats_model_higher"] == 0
     aurocs = [row["model"]["auroc"] for row in result["repeats"]]
     assert summary["model"]["auroc"]["mean"] == pytest.approx(np.mean(aurocs), abs=1e-4)
     assert summary["model"]["auroc"]["min"] == min(aurocs) and summary["model"]["auroc"]["max"] == max(aurocs)
@@ -91,16 +92,52 @@ def test_a_model_identical_to_a_baseline_gains_exactly_nothing() -> None:
 def test_a_perfect_model_beats_noisy_baselines_in_every_repeat_and_the_card_says_so() -> None:
     labelled = sessions()
     result = repeated_comparison(labelled, oracle(labelled), TrainSettings(seed=0), 3, 2, log=lambda _: None)
-    for name in ("text-tfidf", "audio-functionals", "text-embedding"):
+    for name in ("text-tfidf", "text-lsa", "audio-functionals", "text-embedding"):
         for row in result["repeats"]:
-            difference = row["difference"][name]
+            difference = row["baselines_difference"][name]
             assert difference["value"] == pytest.approx(1.0 - row["baselines"][name]["auroc"], abs=1e-3)
             assert difference["low"] <= difference["value"] <= difference["high"]
-        assert result["summary"][name]["repeats_model_clearly_better"] == 2
+        assert result["summary"]["baselines"][name]["repeats_model_clearly_better"] == 2
+        assert result["summary"]["baselines"][name]["repeats_model_higher"] == 2
     assert result["summary"]["model"]["auroc"] == {"mean": 1.0, "sd": 0.0, "min": 1.0, "max": 1.0}
+    assert result["summary"]["model"]["heads"]["fused"]["mean"] == 1.0
     table = repeated_table(result)
     assert "| model | 1.00 ± 0.00 [1.00, 1.00]" in table and "| baseline: text-tfidf |" in table
-    assert table.count("2 of 2") == 3
+    assert "| baseline: text-lsa |" in table
+    assert table.count("| 2 of 2 | 2 of 2 |") == 4, "higher and clearly better in both repeats, per baseline"
+
+
+def test_ablations_run_on_the_same_folds_with_paired_differences() -> None:
+    labelled = sessions()
+    seeds: list[int] = []
+
+    def ablation(settings: TrainSettings) -> CrossValidation:
+        seeds.append(settings.seed)
+        return cross_validate_baseline("text-tfidf", labelled, 3, settings.seed)
+
+    first = cross_validate_baseline("text-tfidf", labelled, 3, 0)
+    result = repeated_comparison(
+        labelled,
+        oracle(labelled),
+        TrainSettings(seed=0),
+        3,
+        3,
+        log=lambda _: None,
+        ablations={"weaker": ablation},
+        first_ablations={"weaker": first},
+    )
+    assert seeds == [1, 2], "the first assignment's run is reused, the others run on their own seeds"
+    for row in result["repeats"]:
+        assert row["ablations"]["weaker"] == row["baselines"]["text-tfidf"]
+        assert row["ablations_difference"]["weaker"] == row["baselines_difference"]["text-tfidf"]
+    summary = result["summary"]["ablations"]["weaker"]
+    assert summary["auroc_difference"] == result["summary"]["baselines"]["text-tfidf"]["auroc_difference"]
+    assert summary["repeats_model_higher"] == 3
+    assert "| ablation: weaker |" in repeated_table(result)
+    with pytest.raises(ValueError, match="different sessions"):
+        repeated_comparison(
+            labelled, oracle(labelled), TrainSettings(), 3, 2, log=lambda _: None, ablations={"x": oracle(labelled[1:])}
+        )
 
 
 def test_the_first_repeat_reuses_the_run_already_made() -> None:

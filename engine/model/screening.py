@@ -6,8 +6,9 @@ full scan over a whole session and is the offline reference (the streamed estima
 `forward_session` on sentences 1..k: prefix parity).
 
 Heads: the screening probability (temperature-calibrated), one auxiliary probability per modality from the
-running mean of that modality's sentence vectors (multi-task, as in MIMML), and the gate weights of the
-sentence as modality confidences.
+running mean of that modality's sentence vectors (multi-task, as in MIMML), the gate weights of the
+sentence as modality confidences and, when configured, the questionnaire score (SDS index, PHQ-8 total) as an
+auxiliary regression from the same session state as the screening head.
 
 With `ModelConfig.speaker_normalisation`, the audio descriptors are also normalised by the session's own
 running statistics (`model.speaker`), so encoding a sentence needs its session's state: live, `encode` takes
@@ -37,7 +38,13 @@ class ModelConfig:
     video_dim: int = modality("video").dim
     """68 normalised facial landmarks (x, y)."""
     text_dim: int = modality("text").dim
-    """Sentence embedding (384-d all-MiniLM-L6-v2 by default) + 8 PHQ-8 item similarities."""
+    """Text vector (384-d all-MiniLM-L6-v2 embedding by default, or hashed character n-gram counts) + 8 PHQ-8
+    item similarities."""
+    text_projection: int = 0
+    """LSA dimensions the text vector (character n-gram counts) is projected to; 0: a sentence embedding, used
+    as it is."""
+    score_head: bool = False
+    """A regression head for the dataset's continuous questionnaire score beside the screening head."""
     d_model: int = 64
     d_state: int = 16
     d_conv: int = 4
@@ -113,6 +120,8 @@ class SessionOutput:
     """Per-modality estimate; 0.5 (no information) for a modality not yet seen."""
     logit: torch.Tensor
     modality_logit: torch.Tensor
+    score: torch.Tensor | None = None
+    """Estimated questionnaire score (its own units); None without a score head."""
 
 
 class ScreeningModel(nn.Module):
@@ -137,6 +146,10 @@ class ScreeningModel(nn.Module):
         self.final_norm = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, 1)
         self.modality_heads = nn.ModuleList(nn.Linear(c.d_model, 1) for _ in MODALITIES)
+        if c.score_head:
+            self.score_head = nn.Linear(c.d_model, 1)
+            self.register_buffer("score_mean", torch.zeros(()))
+            self.register_buffer("score_std", torch.ones(()))
 
     def normalisation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) buffers of a normalised modality's raw features."""
@@ -150,6 +163,16 @@ class ScreeningModel(nn.Module):
                     mean, std = self.normalisation(m.name)
                     mean.copy_(stats[m.name][0])
                     std.copy_(stats[m.name][1].clamp(min=1e-6))
+
+    def set_score_stats(self, mean: float, std: float) -> None:
+        """Mean and standard deviation of the training sessions' scores (the score head predicts in their units)."""
+        with torch.no_grad():
+            self.score_mean.fill_(mean)
+            self.score_std.fill_(max(std, 1e-6))
+
+    def standardised_score(self, score: torch.Tensor) -> torch.Tensor:
+        """A score in the units the score head's loss is measured in (training mean 0, sd 1)."""
+        return (score - self.score_mean) / self.score_std
 
     def encode(self, batch: SentenceBatch, audio_before: torch.Tensor | None = None) -> EncodedSentences:
         """Encode and fuse `n` sentences (independent of how they are batched). A speaker-normalised model
@@ -244,11 +267,13 @@ class ScreeningModel(nn.Module):
             [head(means[..., i, :]).squeeze(-1) for i, head in enumerate(self.modality_heads)], dim=-1
         )
         seen = modality_count > 0
+        score = self.score_head(h).squeeze(-1) * self.score_std + self.score_mean if self.config.score_head else None
         return SessionOutput(
             probability=torch.sigmoid(logit),
             modality_probability=torch.where(seen, torch.sigmoid(modality_logit), torch.full_like(modality_logit, 0.5)),
             logit=logit,
             modality_logit=modality_logit,
+            score=score,
         )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER
+from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, TEXT_ENCODERS
 from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.interval import IntervalCalibration
@@ -33,8 +33,9 @@ class ModelFacts:
     decision_threshold: float = 0.5
     """Estimate at or above which a session screens positive (chosen on held-out training data)."""
     text_encoder: str = DEFAULT_TEXT_ENCODER
-    """The sentence encoder that made the training text features (`features.text.TEXT_ENCODERS`); the server
-    embeds live text with the same one. Checkpoints written before it was recorded used all-MiniLM-L6-v2."""
+    """The text featurizer that made the training text features (`features.text.TEXT_ENCODERS`); the server
+    builds live text features with the same one. Checkpoints written before it was recorded used
+    all-MiniLM-L6-v2."""
     segmenter: dict[str, object] = field(default_factory=lambda: asdict(SegmenterSettings()))
     """The `SegmenterSettings` that cut the training sentences. Checkpoints written before it was recorded
     were cut with the defaults."""
@@ -68,8 +69,30 @@ def feature_differences(facts: ModelFacts, segmenter: SegmenterSettings, video_f
     return differences
 
 
+def check_text_featurizer(config: ModelConfig, facts: ModelFacts) -> None:
+    """ValueError unless this version has the text featurizer `facts` names and it makes the text input that
+    `config` reads (its width, and n-gram counts exactly when the model projects them)."""
+    featurizer = TEXT_ENCODERS.get(facts.text_encoder)
+    if featurizer is None:
+        raise ValueError(
+            f"model {facts.model_id} reads text features of {facts.text_encoder!r}, a featurizer this version does "
+            f"not have ({', '.join(TEXT_ENCODERS)}): serve it with the depscreen version that trained it"
+        )
+    width = featurizer.DIM + featurizer.ITEMS
+    if config.text_dim != width or bool(config.text_projection) != featurizer.NGRAM_COUNTS:
+        raise ValueError(
+            f"model {facts.model_id} reads {config.text_dim}-d text input"
+            f"{' projected from n-gram counts' if config.text_projection else ''}, but its text featurizer "
+            f"{facts.text_encoder!r} makes {width}-d "
+            f"{'n-gram counts' if featurizer.NGRAM_COUNTS else 'sentence embeddings'}: the checkpoint is "
+            "inconsistent; retrain it or record the featurizer it was trained with"
+        )
+
+
 def save_checkpoint(path: str | Path, model: ScreeningModel, facts: ModelFacts) -> None:
-    """Write weights, config and facts to one file."""
+    """Write weights, config and facts to one file (ValueError when the facts' text featurizer does not make
+    the text input the model reads)."""
+    check_text_featurizer(model.config, facts)
     torch.save(
         {
             "format_version": FORMAT_VERSION,
@@ -89,10 +112,15 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a depscreen checkpoint (format {FORMAT_VERSION})")
-    model = ScreeningModel(ModelConfig(**blob["config"]))
+    recorded = dict(blob["facts"])
+    if recorded.get("interval") is not None:
+        recorded["interval"] = IntervalCalibration(**recorded["interval"])
+    config, facts = ModelConfig(**blob["config"]), ModelFacts(**recorded)
+    try:
+        check_text_featurizer(config, facts)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    model = ScreeningModel(config)
     model.load_state_dict(blob["state_dict"])
     model.eval()
-    facts = dict(blob["facts"])
-    if facts.get("interval") is not None:
-        facts["interval"] = IntervalCalibration(**facts["interval"])
-    return model.to(device or torch.device("cpu")), ModelFacts(**facts)
+    return model.to(device or torch.device("cpu")), facts

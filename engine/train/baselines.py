@@ -2,6 +2,8 @@
 
 - `text-tfidf`: character 1-3-gram TF-IDF of the session's whole transcript (what its captions said) +
   class-balanced logistic regression; works for Mandarin without word segmentation.
+- `text-lsa`: the same TF-IDF reduced to `char_lsa.LSA_COMPONENTS` latent dimensions (truncated SVD fitted on
+  the training part) + class-balanced logistic regression: the session-level twin of the model's text pathway.
 - `audio-functionals`: mean and standard deviation of each eGeMAPS LLD over all the session's frames (50
   numbers) + class-balanced logistic regression on standardised values.
 - `text-embedding`: the mean of the session's sentence text features (the model's own text input: sentence
@@ -18,11 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from depscreen.engine.train.char_lsa import LSA_COMPONENTS
 from depscreen.engine.train.crossval import VALIDATION_SHARE, CrossValidation, split_validation, stratified_folds
 from depscreen.engine.train.metrics import best_f1_threshold
 from depscreen.engine.train.sessions import LabelledSession
@@ -43,10 +47,20 @@ def mean_text_features(session: LabelledSession) -> np.ndarray:
     return np.mean([s.text for s in session.sentences if s.text is not None], axis=0)
 
 
+def _char_tfidf() -> TfidfVectorizer:
+    return TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+
+
 def _text_model() -> Pipeline:
+    return make_pipeline(_char_tfidf(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
+
+
+def _text_lsa_model() -> Pipeline:
     return make_pipeline(
-        TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2),
-        LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000),
+        _char_tfidf(),
+        TruncatedSVD(LSA_COMPONENTS, random_state=0),
+        StandardScaler(),
+        LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000),
     )
 
 
@@ -66,6 +80,7 @@ class Baseline:
 
 BASELINES: dict[str, Baseline] = {
     "text-tfidf": Baseline(transcript, _text_model, lambda session: bool(transcript(session).strip())),
+    "text-lsa": Baseline(transcript, _text_lsa_model, lambda session: bool(transcript(session).strip())),
     "audio-functionals": Baseline(
         audio_functionals, _standardised_model, lambda session: any(len(s.audio) for s in session.sentences)
     ),

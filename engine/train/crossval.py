@@ -14,14 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from depscreen.engine.modalities import MODALITY_NAMES
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
-from depscreen.engine.train.metrics import best_f1_threshold
+from depscreen.engine.train.metrics import auroc, best_f1_threshold
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stats import FeatureStats, measured_stats
 from depscreen.engine.train.trainer import (
     ModelFactory,
     Progress,
     TrainSettings,
+    final_outputs,
     fit_temperature,
     prefix_logits,
     train_model,
@@ -115,6 +117,38 @@ class CrossValidation:
     """The threshold of the fold each session was tested in (chosen on that fold's training folds)."""
     folds: np.ndarray
     epochs: list[int]
+    modality_probabilities: np.ndarray | None = None
+    """`[sessions, modalities]` each per-modality head's out-of-fold estimate (0.5: modality never seen)."""
+    scores: np.ndarray | None = None
+    """Out-of-fold estimate of each session's questionnaire score (models with a score head)."""
+    true_scores: np.ndarray | None = None
+    """The sessions' own scores, where `scores` is set."""
+    training_mean_scores: np.ndarray | None = None
+    """The mean score of each session's training folds: the error of this constant is the reference."""
+
+    def head_aurocs(self) -> dict[str, float]:
+        """Out-of-fold AUROC of the fused estimate and of each per-modality head whose modality some session
+        had (`MODALITIES` names)."""
+        heads = {"fused": round(auroc(self.labels, self.probabilities), 4)}
+        if self.modality_probabilities is not None:
+            for i, name in enumerate(MODALITY_NAMES):
+                column = self.modality_probabilities[:, i]
+                if (column != 0.5).any():
+                    heads[name] = round(auroc(self.labels, column), 4)
+        return heads
+
+    def score_error(self) -> dict[str, float] | None:
+        """Out-of-fold MAE and RMSE of the score head, beside those of predicting the training folds' mean
+        score; None without a score head."""
+        if self.scores is None:
+            return None
+        error, reference = self.scores - self.true_scores, self.training_mean_scores - self.true_scores
+        return {
+            "mae": round(float(np.abs(error).mean()), 3),
+            "rmse": round(float(np.sqrt((error**2).mean())), 3),
+            "training_mean_mae": round(float(np.abs(reference).mean()), 3),
+            "training_mean_rmse": round(float(np.sqrt((reference**2).mean())), 3),
+        }
 
 
 def cross_validate(
@@ -150,7 +184,18 @@ def cross_validate(
             progress,
             faces,
         )
-        logits = prefix_logits(fitted.model, [sessions[i] for i in test])
+        test_sessions = [sessions[i] for i in test]
+        logits = prefix_logits(fitted.model, test_sessions)
+        outputs = final_outputs(fitted.model, test_sessions)
+        if result.modality_probabilities is None:
+            result.modality_probabilities = np.full((len(sessions), outputs.modality_probability.shape[1]), 0.5)
+        result.modality_probabilities[test] = outputs.modality_probability
+        if outputs.score is not None:
+            if result.scores is None:
+                result.scores, result.training_mean_scores = np.zeros(len(sessions)), np.zeros(len(sessions))
+                result.true_scores = np.array([s.score for s in sessions], dtype=float)
+            result.scores[test] = outputs.score
+            result.training_mean_scores[test] = np.mean([s.score for i, s in enumerate(sessions) if i not in test_set])
         for i, prefix in zip(test, logits, strict=True):
             probabilities = 1 / (1 + np.exp(-prefix / fitted.temperature))
             result.prefix_probabilities[i] = probabilities

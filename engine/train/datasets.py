@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from depscreen.engine.features.text import MULTILINGUAL
+from depscreen.engine.features.text import CHAR_NGRAMS, MULTILINGUAL
 from depscreen.engine.modalities import modality
 from depscreen.engine.train.daic import load_daic
 from depscreen.engine.train.eatd import LANGUAGE as EATD_LANGUAGE
@@ -94,8 +94,11 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 """Datasets by the name `--dataset` takes."""
 
-DEFAULT_TEXT_ENCODER_FOR_TRAINING = MULTILINGUAL
-"""Models trained with `depscreen train --dataset` embed text with the multilingual encoder."""
+DEFAULT_TEXT_ENCODER_FOR_TRAINING = CHAR_NGRAMS
+"""Models trained with `depscreen train --dataset` read character n-grams of the text (PHQ-8 similarities
+from the multilingual encoder)."""
+REFERENCE_TEXT_ENCODER = MULTILINGUAL
+"""The sentence encoder of the `sentence-embedding-text` ablation (the text pathway the n-grams replaced)."""
 
 
 def dataset(name: str) -> DatasetSpec:

@@ -31,26 +31,46 @@ def results_table(results: dict) -> str:
 
 
 def repeated_table(repeated: dict) -> str:
-    """Markdown table of the repeated comparison: mean ± sd over fold assignments, and paired AUROC gains."""
+    """Markdown table of the repeated comparison: mean ± sd over fold assignments, and paired AUROC gains of the
+    model over each baseline and ablation."""
     summary = repeated["summary"]
     count = len(repeated["repeats"])
     lines = [
-        "| method | AUROC mean ± sd [min, max] | F1 mean ± sd | model AUROC minus this | repeats with its CI > 0 |",
-        "| --- | --- | --- | --- | --- |",
+        "| method | AUROC mean ± sd [min, max] | F1 mean ± sd | ECE mean | model AUROC minus this "
+        "| repeats model higher | repeats with its CI > 0 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, values in summary.items():
+    methods = [("model", summary["model"])]
+    methods += [(f"baseline: {name}", values) for name, values in summary["baselines"].items()]
+    methods += [(f"ablation: {name}", values) for name, values in summary["ablations"].items()]
+    for label, values in methods:
         auroc, f1 = values["auroc"], values["f1"]
-        gain, better = "–", "–"
+        gain, higher, better = "–", "–", "–"
         if "auroc_difference" in values:
             difference = values["auroc_difference"]
-            gain = f"{difference['mean']:+.2f} ± {difference['sd']:.2f}"
+            gain = f"{difference['mean']:+.3f} ± {difference['sd']:.3f}"
+            higher = f"{values['repeats_model_higher']} of {count}"
             better = f"{values['repeats_model_clearly_better']} of {count}"
-        label = name if name == "model" else f"baseline: {name}"
         lines.append(
             f"| {label} | {auroc['mean']:.2f} ± {auroc['sd']:.2f} [{auroc['min']:.2f}, {auroc['max']:.2f}] "
-            f"| {f1['mean']:.2f} ± {f1['sd']:.2f} | {gain} | {better} |"
+            f"| {f1['mean']:.2f} ± {f1['sd']:.2f} | {values['ece']['mean']:.3f} | {gain} | {higher} | {better} |"
         )
     return "\n".join(lines)
+
+
+def heads_line(repeated: dict) -> str:
+    """The model's fused and per-modality-head AUROCs (mean ± sd over repeats), and its score head's error."""
+    model = repeated["summary"]["model"]
+    heads = ", ".join(f"{name} {v['mean']:.3f} ± {v['sd']:.3f}" for name, v in model["heads"].items())
+    line = f"Per head (AUROC mean ± sd over repeats): {heads}."
+    if "score_error" in model:
+        e = model["score_error"]
+        line += (
+            f" Score head, out of fold: MAE {e['mae']['mean']:.2f} ± {e['mae']['sd']:.2f}, RMSE "
+            f"{e['rmse']['mean']:.2f} ± {e['rmse']['sd']:.2f} (predicting the training folds' mean score: MAE "
+            f"{e['training_mean_mae']['mean']:.2f}, RMSE {e['training_mean_rmse']['mean']:.2f})."
+        )
+    return line
 
 
 def _repeated_section(results: dict) -> str:
@@ -63,6 +83,8 @@ Seeds {results["seed"]} to {results["seed"] + count - 1}; each repeat scores the
 folds, and the AUROC gain gets a paired bootstrap 95% interval.
 
 {repeated_table(results["repeated"])}
+
+{heads_line(results["repeated"])}
 """
 
 
@@ -122,7 +144,8 @@ research-only terms. Skipped while loading:
 Text encoder `{facts["text_encoder"]}`; model config {results["config"]}; settings {results["settings"]}. The final
 model was trained on all sessions but a stratified 20% held out for early stopping (stopped after
 {results["final"]["epochs"]} epochs), temperature scaling (T = {results["final"]["temperature"]:.3f}) and the
-decision threshold ({results["final"]["threshold"]:.3f}, best F1 on the held-out part).
+decision threshold ({results["final"]["threshold"]:.3f}, best F1 on the held-out part). Continuous score:
+{results["score_head"]["reason"]}.
 
 ## Metrics ({results["folds"]}-fold cross-validation, seed {results["seed"]}, out-of-fold, 95% bootstrap CIs)
 Thresholds chosen on each fold's training folds only; intervals resample whole sessions, stratified by label.

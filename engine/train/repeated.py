@@ -5,8 +5,11 @@ the same baseline moves by about ±0.06 between fold seeds, and a single 80/20 s
 claim that the model beats a baseline is measured here as a paired difference, repeated over `repeats` fold
 assignments (seeds `seed`, `seed + 1`, ...): each repeat scores the model and every baseline on the same folds,
 and the difference of their AUROCs gets a 95% interval from a paired, label-stratified bootstrap over
-sessions (the same resampled sessions score both). The summary gives each method's mean and spread over
-repeats, and per baseline the mean difference and in how many repeats its interval lay above zero.
+sessions (the same resampled sessions score both). Ablations of the model (variants with one part taken out)
+run on the same folds and get the same paired differences. The summary gives each method's mean and spread
+over repeats (the model's also per modality head, and the error of its score head), and per baseline and
+ablation the mean difference, in how many repeats the model's AUROC was higher and in how many its interval
+lay above zero.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from depscreen.engine.train.baselines import applicable_baselines, cross_validate_baseline
 from depscreen.engine.train.crossval import CrossValidation
-from depscreen.engine.train.metrics import auroc, bootstrap, classification
+from depscreen.engine.train.metrics import auroc, bootstrap, classification, expected_calibration_error
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.trainer import TrainSettings
 
@@ -32,12 +35,26 @@ def auroc_difference(labels: np.ndarray, model: np.ndarray, baseline: np.ndarray
     return interval.to_dict()
 
 
-def _scores(cv: CrossValidation) -> dict[str, float]:
+def _scores(cv: CrossValidation) -> dict[str, object]:
     predicted = cv.probabilities >= cv.thresholds
-    return {
+    scores: dict[str, object] = {
         "auroc": round(auroc(cv.labels, cv.probabilities), 4),
         "f1": round(classification(cv.labels, predicted)["f1"], 4),
+        "ece": round(expected_calibration_error(cv.labels, cv.probabilities), 4),
+        "heads": cv.head_aurocs(),
     }
+    if (error := cv.score_error()) is not None:
+        scores["score_error"] = error
+    return scores
+
+
+def _compare(row: dict, kind: str, name: str, model_cv: CrossValidation, other: CrossValidation, seed: int) -> None:
+    if other.session_ids != model_cv.session_ids:
+        raise ValueError(f"the model and {name} were scored on different sessions: pass the same list")
+    row[kind][name] = _scores(other)
+    row[f"{kind}_difference"][name] = auroc_difference(
+        model_cv.labels, model_cv.probabilities, other.probabilities, seed
+    )
 
 
 def repeated_comparison(
@@ -48,30 +65,44 @@ def repeated_comparison(
     repeats: int,
     first: CrossValidation | None = None,
     log: Callable[[str], None] = print,
+    ablations: dict[str, CrossValidator] | None = None,
+    first_ablations: dict[str, CrossValidation] | None = None,
 ) -> dict[str, object]:
-    """The model and every baseline on `repeats` fold assignments (see the module docstring).
+    """The model, every baseline and every ablation on `repeats` fold assignments (see the module docstring).
 
-    `first`: the model's run on the first assignment (`settings.seed`) if already done, so it is not repeated.
+    `first` and `first_ablations`: runs on the first assignment (`settings.seed`) already made, so they are not
+    repeated. Every method must score the same sessions in the same order.
     """
     if repeats < 2:
         raise ValueError(f"repeated cross-validation needs at least 2 repeats, not {repeats}")
+    ablations, first_ablations = ablations or {}, first_ablations or {}
     rows = []
     for repeat in range(repeats):
         seed = settings.seed + repeat
         model_cv = first if repeat == 0 and first is not None else model(replace(settings, seed=seed))
-        row: dict[str, object] = {"seed": seed, "model": _scores(model_cv), "baselines": {}, "difference": {}}
+        row: dict[str, object] = {
+            "seed": seed,
+            "model": _scores(model_cv),
+            "baselines": {},
+            "baselines_difference": {},
+            "ablations": {},
+            "ablations_difference": {},
+        }
         for name in applicable_baselines(sessions):
-            baseline_cv = cross_validate_baseline(name, sessions, folds, seed)
-            if baseline_cv.session_ids != model_cv.session_ids:
-                raise ValueError(f"the model and baseline {name} were scored on different sessions: pass the same list")
-            row["baselines"][name] = _scores(baseline_cv)
-            row["difference"][name] = auroc_difference(
-                model_cv.labels, model_cv.probabilities, baseline_cv.probabilities, seed
+            _compare(row, "baselines", name, model_cv, cross_validate_baseline(name, sessions, folds, seed), seed)
+        for name, ablation in ablations.items():
+            ablation_cv = (
+                first_ablations[name]
+                if repeat == 0 and name in first_ablations
+                else ablation(replace(settings, seed=seed))
             )
+            _compare(row, "ablations", name, model_cv, ablation_cv, seed)
         rows.append(row)
         log(
             f"repeat {repeat + 1}/{repeats} (seed {seed}): model AUROC {row['model']['auroc']:.3f}, "
-            + ", ".join(f"{name} {scores['auroc']:.3f}" for name, scores in row["baselines"].items())
+            + ", ".join(
+                f"{name} {scores['auroc']:.3f}" for name, scores in {**row["baselines"], **row["ablations"]}.items()
+            )
         )
     return {"repeats": rows, "summary": summarise(rows)}
 
@@ -85,16 +116,29 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
+METRICS = ("auroc", "f1", "ece")
+"""The per-repeat metrics summarised for every method."""
+
+
 def summarise(rows: list[dict]) -> dict[str, object]:
-    """Mean, sd, min and max over repeats of each method's AUROC and F1, and of each AUROC difference."""
-    summary: dict[str, object] = {
-        "model": {metric: _spread([row["model"][metric] for row in rows]) for metric in ("auroc", "f1")}
+    """Mean, sd, min and max over repeats of each method's metrics, of the model's per-head AUROCs and score
+    error, and of each AUROC difference, with the counts of repeats the model was higher and clearly better."""
+    model: dict[str, object] = {metric: _spread([row["model"][metric] for row in rows]) for metric in METRICS}
+    model["heads"] = {
+        head: _spread([row["model"]["heads"][head] for row in rows]) for head in rows[0]["model"]["heads"]
     }
-    for name in rows[0]["baselines"]:
-        differences = [row["difference"][name] for row in rows]
-        summary[name] = {
-            **{metric: _spread([row["baselines"][name][metric] for row in rows]) for metric in ("auroc", "f1")},
-            "auroc_difference": _spread([d["value"] for d in differences]),
-            "repeats_model_clearly_better": sum(d["low"] > 0 for d in differences),
+    if "score_error" in rows[0]["model"]:
+        model["score_error"] = {
+            key: _spread([row["model"]["score_error"][key] for row in rows]) for key in rows[0]["model"]["score_error"]
         }
+    summary: dict[str, object] = {"model": model, "baselines": {}, "ablations": {}}
+    for kind in ("baselines", "ablations"):
+        for name in rows[0][kind]:
+            differences = [row[f"{kind}_difference"][name] for row in rows]
+            summary[kind][name] = {
+                **{metric: _spread([row[kind][name][metric] for row in rows]) for metric in METRICS},
+                "auroc_difference": _spread([d["value"] for d in differences]),
+                "repeats_model_higher": sum(row["model"]["auroc"] > row[kind][name]["auroc"] for row in rows),
+                "repeats_model_clearly_better": sum(d["low"] > 0 for d in differences),
+            }
     return summary

@@ -3,8 +3,14 @@ classic baselines), fit the shipped model on all sessions, and write checkpoint,
 
 Variants (all on the same seeded folds, the threshold always chosen on training folds):
 `audio+text` (the model), `audio`, `text`; ablations of the model: `session-mean-pool` (no session Mamba),
-`forward-only-encoder` (no backward scan in the sentence encoders), `no-modality-dropout`. With `repeats` > 1
-the model and the baselines are also compared over that many fold assignments (`repeated`).
+`forward-only-encoder` (no backward scan in the sentence encoders), `no-modality-dropout`, `no-score-head`
+(the binary head alone) and, given the dataset featurized with a sentence encoder as `reference`,
+`sentence-embedding-text` (the text token from a sentence embedding instead of character n-grams). With
+`repeats` > 1 the model, the baselines and the `REPEATED_ABLATIONS` are also compared over that many fold
+assignments (`repeated`).
+
+The score head trains only when every session has the dataset's continuous score; otherwise the binary head
+trains alone and the results (`score_head`) and the log say so.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from depscreen.engine.features.text import text_feature_dim
+from depscreen.engine.features.text import TEXT_ENCODERS, text_feature_dim
 from depscreen.engine.modalities import modality
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
 from depscreen.engine.train.baselines import BASELINES, applicable_baselines, cross_validate_baseline
 from depscreen.engine.train.cache import FeatureCache
+from depscreen.engine.train.char_lsa import LSA_COMPONENTS
 from depscreen.engine.train.crossval import CrossValidation, cross_validate, fit
 from depscreen.engine.train.datasets import DatasetSpec
 from depscreen.engine.train.faces import unlabelled_faces
@@ -30,7 +37,7 @@ from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.model_card import share, write_model_card
 from depscreen.engine.train.repeated import repeated_comparison
 from depscreen.engine.train.report import plot_attribution, plot_estimate_vs_sentences, plot_reliability, plot_roc
-from depscreen.engine.train.sessions import DatasetLoad
+from depscreen.engine.train.sessions import DatasetLoad, LabelledSession
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.trainer import ModelFactory, Progress, TrainSettings
 from depscreen.engine.train.variants import MODALITY_SETS, MeanPoolScreeningModel, forward_only, restrict
@@ -48,9 +55,28 @@ DATASET_TRAINING = TrainSettings(
 """Real datasets are small (EATD: 82 sessions): a small model, strong weight decay, short audio crops."""
 
 
-def dataset_config(text_encoder: str, audio_dim: int = modality("audio").dim) -> ModelConfig:
-    """A small model for small datasets: d_model 32, audio LLDs pooled to 100 ms steps."""
-    return ModelConfig(audio_dim=audio_dim, text_dim=text_feature_dim(text_encoder), d_model=32, audio_pool=10)
+def dataset_config(text_encoder: str, audio_dim: int = modality("audio").dim, score_head: bool = False) -> ModelConfig:
+    """A small model for small datasets: d_model 32, audio LLDs pooled to 100 ms steps; character n-gram counts
+    projected to `LSA_COMPONENTS` dimensions."""
+    return ModelConfig(
+        audio_dim=audio_dim,
+        text_dim=text_feature_dim(text_encoder),
+        text_projection=LSA_COMPONENTS if TEXT_ENCODERS[text_encoder].NGRAM_COUNTS else 0,
+        score_head=score_head,
+        d_model=32,
+        audio_pool=10,
+    )
+
+
+def score_head_decision(sessions: list[LabelledSession]) -> tuple[bool, str]:
+    """(whether the score head trains, why): only when every session has the continuous score."""
+    missing = sum(s.score is None for s in sessions)
+    if missing:
+        return False, (
+            f"{missing} of {len(sessions)} sessions have no continuous score: the binary head trains alone, without "
+            "the score head"
+        )
+    return True, f"all {len(sessions)} sessions have the continuous score: the score head trains beside the binary head"
 
 
 @dataclass(frozen=True)
@@ -60,16 +86,26 @@ class Variant:
     factory: ModelFactory = ScreeningModel
     modality_dropout: float | None = None
     """None: the training settings' own."""
+    score_head: bool = True
+    """False: no score head even where the sessions have the score."""
+    reference_text: bool = False
+    """Trained on the `reference` featurization (text from a sentence encoder) instead of character n-grams."""
 
 
 MODEL = Variant("audio+text", MODALITY_SETS["audio+text"])
+SENTENCE_EMBEDDING_TEXT = Variant("sentence-embedding-text", MODALITY_SETS["audio+text"], reference_text=True)
+NO_SCORE_HEAD = Variant("no-score-head", MODALITY_SETS["audio+text"], score_head=False)
 EXPERIMENTS = (
     Variant("audio", MODALITY_SETS["audio"]),
     Variant("text", MODALITY_SETS["text"]),
     Variant("session-mean-pool", MODALITY_SETS["audio+text"], MeanPoolScreeningModel),
     Variant("forward-only-encoder", MODALITY_SETS["audio+text"], forward_only),
     Variant("no-modality-dropout", MODALITY_SETS["audio+text"], modality_dropout=0.0),
+    NO_SCORE_HEAD,
+    SENTENCE_EMBEDDING_TEXT,
 )
+REPEATED_ABLATIONS = (SENTENCE_EMBEDDING_TEXT, NO_SCORE_HEAD)
+"""The ablations `repeats` > 1 also compares over every fold assignment: the parts issue-level choices rest on."""
 
 
 def video_statistics() -> FeatureStats:
@@ -82,7 +118,11 @@ def video_statistics() -> FeatureStats:
 
 
 def _row(name: str, cv: CrossValidation, seed: int) -> dict[str, object]:
-    return {"name": name, **screening_report(cv.labels, cv.probabilities, cv.thresholds, seed), "epochs": cv.epochs}
+    row = {"name": name, **screening_report(cv.labels, cv.probabilities, cv.thresholds, seed), "epochs": cv.epochs}
+    row["heads"] = cv.head_aurocs()
+    if (error := cv.score_error()) is not None:
+        row["score_error"] = error
+    return row
 
 
 def _interval_line(report: dict[str, object]) -> str:
@@ -110,16 +150,20 @@ def run_study(
     log: Callable[[str], None] = print,
     cache: FeatureCache | None = None,
     repeats: int = 1,
+    reference: tuple[str, DatasetLoad] | None = None,
 ) -> dict[str, object]:
     """Everything `depscreen train --dataset` writes (see the module docstring); returns the results.
 
-    `progress(task)` gives the per-epoch callback of a task's training runs.
+    `progress(task)` gives the per-epoch callback of a task's training runs; `reference`: (text featurizer,
+    the same dataset featurized with it), for the `sentence-embedding-text` ablation.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, not {repeats}")
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    config = dataset_config(text_encoder, spec.audio_dim)
+    scored, reason = score_head_decision(load.sessions)
+    log(reason)
+    config = dataset_config(text_encoder, spec.audio_dim, scored)
     video = video_statistics()
     has_video = any(len(s.video) for session in load.sessions for s in session.sentences)
     faces = None if has_video or not settings.unlabelled_video else unlabelled_faces(cache=cache)
@@ -133,30 +177,46 @@ def run_study(
         "settings": asdict(settings),
         "config": config.to_dict(),
         "text_encoder": text_encoder,
+        "score_head": {"trained": scored, "reason": reason},
     }
-    rows: list[dict[str, object]] = []
-    model_cv: CrossValidation | None = None
-    for variant in (MODEL, *EXPERIMENTS) if experiments else (MODEL,):
-        sessions = restrict(load.sessions, variant.modalities)
-        variant_settings = (
-            settings
-            if variant.modality_dropout is None
-            else replace(settings, modality_dropout=variant.modality_dropout)
-        )
-        variant_started = time.perf_counter()
-        cv = cross_validate(
-            sessions,
+
+    def runnable(variant: Variant) -> bool:
+        if variant.reference_text and reference is None:
+            log(f"{variant.name} not run: no reference featurization of the dataset was given")
+            return False
+        return True
+
+    def variant_sessions(variant: Variant) -> list[LabelledSession]:
+        source = reference[1] if variant.reference_text and reference else load
+        return restrict(source.sessions, variant.modalities)
+
+    def variant_cv(variant: Variant, variant_settings: TrainSettings, task: str) -> CrossValidation:
+        featurizer = reference[0] if variant.reference_text and reference else text_encoder
+        if variant.modality_dropout is not None:
+            variant_settings = replace(variant_settings, modality_dropout=variant.modality_dropout)
+        return cross_validate(
+            variant_sessions(variant),
             video,
-            config,
+            dataset_config(featurizer, spec.audio_dim, scored and variant.score_head),
             variant_settings,
             folds,
             variant.factory,
-            progress=progress(variant.name) if progress else None,
+            progress=progress(task) if progress else None,
             faces=faces,
         )
+
+    rows: list[dict[str, object]] = []
+    first: dict[str, CrossValidation] = {}
+    for variant in (MODEL, *EXPERIMENTS) if experiments else (MODEL,):
+        if not runnable(variant):
+            continue
+        variant_started = time.perf_counter()
+        cv = first[variant.name] = variant_cv(variant, settings, variant.name)
         rows.append({**_row(variant.name, cv, settings.seed), "seconds": round(time.perf_counter() - variant_started)})
-        log(f"{variant.name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}")
-        model_cv = model_cv or cv
+        log(
+            f"{variant.name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}  heads {rows[-1]['heads']}"
+        )
+    model_cv = first[MODEL.name]
     baselines = {}
     if experiments:
         usable = applicable_baselines(load.sessions)
@@ -172,24 +232,24 @@ def run_study(
     )
     log(_interval_line(results["interval"]))
     if repeats > 1:
-        model_sessions = restrict(load.sessions, MODEL.modalities)
+        ablations = [v for v in REPEATED_ABLATIONS if runnable(v) and (scored or v.score_head)]
         results["repeated"] = repeated_comparison(
-            model_sessions,
-            lambda repeat_settings: cross_validate(
-                model_sessions,
-                video,
-                config,
-                repeat_settings,
-                folds,
-                MODEL.factory,
-                progress=progress(f"{MODEL.name}, seed {repeat_settings.seed}") if progress else None,
-                faces=faces,
-            ),
+            variant_sessions(MODEL),
+            lambda repeat_settings: variant_cv(MODEL, repeat_settings, f"{MODEL.name}, seed {repeat_settings.seed}"),
             settings,
             folds,
             repeats,
             first=model_cv,
             log=log,
+            ablations={
+                v.name: (
+                    lambda repeat_settings, v=v: variant_cv(
+                        v, repeat_settings, f"{v.name}, seed {repeat_settings.seed}"
+                    )
+                )
+                for v in ablations
+            },
+            first_ablations={v.name: first[v.name] for v in ablations if v.name in first},
         )
 
     final = fit(

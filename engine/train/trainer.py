@@ -6,6 +6,10 @@ and negatives count equally. Modality dropout hides the droppable modalities (vi
 any subset works at inference; audio is never hidden (every sentence has audio: the segmenter found it there).
 With validation sessions, the weights of the epoch with the lowest validation loss are kept and training
 stops after `patience` epochs without improvement; the validation sessions are never trained on.
+
+Measured on the training sessions before the first epoch: the feature normalisation, the character text
+projection (`char_lsa`, when the model has one) and the score scale (when it has a score head, whose squared
+error on the standardised score joins the loss at every sentence, weighted by `score_weight`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.modalities import MODALITIES, modality_index
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel
 from depscreen.engine.runtime.screener import collate
+from depscreen.engine.train.char_lsa import fit_char_lsa, sentence_counts
 from depscreen.engine.train.faces import attach_faces
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stats import FeatureStats
@@ -49,6 +54,8 @@ class TrainSettings:
     """Probability of hiding each droppable modality (video, text) from a training sentence."""
     auxiliary_weight: float = 0.3
     """Weight of the per-modality heads' loss (multi-task) beside the main head's."""
+    score_weight: float = 0.3
+    """Weight of the score head's squared error (standardised score) beside the main head's loss."""
     patience: int = 0
     """Epochs without a better validation loss before training stops (0: never stop early)."""
     unlabelled_video: float = 0.0
@@ -146,6 +153,18 @@ def train_model(
     generator = torch.Generator().manual_seed(settings.seed)
     model = factory(config or ModelConfig())
     model.set_feature_stats(stats.tensors())
+    if model.config.text_projection:
+        lsa = fit_char_lsa(sentence_counts(sessions), model.config.text_projection, settings.seed)
+        model.text_encoder.fit_projection(*lsa.tensors())
+    scores = None
+    if model.config.score_head:
+        if any(s.score is None for s in sessions):
+            raise ValueError(
+                "the model has a score head but some training sessions have no questionnaire score: train "
+                "without a score head (ModelConfig.score_head False)"
+            )
+        scores = torch.tensor([s.score for s in sessions], dtype=torch.float32)
+        model.set_score_stats(float(scores.mean()), float(scores.std()))
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     labels = torch.tensor([s.label for s in sessions], dtype=torch.float32)
     positive_weight = (1 - labels.mean()) / labels.mean().clamp(min=1e-6)
@@ -181,6 +200,10 @@ def train_model(
                 weight=seen.float() * class_weight.unsqueeze(-1),
                 reduction="sum",
             )
+            if output.score is not None:
+                target_score = model.standardised_score(scores[chosen]).unsqueeze(1).expand_as(output.score)
+                error = (model.standardised_score(output.score) - target_score) ** 2
+                main = main + settings.score_weight * (error * weight * class_weight).sum()
             loss = (main + settings.auxiliary_weight * auxiliary) / (weight * class_weight).sum()
             if faces is not None and settings.unlabelled_video:
                 video = encoded.available[..., VIDEO]
@@ -227,6 +250,33 @@ def prefix_logits(model: ScreeningModel, sessions: list[LabelledSession]) -> lis
         logits = model.forward_session(encoded).logit * model.temperature
         result += [logits[i, : int(valid[i].sum())].numpy().copy() for i in range(len(chunk))]
     return result
+
+
+@dataclass(frozen=True)
+class FinalOutputs:
+    """What a model says about each session after its last sentence, beside the screening logit."""
+
+    modality_probability: np.ndarray
+    """`[sessions, modalities]` per-modality head estimates (0.5 for a modality never seen)."""
+    score: np.ndarray | None
+    """`[sessions]` estimated questionnaire score; None without a score head."""
+
+
+@torch.no_grad()
+def final_outputs(model: ScreeningModel, sessions: list[LabelledSession]) -> FinalOutputs:
+    """The per-modality estimates and the score estimate of each session after its last sentence."""
+    model.eval()
+    modality, score = [], []
+    for start in range(0, len(sessions), 64):
+        chunk = sessions[start : start + 64]
+        encoded, valid = _encode_sessions(model, chunk, 0.0, None)
+        output = model.forward_session(encoded)
+        last = valid.sum(1) - 1
+        rows = torch.arange(len(chunk))
+        modality.append(output.modality_probability[rows, last].numpy())
+        if output.score is not None:
+            score.append(output.score[rows, last].numpy())
+    return FinalOutputs(np.concatenate(modality), np.concatenate(score) if score else None)
 
 
 def session_logits(model: ScreeningModel, sessions: list[LabelledSession]) -> torch.Tensor:
