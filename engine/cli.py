@@ -54,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="with --dataset: also compare the model with the baselines over this many fold assignments (default 1)",
     )
+    train.add_argument(
+        "--ablation-repeats",
+        type=int,
+        help="with --repeats: run the ablations (sentence-embedding text, no score head) on only the first this many "
+        "fold assignments (default: all)",
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument(
         "--threads",
@@ -328,6 +334,7 @@ def _train_dataset(args: argparse.Namespace) -> int:
                 cache=cache,
                 repeats=args.repeats,
                 reference=reference,
+                ablation_repeats=args.ablation_repeats,
             )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

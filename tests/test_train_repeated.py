@@ -121,19 +121,23 @@ def test_ablations_run_on_the_same_folds_with_paired_differences() -> None:
         oracle(labelled),
         TrainSettings(seed=0),
         3,
-        3,
+        4,
         log=lambda _: None,
         ablations={"weaker": ablation},
         first_ablations={"weaker": first},
+        ablation_repeats=3,
     )
-    assert seeds == [1, 2], "the first assignment's run is reused, the others run on their own seeds"
-    for row in result["repeats"]:
+    assert seeds == [1, 2], "the first assignment's run is reused, the others run on their own seeds, up to 3"
+    for row in result["repeats"][:3]:
         assert row["ablations"]["weaker"] == row["baselines"]["text-tfidf"]
         assert row["ablations_difference"]["weaker"] == row["baselines_difference"]["text-tfidf"]
+    assert result["repeats"][3]["ablations"] == {}
     summary = result["summary"]["ablations"]["weaker"]
-    assert summary["auroc_difference"] == result["summary"]["baselines"]["text-tfidf"]["auroc_difference"]
-    assert summary["repeats_model_higher"] == 3
-    assert "| ablation: weaker |" in repeated_table(result)
+    assert summary["repeats"] == 3 and summary["repeats_model_higher"] == 3
+    tfidf = [row["baselines"]["text-tfidf"]["auroc"] for row in result["repeats"][:3]]
+    assert summary["auroc"]["mean"] == pytest.approx(np.mean(tfidf), abs=1e-4)
+    assert summary["model_auroc_same_repeats"]["mean"] == 1.0
+    assert "| ablation: weaker |" in repeated_table(result) and "| 3 of 3 | 3 of 3 |" in repeated_table(result)
     with pytest.raises(ValueError, match="different sessions"):
         repeated_comparison(
             labelled, oracle(labelled), TrainSettings(), 3, 2, log=lambda _: None, ablations={"x": oracle(labelled[1:])}

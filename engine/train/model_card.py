@@ -34,7 +34,6 @@ def repeated_table(repeated: dict) -> str:
     """Markdown table of the repeated comparison: mean ± sd over fold assignments, and paired AUROC gains of the
     model over each baseline and ablation."""
     summary = repeated["summary"]
-    count = len(repeated["repeats"])
     lines = [
         "| method | AUROC mean ± sd [min, max] | F1 mean ± sd | ECE mean | model AUROC minus this "
         "| repeats model higher | repeats with its CI > 0 |",
@@ -49,8 +48,8 @@ def repeated_table(repeated: dict) -> str:
         if "auroc_difference" in values:
             difference = values["auroc_difference"]
             gain = f"{difference['mean']:+.3f} ± {difference['sd']:.3f}"
-            higher = f"{values['repeats_model_higher']} of {count}"
-            better = f"{values['repeats_model_clearly_better']} of {count}"
+            higher = f"{values['repeats_model_higher']} of {values['repeats']}"
+            better = f"{values['repeats_model_clearly_better']} of {values['repeats']}"
         lines.append(
             f"| {label} | {auroc['mean']:.2f} ± {auroc['sd']:.2f} [{auroc['min']:.2f}, {auroc['max']:.2f}] "
             f"| {f1['mean']:.2f} ± {f1['sd']:.2f} | {values['ece']['mean']:.3f} | {gain} | {higher} | {better} |"
@@ -80,7 +79,9 @@ def _repeated_section(results: dict) -> str:
     return f"""
 ### The model against the baselines over {count} fold assignments
 Seeds {results["seed"]} to {results["seed"] + count - 1}; each repeat scores the model and the baselines on the same
-folds, and the AUROC gain gets a paired bootstrap 95% interval.
+folds, and the AUROC gain gets a paired bootstrap 95% interval. Ablations (the model with one part taken out) run
+on the same folds of the first repeats, as many as the table says; their ECE and F1 are theirs, the AUROC gain
+is the model's over them on those folds.
 
 {repeated_table(results["repeated"])}
 

@@ -67,8 +67,10 @@ def repeated_comparison(
     log: Callable[[str], None] = print,
     ablations: dict[str, CrossValidator] | None = None,
     first_ablations: dict[str, CrossValidation] | None = None,
+    ablation_repeats: int | None = None,
 ) -> dict[str, object]:
-    """The model, every baseline and every ablation on `repeats` fold assignments (see the module docstring).
+    """The model and every baseline on `repeats` fold assignments, then every ablation on the first
+    `ablation_repeats` of them (default: all), paired with the model's run on each (see the module docstring).
 
     `first` and `first_ablations`: runs on the first assignment (`settings.seed`) already made, so they are not
     repeated. Every method must score the same sessions in the same order.
@@ -76,10 +78,12 @@ def repeated_comparison(
     if repeats < 2:
         raise ValueError(f"repeated cross-validation needs at least 2 repeats, not {repeats}")
     ablations, first_ablations = ablations or {}, first_ablations or {}
-    rows = []
+    ablation_repeats = repeats if ablation_repeats is None else min(ablation_repeats, repeats)
+    rows, model_runs = [], []
     for repeat in range(repeats):
         seed = settings.seed + repeat
         model_cv = first if repeat == 0 and first is not None else model(replace(settings, seed=seed))
+        model_runs.append(model_cv)
         row: dict[str, object] = {
             "seed": seed,
             "model": _scores(model_cv),
@@ -90,20 +94,24 @@ def repeated_comparison(
         }
         for name in applicable_baselines(sessions):
             _compare(row, "baselines", name, model_cv, cross_validate_baseline(name, sessions, folds, seed), seed)
+        rows.append(row)
+        log(
+            f"repeat {repeat + 1}/{repeats} (seed {seed}): model AUROC {row['model']['auroc']:.3f} "
+            f"(heads {row['model']['heads']}), "
+            + ", ".join(f"{name} {scores['auroc']:.3f}" for name, scores in row["baselines"].items())
+        )
+    for repeat, (row, model_cv) in enumerate(zip(rows[:ablation_repeats], model_runs, strict=False)):
         for name, ablation in ablations.items():
             ablation_cv = (
                 first_ablations[name]
                 if repeat == 0 and name in first_ablations
-                else ablation(replace(settings, seed=seed))
+                else ablation(replace(settings, seed=row["seed"]))
             )
-            _compare(row, "ablations", name, model_cv, ablation_cv, seed)
-        rows.append(row)
-        log(
-            f"repeat {repeat + 1}/{repeats} (seed {seed}): model AUROC {row['model']['auroc']:.3f}, "
-            + ", ".join(
-                f"{name} {scores['auroc']:.3f}" for name, scores in {**row["baselines"], **row["ablations"]}.items()
+            _compare(row, "ablations", name, model_cv, ablation_cv, row["seed"])
+            log(
+                f"ablation {name}, repeat {repeat + 1}/{ablation_repeats} (seed {row['seed']}): AUROC "
+                f"{row['ablations'][name]['auroc']:.3f} (model {row['model']['auroc']:.3f})"
             )
-        )
     return {"repeats": rows, "summary": summarise(rows)}
 
 
@@ -134,11 +142,14 @@ def summarise(rows: list[dict]) -> dict[str, object]:
     summary: dict[str, object] = {"model": model, "baselines": {}, "ablations": {}}
     for kind in ("baselines", "ablations"):
         for name in rows[0][kind]:
-            differences = [row[f"{kind}_difference"][name] for row in rows]
+            paired = [row for row in rows if name in row[kind]]
+            differences = [row[f"{kind}_difference"][name] for row in paired]
             summary[kind][name] = {
-                **{metric: _spread([row[kind][name][metric] for row in rows]) for metric in METRICS},
+                **{metric: _spread([row[kind][name][metric] for row in paired]) for metric in METRICS},
+                "repeats": len(paired),
+                "model_auroc_same_repeats": _spread([row["model"]["auroc"] for row in paired]),
                 "auroc_difference": _spread([d["value"] for d in differences]),
-                "repeats_model_higher": sum(row["model"]["auroc"] > row[kind][name]["auroc"] for row in rows),
+                "repeats_model_higher": sum(row["model"]["auroc"] > row[kind][name]["auroc"] for row in paired),
                 "repeats_model_clearly_better": sum(d["low"] > 0 for d in differences),
             }
     return summary
