@@ -29,7 +29,7 @@ from depscreen.engine.train.crossval import cross_validate
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.study import dataset_config, score_head_decision
-from depscreen.engine.train.trainer import TrainSettings, train_model
+from depscreen.engine.train.trainer import TrainSettings, final_outputs, train_model
 
 WORDS = ("天气", "工作", "朋友", "学校", "周末", "电影", "家里", "吃饭", "睡不着", "难过")
 QUICK = TrainSettings(epochs=2, batch_size=8, seed=0)
@@ -130,10 +130,8 @@ def test_a_trained_char_model_streams_like_its_offline_scan_and_its_checkpoint_c
     track = screener.new_session()
     for k, features in enumerate(first):
         assert screener.step(track, features).probability == pytest.approx(offline[k].probability, abs=1e-5)
-    with torch.no_grad():
-        encoded = loaded.encode(collate(first, config, torch.device("cpu")))
-        output = loaded.forward_session(type(encoded)(**{k: v.unsqueeze(0) for k, v in vars(encoded).items()}))
-    assert output.score is not None and torch.isfinite(output.score).all()
+    score = final_outputs(loaded, sessions[:2]).score
+    assert score is not None and score.shape == (2,) and np.isfinite(score).all()
 
 
 def test_a_checkpoint_whose_text_featurizer_does_not_make_its_input_is_refused(tmp_path) -> None:
