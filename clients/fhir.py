@@ -93,7 +93,7 @@ def rationale(session: ScreenedSession) -> str:
     parts = [f"Estimate {heard}; evidence {final.evidence:.2f} on 0..1 (grows with usable speech heard)."]
     interval = session.final_interval
     if interval is not None:
-        parts.append(f"Interval {interval[0]:.3f} to {interval[1]:.3f}{_interval_meaning(final)}.")
+        parts.append(f"Interval {interval[0]:.3f} to {interval[1]:.3f}{_interval_meaning(session)}.")
     modalities = []
     for confidence in final.modalities:
         name = pb.Modality.Name(confidence.modality).lower()
@@ -116,16 +116,17 @@ def _narrative_interval(session: ScreenedSession) -> str:
     interval = session.final_interval
     if interval is None:
         return ""
-    return f", interval {interval[0] * 100:.1f}%-{interval[1] * 100:.1f}%{_interval_meaning(session.final)}"
+    return f", interval {interval[0] * 100:.1f}%-{interval[1] * 100:.1f}%{_interval_meaning(session)}"
 
 
-def _interval_meaning(final: pb.Estimate) -> str:
-    """What the interval is, where the estimate says (a model with an interval calibration)."""
-    if not final.interval_level:
+def _interval_meaning(session: ScreenedSession) -> str:
+    """What the last sentence's interval is (the one `final_interval` gives), where its estimate says."""
+    estimate = session.sentences[-1].estimate
+    if not estimate.interval_level:
         return ""
-    if not final.enough_speech:
+    if not estimate.enough_speech:
         return " (not enough speech yet: the whole range)"
-    return f" ({final.interval_level:.0%} nominal coverage: a split-conformal interval, see the model card)"
+    return f" ({estimate.interval_level:.0%} nominal coverage: a split-conformal interval, see the model card)"
 
 
 def _method(model: pb.ModelInfo) -> dict:

@@ -394,7 +394,12 @@ def test_an_interval_in_the_data_is_drawn_as_a_band_and_exported(recorded: Recor
         if "sentence" in value:
             p = value["sentence"]["estimate"]["probability"]
             low, high = max(0.0, p - 0.05 - 0.01 * number), min(1.0, p + 0.04)
-            value["sentence"]["estimate"] |= {"interval_low": low, "interval_high": high}
+            value["sentence"]["estimate"] |= {
+                "interval_low": low,
+                "interval_high": high,
+                "interval_level": 0.9,
+                "enough_speech": True,
+            }
             intervals.append((low, high))
         lines.append(json.dumps(value))
     path = tmp_path / "with-interval.jsonl"
@@ -407,7 +412,9 @@ def test_an_interval_in_the_data_is_drawn_as_a_band_and_exported(recorded: Recor
     assert numpy.nanmin(vertices[:, 1]) == pytest.approx(min(low for low, _ in intervals))
     assert numpy.nanmax(vertices[:, 1]) == pytest.approx(max(high for _, high in intervals))
     rationale = risk_assessment(session).prediction[0].rationale
-    assert f"Interval {intervals[-1][0]:.3f} to {intervals[-1][1]:.3f}" in rationale
+    assert f"Interval {intervals[-1][0]:.3f} to {intervals[-1][1]:.3f} (90% nominal coverage" in rationale
+    narrative = risk_assessment(session).text.div
+    assert f"interval {intervals[-1][0] * 100:.1f}%-{intervals[-1][1] * 100:.1f}% (90% nominal coverage" in narrative
 
 
 def test_replay_takes_the_session_options_of_stream_and_ends_like_it(
