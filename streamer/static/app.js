@@ -54,11 +54,20 @@ function bar(label, fraction, valueText, unavailable) {
   return item;
 }
 
+function intervalText(estimate) {
+  // proto3 JSON leaves out defaults: a missing interval_low is 0, a missing enough_speech false
+  if (!estimate.enough_speech) return "not enough speech yet";
+  if (!estimate.interval_level) return "none (the model has no interval calibration)";
+  return `${percent(estimate.interval_level)} interval ` +
+    `${percent(estimate.interval_low || 0)}–${percent(estimate.interval_high || 0)}`;
+}
+
 function drawEstimate(estimate) {
   // proto3 JSON leaves out zeros, so a real estimate is recognised by its modality list, not its probability
   const scored = Boolean(estimate.modalities);
   $("probability").textContent = scored ? percent(estimate.probability) : "–";
   $("evidence").textContent = scored ? percent(estimate.evidence) : "–";
+  $("interval").textContent = scored ? intervalText(estimate) : "–";
   const byModality = new Map((estimate.modalities || []).map((m) => [m.modality, m]));
   $("modalities").replaceChildren(...MODALITIES.map(([key, label]) => {
     const m = byModality.get(key) || {};
@@ -120,7 +129,7 @@ function onSentence(sentence) {
   item.scrollIntoView({ block: "nearest" });
   $("latest").textContent =
     `Sentence ${index}: probability ${percent(sentence.estimate.probability)}, ` +
-    `evidence ${percent(sentence.estimate.evidence)}.`;
+    `evidence ${percent(sentence.estimate.evidence)}, ${intervalText(sentence.estimate)}.`;
 }
 
 function onSummary(summary) {
@@ -131,6 +140,7 @@ function onSummary(summary) {
     ["Speech", `${(summary.speech_seconds || 0).toFixed(1)} s`],
     ["Final probability", summary.estimate ? percent(summary.estimate.probability) : "–"],
     ["Evidence", summary.estimate ? percent(summary.estimate.evidence) : "–"],
+    ["Interval", summary.estimate ? intervalText(summary.estimate) : "not enough speech yet"],
   ];
   $("summary").replaceChildren(...rows.map(([term, value]) => {
     const row = document.createElement("div");
