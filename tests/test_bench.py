@@ -52,7 +52,7 @@ def test_bench_asr_compares_the_30s_window_with_own_length_windows(tmp_path) -> 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     table = out.read_text()
-    for method in ("before (30 s window)", "after (own length)"):
+    for method in ("before (30 s window)", "own length, whole sentence", "pieces while speaking"):
         assert f"| en | all | {method} |" in table, table
         row = next(line for line in table.splitlines() if line.startswith(f"| en (WER) | {method} |"))
         assert float(row.split("|")[3].split("%")[0]) < 40, row
