@@ -47,6 +47,14 @@ def test_best_f1_threshold_separates_when_it_can() -> None:
     assert classification(labels, probabilities >= threshold)["f1"] == 1.0
 
 
+def test_best_f1_threshold_never_calls_every_session_positive() -> None:
+    labels = np.array([1, 0])
+    probabilities = np.array([0.2, 0.7])  # ranked wrongly: "all positive" has the best F1 (0.67)
+    threshold = best_f1_threshold(labels, probabilities)
+    assert 0.2 < threshold <= 0.7
+    assert best_f1_threshold(labels, np.array([0.4, 0.4])) == 0.5, "nothing to split"
+
+
 def test_report_has_intervals_around_values_and_baselines() -> None:
     rng = np.random.default_rng(0)
     labels = np.array([1] * 10 + [0] * 30)

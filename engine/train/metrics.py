@@ -67,10 +67,15 @@ def classification(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float
 def best_f1_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """The probability threshold with the highest F1 on these (training-fold) predictions.
 
-    Candidates are midpoints between consecutive distinct probabilities; ties go to the higher threshold.
+    Candidates are the midpoints between consecutive distinct probabilities, so every candidate splits the
+    predictions: "all positive" often has the best F1 on a small held-out part (F1 = 2p / (1 + p) at positive
+    share p) but is no screening decision, and a checkpoint must not carry it. Ties go to the higher threshold;
+    with fewer than two distinct probabilities there is nothing to split and the threshold is 0.5.
     """
     values = np.unique(np.asarray(probabilities, dtype=np.float64))
-    candidates = np.concatenate([[0.0], (values[1:] + values[:-1]) / 2, [values[-1]]]) if len(values) else [0.5]
+    if len(values) < 2:
+        return 0.5
+    candidates = (values[1:] + values[:-1]) / 2
     scores = [classification(labels, probabilities >= t)["f1"] for t in candidates]
     best = max(scores)
     return float(max(t for t, s in zip(candidates, scores, strict=True) if s == best))
