@@ -166,3 +166,6 @@ def test_train_cross_validates_a_vlog_dataset_with_video(tmp_path: Path) -> None
     summary = json.loads(result.stdout.splitlines()[-1])
     assert (summary["sessions"], summary["positives"]) == (8, 4)
     assert (out / "model.pt").is_file() and (out / "report" / "roc.png").is_file()
+    assert "the text pathway is not trained" in result.stdout
+    facts = json.loads((out / "results.json").read_text())["facts"]
+    assert "audio + video + no text (text pathway untrained)" in facts["trained_on"], facts

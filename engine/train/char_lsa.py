@@ -35,6 +35,12 @@ class CharLsa:
         return tuple(torch.as_tensor(a, dtype=torch.float32) for a in (self.idf, self.components, self.mean, self.std))
 
 
+def has_text(sessions: list[LabelledSession]) -> bool:
+    """Whether any sentence has text. Without any (a dataset with no transcripts and no ASR text) there is
+    nothing to fit the projection on: it stays zero and the text pathway is never trained."""
+    return any(s.text is not None for session in sessions for s in session.sentences)
+
+
 def sentence_counts(sessions: list[LabelledSession]) -> np.ndarray:
     """`[sentences with text, buckets]`: the n-gram count part of each sentence's text features."""
     rows = [s.text[: -len(PHQ8_ITEMS)] for session in sessions for s in session.sentences if s.text is not None]

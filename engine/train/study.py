@@ -27,7 +27,7 @@ from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
 from depscreen.engine.train.baselines import BASELINES, applicable_baselines, cross_validate_baseline
 from depscreen.engine.train.cache import FeatureCache
-from depscreen.engine.train.char_lsa import LSA_COMPONENTS
+from depscreen.engine.train.char_lsa import LSA_COMPONENTS, has_text
 from depscreen.engine.train.crossval import CrossValidation, cross_validate, fit
 from depscreen.engine.train.datasets import DatasetSpec
 from depscreen.engine.train.faces import unlabelled_faces
@@ -69,6 +69,16 @@ def dataset_config(text_encoder: str, audio_dim: int = modality("audio").dim, sc
         d_model=32,
         audio_pool=20,
     )
+
+
+def _trained_modalities(load: DatasetLoad, language: str, has_video: bool) -> str:
+    """"audio + video + zh transcripts" and the like: what the dataset gave the model to learn from."""
+    text = (
+        f"{language} {'speech-recognised text' if load.text == 'asr' else 'transcripts'}"
+        if has_text(load.sessions)
+        else "no text (text pathway untrained)"
+    )
+    return " + ".join(["audio", *(["video"] if has_video else []), text])
 
 
 def score_head_decision(sessions: list[LabelledSession]) -> tuple[bool, str]:
@@ -172,6 +182,8 @@ def run_study(
     config = dataset_config(text_encoder, spec.audio_dim, scored)
     video = video_statistics()
     has_video = any(len(s.video) for session in load.sessions for s in session.sentences)
+    if not has_text(load.sessions):
+        log(f"no {spec.name} sentence has text: the text pathway is not trained (it screens on audio and video)")
     faces = None if has_video or not settings.unlabelled_video else unlabelled_faces(cache=cache)
     results: dict[str, object] = {
         "dataset": spec.name,
@@ -254,8 +266,8 @@ def run_study(
     facts = ModelFacts(
         model_id=f"{spec.name}-bimamba-s{settings.seed}",
         trained_on=(
-            f"{len(load.sessions)} {spec.description.split(':')[0]} sessions ({load.positives} positive), audio + "
-            f"{spec.language} {'speech-recognised text' if load.text == 'asr' else 'transcripts'}; research-use data"
+            f"{len(load.sessions)} {spec.description.split(':')[0]} sessions ({load.positives} positive), "
+            f"{_trained_modalities(load, spec.language, has_video)}; research-use data"
         ),
         model_card_url="docs/MODEL_CARD.md",
         decision_threshold=round(final.threshold, 4),

@@ -27,7 +27,7 @@ from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.modalities import MODALITIES, modality_index
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel
 from depscreen.engine.runtime.screener import collate
-from depscreen.engine.train.char_lsa import fit_char_lsa, sentence_counts
+from depscreen.engine.train.char_lsa import fit_char_lsa, has_text, sentence_counts
 from depscreen.engine.train.faces import attach_faces
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stats import FeatureStats
@@ -153,7 +153,7 @@ def train_model(
     generator = torch.Generator().manual_seed(settings.seed)
     model = factory(config or ModelConfig())
     model.set_feature_stats(stats.tensors())
-    if model.config.text_projection:
+    if model.config.text_projection and has_text(sessions):
         lsa = fit_char_lsa(sentence_counts(sessions), model.config.text_projection, settings.seed)
         model.text_encoder.fit_projection(*lsa.tensors())
     scores = None
