@@ -45,6 +45,7 @@ from depscreen.engine.vad import preload_vad
 from depscreen.keepalive import keepalive_arguments
 from depscreen.streamer import page, tls
 from depscreen.streamer.auth import verifier_for
+from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.cors import cors_middleware
 from depscreen.streamer.health import ServingHealth
 from depscreen.streamer.metrics import Metrics
@@ -72,10 +73,12 @@ STOP_GRACE_S = 1.0
 class Server:
     """One depscreen server process; `await start()`, then `await stop()`."""
 
-    def __init__(self, settings: ServerSettings, tracing: Tracing | None = None) -> None:
-        """`tracing`: where session spans go; None: as the OTEL_* variables say (`open_tracing`)."""
+    def __init__(self, settings: ServerSettings, tracing: Tracing | None = None, clock: Clock | None = None) -> None:
+        """`tracing`: where session spans go; None: as the OTEL_* variables say (`open_tracing`). `clock`: what
+        session time limits and pacing are measured on (the system's, unless a test brings a virtual one)."""
         self.settings = settings
         self.tracing = tracing
+        self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.grpc_port = 0
         self.http_port = 0
@@ -137,6 +140,7 @@ class Server:
             resumer=self._resumer,
             on_admission=self.health.admitting,
             tracing=self.tracing,
+            clock=self.clock,
         )
         self.metrics.describe_server(
             version("depscreen"), screener.facts.model_id, screener.device.type, screener.kernels, s.max_sessions

@@ -51,7 +51,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             principal = await self._authenticate(context)
             await context.send_initial_metadata(())  # the go-ahead clients wait for before writing
             messages = _parsed(request_iterator)
-            wait = MessageWait(Silence(self.hub.settings.stall_timeout_s), self.hub.shutdown)
+            wait = MessageWait(Silence(self.hub.settings.stall_timeout_s), self.hub.shutdown, self.hub.clock)
             incoming = asyncio.ensure_future(anext(messages, None))
             first = await wait.next(incoming, lambda: None)
             if isinstance(first, StreamEnd):

@@ -42,6 +42,7 @@ from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResu
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.segment import SegmenterSettings
+from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.convert import estimate_message, sentence_message
 from depscreen.streamer.logs import bind_session
 from depscreen.streamer.metrics import Metrics
@@ -101,6 +102,8 @@ class SessionHub:
     """Called with `admitting` each time it changes (the server's gRPC health follows it)."""
     tracing: Tracing | None = None
     """Session and stage spans (`tracing.py`); None when traces are off."""
+    clock: Clock = field(default_factory=SystemClock)
+    """What session time limits and pacing are measured on (`clock.py`)."""
     _admitted_last: bool = field(default=True, init=False, repr=False)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server begins shutting down: new sessions are refused, live streams end (`service.py`)."""
@@ -366,7 +369,7 @@ class LiveSession:
         self._resend: list[pb.SentenceUpdate] = []
         self._committed_speech_ms = 0
         self._closed = False
-        self._started = time.monotonic()
+        self._started = hub.clock.now()
         self._last_video_forwarded_ms = -1.0e9
         self._video_frames_received = 0
         self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
@@ -517,7 +520,7 @@ class LiveSession:
     def time_left(self) -> float | None:
         """Seconds until `max_session_s` ends this session; None when there is no limit."""
         limit = self.hub.settings.max_session_s
-        return limit - (time.monotonic() - self._started) if limit else None
+        return limit - (self.hub.clock.now() - self._started) if limit else None
 
     def _check_video_rate(self) -> None:
         """End a stream whose video outruns `max_video_fps` per second of its audio (plus a short burst)."""
@@ -542,9 +545,10 @@ class LiveSession:
         speed = self.hub.settings.max_speed
         if not speed:
             return
-        ahead = self.pipeline.audio_seconds - self.hub.settings.burst_s - speed * (time.monotonic() - self._started)
+        clock = self.hub.clock
+        ahead = self.pipeline.audio_seconds - self.hub.settings.burst_s - speed * (clock.now() - self._started)
         if ahead > 0:
-            await asyncio.sleep(ahead / speed)
+            await clock.sleep(ahead / speed)
 
     async def _score(self, result: SentenceResult) -> pb.ServerMessage:
         stepped = time.perf_counter()

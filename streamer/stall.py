@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from depscreen.streamer.clock import Clock, SystemClock
 
 T = TypeVar("T")
 
@@ -72,7 +73,7 @@ class MessageWait:
 
     silence: Silence
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
-    clock: Callable[[], float] = time.monotonic
+    clock: Clock = field(default_factory=SystemClock)
 
     async def next(self, pending: asyncio.Future[T], time_left_s: Callable[[], float | None]) -> T | StreamEnd:
         """The result of `pending` (the stream's next message), or why the stream ends first: it stalled,
@@ -90,12 +91,11 @@ class MessageWait:
                     return StreamEnd.STALLED
                 asked = self.silence.next_wait_s()
                 waits = [w for w in (asked, left) if w is not None]
-                began = self.clock()
-                timeout = min(waits) if waits else None
-                await asyncio.wait({pending, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                began = self.clock.now()
+                await self.clock.wait((pending, stop), min(waits) if waits else None)
                 if pending.done():
                     self.silence.heard()
                     return pending.result()
-                self.silence.credit(asked, self.clock() - began)
+                self.silence.credit(asked, self.clock.now() - began)
         finally:
             stop.cancel()

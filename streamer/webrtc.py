@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import secrets
-import time
 from collections.abc import Callable, Coroutine
 from fractions import Fraction
 
@@ -81,7 +80,7 @@ class PeerSession:
         self._has_audio = False
         self._has_video = False
         self._feeding_tracks = 0
-        self._last_media = time.monotonic()
+        self._last_media = self.hub.clock.now()
         self._audio_ms = 0.0
         self._video_origin: tuple[float, Fraction] | None = None
         self._video_clock = RtpClock()
@@ -198,7 +197,7 @@ class PeerSession:
         try:
             while True:
                 frame = await track.recv()
-                self._last_media = time.monotonic()
+                self._last_media = self.hub.clock.now()
                 if self._ending:
                     continue
                 if not _is_session_format(frame):
@@ -222,7 +221,7 @@ class PeerSession:
         try:
             while True:
                 frame = await track.recv()
-                self._last_media = time.monotonic()
+                self._last_media = self.hub.clock.now()
                 if self._ending or not self._audio_ms:
                     continue  # video before the first audio has no place on the audio clock
                 timestamp_ms = self._video_timestamp_ms(frame)
@@ -280,9 +279,9 @@ class PeerSession:
                 return
             if (asked := silence.next_wait_s()) is None:
                 return
-            began = time.monotonic()
-            await asyncio.sleep(asked)
-            silence.credit(asked, time.monotonic() - began)
+            began = self.hub.clock.now()
+            await self.hub.clock.sleep(asked)
+            silence.credit(asked, self.hub.clock.now() - began)
 
     # Session.
 

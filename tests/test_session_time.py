@@ -1,0 +1,145 @@
+"""The protocol's timing on a virtual clock, in-process: stall timeout, session time limit and pacing.
+
+A real `Server` (model, pipeline, batcher, worker threads) runs on loopback with a `VirtualClock`; the waits
+of a stream and a session move that clock on instead of sleeping, so a 30 s stall or a one-hour limit takes
+milliseconds. The gRPC and WHIP transports are tested end to end elsewhere (`test_limits.py`, `test_faults.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from depscreen.engine.media import decode_audio_file
+from depscreen.streamer.server import Server
+from depscreen.streamer.session import LiveSession, ProtocolError
+from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
+from depscreen.v1 import screening_pb2 as pb
+
+from .conftest import FIXTURES
+from .virtual_clock import VirtualClock
+
+START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+JFK = decode_audio_file(FIXTURES / "jfk.flac").tobytes()
+CHUNK_S = 0.1
+
+
+def audio(data: bytes) -> list[pb.ClientMessage]:
+    step = round(16_000 * 2 * CHUNK_S)
+    return [pb.ClientMessage(audio=pb.AudioChunk(data=data[i : i + step])) for i in range(0, len(data), step)]
+
+
+def on_server(clock: VirtualClock, scenario: Callable[[Server], Awaitable[object]], **settings: float) -> object:
+    """Run `scenario(server)` against a started in-process server whose sessions read `clock`."""
+
+    async def run() -> object:
+        server = Server(ServerSettings(grpc_port=0, http_port=0, device="cpu", asr="none", **settings), clock=clock)
+        await server.start()
+        try:
+            return await scenario(server)
+        finally:
+            await server.stop()
+
+    return asyncio.run(run())
+
+
+async def replies_to(session: LiveSession, messages: list[pb.ClientMessage]) -> AsyncIterator[pb.ServerMessage]:
+    for message in messages:
+        async for reply in session.handle(message):
+            yield reply
+
+
+def never() -> asyncio.Future[str]:
+    return asyncio.get_running_loop().create_future()
+
+
+def test_a_silent_stream_stalls_after_its_timeout_in_virtual_time() -> None:
+    clock = VirtualClock()
+
+    async def scenario() -> list[object]:
+        wait = MessageWait(Silence(timeout_s=30), clock=clock)
+        arriving = never()
+        clock.call_at(29.5, lambda: arriving.set_result("audio"))
+        heard = await wait.next(arriving, lambda: None)
+        heard_at = clock.now()
+        return [heard, heard_at, await wait.next(never(), lambda: None), clock.now()]
+
+    heard, heard_at, end, ended_at = asyncio.run(scenario())
+    assert (heard, heard_at) == ("audio", 29.5), "a message just inside the timeout is read, not a stall"
+    assert end is StreamEnd.STALLED and ended_at == pytest.approx(29.5 + 30), "the silence restarts at the message"
+
+
+def test_a_wait_ends_on_the_time_limit_or_the_shutdown_whichever_comes_first() -> None:
+    clock = VirtualClock()
+
+    async def scenario() -> list[object]:
+        time_up = await MessageWait(Silence(timeout_s=0), clock=clock).next(never(), lambda: 3600 - clock.now())
+        time_up_at = clock.now()
+        shutdown = asyncio.Event()
+        clock.call_at(time_up_at + 5, shutdown.set)
+        stopped = await MessageWait(Silence(timeout_s=30), shutdown, clock).next(never(), lambda: None)
+        return [time_up, time_up_at, stopped, clock.now() - time_up_at]
+
+    assert asyncio.run(scenario()) == [StreamEnd.TIME_UP, 3600, StreamEnd.SHUTDOWN, 5]
+
+
+def test_a_client_faster_than_real_time_is_held_to_max_speed_after_its_burst() -> None:
+    clock = VirtualClock()
+
+    async def scenario(server: Server) -> tuple[list[pb.ServerMessage], float]:
+        session = await server.hub.open(START)
+        try:
+            replies = [reply async for reply in replies_to(session, audio(JFK))]
+            paced_to = clock.now()
+            replies += [reply async for reply in session.finish()]
+            return replies, paced_to
+        finally:
+            session.close()
+
+    replies, paced_to = on_server(clock, scenario, max_speed=4.0, burst_s=1.0)
+    seconds = len(JFK) / 32_000
+    assert replies[-1].summary.audio_seconds == pytest.approx(seconds, abs=0.01)
+    # Each chunk waits until the audio before it is at most 1 s ahead of 4x the session's clock.
+    assert (seconds - CHUNK_S - 1.0) / 4 - 1e-6 <= paced_to <= (seconds - 1.0) / 4
+    assert any(r.WhichOneof("kind") == "sentence" for r in replies)
+
+
+def test_a_session_that_reaches_its_time_limit_is_finished_then_ended() -> None:
+    clock = VirtualClock()
+
+    async def scenario(server: Server) -> tuple[list[pb.ServerMessage], ProtocolError, float | None]:
+        session = await server.hub.open(START)
+        replies: list[pb.ServerMessage] = []
+        try:
+            async for reply in replies_to(session, audio(JFK)):
+                replies.append(reply)
+        except ProtocolError as error:
+            return replies, error, session.time_left()
+        finally:
+            session.close()
+        raise AssertionError("the session outlived its limit")
+
+    replies, error, left = on_server(clock, scenario, max_session_s=5.0, max_speed=1.0, burst_s=0.0)
+    assert error.code.name == "RESOURCE_EXHAUSTED" and "limit of 5 s" in str(error)
+    assert replies[-1].WhichOneof("kind") == "summary", "the summary goes out before the stream ends"
+    # At real-time pace the limit is met when the chunk after 5 s of audio arrives: that chunk is refused.
+    assert replies[-1].summary.audio_seconds == pytest.approx(5.0 + CHUNK_S, abs=1e-6)
+    assert left is not None and left <= 0
+
+
+def test_a_quiet_session_ends_at_its_time_limit_while_waiting() -> None:
+    clock = VirtualClock()
+
+    async def scenario(server: Server) -> tuple[StreamEnd, float]:
+        session = await server.hub.open(START)
+        try:
+            wait = MessageWait(Silence(server.settings.stall_timeout_s), server.hub.shutdown, clock)
+            return await wait.next(never(), session.time_left), clock.now()
+        finally:
+            session.close()
+
+    end, at = on_server(clock, scenario, max_session_s=3600.0, stall_timeout_s=0.0)
+    assert end is StreamEnd.TIME_UP and at == pytest.approx(3600)
