@@ -76,6 +76,11 @@ def test_train_cross_validates_and_writes_checkpoint_report_and_card(subset: Pat
     assert "## The interval" in (out / "MODEL_CARD.md").read_text()
     if not interval["fitted"]:
         assert "needs at least" in interval["reason"]
+    pitch = results["pitch_check"]["audio+text"]  # the pitch check of the cross-validated model
+    assert pitch["sessions"] + pitch["without_voiced_frames"] == 8 and set(pitch) >= {"fused", "audio_head"}
+    assert pitch["groups"]["low"] + pitch["groups"]["high"] == pitch["sessions"]
+    assert "## Pitch check" in (out / "MODEL_CARD.md").read_text()
+    assert "pitch check audio+text: median F0 alone AUROC" in result.stdout
     assert list(cache.rglob("*.npz")), "features were cached"
 
     evaluated = depscreen("eval", "--dataset", "eatd", "--data", str(subset), "--model", str(out / "model.pt"),

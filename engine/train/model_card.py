@@ -117,6 +117,32 @@ def interval_section(report: dict) -> str:
     )
 
 
+def pitch_section(checks: dict[str, dict]) -> str:
+    """Does the estimate follow the speaker's median pitch? (`pitch.py`): a table per cross-validated run."""
+    if not checks:
+        return "No cross-validated run heard audio with an audio head: nothing to check.\n"
+    first = next(iter(checks.values()))
+    lines = [
+        f"Median pitch (F0) alone, as a score: AUROC {first['median_f0_auroc']} over {first['sessions']} sessions "
+        f"({first['without_voiced_frames']} without voiced frames left out). Pitch groups split at the median F0 of "
+        f"each fold's training sessions: low {first['groups']['low']} sessions ({first['positives']['low']} "
+        f"positive), high {first['groups']['high']} ({first['positives']['high']} positive). Out-of-fold AUROC "
+        "within each group and Pearson correlation with median F0 (an estimate that is mostly the speaker's pitch "
+        "does not transfer to new patients):",
+        "",
+        "| run | estimate | AUROC low pitch | AUROC high pitch | corr with median F0 |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for run, check in checks.items():
+        for estimate in ("fused", "audio_head"):
+            row = check[estimate]
+            lines.append(
+                f"| {run} | {estimate.replace('_', ' ')} | {row['auroc_low_pitch']} | {row['auroc_high_pitch']} | "
+                f"{row['corr_with_median_f0']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def write_model_card(path: Path, spec: DatasetSpec, results: dict) -> None:
     """Write the card: what the model is, data and terms, intended use, metrics with CIs, limits."""
     facts = results["facts"]
@@ -155,6 +181,9 @@ Thresholds chosen on each fold's training folds only; intervals resample whole s
 {_repeated_section(results)}
 ## The interval
 {interval_section(results["interval"])}
+
+## Pitch check
+{pitch_section(results["pitch_check"])}
 
 ## What moves the estimate
 PHQ-8 item similarities (gradient x input on the final logit, + raises the estimate):

@@ -4,10 +4,14 @@ classic baselines), fit the shipped model on all sessions, and write checkpoint,
 Variants (all on the same seeded folds, the threshold always chosen on training folds):
 `audio+text` (the model), `audio`, `text`; ablations of the model: `session-mean-pool` (no session Mamba),
 `forward-only-encoder` (no backward scan in the sentence encoders), `no-modality-dropout`, `no-score-head`
-(the binary head alone) and, given the dataset featurized with a sentence encoder as `reference`,
+(the binary head alone), `speaker-normalised-audio` (audio normalised by the session's own statistics) and,
+given the dataset featurized with a sentence encoder as `reference`,
 `sentence-embedding-text` (the text token from a sentence embedding instead of character n-grams). With
 `repeats` > 1 the model, the baselines and the `REPEATED_ABLATIONS` are also compared over that many fold
 assignments (`repeated`).
+
+Every variant that hears audio gets the pitch check (`pitch.py`): its estimate within pitch groups and its
+correlation with the speaker's median pitch.
 
 The score head trains only when every session has the dataset's continuous score; otherwise the binary head
 trains alone and the results (`score_head`) and the log say so.
@@ -21,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from depscreen.engine.features.text import TEXT_ENCODERS, text_feature_dim
-from depscreen.engine.modalities import modality
+from depscreen.engine.modalities import MODALITY_NAMES, modality
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
 from depscreen.engine.train.baselines import BASELINES, applicable_baselines, cross_validate_baseline
@@ -35,12 +41,19 @@ from depscreen.engine.train.interpret import attribute, video_gate_weight
 from depscreen.engine.train.interval_fit import held_out_interval
 from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.model_card import share, write_model_card
+from depscreen.engine.train.pitch import median_f0, pitch_check
 from depscreen.engine.train.repeated import repeated_comparison
 from depscreen.engine.train.report import plot_attribution, plot_estimate_vs_sentences, plot_reliability, plot_roc
 from depscreen.engine.train.sessions import DatasetLoad, LabelledSession
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.trainer import ModelFactory, Progress, TrainSettings
-from depscreen.engine.train.variants import MODALITY_SETS, MeanPoolScreeningModel, forward_only, restrict
+from depscreen.engine.train.variants import (
+    MODALITY_SETS,
+    MeanPoolScreeningModel,
+    forward_only,
+    restrict,
+    speaker_normalised,
+)
 
 DATASET_TRAINING = TrainSettings(
     epochs=25,
@@ -68,6 +81,30 @@ def dataset_config(text_encoder: str, audio_dim: int = modality("audio").dim, sc
         score_head=score_head,
         d_model=32,
         audio_pool=20,
+    )
+
+
+def pitch_checks(sessions: list[LabelledSession], runs: dict[str, CrossValidation]) -> dict[str, object]:
+    """`pitch.pitch_check` of every cross-validated variant that hears audio: its fused estimate and its audio
+    head against the sessions' median pitch."""
+    f0 = {s.session_id: median_f0(s) for s in sessions}
+    audio = MODALITY_NAMES.index("audio")
+    checks = {}
+    for name, cv in runs.items():
+        heads = cv.modality_probabilities
+        if heads is None or (heads[:, audio] == 0.5).all():
+            continue
+        estimates = {"fused": cv.probabilities, "audio_head": heads[:, audio]}
+        checks[name] = pitch_check(np.array([f0[i] for i in cv.session_ids]), cv.labels, estimates, cv.folds)
+    return checks
+
+
+def _pitch_line(check: dict) -> str:
+    fused, audio = check["fused"], check["audio_head"]
+    return (
+        f"median F0 alone AUROC {check['median_f0_auroc']}; fused AUROC low/high pitch {fused['auroc_low_pitch']}/"
+        f"{fused['auroc_high_pitch']}, corr with F0 {fused['corr_with_median_f0']}; audio head "
+        f"{audio['auroc_low_pitch']}/{audio['auroc_high_pitch']}, corr {audio['corr_with_median_f0']}"
     )
 
 
@@ -114,6 +151,7 @@ EXPERIMENTS = (
     Variant("session-mean-pool", MODALITY_SETS["audio+text"], MeanPoolScreeningModel),
     Variant("forward-only-encoder", MODALITY_SETS["audio+text"], forward_only),
     Variant("no-modality-dropout", MODALITY_SETS["audio+text"], modality_dropout=0.0),
+    Variant("speaker-normalised-audio", MODALITY_SETS["audio+text"], speaker_normalised),
     NO_SCORE_HEAD,
     SENTENCE_EMBEDDING_TEXT,
 )
@@ -235,6 +273,9 @@ def run_study(
             f"{variant.name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}  heads {rows[-1]['heads']}"
         )
     model_cv = first[MODEL.name]
+    results["pitch_check"] = pitch_checks(load.sessions, first)
+    for name, check in results["pitch_check"].items():
+        log(f"pitch check {name}: {_pitch_line(check)}")
     baselines = {}
     if experiments:
         usable = applicable_baselines(load.sessions)

@@ -5,6 +5,7 @@
 - `MeanPoolScreeningModel`: the session-level Mamba replaced by the running mean of the fused sentence
   vectors (the "no recurrent session state" ablation).
 - `forward_only`: the sentence encoders' backward scans switched off (the "unidirectional" ablation).
+- `speaker_normalised`: audio descriptors normalised by the session's own running statistics.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def forward_only(config: ModelConfig) -> ScreeningModel:
         if isinstance(module, BiMamba):
             module.bidirectional = False
     return model
+
+
+def speaker_normalised(config: ModelConfig) -> ScreeningModel:
+    """Variant: the model with speaker-normalised audio (`ModelConfig.speaker_normalisation`) switched on."""
+    return ScreeningModel(replace(config, speaker_normalisation=True))
 
 
 def _width(values: np.ndarray | None) -> int:
