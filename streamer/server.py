@@ -44,6 +44,7 @@ from depscreen.engine.segment import SegmenterSettings
 from depscreen.engine.vad import preload_vad
 from depscreen.keepalive import keepalive_arguments
 from depscreen.streamer import page, tls
+from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.cors import cors_middleware
@@ -52,7 +53,6 @@ from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.record import prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
 from depscreen.streamer.service import ScreeningService
-from depscreen.streamer.session import SessionHub
 from depscreen.streamer.settings import ServerSettings, SettingsError
 from depscreen.streamer.state_store import StoreError, open_store
 from depscreen.streamer.whip import WhipEndpoint

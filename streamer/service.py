@@ -23,9 +23,11 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.message import DecodeError
 
+from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate
 from depscreen.streamer.health import retry_trailers
-from depscreen.streamer.session import LiveSession, ProtocolError, SessionHub, session_time_exceeded
+from depscreen.streamer.protocol import ProtocolError, before_start, session_time_exceeded, shutting_down, stalled
+from depscreen.streamer.session import LiveSession
 from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
@@ -139,44 +141,3 @@ async def _parsed(request_iterator: AsyncIterator[pb.ClientMessage]) -> AsyncIte
                 "published .proto, with UTF-8 strings",
             ) from None
         yield message
-
-
-def before_start(why: StreamEnd, stall_timeout_s: float) -> ProtocolError:
-    """The error that ends a stream that sent no `start` before it stalled or the server began shutting down."""
-    if why is StreamEnd.SHUTDOWN:
-        return shutting_down(resumable=False)
-    return ProtocolError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        f"no `start`: no message for {stall_timeout_s:g} s; send `start` (SessionStart with the audio format) first",
-    )
-
-
-def stalled(stall_timeout_s: float, resumable: bool) -> ProtocolError:
-    """The error that ends a stream silent for `stall_timeout_s` of the server's running time."""
-    if resumable:
-        return ProtocolError(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"no message for {stall_timeout_s:g} s: the stream was ended and the session kept at its last sentence; "
-            "resume it with its token (send audio continuously, silence included, and `end` when the interview "
-            "is over)",
-        )
-    return ProtocolError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        f"no message for {stall_timeout_s:g} s: the session was finished (send audio continuously, silence "
-        "included, and `end` when the interview is over)",
-    )
-
-
-def shutting_down(resumable: bool) -> ProtocolError:
-    """The error that ends a live stream when the server shuts down (SIGTERM, SIGINT)."""
-    if resumable:
-        return ProtocolError(
-            grpc.StatusCode.UNAVAILABLE,
-            "the server is shutting down: the session was kept at its last sentence; resume it with its token "
-            "(another replica will take it)",
-        )
-    return ProtocolError(
-        grpc.StatusCode.UNAVAILABLE,
-        "the server is shutting down: the session was finished (summary sent); start a new one, another replica "
-        "will take it",
-    )

@@ -1,10 +1,10 @@
 """LiveSession: one interview, transport-agnostic: wire messages in, wire messages out, protocol enforced.
 
 The gRPC service (and any other transport) only moves messages: it opens a session through the SessionHub
-with the client's `start`, hands it every later message, and closes it. The session checks the protocol,
-runs the engine's SessionPipeline in the worker pool (one call at a time, in arrival order, off the event
+(`admission.py`) with the client's `start`, hands it every later message, and closes it. The session checks
+the protocol, runs the engine's SessionPipeline in the worker pool (one call at a time, in arrival order, off the event
 loop), sends each closed sentence through the MicroBatcher (one model step for many sessions), and yields
-the server messages to send. Violations raise ProtocolError with the status to end on.
+the server messages to send. Violations raise ProtocolError (`protocol.py`) with the status to end on.
 
 Overload degrades in steps, by the CPU work waiting per worker (`backlog`): above `video_sparse_backlog`
 video is sampled at half rate, above `video_drop_backlog` video frames are dropped, above `asr_skip_backlog`
@@ -23,314 +23,39 @@ counted checkpoint failure, never the end of an interview: a new session then ru
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 
-from depscreen.engine.features.asr import primary_language
-from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
-from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
-from depscreen.engine.runtime.batcher import MicroBatcher
-from depscreen.engine.runtime.screener import Estimate, Screener
-from depscreen.engine.segment import SegmenterSettings
-from depscreen.streamer.clock import Clock, SystemClock
+from depscreen.engine.pipeline import SentenceResult, SessionPipeline
+from depscreen.engine.runtime.screener import Estimate
 from depscreen.streamer.convert import estimate_message, sentence_message
 from depscreen.streamer.logs import bind_session
-from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.protocol import ProtocolError, session_time_exceeded
 from depscreen.streamer.record import SessionRecorder
-from depscreen.streamer.resume import KEPT_UPDATES, Checkpoint, ResumeError, Resumer, Ticket, kept_update
+from depscreen.streamer.resume import KEPT_UPDATES, Checkpoint, Resumer, Ticket, kept_update
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import StoreError
 from depscreen.v1 import screening_pb2 as pb
 
 if TYPE_CHECKING:
-    from depscreen.streamer.tracing import SessionTrace, Tracing
+    from depscreen.streamer.admission import SessionHub
+    from depscreen.streamer.tracing import SessionTrace
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
-MAX_SESSION_ID_CHARS = 128
 IMAGE_FORMATS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
 """Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
 VIDEO_BURST_S = 2.0
 """Seconds of video (at `max_video_fps`) a client may send ahead of its audio."""
 NOT_RESUMABLE_STORE_DOWN = "not resumable: the state store is unavailable"
 """The `accepted` notice of a session opened while its server's state store failed."""
-
-
-RETRY_AFTER_S = 10.0
-"""Suggested wait before a refused session is offered again (gRPC `RetryInfo`, WHIP `Retry-After`)."""
-
-
-class ProtocolError(Exception):
-    """A client broke the protocol: the stream ends with `code` and this message. `retry_after_s`: the
-    refusal is temporary (the server is full) and the client may try again after about that long."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after_s = retry_after_s
-
-
-@dataclass
-class SessionHub:
-    """What every session of a server shares: settings, model, extractors, batcher, metrics, workers."""
-
-    settings: ServerSettings
-    screener: Screener
-    extractors: Extractors
-    batcher: MicroBatcher
-    metrics: Metrics
-    executor: Executor
-    active: int = 0
-    in_flight: int = 0
-    per_principal: dict[str, int] = field(default_factory=dict)
-    """Open sessions of each authenticated principal (token or JWT subject) that has any."""
-    resumer: Resumer | None = None
-    """Checkpoints and resume tokens; None on a server without a state store (no session is resumable)."""
-    on_admission: Callable[[bool], None] | None = None
-    """Called with `admitting` each time it changes (the server's gRPC health follows it)."""
-    tracing: Tracing | None = None
-    """Session and stage spans (`tracing.py`); None when traces are off."""
-    clock: Clock = field(default_factory=SystemClock)
-    """What session time limits and pacing are measured on (`clock.py`)."""
-    _admitted_last: bool = field(default=True, init=False, repr=False)
-    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when the server begins shutting down: new sessions are refused, live streams end (`service.py`)."""
-
-    def model_info(self) -> pb.ModelInfo:
-        facts = self.screener.facts
-        return pb.ModelInfo(
-            model_id=facts.model_id,
-            trained_on=facts.trained_on,
-            intended_use=facts.intended_use,
-            model_card_url=facts.model_card_url,
-            device=self.screener.device.type,
-            kernels=self.screener.kernels,
-        )
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run CPU-bound work in the worker pool (counted for the backlog)."""
-        self.in_flight += 1
-        self._report_queue()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        finally:
-            self.in_flight -= 1
-            self._report_queue()
-
-    @property
-    def backlog(self) -> float:
-        """Work waiting beyond what the workers are doing, per worker."""
-        workers = self.settings.worker_count
-        return max(0, self.in_flight - workers + self.batcher.queue_depth) / workers
-
-    @property
-    def admitting(self) -> bool:
-        """Whether a new session would be admitted now: not shutting down, below `max_sessions` and not over
-        `reject_backlog`."""
-        if self.shutdown.is_set():
-            return False
-        return self.active < self.settings.max_sessions and self.backlog <= self.settings.reject_backlog
-
-    def _report_queue(self) -> None:
-        self.metrics.queue_depth.set(max(0, self.in_flight - self.settings.worker_count) + self.batcher.queue_depth)
-        self._report_admission()
-
-    def _report_admission(self) -> None:
-        admitting = self.admitting
-        if admitting != self._admitted_last:
-            self._admitted_last = admitting
-            if self.on_admission is not None:
-                self.on_admission(admitting)
-
-    async def open(self, first: pb.ClientMessage, principal: str | None = None, resumable: bool = False) -> LiveSession:
-        """Admit a session from its first message (for `principal`, None on an open server), or raise
-        ProtocolError. `resumable`: the transport can resume (the server needs a state store too): the session
-        gets a resume token and checkpoints, and a `start.resume_token` continues an earlier session."""
-        if self.shutdown.is_set():
-            raise ProtocolError(
-                grpc.StatusCode.UNAVAILABLE, "the server is shutting down: retry, another replica will take the session"
-            )
-        resumer = self.resumer if resumable else None
-        start = check_start(first, resumable=resumer is not None)
-        ticket, checkpoint = (
-            await self._restore(resumer, start.resume_token, principal) if start.resume_token else (None, None)
-        )
-        if checkpoint is not None:
-            check_resume_point(start, checkpoint)
-        self._check_principal_quota(principal)
-        if not self.admitting:
-            self.metrics.rejected_sessions_total.inc()
-            state = (
-                f"at its limit of {self.settings.max_sessions} concurrent sessions"
-                if self.active >= self.settings.max_sessions
-                else "overloaded"
-            )
-            raise ProtocolError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server is {state}: retry in {RETRY_AFTER_S:g} s, or on another replica",
-                retry_after_s=RETRY_AFTER_S,
-            )
-        self.active += 1
-        self._report_admission()
-        self.metrics.sessions_active.inc()
-        self.metrics.sessions_total.inc()
-        if principal is not None:
-            self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
-        session_id = checkpoint.session_id if checkpoint else start.session_id or uuid.uuid4().hex
-        trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
-        if checkpoint is None:
-            pipeline = self._new_pipeline(start, trace=trace)
-        else:
-            pipeline = self._new_pipeline(start, checkpoint.resume_from_ms, checkpoint.next_index, trace)
-        session = LiveSession(self, session_id, pipeline, principal, trace)
-        if self.settings.record:
-            session.start_recording(Path(self.settings.record), start)
-        if resumer is not None:
-            await session.make_resumable(resumer, ticket, checkpoint, start)
-        return session
-
-    async def _restore(self, resumer: Resumer | None, token: str, principal: str | None) -> tuple[Ticket, Checkpoint]:
-        """The session a resume token presented by `principal` leads to and its last checkpoint, or ProtocolError."""
-        assert resumer is not None
-        try:
-            return await self.run(resumer.restore, token, principal)
-        except ResumeError as error:
-            log.info("a resume was refused: the token is %s", error)
-            raise ProtocolError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "start.resume_token leads to no resumable session here: it is wrong, it was issued to another "
-                f"caller, its session ended with `end`, or it expired after {resumer.ttl_s:g} s without a sentence; "
-                "start a new session (without the token)",
-            ) from None
-        except StoreError as error:
-            raise store_unavailable(error) from None
-
-    def _check_principal_quota(self, principal: str | None) -> None:
-        limit = self.settings.max_sessions_per_token
-        if principal is not None and limit and self.per_principal.get(principal, 0) >= limit:
-            self.metrics.rejected_sessions_total.inc()
-            raise ProtocolError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this token already holds its limit of {limit} concurrent sessions: end one, or retry later",
-                retry_after_s=RETRY_AFTER_S,
-            )
-
-    def release(self, principal: str | None = None) -> None:
-        if principal is not None:
-            left = self.per_principal.pop(principal, 1) - 1
-            if left > 0:
-                self.per_principal[principal] = left
-        self.active -= 1
-        self.metrics.sessions_active.dec()
-        self._report_admission()
-        self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
-
-    def _new_pipeline(
-        self, start: pb.SessionStart, origin_ms: int = 0, first_index: int = 0, trace: SessionTrace | None = None
-    ) -> SessionPipeline:
-        """Cheap (no model loading: the face detector and predictor are shared), so it runs on the loop."""
-
-        def on_stage(stage: str, seconds: float, cpu_seconds: float) -> None:
-            self.metrics.observe_stage(stage, seconds, cpu_seconds)
-            if trace is not None:
-                trace.stage(stage, seconds)
-
-        return SessionPipeline(
-            self.extractors,
-            sample_rate_hz=start.audio.sample_rate_hz,
-            channels=start.audio.channels,
-            language=start.language,
-            use_asr=self.settings.asr != "none" and not start.disable_asr,
-            settings=PipelineSettings(
-                video_fps=self.settings.video_fps, segmenter=SegmenterSettings(vad=self.settings.vad)
-            ),
-            on_stage=on_stage,
-            origin_ms=origin_ms,
-            first_index=first_index,
-        )
-
-
-def check_start(message: pb.ClientMessage, resumable: bool = False) -> pb.SessionStart:
-    """The `start` message, validated; ProtocolError says what is wrong with it. A resume token is refused
-    unless the session is `resumable`."""
-    kind = message.WhichOneof("kind")
-    if kind != "start":
-        raise ProtocolError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"the first message must be `start` (SessionStart with the audio format), got `{kind}`",
-        )
-    start = message.start
-    rate, channels = start.audio.sample_rate_hz, start.audio.channels
-    if not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE:
-        raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"start.audio.sample_rate_hz={rate} is not supported: use {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz",
-        )
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"start.audio.channels={channels} is not supported: send mono (1) or stereo (2)",
-        )
-    if len(start.session_id) > MAX_SESSION_ID_CHARS:
-        raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"start.session_id has {len(start.session_id)} characters; the limit is {MAX_SESSION_ID_CHARS}",
-        )
-    if any(not character.isprintable() for character in start.session_id):
-        raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "start.session_id contains control or other unprintable characters: use printable text",
-        )
-    try:
-        primary_language(start.language)
-    except ValueError as error:
-        raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, f"start.{error}") from None
-    if start.resume_token and not resumable:
-        raise ProtocolError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "start.resume_token was given, but this server keeps no resumable sessions: start a new one",
-        )
-    return start
-
-
-def check_resume_point(start: pb.SessionStart, checkpoint: Checkpoint) -> None:
-    """Refuse (FAILED_PRECONDITION) a resume whose client holds more sentence updates than the checkpoint
-    covers: the store failed to take the later checkpoints, and the client no longer keeps the media to re-send."""
-    if start.HasField("received_sentences") and start.received_sentences > checkpoint.next_index:
-        raise ProtocolError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"start.received_sentences={start.received_sentences}, but the session's last checkpoint is after "
-            f"sentence {checkpoint.next_index} (the state store missed the later ones): the session cannot be "
-            "resumed; start a new session (without the token)",
-        )
-
-
-def store_unavailable(error: StoreError) -> ProtocolError:
-    """The error that refuses a resume when the state store cannot be reached."""
-    log.warning("the state store failed: %s", error)
-    return ProtocolError(
-        grpc.StatusCode.UNAVAILABLE, "the server cannot reach its state store for resumable sessions: retry later"
-    )
-
-
-def session_time_exceeded(limit_s: float) -> ProtocolError:
-    """The error that ends a session that reached `max_session_s` (after its summary was sent)."""
-    return ProtocolError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"the session reached its limit of {limit_s:g} s and was finished: start a new session to go on",
-    )
 
 
 def shed_video(backlog: float, since_last_ms: float, settings: ServerSettings) -> bool:

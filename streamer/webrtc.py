@@ -29,7 +29,9 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import RTCIceCandidate
 from google.protobuf.json_format import MessageToDict
 
-from depscreen.streamer.session import LiveSession, ProtocolError, SessionHub
+from depscreen.streamer.admission import SessionHub
+from depscreen.streamer.protocol import ProtocolError
+from depscreen.streamer.session import LiveSession
 from depscreen.streamer.stall import Silence
 from depscreen.v1 import screening_pb2 as pb
 

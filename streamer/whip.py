@@ -24,8 +24,9 @@ from aiortc.rtcicetransport import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 from multidict import CIMultiDict
 
+from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate
-from depscreen.streamer.session import RETRY_AFTER_S, ProtocolError, SessionHub
+from depscreen.streamer.protocol import RETRY_AFTER_S, ProtocolError
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.webrtc import DATA_CHANNEL_LABEL, PCM_CHANNELS, PCM_RATE_HZ, OfferError, PeerSession
 from depscreen.v1 import screening_pb2 as pb

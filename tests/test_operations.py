@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from depscreen.engine.media import decode_audio_file
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.streamer.logs import FIELDS
-from depscreen.streamer.session import RETRY_AFTER_S
+from depscreen.streamer.protocol import RETRY_AFTER_S
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 

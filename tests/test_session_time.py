@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from depscreen.engine.media import decode_audio_file
+from depscreen.streamer.protocol import ProtocolError
 from depscreen.streamer.server import Server
-from depscreen.streamer.session import LiveSession, ProtocolError
+from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
 from depscreen.v1 import screening_pb2 as pb
