@@ -76,6 +76,23 @@ class Extractors:
         self.audio = AudioFeatureExtractor()
 
 
+@dataclass
+class SessionCounts:
+    """A session's running counts, kept in one place: its summary, the metrics and its resume checkpoint read
+    them, and a resumed session goes on from its checkpoint's."""
+
+    speech_ms: int = 0
+    """Speech inside the session's scored sentences (`scored`)."""
+    dropped_video_frames: int = 0
+    """Video frames not used: corrupt or out of order (the pipeline), or shed under overload (the server)."""
+    dropped_captions: int = 0
+    """Captions not used: invalid, or pushed out by newer ones while too many waited."""
+
+    def scored(self, features: SentenceFeatures) -> None:
+        """Count a sentence that was scored."""
+        self.speech_ms += features.speech_ms
+
+
 @dataclass(frozen=True)
 class SentenceResult:
     """A closed sentence's features, ready to score."""
@@ -107,10 +124,12 @@ class SessionPipeline:
         on_stage: StageTimer | None = None,
         origin_ms: int = 0,
         first_index: int = 0,
+        counts: SessionCounts | None = None,
     ) -> None:
-        """`origin_ms` and `first_index` continue an earlier pipeline of the same session (a resumed one): the
-        first sample pushed is at `origin_ms` on the session's clock, and the first sentence gets `first_index`.
-        The segmenter starts afresh there (its VAD state cannot be carried over)."""
+        """`origin_ms`, `first_index` and `counts` continue an earlier pipeline of the same session (a resumed
+        one): the first sample pushed is at `origin_ms` on the session's clock, the first sentence gets
+        `first_index`, and the counts go on from `counts`. The segmenter starts afresh there (its VAD state
+        cannot be carried over)."""
         self.settings = settings
         self.origin_ms = origin_ms
         self.first_index = first_index
@@ -139,9 +158,7 @@ class SessionPipeline:
         self._next_video_ms = 0.0
         self._last_video_ms = -1
         self.sentences = first_index
-        self.speech_ms = 0
-        self.dropped_video_frames = 0
-        self.dropped_captions = 0
+        self.counts = counts or SessionCounts()
 
     @property
     def asr_model(self) -> str:
@@ -248,12 +265,12 @@ class SessionPipeline:
         """Analyse a frame if one is due at `video_fps`; returns False when it was skipped as surplus.
 
         Raises ValueError (naming the problem) for a corrupt image or a timestamp that goes backwards; such
-        frames are counted in `dropped_video_frames`.
+        frames are counted in `counts.dropped_video_frames`.
         """
         try:
             return self._analyse_frame(timestamp_ms, image, fmt, width, height)
         except ValueError:
-            self.dropped_video_frames += 1
+            self.counts.dropped_video_frames += 1
             raise
 
     def _analyse_frame(self, timestamp_ms: int, image: bytes, fmt: str, width: int, height: int) -> bool:
@@ -282,7 +299,7 @@ class SessionPipeline:
         try:
             self._hold_caption(start_ms, end_ms, text)
         except ValueError:
-            self.dropped_captions += 1
+            self.counts.dropped_captions += 1
             raise
 
     def _hold_caption(self, start_ms: int, end_ms: int, text: str) -> None:
@@ -294,7 +311,7 @@ class SessionPipeline:
             raise ValueError("caption text is empty")
         if len(self._captions) >= self.settings.max_pending_captions:
             self._captions.popleft()
-            self.dropped_captions += 1
+            self.counts.dropped_captions += 1
         self._captions.append(_CaptionSpan(start_ms, end_ms, " ".join(text.split())))
 
     def _take_faces(self, sentence: Sentence) -> tuple[np.ndarray, int]:
@@ -370,5 +387,4 @@ class SessionPipeline:
             audio_integrity=integrity.factor,
         )
         self.sentences += 1
-        self.speech_ms += sentence.speech_ms
         return SentenceResult(features=features, closed_at=closed_at)

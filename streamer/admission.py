@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -150,10 +150,7 @@ class SessionHub:
             self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
         session_id = checkpoint.session_id if checkpoint else start.session_id or uuid.uuid4().hex
         trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
-        if checkpoint is None:
-            pipeline = self._new_pipeline(start, trace=trace)
-        else:
-            pipeline = self._new_pipeline(start, checkpoint.resume_from_ms, checkpoint.next_index, trace)
+        pipeline = self._new_pipeline(start, checkpoint, trace)
         session = LiveSession(self, session_id, pipeline, principal, trace)
         if self.settings.record:
             session.start_recording(Path(self.settings.record), start)
@@ -198,9 +195,10 @@ class SessionHub:
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(
-        self, start: pb.SessionStart, origin_ms: int = 0, first_index: int = 0, trace: SessionTrace | None = None
+        self, start: pb.SessionStart, checkpoint: Checkpoint | None, trace: SessionTrace | None
     ) -> SessionPipeline:
-        """Cheap (no model loading: the face detector and predictor are shared), so it runs on the loop."""
+        """The session's pipeline, going on from `checkpoint` (media time, sentence index, counts) when it
+        resumes one. Cheap (no model loading: the face detector and predictor are shared): it runs on the loop."""
 
         def on_stage(stage: str, seconds: float, cpu_seconds: float) -> None:
             self.metrics.observe_stage(stage, seconds, cpu_seconds)
@@ -217,6 +215,7 @@ class SessionHub:
                 video_fps=self.settings.video_fps, segmenter=SegmenterSettings(vad=self.settings.vad)
             ),
             on_stage=on_stage,
-            origin_ms=origin_ms,
-            first_index=first_index,
+            origin_ms=checkpoint.resume_from_ms if checkpoint else 0,
+            first_index=checkpoint.next_index if checkpoint else 0,
+            counts=replace(checkpoint.counts) if checkpoint else None,
         )

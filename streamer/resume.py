@@ -22,7 +22,7 @@ import hmac
 import io
 import pickle
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 from google.protobuf.message import DecodeError
 
 from depscreen.engine.model.state import SessionState
+from depscreen.engine.pipeline import SessionCounts
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, SessionTrack
 from depscreen.streamer.state_store import StateStore, StoredSession
 from depscreen.v1 import screening_pb2 as pb
@@ -53,9 +54,8 @@ class Checkpoint:
     next_index: int = 0
     resume_from_ms: int = 0
     """Media time up to the end of the last scored sentence; the client re-sends from here."""
-    speech_ms: int = 0
-    dropped_video_frames: int = 0
-    dropped_captions: int = 0
+    counts: SessionCounts = field(default_factory=SessionCounts)
+    """The session's counts after the last scored sentence."""
     track: SessionTrack = field(default_factory=SessionTrack)
     """Model state after the last scored sentence (None before the first one) and the evidence account."""
     estimate: Estimate | None = None
@@ -81,9 +81,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
     payload = {
         "next_index": checkpoint.next_index,
         "resume_from_ms": checkpoint.resume_from_ms,
-        "speech_ms": checkpoint.speech_ms,
-        "dropped_video_frames": checkpoint.dropped_video_frames,
-        "dropped_captions": checkpoint.dropped_captions,
+        **asdict(checkpoint.counts),
         "usable_speech_s": account.usable_speech_s,
         "symptom_sum": torch.from_numpy(np.asarray(account.symptom_sum, dtype=np.float64)),
         "text_sentences": account.text_sentences,
@@ -109,9 +107,7 @@ def decode(session_id: str, data: bytes) -> Checkpoint:
         session_id=session_id,
         next_index=payload["next_index"],
         resume_from_ms=payload["resume_from_ms"],
-        speech_ms=payload["speech_ms"],
-        dropped_video_frames=payload["dropped_video_frames"],
-        dropped_captions=payload["dropped_captions"],
+        counts=SessionCounts(**{f.name: payload[f.name] for f in fields(SessionCounts)}),
         track=SessionTrack(state=state, account=account),
         estimate=_estimate_from(payload["estimate"]),
         updates=tuple(pb.SentenceUpdate.FromString(data) for data in payload.get("updates", ())),

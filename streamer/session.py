@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,8 @@ class LiveSession:
         self.handle_ = hub.batcher.attach()
         self.ended = False
         self.last_estimate: Estimate | None = None
-        self.shed_video_frames = 0
+        self.counts = pipeline.counts
+        """The session's counts (the pipeline's own object: one set, shared)."""
         self.resumer: Resumer | None = None
         self.ticket: Ticket | None = None
         self.notices: list[str] = []
@@ -92,7 +94,6 @@ class LiveSession:
         self._resumed_from: Checkpoint | None = None
         self._kept_updates: deque[pb.SentenceUpdate] = deque(maxlen=KEPT_UPDATES)
         self._resend: list[pb.SentenceUpdate] = []
-        self._committed_speech_ms = 0
         self._closed = False
         self._started = hub.clock.now()
         self._last_video_forwarded_ms = -1.0e9
@@ -126,9 +127,6 @@ class LiveSession:
             self._resumed_from = checkpoint
             self.hub.batcher.restore(self.handle_, checkpoint.track)
             self.last_estimate = checkpoint.estimate
-            self.pipeline.speech_ms = self._committed_speech_ms = checkpoint.speech_ms
-            self.pipeline.dropped_captions = checkpoint.dropped_captions
-            self.shed_video_frames = checkpoint.dropped_video_frames
             self._kept_updates.extend(checkpoint.updates)
             self._resend = self._updates_to_resend(checkpoint, start)
         ticket = ticket or resumer.new_ticket(self.session_id, self.principal)
@@ -222,9 +220,9 @@ class LiveSession:
         summary = pb.SessionSummary(
             sentences=p.sentences,
             audio_seconds=p.media_seconds,
-            speech_seconds=p.speech_ms / 1000.0,
-            dropped_video_frames=p.dropped_video_frames + self.shed_video_frames,
-            dropped_captions=p.dropped_captions,
+            speech_seconds=self.counts.speech_ms / 1000.0,
+            dropped_video_frames=self.counts.dropped_video_frames,
+            dropped_captions=self.counts.dropped_captions,
         )
         if self.last_estimate is not None:
             summary.estimate.CopyFrom(estimate_message(self.last_estimate))
@@ -282,7 +280,7 @@ class LiveSession:
             self.trace.stage("model", time.perf_counter() - stepped)
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)
         self.last_estimate = estimate
-        self._committed_speech_ms += result.features.speech_ms
+        self.counts.scored(result.features)
         latency = time.perf_counter() - result.closed_at
         message = sentence_message(result, estimate, latency)
         if self.resumer is not None and self.ticket is not None:
@@ -291,9 +289,7 @@ class LiveSession:
                 session_id=self.session_id,
                 next_index=result.features.index + 1,
                 resume_from_ms=result.features.end_ms,
-                speech_ms=self._committed_speech_ms,
-                dropped_video_frames=self.pipeline.dropped_video_frames + self.shed_video_frames,
-                dropped_captions=self.pipeline.dropped_captions,
+                counts=replace(self.counts),
                 track=self.handle_.track,
                 estimate=estimate,
                 updates=tuple(self._kept_updates),
@@ -347,11 +343,15 @@ class LiveSession:
         self.hub.metrics.audio_seconds_total.inc(len(data) / self._bytes_per_second)
         return data
 
+    def shed_video_frame(self) -> None:
+        """Count a video frame a transport or the session dropped under overload before it cost anything."""
+        self.counts.dropped_video_frames += 1
+        self.hub.metrics.shed_video_frames_total.inc()
+
     async def _video(self, frame: pb.VideoFrame) -> None:
         since_last_ms = frame.timestamp_ms - self._last_video_forwarded_ms
         if shed_video(self.hub.backlog, since_last_ms, self.hub.settings):
-            self.shed_video_frames += 1
-            self.hub.metrics.shed_video_frames_total.inc()
+            self.shed_video_frame()
             return
         self._last_video_forwarded_ms = frame.timestamp_ms
         fmt = IMAGE_FORMATS.get(frame.format, "unspecified")

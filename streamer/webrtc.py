@@ -231,8 +231,7 @@ class PeerSession:
                     continue
                 self._next_video_ms = timestamp_ms + interval_ms
                 if self._messages.qsize() >= SHED_VIDEO_AT:
-                    self.live.shed_video_frames += 1
-                    self.hub.metrics.shed_video_frames_total.inc()
+                    self.live.shed_video_frame()
                     continue
                 image, width, height = await self.hub.run(_rgb24, frame, self.hub.settings.max_message_bytes)
                 if not self._ending:

@@ -169,8 +169,8 @@ def test_invalid_captions_and_frames_are_counted_not_fatal(screener: Screener, e
     assert pipeline.push_video(1000, grey, "rgb24", 64, 48)
     with pytest.raises(ValueError, match="earlier"):
         pipeline.push_video(500, grey, "rgb24", 64, 48)
-    assert pipeline.dropped_captions == 2
-    assert pipeline.dropped_video_frames == 2
+    assert pipeline.counts.dropped_captions == 2
+    assert pipeline.counts.dropped_video_frames == 2
     results = run_audio(pipeline, decode_audio_file(FIXTURES / "jfk.flac").tobytes(), 3200)
     assert results, "the interview goes on after bad input"
 

@@ -27,6 +27,7 @@ import torch
 from depscreen.clients import cli as client_cli
 from depscreen.clients.resumable import ReplayBuffer
 from depscreen.clients.session import ScreeningClient
+from depscreen.engine.pipeline import SessionCounts
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, save_checkpoint
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener, SessionTrack
 from depscreen.engine.train.stats import FeatureStats
@@ -91,7 +92,7 @@ def a_checkpoint(state: object) -> Checkpoint:
         symptoms=tuple(float(i) / 10 for i in range(8)),
     )
     account = EvidenceAccount(usable_speech_s=12.5, symptom_sum=np.arange(8, dtype=np.float64), text_sentences=3)
-    return Checkpoint("interview-7", 5, 14_500, 9_000, 2, 1, SessionTrack(state, account), estimate)
+    return Checkpoint("interview-7", 5, 14_500, SessionCounts(9_000, 2, 1), SessionTrack(state, account), estimate)
 
 
 def test_a_checkpoint_round_trips_through_bytes(initial_state: object) -> None:
@@ -100,8 +101,8 @@ def test_a_checkpoint_round_trips_through_bytes(initial_state: object) -> None:
         layer.ssm.normal_()
     restored = decode("interview-7", encode(checkpoint))
     assert restored.estimate == checkpoint.estimate
-    assert (restored.next_index, restored.resume_from_ms, restored.speech_ms) == (5, 14_500, 9_000)
-    assert (restored.dropped_video_frames, restored.dropped_captions) == (2, 1)
+    assert (restored.next_index, restored.resume_from_ms) == (5, 14_500)
+    assert restored.counts == SessionCounts(speech_ms=9_000, dropped_video_frames=2, dropped_captions=1)
     assert restored.track.account.usable_speech_s == 12.5 and restored.track.account.text_sentences == 3
     np.testing.assert_array_equal(restored.track.account.symptom_sum, np.arange(8))
     for old, new in zip(checkpoint.track.state.layers, restored.track.state.layers, strict=True):
