@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.modalities import modality
 from depscreen.engine.model.screening import ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.localserver import LocalServer, read_counter, start_local_server
@@ -16,6 +19,27 @@ from depscreen.sample import sample_path
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = sample_path()
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def spoken_sentence(
+    index: int, audio: np.ndarray, text: np.ndarray | None = None, transcript: str = ""
+) -> SentenceFeatures:
+    """Sentence `index` of a made-up session: one second (900 ms of speech at 20 dB), the given eGeMAPS frames,
+    no face, and a captioned text vector when `text` is given."""
+    return SentenceFeatures(
+        index=index,
+        start_ms=index * 1000,
+        end_ms=(index + 1) * 1000,
+        speech_ms=900,
+        snr_db=20.0,
+        audio=audio,
+        video=np.zeros((0, modality("video").dim), np.float32),
+        video_frames=0,
+        text=text,
+        transcript=transcript,
+        transcript_source="caption" if text is not None else "",
+        text_confidence=1.0 if text is not None else 0.0,
+    )
 
 
 def with_speaker_normalisation(model: ScreeningModel) -> ScreeningModel:

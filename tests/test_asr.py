@@ -29,6 +29,7 @@ from depscreen.engine.features.asr import (
 )
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
+from depscreen.engine.transcript_error import transcript_error
 
 from .test_features import word_error_rate
 from .test_segment import _channel_noise
@@ -54,19 +55,8 @@ def whisper() -> WhisperTranscriber:
 
 
 def character_error_rate(reference: str, hypothesis: str) -> float:
-    """Character-level Levenshtein distance over the reference length, punctuation and spaces removed."""
-
-    def characters(text: str) -> str:
-        return re.sub(r"[\W_]", "", text)
-
-    ref, hyp = characters(reference), characters(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_char in enumerate(ref, 1):
-        current = [i]
-        for j, hyp_char in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_char != hyp_char)))
-        previous = current
-    return previous[-1] / max(len(ref), 1)
+    """Character error rate by the project's own measure (`engine.transcript_error`: no punctuation, spaces)."""
+    return transcript_error(reference, hypothesis, "zh").rate
 
 
 def test_character_error_rate_helper() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.face import MAX_IMAGE_SIDE, FaceLandmarker, decode_image
 from depscreen.engine.features.text import PHQ8_ITEMS, TextEmbedder
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file, iter_video_frames
+from depscreen.engine.transcript_error import transcript_error
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 JFK = DATA / "speech" / "jfk"
@@ -239,19 +239,8 @@ def test_empty_text_is_zero_and_batch_is_consistent(embedder: TextEmbedder) -> N
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length, after lowercasing and removing punctuation."""
-
-    def words(text: str) -> list[str]:
-        return re.sub(r"[^\w\s']", " ", text.lower()).split()
-
-    ref, hyp = words(reference), words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, 1):
-        current = [i]
-        for j, hyp_word in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1] / max(len(ref), 1)
+    """Word error rate by the project's own measure (`engine.transcript_error`: lower-cased, no punctuation)."""
+    return transcript_error(reference, hypothesis, "en").rate
 
 
 def test_word_error_rate_helper() -> None:

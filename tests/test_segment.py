@@ -74,15 +74,7 @@ def _assert_same(a: list[Sentence], b: list[Sentence]) -> None:
 
 
 def _push_in_chunks(pcm: np.ndarray, sizes: Iterator[int]) -> list[Sentence]:
-    segmenter = Segmenter()
-    sentences: list[Sentence] = []
-    position = 0
-    while position < len(pcm):
-        size = next(sizes)
-        sentences += segmenter.push(pcm[position : position + size])
-        position += size
-    assert segmenter.samples_received == len(pcm)
-    return sentences + segmenter.flush()
+    return _pieces_in_chunks(pcm, sizes)[0]
 
 
 def _fixed(size: int) -> Iterator[int]:
@@ -130,6 +122,7 @@ def _pieces_in_chunks(pcm: np.ndarray, sizes: Iterator[int]) -> tuple[list[Sente
         size = next(sizes)
         sentences += segmenter.push(pcm[position : position + size])
         position += size
+    assert segmenter.samples_received == len(pcm)
     return sentences + segmenter.flush(), pieces
 
 

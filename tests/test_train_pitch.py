@@ -11,12 +11,13 @@ from depscreen.engine.modalities import modality
 from depscreen.engine.train.pitch import median_f0, pitch_check
 from depscreen.engine.train.sessions import LabelledSession
 
+from .conftest import spoken_sentence
+
 
 def sentence(index: int, pitch: list[float]) -> SentenceFeatures:
     audio = np.ones((len(pitch), modality("audio").dim), dtype=np.float32)
     audio[:, PITCH] = pitch
-    empty = np.zeros((0, modality("video").dim), dtype=np.float32)
-    return SentenceFeatures(index, 0, 1000, 1000, 30.0, audio, empty, 0, None, "", "", 0.0)
+    return spoken_sentence(index, audio)
 
 
 def test_median_f0_is_the_median_of_voiced_frames_over_the_whole_session() -> None:

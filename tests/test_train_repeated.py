@@ -7,13 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.train.baselines import BASELINES, applicable_baselines, cross_validate_baseline
 from depscreen.engine.train.crossval import CrossValidation
 from depscreen.engine.train.model_card import repeated_table
 from depscreen.engine.train.repeated import auroc_difference, repeated_comparison
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.trainer import TrainSettings
+
+from .conftest import spoken_sentence
 
 WORDS = ("天气", "工作", "朋友", "学校", "周末", "电影", "家里", "吃饭")
 
@@ -27,21 +28,8 @@ def sessions(count: int = 30, seed: int = 0) -> list[LabelledSession]:
         sentences = []
         for k in range(3):
             words = rng.choice(WORDS, 4).tolist() + (["失眠"] if label and rng.random() < 0.25 else [])
-            sentence = SentenceFeatures(
-                index=k,
-                start_ms=k * 1000,
-                end_ms=(k + 1) * 1000,
-                speech_ms=900,
-                snr_db=20.0,
-                audio=rng.normal(0.0, 1.0, (50, 25)).astype(np.float32),
-                video=np.zeros((0, 136), np.float32),
-                video_frames=0,
-                text=rng.normal(0.0, 1.0, 10).astype(np.float32),
-                transcript="".join(words),
-                transcript_source="caption",
-                text_confidence=1.0,
-            )
-            sentences.append(sentence)
+            audio = rng.normal(0.0, 1.0, (50, 25)).astype(np.float32)
+            sentences.append(spoken_sentence(k, audio, rng.normal(0.0, 1.0, 10).astype(np.float32), "".join(words)))
         result.append(LabelledSession(label, sentences, f"s{i}"))
     return result
 

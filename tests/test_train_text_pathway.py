@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import (
     CHAR_BUCKETS,
     CHAR_NGRAMS,
@@ -31,6 +30,8 @@ from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.study import dataset_config, score_head_decision
 from depscreen.engine.train.trainer import TrainSettings, final_outputs, train_model
 
+from .conftest import spoken_sentence
+
 WORDS = ("天气", "工作", "朋友", "学校", "周末", "电影", "家里", "吃饭", "睡不着", "难过")
 QUICK = TrainSettings(epochs=2, batch_size=8, seed=0)
 
@@ -50,22 +51,9 @@ def char_sessions(count: int = 24, seed: int = 0, scored: bool = True) -> list[L
             words = rng.choice(WORDS[8:] if label and rng.random() < 0.5 else WORDS[:8], 3).tolist()
             transcript = "".join(words)
             similarities = rng.uniform(0.0, 0.5, len(PHQ8_ITEMS)).astype(np.float32)
-            sentences.append(
-                SentenceFeatures(
-                    index=k,
-                    start_ms=k * 1000,
-                    end_ms=(k + 1) * 1000,
-                    speech_ms=900,
-                    snr_db=20.0,
-                    audio=rng.normal(0.0, 1.0, (60, 25)).astype(np.float32),
-                    video=np.zeros((0, 136), np.float32),
-                    video_frames=0,
-                    text=np.concatenate([char_ngram_counts([transcript])[0], similarities]),
-                    transcript=transcript,
-                    transcript_source="caption",
-                    text_confidence=1.0,
-                )
-            )
+            audio = rng.normal(0.0, 1.0, (60, 25)).astype(np.float32)
+            text = np.concatenate([char_ngram_counts([transcript])[0], similarities])
+            sentences.append(spoken_sentence(k, audio, text, transcript))
         score = 40.0 + 20.0 * label + float(rng.normal(0.0, 5.0)) if scored else None
         sessions.append(LabelledSession(label, sentences, f"s{i}", score))
     return sessions
