@@ -191,7 +191,7 @@ class LiveSession:
             data = self._checked_audio(message.audio.data)
             self._record(SessionRecorder.audio, data)
             await self._pace()
-            for result in await self.hub.run(self.pipeline.push_audio, data, self._transcribe()):
+            for result in await self._closing(self.pipeline.push_audio, data):
                 yield await self._score(result)
         elif kind == "video":
             self._check_video_rate()
@@ -212,7 +212,7 @@ class LiveSession:
         `forget` (on `end`) deletes a resumable session's checkpoint; otherwise (a stall, a stream closed
         without `end`) it stays until it expires, so the client can still resume."""
         self.ended = True
-        for result in await self.hub.run(self.pipeline.finish, self._transcribe()):
+        for result in await self._closing(self.pipeline.finish):
             yield await self._score(result)
         if forget and self.resumer is not None and self.ticket is not None:
             await self._store(self.resumer.forget, self.ticket)
@@ -256,12 +256,16 @@ class LiveSession:
                 f"that many (the server analyses {settings.video_fps:g} per second)",
             )
 
-    def _transcribe(self) -> bool:
-        """ASR is the costliest stage: under heavy load, sentences without captions go without text."""
-        if self.hub.backlog <= self.hub.settings.asr_skip_backlog:
-            return True
-        self.hub.metrics.shed_asr_total.inc()
-        return False
+    async def _closing(self, work: Callable[..., list[SentenceResult]], *args: object) -> list[SentenceResult]:
+        """Run a pipeline call that may close sentences (`push_audio`, `finish`) in the worker pool. ASR is the
+        costliest stage: under heavy load (`asr_skip_backlog`) the sentences it closes without captions go
+        without text, and each one is counted as shed."""
+        transcribe = self.hub.backlog <= self.hub.settings.asr_skip_backlog
+        results = await self.hub.run(work, *args, transcribe)
+        if not transcribe and self.pipeline.use_asr:
+            shed = sum(1 for result in results if not result.features.transcript_source)
+            self.hub.metrics.shed_asr_total.inc(shed)
+        return results
 
     async def _pace(self) -> None:
         """Hold a client that sends faster than `max_speed` x real time (after a `burst_s` allowance)."""

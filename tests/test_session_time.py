@@ -33,11 +33,13 @@ def audio(data: bytes) -> list[pb.ClientMessage]:
     return [pb.ClientMessage(audio=pb.AudioChunk(data=data[i : i + step])) for i in range(0, len(data), step)]
 
 
-def on_server(clock: VirtualClock, scenario: Callable[[Server], Awaitable[object]], **settings: float) -> object:
-    """Run `scenario(server)` against a started in-process server whose sessions read `clock`."""
+def on_server(clock: VirtualClock, scenario: Callable[[Server], Awaitable[object]], **settings: float | str) -> object:
+    """Run `scenario(server)` against a started in-process server (no ASR unless `settings` say otherwise)
+    whose sessions read `clock`."""
 
     async def run() -> object:
-        server = Server(ServerSettings(grpc_port=0, http_port=0, device="cpu", asr="none", **settings), clock=clock)
+        chosen = {"grpc_port": 0, "http_port": 0, "device": "cpu", "asr": "none", **settings}
+        server = Server(ServerSettings(**chosen), clock=clock)
         await server.start()
         try:
             return await scenario(server)
