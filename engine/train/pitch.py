@@ -23,8 +23,9 @@ MIN_GROUP_SESSIONS = 4
 
 def median_f0(session: LabelledSession) -> float:
     """Median pitch (semitones from 27.5 Hz) over the session's voiced frames; NaN when none is voiced."""
-    pitch = [s.audio[:, PITCH] for s in session.sentences if s.audio is not None and len(s.audio)]
-    voiced = np.concatenate(pitch)[np.concatenate(pitch) > 0] if pitch else np.zeros(0)
+    frames = [s.audio[:, PITCH] for s in session.sentences if s.audio is not None and len(s.audio)]
+    pitch = np.concatenate(frames) if frames else np.zeros(0)
+    voiced = pitch[pitch > 0]
     return float(np.median(voiced)) if len(voiced) else float("nan")
 
 

@@ -108,11 +108,11 @@ def _pitch_line(check: dict) -> str:
     )
 
 
-def _trained_modalities(load: DatasetLoad, language: str, has_video: bool) -> str:
+def _trained_modalities(load: DatasetLoad, language: str, has_video: bool, text_seen: bool) -> str:
     """"audio + video + zh transcripts" and the like: what the dataset gave the model to learn from."""
     text = (
         f"{language} {'speech-recognised text' if load.text == 'asr' else 'transcripts'}"
-        if has_text(load.sessions)
+        if text_seen
         else "no text (text pathway untrained)"
     )
     return " + ".join(["audio", *(["video"] if has_video else []), text])
@@ -220,7 +220,8 @@ def run_study(
     config = dataset_config(text_encoder, spec.audio_dim, scored)
     video = video_statistics()
     has_video = any(len(s.video) for session in load.sessions for s in session.sentences)
-    if not has_text(load.sessions):
+    text_seen = has_text(load.sessions)
+    if not text_seen:
         log(f"no {spec.name} sentence has text: the text pathway is not trained (it screens on audio and video)")
     faces = None if has_video or not settings.unlabelled_video else unlabelled_faces(cache=cache)
     results: dict[str, object] = {
@@ -308,7 +309,7 @@ def run_study(
         model_id=f"{spec.name}-bimamba-s{settings.seed}",
         trained_on=(
             f"{len(load.sessions)} {spec.description.split(':')[0]} sessions ({load.positives} positive), "
-            f"{_trained_modalities(load, spec.language, has_video)}; research-use data"
+            f"{_trained_modalities(load, spec.language, has_video, text_seen)}; research-use data"
         ),
         model_card_url="docs/MODEL_CARD.md",
         decision_threshold=round(final.threshold, 4),
