@@ -36,7 +36,7 @@ import numpy as np
 from depscreen.engine.features.asr import DEFAULT_LANGUAGE, Transcriber, make_transcriber
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
-from depscreen.engine.features.face import FaceLandmarker, decode_image
+from depscreen.engine.features.face import FaceLandmarker, Image, rgb_pixels
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
 from depscreen.engine.media import DEFAULT_VIDEO_FPS, SAMPLE_RATE, PcmResampler
@@ -261,19 +261,20 @@ class SessionPipeline:
         captioned = any(c.start_ms < end_ms and c.end_ms > start_ms for c in self._captions)
         self._pieces.add(piece, self._transcribe_pieces and not captioned)
 
-    def push_video(self, timestamp_ms: int, image: bytes, fmt: str, width: int = 0, height: int = 0) -> bool:
-        """Analyse a frame if one is due at `video_fps`; returns False when it was skipped as surplus.
+    def push_video(self, timestamp_ms: int, image: Image) -> bool:
+        """Analyse a frame if one is due at `video_fps` (an encoded one is decoded only then); returns False when
+        it was skipped as surplus.
 
         Raises ValueError (naming the problem) for a corrupt image or a timestamp that goes backwards; such
         frames are counted in `counts.dropped_video_frames`.
         """
         try:
-            return self._analyse_frame(timestamp_ms, image, fmt, width, height)
+            return self._analyse_frame(timestamp_ms, image)
         except ValueError:
             self.counts.dropped_video_frames += 1
             raise
 
-    def _analyse_frame(self, timestamp_ms: int, image: bytes, fmt: str, width: int, height: int) -> bool:
+    def _analyse_frame(self, timestamp_ms: int, image: Image) -> bool:
         if timestamp_ms < 0:
             raise ValueError(f"video frame timestamp_ms={timestamp_ms} is negative")
         if timestamp_ms < self._last_video_ms:
@@ -285,7 +286,7 @@ class SessionPipeline:
         if timestamp_ms < self._next_video_ms:
             return False
         with self._stage("decode"):
-            rgb = decode_image(image, fmt, width, height)
+            rgb = rgb_pixels(image)
         with self._stage("features_video"):
             if self._landmarker is None:
                 self._landmarker = FaceLandmarker()

@@ -13,7 +13,7 @@ import pytest
 
 from depscreen.engine.features.asr import NoTranscriber, WhisperTranscriber, make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor
-from depscreen.engine.features.face import MAX_IMAGE_SIDE, FaceLandmarker, decode_image
+from depscreen.engine.features.face import MAX_IMAGE_SIDE, EncodedImage, FaceLandmarker, decode_image, rgb_pixels
 from depscreen.engine.features.text import PHQ8_ITEMS, TextEmbedder
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file, iter_video_frames
 from depscreen.engine.transcript_error import transcript_error
@@ -198,6 +198,23 @@ def test_decode_image_rejects_bad_data(grid_frames: list[np.ndarray]) -> None:
         decode_image(bytes(5000 * 2 * 3), "rgb24", 5000, 2)
     with pytest.raises(ValueError, match="unknown image format 'gif'"):
         decode_image(png, "gif")
+
+
+def test_a_frame_is_pixels_or_an_encoded_image(grid_frames: list[np.ndarray]) -> None:
+    """What a session is given as a frame: decoded pixels pass as they are, once checked; encoded bytes are
+    decoded as `decode_image` does."""
+    frame = grid_frames[3]
+    height, width, _ = frame.shape
+    assert rgb_pixels(frame) is frame
+    np.testing.assert_array_equal(rgb_pixels(EncodedImage(frame.tobytes(), "rgb24", width, height)), frame)
+    png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
+    np.testing.assert_array_equal(rgb_pixels(EncodedImage(png, "png")), frame)
+    with pytest.raises(ValueError, match=r"uint8 \[height, width, 3\], got float32 \[4, 4, 3\]"):
+        rgb_pixels(np.zeros((4, 4, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"got uint8 \[4, 4\]"):
+        rgb_pixels(np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match=f"RGB frame of 2x{MAX_IMAGE_SIDE + 1} pixels"):
+        rgb_pixels(np.zeros((MAX_IMAGE_SIDE + 1, 2, 3), dtype=np.uint8))
 
 
 # ---------------------------------------------------------------- text

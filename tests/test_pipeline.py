@@ -11,6 +11,7 @@ import pytest
 from av.audio.resampler import AudioResampler
 
 from depscreen.clients.media import MediaSource
+from depscreen.engine.features.face import EncodedImage
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, SentenceResult, SessionPipeline
@@ -78,7 +79,7 @@ def run_media(pipeline: SessionPipeline, path: Path, chunk_ms: int) -> list[Sent
             if kind == "audio":
                 results.extend(pipeline.push_audio(message.audio.data))
             elif kind == "video":
-                pipeline.push_video(message.video.timestamp_ms, message.video.image, "jpeg")
+                pipeline.push_video(message.video.timestamp_ms, EncodedImage(message.video.image, "jpeg"))
     return results + pipeline.finish()
 
 
@@ -164,13 +165,16 @@ def test_invalid_captions_and_frames_are_counted_not_fatal(screener: Screener, e
     with pytest.raises(ValueError, match="exceeds"):
         pipeline.push_caption(0, 100, "x" * 5000)
     with pytest.raises(ValueError, match=r"corrupt|JPEG"):
-        pipeline.push_video(0, b"\xff\xd8 not really a jpeg \xff\xd9", "jpeg")
-    grey = np.full((48, 64, 3), 128, dtype=np.uint8).tobytes()
-    assert pipeline.push_video(1000, grey, "rgb24", 64, 48)
+        pipeline.push_video(0, EncodedImage(b"\xff\xd8 not really a jpeg \xff\xd9", "jpeg"))
+    grey = np.full((48, 64, 3), 128, dtype=np.uint8)
+    assert pipeline.push_video(1000, EncodedImage(grey.tobytes(), "rgb24", 64, 48))
     with pytest.raises(ValueError, match="earlier"):
-        pipeline.push_video(500, grey, "rgb24", 64, 48)
+        pipeline.push_video(500, grey)
+    with pytest.raises(ValueError, match=r"uint8 \[height, width, 3\]"):
+        pipeline.push_video(2000, grey[:, :, 0])
+    assert pipeline.push_video(3000, grey), "pixels are analysed as they are"
     assert pipeline.counts.dropped_captions == 2
-    assert pipeline.counts.dropped_video_frames == 2
+    assert pipeline.counts.dropped_video_frames == 3
     results = run_audio(pipeline, decode_audio_file(FIXTURES / "jfk.flac").tobytes(), 3200)
     assert results, "the interview goes on after bad input"
 
@@ -179,7 +183,7 @@ def test_frame_buffer_stays_bounded_without_sentences(screener: Screener, extrac
     pipeline = SessionPipeline(extractors, sample_rate_hz=16_000)
     rgb = np.zeros((48, 64, 3), dtype=np.uint8)
     for k in range(2000):
-        pipeline.push_video(k * 200, rgb.tobytes(), "rgb24", 64, 48)
+        pipeline.push_video(k * 200, rgb)
         if k % 10 == 0:
             pipeline.push_audio(np.zeros(32_000, dtype=np.int16).tobytes())
     assert len(pipeline._faces) <= pipeline._faces.maxlen

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,6 +55,32 @@ def decode_image(data: bytes, fmt: str, width: int = 0, height: int = 0) -> np.n
     if bgr is None:
         raise ValueError(f"corrupt {fmt} image data ({len(data)} bytes could not be decoded)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A frame as a wire carries it: JPEG, PNG or packed RGB24 bytes (`fmt` as `decode_image` takes it, with
+    `width` and `height` for RGB24); decoded only when the frame is analysed."""
+
+    data: bytes
+    fmt: str
+    width: int = 0
+    height: int = 0
+
+
+Image = np.ndarray | EncodedImage
+"""A video frame: RGB uint8 pixels `[H, W, 3]` (what a media decoder yields), or an EncodedImage."""
+
+
+def rgb_pixels(image: Image) -> np.ndarray:
+    """A frame's RGB uint8 `[H, W, 3]` pixels: decoded from an EncodedImage, or checked when already pixels.
+    Raises `ValueError` naming the problem (see `decode_image`; for pixels: the wrong shape, type or size)."""
+    if isinstance(image, EncodedImage):
+        return decode_image(image.data, image.fmt, image.width, image.height)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"an RGB frame must be uint8 [height, width, 3], got {image.dtype} {list(image.shape)}")
+    _check_size(image.shape[1], image.shape[0], "RGB frame")
+    return image
 
 
 def _check_size(width: int, height: int, what: str) -> None:
