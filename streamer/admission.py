@@ -13,26 +13,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import grpc
-
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.segment import SegmenterSettings
+from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN, Checkpointer, updates_to_resend
 from depscreen.streamer.clock import Clock, SystemClock
+from depscreen.streamer.convert import model_info_message
+from depscreen.streamer.interview import Opening
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.protocol import (
     RETRY_AFTER_S,
+    ErrorKind,
     ProtocolError,
+    check_opening,
     check_resume_point,
-    check_start,
     store_unavailable,
 )
+from depscreen.streamer.record import SessionRecorder, record_failed
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import StoreError
-from depscreen.v1 import screening_pb2 as pb
 
 if TYPE_CHECKING:
     from depscreen.streamer.tracing import SessionTrace, Tracing
@@ -67,17 +69,6 @@ class SessionHub:
     _admitted_last: bool = field(default=True, init=False, repr=False)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server begins shutting down: new sessions are refused, live streams end (`service.py`)."""
-
-    def model_info(self) -> pb.ModelInfo:
-        facts = self.screener.facts
-        return pb.ModelInfo(
-            model_id=facts.model_id,
-            trained_on=facts.trained_on,
-            intended_use=facts.intended_use,
-            model_card_url=facts.model_card_url,
-            device=self.screener.device.type,
-            kernels=self.screener.kernels,
-        )
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run CPU-bound work in the worker pool (counted for the backlog)."""
@@ -114,16 +105,16 @@ class SessionHub:
             if self.on_admission is not None:
                 self.on_admission(admitting)
 
-    async def open(self, first: pb.ClientMessage, principal: str | None = None, resumable: bool = False) -> LiveSession:
-        """Admit a session from its first message (for `principal`, None on an open server), or raise
-        ProtocolError. `resumable`: the transport can resume (the server needs a state store too): the session
-        gets a resume token and checkpoints, and a `start.resume_token` continues an earlier session."""
+    async def open(self, start: Opening, principal: str | None = None, resumable: bool = False) -> LiveSession:
+        """Admit a session (for `principal`, None on an open server), or raise ProtocolError. `resumable`: the
+        transport can resume (the server needs a state store too): the session gets a resume token and
+        checkpoints, and a `start.resume_token` continues an earlier session."""
         if self.shutdown.is_set():
             raise ProtocolError(
-                grpc.StatusCode.UNAVAILABLE, "the server is shutting down: retry, another replica will take the session"
+                ErrorKind.UNAVAILABLE, "the server is shutting down: retry, another replica will take the session"
             )
         resumer = self.resumer if resumable else None
-        start = check_start(first, resumable=resumer is not None)
+        check_opening(start, resumable=resumer is not None)
         ticket, checkpoint = (
             await self._restore(resumer, start.resume_token, principal) if start.resume_token else (None, None)
         )
@@ -138,7 +129,7 @@ class SessionHub:
                 else "overloaded"
             )
             raise ProtocolError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                ErrorKind.RESOURCE_EXHAUSTED,
                 f"server is {state}: retry in {RETRY_AFTER_S:g} s, or on another replica",
                 retry_after_s=RETRY_AFTER_S,
             )
@@ -152,11 +143,58 @@ class SessionHub:
         trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
         pipeline = self._new_pipeline(start, checkpoint, trace)
         session = LiveSession(self, session_id, pipeline, principal, trace)
+        if checkpoint is not None:
+            session.restore(checkpoint)
         if self.settings.record:
-            session.start_recording(Path(self.settings.record), start)
+            self._record(session, start)
         if resumer is not None:
-            await session.make_resumable(resumer, ticket, checkpoint, start)
+            await self._make_resumable(session, resumer, ticket, checkpoint, start)
         return session
+
+    def _record(self, session: LiveSession, start: Opening) -> None:
+        """Record the session into the `record` folder (`record.py`); one that cannot be made leaves it unrecorded."""
+
+        def failed(error: OSError) -> None:
+            record_failed(self.metrics, session.session_id, error)
+
+        try:
+            recorder = SessionRecorder(
+                Path(self.settings.record),
+                session.session_id,
+                start.sample_rate_hz,
+                start.channels,
+                language=start.language,
+                disable_asr=start.disable_asr,
+                model=model_info_message(self.screener),
+                on_failure=failed,
+            )
+        except OSError as error:
+            failed(error)
+            return
+        session.observe(recorder)
+
+    async def _make_resumable(
+        self,
+        session: LiveSession,
+        resumer: Resumer,
+        ticket: Ticket | None,
+        checkpoint: Checkpoint | None,
+        start: Opening,
+    ) -> None:
+        """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from,
+        whose kept updates from `start.received_sentences` on are re-sent) and write its first checkpoint. A new
+        session whose first checkpoint the store cannot take runs without resume, and its welcome says so."""
+        ticket = ticket or resumer.new_ticket(session.session_id, session.principal)
+        kept = checkpoint.updates if checkpoint is not None else ()
+        checkpointer = Checkpointer(resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept)
+        if checkpoint is not None:
+            checkpointer.resend, notices = updates_to_resend(checkpoint, start)
+            session.notices.extend(notices)
+        saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
+        if not saved and checkpoint is None:
+            session.notices.append(NOT_RESUMABLE_STORE_DOWN)
+            return
+        session.make_resumable(checkpointer)
 
     async def _restore(self, resumer: Resumer | None, token: str, principal: str | None) -> tuple[Ticket, Checkpoint]:
         """The session a resume token presented by `principal` leads to and its last checkpoint, or ProtocolError."""
@@ -166,7 +204,7 @@ class SessionHub:
         except ResumeError as error:
             log.info("a resume was refused: the token is %s", error)
             raise ProtocolError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+                ErrorKind.FAILED_PRECONDITION,
                 "start.resume_token leads to no resumable session here: it is wrong, it was issued to another "
                 f"caller, its session ended with `end`, or it expired after {resumer.ttl_s:g} s without a sentence; "
                 "start a new session (without the token)",
@@ -179,7 +217,7 @@ class SessionHub:
         if principal is not None and limit and self.per_principal.get(principal, 0) >= limit:
             self.metrics.rejected_sessions_total.inc()
             raise ProtocolError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                ErrorKind.RESOURCE_EXHAUSTED,
                 f"this token already holds its limit of {limit} concurrent sessions: end one, or retry later",
                 retry_after_s=RETRY_AFTER_S,
             )
@@ -195,7 +233,7 @@ class SessionHub:
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(
-        self, start: pb.SessionStart, checkpoint: Checkpoint | None, trace: SessionTrace | None
+        self, start: Opening, checkpoint: Checkpoint | None, trace: SessionTrace | None
     ) -> SessionPipeline:
         """The session's pipeline, going on from `checkpoint` (media time, sentence index, counts) when it
         resumes one. Cheap (no model loading: the face detector and predictor are shared): it runs on the loop."""
@@ -207,8 +245,8 @@ class SessionHub:
 
         return SessionPipeline(
             self.extractors,
-            sample_rate_hz=start.audio.sample_rate_hz,
-            channels=start.audio.channels,
+            sample_rate_hz=start.sample_rate_hz,
+            channels=start.channels,
             language=start.language,
             use_asr=self.settings.asr != "none" and not start.disable_asr,
             settings=PipelineSettings(

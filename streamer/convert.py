@@ -1,16 +1,110 @@
-"""Engine results to wire messages: Estimate → `depscreen.v1.Estimate`, and the other server messages."""
+"""The gRPC wire and the session core, both ways: `ClientMessage` → the core's opening and inputs
+(`interview.py`), its welcome and updates → `ServerMessage`, and engine results (Estimate, model facts) → their
+`depscreen.v1` messages."""
 
 from __future__ import annotations
 
+from depscreen.engine.features.face import EncodedImage
 from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.modalities import MODALITY_NAMES
-from depscreen.engine.pipeline import SentenceResult
-from depscreen.engine.runtime.screener import Estimate
+from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.streamer.interview import (
+    Audio,
+    Caption,
+    End,
+    Input,
+    Opening,
+    ScoredSentence,
+    Update,
+    Video,
+    Welcome,
+)
+from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.v1 import screening_pb2 as pb
 
 MODALITY_ENUM = {name: pb.Modality.Value(name.upper()) for name in MODALITY_NAMES}
 """Each engine modality's wire value: the `depscreen.v1.Modality` named like it, upper-cased."""
 PHQ_ENUM = {item: pb.PhqItem.Value(item.upper()) for item in PHQ8_ITEMS}
+IMAGE_FORMATS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
+"""Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
+
+
+def opening(message: pb.ClientMessage) -> Opening:
+    """A stream's first message as the session's opening; ProtocolError when it is not a `start`."""
+    kind = message.WhichOneof("kind")
+    if kind != "start":
+        raise ProtocolError(
+            ErrorKind.FAILED_PRECONDITION,
+            f"the first message must be `start` (SessionStart with the audio format), got `{kind}`",
+        )
+    start = message.start
+    return Opening(
+        sample_rate_hz=start.audio.sample_rate_hz,
+        channels=start.audio.channels,
+        language=start.language,
+        disable_asr=start.disable_asr,
+        session_id=start.session_id,
+        resume_token=start.resume_token,
+        received_sentences=start.received_sentences if start.HasField("received_sentences") else None,
+    )
+
+
+def client_input(message: pb.ClientMessage) -> Input:
+    """A later message of the stream as the session's input; ProtocolError for a second `start` or an empty one."""
+    kind = message.WhichOneof("kind")
+    if kind == "audio":
+        return Audio(message.audio.data)
+    if kind == "video":
+        frame = message.video
+        image = EncodedImage(frame.image, IMAGE_FORMATS.get(frame.format, "unspecified"), frame.width, frame.height)
+        return Video(frame.timestamp_ms, image)
+    if kind == "caption":
+        return Caption(message.caption.start_ms, message.caption.end_ms, message.caption.text)
+    if kind == "end":
+        return End()
+    if kind == "start":
+        raise ProtocolError(ErrorKind.FAILED_PRECONDITION, "a second `start` on the same stream")
+    raise ProtocolError(ErrorKind.INVALID_ARGUMENT, "empty ClientMessage (no field set)")
+
+
+def model_info_message(screener: Screener) -> pb.ModelInfo:
+    facts = screener.facts
+    return pb.ModelInfo(
+        model_id=facts.model_id,
+        trained_on=facts.trained_on,
+        intended_use=facts.intended_use,
+        model_card_url=facts.model_card_url,
+        device=screener.device.type,
+        kernels=screener.kernels,
+    )
+
+
+def accepted_message(welcome: Welcome, model: pb.ModelInfo) -> pb.ServerMessage:
+    accepted = pb.SessionAccepted(
+        session_id=welcome.session_id,
+        model=model,
+        resume_token=welcome.resume_token,
+        resume_from_ms=welcome.resume_from_ms,
+        next_sentence_index=welcome.next_sentence_index,
+        asr_model=welcome.asr_model,
+        notices=welcome.notices,
+    )
+    return pb.ServerMessage(accepted=accepted)
+
+
+def server_message(update: Update) -> pb.ServerMessage:
+    if isinstance(update, ScoredSentence):
+        return pb.ServerMessage(sentence=sentence_update(update))
+    summary = pb.SessionSummary(
+        sentences=update.sentences,
+        audio_seconds=update.audio_seconds,
+        speech_seconds=update.speech_seconds,
+        dropped_video_frames=update.dropped_video_frames,
+        dropped_captions=update.dropped_captions,
+    )
+    if update.estimate is not None:
+        summary.estimate.CopyFrom(estimate_message(update.estimate))
+    return pb.ServerMessage(summary=summary)
 
 
 def estimate_message(estimate: Estimate) -> pb.Estimate:
@@ -38,16 +132,14 @@ def estimate_message(estimate: Estimate) -> pb.Estimate:
     )
 
 
-def sentence_message(result: SentenceResult, estimate: Estimate, latency_s: float) -> pb.ServerMessage:
-    f = result.features
-    return pb.ServerMessage(
-        sentence=pb.SentenceUpdate(
-            index=f.index,
-            start_ms=f.start_ms,
-            end_ms=f.end_ms,
-            transcript=f.transcript,
-            transcript_source=f.transcript_source,
-            estimate=estimate_message(estimate),
-            latency_ms=latency_s * 1000.0,
-        )
+def sentence_update(sentence: ScoredSentence) -> pb.SentenceUpdate:
+    f = sentence.features
+    return pb.SentenceUpdate(
+        index=f.index,
+        start_ms=f.start_ms,
+        end_ms=f.end_ms,
+        transcript=f.transcript,
+        transcript_source=f.transcript_source,
+        estimate=estimate_message(sentence.estimate),
+        latency_ms=sentence.latency_s * 1000.0,
     )

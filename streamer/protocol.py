@@ -1,18 +1,18 @@
-"""The stream protocol's rules: the checks on `start` and on a resume point, and every error that ends a
-stream (`ProtocolError`, with the gRPC status it ends on; WHIP maps the same errors to HTTP statuses)."""
+"""The stream protocol's rules: the checks on a session's opening and on a resume point, and every error that
+ends a stream (`ProtocolError`, with a transport-neutral `ErrorKind`: the gRPC service ends the stream with the
+status of the same name, WHIP answers with an HTTP status)."""
 
 from __future__ import annotations
 
+import enum
 import logging
-
-import grpc
 
 from depscreen.engine.features.asr import primary_language
 from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
+from depscreen.streamer.interview import Opening
 from depscreen.streamer.resume import Checkpoint
 from depscreen.streamer.stall import StreamEnd
 from depscreen.streamer.state_store import StoreError
-from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -21,65 +21,70 @@ RETRY_AFTER_S = 10.0
 """Suggested wait before a refused session is offered again (gRPC `RetryInfo`, WHIP `Retry-After`)."""
 
 
-class ProtocolError(Exception):
-    """A client broke the protocol: the stream ends with `code` and this message. `retry_after_s`: the
-    refusal is temporary (the server is full) and the client may try again after about that long."""
+class ErrorKind(enum.Enum):
+    """Why a stream ends, in no transport's terms; named like the gRPC status each maps to (and like the
+    `code` label of `depscreen_errors_total`)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float | None = None) -> None:
+    INVALID_ARGUMENT = "the client sent something malformed or out of range"
+    FAILED_PRECONDITION = "the request does not fit the session's state (order, resume)"
+    RESOURCE_EXHAUSTED = "a limit was reached (capacity, quota, rate, session time)"
+    DEADLINE_EXCEEDED = "the client sent nothing for too long"
+    UNAVAILABLE = "the server cannot serve it now (shutting down, store down): retry"
+    UNAUTHENTICATED = "the caller's credentials were refused"
+
+
+class ProtocolError(Exception):
+    """A client broke the protocol, or the server refuses it: the stream ends with `kind` and this message.
+    `retry_after_s`: the refusal is temporary (the server is full) and the client may try again after about
+    that long."""
+
+    def __init__(self, kind: ErrorKind, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.kind = kind
         self.retry_after_s = retry_after_s
 
 
-def check_start(message: pb.ClientMessage, resumable: bool = False) -> pb.SessionStart:
-    """The `start` message, validated; ProtocolError says what is wrong with it. A resume token is refused
-    unless the session is `resumable`."""
-    kind = message.WhichOneof("kind")
-    if kind != "start":
-        raise ProtocolError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"the first message must be `start` (SessionStart with the audio format), got `{kind}`",
-        )
-    start = message.start
-    rate, channels = start.audio.sample_rate_hz, start.audio.channels
+def check_opening(start: Opening, resumable: bool = False) -> None:
+    """The opening request, validated (its fields named as in the wire's `start`); ProtocolError says what is
+    wrong with it. A resume token is refused unless the session is `resumable`."""
+    rate, channels = start.sample_rate_hz, start.channels
     if not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE:
         raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            ErrorKind.INVALID_ARGUMENT,
             f"start.audio.sample_rate_hz={rate} is not supported: use {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz",
         )
     if not 1 <= channels <= MAX_CHANNELS:
         raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            ErrorKind.INVALID_ARGUMENT,
             f"start.audio.channels={channels} is not supported: send mono (1) or stereo (2)",
         )
     if len(start.session_id) > MAX_SESSION_ID_CHARS:
         raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            ErrorKind.INVALID_ARGUMENT,
             f"start.session_id has {len(start.session_id)} characters; the limit is {MAX_SESSION_ID_CHARS}",
         )
     if any(not character.isprintable() for character in start.session_id):
         raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            ErrorKind.INVALID_ARGUMENT,
             "start.session_id contains control or other unprintable characters: use printable text",
         )
     try:
         primary_language(start.language)
     except ValueError as error:
-        raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, f"start.{error}") from None
+        raise ProtocolError(ErrorKind.INVALID_ARGUMENT, f"start.{error}") from None
     if start.resume_token and not resumable:
         raise ProtocolError(
-            grpc.StatusCode.FAILED_PRECONDITION,
+            ErrorKind.FAILED_PRECONDITION,
             "start.resume_token was given, but this server keeps no resumable sessions: start a new one",
         )
-    return start
 
 
-def check_resume_point(start: pb.SessionStart, checkpoint: Checkpoint) -> None:
+def check_resume_point(start: Opening, checkpoint: Checkpoint) -> None:
     """Refuse (FAILED_PRECONDITION) a resume whose client holds more sentence updates than the checkpoint
     covers: the store failed to take the later checkpoints, and the client no longer keeps the media to re-send."""
-    if start.HasField("received_sentences") and start.received_sentences > checkpoint.next_index:
+    if start.received_sentences is not None and start.received_sentences > checkpoint.next_index:
         raise ProtocolError(
-            grpc.StatusCode.FAILED_PRECONDITION,
+            ErrorKind.FAILED_PRECONDITION,
             f"start.received_sentences={start.received_sentences}, but the session's last checkpoint is after "
             f"sentence {checkpoint.next_index} (the state store missed the later ones): the session cannot be "
             "resumed; start a new session (without the token)",
@@ -90,14 +95,14 @@ def store_unavailable(error: StoreError) -> ProtocolError:
     """The error that refuses a resume when the state store cannot be reached."""
     log.warning("the state store failed: %s", error)
     return ProtocolError(
-        grpc.StatusCode.UNAVAILABLE, "the server cannot reach its state store for resumable sessions: retry later"
+        ErrorKind.UNAVAILABLE, "the server cannot reach its state store for resumable sessions: retry later"
     )
 
 
 def session_time_exceeded(limit_s: float) -> ProtocolError:
     """The error that ends a session that reached `max_session_s` (after its summary was sent)."""
     return ProtocolError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ErrorKind.RESOURCE_EXHAUSTED,
         f"the session reached its limit of {limit_s:g} s and was finished: start a new session to go on",
     )
 
@@ -107,7 +112,7 @@ def before_start(why: StreamEnd, stall_timeout_s: float) -> ProtocolError:
     if why is StreamEnd.SHUTDOWN:
         return shutting_down(resumable=False)
     return ProtocolError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
+        ErrorKind.DEADLINE_EXCEEDED,
         f"no `start`: no message for {stall_timeout_s:g} s; send `start` (SessionStart with the audio format) first",
     )
 
@@ -116,13 +121,13 @@ def stalled(stall_timeout_s: float, resumable: bool) -> ProtocolError:
     """The error that ends a stream silent for `stall_timeout_s` of the server's running time."""
     if resumable:
         return ProtocolError(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
+            ErrorKind.DEADLINE_EXCEEDED,
             f"no message for {stall_timeout_s:g} s: the stream was ended and the session kept at its last sentence; "
             "resume it with its token (send audio continuously, silence included, and `end` when the interview "
             "is over)",
         )
     return ProtocolError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
+        ErrorKind.DEADLINE_EXCEEDED,
         f"no message for {stall_timeout_s:g} s: the session was finished (send audio continuously, silence "
         "included, and `end` when the interview is over)",
     )
@@ -132,12 +137,12 @@ def shutting_down(resumable: bool) -> ProtocolError:
     """The error that ends a live stream when the server shuts down (SIGTERM, SIGINT)."""
     if resumable:
         return ProtocolError(
-            grpc.StatusCode.UNAVAILABLE,
+            ErrorKind.UNAVAILABLE,
             "the server is shutting down: the session was kept at its last sentence; resume it with its token "
             "(another replica will take it)",
         )
     return ProtocolError(
-        grpc.StatusCode.UNAVAILABLE,
+        ErrorKind.UNAVAILABLE,
         "the server is shutting down: the session was finished (summary sent); start a new one, another replica "
         "will take it",
     )

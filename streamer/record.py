@@ -17,8 +17,9 @@ so no id can write outside DIR. In each stream folder:
 - `frames.jsonl`, `captions.jsonl`: one line per video frame (timestamp, format, size) and per caption;
 - `sentences.jsonl`: one line per closed sentence, as the client received it (span, transcript, estimate).
 
-A recording that fails (disk full, folder removed) stops for that session with one warning and an
-`errors_total{code="record"}`; the interview goes on. Nothing here logs media or text.
+The recorder follows its session as an observer (`session.py`: `took` each input, `scored` each sentence). A
+recording that fails (disk full, folder removed) stops for that session with one warning and an
+`errors_total{code="record"}` (`record_failed`); the interview goes on. Nothing here logs media or text.
 """
 
 from __future__ import annotations
@@ -30,18 +31,23 @@ import logging
 import os
 import re
 import wave
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from google.protobuf.json_format import MessageToDict
 
+from depscreen.engine.features.face import EncodedImage
+from depscreen.streamer.convert import sentence_update
+from depscreen.streamer.interview import Audio, Caption, Input, ScoredSentence, Video
+from depscreen.streamer.metrics import Metrics
 from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
-"""File extension of each wire image format; others are recorded as `.bin`."""
+IMAGE_EXTENSIONS = ("jpeg", "png", "rgb24")
+"""Image formats recorded under their own extension; any other is recorded as `.bin`."""
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -84,7 +90,12 @@ class SessionRecorder:
         language: str = "",
         disable_asr: bool = False,
         model: pb.ModelInfo | None = None,
+        on_failure: Callable[[OSError], None] | None = None,
     ) -> None:
+        """`on_failure`: told the error when the disk fails while the recorder follows its session (`took`,
+        `scored`); it records nothing more after that."""
+        self._on_failure = on_failure
+        self._failed = False
         session_folder = root / session_folder_name(session_id)
         _private_folder(root)
         _private_folder(session_folder)
@@ -123,20 +134,49 @@ class SessionRecorder:
         self._wav.writeframes(data)
         self._audio_file.flush()
 
-    def video(self, frame: pb.VideoFrame) -> None:
-        extension = IMAGE_EXTENSIONS.get(frame.format, "bin")
+    def video(self, frame: Video) -> None:
+        """A frame as it arrived: encoded bytes as they are, pixels (from WebRTC) as raw `rgb24`."""
+        image = frame.image
+        if isinstance(image, EncodedImage):
+            extension = image.fmt if image.fmt in IMAGE_EXTENSIONS else "bin"
+            data, width, height = image.data, image.width, image.height
+        else:
+            extension, data, (height, width) = "rgb24", image.tobytes(), image.shape[:2]
         with _private_file(self.folder / "video" / f"{frame.timestamp_ms}.{extension}") as handle:
-            handle.write(frame.image)
+            handle.write(data)
         self._line(
-            self._frames,
-            {"timestamp_ms": frame.timestamp_ms, "format": extension, "width": frame.width, "height": frame.height},
+            self._frames, {"timestamp_ms": frame.timestamp_ms, "format": extension, "width": width, "height": height}
         )
 
-    def caption(self, caption: pb.Caption) -> None:
+    def caption(self, caption: Caption) -> None:
         self._line(self._captions, {"start_ms": caption.start_ms, "end_ms": caption.end_ms, "text": caption.text})
 
-    def sentence(self, update: pb.SentenceUpdate) -> None:
-        self._line(self._sentences, MessageToDict(update, preserving_proto_field_name=True))
+    def sentence(self, sentence: ScoredSentence) -> None:
+        self._line(self._sentences, MessageToDict(sentence_update(sentence), preserving_proto_field_name=True))
+
+    def took(self, item: Input) -> None:
+        """Record an input the session accepted (as an observer); the end is not recorded."""
+        if isinstance(item, Audio):
+            self._guarded(self.audio, item.pcm)
+        elif isinstance(item, Video):
+            self._guarded(self.video, item)
+        elif isinstance(item, Caption):
+            self._guarded(self.caption, item)
+
+    async def scored(self, sentence: ScoredSentence) -> None:
+        self._guarded(self.sentence, sentence)
+
+    def _guarded(self, write: Callable[..., None], *args: object) -> None:
+        """A write while following the session: after a failure nothing more; a failure closes the recording."""
+        if self._failed:
+            return
+        try:
+            write(*args)
+        except OSError as error:
+            self._failed = True
+            self.close()
+            if self._on_failure is not None:
+                self._on_failure(error)
 
     def close(self) -> None:
         """Finish the files (idempotent; errors on the way are ignored: the data is already written)."""
@@ -148,3 +188,9 @@ class SessionRecorder:
     def _line(handle: IO, value: dict) -> None:
         handle.write(json.dumps(value, ensure_ascii=False) + "\n")
         handle.flush()
+
+
+def record_failed(metrics: Metrics, session_id: str, error: OSError) -> None:
+    """Count and log (once, without media or text) a session's recording that failed: it is no longer recorded."""
+    metrics.errors_total.labels(code="record").inc()
+    log.warning("session %s is no longer recorded: %s", session_id, error.strerror or type(error).__name__)

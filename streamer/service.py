@@ -1,17 +1,18 @@
 """The `depscreen.v1.Screening` gRPC service: moves one interview's messages between a stream and its LiveSession.
 
-The caller is authenticated first, from the `authorization: Bearer <token>` metadata (`auth.py`): no
-message of an unauthenticated stream is read, and it ends with UNAUTHENTICATED. The protocol itself lives in
-`session.py`; a ProtocolError raised there ends this stream (and only this stream) with its status code and
-message. A stream that sends no `start`, or no message at all, for `stall_timeout_s` of the server's running
-time (`stall.py`) ends with DEADLINE_EXCEEDED: a resumable session keeps its checkpoint (the message says to
-resume), any other is finished first (last sentence and summary sent). One that closes without `end` is
-finished, cleanly. A session that reaches `max_session_s` is finished, then ended with RESOURCE_EXHAUSTED.
-While the server shuts down, new streams get UNAVAILABLE and live ones end with UNAVAILABLE after the message
-they are handling: a resumable session is kept ("resume it"), any other is finished first. Every stream that
-ends with an error, or broken by its client (CANCELLED), is counted in `depscreen_errors_total`. A session
-refused at admission ends with RESOURCE_EXHAUSTED carrying a `RetryInfo` (`health.py`). One `stream ended` log
-line per stream carries the status name (`code`).
+The caller is authenticated first, from the `authorization: Bearer <token>` metadata (`auth.py`): no message
+of an unauthenticated stream is read, and it ends with UNAUTHENTICATED. The service is the session's gRPC
+adapter: it converts each `ClientMessage` to the session's input and each update back (`convert.py`); the
+protocol itself lives in `session.py`, and a ProtocolError raised there ends this stream (and only this
+stream) with the status named like its kind, and its message. A stream that sends no `start`, or no message at
+all, for `stall_timeout_s` of the server's running time (`stall.py`) ends with DEADLINE_EXCEEDED: a resumable
+session keeps its checkpoint (the message says to resume), any other is finished first (last sentence and
+summary sent). One that closes without `end` is finished, cleanly. A session that reaches `max_session_s` is
+finished, then ended with RESOURCE_EXHAUSTED. While the server shuts down, new streams get UNAVAILABLE and
+live ones end with UNAVAILABLE after the message they are handling: a resumable session is kept ("resume it"),
+any other is finished first. Every stream that ends with an error, or broken by its client (CANCELLED), is
+counted in `depscreen_errors_total`. A session refused at admission ends with RESOURCE_EXHAUSTED carrying a
+`RetryInfo` (`health.py`). One `stream ended` log line per stream carries the status name (`code`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ from google.protobuf.message import DecodeError
 
 from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate
+from depscreen.streamer.convert import accepted_message, client_input, model_info_message, opening, server_message
 from depscreen.streamer.health import retry_trailers
-from depscreen.streamer.protocol import ProtocolError, before_start, session_time_exceeded, shutting_down, stalled
+from depscreen.streamer.protocol import (
+    ErrorKind,
+    ProtocolError,
+    before_start,
+    session_time_exceeded,
+    shutting_down,
+    stalled,
+)
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
 from depscreen.v1 import screening_pb2 as pb
@@ -61,10 +70,11 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             if first is None:
                 status = "OK"
                 return
-            session = await self.hub.open(first, principal, resumable=True)
-            yield session.accepted()
-            for reply in session.resent_updates():
-                yield reply
+            session = await self.hub.open(opening(first), principal, resumable=True)
+            yield accepted_message(session.welcome(), model_info_message(self.hub.screener))
+            if session.checkpointer is not None:
+                for update in session.checkpointer.resend:
+                    yield pb.ServerMessage(sentence=update)
             while True:
                 incoming = asyncio.ensure_future(anext(messages, None))
                 message = await wait.next(incoming, session.time_left)
@@ -73,20 +83,21 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
                         yield reply
                 if message is None:
                     break
-                async for reply in session.handle(message):
-                    yield reply
+                async for update in session.handle(client_input(message)):
+                    yield server_message(update)
             if not session.ended:
-                async for reply in session.finish():
-                    yield reply
+                async for update in session.finish():
+                    yield server_message(update)
             status = "OK"
             log.info("stream ended", extra={"code": status})
         except ProtocolError as error:
-            status = error.code.name
-            self.hub.metrics.errors_total.labels(code=error.code.name).inc()
-            log.info("stream ended by protocol error %s: %s", error.code.name, error, extra={"code": error.code.name})
+            status = error.kind.name
+            code = grpc.StatusCode[error.kind.name]
+            self.hub.metrics.errors_total.labels(code=status).inc()
+            log.info("stream ended by protocol error %s: %s", status, error, extra={"code": status})
             retry_after_s = error.retry_after_s
-            trailers = () if retry_after_s is None else retry_trailers(error.code, str(error), retry_after_s)
-            await context.abort(error.code, str(error), trailing_metadata=trailers)
+            trailers = () if retry_after_s is None else retry_trailers(code, str(error), retry_after_s)
+            await context.abort(code, str(error), trailing_metadata=trailers)
         except Exception:
             status = grpc.StatusCode.UNKNOWN.name
             log.exception("stream ended by an internal error", extra={"code": status})
@@ -107,8 +118,8 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
         finished (last sentence and summary sent). Always raises the ProtocolError that ends the stream."""
         settings = self.hub.settings
         if (why is StreamEnd.TIME_UP or not session.resumable) and not session.ended:
-            async for reply in session.finish():
-                yield reply
+            async for update in session.finish():
+                yield server_message(update)
         if why is StreamEnd.TIME_UP:
             raise session_time_exceeded(settings.max_session_s)
         if why is StreamEnd.SHUTDOWN:
@@ -122,7 +133,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
         try:
             return await asyncio.to_thread(authenticate, self.verifier, metadata.get("authorization"))
         except AuthError as error:
-            raise ProtocolError(grpc.StatusCode.UNAUTHENTICATED, str(error)) from None
+            raise ProtocolError(ErrorKind.UNAUTHENTICATED, str(error)) from None
 
 
 async def _parsed(request_iterator: AsyncIterator[pb.ClientMessage]) -> AsyncIterator[pb.ClientMessage]:
@@ -136,7 +147,7 @@ async def _parsed(request_iterator: AsyncIterator[pb.ClientMessage]) -> AsyncIte
             return
         except DecodeError as error:
             raise ProtocolError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                ErrorKind.INVALID_ARGUMENT,
                 f"a message is not a valid depscreen.v1.ClientMessage ({error}): send messages made from the "
                 "published .proto, with UTF-8 strings",
             ) from None

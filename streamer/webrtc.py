@@ -1,11 +1,12 @@
 """PeerSession: one WebRTC peer whose decoded tracks feed a LiveSession and whose data channel carries its updates.
 
-The transport only moves messages, like the gRPC service: Opus audio becomes `audio` chunks (s16le stereo at
-48 kHz, what aiortc's decoder yields), video becomes RGB24 `video` frames on the audio clock (sampled at
-`video_fps` before any conversion), and every server message goes out on the data channel labelled `depscreen`
-as the JSON of `MessageToDict(message, preserving_proto_field_name=True)`. One task feeds the session, so
-its messages are applied one at a time, in arrival order. Every track is read until it ends, the ones the
-session does not use included: aiortc queues decoded frames without bound.
+The transport only moves media, like the gRPC service: decoded Opus audio becomes `Audio` chunks (s16le stereo
+at 48 kHz, what aiortc's decoder yields), video becomes `Video` frames of RGB pixels on the audio clock
+(sampled at `video_fps` before any conversion; handed to the session as arrays, never re-encoded), and every
+update goes out on the data channel labelled `depscreen` as the JSON of its gRPC `ServerMessage`
+(`MessageToDict(message, preserving_proto_field_name=True)`), so both transports' clients read one format. One
+task feeds the session, so its messages are applied one at a time, in arrival order. Every track is read until
+it ends, the ones the session does not use included: aiortc queues decoded frames without bound.
 
 Lifecycle: `end()` (WHIP DELETE, every track ended, or no media for `stall_timeout_s`) finishes the
 interview, sends the last sentence and the summary, frees the session's slot, then hangs up once the peer
@@ -24,12 +25,15 @@ from collections.abc import Callable, Coroutine
 from fractions import Fraction
 
 import av
+import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import RTCIceCandidate
 from google.protobuf.json_format import MessageToDict
 
 from depscreen.streamer.admission import SessionHub
+from depscreen.streamer.convert import accepted_message, model_info_message, server_message
+from depscreen.streamer.interview import Audio, Input, Video
 from depscreen.streamer.protocol import ProtocolError
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.stall import Silence
@@ -71,7 +75,7 @@ class PeerSession:
         self.live = live
         self.pc = RTCPeerConnection(configuration)
         self._on_closed = on_closed
-        self._messages: asyncio.Queue[pb.ClientMessage | None] = asyncio.Queue()
+        self._messages: asyncio.Queue[Input | None] = asyncio.Queue()
         self._outbox: list[str] = []
         self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -90,7 +94,7 @@ class PeerSession:
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
-        self._send(live.accepted())
+        self._send(accepted_message(live.welcome(), model_info_message(hub.screener)))
 
     @property
     def closed(self) -> bool:
@@ -211,11 +215,11 @@ class PeerSession:
                     pcm += out.to_ndarray().tobytes()
                     self._audio_ms += out.samples * 1000 / PCM_RATE_HZ
                 while len(pcm) >= chunk_bytes:
-                    self._messages.put_nowait(_audio(bytes(pcm[:chunk_bytes])))
+                    self._messages.put_nowait(Audio(bytes(pcm[:chunk_bytes])))
                     del pcm[:chunk_bytes]
         except MediaStreamError:
             if pcm and not self._ending:
-                self._messages.put_nowait(_audio(bytes(pcm)))
+                self._messages.put_nowait(Audio(bytes(pcm)))
         await self._track_ended()
 
     async def _read_video(self, track: MediaStreamTrack) -> None:
@@ -233,12 +237,9 @@ class PeerSession:
                 if self._messages.qsize() >= SHED_VIDEO_AT:
                     self.live.shed_video_frame()
                     continue
-                image, width, height = await self.hub.run(_rgb24, frame, self.hub.settings.max_message_bytes)
+                pixels = await self.hub.run(_rgb, frame, self.hub.settings.max_message_bytes)
                 if not self._ending:
-                    video = pb.VideoFrame(
-                        timestamp_ms=timestamp_ms, image=image, format=pb.RGB24, width=width, height=height
-                    )
-                    self._messages.put_nowait(pb.ClientMessage(video=video))
+                    self._messages.put_nowait(Video(timestamp_ms, pixels))
         except MediaStreamError:
             pass
         await self._track_ended()
@@ -289,14 +290,14 @@ class PeerSession:
     async def _feed(self) -> None:
         """Apply the queued messages to the session in order; after the end marker, finish it and free its slot."""
         try:
-            while (message := await self._messages.get()) is not None:
-                async for reply in self.live.handle(message):
-                    self._send(reply)
-            async for reply in self.live.finish():
-                self._send(reply)
+            while (item := await self._messages.get()) is not None:
+                async for update in self.live.handle(item):
+                    self._send(server_message(update))
+            async for update in self.live.finish():
+                self._send(server_message(update))
         except ProtocolError as error:
-            self.hub.metrics.errors_total.labels(code=error.code.name).inc()
-            log.info("WebRTC session %s ended by protocol error %s: %s", self.live.session_id, error.code.name, error)
+            self.hub.metrics.errors_total.labels(code=error.kind.name).inc()
+            log.info("WebRTC session %s ended by protocol error %s: %s", self.live.session_id, error.kind.name, error)
             self._spawn(self.close(), "close")
         finally:
             self.live.close()
@@ -339,19 +340,15 @@ class RtpClock:
         return timestamp + self._wraps * 2 * RTP_HALF_RANGE
 
 
-def _audio(data: bytes) -> pb.ClientMessage:
-    return pb.ClientMessage(audio=pb.AudioChunk(data=data))
-
-
 def _is_session_format(frame: av.AudioFrame) -> bool:
     return frame.format.name == "s16" and frame.layout.name == "stereo" and frame.sample_rate == PCM_RATE_HZ
 
 
-def _rgb24(frame: av.VideoFrame, max_bytes: int) -> tuple[bytes, int, int]:
-    """The frame as packed RGB24, scaled down (aspect kept) when it would not fit in `max_bytes`."""
+def _rgb(frame: av.VideoFrame, max_bytes: int) -> np.ndarray:
+    """The frame's RGB pixels `[H, W, 3]`, scaled down (aspect kept) when they would take more than `max_bytes`
+    (the limit a gRPC client's frame has)."""
     width, height = frame.width, frame.height
     if width * height * 3 > max_bytes:
         scale = math.sqrt(max_bytes / (width * height * 3))
         width, height = max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-    rgb = frame.reformat(width=width, height=height, format="rgb24")
-    return rgb.to_ndarray().tobytes(), width, height
+    return np.ascontiguousarray(frame.reformat(width=width, height=height, format="rgb24").to_ndarray())

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcicetransport import RTCIceCandidate
@@ -26,10 +25,10 @@ from multidict import CIMultiDict
 
 from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate
-from depscreen.streamer.protocol import RETRY_AFTER_S, ProtocolError
+from depscreen.streamer.interview import Opening
+from depscreen.streamer.protocol import RETRY_AFTER_S, ErrorKind, ProtocolError
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.webrtc import DATA_CHANNEL_LABEL, PCM_CHANNELS, PCM_RATE_HZ, OfferError, PeerSession
-from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +76,10 @@ class WhipEndpoint:
             self._count("INVALID_ARGUMENT")
             raise web.HTTPBadRequest(text=str(error)) from None
         try:
-            live = await self.hub.open(pb.ClientMessage(start=session_start(request)), principal)
+            live = await self.hub.open(session_start(request), principal)
         except ProtocolError as error:
-            self._count(error.code.name)
-            if error.code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+            self._count(error.kind.name)
+            if error.kind in (ErrorKind.RESOURCE_EXHAUSTED, ErrorKind.UNAVAILABLE):
                 retry_after = f"{error.retry_after_s or RETRY_AFTER_S:.0f}"
                 raise web.HTTPServiceUnavailable(text=str(error), headers={"Retry-After": retry_after}) from None
             raise web.HTTPBadRequest(text=str(error)) from None
@@ -161,15 +160,16 @@ def check_offer(sdp: str) -> str:
     return description.media[0].ice.usernameFragment if description.media[0].ice else ""
 
 
-def session_start(request: web.Request) -> pb.SessionStart:
-    """The session's `start`: the decoder's audio format, and the query's session_id, language and asr=off."""
+def session_start(request: web.Request) -> Opening:
+    """The session's opening: the decoder's audio format, and the query's session_id, language and asr=off."""
     query = request.query
     asr = query.get("asr", "on")
     if asr not in ("on", "off"):
         raise web.HTTPBadRequest(text=f"asr={asr!r} is not one of on, off")
-    return pb.SessionStart(
+    return Opening(
+        sample_rate_hz=PCM_RATE_HZ,
+        channels=PCM_CHANNELS,
         session_id=query.get("session_id", ""),
-        audio=pb.AudioFormat(sample_rate_hz=PCM_RATE_HZ, channels=PCM_CHANNELS),
         language=query.get("language", "en"),
         disable_asr=asr == "off",
     )

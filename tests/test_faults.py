@@ -29,10 +29,10 @@ from depscreen.clients.whip import WhipClient
 from depscreen.engine.media import decode_audio_file
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.sample import sample_path
+from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN
 from depscreen.streamer.clock import SystemClock
 from depscreen.streamer.resume import Checkpoint, Resumer, kept_update
 from depscreen.streamer.server import SERVICE_NAME, Server, grpc_options
-from depscreen.streamer.session import NOT_RESUMABLE_STORE_DOWN
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.stall import SLICE_S, MessageWait, Silence
 from depscreen.streamer.state_store import SQLITE_BUSY_TIMEOUT_S, SqliteStore, StoredSession, StoreError

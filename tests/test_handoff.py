@@ -26,6 +26,7 @@ from depscreen.clients.replay import RecordingError, open_recording
 from depscreen.clients.sentences import SentencesError, read_sentences
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.streamer.interview import Caption, Video
 from depscreen.streamer.record import SessionRecorder
 from depscreen.v1 import screening_pb2 as pb
 
@@ -197,8 +198,8 @@ def test_replay_of_a_damaged_recording_sends_nothing(
 def test_a_webrtc_style_recording_replays_its_raw_frames_and_refuses_a_cut_one(tmp_path: Path) -> None:
     recorder = SessionRecorder(tmp_path, "rtc", 48_000, 2, language="de", disable_asr=True)
     recorder.audio(bytes(range(256)) * 48)  # 3072 sample frames of 48 kHz stereo: 64 ms
-    recorder.video(pb.VideoFrame(timestamp_ms=40, image=bytes(2 * 2 * 3), format=pb.RGB24, width=2, height=2))
-    recorder.caption(pb.Caption(start_ms=10, end_ms=50, text="hallo"))
+    recorder.video(Video(40, numpy.zeros((2, 2, 3), dtype=numpy.uint8)))  # WebRTC hands over decoded pixels
+    recorder.caption(Caption(10, 50, "hallo"))
     recorder.close()
     recording = open_recording(recorder.folder)
     assert (recording.start.language, recording.start.disable_asr) == ("de", True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from depscreen.localserver import read_counter
+from depscreen.streamer.interview import ScoredSentence
 from depscreen.streamer.server import Server
 
 from .test_session_time import JFK, START, audio, on_server
@@ -18,14 +19,14 @@ def test_sentences_closed_under_overload_get_no_asr_and_are_counted_once_each() 
         server.hub.in_flight += 100  # as if 100 CPU tasks waited: far above asr_skip_backlog
         try:
             sentences = []
-            for message in audio(JFK):
-                sentences += [r.sentence for r in [x async for x in session.handle(message)] if r.HasField("sentence")]
-            sentences += [r.sentence for r in [x async for x in session.finish()] if r.HasField("sentence")]
+            for chunk in audio(JFK):
+                sentences += [r for r in [x async for x in session.handle(chunk)] if isinstance(r, ScoredSentence)]
+            sentences += [r for r in [x async for x in session.finish()] if isinstance(r, ScoredSentence)]
         finally:
             server.hub.in_flight -= 100
             session.close()
         shed = read_counter(generate_latest(server.metrics.registry).decode(), "depscreen_shed_asr_total")
-        return [s.transcript_source for s in sentences], shed
+        return [s.features.transcript_source for s in sentences], shed
 
     sources, shed = on_server(VirtualClock(), scenario, asr="tiny.en", max_speed=0.0)
     assert len(sources) >= 2 and set(sources) == {""}, "no sentence was transcribed"

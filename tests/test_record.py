@@ -15,8 +15,10 @@ import pytest
 
 from depscreen.clients.media import MediaSource
 from depscreen.clients.session import ScreeningClient
+from depscreen.engine.features.face import EncodedImage
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.sample import sample_path
+from depscreen.streamer.interview import Video
 from depscreen.streamer.record import SessionRecorder
 from depscreen.streamer.server import open_record_folder
 from depscreen.streamer.settings import SettingsError
@@ -125,7 +127,7 @@ def test_each_stream_of_a_session_records_into_its_own_private_folder(tmp_path: 
     second = SessionRecorder(tmp_path, "interview-3", 48_000, 2)
     assert (first.folder.name, second.folder.name) == ("stream-0", "stream-1")
     first.audio(bytes(range(256)) * 4)
-    first.video(pb.VideoFrame(timestamp_ms=40, image=b"\x01\x02\x03" * 4, format=pb.RGB24, width=2, height=2))
+    first.video(Video(40, EncodedImage(b"\x01\x02\x03" * 4, "rgb24", 2, 2)))
     first.close()
     first.close()
     second.close()

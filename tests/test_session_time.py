@@ -2,7 +2,8 @@
 
 A real `Server` (model, pipeline, batcher, worker threads) runs on loopback with a `VirtualClock`; the waits
 of a stream and a session move that clock on instead of sleeping, so a 30 s stall or a one-hour limit takes
-milliseconds. The gRPC and WHIP transports are tested end to end elsewhere (`test_limits.py`, `test_faults.py`).
+milliseconds. The sessions here are driven through their typed core (`interview.py`), with no transport; the
+gRPC and WHIP transports are tested end to end elsewhere (`test_limits.py`, `test_faults.py`).
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from depscreen.engine.media import decode_audio_file
-from depscreen.streamer.protocol import ProtocolError
+from depscreen.streamer.interview import Audio, Input, Opening, ScoredSentence, Summary, Update
+from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.streamer.server import Server
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
-from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES
 from .virtual_clock import VirtualClock
 
-START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+START = Opening(sample_rate_hz=16_000, channels=1)
 JFK = decode_audio_file(FIXTURES / "jfk.flac").tobytes()
 CHUNK_S = 0.1
 
 
-def audio(data: bytes) -> list[pb.ClientMessage]:
+def audio(data: bytes) -> list[Audio]:
     step = round(16_000 * 2 * CHUNK_S)
-    return [pb.ClientMessage(audio=pb.AudioChunk(data=data[i : i + step])) for i in range(0, len(data), step)]
+    return [Audio(data[i : i + step]) for i in range(0, len(data), step)]
 
 
 def on_server(clock: VirtualClock, scenario: Callable[[Server], Awaitable[object]], **settings: float | str) -> object:
@@ -49,9 +50,9 @@ def on_server(clock: VirtualClock, scenario: Callable[[Server], Awaitable[object
     return asyncio.run(run())
 
 
-async def replies_to(session: LiveSession, messages: list[pb.ClientMessage]) -> AsyncIterator[pb.ServerMessage]:
-    for message in messages:
-        async for reply in session.handle(message):
+async def replies_to(session: LiveSession, inputs: list[Input]) -> AsyncIterator[Update]:
+    for item in inputs:
+        async for reply in session.handle(item):
             yield reply
 
 
@@ -92,7 +93,7 @@ def test_a_wait_ends_on_the_time_limit_or_the_shutdown_whichever_comes_first() -
 def test_a_client_faster_than_real_time_is_held_to_max_speed_after_its_burst() -> None:
     clock = VirtualClock()
 
-    async def scenario(server: Server) -> tuple[list[pb.ServerMessage], float]:
+    async def scenario(server: Server) -> tuple[list[Update], float]:
         session = await server.hub.open(START)
         try:
             replies = [reply async for reply in replies_to(session, audio(JFK))]
@@ -104,18 +105,18 @@ def test_a_client_faster_than_real_time_is_held_to_max_speed_after_its_burst() -
 
     replies, paced_to = on_server(clock, scenario, max_speed=4.0, burst_s=1.0)
     seconds = len(JFK) / 32_000
-    assert replies[-1].summary.audio_seconds == pytest.approx(seconds, abs=0.01)
+    assert isinstance(replies[-1], Summary) and replies[-1].audio_seconds == pytest.approx(seconds, abs=0.01)
     # Each chunk waits until the audio before it is at most 1 s ahead of 4x the session's clock.
     assert (seconds - CHUNK_S - 1.0) / 4 - 1e-6 <= paced_to <= (seconds - 1.0) / 4
-    assert any(r.WhichOneof("kind") == "sentence" for r in replies)
+    assert any(isinstance(r, ScoredSentence) for r in replies)
 
 
 def test_a_session_that_reaches_its_time_limit_is_finished_then_ended() -> None:
     clock = VirtualClock()
 
-    async def scenario(server: Server) -> tuple[list[pb.ServerMessage], ProtocolError, float | None]:
+    async def scenario(server: Server) -> tuple[list[Update], ProtocolError, float | None]:
         session = await server.hub.open(START)
-        replies: list[pb.ServerMessage] = []
+        replies: list[Update] = []
         try:
             async for reply in replies_to(session, audio(JFK)):
                 replies.append(reply)
@@ -126,10 +127,10 @@ def test_a_session_that_reaches_its_time_limit_is_finished_then_ended() -> None:
         raise AssertionError("the session outlived its limit")
 
     replies, error, left = on_server(clock, scenario, max_session_s=5.0, max_speed=1.0, burst_s=0.0)
-    assert error.code.name == "RESOURCE_EXHAUSTED" and "limit of 5 s" in str(error)
-    assert replies[-1].WhichOneof("kind") == "summary", "the summary goes out before the stream ends"
+    assert error.kind is ErrorKind.RESOURCE_EXHAUSTED and "limit of 5 s" in str(error)
+    assert isinstance(replies[-1], Summary), "the summary goes out before the stream ends"
     # At real-time pace the limit is met when the chunk after 5 s of audio arrives: that chunk is refused.
-    assert replies[-1].summary.audio_seconds == pytest.approx(5.0 + CHUNK_S, abs=1e-6)
+    assert replies[-1].audio_seconds == pytest.approx(5.0 + CHUNK_S, abs=1e-6)
     assert left is not None and left <= 0
 
 

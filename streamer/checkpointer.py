@@ -1,0 +1,118 @@
+"""Checkpointer: what makes a live session resumable, beside its core: a checkpoint after every sentence, the
+token, the updates a resuming client lacks.
+
+It follows the session as an observer (`session.py`): told each scored sentence, it writes the session's
+checkpoint (`resume.py`: model state, counts, last estimate, the last `KEPT_UPDATES` sentence updates without
+their transcripts) to the state store in the worker pool. The updates are kept in their wire form because that
+is what is stored and what is re-sent. A store that fails is a counted checkpoint failure, never the end of an
+interview: a new session then runs without resume (its `accepted` says so), a live one is resumable again once
+a later checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from depscreen.engine.pipeline import SessionCounts
+from depscreen.engine.runtime.batcher import SessionHandle
+from depscreen.streamer.convert import sentence_update
+from depscreen.streamer.interview import Input, Opening, ScoredSentence
+from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.resume import KEPT_UPDATES, Checkpoint, Resumer, Ticket, kept_update
+from depscreen.streamer.state_store import StoreError
+from depscreen.v1 import screening_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+NOT_RESUMABLE_STORE_DOWN = "not resumable: the state store is unavailable"
+"""The `accepted` notice of a session opened while its server's state store failed."""
+
+Run = Callable[..., Awaitable[object]]
+"""Runs blocking work off the event loop (`SessionHub.run`)."""
+
+
+class Checkpointer:
+    """A resumable session's checkpoints: `save` after each sentence (as an observer), `forget` on `end`."""
+
+    def __init__(
+        self,
+        resumer: Resumer,
+        ticket: Ticket,
+        counts: SessionCounts,
+        handle: SessionHandle,
+        run: Run,
+        metrics: Metrics,
+        kept: tuple[pb.SentenceUpdate, ...] = (),
+    ) -> None:
+        """`counts` and `handle`: the session's own counts and batcher handle, read at each checkpoint; `kept`:
+        the updates of the checkpoint it goes on from."""
+        self.resumer = resumer
+        self.ticket = ticket
+        self.resend: list[pb.SentenceUpdate] = []
+        """The kept updates a resuming client said it lacks, to send right after `accepted`."""
+        self._counts = counts
+        self._handle = handle
+        self._run = run
+        self._metrics = metrics
+        self._kept: deque[pb.SentenceUpdate] = deque(kept, maxlen=KEPT_UPDATES)
+
+    @property
+    def token(self) -> str:
+        return self.resumer.token(self.ticket)
+
+    def took(self, item: Input) -> None:
+        """Inputs are not checkpointed: a resuming client re-sends its media from `resume_from_ms`."""
+
+    async def scored(self, sentence: ScoredSentence) -> None:
+        self._kept.append(kept_update(sentence_update(sentence)))
+        features = sentence.features
+        checkpoint = Checkpoint(
+            session_id=self.ticket.session_id,
+            next_index=features.index + 1,
+            resume_from_ms=features.end_ms,
+            counts=replace(self._counts),
+            track=self._handle.track,
+            estimate=sentence.estimate,
+            updates=tuple(self._kept),
+        )
+        await self.save(checkpoint)
+
+    async def save(self, checkpoint: Checkpoint) -> bool:
+        return await self._store(self.resumer.save, self.ticket, checkpoint)
+
+    async def forget(self) -> None:
+        """The interview ended with `end`: its checkpoint is deleted."""
+        await self._store(self.resumer.forget, self.ticket)
+
+    def close(self) -> None:
+        """Nothing to release: the checkpoint stays until it is forgotten or expires."""
+
+    async def _store(self, fn: Callable[..., None], *args: object) -> bool:
+        """A checkpoint write or delete, and whether it worked; a store that fails is logged and counted."""
+        try:
+            await self._run(fn, *args)
+        except StoreError as error:
+            self._metrics.errors_total.labels(code="checkpoint").inc()
+            log.warning("session %s could not be checkpointed: %s", self.ticket.session_id, error)
+            return False
+        return True
+
+
+def updates_to_resend(checkpoint: Checkpoint, start: Opening) -> tuple[list[pb.SentenceUpdate], list[str]]:
+    """The kept updates a resuming client lacks (none when it does not say what it holds), and a notice when
+    some it lacks are no longer kept."""
+    first = start.received_sentences
+    if first is None:
+        return [], []
+    resend = [update for update in checkpoint.updates if update.index >= first]
+    oldest = resend[0].index if resend else checkpoint.next_index
+    if oldest > first:
+        notice = (
+            f"sentence updates {first}-{oldest - 1} are no longer kept and cannot be sent again "
+            f"(a checkpoint keeps the last {KEPT_UPDATES})"
+        )
+        return resend, [notice]
+    return resend, []

@@ -1,0 +1,105 @@
+"""What a live interview takes in and gives out, with no transport in it: the opening request, the inputs
+(audio, video, captions, the end) and the updates (a scored sentence, the summary).
+
+Transports convert their wire types to these and back (`convert.py` for gRPC messages, `webrtc.py` hands over
+decoded frames as they are); `LiveSession` (`session.py`) speaks only these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from depscreen.engine.features.face import Image
+from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.runtime.screener import Estimate
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What a client asks for when it opens a session (the wire's `SessionStart`)."""
+
+    sample_rate_hz: int
+    channels: int
+    language: str = ""
+    """BCP-47 tag of the spoken language; empty: the server's default (`asr.DEFAULT_LANGUAGE`)."""
+    disable_asr: bool = False
+    """The client opts out of server-side transcription: only its captions give text."""
+    session_id: str = ""
+    """The caller's id for the session; empty: the server makes one."""
+    resume_token: str = ""
+    """A token from an earlier `accepted`: continue that session from its last checkpoint."""
+    received_sentences: int | None = None
+    """On a resume: the sentence updates the client holds (0..n-1); None: it does not say."""
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """What an admitted session tells its client first (the wire's `accepted`, less the model's facts)."""
+
+    session_id: str
+    asr_model: str
+    """The speech recogniser transcribing this session; empty when none does."""
+    notices: tuple[str, ...]
+    """What the client should know about this session (not resumable and why, a language without ASR...)."""
+    resume_token: str = ""
+    """Continues this session on another stream; empty when it is not resumable."""
+    resume_from_ms: int = 0
+    """On a resume: the media time to re-send from."""
+    next_sentence_index: int = 0
+    """On a resume: the index the next sentence gets."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A chunk of s16le PCM at the session's rate and channels."""
+
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class Video:
+    """A video frame on the audio clock: pixels, or bytes decoded only if the frame is analysed."""
+
+    timestamp_ms: int
+    image: Image
+
+
+@dataclass(frozen=True)
+class Caption:
+    """Text the client already has for a span of the audio (the patient's words)."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+@dataclass(frozen=True)
+class End:
+    """The interview is over: close the open sentence and send the summary."""
+
+
+Input = Audio | Video | Caption | End
+
+
+@dataclass(frozen=True)
+class ScoredSentence:
+    """A closed sentence, the estimate after it, and how long after its close the estimate was ready."""
+
+    features: SentenceFeatures
+    estimate: Estimate
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The end of a session: what it heard, what it dropped, and its last estimate (None before any sentence)."""
+
+    sentences: int
+    audio_seconds: float
+    speech_seconds: float
+    dropped_video_frames: int
+    dropped_captions: int
+    estimate: Estimate | None
+
+
+Update = ScoredSentence | Summary
