@@ -120,13 +120,17 @@ class SessionPipeline:
         channels: int = 1,
         language: str = DEFAULT_LANGUAGE,
         use_asr: bool = True,
+        reads_text: bool = True,
         settings: PipelineSettings = PipelineSettings(),
         on_stage: StageTimer | None = None,
         origin_ms: int = 0,
         first_index: int = 0,
         counts: SessionCounts | None = None,
     ) -> None:
-        """`origin_ms`, `first_index` and `counts` continue an earlier pipeline of the same session (a resumed
+        """`reads_text` False: the model does not read this session's language (`checkpoint.text_route`), so its
+        sentences are transcribed (the client still gets the text) but carry no text features.
+
+        `origin_ms`, `first_index` and `counts` continue an earlier pipeline of the same session (a resumed
         one): the first sample pushed is at `origin_ms` on the session's clock, the first sentence gets
         `first_index`, and the counts go on from `counts`. The segmenter starts afresh there (its VAD state
         cannot be carried over)."""
@@ -135,6 +139,7 @@ class SessionPipeline:
         self.first_index = first_index
         self.language = language or DEFAULT_LANGUAGE
         self.use_asr = use_asr
+        self.reads_text = reads_text
         self._extractors = extractors
         self._resampler = PcmResampler(sample_rate_hz, channels)
         self._origin_samples = origin_ms * SAMPLE_RATE // 1000
@@ -344,6 +349,8 @@ class SessionPipeline:
             self._pieces.forget(sentence.start_sample)
         if not transcript:
             return None, "", "", 0.0
+        if not self.reads_text:
+            return None, transcript, source, confidence
         with self._stage("text_embed"):
             text = self._extractors.text.features([transcript])[0]
         return text, transcript, source, confidence

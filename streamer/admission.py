@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from depscreen.engine.features.asr import primary_language
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
 from depscreen.engine.runtime.batcher import MicroBatcher
+from depscreen.engine.runtime.checkpoint import text_route
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN, Checkpointer, updates_to_resend
@@ -141,8 +143,11 @@ class SessionHub:
             self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
         session_id = checkpoint.session_id if checkpoint else start.session_id or uuid.uuid4().hex
         trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
-        pipeline = self._new_pipeline(start, checkpoint, trace)
+        route = text_route(self.screener.facts, primary_language(start.language))
+        pipeline = self._new_pipeline(start, checkpoint, trace, route.reads_text)
         session = LiveSession(self, session_id, pipeline, principal, trace)
+        if route.notice:
+            session.notices.append(route.notice)
         if checkpoint is not None:
             session.restore(checkpoint)
         if self.settings.record:
@@ -233,7 +238,7 @@ class SessionHub:
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(
-        self, start: Opening, checkpoint: Checkpoint | None, trace: SessionTrace | None
+        self, start: Opening, checkpoint: Checkpoint | None, trace: SessionTrace | None, reads_text: bool
     ) -> SessionPipeline:
         """The session's pipeline, going on from `checkpoint` (media time, sentence index, counts) when it
         resumes one. Cheap (no model loading: the face detector and predictor are shared): it runs on the loop."""
@@ -249,6 +254,7 @@ class SessionHub:
             channels=start.channels,
             language=start.language,
             use_asr=self.settings.asr != "none" and not start.disable_asr,
+            reads_text=reads_text,
             settings=PipelineSettings(
                 video_fps=self.settings.video_fps, segmenter=SegmenterSettings(vad=self.settings.vad)
             ),

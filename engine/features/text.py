@@ -99,6 +99,9 @@ class TextFeaturizer:
     NAME: str
     DIM: int
     ITEMS = len(PHQ8_ITEMS)
+    LANGUAGES: frozenset[str] | None = None
+    """Languages (primary codes) the featurizer maps into one space, so a model trained on one of them reads
+    the others through it; None: it maps nothing across languages (a model reads only its training language)."""
     NGRAM_COUNTS = False
     """The vector is n-gram counts, which the model projects (`ModelConfig.text_projection` > 0)."""
 
@@ -153,6 +156,7 @@ class TextEmbedder(_AnchoredEmbedder):
     """
 
     NAME = MINILM
+    LANGUAGES = frozenset({"en"})
     DIM = 384
 
     def __init__(self) -> None:
@@ -176,6 +180,7 @@ class MultilingualTextEmbedder(_AnchoredEmbedder):
     Mandarin phrasings."""
 
     NAME = MULTILINGUAL
+    LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh"})
     DIM = 512
     ANCHOR_SETS = (PHQ8_ANCHORS, PHQ8_ANCHORS_ZH)
     BATCH = 64

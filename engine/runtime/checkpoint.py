@@ -45,6 +45,41 @@ class ModelFacts:
     interval: IntervalCalibration | None = None
     """The estimate's interval calibration (`runtime.interval`), fitted on held-out estimates in training or
     added later by `depscreen calibrate`. None in checkpoints written before it: their interval is [0, 1]."""
+    text_languages: tuple[str, ...] = ()
+    """Languages (primary codes) of the text the model's text pathway was trained on; () when the model was
+    trained without text or the checkpoint predates the record (then text in any language is read)."""
+
+
+@dataclass(frozen=True)
+class TextRoute:
+    """Whether a session's text reaches the model, and what its client is told about it ("" = nothing)."""
+
+    reads_text: bool
+    notice: str = ""
+
+
+def text_route(facts: ModelFacts, language: str) -> TextRoute:
+    """How the model `facts` describes treats the text of a session in `language` (a primary code): read as
+    trained; read through a cross-lingual featurizer that maps it beside a training language (a transfer that
+    was not validated, and the client is told so); or not read at all, when the featurizer has no such map (a
+    character n-gram model trained on Mandarin learns nothing about English n-grams): then the estimate rests
+    on audio and video, and the client is told that too."""
+    trained = facts.text_languages
+    if not trained or language in trained:
+        return TextRoute(True)
+    learned = ", ".join(trained)
+    shared = TEXT_ENCODERS[facts.text_encoder].LANGUAGES
+    if shared is not None and language in shared and shared.intersection(trained):
+        return TextRoute(
+            True,
+            f"the model's text pathway learned {learned} text; {language} text is read through the cross-lingual "
+            f"{facts.text_encoder} encoder, a transfer not validated on {language} interviews",
+        )
+    return TextRoute(
+        False,
+        f"the model's text pathway learned {learned} text only ({facts.text_encoder}): the text of this "
+        f"{language} session is transcribed but not scored, and the estimate rests on audio and video",
+    )
 
 
 def feature_differences(facts: ModelFacts, segmenter: SegmenterSettings, video_fps: float) -> list[str]:
@@ -115,6 +150,7 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     recorded = dict(blob["facts"])
     if recorded.get("interval") is not None:
         recorded["interval"] = IntervalCalibration(**recorded["interval"])
+    recorded["text_languages"] = tuple(recorded.get("text_languages", ()))
     config, facts = ModelConfig(**blob["config"]), ModelFacts(**recorded)
     try:
         check_text_featurizer(config, facts)

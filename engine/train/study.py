@@ -315,6 +315,7 @@ def run_study(
         decision_threshold=round(final.threshold, 4),
         text_encoder=text_encoder,
         interval=interval,
+        text_languages=(spec.language,) if text_seen else (),
     )
     save_checkpoint(out / "model.pt", final.model, facts)
     results["facts"] = asdict(facts)

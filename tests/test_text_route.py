@@ -1,0 +1,80 @@
+"""Whose text the model reads: a session in its training language, or in any language when the checkpoint
+does not record one; another language through a cross-lingual encoder (and the client is told the transfer is
+untested); otherwise none (the transcript still reaches the client, the estimate rests on audio and video)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from depscreen.engine.features.text import CHAR_NGRAMS, MULTILINGUAL
+from depscreen.engine.runtime.checkpoint import (
+    DEFAULT_MODEL,
+    DEMO_MODEL,
+    ModelFacts,
+    TextRoute,
+    load_checkpoint,
+    save_checkpoint,
+    text_route,
+)
+from depscreen.streamer.interview import Caption, Opening, ScoredSentence
+from depscreen.streamer.server import Server
+
+from .test_session_time import JFK, audio, on_server
+from .virtual_clock import VirtualClock
+
+
+def facts(encoder: str, languages: tuple[str, ...]) -> ModelFacts:
+    return ModelFacts("m", "t", text_encoder=encoder, text_languages=languages)
+
+
+def test_text_in_a_training_language_or_for_a_model_that_records_none_is_read_without_a_word() -> None:
+    assert text_route(facts(CHAR_NGRAMS, ("zh",)), "zh") == TextRoute(True)
+    assert text_route(facts(MULTILINGUAL, ()), "en") == TextRoute(True)
+    assert text_route(facts(CHAR_NGRAMS, ()), "en") == TextRoute(True)
+
+
+def test_a_cross_lingual_encoder_reads_another_of_its_languages_and_says_the_transfer_is_untested() -> None:
+    route = text_route(facts(MULTILINGUAL, ("zh",)), "en")
+    assert route.reads_text
+    assert "learned zh text" in route.notice and "not validated on en interviews" in route.notice
+
+
+def test_text_the_model_has_no_way_to_read_is_not_scored_and_the_client_is_told() -> None:
+    for route in (text_route(facts(CHAR_NGRAMS, ("zh",)), "en"), text_route(facts(MULTILINGUAL, ("zh",)), "sw")):
+        assert not route.reads_text
+        assert "transcribed but not scored" in route.notice and "rests on audio and video" in route.notice
+
+
+def test_the_shipped_model_reads_mandarin_as_trained_and_tells_an_english_session_what_its_text_rests_on() -> None:
+    _, shipped = load_checkpoint(DEFAULT_MODEL)
+    assert shipped.text_languages == ("zh",)
+    assert text_route(shipped, "zh") == TextRoute(True)
+    english = text_route(shipped, "en")
+    assert english.reads_text and "cross-lingual use-multilingual-v3 encoder" in english.notice
+
+
+def test_a_session_in_a_language_the_model_cannot_read_keeps_its_transcript_but_not_its_text(tmp_path: Path) -> None:
+    """End to end in-process: the demo model (English-only MiniLM text) recorded as trained on Mandarin text;
+    an English session is told, its captions still come back as transcripts, and no sentence carries text."""
+    model, demo_facts = load_checkpoint(DEMO_MODEL)
+    checkpoint = tmp_path / "zh-text.pt"
+    save_checkpoint(checkpoint, model, replace(demo_facts, text_languages=("zh",)))
+
+    async def scenario(server: Server) -> tuple[tuple[str, ...], list[ScoredSentence]]:
+        session = await server.hub.open(Opening(sample_rate_hz=16_000, channels=1, language="en"))
+        try:
+            await anext(session.handle(Caption(0, 11_000, "ask not what your country can do for you")), None)
+            sentences = [u for chunk in audio(JFK) async for u in session.handle(chunk)]
+            sentences += [u async for u in session.finish()]
+            return session.welcome().notices, [s for s in sentences if isinstance(s, ScoredSentence)]
+        finally:
+            session.close()
+
+    notices, sentences = on_server(VirtualClock(), scenario, model=str(checkpoint), max_speed=0.0)
+    assert any("learned zh text only" in notice for notice in notices), notices
+    assert sentences and "your country" in " ".join(s.features.transcript for s in sentences)
+    for sentence in sentences:
+        assert sentence.features.text is None
+        text = next(m for m in sentence.estimate.modalities if m.modality == "text")
+        assert not text.available and text.weight == 0.0
