@@ -8,23 +8,27 @@ Corpora (`shared/data/text`, research use only, never copied into the repository
 - `reddit_depression_cleaned/reddit_depression.csv` (clean_text, is_depression; latin-1; weak subreddit
   labels): rows with an empty label are skipped and counted; a seeded `HELD_OUT` share is held out.
 
-Each post (its first `MAX_CHARS` characters) is embedded with the multilingual sentence encoder, and a
-class-balanced logistic regression is fitted on the training posts. Because the encoder maps Mandarin and
-English to one space, the same head also scores Mandarin transcripts with no Mandarin training data
-(`zero_shot`: the mean embedding of a session's sentences).
+Two heads are fitted on the same training posts (each post's first `MAX_CHARS` characters), each a
+class-balanced logistic regression, and reported side by side on the same held-out posts:
+- on the multilingual sentence embedding. Because the encoder maps Mandarin and English to one space, this
+  head also scores Mandarin transcripts with no Mandarin training data (`zero_shot`: the mean embedding of a
+  session's sentences);
+- on character 1-3-grams (`char_ngram_counts`, the EATD recipe's text input) weighted by an IDF fitted on the
+  training posts and L2-normalised: English character n-grams, with nothing to say about Mandarin text.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from depscreen.engine.features.text import MULTILINGUAL, make_text_embedder
+from depscreen.engine.features.text import MULTILINGUAL, char_ngram_counts, make_text_embedder
 from depscreen.engine.train.metrics import best_f1_threshold, screening_report
 from depscreen.engine.train.sessions import LabelledSession
 
@@ -106,32 +110,71 @@ def load_corpora(root: Path, seed: int = 0) -> list[Corpus]:
 
 
 def train_text_head(corpora: list[Corpus], eatd: list[LabelledSession] | None, out: Path, seed: int = 0) -> dict:
-    """Fit the head on every corpus's training posts; report held-out metrics per corpus and zero-shot on
-    `eatd` sessions (when given); write `text_head.npz` and `text_head.json` to `out`."""
-    embedder = make_text_embedder(MULTILINGUAL)
-    train_x = np.concatenate([embedder.embed(c.train_texts)[0] for c in corpora])
+    """Fit both heads on every corpus's training posts; report held-out metrics per corpus, and the embedding
+    head zero-shot on `eatd` sessions (when given); write `text_head.npz` (embedding), `text_head_chars.npz`
+    and `text_head.json` (both heads' results; the character head's under `chars`) to `out`."""
+    train_texts = [text for c in corpora for text in c.train_texts]
     train_y = np.concatenate([c.train_labels for c in corpora])
-    head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(train_x, train_y)
-    threshold = best_f1_threshold(train_y, head.predict_proba(train_x)[:, 1])
+    embedder = make_text_embedder(MULTILINGUAL)
+    head, threshold, held_out = _fit_and_report(
+        corpora, train_y, lambda texts: embedder.embed(texts)[0], train_texts, seed
+    )
     results: dict[str, object] = {
         "encoder": MULTILINGUAL,
         "train_posts": len(train_y),
         "threshold": threshold,
         "skipped_unlabelled": {c.name: c.skipped for c in corpora},
-        "held_out": {},
+        "held_out": held_out,
     }
-    for corpus in corpora:
-        probabilities = head.predict_proba(embedder.embed(corpus.test_texts)[0])[:, 1]
-        results["held_out"][corpus.name] = screening_report(
-            np.array(corpus.test_labels), probabilities, threshold, seed
-        )
     if eatd:
         probabilities = head.predict_proba(np.stack([zero_shot_input(s) for s in eatd]))[:, 1]
         results["eatd_zero_shot"] = screening_report(np.array([s.label for s in eatd]), probabilities, threshold, seed)
+    idf = char_idf(char_ngram_counts(train_texts))
+    chars, chars_threshold, chars_held_out = _fit_and_report(
+        corpora, train_y, lambda texts: char_inputs(texts, idf), train_texts, seed
+    )
+    results["chars"] = {"features": "hashed character 1-3-grams, IDF, L2", "threshold": chars_threshold}
+    results["chars"]["held_out"] = chars_held_out
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "text_head.npz", coef=head.coef_[0], intercept=head.intercept_, threshold=threshold)
+    np.savez(
+        out / "text_head_chars.npz", coef=chars.coef_[0], intercept=chars.intercept_, idf=idf, threshold=chars_threshold
+    )
     (out / "text_head.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def char_idf(counts: np.ndarray) -> np.ndarray:
+    """Smoothed inverse document frequency of each n-gram bucket over the training posts' counts."""
+    documents = (counts > 0).sum(axis=0)
+    return (np.log((1 + len(counts)) / (1 + documents)) + 1).astype(np.float32)
+
+
+def char_inputs(texts: list[str], idf: np.ndarray) -> np.ndarray:
+    """The character head's input: IDF-weighted n-gram counts, each row of unit length (empty text: zeros)."""
+    weighted = char_ngram_counts(texts) * idf
+    return weighted / np.linalg.norm(weighted, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def _fit_and_report(
+    corpora: list[Corpus],
+    train_y: np.ndarray,
+    inputs: Callable[[list[str]], np.ndarray],
+    train_texts: list[str],
+    seed: int,
+) -> tuple[LogisticRegression, float, dict[str, dict]]:
+    """A class-balanced logistic regression on `inputs` of the training posts, its best-F1 threshold on them,
+    and its report on each corpus's held-out posts."""
+    train_x = inputs(train_texts)
+    head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(train_x, train_y)
+    threshold = best_f1_threshold(train_y, head.predict_proba(train_x)[:, 1])
+    held_out = {
+        corpus.name: screening_report(
+            np.array(corpus.test_labels), head.predict_proba(inputs(corpus.test_texts))[:, 1], threshold, seed
+        )
+        for corpus in corpora
+    }
+    return head, threshold, held_out
 
 
 def zero_shot_input(session: LabelledSession) -> np.ndarray:
