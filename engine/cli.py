@@ -183,10 +183,13 @@ def _train_text_head(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary = {name: {"auroc": r["auroc"], "f1": r["f1"], "n": r["n"]} for name, r in results["held_out"].items()}
+    def brief(report: dict) -> dict:
+        return {key: report[key] for key in ("auroc", "f1", "n")}
+
+    summary = {name: brief(report) for name, report in results["held_out"].items()}
     if "eatd_zero_shot" in results:
-        summary["eatd_zero_shot"] = {k: results["eatd_zero_shot"][k] for k in ("auroc", "f1", "n")}
-    chars = {name: {k: r[k] for k in ("auroc", "f1", "n")} for name, r in results["chars"]["held_out"].items()}
+        summary["eatd_zero_shot"] = brief(results["eatd_zero_shot"])
+    chars = {name: brief(report) for name, report in results["chars"]["held_out"].items()}
     print(json.dumps({"text_head": str(args.out / "text_head.npz"), "held_out": summary, "chars_held_out": chars}))
     return 0
 

@@ -116,9 +116,11 @@ def train_text_head(corpora: list[Corpus], eatd: list[LabelledSession] | None, o
     train_texts = [text for c in corpora for text in c.train_texts]
     train_y = np.concatenate([c.train_labels for c in corpora])
     embedder = make_text_embedder(MULTILINGUAL)
-    head, threshold, held_out = _fit_and_report(
-        corpora, train_y, lambda texts: embedder.embed(texts)[0], train_texts, seed
-    )
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return embedder.embed(texts)[0]
+
+    head, threshold, held_out = _fit_and_report(corpora, embed(train_texts), train_y, embed, seed)
     results: dict[str, object] = {
         "encoder": MULTILINGUAL,
         "train_posts": len(train_y),
@@ -129,12 +131,16 @@ def train_text_head(corpora: list[Corpus], eatd: list[LabelledSession] | None, o
     if eatd:
         probabilities = head.predict_proba(np.stack([zero_shot_input(s) for s in eatd]))[:, 1]
         results["eatd_zero_shot"] = screening_report(np.array([s.label for s in eatd]), probabilities, threshold, seed)
-    idf = char_idf(char_ngram_counts(train_texts))
+    train_counts = char_ngram_counts(train_texts)  # counted once: it is the costliest step here
+    idf = char_idf(train_counts)
     chars, chars_threshold, chars_held_out = _fit_and_report(
-        corpora, train_y, lambda texts: char_inputs(texts, idf), train_texts, seed
+        corpora, _unit_rows(train_counts * idf), train_y, lambda texts: char_inputs(texts, idf), seed
     )
-    results["chars"] = {"features": "hashed character 1-3-grams, IDF, L2", "threshold": chars_threshold}
-    results["chars"]["held_out"] = chars_held_out
+    results["chars"] = {
+        "features": "hashed character 1-3-grams, IDF, L2",
+        "threshold": chars_threshold,
+        "held_out": chars_held_out,
+    }
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "text_head.npz", coef=head.coef_[0], intercept=head.intercept_, threshold=threshold)
     np.savez(
@@ -152,20 +158,22 @@ def char_idf(counts: np.ndarray) -> np.ndarray:
 
 def char_inputs(texts: list[str], idf: np.ndarray) -> np.ndarray:
     """The character head's input: IDF-weighted n-gram counts, each row of unit length (empty text: zeros)."""
-    weighted = char_ngram_counts(texts) * idf
-    return weighted / np.linalg.norm(weighted, axis=1, keepdims=True).clip(min=1e-12)
+    return _unit_rows(char_ngram_counts(texts) * idf)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(min=1e-12)
 
 
 def _fit_and_report(
     corpora: list[Corpus],
+    train_x: np.ndarray,
     train_y: np.ndarray,
     inputs: Callable[[list[str]], np.ndarray],
-    train_texts: list[str],
     seed: int,
 ) -> tuple[LogisticRegression, float, dict[str, dict]]:
-    """A class-balanced logistic regression on `inputs` of the training posts, its best-F1 threshold on them,
-    and its report on each corpus's held-out posts."""
-    train_x = inputs(train_texts)
+    """A class-balanced logistic regression on the training posts' inputs `train_x`, its best-F1 threshold on
+    them, and its report on each corpus's held-out posts (made into inputs by `inputs`)."""
     head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(train_x, train_y)
     threshold = best_f1_threshold(train_y, head.predict_proba(train_x)[:, 1])
     held_out = {
