@@ -190,11 +190,14 @@ class SessionHub:
         whose kept updates from `start.received_sentences` on are re-sent) and write its first checkpoint. A new
         session whose first checkpoint the store cannot take runs without resume, and its welcome says so."""
         ticket = ticket or resumer.new_ticket(session.session_id, session.principal)
-        kept = checkpoint.updates if checkpoint is not None else ()
-        checkpointer = Checkpointer(resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept)
+        kept, resend = (), []
         if checkpoint is not None:
-            checkpointer.resend, notices = updates_to_resend(checkpoint, start)
+            kept = checkpoint.updates
+            resend, notices = updates_to_resend(checkpoint, start)
             session.notices.extend(notices)
+        checkpointer = Checkpointer(
+            resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend
+        )
         saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
         if not saved and checkpoint is None:
             session.notices.append(NOT_RESUMABLE_STORE_DOWN)

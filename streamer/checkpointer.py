@@ -46,12 +46,13 @@ class Checkpointer:
         run: Run,
         metrics: Metrics,
         kept: tuple[pb.SentenceUpdate, ...] = (),
+        resend: list[pb.SentenceUpdate] | None = None,
     ) -> None:
         """`counts` and `handle`: the session's own counts and batcher handle, read at each checkpoint; `kept`:
-        the updates of the checkpoint it goes on from."""
+        the updates of the checkpoint it goes on from; `resend`: those a resuming client lacks."""
         self.resumer = resumer
         self.ticket = ticket
-        self.resend: list[pb.SentenceUpdate] = []
+        self.resend = resend or []
         """The kept updates a resuming client said it lacks, to send right after `accepted`."""
         self._counts = counts
         self._handle = handle
