@@ -33,8 +33,10 @@ async def call_replies(
     """Open `StreamSession` on `channel`, send `messages` as given (nothing is added or checked) and yield the
     replies while sending goes on.
 
-    When the server ends the stream early, the remaining messages are not sent and its status is raised
-    (`grpc.aio.AioRpcError`); an exception of `messages` itself cancels the call and is raised. With
+    After the first message (the start), nothing more is written until the server has answered it (its
+    `accepted`) or ended the stream, so a refused start is raised with its own status. When the server ends the
+    stream early, the remaining messages are not sent and its status is raised (`grpc.aio.AioRpcError`); an
+    exception of `messages` itself cancels the call and is raised. With
     `reply_timeout_s`, a call whose server sent nothing for that long while the client was sending (or waiting
     for the first reply) is cancelled and `ServerStalledError` raised.
     """
@@ -84,7 +86,7 @@ class _Watch:
         self.last_reply = time.monotonic()
         self.last_write: float | None = None
         self.writing = False
-        self.has_reply = False
+        self.answered = asyncio.Event()
         self.stalled = False
 
     def begin_write(self) -> None:
@@ -95,13 +97,15 @@ class _Watch:
         self.last_write = time.monotonic()
 
     def replied(self) -> None:
-        self.has_reply = True
+        self.answered.set()
         self.last_reply = time.monotonic()
 
     def quiet_while_sending(self, timeout_s: float) -> bool:
         now = time.monotonic()
         sending = (
-            self.writing or not self.has_reply or (self.last_write is not None and now - self.last_write < timeout_s)
+            self.writing
+            or not self.answered.is_set()
+            or (self.last_write is not None and now - self.last_write < timeout_s)
         )
         return sending and now - self.last_reply > timeout_s
 
@@ -119,19 +123,27 @@ async def _send_all(call: grpc.aio.StreamStreamCall, messages: AsyncIterable[pb.
     """Write every message then half-close; a call that already ended stops the writing quietly, because
     the reading side raises its status.
 
-    Nothing is written before the server's initial metadata, which it sends once it has authenticated the
-    stream: a refused stream (UNAUTHENTICATED) is never written to, since a write racing the server's status
-    would make grpc report INTERNAL instead."""
+    A write racing the server's status makes grpcio report INTERNAL instead of that status (WRITE_AFTER_END),
+    so the writing waits where the server may refuse: nothing is written before the server's initial metadata,
+    which it sends once it has authenticated the stream (a refused token, UNAUTHENTICATED), and nothing after
+    the first message (not even the half-close) until the server has answered it (a refused start: quota,
+    capacity, a bad field). If the server ends the stream instead, the reading side cancels this task."""
     try:
         watch.begin_write()
         await call.initial_metadata()
         watch.wrote()
         if call.done():
             return
+        started = False
         async for message in messages:
             watch.begin_write()
+            if started:
+                await watch.answered.wait()
             await call.write(message)
             watch.wrote()
+            started = True
+        if started:
+            await watch.answered.wait()
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         return
