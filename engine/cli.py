@@ -183,6 +183,7 @@ def _train_text_head(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
     def brief(report: dict) -> dict:
         return {key: report[key] for key in ("auroc", "f1", "n")}
 

@@ -467,9 +467,7 @@ def test_live_view_and_typed_updates_show_the_interval_or_why_there_is_none() ->
     calibrated.sentence.estimate.MergeFrom(
         screening_pb2.Estimate(interval_low=0.1, interval_high=0.62, interval_level=0.9, enough_speech=True)
     )
-    assert update_of(calibrated).interval == Interval(
-        pytest.approx(0.1), pytest.approx(0.62), pytest.approx(0.9), True
-    )
+    assert update_of(calibrated).interval == Interval(pytest.approx(0.1), pytest.approx(0.62), pytest.approx(0.9), True)
     assert update_of(calibrated).interval.words() == "90% interval 0.10-0.62"
     state = LiveState()
     state.apply(_sentence(0, 0.3, ""))

@@ -109,7 +109,7 @@ def _pitch_line(check: dict) -> str:
 
 
 def _trained_modalities(load: DatasetLoad, language: str, has_video: bool, text_seen: bool) -> str:
-    """"audio + video + zh transcripts" and the like: what the dataset gave the model to learn from."""
+    """What the dataset gave the model to learn from, in words ("audio + video + zh transcripts" and the like)."""
     text = (
         f"{language} {'speech-recognised text' if load.text == 'asr' else 'transcripts'}"
         if text_seen
