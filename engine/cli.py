@@ -191,7 +191,17 @@ def _train_text_head(args: argparse.Namespace) -> int:
     if "eatd_zero_shot" in results:
         summary["eatd_zero_shot"] = brief(results["eatd_zero_shot"])
     chars = {name: brief(report) for name, report in results["chars"]["held_out"].items()}
-    print(json.dumps({"text_head": str(args.out / "text_head.npz"), "held_out": summary, "chars_held_out": chars}))
+    by_sentence = {name: brief(report) for name, report in results["chars"]["held_out_by_sentence"].items()}
+    print(
+        json.dumps(
+            {
+                "text_head": str(args.out / "text_head.npz"),
+                "held_out": summary,
+                "chars_held_out": chars,
+                "chars_held_out_by_sentence": by_sentence,
+            }
+        )
+    )
     return 0
 
 

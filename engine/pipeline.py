@@ -37,6 +37,7 @@ from depscreen.engine.features.asr import DEFAULT_LANGUAGE, Transcriber, make_tr
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
 from depscreen.engine.features.face import FaceLandmarker, Image, rgb_pixels
+from depscreen.engine.features.language_head import LanguageTextHead
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
 from depscreen.engine.media import DEFAULT_VIDEO_FPS, SAMPLE_RATE, PcmResampler
@@ -121,6 +122,7 @@ class SessionPipeline:
         language: str = DEFAULT_LANGUAGE,
         use_asr: bool = True,
         reads_text: bool = True,
+        language_head: LanguageTextHead | None = None,
         settings: PipelineSettings = PipelineSettings(),
         on_stage: StageTimer | None = None,
         origin_ms: int = 0,
@@ -128,7 +130,9 @@ class SessionPipeline:
         counts: SessionCounts | None = None,
     ) -> None:
         """`reads_text` False: the model does not read this session's language (`checkpoint.text_route`), so its
-        sentences are transcribed (the client still gets the text) but carry no text features.
+        sentences are transcribed (the client still gets the text) but carry no text features. `language_head`:
+        the session language's own text head (`features.language_head`, for a language the model did not
+        learn), whose logit each sentence with text carries.
 
         `origin_ms`, `first_index` and `counts` continue an earlier pipeline of the same session (a resumed
         one): the first sample pushed is at `origin_ms` on the session's clock, the first sentence gets
@@ -140,6 +144,7 @@ class SessionPipeline:
         self.language = language or DEFAULT_LANGUAGE
         self.use_asr = use_asr
         self.reads_text = reads_text
+        self.language_head = language_head
         self._extractors = extractors
         self._resampler = PcmResampler(sample_rate_hz, channels)
         self._origin_samples = origin_ms * SAMPLE_RATE // 1000
@@ -336,7 +341,9 @@ class SessionPipeline:
             self._captions.popleft()
         return " ".join(c.text for c in spans)
 
-    def _text(self, sentence: Sentence, caption: str, transcribe: bool) -> tuple[np.ndarray | None, str, str, float]:
+    def _text(
+        self, sentence: Sentence, caption: str, transcribe: bool
+    ) -> tuple[np.ndarray | None, str, str, float, float | None]:
         transcript, source, confidence = caption, "caption", 1.0
         if not transcript and self.use_asr and transcribe:
             if self._pieces is not None:
@@ -348,12 +355,16 @@ class SessionPipeline:
         elif self._pieces is not None:
             self._pieces.forget(sentence.start_sample)
         if not transcript:
-            return None, "", "", 0.0
-        if not self.reads_text:
-            return None, transcript, source, confidence
+            return None, "", "", 0.0, None
+        text, logit = None, None
+        if not self.reads_text and self.language_head is None:
+            return text, transcript, source, confidence, logit
         with self._stage("text_embed"):
-            text = self._extractors.text.features([transcript])[0]
-        return text, transcript, source, confidence
+            if self.reads_text:
+                text = self._extractors.text.features([transcript])[0]
+            if self.language_head is not None:
+                logit = float(self.language_head.logits([transcript])[0])
+        return text, transcript, source, confidence, logit
 
     def _on_session_clock(self, sentence: Sentence) -> Sentence:
         """The segmenter's sentence with its index and times moved onto the session's clock."""
@@ -378,7 +389,7 @@ class SessionPipeline:
             audio = self._extractors.audio.extract(sentence.pcm)
             integrity = audio_integrity(sentence.pcm, self.sample_rate_hz)
         video, video_frames = self._take_faces(sentence)
-        text, transcript, source, confidence = self._text(sentence, caption, transcribe)
+        text, transcript, source, confidence, language_text_logit = self._text(sentence, caption, transcribe)
         features = SentenceFeatures(
             index=sentence.index,
             start_ms=sentence.start_ms,
@@ -393,6 +404,7 @@ class SessionPipeline:
             transcript_source=source,
             text_confidence=confidence,
             audio_integrity=integrity.factor,
+            language_text_logit=language_text_logit,
         )
         self.sentences += 1
         return SentenceResult(features=features, closed_at=closed_at)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from depscreen.engine.features.asr import primary_language
+from depscreen.engine.features.language_head import language_text_head
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
 from depscreen.engine.runtime.batcher import MicroBatcher
-from depscreen.engine.runtime.checkpoint import text_route
+from depscreen.engine.runtime.checkpoint import TextRoute, text_route
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN, Checkpointer, updates_to_resend
@@ -144,7 +145,7 @@ class SessionHub:
         session_id = checkpoint.session_id if checkpoint else start.session_id or uuid.uuid4().hex
         trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
         route = text_route(self.screener.facts, primary_language(start.language))
-        pipeline = self._new_pipeline(start, checkpoint, trace, route.reads_text)
+        pipeline = self._new_pipeline(start, checkpoint, trace, route)
         session = LiveSession(self, session_id, pipeline, principal, trace)
         if route.notice:
             session.notices.append(route.notice)
@@ -241,10 +242,11 @@ class SessionHub:
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(
-        self, start: Opening, checkpoint: Checkpoint | None, trace: SessionTrace | None, reads_text: bool
+        self, start: Opening, checkpoint: Checkpoint | None, trace: SessionTrace | None, route: TextRoute
     ) -> SessionPipeline:
         """The session's pipeline, going on from `checkpoint` (media time, sentence index, counts) when it
-        resumes one. Cheap (no model loading: the face detector and predictor are shared): it runs on the loop."""
+        resumes one. Cheap (no model loading: the face detector and predictor are shared, the language heads are
+        loaded at server start): it runs on the loop."""
 
         def on_stage(stage: str, seconds: float, cpu_seconds: float) -> None:
             self.metrics.observe_stage(stage, seconds, cpu_seconds)
@@ -257,7 +259,8 @@ class SessionHub:
             channels=start.channels,
             language=start.language,
             use_asr=self.settings.asr != "none" and not start.disable_asr,
-            reads_text=reads_text,
+            reads_text=route.reads_text,
+            language_head=language_text_head(route.own_head) if route.own_head else None,
             settings=PipelineSettings(
                 video_fps=self.settings.video_fps, segmenter=SegmenterSettings(vad=self.settings.vad)
             ),

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from google.protobuf.message import DecodeError
 
+from depscreen.engine.features.language_head import TextHeadAccount
 from depscreen.engine.model.state import SessionState
 from depscreen.engine.pipeline import SessionCounts
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, SessionTrack
@@ -85,6 +86,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
         "usable_speech_s": account.usable_speech_s,
         "symptom_sum": torch.from_numpy(np.asarray(account.symptom_sum, dtype=np.float64)),
         "text_sentences": account.text_sentences,
+        "language_text": [account.language_text.logit_sum, account.language_text.chars],
         "estimate": _estimate_fields(checkpoint.estimate),
         **(state.to_plain() if state is not None else dict.fromkeys(SessionState.parts())),
         "updates": [update.SerializeToString() for update in checkpoint.updates],
@@ -102,6 +104,7 @@ def decode(session_id: str, data: bytes) -> Checkpoint:
         usable_speech_s=payload["usable_speech_s"],
         symptom_sum=payload["symptom_sum"].numpy(),
         text_sentences=payload["text_sentences"],
+        language_text=TextHeadAccount(*payload.get("language_text", (0.0, 0))),  # absent before it existed
     )
     return Checkpoint(
         session_id=session_id,

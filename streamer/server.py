@@ -35,9 +35,10 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from depscreen.engine.features.asr import DEFAULT_LANGUAGE, ModelFilesError
+from depscreen.engine.features.language_head import SHIPPED_HEADS, language_text_head
 from depscreen.engine.pipeline import Extractors, PipelineSettings
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
-from depscreen.engine.runtime.checkpoint import ModelFacts, feature_differences
+from depscreen.engine.runtime.checkpoint import ModelFacts, feature_differences, text_route
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.engine.segment import SegmenterSettings
@@ -114,6 +115,7 @@ class Server:
         except ModelFilesError as error:
             raise SettingsError(str(error)) from None
         await loop.run_in_executor(self._executor, preload_vad, s.vad)
+        await loop.run_in_executor(self._executor, preload_language_heads, screener.facts)
         # The wire's default language is loaded now; a session in another language loads its model on first use.
         await loop.run_in_executor(self._executor, extractors.transcriber.preload, DEFAULT_LANGUAGE)
         pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
@@ -354,6 +356,18 @@ def check_features(facts: ModelFacts, pipeline: PipelineSettings) -> None:
         raise SettingsError(str(error)) from None
     for difference in differences:
         log.warning("model %s was trained on other features than this server makes: %s", facts.model_id, difference)
+
+
+def preload_language_heads(facts: ModelFacts) -> None:
+    """Load (and check against their pinned checksums) the text heads of the languages the model did not learn;
+    a damaged head file stops the server here (SettingsError), not a session later."""
+    for language in SHIPPED_HEADS:
+        if not text_route(facts, language).own_head:
+            continue
+        try:
+            language_text_head(language)
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
 
 
 async def serve(settings: ServerSettings) -> None:

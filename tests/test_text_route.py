@@ -1,12 +1,17 @@
 """Whose text the model reads: a session in its training language, or in any language when the checkpoint
 does not record one; another language through a cross-lingual encoder (and the client is told the transfer is
-untested); otherwise none (the transcript still reaches the client, the estimate rests on audio and video)."""
+untested); otherwise none (the transcript still reaches the client, the estimate rests on audio and video). A
+language with its own text head (English) gets that head's estimate of its text beside the estimate."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from depscreen.engine.features.language_head import language_text_head
 from depscreen.engine.features.text import CHAR_NGRAMS, MULTILINGUAL
 from depscreen.engine.runtime.checkpoint import (
     DEFAULT_MODEL,
@@ -40,10 +45,21 @@ def test_a_cross_lingual_encoder_reads_another_of_its_languages_and_says_the_tra
     assert "learned zh text" in route.notice and "not validated on en interviews" in route.notice
 
 
-def test_text_the_model_has_no_way_to_read_is_not_scored_and_the_client_is_told() -> None:
+def test_text_the_model_has_no_way_to_read_is_not_read_and_the_client_is_told() -> None:
     for route in (text_route(facts(CHAR_NGRAMS, ("zh",)), "en"), text_route(facts(MULTILINGUAL, ("zh",)), "sw")):
         assert not route.reads_text
-        assert "transcribed but not scored" in route.notice and "rests on audio and video" in route.notice
+        assert "transcribed but not read by the model" in route.notice and "rests on audio and video" in route.notice
+
+
+def test_a_language_with_its_own_text_head_gets_that_estimate_beside_and_the_client_is_told_its_source() -> None:
+    for encoder in (CHAR_NGRAMS, MULTILINGUAL):
+        english = text_route(facts(encoder, ("zh",)), "en")
+        assert english.own_head == "en"
+        assert "en character n-gram head trained on English forum posts" in english.notice
+        assert "not part of it" in english.notice
+    assert text_route(facts(MULTILINGUAL, ("zh",)), "sw").own_head == "", "Swahili has no head of its own"
+    assert text_route(facts(CHAR_NGRAMS, ("zh",)), "zh").own_head == "", "the model reads its own language"
+    assert text_route(facts(CHAR_NGRAMS, ("en",)), "en").own_head == ""
 
 
 def test_the_shipped_model_reads_mandarin_as_trained_and_tells_an_english_session_what_its_text_rests_on() -> None:
@@ -52,6 +68,7 @@ def test_the_shipped_model_reads_mandarin_as_trained_and_tells_an_english_sessio
     assert text_route(shipped, "zh") == TextRoute(True)
     english = text_route(shipped, "en")
     assert english.reads_text and "cross-lingual use-multilingual-v3 encoder" in english.notice
+    assert english.own_head == "en"
 
 
 def test_a_session_in_a_language_the_model_cannot_read_keeps_its_transcript_but_not_its_text(tmp_path: Path) -> None:
@@ -74,7 +91,15 @@ def test_a_session_in_a_language_the_model_cannot_read_keeps_its_transcript_but_
     notices, sentences = on_server(VirtualClock(), scenario, model=str(checkpoint), max_speed=0.0)
     assert any("learned zh text only" in notice for notice in notices), notices
     assert sentences and "your country" in " ".join(s.features.transcript for s in sentences)
+    assert any("trained on English forum posts" in notice for notice in notices), notices
+    head, told = language_text_head("en"), []
+    assert head is not None
     for sentence in sentences:
         assert sentence.features.text is None
         text = next(m for m in sentence.estimate.modalities if m.modality == "text")
         assert not text.available and text.weight == 0.0
+        if sentence.features.transcript:
+            told.append(sentence.features.transcript)
+        if told:  # the English head's estimate of everything said so far, as a live session accumulates it
+            assert text.probability == pytest.approx(1 / (1 + math.exp(-head.session_logit(told))), abs=1e-6)
+    assert told, "the caption reached a sentence"

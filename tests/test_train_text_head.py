@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from depscreen.cli import main
+from depscreen.engine.features.language_head import LanguageTextHead, char_head_inputs
 from depscreen.engine.features.text import CHAR_BUCKETS
-from depscreen.engine.train.text_head import char_inputs, load_corpora, train_text_head
+from depscreen.engine.train.text_head import load_corpora, spoken_sentences, train_text_head
 
 SAD = [
     "I feel hopeless and empty every day",
@@ -59,8 +60,11 @@ def test_text_head_trains_and_reports_each_corpus_held_out(tmp_path: Path) -> No
     head = np.load(tmp_path / "out" / "text_head.npz")
     assert head["coef"].shape == (512,)
     assert results["chars"]["held_out"]["ltedi2022_depsign"]["auroc"] == 1.0, "so does the character head's"
-    chars = np.load(tmp_path / "out" / "text_head_chars.npz")
-    assert chars["coef"].shape == chars["idf"].shape == (CHAR_BUCKETS,)
+    chars = LanguageTextHead.load(tmp_path / "out" / "text_head_chars.npz")
+    assert chars.coef.shape == chars.idf.shape == (CHAR_BUCKETS,)
+    assert chars.logits([SAD[1]])[0] > 0 > chars.logits([FINE[1]])[0]
+    by_sentence = results["chars"]["held_out_by_sentence"]["ltedi2022_depsign"]
+    assert by_sentence["auroc"] == 1.0 and by_sentence["n"] == 2, "scored sentence by sentence, as live"
     assert json.loads((tmp_path / "out" / "text_head.json").read_text())["train_posts"] == results["train_posts"]
 
 
@@ -69,7 +73,7 @@ def test_the_command_prints_both_heads_held_out(tmp_path: Path, capsys: pytest.C
         main(["train", "--text-corpora", str(write_corpora(tmp_path / "text")), "--out", str(tmp_path / "out")])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert finished.value.code == 0
-    assert set(printed["held_out"]) == set(printed["chars_held_out"]) == {
+    assert set(printed["held_out"]) == set(printed["chars_held_out"]) == set(printed["chars_held_out_by_sentence"]) == {
         "ltedi2022_depsign", "naseem2022_severity", "reddit_depression_cleaned",
     }  # fmt: skip
 
@@ -81,9 +85,17 @@ def test_missing_corpus_file_is_named(tmp_path: Path) -> None:
 
 def test_the_character_head_input_weights_rare_ngrams_up_and_has_unit_rows() -> None:
     idf = np.ones(CHAR_BUCKETS, dtype=np.float32)
-    rows = char_inputs(["I feel hopeless", ""], idf)
+    rows = char_head_inputs(["I feel hopeless", ""], idf)
     assert np.linalg.norm(rows[0]) == pytest.approx(1.0) and not rows[1].any(), "empty text is all zeros"
     rare, common = np.flatnonzero(rows[0])[:2]
     idf[rare] = 10.0
-    weighted = char_inputs(["I feel hopeless"], idf)[0]
+    weighted = char_head_inputs(["I feel hopeless"], idf)[0]
     assert weighted[rare] / weighted[common] == pytest.approx(10 * rows[0][rare] / rows[0][common])
+
+
+def test_a_post_is_cut_where_a_speaker_would_pause() -> None:
+    assert spoken_sentences("I can't sleep. Why bother?\nNothing helps!  ok") == [
+        "I can't sleep.", "Why bother?", "Nothing helps!", "ok",
+    ]  # fmt: skip
+    assert spoken_sentences("no stops at all") == ["no stops at all"]
+    assert spoken_sentences("") == [""]

@@ -40,6 +40,9 @@ class SentenceFeatures:
     audio_integrity: float = 1.0
     """0..1 factor on the audio quality for samples that cannot be trusted: clipping, and content narrower than
     the declared sample rate carries (`features.audio.AudioIntegrity.factor`); 1 when not measured."""
+    language_text_logit: float | None = None
+    """The logit of the transcript under its language's own text head (`features.language_head`), for a session
+    whose language the model's text pathway did not learn; None otherwise or without text."""
 
     @property
     def audio_quality(self) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from depscreen.engine.features.language_head import SHIPPED_HEADS
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, TEXT_ENCODERS
 from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
@@ -56,6 +57,9 @@ class TextRoute:
 
     reads_text: bool
     notice: str = ""
+    own_head: str = ""
+    """The language whose own text head (`features.language_head`) scores the text beside the estimate, for a
+    language the model did not learn; "" = none."""
 
 
 def text_route(facts: ModelFacts, language: str) -> TextRoute:
@@ -63,22 +67,35 @@ def text_route(facts: ModelFacts, language: str) -> TextRoute:
     trained; read through a cross-lingual featurizer that maps it beside a training language (a transfer that
     was not validated, and the client is told so); or not read at all, when the featurizer has no such map (a
     character n-gram model trained on Mandarin learns nothing about English n-grams): then the estimate rests
-    on audio and video, and the client is told that too."""
+    on audio and video, and the client is told that too. A language with its own text head (English) also gets
+    that head's estimate of the text, shown beside the estimate and never part of it, and the client is told
+    what that head was trained on."""
     trained = facts.text_languages
     if not trained or language in trained:
         return TextRoute(True)
     learned = ", ".join(trained)
     shared = TEXT_ENCODERS[facts.text_encoder].LANGUAGES
+    head = SHIPPED_HEADS.get(language)
+    own = (
+        f"; the text modality's own estimate comes from a {language} character n-gram head trained on "
+        f"{head.trained_on}, shown beside the estimate and not part of it"
+        if head
+        else ""
+    )
+    own_head = language if head else ""
     if shared is not None and language in shared and shared.intersection(trained):
         return TextRoute(
             True,
             f"the model's text pathway learned {learned} text; {language} text is read through the cross-lingual "
-            f"{facts.text_encoder} encoder, a transfer not validated on {language} interviews",
+            f"{facts.text_encoder} encoder, a transfer not validated on {language} interviews{own}",
+            own_head,
         )
     return TextRoute(
         False,
         f"the model's text pathway learned {learned} text only ({facts.text_encoder}): the text of this "
-        f"{language} session is transcribed but not scored, and the estimate rests on audio and video",
+        f"{language} session is transcribed but not read by the model, and the estimate rests on audio and "
+        f"video{own}",
+        own_head,
     )
 
 

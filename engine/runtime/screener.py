@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depscreen.engine.features.language_head import TextHeadAccount
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.modalities import MODALITIES, MODALITY_NAMES
@@ -68,6 +69,8 @@ class EvidenceAccount:
     usable_speech_s: float = 0.0
     symptom_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(PHQ8_ITEMS)))
     text_sentences: int = 0
+    language_text: TextHeadAccount = field(default_factory=TextHeadAccount)
+    """The text's own estimate under its language's text head, for a language the model did not learn."""
 
     def account(self, features: SentenceFeatures) -> None:
         """Add one sentence's usable speech and symptom evidence."""
@@ -77,6 +80,8 @@ class EvidenceAccount:
             span = SIMILARITY_FULL - SIMILARITY_FLOOR
             self.symptom_sum += np.clip((similarity - SIMILARITY_FLOOR) / span, 0.0, 1.0)
             self.text_sentences += 1
+        if features.language_text_logit is not None:
+            self.language_text.add(features.language_text_logit, features.transcript)
 
     @property
     def evidence(self) -> float:
@@ -226,13 +231,16 @@ def _estimate(
     weights: torch.Tensor,
     calibration: IntervalCalibration | None,
 ) -> Estimate:
+    language_text = account.language_text.probability
     modalities = tuple(
         ModalityEstimate(
             modality=name,
             available=features.available[i],
             quality=float(features.quality[i]),
             weight=float(weights[i]),
-            probability=float(modality_probability[i]),
+            probability=language_text
+            if name == "text" and language_text is not None
+            else float(modality_probability[i]),
         )
         for i, name in enumerate(MODALITY_NAMES)
     )

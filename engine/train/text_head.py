@@ -14,13 +14,17 @@ class-balanced logistic regression, and reported side by side on the same held-o
   head also scores Mandarin transcripts with no Mandarin training data (`zero_shot`: the mean embedding of a
   session's sentences);
 - on character 1-3-grams (`char_ngram_counts`, the EATD recipe's text input) weighted by an IDF fitted on the
-  training posts and L2-normalised: English character n-grams, with nothing to say about Mandarin text.
+  training posts and L2-normalised: English character n-grams, with nothing to say about Mandarin text. This
+  is the English `LanguageTextHead` live English sessions use, recalibrated on the training posts for text that
+  arrives sentence by sentence; it is also reported on the held-out posts cut into sentences and scored as a
+  live session scores them (`held_out_by_sentence`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from depscreen.engine.features.language_head import LanguageTextHead, char_head_inputs, unit_rows
 from depscreen.engine.features.text import MULTILINGUAL, char_ngram_counts, make_text_embedder
 from depscreen.engine.train.metrics import best_f1_threshold, screening_report
 from depscreen.engine.train.sessions import LabelledSession
@@ -134,35 +139,63 @@ def train_text_head(corpora: list[Corpus], eatd: list[LabelledSession] | None, o
     train_counts = char_ngram_counts(train_texts)  # counted once: it is the costliest step here
     idf = char_idf(train_counts)
     chars, chars_threshold, chars_held_out = _fit_and_report(
-        corpora, _unit_rows(train_counts * idf), train_y, lambda texts: char_inputs(texts, idf), seed
+        corpora, unit_rows(train_counts * idf), train_y, lambda texts: char_head_inputs(texts, idf), seed
+    )
+    char_head, sentence_threshold = _for_sentences(
+        LanguageTextHead(chars.coef_[0].astype(np.float32), float(chars.intercept_[0]), idf), train_texts, train_y
     )
     results["chars"] = {
         "features": "hashed character 1-3-grams, IDF, L2",
         "threshold": chars_threshold,
         "held_out": chars_held_out,
+        "sentence_threshold": sentence_threshold,
+        "held_out_by_sentence": {
+            corpus.name: _by_sentence_report(char_head, corpus, sentence_threshold, seed) for corpus in corpora
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "text_head.npz", coef=head.coef_[0], intercept=head.intercept_, threshold=threshold)
-    np.savez(
-        out / "text_head_chars.npz", coef=chars.coef_[0], intercept=chars.intercept_, idf=idf, threshold=chars_threshold
-    )
+    char_head.save(out / "text_head_chars.npz")
     (out / "text_head.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def spoken_sentences(post: str) -> list[str]:
+    """A post cut where a speaker would pause: after a full stop, question or exclamation mark, and at line
+    breaks (how a live session hands the head one transcribed sentence at a time)."""
+    return [part for part in re.split(r"(?<=[.!?])\s+|\n+", post) if part.strip()] or [post]
+
+
+def _sentence_wise_logits(head: LanguageTextHead, posts: list[str]) -> np.ndarray:
+    """`[N]` each post's logit as a live session scores its text: cut into sentences, the character-weighted
+    mean of the sentences' logits (`LanguageTextHead.session_logit`)."""
+    return np.array([head.session_logit(spoken_sentences(post)) for post in posts])
+
+
+def _for_sentences(
+    head: LanguageTextHead, train_texts: list[str], train_y: np.ndarray
+) -> tuple[LanguageTextHead, float]:
+    """The head recalibrated for text told sentence by sentence, and its best-F1 threshold there, both on the
+    training posts: a sentence alone is a shorter, sparser input than the posts the head was fitted on, and its
+    logits sit elsewhere. A class-balanced logistic regression on the training posts' sentence-wise logits gives
+    a scale and shift, folded into the head's weights (the mean of affine logits is the affine of their mean)."""
+    logits = _sentence_wise_logits(head, train_texts)[:, None]
+    platt = LogisticRegression(class_weight="balanced").fit(logits, train_y)
+    scale, shift = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    calibrated = LanguageTextHead(head.coef * scale, head.intercept * scale + shift, head.idf)
+    return calibrated, best_f1_threshold(train_y, platt.predict_proba(logits)[:, 1])
+
+
+def _by_sentence_report(head: LanguageTextHead, corpus: Corpus, threshold: float, seed: int) -> dict:
+    """The held-out posts scored sentence by sentence, as a live session scores its text."""
+    probabilities = 1.0 / (1.0 + np.exp(-_sentence_wise_logits(head, corpus.test_texts)))
+    return screening_report(np.array(corpus.test_labels), probabilities, threshold, seed)
 
 
 def char_idf(counts: np.ndarray) -> np.ndarray:
     """Smoothed inverse document frequency of each n-gram bucket over the training posts' counts."""
     documents = (counts > 0).sum(axis=0)
     return (np.log((1 + len(counts)) / (1 + documents)) + 1).astype(np.float32)
-
-
-def char_inputs(texts: list[str], idf: np.ndarray) -> np.ndarray:
-    """The character head's input: IDF-weighted n-gram counts, each row of unit length (empty text: zeros)."""
-    return _unit_rows(char_ngram_counts(texts) * idf)
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(min=1e-12)
 
 
 def _fit_and_report(
