@@ -104,7 +104,10 @@ class SentenceResult:
 
 
 @dataclass(frozen=True)
-class _CaptionSpan:
+class Caption:
+    """Text already known for a span of the audio (the patient's words): a client's caption, or a timed line of a
+    dataset's transcript."""
+
     start_ms: int
     end_ms: int
     text: str
@@ -164,7 +167,7 @@ class SessionPipeline:
         self._on_stage = on_stage
         max_sentence_s = settings.segmenter.max_sentence_ms / 1000 + 1
         self._faces: deque[tuple[int, np.ndarray | None]] = deque(maxlen=int(settings.video_fps * max_sentence_s) + 1)
-        self._captions: deque[_CaptionSpan] = deque()
+        self._captions: deque[Caption] = deque()
         self._next_video_ms = 0.0
         self._last_video_ms = -1
         self.sentences = first_index
@@ -323,7 +326,7 @@ class SessionPipeline:
         if len(self._captions) >= self.settings.max_pending_captions:
             self._captions.popleft()
             self.counts.dropped_captions += 1
-        self._captions.append(_CaptionSpan(start_ms, end_ms, " ".join(text.split())))
+        self._captions.append(Caption(start_ms, end_ms, " ".join(text.split())))
 
     def _take_faces(self, sentence: Sentence) -> tuple[np.ndarray, int]:
         while self._faces and self._faces[0][0] < sentence.start_ms:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from depscreen.engine.features.face import Image
 from depscreen.engine.features.sentence import SentenceFeatures
+from depscreen.engine.pipeline import Caption
 from depscreen.engine.runtime.screener import Estimate
 
 
@@ -62,15 +63,6 @@ class Video:
 
     timestamp_ms: int
     image: Image
-
-
-@dataclass(frozen=True)
-class Caption:
-    """Text the client already has for a span of the audio (the patient's words)."""
-
-    start_ms: int
-    end_ms: int
-    text: str
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
-from depscreen.engine.train.featurize import InterviewFeaturizer, Utterance
+from depscreen.engine.pipeline import Caption
+from depscreen.engine.train.featurize import InterviewFeaturizer
 from depscreen.engine.train.sessions import DatasetLoad, LabelledSession, Skipped
 
 LABEL_COLUMNS = (("PHQ8_Binary", "PHQ8_Score"), ("PHQ_Binary", "PHQ_Score"))
@@ -53,7 +54,7 @@ def read_daic_labels(root: Path, splits: set[str] | None) -> list[tuple[str, int
     return labelled
 
 
-def read_transcript(path: Path) -> list[Utterance]:
+def read_transcript(path: Path) -> list[Caption]:
     """The participant's timed utterances from either corpus's transcript CSV."""
     tab = path.name.endswith("_TRANSCRIPT.csv")
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -73,7 +74,7 @@ def read_transcript(path: Path) -> list[Utterance]:
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path} line {line}: {error}") from error
             if end > begin:
-                utterances.append(Utterance(int(begin * 1000), int(end * 1000), (row[text] or "").strip()))
+                utterances.append(Caption(int(begin * 1000), int(end * 1000), (row[text] or "").strip()))
     return utterances
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from depscreen.engine.features.sentence import SNR_FOR_FULL_QUALITY_DB, SentenceFeatures
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
-from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
+from depscreen.engine.pipeline import Caption, Extractors, PipelineSettings, SessionPipeline
 from depscreen.engine.segment import Sentence
 from depscreen.engine.train.align import align_transcript
 from depscreen.engine.train.cache import FeatureCache, content_key, extractor_version
@@ -41,15 +41,6 @@ TEXT_SOURCES = ("human", "asr")
 """Where a dataset's sentence text comes from: its human transcripts, or the live ASR stage."""
 TRAINING_ASR = "whisper"
 """The `--asr` models that transcribe with `text="asr"`: all of them, routed by language as live."""
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One timed utterance of a transcript."""
-
-    start_ms: int
-    end_ms: int
-    text: str
 
 
 @dataclass(frozen=True)
@@ -142,7 +133,7 @@ class InterviewFeaturizer:
         self.sentence_audio_s += sum(len(s.pcm) for s in sentences) / SAMPLE_RATE
         return [pipeline.featurize(s, captions.get(s.index, "")).features for s in sentences]
 
-    def utterances(self, audio: Path, transcript: Path, utterances: list[Utterance]) -> list[SentenceFeatures]:
+    def utterances(self, audio: Path, transcript: Path, utterances: list[Caption]) -> list[SentenceFeatures]:
         """One sentence per timed utterance of `audio` (from the cache when present)."""
         key = content_key([audio, transcript], self._version + f"|utterances|{UTTERANCES_VERSION}")
         if self.cache is not None and (cached := self.cache.load(key)) is not None:
