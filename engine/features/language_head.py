@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from depscreen.engine.features.text import CHAR_BUCKETS, char_ngram_counts
+from depscreen.engine.features.text import CHAR_BUCKETS, char_ngram_counts, unit_rows
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "model" / "weights"
 
@@ -84,10 +84,6 @@ def char_head_inputs(texts: list[str], idf: np.ndarray) -> np.ndarray:
     """`[N, CHAR_BUCKETS]` a character head's input rows: IDF-weighted n-gram counts of unit length (an empty
     text: zeros)."""
     return unit_rows(char_ngram_counts(texts) * idf)
-
-
-def unit_rows(matrix: np.ndarray) -> np.ndarray:
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(min=1e-12)
 
 
 @dataclass

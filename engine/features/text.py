@@ -90,6 +90,11 @@ DEFAULT_TEXT_ENCODER = MINILM
 """The encoder of checkpoints that do not name one (the synthetic demo model)."""
 
 
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row of `matrix` scaled to unit length (a row of zeros stays zeros)."""
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(min=1e-12)
+
+
 class TextFeaturizer:
     """Turns transcripts into the model's text features: a `DIM`-d vector and 8 PHQ-8 similarities.
 
@@ -134,7 +139,7 @@ class _AnchoredEmbedder(TextFeaturizer):
         anchors = np.stack(
             [self._encode([text for s in self.ANCHOR_SETS for text in s[item]]).mean(axis=0) for item in PHQ8_ITEMS]
         )
-        self._anchors = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
+        self._anchors = unit_rows(anchors)
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(`[N, DIM]` unit embeddings, `[N, 8]` cosine similarities to the PHQ-8 items), both float32."""
@@ -196,7 +201,7 @@ class MultilingualTextEmbedder(_AnchoredEmbedder):
         with self._lock:
             parts = [self._model.encode(texts[i : i + self.BATCH]) for i in range(0, len(texts), self.BATCH)]
         vectors = np.concatenate(parts).astype(np.float32, copy=False)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+        return unit_rows(vectors)
 
 
 CHAR_BUCKETS = 8192

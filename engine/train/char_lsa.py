@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.utils.extmath import randomized_svd
 
-from depscreen.engine.features.text import PHQ8_ITEMS
+from depscreen.engine.features.text import PHQ8_ITEMS, unit_rows
 from depscreen.engine.train.sessions import LabelledSession
 
 LSA_COMPONENTS = 32
@@ -56,7 +56,7 @@ def fit_char_lsa(counts: np.ndarray, components: int, seed: int = 0) -> CharLsa:
     document_frequency = (counts > 0).sum(0)
     idf = np.where(document_frequency > 0, np.log((1 + rows) / (1 + document_frequency)) + 1, 0.0)
     weighted = counts * idf
-    unit = weighted / np.linalg.norm(weighted, axis=1, keepdims=True).clip(min=1e-12)
+    unit = unit_rows(weighted)
     rank = min(components, rows - 1, buckets)
     basis = np.zeros((buckets, components))
     if rank > 0:

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from depscreen.engine.features.language_head import LanguageTextHead, char_head_inputs, unit_rows
-from depscreen.engine.features.text import MULTILINGUAL, char_ngram_counts, make_text_embedder
+from depscreen.engine.features.language_head import LanguageTextHead, char_head_inputs
+from depscreen.engine.features.text import MULTILINGUAL, char_ngram_counts, make_text_embedder, unit_rows
 from depscreen.engine.train.metrics import best_f1_threshold, screening_report
 from depscreen.engine.train.sessions import LabelledSession
 
