@@ -1,4 +1,5 @@
-"""Media files to outgoing stream messages: 16 kHz mono PCM chunks, sampled JPEG frames and captions, paced."""
+"""Media files to outgoing stream messages: 16 kHz PCM chunks (mono, or one channel per role with a channel
+mapping), sampled JPEG frames and captions, paced."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from depscreen.v1 import screening_pb2
 from .errors import MediaError
 
 SAMPLE_RATE_HZ = 16_000
-"""Rate of the PCM the client sends; the stream's `start` message announces it with one channel."""
+"""Rate of the PCM the client sends; the stream's `start` message announces it (one channel, or one per role)."""
 BYTES_PER_MS = SAMPLE_RATE_HZ * 2 // 1000
-"""s16le mono bytes per millisecond of audio (32)."""
+"""s16le mono bytes per millisecond of audio (32); each channel of a role-mapped file adds as much."""
+LAYOUTS = {1: "mono", 2: "stereo"}
+"""The channel layouts a file's audio is decoded to: mono (every channel mixed), or stereo kept apart."""
 JPEG_PIXEL_FORMAT = "yuvj420p"
 JPEG_QSCALE = 3
 """Quantiser of the JPEG frames (FFmpeg's mjpeg, 1 best .. 31 worst): about libjpeg's quality 80."""
@@ -51,9 +54,13 @@ class MediaSource:
     Frames without a presentation time are skipped.
     """
 
-    def __init__(self, path: str | Path, *, video: bool = True, video_fps: float = 5.0) -> None:
+    def __init__(self, path: str | Path, *, video: bool = True, video_fps: float = 5.0, channels: int = 1) -> None:
+        """`channels`: 1 mixes the file's channels to mono; 2 keeps a stereo file's two channels apart (for a
+        session whose `start` maps each channel to a role), and a file with another channel count is refused."""
         if video_fps <= 0:
             raise ValueError(f"video_fps must be positive, got {video_fps}")
+        if channels not in LAYOUTS:
+            raise ValueError(f"channels must be 1 (mixed to mono) or 2 (kept apart), got {channels}")
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path))
@@ -63,6 +70,14 @@ class MediaSource:
             self._container.close()
             raise MediaError(f"{self.path} has no audio stream")
         self._audio = self._container.streams.audio[0]
+        self.channels = channels
+        found = self._audio.codec_context.channels
+        if channels > 1 and found != channels:
+            self._container.close()
+            raise MediaError(
+                f"{self.path} has {found} audio channel(s), but {channels} roles were mapped to channels: give one "
+                "role per channel of the file"
+            )
         has_video = video and bool(self._container.streams.video)
         self._video = self._container.streams.video[0] if has_video else None
         self._frame_interval = Fraction(1) / Fraction(video_fps)
@@ -91,12 +106,15 @@ class MediaSource:
         self, *, chunk_ms: int = 100, captions: Iterable[screening_pb2.Caption] = ()
     ) -> Iterator[TimedMessage]:
         """The file's messages in media time order; see `interleave`."""
-        return interleave(self._decoded(), chunk_ms=chunk_ms, captions=captions, video=self.has_video)
+        return interleave(
+            self._decoded(), chunk_ms=chunk_ms, captions=captions, video=self.has_video, channels=self.channels
+        )
 
     def _decoded(self) -> Iterator[bytes | screening_pb2.VideoFrame]:
-        """16 kHz mono PCM and video frames in demuxer order; every decoded frame is reported (to move the
-        video read position) but only those on the `video_fps` grid carry a JPEG image."""
-        resampler = AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE_HZ)
+        """16 kHz PCM (mono, or the file's channels interleaved) and video frames in demuxer order; every decoded
+        frame is reported (to move the video read position) but only those on the `video_fps` grid carry a JPEG
+        image."""
+        resampler = AudioResampler(format="s16", layout=LAYOUTS[self.channels], rate=SAMPLE_RATE_HZ)
         streams = [self._audio] if self._video is None else [self._audio, self._video]
         next_frame_s = Fraction(0)
         try:
@@ -138,18 +156,20 @@ def interleave(
     chunk_ms: int = 100,
     captions: Iterable[screening_pb2.Caption] = (),
     video: bool = True,
+    channels: int = 1,
 ) -> Iterator[TimedMessage]:
     """Audio chunks of `chunk_ms` (the last one shorter) with frames and captions merged in by media time.
 
-    `decoded` is 16 kHz mono PCM and video frames in decoding order; a frame without an image only reports
-    how far the video has been decoded. A frame or caption is sent once the audio sent so far has reached
-    its timestamp (a caption's timestamp is its `start_ms`); those left after the last audio chunk follow
-    it, in time order. While `video` is on, an audio chunk waits until the video has been decoded up to
-    its end, so a frame never follows audio past its timestamp by more than one chunk.
+    `decoded` is 16 kHz PCM of `channels` interleaved channels and video frames in decoding order; a frame
+    without an image only reports how far the video has been decoded. A frame or caption is sent once the
+    audio sent so far has reached its timestamp (a caption's timestamp is its `start_ms`); those left after
+    the last audio chunk follow it, in time order. While `video` is on, an audio chunk waits until the video
+    has been decoded up to its end, so a frame never follows audio past its timestamp by more than one chunk.
     """
     if chunk_ms <= 0:
         raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
-    chunk_bytes = chunk_ms * BYTES_PER_MS
+    bytes_per_ms = BYTES_PER_MS * channels
+    chunk_bytes = chunk_ms * bytes_per_ms
     timed = _TimedQueue(sorted(captions, key=lambda caption: caption.start_ms))
     pcm = bytearray()
     sent_bytes = 0
@@ -161,17 +181,17 @@ def interleave(
             video_horizon_ms = item.timestamp_ms
             if item.image:
                 timed.frames.append(item)
-        while len(pcm) >= chunk_bytes and (sent_bytes + chunk_bytes) / BYTES_PER_MS <= video_horizon_ms:
+        while len(pcm) >= chunk_bytes and (sent_bytes + chunk_bytes) / bytes_per_ms <= video_horizon_ms:
             sent_bytes += chunk_bytes
-            yield _audio_message(bytes(pcm[:chunk_bytes]), sent_bytes)
+            yield _audio_message(bytes(pcm[:chunk_bytes]), sent_bytes / bytes_per_ms)
             del pcm[:chunk_bytes]
-            yield from timed.release(sent_bytes / BYTES_PER_MS)
+            yield from timed.release(sent_bytes / bytes_per_ms)
     for start in range(0, len(pcm), chunk_bytes):
         chunk = bytes(pcm[start : start + chunk_bytes])
         sent_bytes += len(chunk)
-        yield _audio_message(chunk, sent_bytes)
-        yield from timed.release(sent_bytes / BYTES_PER_MS)
-    yield from timed.release(float("inf"), media_ms=sent_bytes / BYTES_PER_MS)
+        yield _audio_message(chunk, sent_bytes / bytes_per_ms)
+        yield from timed.release(sent_bytes / bytes_per_ms)
+    yield from timed.release(float("inf"), media_ms=sent_bytes / bytes_per_ms)
 
 
 class _TimedQueue:
@@ -196,10 +216,8 @@ class _TimedQueue:
                 return
 
 
-def _audio_message(data: bytes, sent_bytes: int) -> TimedMessage:
-    return TimedMessage(
-        sent_bytes / BYTES_PER_MS, screening_pb2.ClientMessage(audio=screening_pb2.AudioChunk(data=data))
-    )
+def _audio_message(data: bytes, media_ms: float) -> TimedMessage:
+    return TimedMessage(media_ms, screening_pb2.ClientMessage(audio=screening_pb2.AudioChunk(data=data)))
 
 
 def _reason(error: BaseException) -> str:
@@ -246,8 +264,10 @@ class AudioSendLog:
     the sentence, which `SentenceUpdate.latency_ms` does not.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, channels: int = 1) -> None:
+        """`channels`: interleaved channels of the audio sent (a role-mapped stream has one per role)."""
         self._clock = clock
+        self._bytes_per_ms = BYTES_PER_MS * channels
         self._sent_ms: list[float] = []
         self._sent_at: list[float] = []
         self._audio_bytes = 0
@@ -256,7 +276,7 @@ class AudioSendLog:
         """Note the send time of an audio chunk; other messages are ignored."""
         if message.WhichOneof("kind") == "audio":
             self._audio_bytes += len(message.audio.data)
-            self._sent_ms.append(self._audio_bytes / BYTES_PER_MS)
+            self._sent_ms.append(self._audio_bytes / self._bytes_per_ms)
             self._sent_at.append(self._clock())
 
     def round_trip_ms(self, media_ms: float) -> float | None:

@@ -4,7 +4,7 @@ send audio, frames and captions as they arrive and yield typed updates, resuming
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +23,16 @@ from .updates import Update, update_of
 QUEUE_MESSAGES = 64
 """Messages a session holds ahead of its stream; `send_*` waits while the stream is down or slow."""
 IMAGE_FORMATS = {"jpeg": pb.JPEG, "png": pb.PNG, "rgb24": pb.RGB24}
+ROLES = {"patient": pb.PATIENT, "clinician": pb.CLINICIAN}
+"""The roles a channel or a caption may have, by the names the client takes."""
+
+
+def wire_role(role: str) -> pb.Role.ValueType:
+    """A role name ("patient", "clinician") as its wire value; SessionInputError for another."""
+    value = ROLES.get(role.lower()) if isinstance(role, str) else None
+    if value is None:
+        raise SessionInputError(f"{role!r} is not a role: use one of {', '.join(ROLES)}")
+    return value
 
 
 class ScreeningClient:
@@ -106,15 +116,22 @@ class ScreeningClient:
         session_id: str = "",
         disable_asr: bool = False,
         resume: bool = True,
+        channel_roles: Sequence[str] = (),
     ) -> Session:
         """A session for `async with`: audio is s16le PCM at `sample_rate_hz` with `channels` interleaved.
+
+        `channel_roles` says whose voice each channel carries, in channel order ("patient", "clinician"), e.g.
+        `channels=2, channel_roles=("patient", "clinician")`: only the patient's channel is scored, and each
+        answer names the clinician's question before it. Empty: every channel is the patient's.
 
         With `resume` (the default), a stream that breaks is resumed whenever the server granted a resume
         token (it has a state store); `resume=False` lets the first break end the session with its error.
         """
         if self._channel is None:
             raise SessionClosedError("open the client first: `async with ScreeningClient(...) as client:`")
-        return self._session(self._channel, sample_rate_hz, channels, language, session_id, disable_asr, resume)
+        return self._session(
+            self._channel, sample_rate_hz, channels, language, session_id, disable_asr, resume, channel_roles
+        )
 
     def _session(
         self,
@@ -125,16 +142,22 @@ class ScreeningClient:
         session_id: str,
         disable_asr: bool,
         resume: bool,
+        channel_roles: Sequence[str] = (),
     ) -> Session:
         if sample_rate_hz <= 0 or channels <= 0:
             raise SessionInputError(
                 f"sample_rate_hz and channels must be positive, got {sample_rate_hz} Hz and {channels} channels"
+            )
+        if channel_roles and len(channel_roles) != channels:
+            raise SessionInputError(
+                f"channel_roles has {len(channel_roles)} roles for {channels} channels: give one role per channel"
             )
         start = pb.SessionStart(
             session_id=session_id,
             audio=pb.AudioFormat(sample_rate_hz=sample_rate_hz, channels=channels),
             language=language,
             disable_asr=disable_asr,
+            channel_roles=[wire_role(role) for role in channel_roles],
         )
         return Session(channel, self._metadata, start, resume=resume, settings=self.settings)
 
@@ -152,11 +175,14 @@ class ScreeningClient:
         disable_asr: bool = False,
         on_send: Callable[[pb.ClientMessage], None] | None = None,
         resume: bool = True,
+        channel_roles: Sequence[str] = (),
     ) -> AsyncIterator[pb.ServerMessage]:
         """Stream one media file as a session, paced at `speed` (1 = real time, 0 = as fast as possible); needs
         the [media] extra (PyAV).
 
-        Sends the file's 16 kHz mono audio with sampled JPEG frames and the `captions` file's cues in media
+        Sends the file's 16 kHz mono audio (with `channel_roles`, e.g. ("patient", "clinician"), its channels kept
+        apart, one role each, in channel order; a file with another channel count raises `MediaError`) with
+        sampled JPEG frames and the `captions` file's cues in media
         order, then ends the session, yielding every server message as it arrives (an `accepted` again after
         each resume; each sentence index once). `on_send` is called with each message as it is handed to the
         session. Media and caption problems found before the stream opens raise `MediaError` and
@@ -170,9 +196,14 @@ class ScreeningClient:
 
         cues = read_captions(captions) if captions is not None else []
         pacer = Pacer(speed)
-        with MediaSource(path, video=video, video_fps=video_fps) as source:
+        channels = len(channel_roles) or 1
+        for role in channel_roles:
+            wire_role(role)
+        with MediaSource(path, video=video, video_fps=video_fps, channels=channels) as source:
             async with self._channel_for_call() as channel:
-                session = self._session(channel, SAMPLE_RATE_HZ, 1, language, session_id, disable_asr, resume)
+                session = self._session(
+                    channel, SAMPLE_RATE_HZ, channels, language, session_id, disable_asr, resume, channel_roles
+                )
                 async with session:
 
                     async def produce() -> None:
@@ -298,11 +329,12 @@ class Session:
         frame = pb.VideoFrame(timestamp_ms=round(stamp), image=image, format=kind, width=width, height=height)
         await self.send_message(pb.ClientMessage(video=frame))
 
-    async def send_caption(self, text: str, *, start_ms: float, end_ms: float) -> None:
-        """Send what was said between `start_ms` and `end_ms` on the audio clock (a live caption)."""
+    async def send_caption(self, text: str, *, start_ms: float, end_ms: float, role: str = "patient") -> None:
+        """Send what was said between `start_ms` and `end_ms` on the audio clock (a live caption); `role`
+        "clinician" for the clinician's words (they never become the patient's text)."""
         if not 0 <= start_ms <= end_ms:
             raise SessionInputError(f"a caption needs 0 <= start_ms <= end_ms, got {start_ms}..{end_ms}")
-        caption = pb.Caption(start_ms=round(start_ms), end_ms=round(end_ms), text=text)
+        caption = pb.Caption(start_ms=round(start_ms), end_ms=round(end_ms), text=text, role=wire_role(role))
         await self.send_message(pb.ClientMessage(caption=caption))
 
     async def send_message(self, message: pb.ClientMessage) -> None:

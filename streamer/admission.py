@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from depscreen.engine.features.asr import primary_language
 from depscreen.engine.features.language_head import language_text_head
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
+from depscreen.engine.questions import QuestionTrack
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
 from depscreen.engine.runtime.screener import Screener
@@ -35,6 +36,7 @@ from depscreen.streamer.protocol import (
 )
 from depscreen.streamer.record import SessionRecorder, record_failed
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
+from depscreen.streamer.roles import CLINICIAN, Voices, check_roles, pipeline_channels
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.state_store import StoreError
@@ -118,6 +120,7 @@ class SessionHub:
             )
         resumer = self.resumer if resumable else None
         check_opening(start, resumable=resumer is not None)
+        check_roles(start)
         ticket, checkpoint = (
             await self._restore(resumer, start.resume_token, principal) if start.resume_token else (None, None)
         )
@@ -146,7 +149,10 @@ class SessionHub:
         trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
         route = text_route(self.screener.facts, primary_language(start.language))
         pipeline = self._new_pipeline(start, checkpoint, trace, route)
-        session = LiveSession(self, session_id, pipeline, principal, trace)
+        voices = self._voices(start, pipeline, checkpoint) if start.channel_roles else None
+        session = LiveSession(self, session_id, pipeline, principal, trace, voices)
+        if voices is not None:
+            session.notices.extend(voices.notices())
         if route.notice:
             session.notices.append(route.notice)
         if checkpoint is not None:
@@ -171,6 +177,7 @@ class SessionHub:
                 start.channels,
                 language=start.language,
                 disable_asr=start.disable_asr,
+                channel_roles=start.channel_roles,
                 model=model_info_message(self.screener),
                 on_failure=failed,
             )
@@ -256,7 +263,7 @@ class SessionHub:
         return SessionPipeline(
             self.extractors,
             sample_rate_hz=start.sample_rate_hz,
-            channels=start.channels,
+            channels=pipeline_channels(start),
             language=start.language,
             use_asr=self.settings.asr != "none" and not start.disable_asr,
             reads_text=route.reads_text,
@@ -269,3 +276,19 @@ class SessionHub:
             first_index=checkpoint.next_index if checkpoint else 0,
             counts=replace(checkpoint.counts) if checkpoint else None,
         )
+
+    def _voices(self, start: Opening, pipeline: SessionPipeline, checkpoint: Checkpoint | None) -> Voices:
+        """The session's channels mapped to roles, with a question track for the clinician's channel (its
+        words kept only when the operator turned on `clinician_text`; a resumed session's track starts afresh
+        at the resume point)."""
+        questions = None
+        if CLINICIAN in start.channel_roles:
+            questions = QuestionTrack(
+                sample_rate_hz=start.sample_rate_hz,
+                settings=pipeline.settings.segmenter,
+                transcriber=self.extractors.transcriber if pipeline.use_asr else None,
+                language=pipeline.language,
+                keep_text=self.settings.clinician_text == "on",
+                origin_ms=checkpoint.resume_from_ms if checkpoint else 0,
+            )
+        return Voices(start.channel_roles, pipeline, questions)

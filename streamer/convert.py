@@ -11,6 +11,7 @@ from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.streamer.interview import (
     Audio,
     Caption,
+    ClinicianCaption,
     End,
     Input,
     Opening,
@@ -26,6 +27,8 @@ MODALITY_ENUM = {name: pb.Modality.Value(name.upper()) for name in MODALITY_NAME
 """Each engine modality's wire value: the `depscreen.v1.Modality` named like it, upper-cased."""
 PHQ_ENUM = {item: pb.PhqItem.Value(item.upper()) for item in PHQ8_ITEMS}
 IMAGE_FORMATS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
+ROLE_NAMES = {pb.PATIENT: "patient", pb.CLINICIAN: "clinician"}
+"""Wire roles to the names `roles.py` takes; any other value keeps its wire name and is refused there."""
 """Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
 
 
@@ -46,7 +49,15 @@ def opening(message: pb.ClientMessage) -> Opening:
         session_id=start.session_id,
         resume_token=start.resume_token,
         received_sentences=start.received_sentences if start.HasField("received_sentences") else None,
+        channel_roles=tuple(_role_name(role) for role in start.channel_roles),
     )
+
+
+def _role_name(role: int) -> str:
+    """A wire role as `roles.py` names it; an unknown one as its enum name, or its number."""
+    if role in ROLE_NAMES:
+        return ROLE_NAMES[role]
+    return pb.Role.Name(role) if role in pb.Role.values() else str(role)
 
 
 def client_input(message: pb.ClientMessage) -> Input:
@@ -59,7 +70,16 @@ def client_input(message: pb.ClientMessage) -> Input:
         image = EncodedImage(frame.image, IMAGE_FORMATS.get(frame.format, "unspecified"), frame.width, frame.height)
         return Video(frame.timestamp_ms, image)
     if kind == "caption":
-        return Caption(message.caption.start_ms, message.caption.end_ms, message.caption.text)
+        caption = message.caption
+        said = Caption(caption.start_ms, caption.end_ms, caption.text)
+        if caption.role in (pb.ROLE_UNSPECIFIED, pb.PATIENT):
+            return said
+        if caption.role == pb.CLINICIAN:
+            return ClinicianCaption(said)
+        raise ProtocolError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"caption.role={_role_name(caption.role)} is not a role this server knows: use PATIENT or CLINICIAN",
+        )
     if kind == "end":
         return End()
     if kind == "start":
@@ -101,6 +121,7 @@ def server_message(update: Update) -> pb.ServerMessage:
         speech_seconds=update.speech_seconds,
         dropped_video_frames=update.dropped_video_frames,
         dropped_captions=update.dropped_captions,
+        clinician_sentences=update.clinician_sentences,
     )
     if update.estimate is not None:
         summary.estimate.CopyFrom(estimate_message(update.estimate))
@@ -134,7 +155,7 @@ def estimate_message(estimate: Estimate) -> pb.Estimate:
 
 def sentence_update(sentence: ScoredSentence) -> pb.SentenceUpdate:
     f = sentence.features
-    return pb.SentenceUpdate(
+    update = pb.SentenceUpdate(
         index=f.index,
         start_ms=f.start_ms,
         end_ms=f.end_ms,
@@ -143,3 +164,15 @@ def sentence_update(sentence: ScoredSentence) -> pb.SentenceUpdate:
         estimate=estimate_message(sentence.estimate),
         latency_ms=sentence.latency_s * 1000.0,
     )
+    question = sentence.question
+    if question is not None:
+        update.question.CopyFrom(
+            pb.Question(
+                start_ms=question.start_ms,
+                end_ms=question.end_ms,
+                transcript=question.transcript,
+                transcript_source=question.transcript_source,
+            )
+        )
+        update.answer_latency_ms = f.start_ms - question.end_ms
+    return update

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from depscreen.engine.features.face import Image
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.pipeline import Caption
+from depscreen.engine.questions import Question
 from depscreen.engine.runtime.screener import Estimate
 
 
@@ -31,6 +32,9 @@ class Opening:
     """A token from an earlier `accepted`: continue that session from its last checkpoint."""
     received_sentences: int | None = None
     """On a resume: the sentence updates the client holds (0..n-1); None: it does not say."""
+    channel_roles: tuple[str, ...] = ()
+    """Whose voice each channel carries ("patient", "clinician"; `roles.py` checks them); empty: every channel
+    is the patient's."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,19 @@ class Video:
 
 
 @dataclass(frozen=True)
+class ClinicianCaption:
+    """The clinician's words over a span of the audio clock (the wire's `Caption` with role CLINICIAN): text for
+    the clinician's questions, never the patient's."""
+
+    caption: Caption
+
+
+@dataclass(frozen=True)
 class End:
     """The interview is over: close the open sentence and send the summary."""
 
 
-Input = Audio | Video | Caption | End
+Input = Audio | Video | Caption | ClinicianCaption | End
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,8 @@ class ScoredSentence:
     features: SentenceFeatures
     estimate: Estimate
     latency_s: float
+    question: Question | None = None
+    """The clinician's question the sentence answers (a session with a clinician channel), or None."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,7 @@ class Summary:
     dropped_video_frames: int
     dropped_captions: int
     estimate: Estimate | None
+    clinician_sentences: int = 0
 
 
 Update = ScoredSentence | Summary

@@ -7,14 +7,16 @@ mode 0700 and files 0600. The session folder is the session id when that is a pl
 `.`, `_`, `-`; at most 128); any other id (a client chooses it: `../`, `/`, spaces) becomes `session-<hash>`,
 so no id can write outside DIR. In each stream folder:
 
-- `stream.json`: the session id as given, the audio format, language and ASR opt-out of its `start`, the model
+- `stream.json`: the session id as given, the audio format, channel roles, language and ASR opt-out of its
+  `start`, the model
   that scored it (`ModelInfo`), and when the stream started (UTC): what `depscreen replay` and
   `depscreen export fhir` need besides the media;
 - `audio.wav`: the audio exactly as the client sent it (16-bit PCM at its own rate and channels); the WAV
   header is brought up to date after every chunk, so a killed server leaves a readable file;
 - `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame as it arrived (`rgb24` frames are raw bytes;
   their size is in `frames.jsonl`), whether or not the server analysed it;
-- `frames.jsonl`, `captions.jsonl`: one line per video frame (timestamp, format, size) and per caption;
+- `frames.jsonl`, `captions.jsonl`: one line per video frame (timestamp, format, size) and per caption (a
+  clinician's caption with `"role": "clinician"`);
 - `sentences.jsonl`: one line per closed sentence, as the client received it (span, transcript, estimate).
 
 The recorder follows its session as an observer (`session.py`: `took` each input, `scored` each sentence). A
@@ -40,7 +42,7 @@ from google.protobuf.json_format import MessageToDict
 
 from depscreen.engine.features.face import EncodedImage
 from depscreen.streamer.convert import sentence_update
-from depscreen.streamer.interview import Audio, Caption, Input, ScoredSentence, Video
+from depscreen.streamer.interview import Audio, Caption, ClinicianCaption, Input, ScoredSentence, Video
 from depscreen.streamer.metrics import Metrics
 from depscreen.v1 import screening_pb2 as pb
 
@@ -89,6 +91,7 @@ class SessionRecorder:
         *,
         language: str = "",
         disable_asr: bool = False,
+        channel_roles: tuple[str, ...] = (),
         model: pb.ModelInfo | None = None,
         on_failure: Callable[[OSError], None] | None = None,
     ) -> None:
@@ -116,6 +119,7 @@ class SessionRecorder:
                 "channels": channels,
                 "language": language,
                 "disable_asr": disable_asr,
+                "channel_roles": list(channel_roles),
                 "started_utc": started,
             }
             if model is not None:
@@ -148,8 +152,10 @@ class SessionRecorder:
             self._frames, {"timestamp_ms": frame.timestamp_ms, "format": extension, "width": width, "height": height}
         )
 
-    def caption(self, caption: Caption) -> None:
-        self._line(self._captions, {"start_ms": caption.start_ms, "end_ms": caption.end_ms, "text": caption.text})
+    def caption(self, caption: Caption, role: str = "") -> None:
+        """A caption as it arrived; `role` "clinician" for the clinician's words (the patient's carry none)."""
+        line = {"start_ms": caption.start_ms, "end_ms": caption.end_ms, "text": caption.text}
+        self._line(self._captions, {**line, "role": role} if role else line)
 
     def sentence(self, sentence: ScoredSentence) -> None:
         self._line(self._sentences, MessageToDict(sentence_update(sentence), preserving_proto_field_name=True))
@@ -162,6 +168,8 @@ class SessionRecorder:
             self._guarded(self.video, item)
         elif isinstance(item, Caption):
             self._guarded(self.caption, item)
+        elif isinstance(item, ClinicianCaption):
+            self._guarded(self.caption, item.caption, "clinician")
 
     async def scored(self, sentence: ScoredSentence) -> None:
         self._guarded(self.sentence, sentence)

@@ -31,6 +31,7 @@ from depscreen.engine.runtime.screener import Estimate
 from depscreen.streamer.interview import (
     Audio,
     Caption,
+    ClinicianCaption,
     End,
     Input,
     ScoredSentence,
@@ -42,6 +43,7 @@ from depscreen.streamer.interview import (
 from depscreen.streamer.logs import bind_session
 from depscreen.streamer.protocol import ErrorKind, ProtocolError, session_time_exceeded
 from depscreen.streamer.resume import Checkpoint
+from depscreen.streamer.roles import Voices
 from depscreen.streamer.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -84,12 +86,19 @@ class LiveSession:
         pipeline: SessionPipeline,
         principal: str | None = None,
         trace: SessionTrace | None = None,
+        voices: Voices | None = None,
     ) -> None:
+        """`voices`: the session's channels mapped to roles (`roles.py`); None: every channel is the patient's."""
         self.hub = hub
         self.trace = trace
         self.session_id = session_id
         self.principal = principal
         self.pipeline = pipeline
+        self.voices = voices
+        self.channels = voices.channels if voices is not None else pipeline.channels
+        """Interleaved channels of the session's audio as sent."""
+        self._push_audio = voices.push_audio if voices is not None else pipeline.push_audio
+        self._finish_audio = voices.finish if voices is not None else pipeline.finish
         self.handle_ = hub.batcher.attach()
         self.ended = False
         self.last_estimate: Estimate | None = None
@@ -104,7 +113,7 @@ class LiveSession:
         self._started = hub.clock.now()
         self._last_video_forwarded_ms = -1.0e9
         self._video_frames_received = 0
-        self._bytes_per_second = pipeline.sample_rate_hz * pipeline.channels * 2
+        self._bytes_per_second = pipeline.sample_rate_hz * self.channels * 2
         bind_session(session_id, principal)
 
     def observe(self, observer: SessionObserver) -> None:
@@ -154,7 +163,7 @@ class LiveSession:
             self._check_audio(item.pcm)
             self._tell(item)
             await self._pace()
-            for result in await self._closing(self.pipeline.push_audio, item.pcm):
+            for result in await self._closing(self._push_audio, item.pcm):
                 yield await self._score(result)
         elif isinstance(item, Video):
             self._check_video_rate()
@@ -163,6 +172,9 @@ class LiveSession:
         elif isinstance(item, Caption):
             self._tell(item)
             self._caption(item)
+        elif isinstance(item, ClinicianCaption):
+            self._tell(item)
+            self._clinician_caption(item.caption)
         else:
             assert isinstance(item, End)
             async for update in self.finish(forget=True):
@@ -174,7 +186,7 @@ class LiveSession:
         `forget` (on `end`) deletes a resumable session's checkpoint; otherwise (a stall, a stream closed
         without `end`) it stays until it expires, so the client can still resume."""
         self.ended = True
-        for result in await self._closing(self.pipeline.finish):
+        for result in await self._closing(self._finish_audio):
             yield await self._score(result)
         if forget and self.checkpointer is not None:
             await self.checkpointer.forget()
@@ -185,6 +197,7 @@ class LiveSession:
             dropped_video_frames=self.counts.dropped_video_frames,
             dropped_captions=self.counts.dropped_captions,
             estimate=self.last_estimate,
+            clinician_sentences=self.voices.clinician_sentences if self.voices is not None else 0,
         )
 
     def close(self, status: str = "OK") -> None:
@@ -253,7 +266,8 @@ class LiveSession:
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)
         self.last_estimate = estimate
         self.counts.scored(result.features)
-        sentence = ScoredSentence(result.features, estimate, time.perf_counter() - result.closed_at)
+        question = self.voices.question_for(result.features.start_ms) if self.voices is not None else None
+        sentence = ScoredSentence(result.features, estimate, time.perf_counter() - result.closed_at, question)
         for observer in self._observers:
             await observer.scored(sentence)
         self.hub.metrics.sentence_latency.observe(sentence.latency_s)
@@ -261,7 +275,7 @@ class LiveSession:
         return sentence
 
     def _check_audio(self, data: bytes) -> None:
-        channels = self.pipeline.channels
+        channels = self.channels
         if len(data) % (2 * channels):
             raise ProtocolError(
                 ErrorKind.INVALID_ARGUMENT,
@@ -294,3 +308,15 @@ class LiveSession:
         except ValueError as error:
             self.hub.metrics.errors_total.labels(code="caption").inc()
             log.info("session %s dropped a caption: %s", self.session_id, error)
+
+    def _clinician_caption(self, caption: Caption) -> None:
+        """The clinician's words for its questions; counted as dropped when the session has no clinician
+        channel or does not report the clinician's words, or when invalid."""
+        try:
+            used = self.voices is not None and self.voices.push_caption(caption)
+        except ValueError as error:
+            self.hub.metrics.errors_total.labels(code="caption").inc()
+            log.info("session %s dropped a clinician caption: %s", self.session_id, error)
+            used = False
+        if not used:
+            self.counts.dropped_captions += 1

@@ -205,6 +205,14 @@ class ServerSettings:
             "browser; empty = none (same-origin pages and native clients need nothing)"
         },
     )
+    clinician_text: str = field(
+        default="off",
+        metadata={
+            "help": "on = each answer's question carries the clinician's words (the clinician's captions, else ASR "
+            "of the clinician's channel); off = question spans only, and clinician captions are not used",
+            "choices": ("off", "on"),
+        },
+    )
     record: str = field(
         default="",
         metadata={

@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    PATIENT: _ClassVar[Role]
+    CLINICIAN: _ClassVar[Role]
+
 class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
@@ -32,6 +38,9 @@ class PhqItem(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORTHLESSNESS: _ClassVar[PhqItem]
     CONCENTRATION: _ClassVar[PhqItem]
     PSYCHOMOTOR: _ClassVar[PhqItem]
+ROLE_UNSPECIFIED: Role
+PATIENT: Role
+CLINICIAN: Role
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 JPEG: ImageFormat
 PNG: ImageFormat
@@ -65,20 +74,22 @@ class ClientMessage(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., video: _Optional[_Union[VideoFrame, _Mapping]] = ..., caption: _Optional[_Union[Caption, _Mapping]] = ..., end: _Optional[_Union[SessionEnd, _Mapping]] = ...) -> None: ...
 
 class SessionStart(_message.Message):
-    __slots__ = ("session_id", "audio", "language", "resume_token", "disable_asr", "received_sentences")
+    __slots__ = ("session_id", "audio", "language", "resume_token", "disable_asr", "received_sentences", "channel_roles")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DISABLE_ASR_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ROLES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     audio: AudioFormat
     language: str
     resume_token: str
     disable_asr: bool
     received_sentences: int
-    def __init__(self, session_id: _Optional[str] = ..., audio: _Optional[_Union[AudioFormat, _Mapping]] = ..., language: _Optional[str] = ..., resume_token: _Optional[str] = ..., disable_asr: _Optional[bool] = ..., received_sentences: _Optional[int] = ...) -> None: ...
+    channel_roles: _containers.RepeatedScalarFieldContainer[Role]
+    def __init__(self, session_id: _Optional[str] = ..., audio: _Optional[_Union[AudioFormat, _Mapping]] = ..., language: _Optional[str] = ..., resume_token: _Optional[str] = ..., disable_asr: _Optional[bool] = ..., received_sentences: _Optional[int] = ..., channel_roles: _Optional[_Iterable[_Union[Role, str]]] = ...) -> None: ...
 
 class AudioFormat(_message.Message):
     __slots__ = ("sample_rate_hz", "channels")
@@ -109,14 +120,16 @@ class VideoFrame(_message.Message):
     def __init__(self, timestamp_ms: _Optional[int] = ..., image: _Optional[bytes] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class Caption(_message.Message):
-    __slots__ = ("start_ms", "end_ms", "text")
+    __slots__ = ("start_ms", "end_ms", "text", "role")
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     start_ms: int
     end_ms: int
     text: str
-    def __init__(self, start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+    role: Role
+    def __init__(self, start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., text: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ...) -> None: ...
 
 class SessionEnd(_message.Message):
     __slots__ = ()
@@ -167,7 +180,7 @@ class ModelInfo(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., trained_on: _Optional[str] = ..., intended_use: _Optional[str] = ..., model_card_url: _Optional[str] = ..., device: _Optional[str] = ..., kernels: _Optional[str] = ...) -> None: ...
 
 class SentenceUpdate(_message.Message):
-    __slots__ = ("index", "start_ms", "end_ms", "transcript", "transcript_source", "estimate", "latency_ms")
+    __slots__ = ("index", "start_ms", "end_ms", "transcript", "transcript_source", "estimate", "latency_ms", "question", "answer_latency_ms")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +188,8 @@ class SentenceUpdate(_message.Message):
     TRANSCRIPT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     index: int
     start_ms: int
     end_ms: int
@@ -182,23 +197,39 @@ class SentenceUpdate(_message.Message):
     transcript_source: str
     estimate: Estimate
     latency_ms: float
-    def __init__(self, index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., transcript: _Optional[str] = ..., transcript_source: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    question: Question
+    answer_latency_ms: int
+    def __init__(self, index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., transcript: _Optional[str] = ..., transcript_source: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., latency_ms: _Optional[float] = ..., question: _Optional[_Union[Question, _Mapping]] = ..., answer_latency_ms: _Optional[int] = ...) -> None: ...
+
+class Question(_message.Message):
+    __slots__ = ("start_ms", "end_ms", "transcript", "transcript_source")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    end_ms: int
+    transcript: str
+    transcript_source: str
+    def __init__(self, start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., transcript: _Optional[str] = ..., transcript_source: _Optional[str] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
-    __slots__ = ("sentences", "audio_seconds", "estimate", "speech_seconds", "dropped_video_frames", "dropped_captions")
+    __slots__ = ("sentences", "audio_seconds", "estimate", "speech_seconds", "dropped_video_frames", "dropped_captions", "clinician_sentences")
     SENTENCES_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_VIDEO_FRAMES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CAPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CLINICIAN_SENTENCES_FIELD_NUMBER: _ClassVar[int]
     sentences: int
     audio_seconds: float
     estimate: Estimate
     speech_seconds: float
     dropped_video_frames: int
     dropped_captions: int
-    def __init__(self, sentences: _Optional[int] = ..., audio_seconds: _Optional[float] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., speech_seconds: _Optional[float] = ..., dropped_video_frames: _Optional[int] = ..., dropped_captions: _Optional[int] = ...) -> None: ...
+    clinician_sentences: int
+    def __init__(self, sentences: _Optional[int] = ..., audio_seconds: _Optional[float] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., speech_seconds: _Optional[float] = ..., dropped_video_frames: _Optional[int] = ..., dropped_captions: _Optional[int] = ..., clinician_sentences: _Optional[int] = ...) -> None: ...
 
 class Estimate(_message.Message):
     __slots__ = ("probability", "evidence", "modalities", "symptoms", "interval_low", "interval_high", "interval_level", "enough_speech")

@@ -1,0 +1,205 @@
+"""Per-role audio: a patient and a clinician as channels of one stream, only the patient scored, each answer
+naming its question; the role mapping's bad input refused in `start`."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from depscreen.clients.media import MediaError, MediaSource
+from depscreen.clients.session import ScreeningClient
+from depscreen.engine.media import SAMPLE_RATE
+from depscreen.engine.pipeline import Caption
+from depscreen.engine.questions import QuestionTrack
+from depscreen.engine.segment import SegmenterSettings, segment_pcm
+from depscreen.v1 import screening_pb2 as pb
+
+from .conftest import SHARED_DATA, RunningServer
+
+SPEECH = SHARED_DATA / "speech"
+LIBRIVOX = SPEECH / "librivox"
+ARCTIC = SPEECH / "arctic" / "arctic_a0007.wav"
+needs_speech = pytest.mark.skipif(not ARCTIC.exists(), reason=f"real speech not found under {SPEECH}")
+
+TURNS = (
+    ("clinician", ARCTIC, 0.0),
+    ("patient", LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0870.wav", 4.6),
+    ("clinician", LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav", 12.6),
+    ("patient", LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0890.wav", 16.4),
+)
+"""A made-up interview of real speech: (who, clip, where it starts in seconds); the voices take turns."""
+INTERVIEW_S = 23.0
+
+
+def _clip(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as audio:
+        assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (SAMPLE_RATE, 1, 2)
+        return np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2")
+
+
+def _voices() -> dict[str, np.ndarray]:
+    """Each role's channel of the interview: its clips at their times, silence between."""
+    voices = {role: np.zeros(int(INTERVIEW_S * SAMPLE_RATE), dtype="<i2") for role in ("patient", "clinician")}
+    for role, path, at_s in TURNS:
+        clip = _clip(path)
+        start = int(at_s * SAMPLE_RATE)
+        voices[role][start : start + len(clip)] = clip
+    return voices
+
+
+def _write_wav(path: Path, channels: list[np.ndarray]) -> Path:
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(len(channels))
+        audio.setsampwidth(2)
+        audio.setframerate(SAMPLE_RATE)
+        audio.writeframes(np.stack(channels, axis=1).astype("<i2").tobytes())
+    return path
+
+
+def _collect(stream: AsyncIterator[pb.ServerMessage]) -> list[pb.ServerMessage]:
+    async def run() -> list[pb.ServerMessage]:
+        return [message async for message in stream]
+
+    return asyncio.run(asyncio.wait_for(run(), timeout=180))
+
+
+def _sentences(replies: list[pb.ServerMessage]) -> list[pb.SentenceUpdate]:
+    return [reply.sentence for reply in replies if reply.WhichOneof("kind") == "sentence"]
+
+
+@needs_speech
+def test_the_patient_alone_and_the_patients_channel_of_a_two_role_stream_score_the_same(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The target: the patient's channel within a stereo (patient, clinician) stream gives the sentences (spans
+    equal) and estimates (within 1e-4) of the patient streamed alone; each answer names the clinician's question
+    before it and its onset latency, and the clinician's words are not reported by default."""
+    voices = _voices()
+    alone = _write_wav(tmp_path / "patient.wav", [voices["patient"]])
+    both = _write_wav(tmp_path / "interview.wav", [voices["patient"], voices["clinician"]])
+    client = ScreeningClient(server.grpc_target)
+    solo = _collect(client.stream_file(alone, speed=0, video=False, language="en"))
+    duo = _collect(
+        client.stream_file(both, speed=0, video=False, language="en", channel_roles=("patient", "clinician"))
+    )
+
+    solo_sentences, duo_sentences = _sentences(solo), _sentences(duo)
+    assert len(solo_sentences) >= 2, "each of the patient's answers is at least one sentence"
+    assert [(s.start_ms, s.end_ms) for s in duo_sentences] == [(s.start_ms, s.end_ms) for s in solo_sentences]
+    assert [s.transcript for s in duo_sentences] == [s.transcript for s in solo_sentences]
+    for one, two in zip(solo_sentences, duo_sentences, strict=True):
+        assert two.estimate.probability == pytest.approx(one.estimate.probability, abs=1e-4)
+        assert two.estimate.evidence == pytest.approx(one.estimate.evidence, abs=1e-4)
+        for a, b in zip(one.estimate.modalities, two.estimate.modalities, strict=True):
+            assert b.probability == pytest.approx(a.probability, abs=1e-4)
+    assert duo[-1].summary.estimate.probability == pytest.approx(solo[-1].summary.estimate.probability, abs=1e-4)
+    assert duo[-1].summary.sentences == solo[-1].summary.sentences
+
+    assert not any(s.HasField("question") for s in solo_sentences), "no clinician channel, no question"
+    assert solo[-1].summary.clinician_sentences == 0
+    asked = [(q.start_ms, q.end_ms) for q in segment_pcm(voices["clinician"])]  # the clinician's channel alone
+    assert duo[-1].summary.clinician_sentences == len(asked)
+    for sentence in duo_sentences:
+        expected = max((q for q in asked if q[1] <= sentence.start_ms), key=lambda q: q[1])
+        assert (sentence.question.start_ms, sentence.question.end_ms) == expected
+        assert sentence.answer_latency_ms == sentence.start_ms - expected[1] >= 0
+        assert (sentence.question.transcript, sentence.question.transcript_source) == ("", ""), (
+            "the clinician's words are not reported by default"
+        )
+    first_answer = duo_sentences[0]
+    assert first_answer.question.end_ms < TURNS[1][2] * 1000 < first_answer.start_ms
+
+
+@needs_speech
+def test_a_clinician_only_session_is_scored_on_nothing_and_says_so(server: RunningServer, tmp_path: Path) -> None:
+    clinician = _write_wav(tmp_path / "clinician.wav", [_voices()["clinician"]])
+    client = ScreeningClient(server.grpc_target)
+    replies = _collect(client.stream_file(clinician, speed=0, video=False, channel_roles=("clinician",)))
+    assert [reply.WhichOneof("kind") for reply in replies] == ["accepted", "summary"]
+    assert any("nothing of this session is scored" in notice for notice in replies[0].accepted.notices)
+    summary = replies[-1].summary
+    assert summary.sentences == 0 and not summary.HasField("estimate")
+    assert summary.clinician_sentences >= 2
+    assert summary.audio_seconds == pytest.approx(INTERVIEW_S, abs=0.05)
+
+
+def _refusal(server: RunningServer, *messages: pb.ClientMessage) -> grpc.aio.AioRpcError:
+    async def stream() -> AsyncIterator[pb.ClientMessage]:
+        for message in messages:
+            yield message
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        _collect(ScreeningClient(server.grpc_target).stream_messages(stream()))
+    return refused.value
+
+
+def _start(channels: int, *roles: int) -> pb.ClientMessage:
+    audio = pb.AudioFormat(sample_rate_hz=16000, channels=channels)
+    return pb.ClientMessage(start=pb.SessionStart(audio=audio, channel_roles=roles))
+
+
+@pytest.mark.parametrize(
+    ("start", "reason"),
+    [
+        (_start(2, pb.PATIENT, pb.ROLE_UNSPECIFIED), "start.channel_roles[1]=ROLE_UNSPECIFIED is not a role"),
+        (_start(1, 7), "start.channel_roles[0]=7 is not a role"),
+        (_start(1, pb.PATIENT, pb.CLINICIAN), "has 2 roles for start.audio.channels=1"),
+        (_start(2, pb.PATIENT), "has 1 roles for start.audio.channels=2"),
+        (_start(2, pb.PATIENT, pb.PATIENT), "names PATIENT for more than one channel"),
+    ],
+    ids=["unspecified-role", "unknown-role", "more-roles-than-channels", "fewer-roles", "second-patient"],
+)
+def test_a_role_mapping_the_server_cannot_follow_is_refused_in_start(
+    server: RunningServer, start: pb.ClientMessage, reason: str
+) -> None:
+    refused = _refusal(server, start, pb.ClientMessage(audio=pb.AudioChunk(data=bytes(640))))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in refused.details()
+
+
+def test_a_caption_of_an_unknown_role_is_refused(server: RunningServer) -> None:
+    caption = pb.Caption(start_ms=0, end_ms=500, text="hello", role=9)
+    refused = _refusal(server, _start(1), pb.ClientMessage(caption=caption))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "caption.role=9 is not a role" in refused.details()
+
+
+def test_the_client_keeps_a_stereo_files_channels_apart_and_checks_the_mapping(tmp_path: Path) -> None:
+    left, right = np.arange(1600, dtype="<i2"), -np.arange(1600, dtype="<i2")
+    stereo = _write_wav(tmp_path / "stereo.wav", [left, right])
+    with MediaSource(stereo, video=False, channels=2) as source:
+        pcm = b"".join(m.message.audio.data for m in source.messages(chunk_ms=50) if m.message.HasField("audio"))
+    frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)
+    assert np.array_equal(frames[:, 0], left) and np.array_equal(frames[:, 1], right)
+    mono = _write_wav(tmp_path / "mono.wav", [left])
+    with pytest.raises(MediaError, match="has 1 audio channel"):
+        MediaSource(mono, video=False, channels=2)
+
+
+def test_a_question_is_the_last_clinician_sentence_that_ended_before_the_answer(tmp_path: Path) -> None:
+    """The clinician's track on its own: spans on the session clock, captions as its text only when kept."""
+    speech = _clip(ARCTIC) if ARCTIC.exists() else None
+    if speech is None:
+        pytest.skip(f"{ARCTIC} not found")
+    gap = np.zeros(SAMPLE_RATE * 2, dtype="<i2")
+    pcm = np.concatenate([speech, gap, speech, gap]).tobytes()
+    for keep_text in (False, True):
+        track = QuestionTrack(
+            sample_rate_hz=SAMPLE_RATE, settings=SegmenterSettings(), keep_text=keep_text, origin_ms=1000
+        )
+        assert track.push_caption(Caption(1000, 5000, "how  have you   been")) is keep_text
+        track.push_audio(pcm)
+        track.finish()
+        assert track.sentences >= 2
+        first = track.answered_by(5500)
+        assert first is not None and 1000 <= first.start_ms < first.end_ms <= 5500
+        expected = ("how have you been", "caption") if keep_text else ("", "")
+        assert (first.transcript, first.transcript_source) == expected
+        last = track.answered_by(20_000)
+        assert last is not None and last.start_ms >= first.end_ms and last.transcript == ""
