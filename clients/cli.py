@@ -19,7 +19,7 @@ from depscreen.v1 import screening_pb2
 
 from .captions import CaptionError
 from .errors import MediaError, MissingExtraError, ServerStalledError, WhipError
-from .session import ScreeningClient
+from .session import ROLES, ScreeningClient
 from .tls import TlsFileError
 
 if TYPE_CHECKING:
@@ -49,6 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--video-fps", type=_positive_float, default=5.0, help="video frames sent per second")
     parser.add_argument("--language", default="en", help="BCP-47 language of the speech")
     parser.add_argument("--no-asr", dest="disable_asr", action="store_true", help="never run ASR (captions only)")
+    parser.add_argument(
+        "--channels",
+        type=_roles,
+        default=(),
+        metavar="ROLE,ROLE",
+        help="whose voice each channel of the file carries, in channel order (patient,clinician): the channels are "
+        "sent apart and only the patient's is scored; default: the channels mixed, all the patient's",
+    )
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument(
         "--resume",
@@ -109,6 +117,9 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.webrtc and (args.captions or args.speed != 1.0):
         print("error: --captions and --speed work over gRPC only: WebRTC streams in real time", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.webrtc and args.channels:
+        print("error: --channels works over gRPC only: a WebRTC session carries the patient alone", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.webrtc and args.resume:
         print("error: --resume works over gRPC only: a WebRTC session cannot be resumed", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -146,7 +157,7 @@ async def _stream(args: argparse.Namespace) -> None:
             from .media import AudioSendLog
         except ModuleNotFoundError as error:
             raise MissingExtraError("streaming a media file", "media", error.name or "av") from None
-        send_log = AudioSendLog()
+        send_log = AudioSendLog(channels=len(args.channels) or 1)
         stream = ScreeningClient(args.server, token=args.token, **tls).stream_file(
             args.file,
             speed=args.speed,
@@ -159,6 +170,7 @@ async def _stream(args: argparse.Namespace) -> None:
             disable_asr=args.disable_asr,
             on_send=send_log.record,
             resume=args.resume is not False,
+            channel_roles=args.channels,
         )
     await show_updates(stream, as_json=args.json, send_log=send_log)
 
@@ -196,6 +208,14 @@ def _apply(state: LiveState, message: screening_pb2.ServerMessage, send_log: Aud
     if send_log is not None and message.WhichOneof("kind") == "sentence":
         round_trip_ms = send_log.round_trip_ms(message.sentence.end_ms)
     state.apply(message, round_trip_ms=round_trip_ms)
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    roles = tuple(role.strip().lower() for role in text.split(","))
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)} is not a role: use {' or '.join(ROLES)} per channel")
+    return roles
 
 
 def _positive_int(text: str) -> int:

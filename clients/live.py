@@ -177,6 +177,15 @@ def _transcript(sentence: screening_pb2.SentenceUpdate) -> Text:
         style="dim",
     )
     line.append(sentence.transcript or "(no transcript)", style="bold" if sentence.transcript else "dim")
+    if sentence.HasField("question"):
+        question = sentence.question
+        line.append(
+            f"\n  answers the question at {question.start_ms / 1000:.1f}–{question.end_ms / 1000:.1f} s after "
+            f"{sentence.answer_latency_ms / 1000:.1f} s",
+            style="dim",
+        )
+        if question.transcript:
+            line.append(f": {question.transcript}", style="italic")
     return line
 
 

@@ -26,6 +26,7 @@ FRAMES = "frames.jsonl"
 CAPTIONS = "captions.jsonl"
 VIDEO_FOLDER = "video"
 FORMATS = {"jpeg": pb.JPEG, "png": pb.PNG, "rgb24": pb.RGB24}
+ROLES = ("PATIENT", "CLINICIAN")
 JPEG_END = b"\xff\xd9"
 PNG_END = b"IEND\xaeB`\x82"
 
@@ -110,6 +111,7 @@ def open_recording(folder: str | Path) -> Recording:
         audio=pb.AudioFormat(sample_rate_hz=description["sample_rate_hz"], channels=description["channels"]),
         language=str(description.get("language", "")),
         disable_asr=bool(description.get("disable_asr", False)),
+        channel_roles=_roles(description.get("channel_roles", []), folder / DESCRIPTION),
     )
     audio_frames = _check_audio(folder / AUDIO, start.audio)
     frames = [_frame(folder, line, where) for line, where in _json_lines(folder / FRAMES)]
@@ -231,4 +233,12 @@ def _caption(value: dict, where: str) -> pb.Caption:
     text = value.get("text")
     if not isinstance(text, str):
         raise RecordingError(f"{where}: `text` must be a string, got {type(text).__name__}")
-    return pb.Caption(start_ms=start_ms, end_ms=end_ms, text=text)
+    role = _roles([value["role"]], where)[0] if "role" in value else pb.ROLE_UNSPECIFIED
+    return pb.Caption(start_ms=start_ms, end_ms=end_ms, text=text, role=role)
+
+
+def _roles(names: object, where: object) -> list[pb.Role.ValueType]:
+    """Recorded role names ("patient", "clinician") as wire roles; RecordingError for anything else."""
+    if not isinstance(names, list) or not all(isinstance(name, str) and name.upper() in ROLES for name in names):
+        raise RecordingError(f"{where}: roles must be a list of {' or '.join(ROLES).lower()}, got {names!r}")
+    return [pb.Role.Value(name.upper()) for name in names]

@@ -68,6 +68,10 @@ class SentenceUpdate:
     latency_ms: float
     estimate: pb.Estimate
     message: pb.SentenceUpdate
+    question: pb.Question | None = None
+    """The clinician's question this sentence answers (a session with a clinician channel), or None."""
+    answer_latency_ms: int = 0
+    """From the question's end to this sentence's start, in ms (0 without a question)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ def update_of(message: pb.ServerMessage, *, resumed: bool = False) -> Update:
             latency_ms=sentence.latency_ms,
             estimate=sentence.estimate,
             message=sentence,
+            question=sentence.question if sentence.HasField("question") else None,
+            answer_latency_ms=sentence.answer_latency_ms,
         )
     if kind == "summary":
         summary = message.summary

@@ -3,21 +3,26 @@ naming its question; the role mapping's bad input refused in `start`."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from depscreen.clients import cli
 from depscreen.clients.media import MediaError, MediaSource
+from depscreen.clients.replay import open_recording
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.pipeline import Caption
 from depscreen.engine.questions import QuestionTrack
 from depscreen.engine.segment import SegmenterSettings, segment_pcm
+from depscreen.localserver import LocalServer, start_local_server
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import SHARED_DATA, RunningServer
@@ -203,3 +208,93 @@ def test_a_question_is_the_last_clinician_sentence_that_ended_before_the_answer(
         assert (first.transcript, first.transcript_source) == expected
         last = track.answered_by(20_000)
         assert last is not None and last.start_ms >= first.end_ms and last.transcript == ""
+
+
+@pytest.fixture(scope="module")
+def recording_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, Path]]:
+    """A server that records every session and reports the clinician's words (ASR off: text from captions)."""
+    root = tmp_path_factory.mktemp("record") / "sessions"
+    server = start_local_server(
+        "--device", "cpu", "--asr", "none", "--max-speed", "0", "--record", str(root), "--clinician-text", "on"
+    )
+    yield server, root
+    server.stop()
+
+
+async def _as_stream(messages: list[pb.ClientMessage]) -> AsyncIterator[pb.ClientMessage]:
+    for message in messages:
+        yield message
+
+
+@needs_speech
+def test_roles_are_recorded_replayed_and_the_clinicians_words_reported_when_on(
+    recording_server: tuple[LocalServer, Path], tmp_path: Path
+) -> None:
+    server, root = recording_server
+    voices = _voices()
+    both = _write_wav(tmp_path / "interview.wav", [voices["clinician"], voices["patient"]])
+    asked, answered = "how have you been sleeping", "not well lately"
+    captions = [
+        pb.Caption(start_ms=100, end_ms=3500, text=asked, role=pb.CLINICIAN),
+        pb.Caption(start_ms=4700, end_ms=11000, text=answered, role=pb.PATIENT),
+    ]
+    start = pb.SessionStart(
+        audio=pb.AudioFormat(sample_rate_hz=SAMPLE_RATE, channels=2), channel_roles=[pb.CLINICIAN, pb.PATIENT]
+    )
+    with MediaSource(both, video=False, channels=2) as source:
+        media = [t.message for t in source.messages(chunk_ms=100, captions=captions)]
+    messages = [pb.ClientMessage(start=start), *media, pb.ClientMessage(end=pb.SessionEnd())]
+    live = _collect(ScreeningClient(server.grpc_target).stream_messages(_as_stream(messages)))
+    sentences = _sentences(live)
+    assert sentences[0].transcript == answered, "the patient's caption, never the clinician's, is its text"
+    assert (sentences[0].question.transcript, sentences[0].question.transcript_source) == (asked, "caption")
+    assert all(asked not in s.transcript for s in sentences)
+
+    folder = root / live[0].accepted.session_id / "stream-0"
+    assert json.loads((folder / "stream.json").read_text())["channel_roles"] == ["clinician", "patient"]
+    recorded = [json.loads(line) for line in (folder / "captions.jsonl").read_text().splitlines()]
+    assert [line.get("role", "") for line in recorded] == ["clinician", ""]
+
+    recording = open_recording(folder)
+    assert list(recording.start.channel_roles) == [pb.CLINICIAN, pb.PATIENT]
+    replay = [pb.ClientMessage(start=recording.start), *(t.message for t in recording.messages())]
+    replay.append(pb.ClientMessage(end=pb.SessionEnd()))
+    replayed = _collect(ScreeningClient(server.grpc_target).stream_messages(_as_stream(replay)))
+    assert [(s.start_ms, s.end_ms, s.transcript, s.question) for s in _sentences(replayed)] == [
+        (s.start_ms, s.end_ms, s.transcript, s.question) for s in sentences
+    ]
+    assert replayed[-1].summary.clinician_sentences == live[-1].summary.clinician_sentences
+
+
+def _stream_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["stream", *argv])
+
+
+@needs_speech
+def test_depscreen_stream_channels_maps_a_files_channels_to_roles(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--channels patient,clinician`: JSON lines and the live view show each answer's question and latency."""
+    voices = _voices()
+    both = str(_write_wav(tmp_path / "interview.wav", [voices["patient"], voices["clinician"]]))
+    common = ("--server", server.grpc_target, "--speed", "0", "--no-asr", "--channels", "patient,clinician")
+    assert cli.run_stream(_stream_args(both, *common, "--json")) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    sentences = [record["sentence"] for record in records if "sentence" in record]
+    assert sentences and all("question" in s and int(s["answer_latency_ms"]) > 0 for s in sentences)
+    assert int(records[-1]["summary"]["clinician_sentences"]) >= 2
+    assert cli.run_stream(_stream_args(both, *common)) == 0
+    last = sentences[-1]
+    question = f"{int(last['question']['start_ms']) / 1000:.1f}–{int(last['question']['end_ms']) / 1000:.1f} s"
+    shown = f"answers the question at {question} after {int(last['answer_latency_ms']) / 1000:.1f} s"
+    assert shown in capsys.readouterr().out
+
+    assert cli.run_stream(_stream_args(str(ARCTIC), *common)) == cli.EXIT_BAD_INPUT
+    assert "has 1 audio channel(s), but 2 roles were mapped" in capsys.readouterr().err
+    webrtc = _stream_args(both, "--webrtc", "http://127.0.0.1:9/whip", "--channels", "patient,clinician", "--json")
+    assert cli.run_stream(webrtc) == cli.EXIT_BAD_INPUT
+    assert "a WebRTC session carries the patient alone" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _stream_args(both, "--channels", "patient,nurse")
