@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -63,6 +63,7 @@ class SyncScreeningClient:
         session_id: str = "",
         disable_asr: bool = False,
         resume: bool = True,
+        channel_roles: Sequence[str] = (),
     ) -> SyncSession:
         """A session for `with` (see `ScreeningClient.session`)."""
         session = self._client.session(
@@ -72,6 +73,7 @@ class SyncScreeningClient:
             session_id=session_id,
             disable_asr=disable_asr,
             resume=resume,
+            channel_roles=channel_roles,
         )
         return SyncSession(session, self._run)
 
@@ -109,8 +111,8 @@ class SyncSession:
     ) -> None:
         self._run(self._session.send_frame(image, format=format, timestamp_ms=timestamp_ms, width=width, height=height))
 
-    def send_caption(self, text: str, *, start_ms: float, end_ms: float) -> None:
-        self._run(self._session.send_caption(text, start_ms=start_ms, end_ms=end_ms))
+    def send_caption(self, text: str, *, start_ms: float, end_ms: float, role: str = "patient") -> None:
+        self._run(self._session.send_caption(text, start_ms=start_ms, end_ms=end_ms, role=role))
 
     def end(self) -> None:
         self._run(self._session.end())

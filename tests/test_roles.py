@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from depscreen.clients import cli
+from depscreen.clients.errors import SessionInputError
 from depscreen.clients.media import MediaError, MediaSource
 from depscreen.clients.replay import open_recording
-from depscreen.clients.session import ScreeningClient
+from depscreen.clients.session import ScreeningClient, wire_role
 from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.pipeline import Caption
 from depscreen.engine.questions import QuestionTrack
@@ -298,3 +299,17 @@ def test_depscreen_stream_channels_maps_a_files_channels_to_roles(
     assert "a WebRTC session carries the patient alone" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _stream_args(both, "--channels", "patient,nurse")
+
+
+def test_the_client_refuses_a_role_mapping_before_sending() -> None:
+    async def open_with(**options: object) -> None:
+        async with ScreeningClient("127.0.0.1:9") as client:
+            client.session(**options)
+
+    with pytest.raises(SessionInputError, match="'nurse' is not a role: use one of patient, clinician"):
+        asyncio.run(open_with(channels=2, channel_roles=("patient", "nurse")))
+    with pytest.raises(SessionInputError, match="channel_roles has 2 roles for 1 channels"):
+        asyncio.run(open_with(channels=1, channel_roles=("patient", "clinician")))
+    with pytest.raises(SessionInputError, match="'doctor' is not a role"):
+        wire_role("doctor")
+    assert wire_role("Clinician") == pb.CLINICIAN
