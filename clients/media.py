@@ -54,13 +54,15 @@ class MediaSource:
     Frames without a presentation time are skipped.
     """
 
-    def __init__(self, path: str | Path, *, video: bool = True, video_fps: float = 5.0, channels: int = 1) -> None:
-        """`channels`: 1 mixes the file's channels to mono; 2 keeps a stereo file's two channels apart (for a
-        session whose `start` maps each channel to a role), and a file with another channel count is refused."""
+    def __init__(
+        self, path: str | Path, *, video: bool = True, video_fps: float = 5.0, channels: int | None = None
+    ) -> None:
+        """`channels`: None mixes the file's channels to mono; 1 or 2 keeps them apart (for a session whose
+        `start` maps each channel to a role) and refuses (MediaError) a file with another channel count."""
         if video_fps <= 0:
             raise ValueError(f"video_fps must be positive, got {video_fps}")
-        if channels not in LAYOUTS:
-            raise ValueError(f"channels must be 1 (mixed to mono) or 2 (kept apart), got {channels}")
+        if channels is not None and channels not in LAYOUTS:
+            raise ValueError(f"channels must be None (mixed to mono), 1 or 2 (kept apart), got {channels}")
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path))
@@ -70,13 +72,13 @@ class MediaSource:
             self._container.close()
             raise MediaError(f"{self.path} has no audio stream")
         self._audio = self._container.streams.audio[0]
-        self.channels = channels
+        self.channels = channels or 1
         found = self._audio.codec_context.channels
-        if channels > 1 and found != channels:
+        if channels is not None and found != channels:
             self._container.close()
             raise MediaError(
-                f"{self.path} has {found} audio channel(s), but {channels} roles were mapped to channels: give one "
-                "role per channel of the file"
+                f"{self.path} has {found} audio channel(s), but {channels} role(s) were mapped to its channels: "
+                "give one role per channel of the file"
             )
         has_video = video and bool(self._container.streams.video)
         self._video = self._container.streams.video[0] if has_video else None

@@ -196,13 +196,12 @@ class ScreeningClient:
 
         cues = read_captions(captions) if captions is not None else []
         pacer = Pacer(speed)
-        channels = len(channel_roles) or 1
         for role in channel_roles:
             wire_role(role)
-        with MediaSource(path, video=video, video_fps=video_fps, channels=channels) as source:
+        with MediaSource(path, video=video, video_fps=video_fps, channels=len(channel_roles) or None) as source:
             async with self._channel_for_call() as channel:
                 session = self._session(
-                    channel, SAMPLE_RATE_HZ, channels, language, session_id, disable_asr, resume, channel_roles
+                    channel, SAMPLE_RATE_HZ, source.channels, language, session_id, disable_asr, resume, channel_roles
                 )
                 async with session:
 

@@ -293,7 +293,10 @@ def test_depscreen_stream_channels_maps_a_files_channels_to_roles(
     assert shown in capsys.readouterr().out
 
     assert cli.run_stream(_stream_args(str(ARCTIC), *common)) == cli.EXIT_BAD_INPUT
-    assert "has 1 audio channel(s), but 2 roles were mapped" in capsys.readouterr().err
+    assert "has 1 audio channel(s), but 2 role(s) were mapped" in capsys.readouterr().err
+    one_role = ("--server", server.grpc_target, "--speed", "0", "--no-asr", "--channels", "patient")
+    assert cli.run_stream(_stream_args(both, *one_role)) == cli.EXIT_BAD_INPUT
+    assert "has 2 audio channel(s), but 1 role(s) were mapped" in capsys.readouterr().err, "never mixed across roles"
     webrtc = _stream_args(both, "--webrtc", "http://127.0.0.1:9/whip", "--channels", "patient,clinician", "--json")
     assert cli.run_stream(webrtc) == cli.EXIT_BAD_INPUT
     assert "a WebRTC session carries the patient alone" in capsys.readouterr().err
