@@ -41,6 +41,8 @@ TURNS = (
 )
 """A made-up interview of real speech: (who, clip, where it starts in seconds); the voices take turns."""
 INTERVIEW_S = 23.0
+QUESTION_TOLERANCE_MS = 60
+"""How far a question's span after a resume may be from the uninterrupted run's (three 20 ms frames)."""
 
 
 def _clip(path: Path) -> np.ndarray:
@@ -316,3 +318,47 @@ def test_the_client_refuses_a_role_mapping_before_sending() -> None:
     with pytest.raises(SessionInputError, match="'doctor' is not a role"):
         wire_role("doctor")
     assert wire_role("Clinician") == pb.CLINICIAN
+
+
+@needs_speech
+def test_a_two_role_session_resumes_with_its_roles(tmp_path: Path) -> None:
+    """A stream that closes between two answers is resumed with its token and the same roles: the later answers
+    are cut and name their questions as in the uninterrupted run (the clinician's track restarts at the resume
+    point, after the first answer, so the second question is heard whole again)."""
+    voices = _voices()
+    pcm = np.stack([voices["patient"], voices["clinician"]], axis=1).astype("<i2").tobytes()
+    chunk = 100 * SAMPLE_RATE // 1000 * 4
+    audio = [pb.ClientMessage(audio=pb.AudioChunk(data=pcm[i : i + chunk])) for i in range(0, len(pcm), chunk)]
+    roles = [pb.PATIENT, pb.CLINICIAN]
+    start = pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=SAMPLE_RATE, channels=2), channel_roles=roles)
+    end = pb.ClientMessage(end=pb.SessionEnd())
+    server = start_local_server(
+        "--device", "cpu", "--asr", "none", "--max-speed", "0", "--state-store", f"sqlite://{tmp_path}/sessions.db"
+    )
+    try:
+        client = ScreeningClient(server.grpc_target)
+        reference = _sentences(
+            _collect(client.stream_messages(_as_stream([pb.ClientMessage(start=start), *audio, end])))
+        )
+        first = _collect(client.stream_messages(_as_stream([pb.ClientMessage(start=start), *audio[:140]])))
+        held = _sentences(first)
+        assert len(held) == 1 and held[0].end_ms < 14_000 < reference[1].start_ms
+        resumed_start = pb.SessionStart()
+        resumed_start.CopyFrom(start)
+        resumed_start.resume_token = first[0].accepted.resume_token
+        resumed_start.received_sentences = len(held)
+        accepted = _collect(client.stream_messages(_as_stream([pb.ClientMessage(start=resumed_start)])))[0].accepted
+        offset = accepted.resume_from_ms * SAMPLE_RATE // 1000 * 4
+        rest = [pb.ClientMessage(audio=pb.AudioChunk(data=pcm[i : i + chunk])) for i in range(offset, len(pcm), chunk)]
+        again = _collect(client.stream_messages(_as_stream([pb.ClientMessage(start=resumed_start), *rest, end])))
+    finally:
+        server.stop()
+    assert accepted.resume_from_ms == held[0].end_ms
+    later = _sentences(again)
+    assert [s.index for s in later] == [s.index for s in reference[1:]]
+    assert [(s.start_ms, s.end_ms) for s in later] == [(s.start_ms, s.end_ms) for s in reference[1:]]
+    for resumed, uninterrupted in zip(later, reference[1:], strict=True):
+        # the clinician's segmenter starts afresh at the resume point (its noise floor learnt anew): a frame or two
+        assert abs(resumed.question.start_ms - uninterrupted.question.start_ms) <= QUESTION_TOLERANCE_MS
+        assert abs(resumed.question.end_ms - uninterrupted.question.end_ms) <= QUESTION_TOLERANCE_MS
+        assert resumed.answer_latency_ms == resumed.start_ms - resumed.question.end_ms
