@@ -19,6 +19,7 @@ from depscreen.clients.errors import SessionInputError
 from depscreen.clients.media import MediaError, MediaSource
 from depscreen.clients.replay import open_recording
 from depscreen.clients.session import ScreeningClient, wire_role
+from depscreen.engine.features.asr import make_transcriber
 from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.pipeline import Caption
 from depscreen.engine.questions import QuestionTrack
@@ -362,3 +363,26 @@ def test_a_two_role_session_resumes_with_its_roles(tmp_path: Path) -> None:
         assert abs(resumed.question.start_ms - uninterrupted.question.start_ms) <= QUESTION_TOLERANCE_MS
         assert abs(resumed.question.end_ms - uninterrupted.question.end_ms) <= QUESTION_TOLERANCE_MS
         assert resumed.answer_latency_ms == resumed.start_ms - resumed.question.end_ms
+
+
+@needs_speech
+def test_the_clinicians_words_come_from_asr_when_kept_and_asr_may_run() -> None:
+    """With the clinician's words kept and no caption over a question, ASR gives them; shed ASR gives none."""
+    transcriber = make_transcriber("tiny.en")
+    pcm = np.concatenate([_clip(ARCTIC), np.zeros(SAMPLE_RATE, dtype="<i2")]).tobytes()
+    for transcribe in (True, False):
+        track = QuestionTrack(
+            sample_rate_hz=SAMPLE_RATE,
+            settings=SegmenterSettings(),
+            transcriber=transcriber,
+            language="en",
+            keep_text=True,
+        )
+        track.push_audio(pcm, transcribe)
+        track.finish(transcribe)
+        question = track.answered_by(10_000)
+        assert question is not None
+        if transcribe:
+            assert question.transcript_source == "asr" and len(question.transcript.split()) >= 3
+        else:
+            assert (question.transcript, question.transcript_source) == ("", "")
