@@ -27,9 +27,9 @@ MODALITY_ENUM = {name: pb.Modality.Value(name.upper()) for name in MODALITY_NAME
 """Each engine modality's wire value: the `depscreen.v1.Modality` named like it, upper-cased."""
 PHQ_ENUM = {item: pb.PhqItem.Value(item.upper()) for item in PHQ8_ITEMS}
 IMAGE_FORMATS = {pb.JPEG: "jpeg", pb.PNG: "png", pb.RGB24: "rgb24"}
+"""Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
 ROLE_NAMES = {pb.PATIENT: "patient", pb.CLINICIAN: "clinician"}
 """Wire roles to the names `roles.py` takes; any other value keeps its wire name and is refused there."""
-"""Wire image formats to the names `decode_image` takes; others are rejected there, naming the format."""
 
 
 def opening(message: pb.ClientMessage) -> Opening:

@@ -107,6 +107,7 @@ class Summary:
     dropped_captions: int
     estimate: Estimate | None
     clinician_sentences: int = 0
+    """Sentences of the clinician's channel (a session with one), never scored."""
 
 
 Update = ScoredSentence | Summary

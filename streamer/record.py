@@ -8,9 +8,8 @@ mode 0700 and files 0600. The session folder is the session id when that is a pl
 so no id can write outside DIR. In each stream folder:
 
 - `stream.json`: the session id as given, the audio format, channel roles, language and ASR opt-out of its
-  `start`, the model
-  that scored it (`ModelInfo`), and when the stream started (UTC): what `depscreen replay` and
-  `depscreen export fhir` need besides the media;
+  `start`, the model that scored it (`ModelInfo`), and when the stream started (UTC): what `depscreen replay`
+  and `depscreen export fhir` need besides the media;
 - `audio.wav`: the audio exactly as the client sent it (16-bit PCM at its own rate and channels); the WAV
   header is brought up to date after every chunk, so a killed server leaves a readable file;
 - `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame as it arrived (`rgb24` frames are raw bytes;
