@@ -161,8 +161,16 @@ def _start(channels: int, *roles: int) -> pb.ClientMessage:
         (_start(1, pb.PATIENT, pb.CLINICIAN), "has 2 roles for start.audio.channels=1"),
         (_start(2, pb.PATIENT), "has 1 roles for start.audio.channels=2"),
         (_start(2, pb.PATIENT, pb.PATIENT), "names PATIENT for more than one channel"),
+        (_start(2, pb.CLINICIAN, pb.CLINICIAN), "names CLINICIAN for more than one channel"),
     ],
-    ids=["unspecified-role", "unknown-role", "more-roles-than-channels", "fewer-roles", "second-patient"],
+    ids=[
+        "unspecified-role",
+        "unknown-role",
+        "more-roles-than-channels",
+        "fewer-roles",
+        "second-patient",
+        "second-clinician",
+    ],
 )
 def test_a_role_mapping_the_server_cannot_follow_is_refused_in_start(
     server: RunningServer, start: pb.ClientMessage, reason: str
