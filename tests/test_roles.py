@@ -394,3 +394,18 @@ def test_the_clinicians_words_come_from_asr_when_kept_and_asr_may_run() -> None:
             assert question.transcript_source == "asr" and len(question.transcript.split()) >= 3
         else:
             assert (question.transcript, question.transcript_source) == ("", "")
+
+
+@needs_speech
+def test_a_clinician_caption_never_becomes_the_patients_text(server: RunningServer) -> None:
+    """Without a clinician channel (and with the clinician's words off), a CLINICIAN caption over the patient's
+    speech is not used: the sentence has no text and the caption is counted as dropped."""
+    pcm = _voices()["patient"][: 13 * SAMPLE_RATE].tobytes()
+    start = pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=SAMPLE_RATE, channels=1), disable_asr=True)
+    caption = pb.Caption(start_ms=4700, end_ms=11000, text="how have you been sleeping", role=pb.CLINICIAN)
+    chunks = [pb.ClientMessage(audio=pb.AudioChunk(data=pcm[i : i + 3200])) for i in range(0, len(pcm), 3200)]
+    messages = [pb.ClientMessage(start=start), pb.ClientMessage(caption=caption), *chunks]
+    replies = _collect(ScreeningClient(server.grpc_target).stream_messages(_as_stream(messages)))
+    sentences = _sentences(replies)
+    assert sentences and all(s.transcript == "" for s in sentences)
+    assert replies[-1].summary.dropped_captions == 1
