@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from depscreen.engine.features.asr import primary_language
 from depscreen.engine.features.language_head import language_text_head
-from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
+from depscreen.engine.pipeline import Extractors, Notice, PipelineSettings, SessionPipeline
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
 from depscreen.engine.runtime.screener import Screener
@@ -148,7 +148,8 @@ class SessionHub:
         pipeline = self._new_pipeline(start, checkpoint, trace, route)
         session = LiveSession(self, session_id, pipeline, principal, trace)
         if route.notice:
-            session.notices.append(route.notice)
+            code = "text_cross_lingual" if route.reads_text else "text_not_read"
+            session.notices.append(Notice(code, route.notice))
         if checkpoint is not None:
             session.restore(checkpoint)
         if self.settings.record:

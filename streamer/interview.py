@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from depscreen.engine.features.face import Image
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.pipeline import Caption
+from depscreen.engine.pipeline import Caption, Notice
 from depscreen.engine.runtime.screener import Estimate
 
 
@@ -40,7 +40,7 @@ class Welcome:
     session_id: str
     asr_model: str
     """The speech recogniser transcribing this session; empty when none does."""
-    notices: tuple[str, ...]
+    notices: tuple[Notice, ...]
     """What the client should know about this session (not resumable and why, a language without ASR...)."""
     resume_token: str = ""
     """Continues this session on another stream; empty when it is not resumable."""

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from depscreen.engine.pipeline import SentenceResult, SessionPipeline
+from depscreen.engine.pipeline import Notice, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.screener import Estimate
 from depscreen.streamer.interview import (
     Audio,
@@ -95,7 +95,7 @@ class LiveSession:
         self.last_estimate: Estimate | None = None
         self.counts = pipeline.counts
         """The session's counts (the pipeline's own object: one set, shared)."""
-        self.notices: list[str] = []
+        self.notices: list[Notice] = []
         """What the welcome tells the client about this session (e.g. that it is not resumable, and why)."""
         self.checkpointer: Checkpointer | None = None
         self._observers: list[SessionObserver] = []
