@@ -71,6 +71,9 @@ class SessionInputError(InvalidInputError):
     def __init__(self, details: str) -> None:
         super().__init__(grpc.StatusCode.INVALID_ARGUMENT, details)
 
+    def __str__(self) -> str:
+        return self.details() or ""
+
 
 class RefusedError(StatusError):
     """The server refused or ended the session at a limit (`RESOURCE_EXHAUSTED`: at capacity, overloaded, the

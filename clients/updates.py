@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 
 from depscreen.v1 import screening_pb2 as pb
 
@@ -85,6 +86,8 @@ class Accepted:
     """The server's release ("" from servers before protocol 1.1)."""
     protocol_version: str
     """The wire contract version the server speaks, "1.MINOR" ("" before 1.1; CHANGELOG.md)."""
+    started_at: datetime | None
+    """When the session started (the server's clock, UTC); None on a resumed stream and from servers before 1.1."""
     model: pb.ModelInfo = field(repr=False)
     """The model's facts: id, what it was trained on, intended use, model card."""
     message: pb.SessionAccepted = field(repr=False)
@@ -173,6 +176,7 @@ def update_of(message: pb.ServerMessage, *, resumed: bool = False) -> Accepted |
             notices=_notices(accepted),
             server_version=accepted.server_version,
             protocol_version=accepted.protocol_version,
+            started_at=accepted.started_at.ToDatetime(tzinfo=UTC) if accepted.HasField("started_at") else None,
             model=accepted.model,
             message=accepted,
         )

@@ -150,6 +150,14 @@ class SessionHub:
         if route.notice:
             code = "text_cross_lingual" if route.reads_text else "text_not_read"
             session.notices.append(Notice(code, route.notice))
+        if route.own_head:
+            session.notices.append(
+                Notice(
+                    "text_own_head",
+                    f"the text modality's probability comes from the {route.own_head} text head: beside the "
+                    "estimate, not part of it (its fusion weight is the model's own text pathway's)",
+                )
+            )
         if checkpoint is not None:
             session.restore(checkpoint)
         if self.settings.record:

@@ -93,6 +93,8 @@ def accepted_message(welcome: Welcome, model: pb.ModelInfo) -> pb.ServerMessage:
         server_version=__version__,
         protocol_version=PROTOCOL_VERSION,
     )
+    if welcome.started is not None:
+        accepted.started_at.FromDatetime(welcome.started)
     return pb.ServerMessage(accepted=accepted)
 
 

@@ -8,6 +8,7 @@ decoded frames as they are); `LiveSession` (`session.py`) speaks only these.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from depscreen.engine.features.face import Image
 from depscreen.engine.features.sentence import SentenceFeatures
@@ -48,6 +49,8 @@ class Welcome:
     """On a resume: the media time to re-send from."""
     next_sentence_index: int = 0
     """On a resume: the index the next sentence gets."""
+    started: datetime | None = None
+    """When the session started (UTC); None on a resumed stream."""
 
 
 @dataclass(frozen=True)

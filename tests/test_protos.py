@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,7 @@ def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
         [
             "grpc_tools.protoc",
             f"-I{ROOT / 'protos'}",
+            f"-I{resources.files('grpc_tools') / '_proto'}",  # the well-known types, as `python -m` adds them
             f"--python_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
             f"--pyi_out={tmp_path}",

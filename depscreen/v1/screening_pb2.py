@@ -22,53 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65pscreen/v1/screening.proto\x12\x0c\x64\x65pscreen.v1\"\xed\x01\n\rClientMessage\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.depscreen.v1.SessionStartH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.depscreen.v1.AudioChunkH\x00\x12)\n\x05video\x18\x03 \x01(\x0b\x32\x18.depscreen.v1.VideoFrameH\x00\x12(\n\x07\x63\x61ption\x18\x04 \x01(\x0b\x32\x15.depscreen.v1.CaptionH\x00\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x18.depscreen.v1.SessionEndH\x00\x42\x06\n\x04kind\"\xc1\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.depscreen.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12\x13\n\x0b\x64isable_asr\x18\x05 \x01(\x08\x12\x1f\n\x12received_sentences\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\x15\n\x13_received_sentences\"7\n\x0b\x41udioFormat\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\"\x1a\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\nVideoFrame\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\r\n\x05image\x18\x02 \x01(\x0c\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.depscreen.v1.ImageFormat\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"9\n\x07\x43\x61ption\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x0c\n\nSessionEnd\"\xad\x01\n\rServerMessage\x12\x31\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1d.depscreen.v1.SessionAcceptedH\x00\x12\x30\n\x08sentence\x18\x02 \x01(\x0b\x32\x1c.depscreen.v1.SentenceUpdateH\x00\x12/\n\x07summary\x18\x03 \x01(\x0b\x32\x1c.depscreen.v1.SessionSummaryH\x00\x42\x06\n\x04kind\"\x9b\x02\n\x0fSessionAccepted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.depscreen.v1.ModelInfo\x12\x16\n\x0eresume_from_ms\x18\x04 \x01(\x03\x12\x1b\n\x13next_sentence_index\x18\x05 \x01(\r\x12\x11\n\tasr_model\x18\x06 \x01(\t\x12\x0f\n\x07notices\x18\x07 \x03(\t\x12+\n\rcoded_notices\x18( \x03(\x0b\x32\x14.depscreen.v1.Notice\x12\x16\n\x0eserver_version\x18) \x01(\t\x12\x18\n\x10protocol_version\x18* \x01(\t\"$\n\x06Notice\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x80\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ntrained_on\x18\x02 \x01(\t\x12\x14\n\x0cintended_use\x18\x03 \x01(\t\x12\x16\n\x0emodel_card_url\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07kernels\x18\x06 \x01(\t\"\xae\x01\n\x0eSentenceUpdate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\ntranscript\x18\x04 \x01(\t\x12\x19\n\x11transcript_source\x18\x06 \x01(\t\x12(\n\x08\x65stimate\x18\x05 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\"\xb4\x01\n\x0eSessionSummary\x12\x11\n\tsentences\x18\x01 \x01(\r\x12\x15\n\raudio_seconds\x18\x02 \x01(\x01\x12(\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x16\n\x0espeech_seconds\x18\x04 \x01(\x01\x12\x1c\n\x14\x64ropped_video_frames\x18\x05 \x01(\r\x12\x18\n\x10\x64ropped_captions\x18\x06 \x01(\r\"\xf4\x01\n\x08\x45stimate\x12\x13\n\x0bprobability\x18\x01 \x01(\x02\x12\x10\n\x08\x65vidence\x18\x02 \x01(\x02\x12\x34\n\nmodalities\x18\x03 \x03(\x0b\x32 .depscreen.v1.ModalityConfidence\x12/\n\x08symptoms\x18\x04 \x03(\x0b\x32\x1d.depscreen.v1.SymptomEvidence\x12\x14\n\x0cinterval_low\x18\x05 \x01(\x02\x12\x15\n\rinterval_high\x18\x06 \x01(\x02\x12\x16\n\x0einterval_level\x18\x07 \x01(\x02\x12\x15\n\renough_speech\x18\x08 \x01(\x08\"\x87\x01\n\x12ModalityConfidence\x12(\n\x08modality\x18\x01 \x01(\x0e\x32\x16.depscreen.v1.Modality\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0f\n\x07quality\x18\x03 \x01(\x02\x12\x0e\n\x06weight\x18\x04 \x01(\x02\x12\x13\n\x0bprobability\x18\x05 \x01(\x02\"E\n\x0fSymptomEvidence\x12#\n\x04item\x18\x01 \x01(\x0e\x32\x15.depscreen.v1.PhqItem\x12\r\n\x05score\x18\x02 \x01(\x02*I\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\t\n\x05RGB24\x10\x03*D\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\t\n\x05\x41UDIO\x10\x01\x12\t\n\x05VIDEO\x10\x02\x12\x08\n\x04TEXT\x10\x03*\xa3\x01\n\x07PhqItem\x12\x18\n\x14PHQ_ITEM_UNSPECIFIED\x10\x00\x12\r\n\tANHEDONIA\x10\x01\x12\x12\n\x0e\x44\x45PRESSED_MOOD\x10\x02\x12\t\n\x05SLEEP\x10\x03\x12\x0b\n\x07\x46\x41TIGUE\x10\x04\x12\x0c\n\x08\x41PPETITE\x10\x05\x12\x11\n\rWORTHLESSNESS\x10\x06\x12\x11\n\rCONCENTRATION\x10\x07\x12\x0f\n\x0bPSYCHOMOTOR\x10\x08\x32Z\n\tScreening\x12M\n\rStreamSession\x12\x1b.depscreen.v1.ClientMessage\x1a\x1b.depscreen.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65pscreen/v1/screening.proto\x12\x0c\x64\x65pscreen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\rClientMessage\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.depscreen.v1.SessionStartH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.depscreen.v1.AudioChunkH\x00\x12)\n\x05video\x18\x03 \x01(\x0b\x32\x18.depscreen.v1.VideoFrameH\x00\x12(\n\x07\x63\x61ption\x18\x04 \x01(\x0b\x32\x15.depscreen.v1.CaptionH\x00\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x18.depscreen.v1.SessionEndH\x00\x42\x06\n\x04kind\"\xc1\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.depscreen.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12\x13\n\x0b\x64isable_asr\x18\x05 \x01(\x08\x12\x1f\n\x12received_sentences\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\x15\n\x13_received_sentences\"7\n\x0b\x41udioFormat\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\"\x1a\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\nVideoFrame\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\r\n\x05image\x18\x02 \x01(\x0c\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.depscreen.v1.ImageFormat\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"9\n\x07\x43\x61ption\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x0c\n\nSessionEnd\"\xad\x01\n\rServerMessage\x12\x31\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1d.depscreen.v1.SessionAcceptedH\x00\x12\x30\n\x08sentence\x18\x02 \x01(\x0b\x32\x1c.depscreen.v1.SentenceUpdateH\x00\x12/\n\x07summary\x18\x03 \x01(\x0b\x32\x1c.depscreen.v1.SessionSummaryH\x00\x42\x06\n\x04kind\"\xcb\x02\n\x0fSessionAccepted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.depscreen.v1.ModelInfo\x12\x16\n\x0eresume_from_ms\x18\x04 \x01(\x03\x12\x1b\n\x13next_sentence_index\x18\x05 \x01(\r\x12\x11\n\tasr_model\x18\x06 \x01(\t\x12\x0f\n\x07notices\x18\x07 \x03(\t\x12+\n\rcoded_notices\x18( \x03(\x0b\x32\x14.depscreen.v1.Notice\x12\x16\n\x0eserver_version\x18) \x01(\t\x12\x18\n\x10protocol_version\x18* \x01(\t\x12.\n\nstarted_at\x18+ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x06Notice\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x80\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ntrained_on\x18\x02 \x01(\t\x12\x14\n\x0cintended_use\x18\x03 \x01(\t\x12\x16\n\x0emodel_card_url\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07kernels\x18\x06 \x01(\t\"\xae\x01\n\x0eSentenceUpdate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\ntranscript\x18\x04 \x01(\t\x12\x19\n\x11transcript_source\x18\x06 \x01(\t\x12(\n\x08\x65stimate\x18\x05 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\"\xb4\x01\n\x0eSessionSummary\x12\x11\n\tsentences\x18\x01 \x01(\r\x12\x15\n\raudio_seconds\x18\x02 \x01(\x01\x12(\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x16\n\x0espeech_seconds\x18\x04 \x01(\x01\x12\x1c\n\x14\x64ropped_video_frames\x18\x05 \x01(\r\x12\x18\n\x10\x64ropped_captions\x18\x06 \x01(\r\"\xf4\x01\n\x08\x45stimate\x12\x13\n\x0bprobability\x18\x01 \x01(\x02\x12\x10\n\x08\x65vidence\x18\x02 \x01(\x02\x12\x34\n\nmodalities\x18\x03 \x03(\x0b\x32 .depscreen.v1.ModalityConfidence\x12/\n\x08symptoms\x18\x04 \x03(\x0b\x32\x1d.depscreen.v1.SymptomEvidence\x12\x14\n\x0cinterval_low\x18\x05 \x01(\x02\x12\x15\n\rinterval_high\x18\x06 \x01(\x02\x12\x16\n\x0einterval_level\x18\x07 \x01(\x02\x12\x15\n\renough_speech\x18\x08 \x01(\x08\"\x87\x01\n\x12ModalityConfidence\x12(\n\x08modality\x18\x01 \x01(\x0e\x32\x16.depscreen.v1.Modality\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0f\n\x07quality\x18\x03 \x01(\x02\x12\x0e\n\x06weight\x18\x04 \x01(\x02\x12\x13\n\x0bprobability\x18\x05 \x01(\x02\"E\n\x0fSymptomEvidence\x12#\n\x04item\x18\x01 \x01(\x0e\x32\x15.depscreen.v1.PhqItem\x12\r\n\x05score\x18\x02 \x01(\x02*I\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\t\n\x05RGB24\x10\x03*D\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\t\n\x05\x41UDIO\x10\x01\x12\t\n\x05VIDEO\x10\x02\x12\x08\n\x04TEXT\x10\x03*\xa3\x01\n\x07PhqItem\x12\x18\n\x14PHQ_ITEM_UNSPECIFIED\x10\x00\x12\r\n\tANHEDONIA\x10\x01\x12\x12\n\x0e\x44\x45PRESSED_MOOD\x10\x02\x12\t\n\x05SLEEP\x10\x03\x12\x0b\n\x07\x46\x41TIGUE\x10\x04\x12\x0c\n\x08\x41PPETITE\x10\x05\x12\x11\n\rWORTHLESSNESS\x10\x06\x12\x11\n\rCONCENTRATION\x10\x07\x12\x0f\n\x0bPSYCHOMOTOR\x10\x08\x32Z\n\tScreening\x12M\n\rStreamSession\x12\x1b.depscreen.v1.ClientMessage\x1a\x1b.depscreen.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'depscreen.v1.screening_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=2212
-  _globals['_IMAGEFORMAT']._serialized_end=2285
-  _globals['_MODALITY']._serialized_start=2287
-  _globals['_MODALITY']._serialized_end=2355
-  _globals['_PHQITEM']._serialized_start=2358
-  _globals['_PHQITEM']._serialized_end=2521
-  _globals['_CLIENTMESSAGE']._serialized_start=47
-  _globals['_CLIENTMESSAGE']._serialized_end=284
-  _globals['_SESSIONSTART']._serialized_start=287
-  _globals['_SESSIONSTART']._serialized_end=480
-  _globals['_AUDIOFORMAT']._serialized_start=482
-  _globals['_AUDIOFORMAT']._serialized_end=537
-  _globals['_AUDIOCHUNK']._serialized_start=539
-  _globals['_AUDIOCHUNK']._serialized_end=565
-  _globals['_VIDEOFRAME']._serialized_start=567
-  _globals['_VIDEOFRAME']._serialized_end=690
-  _globals['_CAPTION']._serialized_start=692
-  _globals['_CAPTION']._serialized_end=749
-  _globals['_SESSIONEND']._serialized_start=751
-  _globals['_SESSIONEND']._serialized_end=763
-  _globals['_SERVERMESSAGE']._serialized_start=766
-  _globals['_SERVERMESSAGE']._serialized_end=939
-  _globals['_SESSIONACCEPTED']._serialized_start=942
-  _globals['_SESSIONACCEPTED']._serialized_end=1225
-  _globals['_NOTICE']._serialized_start=1227
-  _globals['_NOTICE']._serialized_end=1263
-  _globals['_MODELINFO']._serialized_start=1266
-  _globals['_MODELINFO']._serialized_end=1394
-  _globals['_SENTENCEUPDATE']._serialized_start=1397
-  _globals['_SENTENCEUPDATE']._serialized_end=1571
-  _globals['_SESSIONSUMMARY']._serialized_start=1574
-  _globals['_SESSIONSUMMARY']._serialized_end=1754
-  _globals['_ESTIMATE']._serialized_start=1757
-  _globals['_ESTIMATE']._serialized_end=2001
-  _globals['_MODALITYCONFIDENCE']._serialized_start=2004
-  _globals['_MODALITYCONFIDENCE']._serialized_end=2139
-  _globals['_SYMPTOMEVIDENCE']._serialized_start=2141
-  _globals['_SYMPTOMEVIDENCE']._serialized_end=2210
-  _globals['_SCREENING']._serialized_start=2523
-  _globals['_SCREENING']._serialized_end=2613
+  _globals['_IMAGEFORMAT']._serialized_start=2293
+  _globals['_IMAGEFORMAT']._serialized_end=2366
+  _globals['_MODALITY']._serialized_start=2368
+  _globals['_MODALITY']._serialized_end=2436
+  _globals['_PHQITEM']._serialized_start=2439
+  _globals['_PHQITEM']._serialized_end=2602
+  _globals['_CLIENTMESSAGE']._serialized_start=80
+  _globals['_CLIENTMESSAGE']._serialized_end=317
+  _globals['_SESSIONSTART']._serialized_start=320
+  _globals['_SESSIONSTART']._serialized_end=513
+  _globals['_AUDIOFORMAT']._serialized_start=515
+  _globals['_AUDIOFORMAT']._serialized_end=570
+  _globals['_AUDIOCHUNK']._serialized_start=572
+  _globals['_AUDIOCHUNK']._serialized_end=598
+  _globals['_VIDEOFRAME']._serialized_start=600
+  _globals['_VIDEOFRAME']._serialized_end=723
+  _globals['_CAPTION']._serialized_start=725
+  _globals['_CAPTION']._serialized_end=782
+  _globals['_SESSIONEND']._serialized_start=784
+  _globals['_SESSIONEND']._serialized_end=796
+  _globals['_SERVERMESSAGE']._serialized_start=799
+  _globals['_SERVERMESSAGE']._serialized_end=972
+  _globals['_SESSIONACCEPTED']._serialized_start=975
+  _globals['_SESSIONACCEPTED']._serialized_end=1306
+  _globals['_NOTICE']._serialized_start=1308
+  _globals['_NOTICE']._serialized_end=1344
+  _globals['_MODELINFO']._serialized_start=1347
+  _globals['_MODELINFO']._serialized_end=1475
+  _globals['_SENTENCEUPDATE']._serialized_start=1478
+  _globals['_SENTENCEUPDATE']._serialized_end=1652
+  _globals['_SESSIONSUMMARY']._serialized_start=1655
+  _globals['_SESSIONSUMMARY']._serialized_end=1835
+  _globals['_ESTIMATE']._serialized_start=1838
+  _globals['_ESTIMATE']._serialized_end=2082
+  _globals['_MODALITYCONFIDENCE']._serialized_start=2085
+  _globals['_MODALITYCONFIDENCE']._serialized_end=2220
+  _globals['_SYMPTOMEVIDENCE']._serialized_start=2222
+  _globals['_SYMPTOMEVIDENCE']._serialized_end=2291
+  _globals['_SCREENING']._serialized_start=2604
+  _globals['_SCREENING']._serialized_end=2694
 # @@protoc_insertion_point(module_scope)
