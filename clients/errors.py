@@ -8,6 +8,7 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, duration_pb2, message_factory
+from google.protobuf.message import DecodeError
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """The trailer that carries a `google.rpc.Status` with typed details (the server's `RetryInfo`)."""
@@ -185,14 +186,14 @@ def retry_after_s(trailing_metadata: grpc.aio.Metadata | None) -> float | None:
     for key, value in trailing_metadata:
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
-        status = _STATUS()
+        status, info = _STATUS(), _RETRY_INFO()
         try:
             status.ParseFromString(value)
-        except Exception:  # a malformed trailer is no hint, not a reason to hide the status itself
+            detail = next((d for d in status.details if d.type_url == RETRY_INFO_TYPE), None)
+            if detail is None:
+                return None
+            info.ParseFromString(detail.value)
+        except DecodeError:  # a malformed trailer is no hint, not a reason to hide the status itself
             return None
-        for detail in status.details:
-            if detail.type_url == RETRY_INFO_TYPE:
-                info = _RETRY_INFO()
-                info.ParseFromString(detail.value)
-                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+        return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     return None
