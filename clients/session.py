@@ -117,9 +117,9 @@ class ScreeningClient:
         resume: bool = True,
     ) -> Session:
         """A session for `async with`: audio is s16le PCM at `sample_rate_hz` (8000-48000) with `channels` (1 or
-        2) interleaved; `language` is the BCP-47 tag of the speech and captions; `session_id` (at most 128
-        printable characters) is echoed back, a server id made when empty; `disable_asr` takes the text from
-        captions only. Out-of-range values raise `SessionInputError` here, before anything is sent.
+        2) interleaved; `language` is the BCP-47 tag of the speech and captions ("" = English); `session_id`
+        (at most 128 printable characters) is echoed back, a server id made when empty; `disable_asr` takes the
+        text from captions only. Out-of-range values raise `SessionInputError` here, before anything is sent.
 
         With `resume` (the default), a stream that breaks is resumed whenever the server granted a resume
         token (it has a state store), a `Reconnecting` update announcing each try; `resume=False` lets the
@@ -215,7 +215,7 @@ def check_start(sample_rate_hz: int, channels: int, language: str, session_id: s
         )
     if not 1 <= channels <= MAX_CHANNELS:
         raise SessionInputError(f"channels={channels} is not supported: send mono (1) or stereo (2)")
-    if not LANGUAGE_TAG.fullmatch(language):
+    if language and not LANGUAGE_TAG.fullmatch(language):  # empty: the server's default, English
         raise SessionInputError(
             f"language={language!r} is not a BCP-47 language tag: use a code such as 'en', 'zh' or 'en-GB'"
         )
