@@ -8,7 +8,7 @@ GRPC_PORT ?= 50051
 HTTP_PORT ?= 8080
 SYSTEM_TOOLS := /usr/bin/chromedriver /usr/sbin/nginx /usr/bin/redis-server /usr/bin/promtool
 
-.PHONY: venv demo test lint protos bench deploy-check system-tools clean
+.PHONY: venv demo test lint protos proto-check docs bench deploy-check system-tools clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,25 @@ $(STAMP): pyproject.toml
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. \
 		protos/depscreen/v1/screening.proto
+
+# The wire contract's breaking-change check: buf (from npm, pinned) compares protos/ with the descriptor set of
+# the last release (protos/released/); tests/test_protos.py runs it, and skips naming this target without buf.
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+RELEASED_PROTOS := protos/released/depscreen-v1-0.1.0.binpb
+
+$(BUF):
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-save --prefix .tools @bufbuild/buf@$(BUF_VERSION); \
+	else \
+		echo "note: npm is missing: tests/test_protos.py will skip the breaking-change check"; \
+	fi
+
+proto-check: $(BUF)
+	$(BUF) breaking protos --against $(RELEASED_PROTOS)
+
+docs: $(STAMP)
+	$(BIN)/python -m depscreen.apidocs docs/api
 
 demo: $(STAMP)
 	$(BIN)/depscreen demo --host $(HOST) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT)
@@ -38,7 +57,7 @@ system-tools:
 		echo "note: only root can apt-get $(SYSTEM_TOOLS): the tests needing them will be skipped"; \
 	fi
 
-test: $(STAMP) system-tools
+test: $(STAMP) system-tools $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -52,4 +71,4 @@ bench: $(STAMP)
 	$(BIN)/depscreen bench --out bench.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .tools

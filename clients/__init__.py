@@ -11,18 +11,25 @@ from typing import TYPE_CHECKING
 
 from .captions import CaptionError
 from .errors import (
+    InvalidInputError,
     MediaError,
     MissingExtraError,
+    RefusedError,
+    ResumeLostError,
+    ScreeningError,
     ServerStalledError,
     SessionClosedError,
     SessionInputError,
+    StatusError,
+    UnauthenticatedError,
+    UnavailableError,
     WhipError,
 )
 from .session import ScreeningClient, Session
 from .settings import ClientSettings
 from .sync import SyncScreeningClient, SyncSession
 from .tls import TlsFileError
-from .updates import Accepted, SentenceUpdate, Summary, Update
+from .updates import Accepted, Interval, Notice, Reconnecting, SentenceUpdate, Summary, Update
 
 if TYPE_CHECKING:
     from .whip import WhipClient
@@ -31,18 +38,28 @@ __all__ = [
     "Accepted",
     "CaptionError",
     "ClientSettings",
+    "Interval",
+    "InvalidInputError",
     "MediaError",
     "MissingExtraError",
+    "Notice",
+    "Reconnecting",
+    "RefusedError",
+    "ResumeLostError",
     "ScreeningClient",
+    "ScreeningError",
     "SentenceUpdate",
     "ServerStalledError",
     "Session",
     "SessionClosedError",
     "SessionInputError",
+    "StatusError",
     "Summary",
     "SyncScreeningClient",
     "SyncSession",
     "TlsFileError",
+    "UnauthenticatedError",
+    "UnavailableError",
     "Update",
     "WhipClient",
     "WhipError",
@@ -50,11 +67,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """`WhipClient` is imported on first use: it needs aiortc and PyAV (the [webrtc] extra)."""
+    """`WhipClient` is imported on first use (and kept): it needs aiortc and PyAV (the [webrtc] extra)."""
     if name == "WhipClient":
         try:
             from .whip import WhipClient
         except ModuleNotFoundError as error:
             raise MissingExtraError("WhipClient", "webrtc", error.name or "aiortc") from None
+        globals()["WhipClient"] = WhipClient
         return WhipClient
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

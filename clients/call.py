@@ -12,7 +12,7 @@ import grpc
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
-from .errors import ServerStalledError
+from .errors import ServerStalledError, StatusError, UnavailableError
 
 WRITE_AFTER_END = "Internal error from Core"
 """The details of the INTERNAL status grpcio's asyncio client reports instead of the real one when a write raced
@@ -35,7 +35,7 @@ async def call_replies(
 
     After the first message (the start), nothing more is written until the server has answered it (its
     `accepted`) or ended the stream, so a refused start is raised with its own status. When the server ends the
-    stream early, the remaining messages are not sent and its status is raised (`grpc.aio.AioRpcError`); an
+    stream early, the remaining messages are not sent and its status is raised, typed (`StatusError.of`); an
     exception of `messages` itself cancels the call and is raised. With
     `reply_timeout_s`, a call whose server sent nothing for that long while the client was sending (or waiting
     for the first reply) is cancelled and `ServerStalledError` raised.
@@ -50,11 +50,11 @@ async def call_replies(
                 response = await call.read()
             except (asyncio.CancelledError, grpc.aio.AioRpcError) as error:
                 if isinstance(error, grpc.aio.AioRpcError) and await _hid_a_broken_connection(channel, error):
-                    raise grpc.aio.AioRpcError(
+                    raise UnavailableError(
                         grpc.StatusCode.UNAVAILABLE,
+                        f"the connection to the server broke while sending (grpcio said INTERNAL: {WRITE_AFTER_END})",
                         error.initial_metadata(),
                         error.trailing_metadata(),
-                        f"the connection to the server broke while sending (grpcio said INTERNAL: {WRITE_AFTER_END})",
                     ) from None
                 if watch.stalled:
                     raise ServerStalledError(
@@ -64,6 +64,8 @@ async def call_replies(
                 failure = _failure(sender)
                 if failure is not None:
                     raise failure from None
+                if isinstance(error, grpc.aio.AioRpcError):
+                    raise StatusError.of(error) from None
                 raise
             if response is grpc.aio.EOF:
                 break

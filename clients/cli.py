@@ -12,13 +12,12 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
 from depscreen.v1 import screening_pb2
 
 from .captions import CaptionError
-from .errors import MediaError, MissingExtraError, ServerStalledError, WhipError
+from .errors import MediaError, MissingExtraError, SessionInputError, StatusError, WhipError
 from .session import ROLES, ScreeningClient
 from .tls import TlsFileError
 
@@ -95,15 +94,12 @@ def run_session(session: Coroutine[object, object, None], bad_input: tuple[type[
     `EXIT_INTERRUPTED` for Ctrl-C. Each error is printed on one line."""
     try:
         asyncio.run(session)
-    except grpc.aio.AioRpcError as error:
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-        return EXIT_RPC_ERROR
-    except (WhipError, ServerStalledError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_RPC_ERROR
-    except (MediaError, CaptionError, TlsFileError, MissingExtraError, *bad_input) as error:
+    except (MediaError, CaptionError, TlsFileError, MissingExtraError, SessionInputError, *bad_input) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (StatusError, WhipError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RPC_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from depscreen.v1 import screening_pb2 as pb
 
@@ -23,6 +24,14 @@ SCREENING_AID = (
     "positive on the model's training target. A prompt for a clinician to ask more; never an automated decision. "
     "Read the model card for what the model was trained and validated on, and how weak its discrimination is."
 )
+SNOMED_CT = "http://snomed.info/sct"
+# SNOMED CT 171207006 |Depression screening (procedure)|: what was done (as in HEDIS depression-screening value
+# sets and Synthea's records). LOINC's 73832-8 "Adult depression screening assessment" is left out: it is an
+# adult questionnaire's result, and this is neither a questionnaire nor limited to adults.
+ASSESSMENT_CODE = {"system": SNOMED_CT, "code": "171207006", "display": "Depression screening (procedure)"}
+# SNOMED CT 35489007 |Depressive disorder (disorder)|: the condition the predicted outcome is about. The
+# probability is that of screening positive on the model's training target, not of a diagnosis (outcome text).
+OUTCOME_CODE = {"system": SNOMED_CT, "code": "35489007", "display": "Depressive disorder (disorder)"}
 SESSION_SYSTEM = "urn:depscreen:session-id"
 MODEL_SYSTEM = "urn:depscreen:model-id"
 MODEL_CARD_ID = "model-card"
@@ -34,19 +43,25 @@ def risk_assessment(
     *,
     patient: str | None = None,
     occurred: datetime | None = None,
+    model_card_url: str | None = None,
     include_transcript: bool = False,
 ) -> RiskAssessment:
-    """The session's final estimate as a validated RiskAssessment.
+    """The session's final estimate as a validated RiskAssessment, coded with SNOMED CT.
 
     `patient` is the FHIR reference of the subject (`Patient/123`); without it the subject is described, not
-    linked. The occurrence is the recorded stream's start and length, else `occurred` (default: when the file
-    was last written, i.e. when the interview ended). Transcripts go in only with `include_transcript`, as one
-    note per sentence. ValueError (pydantic's) if the result would not be valid FHIR.
+    linked. The occurrence is the session's own span, from its start (`accepted.started_at`, or a recording's
+    `stream.json`) for as long as its audio; `occurred` overrides it with one moment. The model card is linked
+    at `model_card_url`, else at the URL the server sent; it must be absolute (http or https). Transcripts go
+    in only with `include_transcript`, as one note per sentence. ValueError names what is missing (an unknown
+    start, a relative card URL) or, pydantic's, what would not be valid FHIR.
     """
     resource: dict = {
         "resourceType": "RiskAssessment",
         "status": "final" if session.finished else "preliminary",
-        "code": {"text": "Depression screening from a recorded or live interview (speech, face, language)"},
+        "code": {
+            "coding": [ASSESSMENT_CODE],
+            "text": "Depression screening from a recorded or live interview (speech, face, language)",
+        },
         "subject": (
             {"reference": patient}
             if patient
@@ -59,11 +74,12 @@ def risk_assessment(
     if session.session_id:
         resource["identifier"] = [{"system": SESSION_SYSTEM, "value": session.session_id}]
     resource |= _occurrence(session, occurred)
+    card_url = model_card_url or (session.model.model_card_url if session.model is not None else "")
+    if card_url:
+        resource["contained"] = [_model_card(_absolute(card_url), session.model)]
+        resource["basis"] = [{"reference": f"#{MODEL_CARD_ID}", "display": "model card"}]
     if session.model is not None:
         resource["method"] = _method(session.model)
-        if session.model.model_card_url:
-            resource["contained"] = [_model_card(session.model)]
-            resource["basis"] = [{"reference": f"#{MODEL_CARD_ID}", "display": "model card"}]
     if include_transcript:
         resource["note"] += [
             {"text": f"sentence {s.index} ({s.start_ms / 1000:.1f}-{s.end_ms / 1000:.1f} s): {s.transcript}"}
@@ -76,7 +92,10 @@ def risk_assessment(
 def _prediction(session: ScreenedSession) -> dict:
     final = session.final
     return {
-        "outcome": {"text": "would screen positive on the model's training target (see the model card)"},
+        "outcome": {
+            "coding": [OUTCOME_CODE],
+            "text": "would screen positive on the model's training target (see the model card), not a diagnosis",
+        },
         "probabilityDecimal": round(float(final.probability), 4),
         "rationale": rationale(session),
     }
@@ -95,15 +114,25 @@ def rationale(session: ScreenedSession) -> str:
     if interval is not None:
         parts.append(f"Interval {interval[0]:.3f} to {interval[1]:.3f}{_interval_meaning(session)}.")
     modalities = []
+    own_text_head = "text_own_head" in session.notice_codes
     for confidence in final.modalities:
         name = pb.Modality.Name(confidence.modality).lower()
-        if confidence.available:
-            modalities.append(f"{name} {confidence.probability:.3f} (weight {confidence.weight:.2f})")
-        else:
+        if not confidence.available:
             modalities.append(f"{name} unavailable")
+        elif confidence.modality == pb.TEXT and own_text_head:
+            modalities.append(
+                f"text: its language's own text head {confidence.probability:.3f}, beside the estimate with weight "
+                f"0 in it (the model's text pathway had fusion weight {confidence.weight:.2f})"
+            )
+        else:
+            modalities.append(
+                f"{name}: its head {confidence.probability:.3f}, its pathway's fusion weight {confidence.weight:.2f}"
+            )
     if modalities:
         parts.append(
-            "Each modality's own estimate (fusion weight in the last sentence): " + ", ".join(modalities) + "."
+            "Each modality's own estimate and the weight the estimate gave it in the last sentence: "
+            + "; ".join(modalities)
+            + "."
         )
     symptoms = sorted((s for s in final.symptoms if s.score > 0), key=lambda symptom: -symptom.score)[:TOP_SYMPTOMS]
     if symptoms:
@@ -138,31 +167,41 @@ def _method(model: pb.ModelInfo) -> dict:
     return {"coding": [{"system": MODEL_SYSTEM, "code": model.model_id, "display": name}], "text": described}
 
 
-def _model_card(model: pb.ModelInfo) -> dict:
+def _absolute(url: str) -> str:
+    """`url` when it is absolute (http or https); ValueError saying how to give one otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"the model card URL {url!r} is not absolute: a clinical record must link where the card is published; "
+            "pass --model-card-url https://... (model_card_url=)"
+        )
+    return url
+
+
+def _model_card(url: str, model: pb.ModelInfo | None) -> dict:
+    model_id = model.model_id if model is not None else "the model"
     return {
         "resourceType": "DocumentReference",
         "id": MODEL_CARD_ID,
         "status": "current",
-        "description": f"Model card of {model.model_id}: training data, validation, limits, intended use",
-        "content": [
-            {"attachment": {"contentType": "text/markdown", "url": model.model_card_url, "title": "model card"}}
-        ],
+        "description": f"Model card of {model_id}: training data, validation, limits, intended use",
+        "content": [{"attachment": {"contentType": "text/markdown", "url": url, "title": "model card"}}],
     }
 
 
 def _occurrence(session: ScreenedSession, occurred: datetime | None) -> dict:
-    if occurred is None and session.started is not None:
-        started = _aware(session.started)
-        seconds = session.summary.audio_seconds if session.summary is not None else session.sentences[-1].end_ms / 1000
-        return {
-            "occurrencePeriod": {
-                "start": started.isoformat(),
-                "end": (started + timedelta(seconds=seconds)).isoformat(),
-            }
-        }
-    if occurred is None:
-        occurred = datetime.fromtimestamp(session.source.stat().st_mtime, UTC)
-    return {"occurrenceDateTime": _aware(occurred).isoformat()}
+    if occurred is not None:
+        return {"occurrenceDateTime": _aware(occurred).isoformat()}
+    if session.started is None:
+        raise ValueError(
+            f"{session.source}: when the session took place is unknown (no accepted.started_at, from a server "
+            "before protocol 1.1, and no recording's stream.json): pass --occurred ISO8601 (occurred=)"
+        )
+    started = _aware(session.started)
+    seconds = session.summary.audio_seconds if session.summary is not None else session.sentences[-1].end_ms / 1000
+    return {
+        "occurrencePeriod": {"start": started.isoformat(), "end": (started + timedelta(seconds=seconds)).isoformat()}
+    }
 
 
 def _aware(moment: datetime) -> datetime:

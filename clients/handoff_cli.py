@@ -33,7 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--occurred",
         type=_moment,
         metavar="ISO8601",
-        help="when the interview took place (default: a recording's start, else when FILE was last written)",
+        help="when the interview took place (default: the session's own span, from its accepted.started_at or a "
+        "recording's start)",
+    )
+    fhir.add_argument(
+        "--model-card-url",
+        metavar="URL",
+        help="absolute URL of the model card your organisation publishes (default: the one the server sent, which "
+        "must then be absolute)",
     )
     fhir.add_argument(
         "--include-transcript", action="store_true", help="add each sentence's transcript as a note (health data)"
@@ -67,7 +74,11 @@ def run_export_fhir(args: argparse.Namespace) -> int:
 
         session = read_sentences(args.file)
         document = risk_assessment(
-            session, patient=args.patient, occurred=args.occurred, include_transcript=args.include_transcript
+            session,
+            patient=args.patient,
+            occurred=args.occurred,
+            model_card_url=args.model_card_url,
+            include_transcript=args.include_transcript,
         ).model_dump_json(indent=2)
     except (ImportError, ValueError) as error:  # ValueError: SentencesError, or pydantic's on invalid FHIR
         print(f"error: {error}", file=sys.stderr)

@@ -2,9 +2,11 @@
 
 Drawn with matplotlib's Agg canvas (no display, no pyplot state). The top panel holds the screening estimate
 after each sentence (a step: it holds until the next sentence), its interval as a band when the data has one,
-and each modality's own estimate from the first sentence it contributed to; the bottom panel holds the evidence
-and the spans of speech the sentences cover. No transcript is drawn. Each line carries a `gid` (`estimate`,
-`interval`, `evidence`, `modality-audio`, ...), so tests and callers can find its data on the figure.
+each modality's own estimate from the first sentence it contributed to, the stretch before the session had
+enough speech for an estimate shaded grey, and the final value marked and written inside the frame; the bottom
+panel holds the evidence and the spans of speech the sentences cover. No transcript is drawn. Each artist
+carries a `gid` (`estimate`, `interval`, `evidence`, `modality-audio`, `not-enough-speech`, `final`,
+`final-label`, ...), so tests and callers can find its data on the figure.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from .sentences import ScreenedSession
 DPI = 100
 DISCLAIMER = "screening aid, not a diagnosis"
 MODALITY_COLOURS = {pb.AUDIO: "tab:orange", pb.VIDEO: "tab:green", pb.TEXT: "tab:purple"}
+RIGHT_MARGIN = 0.04
+"""Room after the interview's end, as a fraction of its length, so the final value sits inside the frame."""
+NOT_ENOUGH_SPEECH_GREY = "0.82"
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -47,6 +52,12 @@ def draw(session: ScreenedSession, size: tuple[int, int] = (1200, 700)) -> Figur
         """The values with the last one held to the end of the interview (a step after each sentence)."""
         return [*values, values[-1]]
 
+    enough_s = next((p.end_ms / 1000 for p in session.sentences if p.estimate.enough_speech), end_s)
+    if enough_s > 0:
+        estimate_axes.axvspan(
+            0, enough_s, color=NOT_ENOUGH_SPEECH_GREY, alpha=0.6, linewidth=0, label="not enough speech yet",
+            gid="not-enough-speech",
+        )  # fmt: skip
     intervals = [point.interval for point in session.sentences]
     if any(interval is not None for interval in intervals):
         lows = [math.nan if i is None else i[0] for i in intervals]
@@ -68,10 +79,16 @@ def draw(session: ScreenedSession, size: tuple[int, int] = (1200, 700)) -> Figur
         gid="estimate",
     )  # fmt: skip
     estimate_axes.plot(times, probabilities, "o", color="tab:blue", markersize=4, gid="estimate-updates")
+    final = session.final.probability
+    estimate_axes.plot([end_s], [final], "D", color="tab:blue", markersize=7, gid="final")
+    estimate_axes.annotate(
+        f"final {final * 100:.1f}%", xy=(end_s, final), xytext=(-8, 8 if final < 0.85 else -16),
+        textcoords="offset points", ha="right", color="tab:blue", fontweight="bold", gid="final-label",
+    )  # fmt: skip
     estimate_axes.set_ylim(0, 1)
     estimate_axes.set_ylabel("screening probability")
     estimate_axes.grid(alpha=0.3)
-    estimate_axes.legend(loc="upper left", fontsize="small", ncols=5)
+    estimate_axes.legend(loc="upper left", fontsize="small", ncols=6)
     model = f"  ·  model {session.model.model_id}" if session.model is not None else ""
     estimate_axes.set_title(
         f"session {session.session_id or '(unnamed)'}{model}  ·  final {session.final.probability * 100:.1f}%"
@@ -88,7 +105,7 @@ def draw(session: ScreenedSession, size: tuple[int, int] = (1200, 700)) -> Figur
         steps, held(evidences), drawstyle="steps-post", color="tab:red", linewidth=2, label="evidence", gid="evidence"
     )
     evidence_axes.set_ylim(0, 1)
-    evidence_axes.set_xlim(0, end_s)
+    evidence_axes.set_xlim(0, end_s * (1 + RIGHT_MARGIN))
     evidence_axes.set_ylabel("evidence")
     evidence_axes.set_xlabel("interview time (s)")
     evidence_axes.grid(alpha=0.3)

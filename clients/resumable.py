@@ -25,8 +25,9 @@ import grpc
 from depscreen.v1 import screening_pb2 as pb
 
 from .call import WRITE_AFTER_END, call_replies
-from .errors import ServerStalledError
+from .errors import ResumeLostError, ServerStalledError, StatusError
 from .settings import ClientSettings
+from .updates import Reconnecting
 
 RESET_BY_PROXY = ("RST_STREAM", "Stream removed")
 """In the details of an INTERNAL status that a proxy caused by resetting the stream when its upstream server
@@ -131,15 +132,16 @@ async def resumable_replies(
     *,
     resume: bool,
     settings: ClientSettings,
-) -> AsyncIterator[pb.ServerMessage]:
+) -> AsyncIterator[pb.ServerMessage | Reconnecting]:
     """Stream `start`, then what `outgoing` holds (audio, video, captions; None ends the session, an exception
     is raised after cancelling the call), then `end`; yield every server message, an `accepted` after each
-    reconnection, each sentence index once.
+    reconnection, each sentence index once, and a `Reconnecting` before each wait to reconnect.
 
     With `resume`, a break that leaves a checkpoint behind (`resumable_status`) is survived by reconnecting,
     unless the server granted no resume token (no state store, or no stream got as far as `accepted`: an
     unreachable server is reported at once) or the stream stayed broken for
-    `settings.reconnect_s`: then the last error is raised.
+    `settings.reconnect_s`: then the last error is raised. A resume the server refuses (`FAILED_PRECONDITION`:
+    it no longer knows the token, or lost updates the client lacks) raises `ResumeLostError`.
     """
     buffer = ReplayBuffer(start.audio if start.HasField("audio") else DEFAULT_AUDIO)
     backoff = Backoff(settings.first_backoff_s, settings.max_backoff_s)
@@ -147,7 +149,10 @@ async def resumable_replies(
     token = ""
     end_taken = False
     broken_since: float | None = None
+    attempt = 0
     while True:
+        resuming = bool(token)
+        refused_at_start = True
         accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         async def messages(
@@ -188,8 +193,10 @@ async def resumable_replies(
                         if accepted.done():
                             continue  # a second `accepted` on one stream says nothing new
                         token = reply.accepted.resume_token
+                        refused_at_start = False
                         accepted.set_result(reply.accepted.resume_from_ms)
                         broken_since = None
+                        attempt = 0
                         backoff.reset()
                     elif kind == "sentence":
                         buffer.commit(reply.sentence.end_ms)
@@ -198,18 +205,19 @@ async def resumable_replies(
                         received.add(reply.sentence.index)
                     yield reply
             return
-        except (grpc.aio.AioRpcError, ServerStalledError) as error:
+        except StatusError as error:
+            if resuming and refused_at_start and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ResumeLostError(
+                    error.code(), error.details(), error.initial_metadata(), error.trailing_metadata()
+                ) from None
             if not resume or not resumable_status(error) or not token:
                 raise  # the server's answer, or no session to resume (never accepted, or no state store)
             broken_since = broken_since or time.monotonic()
             if time.monotonic() - broken_since > settings.reconnect_s:
                 raise
             wait_s = backoff.next_s()
-            log.warning("the stream broke (%s); reconnecting in %.1f s to resume the session", _status(error), wait_s)
-        await asyncio.sleep(wait_s)
-
-
-def _status(error: BaseException) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    return str(error)
+            attempt += 1
+            log.warning("the stream broke (%s); reconnecting in %.1f s to resume the session", error, wait_s)
+            reconnecting = Reconnecting(attempt=attempt, wait_s=wait_s, error=error)
+        yield reconnecting
+        await asyncio.sleep(reconnecting.wait_s)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,7 +55,10 @@ class ScreenedSession:
     sentences: list[SentencePoint]
     summary: pb.SessionSummary | None
     started: datetime | None
-    """When the stream started (from `stream.json` beside a file of bare updates); None when unknown."""
+    """When the session started: its first `accepted`'s `started_at`, or `stream.json` beside a file of bare
+    updates; None when unknown (a file from a server before protocol 1.1)."""
+    notice_codes: tuple[str, ...] = ()
+    """The codes of the first `accepted`'s notices (e.g. `text_own_head`)."""
 
     @property
     def final(self) -> pb.Estimate:
@@ -87,6 +90,8 @@ def read_sentences(path: str | Path) -> ScreenedSession:
             f"{path} is empty: expected the JSON lines of `depscreen stream --json` or a recording's sentences.jsonl"
         )
     session_id, model, summary, bare = "", None, None, False
+    started: datetime | None = None
+    notice_codes: tuple[str, ...] = ()
     by_index: dict[int, SentencePoint] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -98,6 +103,10 @@ def read_sentences(path: str | Path) -> ScreenedSession:
             kind, body = kinds[0], value[kinds[0]]
             if kind == "accepted":
                 accepted = _parse(body, pb.SessionAccepted(), where, kind)
+                if not session_id:  # the first accepted: the session's start (a resumed stream's says nothing)
+                    notice_codes = tuple(notice.code for notice in accepted.coded_notices)
+                if started is None and accepted.HasField("started_at"):
+                    started = accepted.started_at.ToDatetime(tzinfo=UTC)
                 session_id = session_id or accepted.session_id
                 model = model or (accepted.model if accepted.HasField("model") else None)
             elif kind == "summary":
@@ -116,14 +125,14 @@ def read_sentences(path: str | Path) -> ScreenedSession:
             )
     if not by_index:
         raise SentencesError(f"{path} holds no sentence update: the session closed no sentence, so it has no estimate")
-    started = None
     description = path.parent / RECORDING_DESCRIPTION
     if bare and description.is_file():
         recorded = read_recording_description(description)
         session_id = session_id or str(recorded.get("session_id", ""))
         model = model or _recorded_model(recorded, description)
-        started = _recorded_start(recorded, description)
-    return ScreenedSession(path, session_id, model, [by_index[i] for i in sorted(by_index)], summary, started)
+        started = started or _recorded_start(recorded, description)
+    points = [by_index[i] for i in sorted(by_index)]
+    return ScreenedSession(path, session_id, model, points, summary, started, notice_codes)
 
 
 def read_recording_description(path: Path) -> dict:

@@ -4,6 +4,7 @@ send audio, frames and captions as they arrive and yield typed updates, resuming
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from .errors import MissingExtraError, SessionClosedError, SessionInputError
 from .resumable import resumable_replies
 from .settings import ClientSettings
 from .tls import channel_credentials
-from .updates import Update, update_of
+from .updates import Reconnecting, Update, update_of
 
 QUEUE_MESSAGES = 64
 """Messages a session holds ahead of its stream; `send_*` waits while the stream is down or slow."""
@@ -35,6 +36,14 @@ def wire_role(role: str) -> pb.Role.ValueType:
     return value
 
 
+SAMPLE_RATES_HZ = range(8_000, 48_001)
+"""The audio rates the server accepts (the wire contract's `AudioFormat.sample_rate_hz`)."""
+MAX_CHANNELS = 2
+MAX_SESSION_ID_CHARS = 128
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+"""A BCP-47 language tag's shape: a 2-3 letter primary language, then subtags ("en", "zh-Hans-CN")."""
+
+
 class ScreeningClient:
     """Client of the `depscreen.v1.Screening` service at `target` ("HOST:PORT", or any gRPC target).
 
@@ -43,7 +52,9 @@ class ScreeningClient:
     bundle the server's certificate must chain to) turns TLS on, and `tls_cert` with `tls_key` present a
     client certificate (for servers that require mTLS). With a `token`, every call carries the metadata
     `authorization: Bearer <token>`. The server's refusals (and a break that cannot be resumed) are raised
-    as `grpc.aio.AioRpcError`, whose `code()` and `details()` are the status the server sent.
+    typed by what to do about them (`errors.py`: `UnauthenticatedError`, `InvalidInputError`, `RefusedError`
+    with `retry_after_s`, `UnavailableError`, `ResumeLostError`; each a `ScreeningError` and a `StatusError`,
+    whose `code()` and `details()` are the status the server sent).
     """
 
     def __init__(
@@ -118,14 +129,18 @@ class ScreeningClient:
         resume: bool = True,
         channel_roles: Sequence[str] = (),
     ) -> Session:
-        """A session for `async with`: audio is s16le PCM at `sample_rate_hz` with `channels` interleaved.
+        """A session for `async with`: audio is s16le PCM at `sample_rate_hz` (8000-48000) with `channels` (1 or
+        2) interleaved; `language` is the BCP-47 tag of the speech and captions ("" = English); `session_id`
+        (at most 128 printable characters) is echoed back, a server id made when empty; `disable_asr` takes the
+        text from captions only. Out-of-range values raise `SessionInputError` here, before anything is sent.
 
         `channel_roles` says whose voice each channel carries, in channel order ("patient", "clinician"), e.g.
         `channels=2, channel_roles=("patient", "clinician")`: only the patient's channel is scored, and each
         answer names the clinician's question before it. Empty: every channel is the patient's.
 
         With `resume` (the default), a stream that breaks is resumed whenever the server granted a resume
-        token (it has a state store); `resume=False` lets the first break end the session with its error.
+        token (it has a state store), a `Reconnecting` update announcing each try; `resume=False` lets the
+        first break end the session with its error.
         """
         if self._channel is None:
             raise SessionClosedError("open the client first: `async with ScreeningClient(...) as client:`")
@@ -144,10 +159,7 @@ class ScreeningClient:
         resume: bool,
         channel_roles: Sequence[str] = (),
     ) -> Session:
-        if sample_rate_hz <= 0 or channels <= 0:
-            raise SessionInputError(
-                f"sample_rate_hz and channels must be positive, got {sample_rate_hz} Hz and {channels} channels"
-            )
+        check_start(sample_rate_hz, channels, language, session_id)
         if channel_roles and len(channel_roles) != channels:
             raise SessionInputError(
                 f"channel_roles has {len(channel_roles)} roles for {channels} channels: give one role per channel"
@@ -226,6 +238,27 @@ class ScreeningClient:
                         await asyncio.gather(producer, return_exceptions=True)
 
 
+def check_start(sample_rate_hz: int, channels: int, language: str, session_id: str) -> None:
+    """`SessionInputError` naming the first `start` parameter the server would refuse, and what it accepts."""
+    if sample_rate_hz not in SAMPLE_RATES_HZ:
+        raise SessionInputError(
+            f"sample_rate_hz={sample_rate_hz} is not supported: use {SAMPLE_RATES_HZ.start}-{SAMPLE_RATES_HZ.stop - 1}"
+            " Hz (resample the audio first)"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise SessionInputError(f"channels={channels} is not supported: send mono (1) or stereo (2)")
+    if language and not LANGUAGE_TAG.fullmatch(language):  # empty: the server's default, English
+        raise SessionInputError(
+            f"language={language!r} is not a BCP-47 language tag: use a code such as 'en', 'zh' or 'en-GB'"
+        )
+    if len(session_id) > MAX_SESSION_ID_CHARS:
+        raise SessionInputError(
+            f"session_id has {len(session_id)} characters; the limit is {MAX_SESSION_ID_CHARS}: use a shorter id"
+        )
+    if not session_id.isprintable():
+        raise SessionInputError("session_id contains control or other unprintable characters: use printable text")
+
+
 class Session:
     """One screening session of a live source: `send_audio`, `send_frame`, `send_caption` as the media
     arrives, `end()` when done (leaving `async with` ends it too), and `updates()` to read what comes back.
@@ -254,7 +287,7 @@ class Session:
         self._bytes_per_ms = start.audio.sample_rate_hz * self._frame_bytes / 1000
         self._audio_bytes = 0
         self._outgoing: asyncio.Queue[pb.ClientMessage | Exception | None] = asyncio.Queue(QUEUE_MESSAGES)
-        self._replies: asyncio.Queue[pb.ServerMessage | BaseException | None] = asyncio.Queue()
+        self._replies: asyncio.Queue[pb.ServerMessage | Reconnecting | BaseException | None] = asyncio.Queue()
         self._ended = False
         self._error: BaseException | None = None
         self._error_seen = False
@@ -359,15 +392,24 @@ class Session:
             await self._outgoing.put(error)
 
     async def updates(self) -> AsyncIterator[Update]:
-        """Every update as it arrives, typed (`Accepted`, `SentenceUpdate`, `Summary`); the session's error
-        (a refusal, or a break it could not resume) is raised here."""
+        """Every update as it arrives, typed (`Accepted`, `SentenceUpdate`, `Summary`, and `Reconnecting` when
+        a broken stream is about to be resumed); the session's error (a refusal, or a break it could not
+        resume: a `ScreeningError`) is raised here."""
         resumed = False
-        async for message in self.server_messages():
-            yield update_of(message, resumed=resumed)
-            resumed = resumed or message.WhichOneof("kind") == "accepted"
+        async for item in self._items():
+            if isinstance(item, Reconnecting):
+                yield item
+                continue
+            yield update_of(item, resumed=resumed)
+            resumed = resumed or item.WhichOneof("kind") == "accepted"
 
     async def server_messages(self) -> AsyncIterator[pb.ServerMessage]:
         """The server's messages as they are on the wire (de-duplicated like `updates()`)."""
+        async for item in self._items():
+            if not isinstance(item, Reconnecting):
+                yield item
+
+    async def _items(self) -> AsyncIterator[pb.ServerMessage | Reconnecting]:
         while True:
             item = await self._replies.get()
             if item is None:

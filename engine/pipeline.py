@@ -103,6 +103,18 @@ class SentenceResult:
     """`time.perf_counter()` when the segmenter closed the sentence (for latency)."""
 
 
+class Notice(str):
+    """Something a session's client should know, in words, with a stable snake_case `code` beside the text (the
+    wire's `SessionAccepted.coded_notices`; README, "Notices"). It is the text itself as a `str`."""
+
+    code: str
+
+    def __new__(cls, code: str, text: str) -> Notice:
+        notice = super().__new__(cls, text)
+        notice.code = code
+        return notice
+
+
 @dataclass(frozen=True)
 class Caption:
     """Text already known for a span of the audio (the patient's words): a client's caption, or a timed line of a
@@ -178,15 +190,23 @@ class SessionPipeline:
         """The speech recogniser transcribing this session's sentences without captions ("" = captions only)."""
         return self._extractors.transcriber.model_for(self.language) if self.use_asr else ""
 
-    def notices(self) -> list[str]:
+    def notices(self) -> list[Notice]:
         """What the client should know about where this session's text comes from."""
         if self._extractors.transcriber.name == "none":
-            return ["speech recognition is off on this server: this session's text comes from its captions only"]
+            return [
+                Notice(
+                    "asr_off",
+                    "speech recognition is off on this server: this session's text comes from its captions only",
+                )
+            ]
         if not self.use_asr or self.asr_model:
             return []
         return [
-            f"no speech recogniser on this server knows language {self.language!r}: this session's text comes "
-            "from its captions only"
+            Notice(
+                "asr_no_language",
+                f"no speech recogniser on this server knows language {self.language!r}: this session's text comes "
+                "from its captions only",
+            )
         ]
 
     @property

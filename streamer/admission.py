@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from depscreen.engine.features.asr import primary_language
 from depscreen.engine.features.language_head import language_text_head
-from depscreen.engine.pipeline import Extractors, PipelineSettings, SessionPipeline
+from depscreen.engine.pipeline import Extractors, Notice, PipelineSettings, SessionPipeline
 from depscreen.engine.questions import QuestionTrack
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
@@ -154,7 +154,16 @@ class SessionHub:
         if voices is not None:
             session.notices.extend(voices.notices())
         if route.notice:
-            session.notices.append(route.notice)
+            code = "text_cross_lingual" if route.reads_text else "text_not_read"
+            session.notices.append(Notice(code, route.notice))
+        if route.own_head:
+            session.notices.append(
+                Notice(
+                    "text_own_head",
+                    f"the text modality's probability comes from the {route.own_head} text head: beside the "
+                    "estimate, not part of it (its fusion weight is the model's own text pathway's)",
+                )
+            )
         if checkpoint is not None:
             session.restore(checkpoint)
         if self.settings.record:

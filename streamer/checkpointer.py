@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from depscreen.engine.pipeline import SessionCounts
+from depscreen.engine.pipeline import Notice, SessionCounts
 from depscreen.engine.runtime.batcher import SessionHandle
 from depscreen.streamer.convert import sentence_update
 from depscreen.streamer.interview import Input, Opening, ScoredSentence
@@ -27,7 +27,7 @@ from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-NOT_RESUMABLE_STORE_DOWN = "not resumable: the state store is unavailable"
+NOT_RESUMABLE_STORE_DOWN = Notice("not_resumable_store_down", "not resumable: the state store is unavailable")
 """The `accepted` notice of a session opened while its server's state store failed."""
 
 Run = Callable[..., Awaitable[object]]
@@ -102,7 +102,7 @@ class Checkpointer:
         return True
 
 
-def updates_to_resend(checkpoint: Checkpoint, start: Opening) -> tuple[list[pb.SentenceUpdate], list[str]]:
+def updates_to_resend(checkpoint: Checkpoint, start: Opening) -> tuple[list[pb.SentenceUpdate], list[Notice]]:
     """The kept updates a resuming client lacks (none when it does not say what it holds), and a notice when
     some it lacks are no longer kept."""
     first = start.received_sentences
@@ -111,9 +111,10 @@ def updates_to_resend(checkpoint: Checkpoint, start: Opening) -> tuple[list[pb.S
     resend = [update for update in checkpoint.updates if update.index >= first]
     oldest = resend[0].index if resend else checkpoint.next_index
     if oldest > first:
-        notice = (
+        notice = Notice(
+            "updates_not_kept",
             f"sentence updates {first}-{oldest - 1} are no longer kept and cannot be sent again "
-            f"(a checkpoint keeps the last {KEPT_UPDATES})"
+            f"(a checkpoint keeps the last {KEPT_UPDATES})",
         )
         return resend, [notice]
     return resend, []

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from depscreen import PROTOCOL_VERSION, __version__
 from depscreen.engine.features.face import EncodedImage
 from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.modalities import MODALITY_NAMES
@@ -108,7 +109,12 @@ def accepted_message(welcome: Welcome, model: pb.ModelInfo) -> pb.ServerMessage:
         next_sentence_index=welcome.next_sentence_index,
         asr_model=welcome.asr_model,
         notices=welcome.notices,
+        coded_notices=[pb.Notice(code=notice.code, text=notice) for notice in welcome.notices],
+        server_version=__version__,
+        protocol_version=PROTOCOL_VERSION,
     )
+    if welcome.started is not None:
+        accepted.started_at.FromDatetime(welcome.started)
     return pb.ServerMessage(accepted=accepted)
 
 

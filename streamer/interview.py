@@ -8,10 +8,11 @@ decoded frames as they are); `LiveSession` (`session.py`) speaks only these.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from depscreen.engine.features.face import Image
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.pipeline import Caption
+from depscreen.engine.pipeline import Caption, Notice
 from depscreen.engine.questions import Question
 from depscreen.engine.runtime.screener import Estimate
 
@@ -44,7 +45,7 @@ class Welcome:
     session_id: str
     asr_model: str
     """The speech recogniser transcribing this session; empty when none does."""
-    notices: tuple[str, ...]
+    notices: tuple[Notice, ...]
     """What the client should know about this session (not resumable and why, a language without ASR...)."""
     resume_token: str = ""
     """Continues this session on another stream; empty when it is not resumable."""
@@ -52,6 +53,8 @@ class Welcome:
     """On a resume: the media time to re-send from."""
     next_sentence_index: int = 0
     """On a resume: the index the next sentence gets."""
+    started: datetime | None = None
+    """When the session started (UTC); None on a resumed stream."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from depscreen.engine.pipeline import Caption, SentenceResult, SessionPipeline
+from depscreen.engine.pipeline import Caption, Notice, SentenceResult, SessionPipeline
 from depscreen.engine.questions import Question, QuestionTrack
 from depscreen.streamer.interview import Opening
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
@@ -80,9 +80,9 @@ class Voices:
         self._patient = roles.index(PATIENT) if PATIENT in roles else None
         self._clinician = roles.index(CLINICIAN) if CLINICIAN in roles else None
 
-    def notices(self) -> list[str]:
+    def notices(self) -> list[Notice]:
         """What the welcome says about the mapping (a session without a patient is scored on nothing)."""
-        return [CLINICIAN_ONLY] if self._patient is None else []
+        return [Notice("clinician_only", CLINICIAN_ONLY)] if self._patient is None else []
 
     def split(self, data: bytes) -> tuple[bytes, bytes | None]:
         """Whole interleaved s16le frames → the patient's channel (silence when none) and the clinician's

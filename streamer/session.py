@@ -24,9 +24,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from depscreen.engine.pipeline import SentenceResult, SessionPipeline
+from depscreen.engine.pipeline import Notice, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.screener import Estimate
 from depscreen.streamer.interview import (
     Audio,
@@ -104,11 +105,13 @@ class LiveSession:
         self.last_estimate: Estimate | None = None
         self.counts = pipeline.counts
         """The session's counts (the pipeline's own object: one set, shared)."""
-        self.notices: list[str] = []
+        self.notices: list[Notice] = []
         """What the welcome tells the client about this session (e.g. that it is not resumable, and why)."""
         self.checkpointer: Checkpointer | None = None
         self._observers: list[SessionObserver] = []
         self._resumed_from: Checkpoint | None = None
+        self.started = datetime.now(UTC)
+        """When the session opened on this server (wall clock, UTC): `accepted.started_at`."""
         self._closed = False
         self._started = hub.clock.now()
         self._last_video_forwarded_ms = -1.0e9
@@ -145,6 +148,7 @@ class LiveSession:
             resume_token=self.checkpointer.token if self.checkpointer is not None else "",
             resume_from_ms=resumed.resume_from_ms if resumed is not None else 0,
             next_sentence_index=resumed.next_index if resumed is not None else 0,
+            started=self.started if resumed is None else None,
         )
 
     async def handle(self, item: Input) -> AsyncIterator[Update]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from depscreen import PROTOCOL_VERSION, __version__
 from depscreen.engine.features.face import EncodedImage
+from depscreen.engine.pipeline import Notice
 from depscreen.streamer.convert import accepted_message, client_input, opening, server_message
 from depscreen.streamer.interview import Audio, Caption, End, Opening, Summary, Video, Welcome
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
@@ -53,11 +55,14 @@ def test_every_error_kind_ends_a_grpc_stream_with_the_status_of_its_name(kind: E
 
 
 def test_the_welcome_and_a_summary_go_out_as_their_messages() -> None:
-    welcome = Welcome("visit-7", "tiny.en", ("not resumable",), "tok", resume_from_ms=1200, next_sentence_index=3)
+    notice = Notice("not_resumable_store_down", "not resumable")
+    welcome = Welcome("visit-7", "tiny.en", (notice,), "tok", resume_from_ms=1200, next_sentence_index=3)
     model = pb.ModelInfo(model_id="m")
     accepted = accepted_message(welcome, model).accepted
     assert (accepted.session_id, accepted.asr_model) == ("visit-7", "tiny.en")
-    assert list(accepted.notices) == ["not resumable"]
+    assert list(accepted.notices) == ["not resumable"], "the text alone, as before protocol 1.1"
+    assert [(n.code, n.text) for n in accepted.coded_notices] == [("not_resumable_store_down", "not resumable")]
+    assert (accepted.server_version, accepted.protocol_version) == (__version__, PROTOCOL_VERSION)
     assert (accepted.resume_token, accepted.resume_from_ms, accepted.next_sentence_index) == ("tok", 1200, 3)
     assert accepted.model == model
     summary = server_message(Summary(2, 9.5, 6.25, 1, 0, estimate=None)).summary

@@ -375,6 +375,54 @@ def test_values_schema_rejects_what_the_server_or_the_chart_would_not_take(
         jsonschema.Draft7Validator(chart_schema()).validate(values)
 
 
+def merged(base: dict, over: dict) -> dict:
+    """`over` laid on `base` as Helm merges a values file onto the chart's defaults (maps merge, the rest replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def production_values() -> dict:
+    return merged(chart_values(), load_yaml(CHART / "values-production.yaml"))
+
+
+def test_the_production_values_example_is_valid_and_complete() -> None:
+    values = production_values()
+    jsonschema.Draft7Validator(chart_schema()).validate(values)
+    assert values["replicaCount"] == 3 and values["autoscaling"]["enabled"] is False
+    assert values["tls"]["secretName"] and values["probes"]["kind"] == "http", "TLS from one Secret, probed over HTTPS"
+    assert values["secretEnv"]["stateStore"] == {"name": "depscreen-redis", "key": "url"}
+    assert values["server"]["stateStore"] == "", "the Redis URL (with its password) comes from the Secret only"
+    tokens = Path(values["server"]["authTokens"])
+    mounts = {mount["name"]: mount["mountPath"] for mount in values["extraVolumeMounts"]}
+    volumes = {volume["name"]: volume["secret"]["secretName"] for volume in values["extraVolumes"]}
+    assert mounts == {"auth-tokens": str(tokens.parent)} and volumes == {"auth-tokens": "depscreen-tokens"}
+    header = (CHART / "values-production.yaml").read_text()
+    for secret in ("depscreen-tls", "depscreen-redis", "depscreen-tokens"):
+        assert re.search(rf"kubectl create secret (tls|generic) {secret} ", header), f"says how to create {secret}"
+    settings = {camel_to_snake(key): value for key, value in values["server"].items() if value != ""}
+    assert ServerSettings(host="0.0.0.0", **settings).auth_mode == "tokens"
+
+
+def test_the_chart_refuses_at_template_time_what_would_not_run() -> None:
+    """Guards `helm template` hits before anything is applied (rendered for real by the helm tests below)."""
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    guards = re.findall(r'\{\{- if (.+?) \}\}\n\{\{- fail "([^"]+)"', deployment)
+    conditions = {message.split(":")[0]: condition for condition, message in guards}
+    assert "no authentication is configured, and the server refuses to start open on 0.0.0.0" in conditions
+    auth = conditions["no authentication is configured, and the server refuses to start open on 0.0.0.0"]
+    assert auth == 'not (or $authenticated (eq $s.auth "none"))'
+    for setting in ("$s.authTokens", "$s.jwtJwks", "$s.jwtJwksUrl", "$s.tlsClientCa", '(hasKey $secret "authTokens")'):
+        assert setting in deployment, setting
+    adapter = "and .Values.autoscaling.enabled (not .Values.autoscaling.metricsAdapter)"
+    assert adapter in {condition for condition, _ in guards}
+    assert "and .Values.tls.secretName (or $s.tlsCert $s.tlsKey)" in {condition for condition, _ in guards}
+    hpa = (CHART / "templates" / "hpa.yaml").read_text()
+    assert "{{- if and .Values.autoscaling.enabled .Values.autoscaling.metricsAdapter }}" in hpa
+    assert chart_values()["autoscaling"]["enabled"] is False, "autoscaling is off unless its adapter is declared"
+
+
 def chart_variables(values: dict) -> set[str]:
     """The DEPSCREEN_* variables the Deployment sets: the host, each server.* key and each secretEnv key."""
     deployment = (CHART / "templates" / "deployment.yaml").read_text()
@@ -468,16 +516,28 @@ def run(command: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-def helm_template(*sets: str) -> list[dict]:
+AUTH = "server.authTokens=/etc/depscreen/auth/tokens"
+"""The least a render needs: the chart refuses one without authentication."""
+
+
+def helm_command(*sets: str, values_file: Path | None = None) -> list[str]:
     command = [tool("helm"), "template", "screening", str(CHART)]
+    if values_file is not None:
+        command += ["-f", str(values_file)]
     for item in sets:
         command += ["--set", item]
-    result = run(command)
+    return command
+
+
+def helm_template(*sets: str, values_file: Path | None = None) -> list[dict]:
+    result = run(helm_command(*sets, values_file=values_file))
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-@pytest.mark.parametrize("sets", [[], ["probes.kind=http", "autoscaling.enabled=false", "serviceMonitor.enabled=true"]])
+@pytest.mark.parametrize(
+    "sets", [[AUTH], [AUTH, "probes.kind=http", "autoscaling.enabled=false", "serviceMonitor.enabled=true"]]
+)
 def test_helm_lint(sets: list[str]) -> None:
     command = [tool("helm"), "lint", "--strict", str(CHART)]
     for item in sets:
@@ -487,19 +547,20 @@ def test_helm_lint(sets: list[str]) -> None:
 
 
 def test_helm_template_renders_the_workload() -> None:
-    docs = helm_template()
+    docs = helm_template(AUTH)
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Service"]
+    assert kinds == ["Deployment", "PodDisruptionBudget", "Service", "Service"], "no HPA unless declared"
     deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     values = chart_values()
     expected = {env_name(camel_to_snake(key)) for key, value in values["server"].items() if value != ""}
-    assert {e["name"] for e in container["env"]} == expected | {"DEPSCREEN_HOST"}
+    assert {e["name"] for e in container["env"]} == expected | {"DEPSCREEN_HOST", "DEPSCREEN_AUTH_TOKENS"}
     assert container["readinessProbe"]["grpc"] == {"port": DEFAULTS.grpc_port, "service": "depscreen.v1.Screening"}
     assert {e["name"]: e["value"] for e in container["env"]}["DEPSCREEN_MAX_MESSAGE_BYTES"] == str(
         DEFAULTS.max_message_bytes
     )
     monitored = helm_template(
+        AUTH,
         "serviceMonitor.enabled=true",
         "probes.kind=http",
         "secretEnv.turnCredential.name=turn",
@@ -511,7 +572,7 @@ def test_helm_template_renders_the_workload() -> None:
 
 
 def test_helm_template_renders_the_prometheus_rule_with_the_alerts() -> None:
-    docs = helm_template("prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus")
+    docs = helm_template(AUTH, "prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus")
     rule = next(doc for doc in docs if doc["kind"] == "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
     assert rule["spec"]["groups"] == load_yaml(ALERTS)["groups"]
@@ -541,9 +602,43 @@ def test_helm_template_probes_a_tls_server_over_https_and_an_mtls_server_with_th
 
 
 def test_helm_template_refuses_a_session_target_over_the_limit() -> None:
-    command = [tool("helm"), "template", "screening", str(CHART), "--set", "autoscaling.targetSessionsPerPod=100"]
-    result = run(command)
+    adapter = ("autoscaling.enabled=true", "autoscaling.metricsAdapter=true")
+    result = run(helm_command(AUTH, *adapter, "autoscaling.targetSessionsPerPod=100"))
     assert result.returncode != 0 and "targetSessionsPerPod" in result.stderr
+
+
+def test_helm_template_refuses_no_authentication_and_autoscaling_without_its_adapter() -> None:
+    open_server = run(helm_command())
+    assert open_server.returncode != 0 and "no authentication is configured" in open_server.stderr
+    no_adapter = run(helm_command(AUTH, "autoscaling.enabled=true"))
+    assert no_adapter.returncode != 0 and "autoscaling.metricsAdapter=true" in no_adapter.stderr
+    scaled = helm_template(AUTH, "autoscaling.enabled=true", "autoscaling.metricsAdapter=true")
+    assert "HorizontalPodAutoscaler" in {doc["kind"] for doc in scaled}
+    both = run(
+        helm_command(
+            AUTH, "server.stateStore=redis://r:6379/0", "secretEnv.stateStore.name=r", "secretEnv.stateStore.key=url"
+        )
+    )
+    assert both.returncode != 0 and "server.stateStore and secretEnv.stateStore" in both.stderr
+
+
+def test_helm_template_renders_the_production_example() -> None:
+    docs = helm_template(values_file=CHART / "values-production.yaml")
+    assert sorted(doc["kind"] for doc in docs) == ["Deployment", "PodDisruptionBudget", "Service", "Service"]
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DEPSCREEN_STATE_STORE"]["valueFrom"]["secretKeyRef"] == {"name": "depscreen-redis", "key": "url"}
+    assert env["DEPSCREEN_TLS_CERT"]["value"] == "/etc/depscreen/tls/tls.crt"
+    assert env["DEPSCREEN_TLS_KEY"]["value"] == "/etc/depscreen/tls/tls.key"
+    assert env["DEPSCREEN_AUTH_TOKENS"]["value"] == "/etc/depscreen/auth/tokens"
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["tls"]["secret"] == {"secretName": "depscreen-tls"}
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert mounts["tls"] == "/etc/depscreen/tls" and mounts["auth-tokens"] == "/etc/depscreen/auth"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
 
 
 def test_promtool_checks_the_config_and_the_rules_and_runs_the_alert_tests() -> None:

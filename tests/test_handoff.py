@@ -9,14 +9,16 @@ import math
 import shutil
 import stat
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy
 import pytest
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from depscreen.cli import build_parser, main
@@ -33,6 +35,9 @@ from depscreen.v1 import screening_pb2 as pb
 from .test_record import CAPTIONS, sample_messages
 
 SERVER_FLAGS = ("--device", "cpu", "--asr", "none", "--max-speed", "0")
+CARD_URL = "https://models.example/depscreen/MODEL_CARD.md"
+"""Where a clinic publishes the model card (the demo server sends the relative docs/MODEL_CARD.md)."""
+SNOMED = "http://snomed.info/sct"
 SESSION_ID = "handoff-1"
 CAPTION_WORDS = ("lay white at b seven", "bin blue by s nine")
 
@@ -226,15 +231,19 @@ def test_export_fhir_of_stream_json_is_a_valid_risk_assessment(
     recorded: Recorded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "assessment.json"
-    code, _, err = run_cli(
-        capsys, "export", "fhir", str(recorded.stream_json), "--out", str(out), "--patient", "Patient/p-17"
-    )
+    argv = ["export", "fhir", str(recorded.stream_json), "--out", str(out), "--patient", "Patient/p-17"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "the model card URL 'docs/MODEL_CARD.md' is not absolute" in err, err
+    code, _, err = run_cli(capsys, *argv, "--model-card-url", CARD_URL)
     assert code == 0, err
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assessment = RiskAssessment.model_validate_json(out.read_text())
     summary = recorded.replies[-1].summary
-    model = recorded.replies[0].accepted.model
+    accepted = recorded.replies[0].accepted
+    model = accepted.model
     assert assessment.status == "final"
+    assert [(c.system, c.code) for c in assessment.code.coding] == [(SNOMED, "171207006")]
+    assert [(c.system, c.code) for c in assessment.prediction[0].outcome.coding] == [(SNOMED, "35489007")]
     assert assessment.subject.reference == "Patient/p-17"
     assert assessment.identifier[0].value == SESSION_ID
     (prediction,) = assessment.prediction
@@ -242,14 +251,21 @@ def test_export_fhir_of_stream_json_is_a_valid_risk_assessment(
     assert f"evidence {summary.estimate.evidence:.2f}" in prediction.rationale
     for confidence in summary.estimate.modalities:
         name = pb.Modality.Name(confidence.modality).lower()
-        expected = f"{name} {confidence.probability:.3f}" if confidence.available else f"{name} unavailable"
+        expected = (
+            f"{name}: its head {confidence.probability:.3f}, its pathway's fusion weight {confidence.weight:.2f}"
+            if confidence.available
+            else f"{name} unavailable"
+        )
         assert expected in prediction.rationale
     assert assessment.method.coding[0].code == model.model_id
     (card,) = assessment.contained
     assert assessment.basis[0].reference == f"#{card.id}"
-    assert card.content[0].attachment.url == model.model_card_url
+    assert card.content[0].attachment.url == CARD_URL
     assert any("not a diagnosis" in note.text for note in assessment.note)
-    assert assessment.occurrenceDateTime is not None
+    assert assessment.occurrenceDateTime is None, "the session's own span, not a moment"
+    period = assessment.occurrencePeriod
+    assert period.start == accepted.started_at.ToDatetime(tzinfo=UTC)
+    assert (period.end - period.start).total_seconds() == pytest.approx(summary.audio_seconds, abs=1e-3)
     text = out.read_text()
     assert not any(words in text for words in CAPTION_WORDS), "no transcript unless asked for"
 
@@ -258,8 +274,9 @@ def test_export_fhir_includes_transcripts_only_when_asked(
     recorded: Recorded, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run_cli(
-        capsys, "export", "fhir", str(recorded.stream_json), "--include-transcript", "--occurred", "2026-05-04T09:30"
-    )
+        capsys, "export", "fhir", str(recorded.stream_json), "--include-transcript", "--occurred", "2026-05-04T09:30",
+        "--model-card-url", CARD_URL,
+    )  # fmt: skip
     assert code == 0, err
     assessment = RiskAssessment.model_validate_json(out)
     assert assessment.occurrenceDateTime.isoformat() == "2026-05-04T09:30:00+00:00"
@@ -272,7 +289,7 @@ def test_export_fhir_of_a_recording_takes_model_and_time_from_stream_json(record
     from depscreen.clients.fhir import risk_assessment
 
     session = read_sentences(recorded.folder / "sentences.jsonl")
-    assessment = risk_assessment(session)
+    assessment = risk_assessment(session, model_card_url=CARD_URL)
     description = json.loads((recorded.folder / "stream.json").read_text())
     last = sentence_updates(recorded.replies)[-1]
     assert assessment.status == "preliminary", "a recording does not show the session ended"
@@ -412,9 +429,9 @@ def test_an_interval_in_the_data_is_drawn_as_a_band_and_exported(recorded: Recor
     vertices = band.get_paths()[0].vertices
     assert numpy.nanmin(vertices[:, 1]) == pytest.approx(min(low for low, _ in intervals))
     assert numpy.nanmax(vertices[:, 1]) == pytest.approx(max(high for _, high in intervals))
-    rationale = risk_assessment(session).prediction[0].rationale
+    rationale = risk_assessment(session, model_card_url=CARD_URL).prediction[0].rationale
     assert f"Interval {intervals[-1][0]:.3f} to {intervals[-1][1]:.3f} (90% nominal coverage" in rationale
-    narrative = risk_assessment(session).text.div
+    narrative = risk_assessment(session, model_card_url=CARD_URL).text.div
     assert f"interval {intervals[-1][0] * 100:.1f}%-{intervals[-1][1] * 100:.1f}% (90% nominal coverage" in narrative
 
 
@@ -430,3 +447,102 @@ def test_replay_takes_the_session_options_of_stream_and_ends_like_it(
     assert shared | {"--tls-key"} <= options("replay") & options("stream")
     code, out, err = run_cli(capsys, "replay", str(recorded.folder), "--server", "127.0.0.1:1", "--speed", "0")
     assert (code, out) == (1, "") and err.startswith("error: UNAVAILABLE"), err
+
+
+def _rewritten(recorded: Recorded, path: Path, change: Callable[[dict], None]) -> Path:
+    """The session's `stream --json` lines with `change` applied to each message, written to `path`."""
+    lines = []
+    for line in recorded.stream_json.read_text().splitlines():
+        value = json.loads(line)
+        change(value)
+        lines.append(json.dumps(value))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_rationale_gives_a_language_head_its_own_weight_not_the_encoders(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    from depscreen.clients.fhir import risk_assessment
+
+    def own_head(value: dict) -> None:
+        """An English session scored beside the estimate by the English head (a server would say so)."""
+        if "accepted" in value:
+            value["accepted"]["coded_notices"] = [{"code": "text_own_head", "text": "the en text head"}]
+        for body in (value.get("sentence"), value.get("summary")):
+            for modality in (body or {}).get("estimate", {}).get("modalities", []):
+                if modality["modality"] == "TEXT":
+                    modality |= {"available": True, "probability": 0.71, "weight": 0.25}
+
+    session = read_sentences(_rewritten(recorded, tmp_path / "own-head.jsonl", own_head))
+    assert session.notice_codes == ("text_own_head",)
+    rationale = risk_assessment(session, model_card_url=CARD_URL).prediction[0].rationale
+    text = next(m for m in session.final.modalities if m.modality == pb.TEXT)
+    assert (
+        f"text: its language's own text head {text.probability:.3f}, beside the estimate with weight 0 in it "
+        f"(the model's text pathway had fusion weight {text.weight:.2f})"
+    ) in rationale
+    assert f"text: its head {text.probability:.3f}" not in rationale
+
+
+def test_export_fhir_refuses_a_session_whose_start_is_unknown(recorded: Recorded, tmp_path: Path) -> None:
+    from depscreen.clients.fhir import risk_assessment
+
+    def older_server(value: dict) -> None:
+        if "accepted" in value:
+            value["accepted"].pop("started_at")
+
+    session = read_sentences(_rewritten(recorded, tmp_path / "no-start.jsonl", older_server))
+    assert session.started is None
+    with pytest.raises(ValueError, match=r"when the session took place is unknown .* pass --occurred"):
+        risk_assessment(session, model_card_url=CARD_URL)
+    with pytest.raises(ValueError, match="is not absolute"):
+        risk_assessment(session, model_card_url="MODEL_CARD.md", occurred=datetime(2026, 5, 4, tzinfo=UTC))
+
+
+def _pixels(figure: Figure) -> numpy.ndarray:
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return numpy.asarray(canvas.buffer_rgba())[..., :3]
+
+
+def test_the_plot_shows_the_final_value_inside_the_frame_and_shades_the_stretch_without_enough_speech(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    enough_from = 2
+
+    def enough_after_two(value: dict) -> None:
+        if "sentence" in value:
+            value["sentence"]["estimate"]["enough_speech"] = value["sentence"].get("index", 0) >= enough_from
+
+    session = read_sentences(_rewritten(recorded, tmp_path / "enough.jsonl", enough_after_two))
+    figure = draw(session)
+    pixels = _pixels(figure)
+    axes = figure.axes[0]
+    left, right = axes.get_xlim()
+    final = session.final.probability
+
+    marker = _line(figure, "final")
+    assert list(marker.get_ydata()) == pytest.approx([final]) and left < marker.get_xdata()[0] < right
+    label = _line(figure, "final-label")
+    assert label.get_text() == f"final {final * 100:.1f}%"
+    frame = axes.get_window_extent()
+    box = label.get_window_extent()
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, "inside"
+
+    shade = _line(figure, "not-enough-speech")
+    enough_s = session.sentences[enough_from].end_ms / 1000
+    assert (shade.get_x(), shade.get_x() + shade.get_width()) == pytest.approx((0.0, enough_s))
+
+    shade.set_visible(False)
+    unshaded = _pixels(figure)
+    height = pixels.shape[0]
+    rows = slice(height - int(frame.y1) + 2, height - int(frame.y0) - 2)
+
+    def changed(x_s: float) -> float:
+        """The share of the estimate panel's pixel column at `x_s` seconds that the shading changes."""
+        column = round(axes.transData.transform((x_s, 0))[0])
+        return float(numpy.any(pixels[rows, column] != unshaded[rows, column], axis=-1).mean())
+
+    assert changed(enough_s / 2) > 0.8, "the stretch without enough speech is shaded"
+    assert changed((enough_s + right) / 2) == 0.0, "and nothing after it"

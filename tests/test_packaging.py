@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +140,37 @@ def test_core_commands_name_the_extra_they_need(core_venv: Path) -> None:
     assert usage.returncode == 0 and "stream" in usage.stdout
     missing = next(line for line in usage.stdout.splitlines() if line.startswith("not installed:"))
     assert {"segment", "train", "serve", "bench"} <= set(missing.replace(",", " ").split()), missing
+
+
+RETRY_SCRIPT = """
+import importlib.util, sys
+import grpc.aio
+import depscreen
+from depscreen.clients.errors import retry_after_s
+
+absent = [name for name in ("google.rpc", "grpc_status") if importlib.util.find_spec(name) is None]
+trailer = grpc.aio.Metadata(("grpc-status-details-bin", bytes.fromhex(sys.argv[1])))
+print(retry_after_s(trailer), *absent, depscreen.__version__)
+"""
+
+
+@pytest.mark.slow
+def test_the_examples_run_and_the_retry_hint_reads_in_the_core_install(
+    core_venv: Path, local_server: LocalServer, tmp_path: Path
+) -> None:
+    from google.protobuf import duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    from .test_examples import write_wav
+
+    wav = write_wav(FIXTURES / "jfk.flac", tmp_path / "interview.wav")
+    for example in ("live_push.py", "sync_thread.py"):
+        done = run(core_venv, "python", str(ROOT / "examples" / example), local_server.grpc_target, str(wav))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1].startswith("summary: "), done.stdout
+    status = status_pb2.Status(code=8, message="full")
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=10)))
+    hint = run(core_venv, "python", "-c", RETRY_SCRIPT, status.SerializeToString().hex())
+    assert hint.returncode == 0, hint.stderr
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert hint.stdout.split() == ["10.0", "google.rpc", "grpc_status", version], "read without grpcio-status"

@@ -22,55 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65pscreen/v1/screening.proto\x12\x0c\x64\x65pscreen.v1\"\xed\x01\n\rClientMessage\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.depscreen.v1.SessionStartH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.depscreen.v1.AudioChunkH\x00\x12)\n\x05video\x18\x03 \x01(\x0b\x32\x18.depscreen.v1.VideoFrameH\x00\x12(\n\x07\x63\x61ption\x18\x04 \x01(\x0b\x32\x15.depscreen.v1.CaptionH\x00\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x18.depscreen.v1.SessionEndH\x00\x42\x06\n\x04kind\"\xec\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.depscreen.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12\x13\n\x0b\x64isable_asr\x18\x05 \x01(\x08\x12\x1f\n\x12received_sentences\x18\x06 \x01(\rH\x00\x88\x01\x01\x12)\n\rchannel_roles\x18\x32 \x03(\x0e\x32\x12.depscreen.v1.RoleB\x15\n\x13_received_sentences\"7\n\x0b\x41udioFormat\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\"\x1a\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\nVideoFrame\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\r\n\x05image\x18\x02 \x01(\x0c\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.depscreen.v1.ImageFormat\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"[\n\x07\x43\x61ption\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12 \n\x04role\x18\x32 \x01(\x0e\x32\x12.depscreen.v1.Role\"\x0c\n\nSessionEnd\"\xad\x01\n\rServerMessage\x12\x31\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1d.depscreen.v1.SessionAcceptedH\x00\x12\x30\n\x08sentence\x18\x02 \x01(\x0b\x32\x1c.depscreen.v1.SentenceUpdateH\x00\x12/\n\x07summary\x18\x03 \x01(\x0b\x32\x1c.depscreen.v1.SessionSummaryH\x00\x42\x06\n\x04kind\"\xbc\x01\n\x0fSessionAccepted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.depscreen.v1.ModelInfo\x12\x16\n\x0eresume_from_ms\x18\x04 \x01(\x03\x12\x1b\n\x13next_sentence_index\x18\x05 \x01(\r\x12\x11\n\tasr_model\x18\x06 \x01(\t\x12\x0f\n\x07notices\x18\x07 \x03(\t\"\x80\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ntrained_on\x18\x02 \x01(\t\x12\x14\n\x0cintended_use\x18\x03 \x01(\t\x12\x16\n\x0emodel_card_url\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07kernels\x18\x06 \x01(\t\"\xf3\x01\n\x0eSentenceUpdate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\ntranscript\x18\x04 \x01(\t\x12\x19\n\x11transcript_source\x18\x06 \x01(\t\x12(\n\x08\x65stimate\x18\x05 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12(\n\x08question\x18\x32 \x01(\x0b\x32\x16.depscreen.v1.Question\x12\x19\n\x11\x61nswer_latency_ms\x18\x33 \x01(\x03\"[\n\x08Question\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12\x19\n\x11transcript_source\x18\x04 \x01(\t\"\xd1\x01\n\x0eSessionSummary\x12\x11\n\tsentences\x18\x01 \x01(\r\x12\x15\n\raudio_seconds\x18\x02 \x01(\x01\x12(\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x16\n\x0espeech_seconds\x18\x04 \x01(\x01\x12\x1c\n\x14\x64ropped_video_frames\x18\x05 \x01(\r\x12\x18\n\x10\x64ropped_captions\x18\x06 \x01(\r\x12\x1b\n\x13\x63linician_sentences\x18\x32 \x01(\r\"\xf4\x01\n\x08\x45stimate\x12\x13\n\x0bprobability\x18\x01 \x01(\x02\x12\x10\n\x08\x65vidence\x18\x02 \x01(\x02\x12\x34\n\nmodalities\x18\x03 \x03(\x0b\x32 .depscreen.v1.ModalityConfidence\x12/\n\x08symptoms\x18\x04 \x03(\x0b\x32\x1d.depscreen.v1.SymptomEvidence\x12\x14\n\x0cinterval_low\x18\x05 \x01(\x02\x12\x15\n\rinterval_high\x18\x06 \x01(\x02\x12\x16\n\x0einterval_level\x18\x07 \x01(\x02\x12\x15\n\renough_speech\x18\x08 \x01(\x08\"\x87\x01\n\x12ModalityConfidence\x12(\n\x08modality\x18\x01 \x01(\x0e\x32\x16.depscreen.v1.Modality\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0f\n\x07quality\x18\x03 \x01(\x02\x12\x0e\n\x06weight\x18\x04 \x01(\x02\x12\x13\n\x0bprobability\x18\x05 \x01(\x02\"E\n\x0fSymptomEvidence\x12#\n\x04item\x18\x01 \x01(\x0e\x32\x15.depscreen.v1.PhqItem\x12\r\n\x05score\x18\x02 \x01(\x02*8\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PATIENT\x10\x01\x12\r\n\tCLINICIAN\x10\x02*I\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\t\n\x05RGB24\x10\x03*D\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\t\n\x05\x41UDIO\x10\x01\x12\t\n\x05VIDEO\x10\x02\x12\x08\n\x04TEXT\x10\x03*\xa3\x01\n\x07PhqItem\x12\x18\n\x14PHQ_ITEM_UNSPECIFIED\x10\x00\x12\r\n\tANHEDONIA\x10\x01\x12\x12\n\x0e\x44\x45PRESSED_MOOD\x10\x02\x12\t\n\x05SLEEP\x10\x03\x12\x0b\n\x07\x46\x41TIGUE\x10\x04\x12\x0c\n\x08\x41PPETITE\x10\x05\x12\x11\n\rWORTHLESSNESS\x10\x06\x12\x11\n\rCONCENTRATION\x10\x07\x12\x0f\n\x0bPSYCHOMOTOR\x10\x08\x32Z\n\tScreening\x12M\n\rStreamSession\x12\x1b.depscreen.v1.ClientMessage\x1a\x1b.depscreen.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65pscreen/v1/screening.proto\x12\x0c\x64\x65pscreen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\rClientMessage\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.depscreen.v1.SessionStartH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.depscreen.v1.AudioChunkH\x00\x12)\n\x05video\x18\x03 \x01(\x0b\x32\x18.depscreen.v1.VideoFrameH\x00\x12(\n\x07\x63\x61ption\x18\x04 \x01(\x0b\x32\x15.depscreen.v1.CaptionH\x00\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x18.depscreen.v1.SessionEndH\x00\x42\x06\n\x04kind\"\xec\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.depscreen.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12\x13\n\x0b\x64isable_asr\x18\x05 \x01(\x08\x12\x1f\n\x12received_sentences\x18\x06 \x01(\rH\x00\x88\x01\x01\x12)\n\rchannel_roles\x18\x32 \x03(\x0e\x32\x12.depscreen.v1.RoleB\x15\n\x13_received_sentences\"7\n\x0b\x41udioFormat\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\"\x1a\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\nVideoFrame\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\r\n\x05image\x18\x02 \x01(\x0c\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.depscreen.v1.ImageFormat\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"[\n\x07\x43\x61ption\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12 \n\x04role\x18\x32 \x01(\x0e\x32\x12.depscreen.v1.Role\"\x0c\n\nSessionEnd\"\xad\x01\n\rServerMessage\x12\x31\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1d.depscreen.v1.SessionAcceptedH\x00\x12\x30\n\x08sentence\x18\x02 \x01(\x0b\x32\x1c.depscreen.v1.SentenceUpdateH\x00\x12/\n\x07summary\x18\x03 \x01(\x0b\x32\x1c.depscreen.v1.SessionSummaryH\x00\x42\x06\n\x04kind\"\xcb\x02\n\x0fSessionAccepted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.depscreen.v1.ModelInfo\x12\x16\n\x0eresume_from_ms\x18\x04 \x01(\x03\x12\x1b\n\x13next_sentence_index\x18\x05 \x01(\r\x12\x11\n\tasr_model\x18\x06 \x01(\t\x12\x0f\n\x07notices\x18\x07 \x03(\t\x12+\n\rcoded_notices\x18( \x03(\x0b\x32\x14.depscreen.v1.Notice\x12\x16\n\x0eserver_version\x18) \x01(\t\x12\x18\n\x10protocol_version\x18* \x01(\t\x12.\n\nstarted_at\x18+ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x06Notice\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x80\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ntrained_on\x18\x02 \x01(\t\x12\x14\n\x0cintended_use\x18\x03 \x01(\t\x12\x16\n\x0emodel_card_url\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07kernels\x18\x06 \x01(\t\"\xf3\x01\n\x0eSentenceUpdate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\ntranscript\x18\x04 \x01(\t\x12\x19\n\x11transcript_source\x18\x06 \x01(\t\x12(\n\x08\x65stimate\x18\x05 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12(\n\x08question\x18\x32 \x01(\x0b\x32\x16.depscreen.v1.Question\x12\x19\n\x11\x61nswer_latency_ms\x18\x33 \x01(\x03\"[\n\x08Question\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12\x19\n\x11transcript_source\x18\x04 \x01(\t\"\xd1\x01\n\x0eSessionSummary\x12\x11\n\tsentences\x18\x01 \x01(\r\x12\x15\n\raudio_seconds\x18\x02 \x01(\x01\x12(\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x16.depscreen.v1.Estimate\x12\x16\n\x0espeech_seconds\x18\x04 \x01(\x01\x12\x1c\n\x14\x64ropped_video_frames\x18\x05 \x01(\r\x12\x18\n\x10\x64ropped_captions\x18\x06 \x01(\r\x12\x1b\n\x13\x63linician_sentences\x18\x32 \x01(\r\"\xf4\x01\n\x08\x45stimate\x12\x13\n\x0bprobability\x18\x01 \x01(\x02\x12\x10\n\x08\x65vidence\x18\x02 \x01(\x02\x12\x34\n\nmodalities\x18\x03 \x03(\x0b\x32 .depscreen.v1.ModalityConfidence\x12/\n\x08symptoms\x18\x04 \x03(\x0b\x32\x1d.depscreen.v1.SymptomEvidence\x12\x14\n\x0cinterval_low\x18\x05 \x01(\x02\x12\x15\n\rinterval_high\x18\x06 \x01(\x02\x12\x16\n\x0einterval_level\x18\x07 \x01(\x02\x12\x15\n\renough_speech\x18\x08 \x01(\x08\"\x87\x01\n\x12ModalityConfidence\x12(\n\x08modality\x18\x01 \x01(\x0e\x32\x16.depscreen.v1.Modality\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0f\n\x07quality\x18\x03 \x01(\x02\x12\x0e\n\x06weight\x18\x04 \x01(\x02\x12\x13\n\x0bprobability\x18\x05 \x01(\x02\"E\n\x0fSymptomEvidence\x12#\n\x04item\x18\x01 \x01(\x0e\x32\x15.depscreen.v1.PhqItem\x12\r\n\x05score\x18\x02 \x01(\x02*8\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PATIENT\x10\x01\x12\r\n\tCLINICIAN\x10\x02*I\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\t\n\x05RGB24\x10\x03*D\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\t\n\x05\x41UDIO\x10\x01\x12\t\n\x05VIDEO\x10\x02\x12\x08\n\x04TEXT\x10\x03*\xa3\x01\n\x07PhqItem\x12\x18\n\x14PHQ_ITEM_UNSPECIFIED\x10\x00\x12\r\n\tANHEDONIA\x10\x01\x12\x12\n\x0e\x44\x45PRESSED_MOOD\x10\x02\x12\t\n\x05SLEEP\x10\x03\x12\x0b\n\x07\x46\x41TIGUE\x10\x04\x12\x0c\n\x08\x41PPETITE\x10\x05\x12\x11\n\rWORTHLESSNESS\x10\x06\x12\x11\n\rCONCENTRATION\x10\x07\x12\x0f\n\x0bPSYCHOMOTOR\x10\x08\x32Z\n\tScreening\x12M\n\rStreamSession\x12\x1b.depscreen.v1.ClientMessage\x1a\x1b.depscreen.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'depscreen.v1.screening_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2347
-  _globals['_ROLE']._serialized_end=2403
-  _globals['_IMAGEFORMAT']._serialized_start=2405
-  _globals['_IMAGEFORMAT']._serialized_end=2478
-  _globals['_MODALITY']._serialized_start=2480
-  _globals['_MODALITY']._serialized_end=2548
-  _globals['_PHQITEM']._serialized_start=2551
-  _globals['_PHQITEM']._serialized_end=2714
-  _globals['_CLIENTMESSAGE']._serialized_start=47
-  _globals['_CLIENTMESSAGE']._serialized_end=284
-  _globals['_SESSIONSTART']._serialized_start=287
-  _globals['_SESSIONSTART']._serialized_end=523
-  _globals['_AUDIOFORMAT']._serialized_start=525
-  _globals['_AUDIOFORMAT']._serialized_end=580
-  _globals['_AUDIOCHUNK']._serialized_start=582
-  _globals['_AUDIOCHUNK']._serialized_end=608
-  _globals['_VIDEOFRAME']._serialized_start=610
-  _globals['_VIDEOFRAME']._serialized_end=733
-  _globals['_CAPTION']._serialized_start=735
-  _globals['_CAPTION']._serialized_end=826
-  _globals['_SESSIONEND']._serialized_start=828
-  _globals['_SESSIONEND']._serialized_end=840
-  _globals['_SERVERMESSAGE']._serialized_start=843
-  _globals['_SERVERMESSAGE']._serialized_end=1016
-  _globals['_SESSIONACCEPTED']._serialized_start=1019
-  _globals['_SESSIONACCEPTED']._serialized_end=1207
-  _globals['_MODELINFO']._serialized_start=1210
-  _globals['_MODELINFO']._serialized_end=1338
-  _globals['_SENTENCEUPDATE']._serialized_start=1341
-  _globals['_SENTENCEUPDATE']._serialized_end=1584
-  _globals['_QUESTION']._serialized_start=1586
-  _globals['_QUESTION']._serialized_end=1677
-  _globals['_SESSIONSUMMARY']._serialized_start=1680
-  _globals['_SESSIONSUMMARY']._serialized_end=1889
-  _globals['_ESTIMATE']._serialized_start=1892
-  _globals['_ESTIMATE']._serialized_end=2136
-  _globals['_MODALITYCONFIDENCE']._serialized_start=2139
-  _globals['_MODALITYCONFIDENCE']._serialized_end=2274
-  _globals['_SYMPTOMEVIDENCE']._serialized_start=2276
-  _globals['_SYMPTOMEVIDENCE']._serialized_end=2345
-  _globals['_SCREENING']._serialized_start=2716
-  _globals['_SCREENING']._serialized_end=2806
+  _globals['_ROLE']._serialized_start=2561
+  _globals['_ROLE']._serialized_end=2617
+  _globals['_IMAGEFORMAT']._serialized_start=2619
+  _globals['_IMAGEFORMAT']._serialized_end=2692
+  _globals['_MODALITY']._serialized_start=2694
+  _globals['_MODALITY']._serialized_end=2762
+  _globals['_PHQITEM']._serialized_start=2765
+  _globals['_PHQITEM']._serialized_end=2928
+  _globals['_CLIENTMESSAGE']._serialized_start=80
+  _globals['_CLIENTMESSAGE']._serialized_end=317
+  _globals['_SESSIONSTART']._serialized_start=320
+  _globals['_SESSIONSTART']._serialized_end=556
+  _globals['_AUDIOFORMAT']._serialized_start=558
+  _globals['_AUDIOFORMAT']._serialized_end=613
+  _globals['_AUDIOCHUNK']._serialized_start=615
+  _globals['_AUDIOCHUNK']._serialized_end=641
+  _globals['_VIDEOFRAME']._serialized_start=643
+  _globals['_VIDEOFRAME']._serialized_end=766
+  _globals['_CAPTION']._serialized_start=768
+  _globals['_CAPTION']._serialized_end=859
+  _globals['_SESSIONEND']._serialized_start=861
+  _globals['_SESSIONEND']._serialized_end=873
+  _globals['_SERVERMESSAGE']._serialized_start=876
+  _globals['_SERVERMESSAGE']._serialized_end=1049
+  _globals['_SESSIONACCEPTED']._serialized_start=1052
+  _globals['_SESSIONACCEPTED']._serialized_end=1383
+  _globals['_NOTICE']._serialized_start=1385
+  _globals['_NOTICE']._serialized_end=1421
+  _globals['_MODELINFO']._serialized_start=1424
+  _globals['_MODELINFO']._serialized_end=1552
+  _globals['_SENTENCEUPDATE']._serialized_start=1555
+  _globals['_SENTENCEUPDATE']._serialized_end=1798
+  _globals['_QUESTION']._serialized_start=1800
+  _globals['_QUESTION']._serialized_end=1891
+  _globals['_SESSIONSUMMARY']._serialized_start=1894
+  _globals['_SESSIONSUMMARY']._serialized_end=2103
+  _globals['_ESTIMATE']._serialized_start=2106
+  _globals['_ESTIMATE']._serialized_end=2350
+  _globals['_MODALITYCONFIDENCE']._serialized_start=2353
+  _globals['_MODALITYCONFIDENCE']._serialized_end=2488
+  _globals['_SYMPTOMEVIDENCE']._serialized_start=2490
+  _globals['_SYMPTOMEVIDENCE']._serialized_end=2559
+  _globals['_SCREENING']._serialized_start=2930
+  _globals['_SCREENING']._serialized_end=3020
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -146,7 +149,7 @@ class ServerMessage(_message.Message):
     def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., sentence: _Optional[_Union[SentenceUpdate, _Mapping]] = ..., summary: _Optional[_Union[SessionSummary, _Mapping]] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
-    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index", "asr_model", "notices")
+    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index", "asr_model", "notices", "coded_notices", "server_version", "protocol_version", "started_at")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +157,10 @@ class SessionAccepted(_message.Message):
     NEXT_SENTENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     ASR_MODEL_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
+    CODED_NOTICES_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resume_token: str
     model: ModelInfo
@@ -161,7 +168,19 @@ class SessionAccepted(_message.Message):
     next_sentence_index: int
     asr_model: str
     notices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ..., asr_model: _Optional[str] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
+    coded_notices: _containers.RepeatedCompositeFieldContainer[Notice]
+    server_version: str
+    protocol_version: str
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ..., asr_model: _Optional[str] = ..., notices: _Optional[_Iterable[str]] = ..., coded_notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., server_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Notice(_message.Message):
+    __slots__ = ("code", "text")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    text: str
+    def __init__(self, code: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("model_id", "trained_on", "intended_use", "model_card_url", "device", "kernels")

@@ -54,7 +54,7 @@ admitting sessions, for readiness), or over HTTP or the image's health check, /h
 and /readyz for the Screening service.
 */}}
 {{- define "depscreen.probe" -}}
-{{- $tls := .root.Values.server.tlsCert }}
+{{- $tls := or .root.Values.server.tlsCert .root.Values.tls.secretName }}
 {{- $path := ternary "/healthz" "/readyz" (eq .service "") }}
 {{- if eq .root.Values.probes.kind "grpc" }}
 {{- if $tls }}
