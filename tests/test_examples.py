@@ -42,6 +42,20 @@ def write_wav(source: Path, out: Path, rate: int = 16_000) -> Path:
     return out
 
 
+def write_two_voices(folder: Path, rate: int = 16_000) -> tuple[Path, Path]:
+    """A made-up two-voice interview as each participant's track (what `two_voices.py` reads): the clinician
+    speaks the fixture first, the patient answers with it a second after, silence in each track meanwhile."""
+    clinician = write_wav(FIXTURES / "jfk.flac", folder / "clinician.wav", rate)
+    with wave.open(str(clinician)) as track:
+        speech = track.readframes(track.getnframes())
+    with wave.open(str(folder / "patient.wav"), "wb") as patient:
+        patient.setnchannels(1)
+        patient.setsampwidth(2)
+        patient.setframerate(rate)
+        patient.writeframes(bytes(2 * (len(speech) // 2 + rate)) + speech)
+    return folder / "patient.wav", clinician
+
+
 @pytest.fixture(scope="module")
 def interview_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_wav(FIXTURES / "jfk.flac", tmp_path_factory.mktemp("examples") / "interview.wav")
@@ -67,6 +81,35 @@ def test_each_grpc_example_streams_an_interview_to_its_summary(
 def test_the_live_push_example_says_a_refusal_with_its_own_exit_status(interview_wav: Path) -> None:
     done = run_program([str(EXAMPLES / "live_push.py"), "127.0.0.1:1", str(interview_wav)], interview_wav.parent)
     assert done.returncode == 1 and done.stderr.startswith("error: UNAVAILABLE: "), done.stderr
+
+
+def test_the_two_voices_example_names_the_question_each_answer_follows(server: RunningServer, tmp_path: Path) -> None:
+    patient, clinician = write_two_voices(tmp_path)
+    done = run_program([str(EXAMPLES / "two_voices.py"), server.grpc_target, str(patient), str(clinician)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    answers = [line for line in lines if line.startswith("  answers the question at ")]
+    assert answers and len(answers) == sum(line.startswith("sentence ") for line in lines), done.stdout
+    question_end_s = 11.0  # the clinician's track: the fixture's 11 s of speech, then silence
+    for answer in answers:
+        start, end, latency = re.fullmatch(
+            r"  answers the question at (\d+\.\d\d)-(\d+\.\d\d) s after (-?\d+) ms", answer
+        ).groups()
+        assert 0 <= float(start) < float(end) <= question_end_s + 0.5 and int(latency) >= 0, answer
+    summary = re.fullmatch(r"summary: (\d+) sentences, p=0\.\d\d; (\d+) clinician sentences", lines[-1])
+    assert summary and int(summary[1]) == len(answers) and int(summary[2]) >= 1, lines[-1]
+
+
+def test_the_two_voices_example_says_what_was_refused_and_why(tmp_path: Path) -> None:
+    patient, clinician = write_two_voices(tmp_path, rate=4_000)
+    done = run_program([str(EXAMPLES / "two_voices.py"), "127.0.0.1:1", str(patient), str(clinician)], tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("invalid input: ") and "sample_rate_hz" in done.stderr, (
+        done.stderr
+    )
+    patient, clinician = write_two_voices(tmp_path)
+    done = run_program([str(EXAMPLES / "two_voices.py"), "127.0.0.1:1", str(patient), str(clinician)], tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith("error: UNAVAILABLE: "), done.stderr
+    assert len(done.stderr.splitlines()) == 1, f"one line, no traceback of the capture task:\n{done.stderr}"
 
 
 def readme_python_blocks() -> list[str]:

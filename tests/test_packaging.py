@@ -161,11 +161,12 @@ def test_the_examples_run_and_the_retry_hint_reads_in_the_core_install(
     from google.protobuf import duration_pb2
     from google.rpc import error_details_pb2, status_pb2
 
-    from .test_examples import write_wav
+    from .test_examples import write_two_voices, write_wav
 
     wav = write_wav(FIXTURES / "jfk.flac", tmp_path / "interview.wav")
-    for example in ("live_push.py", "sync_thread.py"):
-        done = run(core_venv, "python", str(ROOT / "examples" / example), local_server.grpc_target, str(wav))
+    tracks = [str(track) for track in write_two_voices(tmp_path)]
+    for example, audio in (("live_push.py", [str(wav)]), ("sync_thread.py", [str(wav)]), ("two_voices.py", tracks)):
+        done = run(core_venv, "python", str(ROOT / "examples" / example), local_server.grpc_target, *audio)
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1].startswith("summary: "), done.stdout
     status = status_pb2.Status(code=8, message="full")
