@@ -12,12 +12,16 @@ import pytest
 
 from depscreen.engine.features.asr import (
     BASE,
+    MIN_WINDOW_FRAMES,
     NO_TRANSCRIPT,
+    SILENT_TAIL_S,
     TINY_EN,
     TOKEN_BUDGETS,
+    WINDOW_S,
     ModelFilesError,
     PackagePart,
     TokenBudget,
+    WhisperModel,
     WhisperTranscriber,
     asr_models,
     compression_ratio,
@@ -31,6 +35,7 @@ from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
 from depscreen.engine.transcript_error import transcript_error
 
+from .test_asr_pieces import _Costs
 from .test_features import word_error_rate
 from .test_segment import _channel_noise
 
@@ -185,10 +190,18 @@ def test_runaway_decoding_is_cut_at_the_token_budget(whisper: WhisperTranscriber
     noise = _channel_noise()
     audio = (noise * 0.06 / np.abs(noise).max()).astype(np.float32)
     budget = TOKEN_BUDGETS["en"].tokens(len(audio) / SAMPLE_RATE)
-    looping = whisper.model("tiny.en")._decode(audio, "en", budget, window=False)
+    looping = whisper.model("tiny.en")._decode(audio, "en", budget, "own")
     assert looping.ran_away, "quiet radio noise makes tiny.en repeat itself up to the budget"
     assert len(looping.text.split()) <= budget
     assert whisper.transcribe((audio * 32767).astype(np.int16), "en") == NO_TRANSCRIPT
+    costs = _Costs()
+    WhisperModel(TINY_EN, observer=costs).transcribe(audio, "en")
+    assert [w.kind for w in costs.work] == ["own", "fallback"], "the loop is decoded again in the 30 s window"
+    own, fallback = costs.work
+    seconds = len(audio) / SAMPLE_RATE
+    window_s = max(seconds + SILENT_TAIL_S, MIN_WINDOW_FRAMES / 100)
+    assert own.padding_share == pytest.approx(1 - seconds / window_s, abs=0.01), "the tail, or padding to 5 s"
+    assert fallback.padding_share == pytest.approx(1 - seconds / WINDOW_S, abs=0.01)
 
 
 def test_a_server_without_asr_says_text_comes_from_captions() -> None:

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -282,6 +283,44 @@ def without_restart(text: str) -> str | None:
     return None
 
 
+DECODE_KINDS = ("own", "fallback", "no_speech_check")
+"""Why a sentence was decoded: in its own-length window ("own"); again in the 30 s window because the own
+decoding ran away or repeated itself ("fallback"), or because it doubted there was speech ("no_speech_check")."""
+
+
+@dataclass(frozen=True)
+class DecodeWork:
+    """What one decoding cost: its kind (`DECODE_KINDS`), the speech it decoded, and the wall seconds of its
+    parts (the log-mel in the calling thread; encode and generate on the model's own thread, one call at a time
+    on one thread, so they are that thread's busy time) with the process CPU seconds over the same spans (exact
+    only when nothing else runs in the process, as in `depscreen bench asr`)."""
+
+    kind: str
+    speech_s: float
+    features_s: float
+    encode_s: float
+    generate_s: float
+    padding_share: float
+    """Share of the encoded frames that are the silent tail or padding, not the sentence (encoder cost is about
+    linear in frames, so this share of `encode_s` is what the padding costs)."""
+    features_cpu_s: float = 0.0
+    encode_cpu_s: float = 0.0
+    generate_cpu_s: float = 0.0
+
+
+class AsrObserver(Protocol):
+    """Receives the cost of every decoding a transcriber makes, and the waits of pieces for a worker (for metrics
+    and benchmarks)."""
+
+    def decoded(self, work: DecodeWork) -> None:
+        """One decoding was made."""
+        ...
+
+    def waited(self, seconds: float) -> None:
+        """A piece of a sentence waited `seconds` for a free worker thread (`asr_pieces`)."""
+        ...
+
+
 @dataclass(frozen=True)
 class _Decoding:
     text: str
@@ -320,11 +359,13 @@ class WhisperModel:
     started the sentence over: the first saying is kept) and text that looks like non-speech
     (`DOUBTFUL_NO_SPEECH`) are decoded again in the 30 s window; there the sentence gets no text if it runs
     away again or looks like non-speech (`NO_SPEECH_PROBABILITY`). Sentences longer than 30 s are transcribed
-    in consecutive windows. One thread per call; `parallel` calls run at once on as many replicas.
+    in consecutive windows. One thread per call; `parallel` calls run at once on as many replicas. Each
+    decoding's cost goes to `observer`.
     """
 
-    def __init__(self, source: WhisperSource, parallel: int = 1) -> None:
+    def __init__(self, source: WhisperSource, parallel: int = 1, observer: AsrObserver | None = None) -> None:
         self.source = source
+        self._observer = observer
         files = source.read()
         self._model = ctranslate2.models.Whisper(
             source.name, device="cpu", compute_type="int8", intra_threads=1, inter_threads=parallel, files=files
@@ -358,26 +399,32 @@ class WhisperModel:
 
     def _sentence(self, audio: np.ndarray, language: str, said_before: str) -> _Decoding:
         budget = TOKEN_BUDGETS.get(language, DEFAULT_BUDGET).tokens(len(audio) / SAMPLE_RATE)
-        own = self._decode(audio, language, budget, False, said_before)
+        own = self._decode(audio, language, budget, "own", said_before)
         if own.repeated and (said_once := without_restart(own.text)):
             own = replace(own, text=said_once, repeated=False)
-        if not (own.ran_away or own.repeated or _speechless(own, language, DOUBTFUL_NO_SPEECH)):
-            return own
-        full = self._decode(audio, language, budget, True, said_before)
+        if not (own.ran_away or own.repeated):
+            if not _speechless(own, language, DOUBTFUL_NO_SPEECH):
+                return own
+            full = self._decode(audio, language, budget, "no_speech_check", said_before)
+        else:
+            full = self._decode(audio, language, budget, "fallback", said_before)
         if full.ran_away or _speechless(full, language, NO_SPEECH_PROBABILITY):
             return _Decoding("", 0.0, full.no_speech, full.ran_away)
         return full
 
-    def _decode(self, audio: np.ndarray, language: str, budget: int, window: bool, said_before: str = "") -> _Decoding:
-        """Greedy decoding of `audio` plus the silent tail, in its own length or (`window`) padded to 30 s as
-        `transcribe()` of faster-whisper does, conditioned on the language's initial prompt and `said_before`;
-        at most `budget` tokens."""
+    def _decode(self, audio: np.ndarray, language: str, budget: int, kind: str, said_before: str = "") -> _Decoding:
+        """Greedy decoding of `audio` plus the silent tail, in its own length (`kind` "own") or padded to 30 s
+        as `transcribe()` of faster-whisper does, conditioned on the language's initial prompt and
+        `said_before`; at most `budget` tokens."""
         tokenizer = self._tokenizer(language)
+        clock = _PartClock()
         mel = self._features(np.concatenate((audio, np.zeros(int(SILENT_TAIL_S * SAMPLE_RATE), np.float32))), padding=0)
-        frames = WINDOW_FRAMES if window else min(max(mel.shape[1] // 2 * 2, MIN_WINDOW_FRAMES), WINDOW_FRAMES)
+        frames = min(max(mel.shape[1] // 2 * 2, MIN_WINDOW_FRAMES), WINDOW_FRAMES) if kind == "own" else WINDOW_FRAMES
         padded = np.zeros((1, mel.shape[0], frames), np.float32)
         padded[0, :, : min(frames, mel.shape[1])] = mel[:, :frames]
+        features = clock.lap()
         encoded = self._model.encode(ctranslate2.StorageView.from_array(padded))
+        encode = clock.lap()
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         if earlier := join_text([INITIAL_PROMPTS.get(language, ""), said_before.strip()], language):
             prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + earlier)[-MAX_PROMPT_TOKENS:], *prompt]
@@ -392,11 +439,41 @@ class WhisperModel:
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
+        generate = clock.lap()
+        if self._observer is not None:
+            speech_frames = len(audio) / SAMPLE_RATE * 100
+            self._observer.decoded(
+                DecodeWork(
+                    kind,
+                    len(audio) / SAMPLE_RATE,
+                    features[0],
+                    encode[0],
+                    generate[0],
+                    max(0.0, 1.0 - speech_frames / frames),
+                    features[1],
+                    encode[1],
+                    generate[1],
+                )
+            )
         tokens = result.sequences_ids[0]
         text = tokenizer.decode(tokens).strip()
         confidence = float(np.exp(result.scores[0])) if tokens else 0.0
         ran_away = len(prompt) + len(tokens) >= limit or compression_ratio(text) > MAX_COMPRESSION_RATIO
         return _Decoding(text, confidence, result.no_speech_prob, ran_away, repeats_itself(text))
+
+
+class _PartClock:
+    """Wall and process CPU seconds of consecutive parts of one decoding."""
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        """(wall, process CPU) seconds since the last lap."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        lapped = (wall - self._wall, cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
+        return lapped
 
 
 def _languages(source: WhisperSource) -> frozenset[str]:
@@ -418,12 +495,15 @@ class WhisperTranscriber:
     At construction every allowed model's packages are checked (present, pinned version, `model.bin` SHA-256),
     so a broken install stops the server at start; the weights load on the first sentence that needs them,
     once per process. A language no allowed model knows gets `Transcript("", 0.0)` without running anything.
-    Safe to share between threads (`parallel` calls run at once per model).
+    Safe to share between threads (`parallel` calls run at once per model). Every decoding's cost goes to
+    `observer`.
     """
 
     name = "whisper"
 
-    def __init__(self, models: Sequence[str] = ("tiny.en", "base"), parallel: int = 1) -> None:
+    def __init__(
+        self, models: Sequence[str] = ("tiny.en", "base"), parallel: int = 1, observer: AsrObserver | None = None
+    ) -> None:
         unknown = sorted(set(models) - set(WHISPER_SOURCES))
         if unknown or not models:
             raise ValueError(
@@ -435,6 +515,7 @@ class WhisperTranscriber:
             source.read()
         self._languages = {source.key: _languages(source) for source in self.sources}
         self._parallel = parallel
+        self._observer = observer
         self._loaded: dict[str, WhisperModel] = {}
         self._load_locks = {source.key: threading.Lock() for source in self.sources}
         """One lock per model: loading one (a second or more) never holds up sentences of another."""
@@ -455,7 +536,7 @@ class WhisperTranscriber:
         """The loaded model `key` (loading it now if this is its first use)."""
         with self._load_locks[key]:
             if key not in self._loaded:
-                self._loaded[key] = WhisperModel(WHISPER_SOURCES[key], self._parallel)
+                self._loaded[key] = WhisperModel(WHISPER_SOURCES[key], self._parallel, self._observer)
             return self._loaded[key]
 
     def preload(self, language: str) -> None:
@@ -509,7 +590,8 @@ def asr_models(asr: str) -> tuple[str, ...]:
     return keys
 
 
-def make_transcriber(asr: str, parallel: int = 1) -> Transcriber:
-    """The transcriber an `--asr` value asks for: NoTranscriber for "none", else Whisper with those models."""
+def make_transcriber(asr: str, parallel: int = 1, observer: AsrObserver | None = None) -> Transcriber:
+    """The transcriber an `--asr` value asks for: NoTranscriber for "none", else Whisper with those models
+    (reporting each decoding's cost to `observer`)."""
     models = asr_models(asr)
-    return WhisperTranscriber(models, parallel) if models else NoTranscriber()
+    return WhisperTranscriber(models, parallel, observer) if models else NoTranscriber()
