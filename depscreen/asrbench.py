@@ -32,7 +32,7 @@ from faster_whisper import WhisperModel as FasterWhisper
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.features.asr import (
     DECODE_KINDS,
-    INITIAL_PROMPTS,
+    WHISPER_OPTIONS,
     DecodeWork,
     WhisperTranscriber,
     join_text,
@@ -122,7 +122,7 @@ class Before:
             without_timestamps=True,
             vad_filter=False,
             condition_on_previous_text=False,
-            initial_prompt=INITIAL_PROMPTS.get(code),
+            initial_prompt=WHISPER_OPTIONS.initial_prompts.get(code),
         )
         return ("" if code == "zh" else " ").join(s.text.strip() for s in segments)
 
@@ -312,7 +312,8 @@ def run_asr_bench(args: argparse.Namespace) -> int:
         "",
         "Where the CPU goes (process CPU ms per speech-second; decodings per sentence own / fallback / no-speech "
         "check; tail = the encoder's share for the 1 s silent tail and the padding to 5 s; fallback and no-speech "
-        "check = whole 30 s re-decodings; the last column is the process CPU measured around whole sentences):",
+        "check = whole re-decodings in the longer check window (English 30 s, Mandarin twice the own window); "
+        "the last column is the process CPU measured around whole sentences):",
         "",
         "| language | method | sentences | decodings per sentence | features | encode | tail | generate | "
         "fallback | no-speech check | sum of parts | measured |",

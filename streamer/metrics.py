@@ -23,7 +23,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 ASR_PARTS = ("features", "encode", "tail", "generate", "fallback", "no_speech_check")
 """Where speech recognition's time goes: the own-length decoding's log-mel, encoder (less the share of the
-silent tail and padding, counted as `tail`) and decoder, and the whole 30 s re-decodings (`DECODE_KINDS`)."""
+silent tail and padding, counted as `tail`) and decoder, and the whole re-decodings in the check window
+(`DECODE_KINDS`)."""
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -112,7 +113,8 @@ class Metrics:
         self.asr_seconds = Counter(
             "depscreen_asr_seconds",
             "Seconds speech recognition spent, by part: features (log-mel), encode, tail (the encoder's share for "
-            "the 1 s silent tail and padding), generate, and the 30 s re-decodings: fallback (own-length text ran "
+            "the 1 s silent tail and padding), generate, and the re-decodings in the longer check window: fallback "
+            "(own-length text ran "
             "away or repeated) and no_speech_check (own-length decoding doubted speech). Encode and generate run "
             "one call on one recogniser thread, so their seconds are that thread's busy time.",
             ["part"],
@@ -120,7 +122,7 @@ class Metrics:
         )
         self.asr_decodes_total = Counter(
             "depscreen_asr_decodes",
-            "Whisper decodings by kind: own (own-length window), fallback, no_speech_check (30 s window).",
+            "Whisper decodings by kind: own (own-length window), fallback, no_speech_check (the longer check window).",
             ["kind"],
             registry=self.registry,
         )
