@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from depscreen.engine.features.asr import (
     BASE,
@@ -28,6 +29,7 @@ from depscreen.engine.features.asr import (
 )
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
+from depscreen.engine.runtime.threads import one_thread_per_call
 from depscreen.engine.transcript_error import transcript_error
 
 from .test_asr_pieces import _Costs
@@ -113,6 +115,13 @@ def test_a_missing_or_other_version_package_is_refused_with_the_install_command(
     other = replace(TINY_EN, packages=(replace(TINY_EN.packages[0], version="9.9.9"),))
     with pytest.raises(ModelFilesError, match=r"version 0.1.0 is installed: install it with `pip install"):
         other.read()
+
+
+def test_the_math_libraries_compute_on_the_calling_thread() -> None:
+    one_thread_per_call()  # as the server does once its models are loaded
+    pools = threadpoolctl.threadpool_info()
+    assert any(pool["user_api"] == "blas" for pool in pools), pools
+    assert all(pool["num_threads"] == 1 for pool in pools), "a pool of its own spins on the workers' cores"
 
 
 def test_budget_and_compression_ratio() -> None:
