@@ -30,9 +30,17 @@ import numpy as np
 from faster_whisper import WhisperModel as FasterWhisper
 
 from depscreen.clients.session import ScreeningClient
-from depscreen.engine.features.asr import INITIAL_PROMPTS, WhisperTranscriber, join_text, primary_language
+from depscreen.engine.features.asr import (
+    DECODE_KINDS,
+    WHISPER_OPTIONS,
+    DecodeWork,
+    WhisperTranscriber,
+    join_text,
+    primary_language,
+)
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
+from depscreen.engine.runtime.threads import one_thread_per_call
 from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, Sentence
 from depscreen.engine.transcript_error import ErrorCount, transcript_error
 from depscreen.localserver import start_local_server
@@ -114,7 +122,7 @@ class Before:
             without_timestamps=True,
             vad_filter=False,
             condition_on_previous_text=False,
-            initial_prompt=INITIAL_PROMPTS.get(code),
+            initial_prompt=WHISPER_OPTIONS.initial_prompts.get(code),
         )
         return ("" if code == "zh" else " ").join(s.text.strip() for s in segments)
 
@@ -148,6 +156,34 @@ WHOLE = "own length, whole sentence"
 METHODS = ("before (30 s window)", WHOLE, "pieces while speaking")
 
 
+PARTS = ("features", "encode", "tail", "generate", "fallback", "no_speech_check")
+"""The CPU breakdown's columns (as the `depscreen_asr_seconds` metric's parts)."""
+
+
+class CostCollector:
+    """Process CPU of each decoding by part, added to the keys of the sentence being measured (an AsrObserver:
+    the benchmark makes one decoding at a time, so process CPU over a part is that part's)."""
+
+    def __init__(self) -> None:
+        self.keys: tuple[tuple[str, str], ...] = ()
+        self.parts: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def decoded(self, work: DecodeWork) -> None:
+        for key in self.keys:
+            parts = self.parts[key]
+            parts[work.kind] += 1
+            if work.kind == "own":
+                parts["features"] += work.features_cpu_s
+                parts["encode"] += work.encode_cpu_s * (1 - work.padding_share)
+                parts["tail"] += work.encode_cpu_s * work.padding_share
+                parts["generate"] += work.generate_cpu_s
+            else:
+                parts[f"{work.kind} cpu"] += work.features_cpu_s + work.encode_cpu_s + work.generate_cpu_s
+
+    def waited(self, seconds: float) -> None:
+        """Pieces wait for the benchmark's one worker only behind their own sentence's: not reported."""
+
+
 @dataclass
 class Timing:
     cpu_s: float = 0.0
@@ -157,8 +193,9 @@ class Timing:
     sentences: int = 0
 
 
-def measure(clips: list[Clip], before: Before, after: WhisperTranscriber) -> tuple[dict, dict]:
-    """Timings by (method, language, bucket) and error counts by (method, language)."""
+def measure(clips: list[Clip], before: Before, after: WhisperTranscriber, costs: CostCollector) -> tuple[dict, dict]:
+    """Timings by (method, language, bucket) and error counts by (method, language); `costs` (the observer of
+    `after`) gets each decoding's parts by (method, language)."""
     timings: dict[tuple[str, str, str], Timing] = defaultdict(Timing)
     errors: dict[tuple[str, str], ErrorCount] = defaultdict(ErrorCount)
     in_pieces = InPieces(after)
@@ -173,8 +210,10 @@ def measure(clips: list[Clip], before: Before, after: WhisperTranscriber) -> tup
             for sentence in clip.sentences:
                 seconds = len(sentence.pcm) / SAMPLE_RATE
                 bucket = next(f"{lo:g}-{hi:g} s" for lo, hi in LENGTHS if seconds < hi or hi == LENGTHS[-1][1])
+                costs.keys = ((method, clip.language),)
                 cpu, wall, close = time.process_time(), time.perf_counter(), in_pieces.close_s
                 texts.append(transcribe(clip, sentence))
+                costs.keys = ()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 for key in ((method, clip.language, bucket), (method, clip.language, "all")):
                     timing = timings[key]
@@ -219,8 +258,25 @@ def latency_rows(data: Path, eatd_answers: int) -> list[str]:
     return rows
 
 
+def breakdown_rows(timings: dict, costs: CostCollector) -> list[str]:
+    """Per (language, method): decodings per sentence by kind and process CPU ms per speech-second by part."""
+    rows = []
+    for (method, language), parts in sorted(costs.parts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        t = timings[(method, language, "all")]
+        per_second = {part: parts[part] / t.speech_s * 1000 for part in PARTS[:4]}
+        per_second |= {kind: parts[f"{kind} cpu"] / t.speech_s * 1000 for kind in DECODE_KINDS[1:]}
+        decodes = " / ".join(f"{parts[kind] / t.sentences:.2f}" for kind in DECODE_KINDS)
+        rows.append(
+            f"| {language} | {method} | {t.sentences} | {decodes} | "
+            + " | ".join(f"{per_second[part]:.1f}" for part in PARTS)
+            + f" | {sum(per_second.values()):.1f} | {t.cpu_s / t.speech_s * 1000:.1f} |"
+        )
+    return rows
+
+
 def run_asr_bench(args: argparse.Namespace) -> int:
-    after = WhisperTranscriber()
+    costs = CostCollector()
+    after = WhisperTranscriber(observer=costs)
     before = Before(after)
     clips = english_clips(args.data)
     if (args.data / "eatd" / "train").is_dir():
@@ -228,7 +284,8 @@ def run_asr_bench(args: argparse.Namespace) -> int:
     for clip in clips[:1] + [c for c in clips if c.language == "zh"][:1]:  # load each model before timing
         after.transcribe(clip.sentences[0].pcm, clip.language)
         before(clip, clip.sentences[0])
-    timings, errors = measure(clips, before, after)
+    one_thread_per_call()  # as the server does once its models are loaded
+    timings, errors = measure(clips, before, after, costs)
     rows = []
     order = {method: i for i, method in enumerate(METHODS)}
     for (method, language, bucket), t in sorted(timings.items(), key=lambda kv: (kv[0][1], kv[0][2], order[kv[0][0]])):
@@ -252,6 +309,16 @@ def run_asr_bench(args: argparse.Namespace) -> int:
         "wall ms / sentence | CPU ms / speech-second |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
         *rows,
+        "",
+        "Where the CPU goes (process CPU ms per speech-second; decodings per sentence own / fallback / no-speech "
+        "check; tail = the encoder's share for the 1 s silent tail and the padding to 5 s; fallback and no-speech "
+        "check = whole re-decodings in the longer check window (English 30 s, Mandarin twice the own window); "
+        "the last column is the process CPU measured around whole sentences):",
+        "",
+        "| language | method | sentences | decodings per sentence | features | encode | tail | generate | "
+        "fallback | no-speech check | sum of parts | measured |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *breakdown_rows(timings, costs),
         "",
         "| clips | method | error |",
         "| --- | --- | ---: |",

@@ -63,6 +63,12 @@ class LoadResult:
     """Sentences left without ASR under overload: a latency bought by skipping ASR shows here."""
     transcribed_sentences: float
     """Sentences the server ran ASR on."""
+    asr_ms_per_speech_second: dict[str, float]
+    """Speech recognition's seconds by part (`depscreen_asr_seconds_total`) per speech-second transcribed, in ms."""
+    asr_decodes: dict[str, float]
+    """Whisper decodings by kind (`depscreen_asr_decodes_total`)."""
+    asr_worker_wait_p95_s: float | None
+    """95th percentile of the waits of pieces for a speech recognition worker (bucket bound)."""
     rejected_sessions: float
     failed_sessions: int
     event_loop_lag_p95_s: float | None = None
@@ -264,6 +270,9 @@ async def load_run(
         shed_video_frames=_delta(metrics_before, metrics_after, "depscreen_shed_video_frames_total"),
         shed_asr_sentences=_delta(metrics_before, metrics_after, "depscreen_shed_asr_total"),
         transcribed_sentences=_delta(metrics_before, metrics_after, 'depscreen_stage_seconds_count{stage="asr"}'),
+        asr_ms_per_speech_second=_asr_parts(metrics_before, metrics_after),
+        asr_decodes=_labelled_deltas(metrics_before, metrics_after, "depscreen_asr_decodes_total"),
+        asr_worker_wait_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_asr_worker_wait_seconds"),
         rejected_sessions=_delta(metrics_before, metrics_after, "depscreen_rejected_sessions_total"),
         failed_sessions=sum(1 for r in session_results if isinstance(r, BaseException)),
         event_loop_lag_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_event_loop_lag_seconds"),
@@ -289,6 +298,19 @@ def _metrics(server: LocalServer | None) -> str:
 
 def _delta(before: str, after: str, sample: str) -> float:
     return read_counter(after, sample) - read_counter(before, sample)
+
+
+def _labelled_deltas(before: str, after: str, name: str) -> dict[str, float]:
+    """The growth of each series of a counter with one label between two scrapes, by label value."""
+    samples = [line.rsplit(" ", 1)[0] for line in after.splitlines() if line.startswith(f"{name}{{")]
+    return {sample.split('"')[1]: _delta(before, after, sample) for sample in samples}
+
+
+def _asr_parts(before: str, after: str) -> dict[str, float]:
+    """ms of each speech recognition part per speech-second transcribed between two scrapes."""
+    speech_s = _delta(before, after, "depscreen_asr_speech_seconds_total")
+    seconds = _labelled_deltas(before, after, "depscreen_asr_seconds_total")
+    return {part: round(s / speech_s * 1000, 1) for part, s in seconds.items()} if speech_s else {}
 
 
 def _histogram_p95(before: str, after: str, name: str) -> float | None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from depscreen.engine.features.asr import DEFAULT_LANGUAGE, Transcriber, make_transcriber
+from depscreen.engine.features.asr import DEFAULT_LANGUAGE, AsrObserver, Transcriber, make_transcriber
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
 from depscreen.engine.features.face import FaceLandmarker, Image, rgb_pixels
@@ -66,12 +66,20 @@ class Extractors:
     builds its native state per call, the text embedder serialises its calls, Whisper queues them on its
     replicas); `asr_workers` transcribe the pieces of open sentences in the background."""
 
-    def __init__(self, asr: str = "whisper", parallel: int = 1, text_encoder: str = DEFAULT_TEXT_ENCODER) -> None:
+    def __init__(
+        self,
+        asr: str = "whisper",
+        parallel: int = 1,
+        text_encoder: str = DEFAULT_TEXT_ENCODER,
+        asr_observer: AsrObserver | None = None,
+    ) -> None:
         """`asr`: the `--asr` value (which Whisper models may transcribe; ModelFilesError when one's package is
         missing or damaged); `parallel`: how many Whisper calls may run at once (one model replica each);
-        `text_encoder`: the sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`)."""
+        `text_encoder`: the sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`);
+        `asr_observer`: hears each decoding's cost and each piece's wait for a worker (the server's metrics)."""
         self.text = make_text_embedder(text_encoder)
-        self.transcriber: Transcriber = make_transcriber(asr, parallel)
+        self.asr_observer = asr_observer
+        self.transcriber: Transcriber = make_transcriber(asr, parallel, asr_observer)
         self.asr_workers = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="depscreen-asr")
         """One thread per Whisper replica: a piece never waits for a thread while a replica is free."""
         self.audio = AudioFeatureExtractor()
@@ -171,6 +179,7 @@ class SessionPipeline:
                 extractors.asr_workers,
                 settings.segmenter.min_piece_ms,
                 self._asr_timer,
+                extractors.asr_observer,
             )
         self._transcribe_pieces = True
         """Whether the pieces cut during the current `segment` call may be transcribed."""

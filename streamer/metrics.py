@@ -14,11 +14,18 @@ from prometheus_client import (
     generate_latest,
 )
 
+from depscreen.engine.features.asr import DECODE_KINDS, DecodeWork
+
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGES = ("decode", "vad", "features_audio", "features_video", "asr", "text_embed", "model")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+ASR_PARTS = ("features", "encode", "tail", "generate", "fallback", "no_speech_check")
+"""Where speech recognition's time goes: the own-length decoding's log-mel, encoder (less the share of the
+silent tail and padding, counted as `tail`) and decoder, and the whole re-decodings in the check window
+(`DECODE_KINDS`)."""
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
@@ -103,13 +110,61 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+        self.asr_seconds = Counter(
+            "depscreen_asr_seconds",
+            "Seconds speech recognition spent, by part: features (log-mel), encode, tail (the encoder's share for "
+            "the 1 s silent tail and padding), generate, and the re-decodings in the longer check window: fallback "
+            "(own-length text ran "
+            "away or repeated) and no_speech_check (own-length decoding doubted speech). Encode and generate run "
+            "one call on one recogniser thread, so their seconds are that thread's busy time.",
+            ["part"],
+            registry=self.registry,
+        )
+        self.asr_decodes_total = Counter(
+            "depscreen_asr_decodes",
+            "Whisper decodings by kind: own (own-length window), fallback, no_speech_check (the longer check window).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.asr_speech_seconds_total = Counter(
+            "depscreen_asr_speech_seconds",
+            "Seconds of speech transcribed (own-length decodings): divide depscreen_asr_seconds by it for the cost "
+            "per speech-second.",
+            registry=self.registry,
+        )
+        self.asr_worker_wait = Histogram(
+            "depscreen_asr_worker_wait_seconds",
+            "How long a piece of an open sentence waited for a free speech recognition worker.",
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
             self.stage_cpu_seconds.labels(stage=stage)
+        for part in ASR_PARTS:
+            self.asr_seconds.labels(part=part)
+        for kind in DECODE_KINDS:
+            self.asr_decodes_total.labels(kind=kind)
 
     def observe_stage(self, stage: str, seconds: float, cpu_seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)
         self.stage_cpu_seconds.labels(stage=stage).inc(cpu_seconds)
+
+    def decoded(self, work: DecodeWork) -> None:
+        """Count one speech recognition decoding and its parts' seconds (an `AsrObserver`)."""
+        self.asr_decodes_total.labels(kind=work.kind).inc()
+        if work.kind == "own":
+            self.asr_speech_seconds_total.inc(work.speech_s)
+            self.asr_seconds.labels(part="features").inc(work.features_s)
+            self.asr_seconds.labels(part="encode").inc(work.encode_s * (1 - work.padding_share))
+            self.asr_seconds.labels(part="tail").inc(work.encode_s * work.padding_share)
+            self.asr_seconds.labels(part="generate").inc(work.generate_s)
+        else:
+            self.asr_seconds.labels(part=work.kind).inc(work.features_s + work.encode_s + work.generate_s)
+
+    def waited(self, seconds: float) -> None:
+        """A piece waited `seconds` for a speech recognition worker (an `AsrObserver`)."""
+        self.asr_worker_wait.observe(seconds)
 
     def describe_server(self, version: str, model_id: str, device: str, kernels: str, max_sessions: int) -> None:
         """Publish what this server runs (`depscreen_build_info`) and its session limit."""

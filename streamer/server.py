@@ -41,6 +41,7 @@ from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.checkpoint import ModelFacts, feature_differences, text_route
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
+from depscreen.engine.runtime.threads import one_thread_per_call
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.engine.vad import preload_vad
 from depscreen.keepalive import keepalive_arguments
@@ -111,13 +112,16 @@ class Server:
         check_features(screener.facts, live)
         text_encoder = screener.facts.text_encoder
         try:
-            extractors = await loop.run_in_executor(self._executor, Extractors, s.asr, s.worker_count, text_encoder)
+            extractors = await loop.run_in_executor(
+                self._executor, Extractors, s.asr, s.worker_count, text_encoder, self.metrics
+            )
         except ModelFilesError as error:
             raise SettingsError(str(error)) from None
         await loop.run_in_executor(self._executor, preload_vad, s.vad)
         await loop.run_in_executor(self._executor, preload_language_heads, screener.facts)
         # The wire's default language is loaded now; a session in another language loads its model on first use.
         await loop.run_in_executor(self._executor, extractors.transcriber.preload, DEFAULT_LANGUAGE)
+        one_thread_per_call()
         pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
         self._batcher = MicroBatcher(
             screener,

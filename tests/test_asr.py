@@ -9,28 +9,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from depscreen.engine.features.asr import (
     BASE,
     NO_TRANSCRIPT,
     TINY_EN,
-    TOKEN_BUDGETS,
+    WHISPER_OPTIONS,
+    WINDOW_S,
     ModelFilesError,
     PackagePart,
     TokenBudget,
+    WhisperModel,
     WhisperTranscriber,
     asr_models,
     compression_ratio,
-    echoes_prompt,
     make_transcriber,
     primary_language,
-    repeats_itself,
-    without_restart,
 )
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
+from depscreen.engine.runtime.threads import one_thread_per_call
 from depscreen.engine.transcript_error import transcript_error
 
+from .test_asr_pieces import _Costs
 from .test_features import word_error_rate
 from .test_segment import _channel_noise
 
@@ -115,25 +117,33 @@ def test_a_missing_or_other_version_package_is_refused_with_the_install_command(
         other.read()
 
 
+def test_the_math_libraries_compute_on_the_calling_thread() -> None:
+    one_thread_per_call()  # as the server does once its models are loaded
+    pools = threadpoolctl.threadpool_info()
+    assert any(pool["user_api"] == "blas" for pool in pools), pools
+    assert all(pool["num_threads"] == 1 for pool in pools), "a pool of its own spins on the workers' cores"
+
+
 def test_budget_and_compression_ratio() -> None:
-    assert TokenBudget(10, 6).tokens(3.0) == 28
+    options = WHISPER_OPTIONS
+    assert TokenBudget(10, 6).tokens(3.0) == 28 and options.budget("en", 3.0) == 28
     assert compression_ratio("No. " * 40) > 2.4 > compression_ratio("And so my fellow Americans, ask not.")
     assert compression_ratio("") == 0.0
-    assert repeats_itself("He might even have been made amiable himself. He might even have been")
-    assert not repeats_itself("And so my fellow Americans, ask not what your country can do for you.")
-    assert repeats_itself("我认为讨厌的人我认为讨厌的人我认为讨厌的人")
-    assert not repeats_itself("放松的时候应该最喜欢看电影吧")
+    assert options.repeats_itself("He might even have been made amiable himself. He might even have been")
+    assert not options.repeats_itself("And so my fellow Americans, ask not what your country can do for you.")
+    assert options.repeats_itself("我认为讨厌的人我认为讨厌的人我认为讨厌的人")
+    assert not options.repeats_itself("放松的时候应该最喜欢看电影吧")
     # a short window's decoder saying the sentence again from its start keeps the first saying, no re-decoding
-    assert without_restart("Set blue with E5 now. Set blue with E5") == "Set blue with E5 now."
-    assert without_restart("Bing blue F2 now. Bing blue F2 now.") == "Bing blue F2 now."
-    assert without_restart("He might even have been made amiable himself. He might even") == (
+    assert options.without_restart("Set blue with E5 now. Set blue with E5") == "Set blue with E5 now."
+    assert options.without_restart("Bing blue F2 now. Bing blue F2 now.") == "Bing blue F2 now."
+    assert options.without_restart("He might even have been made amiable himself. He might even") == (
         "He might even have been made amiable himself."
     )
-    assert without_restart("And so my fellow Americans, ask not what your country can do for you.") is None
-    assert without_restart("I said that. Then I said that again.") is None, "a repeat not from the first word"
-    assert without_restart("我认为讨厌的人我认为讨厌的人") is None, "no spaces to tell by: decoded again instead"
-    assert echoes_prompt("以下是普通话的句子。", "zh") and echoes_prompt("这位置是普通话的句子。", "zh")
-    assert not echoes_prompt("放松的时候,应该最喜欢看电影吧", "zh") and not echoes_prompt("anything", "en")
+    assert options.without_restart("And so my fellow Americans, ask not what your country can do for you.") is None
+    assert options.without_restart("I said that. Then I said that again.") is None, "a repeat not from the start"
+    assert options.without_restart("我认为讨厌的人我认为讨厌的人") is None, "no spaces to tell by: decoded again"
+    assert options.echoes_prompt("以下是普通话的句子。", "zh") and options.echoes_prompt("这位置是普通话的句子。", "zh")
+    assert not options.echoes_prompt("放松的时候,应该最喜欢看电影吧", "zh") and not options.echoes_prompt("x", "en")
 
 
 # ---------------------------------------------------------------- speech and non-speech
@@ -184,11 +194,24 @@ def test_runaway_decoding_is_cut_at_the_token_budget(whisper: WhisperTranscriber
     _need(SPEECH / "codec2")
     noise = _channel_noise()
     audio = (noise * 0.06 / np.abs(noise).max()).astype(np.float32)
-    budget = TOKEN_BUDGETS["en"].tokens(len(audio) / SAMPLE_RATE)
-    looping = whisper.model("tiny.en")._decode(audio, "en", budget, window=False)
+    budget = WHISPER_OPTIONS.budget("en", len(audio) / SAMPLE_RATE)
+    looping = whisper.model("tiny.en")._decode(audio, "en", budget, "own")
     assert looping.ran_away, "quiet radio noise makes tiny.en repeat itself up to the budget"
     assert len(looping.text.split()) <= budget
     assert whisper.transcribe((audio * 32767).astype(np.int16), "en") == NO_TRANSCRIPT
+    costs = _Costs()
+    WhisperModel(TINY_EN, observer=costs).transcribe(audio, "en")
+    assert [w.kind for w in costs.work] == ["own", "fallback"], "the loop is decoded again in a longer window"
+    own, fallback = costs.work
+    seconds = len(audio) / SAMPLE_RATE
+    window_s = max(seconds + WHISPER_OPTIONS.silent_tail_s, WHISPER_OPTIONS.min_window_frames / 100)
+    assert own.padding_share == pytest.approx(1 - seconds / window_s, abs=0.01), "the tail, or padding to 5 s"
+    assert fallback.padding_share == pytest.approx(1 - seconds / WINDOW_S, abs=0.01), "English decides in 30 s"
+    costs = _Costs()
+    WhisperModel(BASE, observer=costs).transcribe(audio, "zh")
+    assert [w.kind for w in costs.work][:1] == ["own"] and len(costs.work) == 2, "Mandarin doubts the noise too"
+    check = costs.work[1]
+    assert check.padding_share == pytest.approx(1 - seconds / (2 * window_s), abs=0.01), "twice the own window"
 
 
 def test_a_server_without_asr_says_text_comes_from_captions() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from depscreen.engine.features.asr import WhisperTranscriber, join_text
+from depscreen.engine.features.asr import DECODE_KINDS, DecodeWork, WhisperTranscriber, join_text
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
@@ -126,3 +126,30 @@ def test_captioned_or_shed_sentences_run_no_asr(extractors: Extractors) -> None:
     results = _run(shed, pcm, 320, transcribe=False)
     assert results and all(r.features.transcript == "" for r in results)
     assert "asr" not in stages and "vad" in stages
+
+
+class _Costs:
+    """An AsrObserver that keeps what it hears."""
+
+    def __init__(self) -> None:
+        self.work: list[DecodeWork] = []
+        self.waits: list[float] = []
+
+    def decoded(self, work: DecodeWork) -> None:
+        self.work.append(work)
+
+    def waited(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def test_every_decoding_and_every_wait_for_a_worker_is_reported() -> None:
+    costs = _Costs()
+    pipeline = SessionPipeline(Extractors(asr="tiny.en", asr_observer=costs), sample_rate_hz=16000)
+    pcm = decode_audio_file(_need(FREE_SPEECH))[: 40 * 16000]
+    results = _run(pipeline, pcm, 1600)
+    assert results and costs.work and costs.waits
+    assert {w.kind for w in costs.work} <= set(DECODE_KINDS) and all(s >= 0 for s in costs.waits)
+    assert all(w.encode_s > 0 and w.generate_s > 0 and 0 <= w.padding_share < 1 for w in costs.work)
+    own_speech_s = sum(w.speech_s for w in costs.work if w.kind == "own")
+    sentences_s = sum((r.features.end_ms - r.features.start_ms) / 1000 for r in results)
+    assert own_speech_s >= sentences_s - 0.25 * len(results), (own_speech_s, sentences_s)

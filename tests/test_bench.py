@@ -28,7 +28,7 @@ def test_bench_load_json_with_bad_clients() -> None:
     assert "sentences scored" in bad["fast"] and "without `end`" in bad["vanisher"]
 
 
-def test_bench_load_counts_transcribed_and_shed_asr_sentences() -> None:
+def test_bench_load_counts_transcribed_and_shed_asr_sentences_and_where_asr_time_goes() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "depscreen.cli", "bench", "load", "--sessions", "1", "--duration", "11",
          "--media", str(FIXTURES / "jfk.flac"), "--no-video", "--json", "--server-arg=--asr=tiny.en"],
@@ -37,6 +37,10 @@ def test_bench_load_counts_transcribed_and_shed_asr_sentences() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["transcribed_sentences"] >= 2 and report["shed_asr_sentences"] == 0, report
+    parts = report["asr_ms_per_speech_second"]
+    assert set(parts) == {"features", "encode", "tail", "generate", "fallback", "no_speech_check"}, report
+    assert parts["encode"] > 0 and parts["generate"] > 0, report
+    assert report["asr_decodes"]["own"] >= report["transcribed_sentences"], report
 
 
 def test_bench_asr_compares_the_30s_window_with_own_length_windows(tmp_path) -> None:

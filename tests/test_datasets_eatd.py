@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from depscreen.engine.features.text import MULTILINGUAL, text_feature_dim
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
 from depscreen.engine.segment import SegmenterSettings, segment_pcm
+from depscreen.engine.train import cache as feature_cache
 from depscreen.engine.train.align import align_transcript
 from depscreen.engine.train.cache import FeatureCache, extractor_version
 from depscreen.engine.train.eatd import ANSWERS, EatdDataset
@@ -157,6 +159,13 @@ def test_segmenting_once_makes_the_features_the_two_pass_route_made(tmp_path: Pa
         )
         assert np.array_equal(new.audio, old.audio) and np.array_equal(new.video, old.video)
         assert (new.text is None and old.text is None) or np.array_equal(new.text, old.text)
+
+
+def test_the_asr_cache_key_names_every_decoding_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = extractor_version(MULTILINGUAL, asr="whisper")
+    assert json.loads(key)["asr"]["options"]["token_budgets"]["en"] == {"base": 10, "per_second": 6}
+    monkeypatch.setattr(feature_cache, "WHISPER_OPTIONS", replace(feature_cache.WHISPER_OPTIONS, min_confidence=0.3))
+    assert extractor_version(MULTILINGUAL, asr="whisper") != key
 
 
 def test_asr_text_comes_from_the_live_stage_under_its_own_cache_key(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ import importlib.util
 import json
 import re
 import threading
+import time
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -194,44 +195,110 @@ class TokenBudget:
         return int(self.base + self.per_second * seconds)
 
 
-TOKEN_BUDGETS: dict[str, TokenBudget] = {"en": TokenBudget(10, 6), "zh": TokenBudget(10, 10)}
-"""Per language: English speech runs at ~2.5-3 words (~3.5 tokens) per second, Mandarin at ~4-5 characters
-(~6 tokens); the budgets leave about twice that."""
-DEFAULT_BUDGET = TokenBudget(10, 10)
+@dataclass(frozen=True)
+class WhisperOptions:
+    """Every setting of how Whisper decodes a sentence: windows, budgets, prompts and the thresholds that decide
+    when a decoding is redone or gets no text. The feature cache's key names them all (`train.cache`)."""
 
-INITIAL_PROMPTS: dict[str, str] = {"zh": "以下是普通话的句子。"}
-"""Text the decoder is conditioned on per language: for Mandarin it keeps the output in Simplified script."""
+    token_budgets: Mapping[str, TokenBudget] = field(
+        default_factory=lambda: {"en": TokenBudget(10, 6), "zh": TokenBudget(10, 10)}
+    )
+    """Per language: English speech runs at ~2.5-3 words (~3.5 tokens) per second, Mandarin at ~4-5
+    characters (~6 tokens); the budgets leave about twice that."""
+    default_budget: TokenBudget = TokenBudget(10, 10)
+    initial_prompts: Mapping[str, str] = field(default_factory=lambda: {"zh": "以下是普通话的句子。"})
+    """Text the decoder is conditioned on per language: for Mandarin it keeps the output in Simplified script."""
+    silent_tail_s: float = 1.0
+    """Zeros appended to a sentence before encoding: without them short windows fall into repetition loops."""
+    min_window_frames: int = 500
+    """Shortest encoder window (5 s): a shorter sentence and its tail are padded with log-mel zeros to it.
+    Windows of 1-4 s still fell into repetition loops ("closest closest closest ...") or doubted their speech,
+    each costing a re-decode; padded to 5 s the same pieces of free speech decoded cleanly, for ~5 ms more."""
+    check_frames: Mapping[str, int] = field(default_factory=lambda: {"zh": 1000})
+    """Shortest window of the re-decoding that decides a sentence whose own-length decoding ran away, repeated
+    itself or doubted its speech, per language (others: the full 30 s window): twice the own window, at least
+    this, at most 30 s (same token budget: a sentence that runs away there too gets no text, so a loop costs at
+    most two capped decodings). For Mandarin 10 s: against 30 s on the project's clips, noise, tones and
+    silence still got no text (27 trials) and character error was 29.9% vs 29.7% (20 EATD answers), for a
+    fifth of the check's CPU. Not for English: its no-speech threshold is the 30 s window's (in a 10 s window
+    radio noise got text in 8 of 36 trials instead of 2)."""
+    max_compression_ratio: float = 2.4
+    """Text whose zlib compression ratio exceeds this is a repetition loop, not speech."""
+    doubtful_no_speech: Mapping[str, float] = field(default_factory=lambda: {"en": 0.2})
+    """Whisper's no-speech probability in the own-length window above which a sentence is decoded again in the
+    check window to decide, per language (English speech sentences reach 0.4 in their own window, whole clips
+    <= 0.06; radio noise >= 0.27)."""
+    no_speech_probability: Mapping[str, float] = field(default_factory=lambda: {"en": 0.4})
+    """No-speech probability in the check window above which a sentence gets no text (English speech sentences
+    <= 0.25, radio noise, tones and silence >= 0.49 on the project's clips). Languages not listed use Whisper's
+    own rule: above `default_no_speech_probability` with confidence below `no_speech_confidence` (Mandarin
+    interview speech reaches 0.55) in either window."""
+    default_no_speech_probability: float = 0.6
+    no_speech_confidence: float = 0.7
+    min_confidence: float = 0.25
+    """Confidence below which any decoding is taken for noise, music or a tone and gets no text."""
+    repeated_tail_words: int = 4
+    """A decoding whose last this many words (characters x 2 without spaces) already occur earlier in it has
+    probably started over (short windows do): it is decoded again in the check window."""
+    restart_words: int = 3
+    """Words of a sentence a short-window decoding must say again, from its first word, to count as started
+    over."""
 
-SILENT_TAIL_S = 1.0
-"""Zeros appended to a sentence before encoding: without them short windows fall into repetition loops."""
+    def budget(self, language: str, seconds: float) -> int:
+        """The token budget of `seconds` of speech in `language` (a Whisper code)."""
+        return self.token_budgets.get(language, self.default_budget).tokens(seconds)
+
+    def repeats_itself(self, text: str) -> bool:
+        """Whether `text` ends with a phrase it already said (`repeated_tail_words` words)."""
+        units = text.lower().replace(".", " ").replace(",", " ").split()
+        if len(units) <= 2:
+            units = [c for c in text if c.isalnum()]
+            size = 2 * self.repeated_tail_words
+        else:
+            size = self.repeated_tail_words
+        if len(units) < 2 * size:
+            return False
+        tail = units[-size:]
+        return any(units[i : i + size] == tail for i in range(len(units) - size))
+
+    def without_restart(self, text: str) -> str | None:
+        """`text` cut where the decoder started the sentence over, saying it again from its first word (a short
+        window's habit: "Set blue in a one again. Set blue in a one again."), or None when it did not; only
+        text with spaces between words is cut (other text is decoded again in the check window)."""
+        words = text.split()
+        said = [word.lower().strip(".,!?;:") for word in words]
+        for start in range(self.restart_words, len(said) - self.restart_words + 1):
+            if said[start:] == said[: len(said) - start]:
+                return " ".join(words[:start])
+        return None
+
+    def echoes_prompt(self, text: str, language: str) -> bool:
+        """Whether `text` is the language's initial prompt said back (Whisper's habit on silence): short, and
+        holding most of the prompt's characters."""
+        prompt = {c for c in self.initial_prompts.get(language, "") if c.isalnum()}
+        said = {c for c in text if c.isalnum()}
+        return bool(prompt) and len(said) <= 2 * len(prompt) and len(prompt & said) >= 0.6 * len(prompt)
+
+    def speechless(self, text: str, confidence: float, no_speech: float, language: str, check: bool) -> bool:
+        """Whether a decoding looks like noise, music or a tone (or echoes the prompt) rather than speech, by the
+        no-speech thresholds of the own-length window, or of the check window (`check`)."""
+        thresholds = self.no_speech_probability if check else self.doubtful_no_speech
+        if language in thresholds:
+            silent = no_speech > thresholds[language]
+        else:
+            silent = no_speech > self.default_no_speech_probability and confidence < self.no_speech_confidence
+        return silent or self.echoes_prompt(text, language) or confidence < self.min_confidence
+
+
+WHISPER_OPTIONS = WhisperOptions()
+"""How live sessions and the trainer decode (the defaults)."""
+
 WINDOW_S = 30.0
-"""Whisper's full encoder window: the fallback for a sentence whose own-length decoding ran away (same token
-budget: a sentence that runs away there too gets no text, so a loop costs at most two capped decodings)."""
+"""Whisper's full encoder window: the longest window, and the stretch of a sentence one window decodes."""
 WINDOW_FRAMES = 3000
 """Log-mel frames (10 ms) of the full window."""
-MIN_WINDOW_FRAMES = 500
-"""Shortest encoder window (5 s): a shorter sentence and its tail are padded with silence to it. Windows of
-1-4 s still fell into repetition loops ("closest closest closest ...") or doubted their speech, each costing
-a 30 s re-decode (~0.5 s); padded to 5 s the same pieces of free speech decoded cleanly, for ~5 ms more."""
 MAX_TOKENS = 448
-"""Whisper's decoder length (prompt plus text), the cap of the 30 s fallback."""
-MAX_COMPRESSION_RATIO = 2.4
-"""Text whose zlib compression ratio exceeds this is a repetition loop, not speech."""
-DOUBTFUL_NO_SPEECH: dict[str, float] = {"en": 0.2}
-"""Whisper's no-speech probability in the own-length window above which a sentence is decoded again in the
-30 s window to decide, per language (English speech sentences reach 0.4 in their own window, whole clips
-<= 0.06; radio noise >= 0.27)."""
-NO_SPEECH_PROBABILITY: dict[str, float] = {"en": 0.4}
-"""No-speech probability in the 30 s window above which a sentence gets no text (English speech sentences
-<= 0.25, radio noise, tones and silence >= 0.49 on the project's clips). Languages not listed use Whisper's
-own rule: above `DEFAULT_NO_SPEECH_PROBABILITY` with confidence below `NO_SPEECH_CONFIDENCE` (Mandarin
-interview speech reaches 0.55) in either window."""
-DEFAULT_NO_SPEECH_PROBABILITY = 0.6
-NO_SPEECH_CONFIDENCE = 0.7
-MIN_CONFIDENCE = 0.25
-"""Confidence below which any decoding is taken for noise, music or a tone and gets no text."""
-
-
+"""Whisper's decoder length (prompt plus text), the cap of a decoding."""
 MAX_PROMPT_TOKENS = MAX_TOKENS // 2 - 1
 """Most tokens of earlier text the decoder is conditioned on (Whisper's own limit: the rest is for the text)."""
 
@@ -247,39 +314,42 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-REPEATED_TAIL_WORDS = 4
-"""A decoding whose last this many words (characters x 2 without spaces) already occur earlier in it has
-probably started over (short windows do): it is decoded again in the 30 s window."""
+DECODE_KINDS = ("own", "fallback", "no_speech_check")
+"""Why a sentence was decoded: in its own-length window ("own"); again in the check window because the own
+decoding ran away or repeated itself ("fallback"), or because it doubted there was speech ("no_speech_check")."""
 
 
-def repeats_itself(text: str) -> bool:
-    """Whether `text` ends with a phrase it already said (`REPEATED_TAIL_WORDS` words)."""
-    units = text.lower().replace(".", " ").replace(",", " ").split()
-    if len(units) <= 2:
-        units = [c for c in text if c.isalnum()]
-        size = 2 * REPEATED_TAIL_WORDS
-    else:
-        size = REPEATED_TAIL_WORDS
-    if len(units) < 2 * size:
-        return False
-    tail = units[-size:]
-    return any(units[i : i + size] == tail for i in range(len(units) - size))
+@dataclass(frozen=True)
+class DecodeWork:
+    """What one decoding cost: its kind (`DECODE_KINDS`), the speech it decoded, and the wall seconds of its
+    parts (the log-mel in the calling thread; encode and generate on the model's own thread, one call at a time
+    on one thread, so they are that thread's busy time) with the process CPU seconds over the same spans (exact
+    only when nothing else runs in the process, as in `depscreen bench asr`)."""
+
+    kind: str
+    speech_s: float
+    features_s: float
+    encode_s: float
+    generate_s: float
+    padding_share: float
+    """Share of the encoded frames that are the silent tail or padding, not the sentence (encoder cost is about
+    linear in frames, so this share of `encode_s` is what the padding costs)."""
+    features_cpu_s: float = 0.0
+    encode_cpu_s: float = 0.0
+    generate_cpu_s: float = 0.0
 
 
-RESTART_WORDS = 3
-"""Words of a sentence a short-window decoding must say again, from its first word, to count as started over."""
+class AsrObserver(Protocol):
+    """Receives the cost of every decoding a transcriber makes, and the waits of pieces for a worker (for metrics
+    and benchmarks)."""
 
+    def decoded(self, work: DecodeWork) -> None:
+        """One decoding was made."""
+        ...
 
-def without_restart(text: str) -> str | None:
-    """`text` cut where the decoder started the sentence over, saying it again from its first word (a short
-    window's habit: "Set blue in a one again. Set blue in a one again."), or None when it did not; only text
-    with spaces between words is cut (other text is decoded again in the 30 s window)."""
-    words = text.split()
-    said = [word.lower().strip(".,!?;:") for word in words]
-    for start in range(RESTART_WORDS, len(said) - RESTART_WORDS + 1):
-        if said[start:] == said[: len(said) - start]:
-            return " ".join(words[:start])
-    return None
+    def waited(self, seconds: float) -> None:
+        """A piece of a sentence waited `seconds` for a free worker thread (`asr_pieces`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -292,39 +362,33 @@ class _Decoding:
     repeated: bool = False
 
 
-def _speechless(decoding: _Decoding, language: str, thresholds: dict[str, float]) -> bool:
-    """Whether a decoding looks like noise, music or a tone (or echoes the prompt) rather than speech, with
-    the no-speech `thresholds` of its window."""
-    if language in thresholds:
-        no_speech = decoding.no_speech > thresholds[language]
-    else:
-        no_speech = decoding.no_speech > DEFAULT_NO_SPEECH_PROBABILITY and decoding.confidence < NO_SPEECH_CONFIDENCE
-    return no_speech or echoes_prompt(decoding.text, language) or decoding.confidence < MIN_CONFIDENCE
-
-
-def echoes_prompt(text: str, language: str) -> bool:
-    """Whether `text` is the language's initial prompt said back (Whisper's habit on silence): short, and
-    holding most of the prompt's characters."""
-    prompt = {c for c in INITIAL_PROMPTS.get(language, "") if c.isalnum()}
-    said = {c for c in text if c.isalnum()}
-    return bool(prompt) and len(said) <= 2 * len(prompt) and len(prompt & said) >= 0.6 * len(prompt)
-
-
 class WhisperModel:
     """One loaded CTranslate2 Whisper model, decoding a sentence in a window of its own length.
 
-    The sentence's log-mel plus `SILENT_TAIL_S` of silence (at least `MIN_WINDOW_FRAMES` in all) is encoded
+    The sentence's log-mel plus `silent_tail_s` of silence (at least `min_window_frames` in all) is encoded
     (not Whisper's 30 s window, which costs the same for a 2 s sentence as for a 29 s one) and decoded
     greedily, without timestamps, capped at the language's `TokenBudget`. Hitting the cap, text with a
-    compression ratio above `MAX_COMPRESSION_RATIO`, text that ends by repeating itself (unless it merely
+    compression ratio above `max_compression_ratio`, text that ends by repeating itself (unless it merely
     started the sentence over: the first saying is kept) and text that looks like non-speech
-    (`DOUBTFUL_NO_SPEECH`) are decoded again in the 30 s window; there the sentence gets no text if it runs
-    away again or looks like non-speech (`NO_SPEECH_PROBABILITY`). Sentences longer than 30 s are transcribed
-    in consecutive windows. One thread per call; `parallel` calls run at once on as many replicas.
+    (`doubtful_no_speech`) are decoded again in a longer window (`check_frames`); there the sentence gets no
+    text if it runs away again or looks like non-speech (`no_speech_probability`). All of these are
+    `options` (`WhisperOptions`). Windows are padded with
+    log-mel zeros (the thresholds were chosen on such windows: padded with Whisper's own silence floor instead,
+    English word error fell from 10.8% to 7.5% but radio noise got text in 15 of 18 trials instead of 2).
+    Sentences longer than 30 s are transcribed in consecutive windows. One thread per call; `parallel` calls
+    run at once on as many replicas. Each decoding's cost goes to `observer`.
     """
 
-    def __init__(self, source: WhisperSource, parallel: int = 1) -> None:
+    def __init__(
+        self,
+        source: WhisperSource,
+        parallel: int = 1,
+        observer: AsrObserver | None = None,
+        options: WhisperOptions = WHISPER_OPTIONS,
+    ) -> None:
         self.source = source
+        self.options = options
+        self._observer = observer
         files = source.read()
         self._model = ctranslate2.models.Whisper(
             source.name, device="cpu", compute_type="int8", intra_threads=1, inter_threads=parallel, files=files
@@ -346,7 +410,7 @@ class WhisperModel:
     def transcribe(self, audio: np.ndarray, language: str, said_before: str = "") -> Transcript:
         """Transcribe float32 16 kHz `audio` in `language` (a Whisper code this model knows), following on
         from the text `said_before` it."""
-        window = int(WINDOW_S * SAMPLE_RATE) - int(SILENT_TAIL_S * SAMPLE_RATE)
+        window = int(WINDOW_S * SAMPLE_RATE) - int(self.options.silent_tail_s * SAMPLE_RATE)
         decoded = [
             self._sentence(audio[start : start + window], language, said_before)
             for start in range(0, len(audio), window)
@@ -357,29 +421,39 @@ class WhisperModel:
         return Transcript(join_text([d.text for d in kept], language), float(np.mean([d.confidence for d in kept])))
 
     def _sentence(self, audio: np.ndarray, language: str, said_before: str) -> _Decoding:
-        budget = TOKEN_BUDGETS.get(language, DEFAULT_BUDGET).tokens(len(audio) / SAMPLE_RATE)
-        own = self._decode(audio, language, budget, False, said_before)
-        if own.repeated and (said_once := without_restart(own.text)):
+        options = self.options
+        budget = options.budget(language, len(audio) / SAMPLE_RATE)
+        own = self._decode(audio, language, budget, "own", said_before)
+        if own.repeated and (said_once := options.without_restart(own.text)):
             own = replace(own, text=said_once, repeated=False)
-        if not (own.ran_away or own.repeated or _speechless(own, language, DOUBTFUL_NO_SPEECH)):
-            return own
-        full = self._decode(audio, language, budget, True, said_before)
-        if full.ran_away or _speechless(full, language, NO_SPEECH_PROBABILITY):
+        if not (own.ran_away or own.repeated):
+            if not options.speechless(own.text, own.confidence, own.no_speech, language, check=False):
+                return own
+            full = self._decode(audio, language, budget, "no_speech_check", said_before)
+        else:
+            full = self._decode(audio, language, budget, "fallback", said_before)
+        if full.ran_away or options.speechless(full.text, full.confidence, full.no_speech, language, check=True):
             return _Decoding("", 0.0, full.no_speech, full.ran_away)
         return full
 
-    def _decode(self, audio: np.ndarray, language: str, budget: int, window: bool, said_before: str = "") -> _Decoding:
-        """Greedy decoding of `audio` plus the silent tail, in its own length or (`window`) padded to 30 s as
-        `transcribe()` of faster-whisper does, conditioned on the language's initial prompt and `said_before`;
-        at most `budget` tokens."""
+    def _decode(self, audio: np.ndarray, language: str, budget: int, kind: str, said_before: str = "") -> _Decoding:
+        """Greedy decoding of `audio` plus the silent tail, in its own length (`kind` "own") or in the check
+        window, conditioned on the language's initial prompt and `said_before`; at most `budget` tokens."""
         tokenizer = self._tokenizer(language)
-        mel = self._features(np.concatenate((audio, np.zeros(int(SILENT_TAIL_S * SAMPLE_RATE), np.float32))), padding=0)
-        frames = WINDOW_FRAMES if window else min(max(mel.shape[1] // 2 * 2, MIN_WINDOW_FRAMES), WINDOW_FRAMES)
+        clock = _PartClock()
+        options = self.options
+        tail = np.zeros(int(options.silent_tail_s * SAMPLE_RATE), np.float32)
+        mel = self._features(np.concatenate((audio, tail)), padding=0)
+        own = min(max(mel.shape[1] // 2 * 2, options.min_window_frames), WINDOW_FRAMES)
+        shortest_check = options.check_frames.get(language, WINDOW_FRAMES)
+        frames = own if kind == "own" else min(max(2 * own, shortest_check), WINDOW_FRAMES)
         padded = np.zeros((1, mel.shape[0], frames), np.float32)
         padded[0, :, : min(frames, mel.shape[1])] = mel[:, :frames]
+        features = clock.lap()
         encoded = self._model.encode(ctranslate2.StorageView.from_array(padded))
+        encode = clock.lap()
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-        if earlier := join_text([INITIAL_PROMPTS.get(language, ""), said_before.strip()], language):
+        if earlier := join_text([options.initial_prompts.get(language, ""), said_before.strip()], language):
             prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + earlier)[-MAX_PROMPT_TOKENS:], *prompt]
         limit = min(len(prompt) + budget, MAX_TOKENS)
         result = self._model.generate(
@@ -392,11 +466,41 @@ class WhisperModel:
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
+        generate = clock.lap()
+        if self._observer is not None:
+            speech_frames = len(audio) / SAMPLE_RATE * 100
+            self._observer.decoded(
+                DecodeWork(
+                    kind,
+                    len(audio) / SAMPLE_RATE,
+                    features[0],
+                    encode[0],
+                    generate[0],
+                    max(0.0, 1.0 - speech_frames / frames),
+                    features[1],
+                    encode[1],
+                    generate[1],
+                )
+            )
         tokens = result.sequences_ids[0]
         text = tokenizer.decode(tokens).strip()
         confidence = float(np.exp(result.scores[0])) if tokens else 0.0
-        ran_away = len(prompt) + len(tokens) >= limit or compression_ratio(text) > MAX_COMPRESSION_RATIO
-        return _Decoding(text, confidence, result.no_speech_prob, ran_away, repeats_itself(text))
+        ran_away = len(prompt) + len(tokens) >= limit or compression_ratio(text) > options.max_compression_ratio
+        return _Decoding(text, confidence, result.no_speech_prob, ran_away, options.repeats_itself(text))
+
+
+class _PartClock:
+    """Wall and process CPU seconds of consecutive parts of one decoding."""
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        """(wall, process CPU) seconds since the last lap."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        lapped = (wall - self._wall, cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
+        return lapped
 
 
 def _languages(source: WhisperSource) -> frozenset[str]:
@@ -418,12 +522,19 @@ class WhisperTranscriber:
     At construction every allowed model's packages are checked (present, pinned version, `model.bin` SHA-256),
     so a broken install stops the server at start; the weights load on the first sentence that needs them,
     once per process. A language no allowed model knows gets `Transcript("", 0.0)` without running anything.
-    Safe to share between threads (`parallel` calls run at once per model).
+    Safe to share between threads (`parallel` calls run at once per model). Every decoding's cost goes to
+    `observer`; `options` say how a sentence is decoded.
     """
 
     name = "whisper"
 
-    def __init__(self, models: Sequence[str] = ("tiny.en", "base"), parallel: int = 1) -> None:
+    def __init__(
+        self,
+        models: Sequence[str] = ("tiny.en", "base"),
+        parallel: int = 1,
+        observer: AsrObserver | None = None,
+        options: WhisperOptions = WHISPER_OPTIONS,
+    ) -> None:
         unknown = sorted(set(models) - set(WHISPER_SOURCES))
         if unknown or not models:
             raise ValueError(
@@ -435,6 +546,8 @@ class WhisperTranscriber:
             source.read()
         self._languages = {source.key: _languages(source) for source in self.sources}
         self._parallel = parallel
+        self._observer = observer
+        self.options = options
         self._loaded: dict[str, WhisperModel] = {}
         self._load_locks = {source.key: threading.Lock() for source in self.sources}
         """One lock per model: loading one (a second or more) never holds up sentences of another."""
@@ -455,7 +568,7 @@ class WhisperTranscriber:
         """The loaded model `key` (loading it now if this is its first use)."""
         with self._load_locks[key]:
             if key not in self._loaded:
-                self._loaded[key] = WhisperModel(WHISPER_SOURCES[key], self._parallel)
+                self._loaded[key] = WhisperModel(WHISPER_SOURCES[key], self._parallel, self._observer, self.options)
             return self._loaded[key]
 
     def preload(self, language: str) -> None:
@@ -509,7 +622,8 @@ def asr_models(asr: str) -> tuple[str, ...]:
     return keys
 
 
-def make_transcriber(asr: str, parallel: int = 1) -> Transcriber:
-    """The transcriber an `--asr` value asks for: NoTranscriber for "none", else Whisper with those models."""
+def make_transcriber(asr: str, parallel: int = 1, observer: AsrObserver | None = None) -> Transcriber:
+    """The transcriber an `--asr` value asks for: NoTranscriber for "none", else Whisper with those models
+    (reporting each decoding's cost to `observer`)."""
     models = asr_models(asr)
-    return WhisperTranscriber(models, parallel) if models else NoTranscriber()
+    return WhisperTranscriber(models, parallel, observer) if models else NoTranscriber()

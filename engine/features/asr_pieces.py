@@ -22,7 +22,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from depscreen.engine.features.asr import NO_TRANSCRIPT, Transcriber, Transcript, join_text, primary_language
+from depscreen.engine.features.asr import (
+    NO_TRANSCRIPT,
+    AsrObserver,
+    Transcriber,
+    Transcript,
+    join_text,
+    primary_language,
+)
 from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.segment import Piece, Sentence
 
@@ -60,15 +67,20 @@ class SentenceInPieces:
         executor: Executor,
         min_piece_ms: int,
         on_asr: AsrTimer | None = None,
+        observer: AsrObserver | None = None,
     ) -> None:
         """`min_piece_ms`: the segmenter's shortest piece; a shorter rest after the last piece is transcribed
-        again with that piece at the close (Whisper makes out a short stretch alone worse)."""
+        again with that piece at the close (Whisper makes out a short stretch alone worse). `observer` hears how
+        long each piece waited for a worker thread."""
         self._min_piece_samples = min_piece_ms * SAMPLE_RATE // 1000
         self._transcriber = transcriber
         self._language = language
         self._code = primary_language(language)
         self._executor = executor
         self._on_asr = on_asr
+        self._observer = observer
+        self._submitted_at = 0.0
+        """`time.perf_counter()` when the next piece was handed to the executor."""
         self._lock = threading.Condition()
         self._waiting: list[Piece] = []
         """Pieces of the open sentence not yet handed to a worker (transcription was not allowed yet)."""
@@ -101,7 +113,7 @@ class SentenceInPieces:
             pcm = np.concatenate([p.pcm for p in waiting]) if len(waiting) > 1 else piece.pcm
             self._queue.append(_Stretch(piece.sentence_start_sample, waiting[0].start_sample, piece.end_sample, pcm))
             if not self._running:
-                self._executor.submit(self._work)
+                self._submit()
                 self._running = True
 
     def close(self, sentence: Sentence) -> Transcript:
@@ -150,10 +162,17 @@ class SentenceInPieces:
             self._on_asr(time.perf_counter() - start, time.thread_time() - cpu_start)
         return transcript
 
+    def _submit(self) -> None:
+        """Hand the first queued stretch to the executor (called with the lock held)."""
+        self._submitted_at = time.perf_counter()
+        self._executor.submit(self._work)
+
     def _work(self) -> None:
         """Transcribe the first queued stretch on a worker, then hand the next one to the executor (so one
         session's pieces never hold a worker while other sessions' wait)."""
         with self._lock:
+            if self._observer is not None:
+                self._observer.waited(time.perf_counter() - self._submitted_at)
             if not self._queue:
                 self._running = False
                 self._lock.notify_all()
@@ -174,7 +193,7 @@ class SentenceInPieces:
                 self._queue.pop(0)
                 self._done.append((stretch, transcript))
             if self._queue:
-                self._executor.submit(self._work)
+                self._submit()
             else:
                 self._running = False
             self._lock.notify_all()
