@@ -124,6 +124,17 @@ class ServerSettings:
             "used by the server's peers and advertised to WHIP clients in Link headers; empty = host candidates only"
         },
     )
+    max_sdp_bytes: int = field(
+        default=65536,
+        metadata={"help": "largest WHIP offer or trickle-ICE body accepted (bytes); larger get 413 before any parsing"},
+    )
+    max_ice_candidates: int = field(
+        default=50,
+        metadata={
+            "help": "remote ICE candidates one WebRTC session may give (its offer and trickle PATCHes together); "
+            "more get 400 before the WebRTC stack sees them (its checks grow with the square of the count)"
+        },
+    )
     turn_username: str = field(default="", metadata={"help": "username for the TURN servers in ice_servers"})
     turn_credential: str = field(default="", metadata={"help": "password for the TURN servers in ice_servers"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
@@ -225,7 +236,7 @@ class ServerSettings:
             raise ValueError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         if self.device not in DEVICE_CHOICES:
             raise ValueError(f"device={self.device!r} is not one of {', '.join(DEVICE_CHOICES)}")
-        for name in ("max_sessions", "max_message_bytes", "max_chunk_ms"):
+        for name in ("max_sessions", "max_message_bytes", "max_chunk_ms", "max_sdp_bytes", "max_ice_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0.1 <= self.video_fps <= 30:

@@ -71,6 +71,8 @@ class PeerSession:
     ) -> None:
         self.resource_id = secrets.token_urlsafe(18)
         self.remote_ice_ufrag = ""
+        self.remote_candidates = 0
+        """Remote ICE candidates given so far (offer and trickles), against `max_ice_candidates`."""
         self.hub = hub
         self.live = live
         self.pc = RTCPeerConnection(configuration)
