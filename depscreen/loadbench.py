@@ -28,6 +28,7 @@ from depscreen.clients.media import MediaSource, TimedMessage
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.sample import sample_path
+from depscreen.streamer.metrics import REJECT_REASONS
 from depscreen.v1 import screening_pb2 as pb
 
 T = TypeVar("T")
@@ -264,7 +265,10 @@ async def load_run(
         shed_video_frames=_delta(metrics_before, metrics_after, "depscreen_shed_video_frames_total"),
         shed_asr_sentences=_delta(metrics_before, metrics_after, "depscreen_shed_asr_total"),
         transcribed_sentences=_delta(metrics_before, metrics_after, 'depscreen_stage_seconds_count{stage="asr"}'),
-        rejected_sessions=_delta(metrics_before, metrics_after, "depscreen_rejected_sessions_total"),
+        rejected_sessions=sum(
+            _delta(metrics_before, metrics_after, f'depscreen_rejected_sessions_total{{reason="{reason}"}}')
+            for reason in REJECT_REASONS
+        ),
         failed_sessions=sum(1 for r in session_results if isinstance(r, BaseException)),
         event_loop_lag_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_event_loop_lag_seconds"),
         bad_clients=results[sessions] if bad and isinstance(results[sessions], dict) else {},

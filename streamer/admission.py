@@ -1,6 +1,7 @@
 """SessionHub: what the sessions of one server share (settings, model, extractors, batcher, metrics,
-workers) and the door they come in by: admission against `max_sessions`, per-token quotas and the CPU backlog,
-and opening a new or resumed `LiveSession`."""
+workers) and the door they come in by: admission against `max_sessions`, per-token quotas (by default half of
+`max_sessions` each, so no one token can hold every slot) and the CPU backlog, and opening a new or resumed
+`LiveSession`."""
 
 from __future__ import annotations
 
@@ -125,12 +126,9 @@ class SessionHub:
             check_resume_point(start, checkpoint)
         self._check_principal_quota(principal)
         if not self.admitting:
-            self.metrics.rejected_sessions_total.inc()
-            state = (
-                f"at its limit of {self.settings.max_sessions} concurrent sessions"
-                if self.active >= self.settings.max_sessions
-                else "overloaded"
-            )
+            full = self.active >= self.settings.max_sessions
+            self.metrics.rejected_sessions_total.labels(reason="capacity" if full else "overloaded").inc()
+            state = f"at its limit of {self.settings.max_sessions} concurrent sessions" if full else "overloaded"
             raise ProtocolError(
                 ErrorKind.RESOURCE_EXHAUSTED,
                 f"server is {state}: retry in {RETRY_AFTER_S:g} s, or on another replica",
@@ -222,12 +220,13 @@ class SessionHub:
             raise store_unavailable(error) from None
 
     def _check_principal_quota(self, principal: str | None) -> None:
-        limit = self.settings.max_sessions_per_token
+        limit = self.settings.token_session_limit
         if principal is not None and limit and self.per_principal.get(principal, 0) >= limit:
-            self.metrics.rejected_sessions_total.inc()
+            self.metrics.rejected_sessions_total.labels(reason="token_quota").inc()
             raise ProtocolError(
                 ErrorKind.RESOURCE_EXHAUSTED,
-                f"this token already holds its limit of {limit} concurrent sessions: end one, or retry later",
+                f"this token already holds its limit of {limit} concurrent sessions (max_sessions_per_token): end "
+                "one, or retry later",
                 retry_after_s=RETRY_AFTER_S,
             )
 

@@ -170,10 +170,22 @@ class ServerSettings:
     jwt_issuer: str = field(default="", metadata={"help": "the `iss` a JWT must carry"})
     jwt_audience: str = field(default="", metadata={"help": "the `aud` a JWT must carry"})
     max_sessions_per_token: int = field(
-        default=0,
+        default=-1,
         metadata={
-            "help": "concurrent sessions one token (JWT subject) may hold; more get RESOURCE_EXHAUSTED (0 = no limit)"
+            "help": "concurrent sessions one token (JWT subject, client certificate) may hold; more get "
+            "RESOURCE_EXHAUSTED (-1 = half of max_sessions, at least 1; 0 = no limit)"
         },
+    )
+    min_audio_speed: float = field(
+        default=0.5,
+        metadata={
+            "help": "seconds of audio a session must send per second it waits for its client to hold its slot: one "
+            "that falls audio_grace_s behind this rate is ended with DEADLINE_EXCEEDED (0 = no floor)"
+        },
+    )
+    audio_grace_s: float = field(
+        default=15.0,
+        metadata={"help": "how far (s) a session may fall behind min_audio_speed, from its start, before it is ended"},
     )
     max_session_s: float = field(
         default=14400.0,
@@ -295,9 +307,14 @@ class ServerSettings:
             raise ValueError("TLS needs both tls_cert and tls_key")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mTLS) needs TLS itself: set tls_cert and tls_key")
-        for name in ("max_sessions_per_token", "max_session_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative (0 = no limit)")
+        if self.max_sessions_per_token < -1:
+            raise ValueError("max_sessions_per_token must be -1 (half of max_sessions), 0 (no limit) or a count")
+        if self.max_session_s < 0:
+            raise ValueError("max_session_s must not be negative (0 = no limit)")
+        if not 0 <= self.min_audio_speed <= 1:
+            raise ValueError(f"min_audio_speed={self.min_audio_speed} is outside 0-1 (0 = no floor; 1 = real time)")
+        if self.audio_grace_s <= 0:
+            raise ValueError("audio_grace_s must be positive")
         if self.state_store and not self.state_store.startswith(("sqlite://", "redis://", "rediss://")):
             raise ValueError(f"state_store={self.state_store!r} is not sqlite://PATH or redis://HOST:PORT/DB")
         if self.resume_ttl_s <= 0:
@@ -315,6 +332,13 @@ class ServerSettings:
         if self.auth_tokens:
             return "tokens"
         return "jwt" if self.jwt_jwks or self.jwt_jwks_url else "open"
+
+    @property
+    def token_session_limit(self) -> int:
+        """`max_sessions_per_token` resolved: -1 becomes half of `max_sessions` (at least 1); 0 = no limit."""
+        if self.max_sessions_per_token == -1:
+            return max(1, self.max_sessions // 2)
+        return self.max_sessions_per_token
 
     @property
     def worker_count(self) -> int:
