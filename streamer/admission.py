@@ -34,7 +34,7 @@ from depscreen.streamer.protocol import (
     check_resume_point,
     store_unavailable,
 )
-from depscreen.streamer.record import SessionRecorder, record_failed
+from depscreen.streamer.record import RecordBudget, SessionRecorder, record_failed
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
@@ -70,6 +70,8 @@ class SessionHub:
     """Session and stage spans (`tracing.py`); None when traces are off."""
     clock: Clock = field(default_factory=SystemClock)
     """What session time limits and pacing are measured on (`clock.py`)."""
+    record_budget: RecordBudget | None = None
+    """Bytes the recordings may take (`record`'s folder, `record.py`); None when nothing is recorded."""
     _admitted_last: bool = field(default=True, init=False, repr=False)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server begins shutting down: new sessions are refused, live streams end (`service.py`)."""
@@ -171,6 +173,7 @@ class SessionHub:
                 disable_asr=start.disable_asr,
                 model=model_info_message(self.screener),
                 on_failure=failed,
+                budget=self.record_budget,
             )
         except OSError as error:
             failed(error)

@@ -51,7 +51,7 @@ from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.cors import cors_middleware
 from depscreen.streamer.health import ServingHealth
 from depscreen.streamer.metrics import Metrics
-from depscreen.streamer.record import prepare_record_folder
+from depscreen.streamer.record import RecordBudget, folder_bytes, prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
 from depscreen.streamer.service import ScreeningService
 from depscreen.streamer.settings import ServerSettings, SettingsError
@@ -99,8 +99,10 @@ class Server:
         grpc_credentials, http_ssl = tls.grpc_credentials(s), tls.http_context(s)
         if s.state_store:
             self._resumer = await asyncio.get_running_loop().run_in_executor(None, open_resumer, s)
+        record_budget = None
         if s.record:
-            open_record_folder(Path(s.record))
+            used = await asyncio.get_running_loop().run_in_executor(None, open_record_folder, Path(s.record))
+            record_budget = RecordBudget(s.record_session_bytes, s.record_total_bytes, used)
         self.tracing = self.tracing or open_tracing(os.environ)
         # Sessions run in parallel on the worker threads; one torch thread each keeps them from contending.
         torch.set_num_threads(1)
@@ -143,6 +145,7 @@ class Server:
             on_admission=self.health.admitting,
             tracing=self.tracing,
             clock=self.clock,
+            record_budget=record_budget,
         )
         self.metrics.describe_server(
             version("depscreen"), screener.facts.model_id, screener.device.type, screener.kernels, s.max_sessions
@@ -291,8 +294,9 @@ async def _within(work: Awaitable[None], timeout_s: float) -> None:
         await asyncio.wait_for(work, max(0.0, timeout_s))
 
 
-def open_record_folder(root: Path) -> None:
-    """Check that sessions can be recorded into `root` (SettingsError says why not), and say loudly that they will."""
+def open_record_folder(root: Path) -> int:
+    """Check that sessions can be recorded into `root` (SettingsError says why not), and say loudly that they will;
+    the bytes it holds already."""
     try:
         prepare_record_folder(root)
     except OSError as error:
@@ -301,6 +305,7 @@ def open_record_folder(root: Path) -> None:
             "to record nothing"
         ) from None
     log.warning("recording every session into %s: audio, video and transcripts will be written to disk", root)
+    return folder_bytes(root)
 
 
 def open_resumer(settings: ServerSettings) -> Resumer:

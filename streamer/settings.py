@@ -197,6 +197,10 @@ class ServerSettings:
         default=30.0,
         metadata={"help": "video frames a client may send per second of audio (2 s burst); more end the stream"},
     )
+    max_captions_per_s: float = field(
+        default=10.0,
+        metadata={"help": "captions a client may send per second of audio (2 s burst); more end the stream"},
+    )
     tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: serve gRPC and HTTP over TLS"})
     tls_key: str = field(default="", metadata={"help": "PEM private key of tls_cert"})
     tls_client_ca: str = field(
@@ -233,6 +237,18 @@ class ServerSettings:
         metadata={
             "help": "folder to record every session into (received audio, video frames, captions, and the sentences "
             "sent back); empty = nothing of a session reaches disk. Health data: consent and retention are yours"
+        },
+    )
+
+    record_session_bytes: int = field(
+        default=2 * 1024**3,
+        metadata={"help": "most bytes one stream's recording may take; then its recording stops (0 = no limit)"},
+    )
+    record_total_bytes: int = field(
+        default=64 * 1024**3,
+        metadata={
+            "help": "most bytes the record folder may hold (counted from its size at start); then recordings stop "
+            "and new sessions go unrecorded (0 = no limit)"
         },
     )
 
@@ -321,6 +337,11 @@ class ServerSettings:
             raise ValueError("resume_ttl_s must be positive")
         if self.resume_key_file and not self.state_store:
             raise ValueError("resume_key_file is set but no state_store: set state_store to make sessions resumable")
+        for name in ("record_session_bytes", "record_total_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 = no limit)")
+        if self.max_captions_per_s <= 0:
+            raise ValueError("max_captions_per_s must be positive")
         if self.max_video_fps < self.video_fps:
             raise ValueError(f"max_video_fps={self.max_video_fps} is below video_fps={self.video_fps}: raise it")
 
