@@ -21,10 +21,11 @@ from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.segment import SegmenterSettings
+from depscreen.streamer.auth import principal_fingerprint
 from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN, Checkpointer, updates_to_resend
 from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.convert import model_info_message
-from depscreen.streamer.interview import Opening
+from depscreen.streamer.interview import Input, Opening, ScoredSentence
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.protocol import (
     RETRY_AFTER_S,
@@ -72,6 +73,8 @@ class SessionHub:
     """What session time limits and pacing are measured on (`clock.py`)."""
     record_budget: RecordBudget | None = None
     """Bytes the recordings may take (`record`'s folder, `record.py`); None when nothing is recorded."""
+    live_records: set[str] = field(default_factory=set)
+    """Record ids of the resumable sessions streaming now: one resume token opens one live stream at a time."""
     _admitted_last: bool = field(default=True, init=False, repr=False)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server begins shutting down: new sessions are refused, live streams end (`service.py`)."""
@@ -136,6 +139,8 @@ class SessionHub:
                 f"server is {state}: retry in {RETRY_AFTER_S:g} s, or on another replica",
                 retry_after_s=RETRY_AFTER_S,
             )
+        if ticket is not None:
+            self._claim(ticket)
         self.active += 1
         self._report_admission()
         self.metrics.sessions_active.inc()
@@ -147,6 +152,8 @@ class SessionHub:
         route = text_route(self.screener.facts, primary_language(start.language))
         pipeline = self._new_pipeline(start, checkpoint, trace, route)
         session = LiveSession(self, session_id, pipeline, principal, trace)
+        if ticket is not None:
+            session.observe(LiveRecord(self.live_records, ticket.record_id))
         if route.notice:
             session.notices.append(route.notice)
         if checkpoint is not None:
@@ -174,6 +181,7 @@ class SessionHub:
                 model=model_info_message(self.screener),
                 on_failure=failed,
                 budget=self.record_budget,
+                principal=principal_fingerprint(session.principal),
             )
         except OSError as error:
             failed(error)
@@ -191,7 +199,10 @@ class SessionHub:
         """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from,
         whose kept updates from `start.received_sentences` on are re-sent) and write its first checkpoint. A new
         session whose first checkpoint the store cannot take runs without resume, and its welcome says so."""
-        ticket = ticket or resumer.new_ticket(session.session_id, session.principal)
+        if ticket is None:
+            ticket = resumer.new_ticket(session.session_id, session.principal)
+            self._claim(ticket)
+            session.observe(LiveRecord(self.live_records, ticket.record_id))
         kept, resend = (), []
         if checkpoint is not None:
             kept = checkpoint.updates
@@ -221,6 +232,19 @@ class SessionHub:
             ) from None
         except StoreError as error:
             raise store_unavailable(error) from None
+
+    def _claim(self, ticket: Ticket) -> None:
+        """Mark the ticket's session live, or refuse (UNAVAILABLE) a second stream of a session that streams now:
+        two at once would fork it. The first stream's end frees it (a broken one once the server notices it:
+        keepalive or stall), so a client resuming after a broken link gets in on a retry."""
+        if ticket.record_id in self.live_records:
+            raise ProtocolError(
+                ErrorKind.UNAVAILABLE,
+                "this session is streaming on another stream now (one resume token opens one stream at a time): "
+                f"end that stream, or retry in {RETRY_AFTER_S:g} s once the server has noticed that it broke",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.live_records.add(ticket.record_id)
 
     def _check_principal_quota(self, principal: str | None) -> None:
         limit = self.settings.token_session_limit
@@ -271,3 +295,20 @@ class SessionHub:
             first_index=checkpoint.next_index if checkpoint else 0,
             counts=replace(checkpoint.counts) if checkpoint else None,
         )
+
+
+@dataclass
+class LiveRecord:
+    """Follows a resumable session to free its record id from `live_records` when the session closes."""
+
+    live: set[str]
+    record_id: str
+
+    def took(self, item: Input) -> None:
+        """Inputs do not matter here."""
+
+    async def scored(self, sentence: ScoredSentence) -> None:
+        """Sentences do not matter here."""
+
+    def close(self) -> None:
+        self.live.discard(self.record_id)

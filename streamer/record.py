@@ -3,13 +3,15 @@
 Off by default: without `record` nothing of a session (audio, video, captions, transcripts) reaches disk.
 Turning it on is the operator's decision, and so are consent, retention and encryption at rest. Each stream of
 a session writes one folder, `DIR/<session folder>/stream-<n>/` (a resumed session gets the next n), folders
-mode 0700 and files 0600. The session folder is the session id when that is a plain name (letters, digits,
-`.`, `_`, `-`; at most 128); any other id (a client chooses it: `../`, `/`, spaces) becomes `session-<hash>`,
-so no id can write outside DIR. In each stream folder:
+mode 0700 and files 0600; on a server that authenticates, under the folder of the session's principal,
+`DIR/principal-<fingerprint>/<session folder>/`, so a session id chosen by one tenant never writes into
+another's. The session folder is the session id when that is a plain name (letters, digits, `.`, `_`, `-`; at
+most 128); any other id (a client chooses it: `../`, `/`, spaces) becomes `session-<hash>`, so no id can write
+outside DIR. In each stream folder:
 
-- `stream.json`: the session id as given, the audio format, language and ASR opt-out of its `start`, the model
-  that scored it (`ModelInfo`), and when the stream started (UTC): what `depscreen replay` and
-  `depscreen export fhir` need besides the media;
+- `stream.json`: the session id as given, the principal's fingerprint (null on an open server), the audio
+  format, language and ASR opt-out of its `start`, the model that scored it (`ModelInfo`), and when the stream
+  started (UTC): what `depscreen replay` and `depscreen export fhir` need besides the media;
 - `audio.wav`: the audio exactly as the client sent it (16-bit PCM at its own rate and channels); the WAV
   header is brought up to date after every chunk, so a killed server leaves a readable file;
 - `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame the server analysed, as it arrived (`rgb24` frames
@@ -144,17 +146,21 @@ class SessionRecorder:
         model: pb.ModelInfo | None = None,
         on_failure: Callable[[OSError], None] | None = None,
         budget: RecordBudget | None = None,
+        principal: str | None = None,
     ) -> None:
         """`on_failure`: told the error when the disk fails (or `budget` has no room) while the recorder follows
         its session (`took`, `scored`); it records nothing more after that. RecordFull, before anything is
-        written, when the budget's folder is already full."""
+        written, when the budget's folder is already full. `principal`: the fingerprint of who opened the session
+        (`auth.principal_fingerprint`), None on an open server."""
         self._on_failure = on_failure
         self._failed = False
         self._budget = budget or RecordBudget()
         self._budget.check_room()
         self.bytes_written = 0
-        session_folder = root / session_folder_name(session_id)
+        owner = root if principal is None else root / f"principal-{principal}"
+        session_folder = owner / session_folder_name(session_id)
         _private_folder(root)
+        _private_folder(owner)
         _private_folder(session_folder)
         number = 0
         while True:
@@ -169,6 +175,7 @@ class SessionRecorder:
             started = datetime.now(UTC).isoformat(timespec="seconds")
             description = {
                 "session_id": session_id,
+                "principal": principal,
                 "sample_rate_hz": sample_rate_hz,
                 "channels": channels,
                 "language": language,

@@ -26,7 +26,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from depscreen.streamer.admission import SessionHub
-from depscreen.streamer.auth import AuthError, Verifier, authenticate
+from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
 from depscreen.streamer.convert import accepted_message, client_input, model_info_message, opening, server_message
 from depscreen.streamer.health import retry_trailers
 from depscreen.streamer.protocol import (
@@ -137,13 +137,18 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
         raise stalled(settings.stall_timeout_s, session.resumable)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The stream's principal from its `authorization` metadata; ProtocolError(UNAUTHENTICATED) if refused.
-        Checked in a thread: a JWKS URL may be fetched."""
+        """The stream's principal from its `authorization` metadata (under mTLS without tokens: its client
+        certificate's common name); ProtocolError(UNAUTHENTICATED) if refused. Checked in a thread: a JWKS URL may
+        be fetched."""
         metadata = dict(context.invocation_metadata() or ())
         try:
-            return await asyncio.to_thread(authenticate, self.verifier, metadata.get("authorization"))
+            principal = await asyncio.to_thread(authenticate, self.verifier, metadata.get("authorization"))
         except AuthError as error:
             raise ProtocolError(ErrorKind.UNAUTHENTICATED, str(error)) from None
+        if principal is None and self.hub.settings.tls_client_ca:
+            names = (context.auth_context() or {}).get("x509_common_name") or [b""]
+            principal = certificate_principal(names[0].decode(errors="replace"))
+        return principal
 
 
 async def _parsed(request_iterator: AsyncIterator[pb.ClientMessage]) -> AsyncIterator[pb.ClientMessage]:

@@ -29,7 +29,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from multidict import CIMultiDict
 
 from depscreen.streamer.admission import SessionHub
-from depscreen.streamer.auth import AuthError, Verifier, authenticate
+from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
 from depscreen.streamer.interview import Opening
 from depscreen.streamer.protocol import RETRY_AFTER_S, ErrorKind, ProtocolError
 from depscreen.streamer.settings import ServerSettings
@@ -147,13 +147,18 @@ class WhipEndpoint:
         return session
 
     async def _authorize(self, request: web.Request) -> str | None:
-        """The request's principal (None on an open server); 401 without an accepted bearer token. Checked in a
-        thread: a JWKS URL may be fetched."""
+        """The request's principal (None on an open server; under mTLS without tokens, the client certificate's
+        common name); 401 without an accepted bearer token. Checked in a thread: a JWKS URL may be fetched."""
         try:
-            return await asyncio.to_thread(authenticate, self._verifier, request.headers.get("Authorization"))
+            principal = await asyncio.to_thread(authenticate, self._verifier, request.headers.get("Authorization"))
         except AuthError as error:
             challenge = {"WWW-Authenticate": 'Bearer realm="depscreen"'}
             raise web.HTTPUnauthorized(text=str(error), headers=challenge) from None
+        if principal is None and self.hub.settings.tls_client_ca and request.transport is not None:
+            certificate = request.transport.get_extra_info("peercert") or {}
+            names = [value for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"]
+            principal = certificate_principal(names[0] if names else None)
+        return principal
 
     def _forget(self, session: PeerSession) -> None:
         self._sessions.pop(session.resource_id, None)

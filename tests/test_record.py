@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import stat
+import time
 import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from depscreen.clients.session import ScreeningClient
 from depscreen.engine.features.face import EncodedImage
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.sample import sample_path
+from depscreen.streamer.auth import token_fingerprint
 from depscreen.streamer.interview import Audio, Video
 from depscreen.streamer.record import RecordBudget, RecordFull, SessionRecorder
 from depscreen.streamer.server import open_record_folder
@@ -167,6 +169,10 @@ def test_refused_and_dropped_inputs_leave_no_byte_on_disk(recording_server: tupl
     too_long = pb.ClientMessage(audio=pb.AudioChunk(data=bytes(2 * 16_000 * 6)))  # 6 s: over max_chunk_ms
     refused = _outcome(server, [_start("refused-chunk"), too_long, END])
     assert refused[1] == grpc.StatusCode.INVALID_ARGUMENT
+    for _ in range(200):  # the server closes the recording (its WAV header) once the stream has ended
+        if read_counter(server.metrics(), "depscreen_sessions_active") == 0:
+            break
+        time.sleep(0.05)
     with wave.open(str(root / "refused-chunk" / "stream-0" / "audio.wav"), "rb") as recorded:
         assert recorded.getnframes() == 0
 
@@ -175,6 +181,30 @@ def test_refused_and_dropped_inputs_leave_no_byte_on_disk(recording_server: tupl
     assert flood[1] == grpc.StatusCode.RESOURCE_EXHAUSTED  # 10 per second of audio, 2 s ahead: the 21st ends it
     recorded = (root / "caption-flood" / "stream-0" / "captions.jsonl").read_text().splitlines()
     assert len(recorded) == 20
+
+
+def test_tenants_choosing_the_same_session_id_record_into_their_own_folders(tmp_path: Path) -> None:
+    tokens, root = tmp_path / "tokens", tmp_path / "sessions"
+    tenants = ("tenant-a-token-0123456789", "tenant-b-token-0123456789")
+    tokens.write_text("".join(f"{token}\n" for token in tenants))
+    server = start_local_server("--device", "cpu", "--asr", "none", "--auth-tokens", str(tokens), "--record", str(root))
+    try:
+        for tenant in tenants:
+
+            async def run(token: str = tenant) -> list[pb.ServerMessage]:
+                messages = _as_stream([_start("patient-A-42"), *sample_messages(1.0), END])
+                return [m async for m in ScreeningClient(server.grpc_target, token=token).stream_messages(messages)]
+
+            assert asyncio.run(run())[-1].WhichOneof("kind") == "summary"
+    finally:
+        server.stop()
+    fingerprints = [token_fingerprint(token) for token in tenants]
+    assert sorted(p.name for p in root.iterdir()) == sorted(f"principal-{f}" for f in fingerprints)
+    for fingerprint in fingerprints:
+        folder = root / f"principal-{fingerprint}" / "patient-A-42" / "stream-0"
+        assert json.loads((folder / "stream.json").read_text())["principal"] == fingerprint
+        assert stat.S_IMODE(folder.parent.parent.stat().st_mode) == 0o700
+        assert not (folder.parent / "stream-1").exists(), "no tenant's stream went into the other's folder"
 
 
 def test_record_budgets_stop_a_recording_before_it_writes_past_them(tmp_path: Path) -> None:
