@@ -50,6 +50,7 @@ from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.cors import cors_middleware
 from depscreen.streamer.health import ServingHealth
+from depscreen.streamer.http_guard import limit_connections
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.record import RecordBudget, folder_bytes, prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
@@ -85,6 +86,7 @@ class Server:
         self.http_port = 0
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._http_listener: asyncio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.hub: SessionHub | None = None
         self.whip: WhipEndpoint | None = None
@@ -171,11 +173,17 @@ class Server:
         self.whip = WhipEndpoint(self.hub, verifier=verifier)
         self.whip.add_routes(app)
         page.add_routes(app)
-        self._http = web.AppRunner(app, access_log=None)
+        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=s.http_read_timeout_s)
         await self._http.setup()
-        site = web.TCPSite(self._http, s.host, s.http_port, ssl_context=http_ssl)
-        await site.start()
-        self.http_port = site._server.sockets[0].getsockname()[1]
+        assert self._http.server is not None
+        self._http_listener = await loop.create_server(
+            limit_connections(self._http.server, s.max_http_connections),
+            s.host,
+            s.http_port,
+            ssl=http_ssl,
+            reuse_address=True,
+        )
+        self.http_port = self._http_listener.sockets[0].getsockname()[1]
 
         await self.health.start(self.hub.admitting)
         log.info(
@@ -240,6 +248,8 @@ class Server:
                 task.cancel()
         if self._batcher is not None:
             await self._batcher.stop()
+        if self._http_listener is not None:
+            self._http_listener.close()
         if self._http is not None:
             await self._http.cleanup()
         if self._executor is not None:

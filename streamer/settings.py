@@ -225,6 +225,16 @@ class ServerSettings:
             "kept in the state store"
         },
     )
+    http_read_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "an HTTP connection whose request headers have not all arrived this long after it opened (or "
+            "after its last answer) is closed, and a WHIP body not read within this long gets 408"
+        },
+    )
+    max_http_connections: int = field(
+        default=512, metadata={"help": "HTTP connections open at once; more are closed as they arrive"}
+    )
     cors_origins: str = field(
         default="",
         metadata={
@@ -264,7 +274,14 @@ class ServerSettings:
             raise ValueError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         if self.device not in DEVICE_CHOICES:
             raise ValueError(f"device={self.device!r} is not one of {', '.join(DEVICE_CHOICES)}")
-        for name in ("max_sessions", "max_message_bytes", "max_chunk_ms", "max_sdp_bytes", "max_ice_candidates"):
+        for name in (
+            "max_sessions",
+            "max_message_bytes",
+            "max_chunk_ms",
+            "max_sdp_bytes",
+            "max_ice_candidates",
+            "max_http_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0.1 <= self.video_fps <= 30:
@@ -329,6 +346,8 @@ class ServerSettings:
             raise ValueError("max_session_s must not be negative (0 = no limit)")
         if not 0 <= self.min_audio_speed <= 1:
             raise ValueError(f"min_audio_speed={self.min_audio_speed} is outside 0-1 (0 = no floor; 1 = real time)")
+        if self.http_read_timeout_s <= 0:
+            raise ValueError("http_read_timeout_s must be positive")
         if self.audio_grace_s <= 0:
             raise ValueError("audio_grace_s must be positive")
         if self.state_store and not self.state_store.startswith(("sqlite://", "redis://", "rediss://")):

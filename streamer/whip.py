@@ -77,7 +77,7 @@ class WhipEndpoint:
         principal = await self._authorize(request)
         if request.content_type != SDP:
             raise web.HTTPUnsupportedMediaType(text=f"send the SDP offer with Content-Type: {SDP}")
-        offer = await read_body(request, self.hub.settings.max_sdp_bytes)
+        offer = await read_body(request, self.hub.settings.max_sdp_bytes, self.hub.settings.http_read_timeout_s)
         try:
             ice_ufrag = check_offer(offer, self.hub.settings.max_ice_candidates)
         except OfferError as error:
@@ -113,7 +113,7 @@ class WhipEndpoint:
         session = self._session(request, await self._authorize(request))
         if request.content_type != TRICKLE_ICE:
             raise web.HTTPUnsupportedMediaType(text=f"send trickled ICE candidates with Content-Type: {TRICKLE_ICE}")
-        fragment = await read_body(request, self.hub.settings.max_sdp_bytes)
+        fragment = await read_body(request, self.hub.settings.max_sdp_bytes, self.hub.settings.http_read_timeout_s)
         ufrags = {line.strip()[len("a=ice-ufrag:") :] for line in fragment.splitlines() if "a=ice-ufrag:" in line}
         if request.headers.get("If-Match") == "*" or ufrags - {session.remote_ice_ufrag}:
             raise web.HTTPUnprocessableEntity(text="ICE restarts are not supported: DELETE this session, offer anew")
@@ -167,8 +167,9 @@ class WhipEndpoint:
         self.hub.metrics.errors_total.labels(code=code).inc()
 
 
-async def read_body(request: web.Request, limit: int) -> str:
-    """The request's body as text, read no further than `limit` bytes (413 beyond, naming `max_sdp_bytes`)."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> str:
+    """The request's body as text, read no further than `limit` bytes (413 beyond, naming `max_sdp_bytes`) and
+    for no longer than `timeout_s` (408 after, naming `http_read_timeout_s`)."""
     too_large = web.HTTPRequestEntityTooLarge(
         max_size=limit,
         actual_size=request.content_length or limit + 1,
@@ -178,10 +179,16 @@ async def read_body(request: web.Request, limit: int) -> str:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     body = bytearray()
-    while chunk := await request.content.read(READ_CHUNK_BYTES):
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(READ_CHUNK_BYTES):
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"the body did not arrive within http_read_timeout_s={timeout_s:g} s: send it at once"
+        ) from None
     try:
         return body.decode()
     except UnicodeDecodeError:
