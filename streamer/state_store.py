@@ -10,7 +10,7 @@ Every call blocks (disk or network): the server makes them from its worker threa
 
 A SQLite store is its owner's alone: its folder 0700 and its files (the database, `-wal`, `-shm`) 0600. They
 are made so, and checked when the store opens: a file or a folder of the server's user that others may read
-is tightened with a warning; a folder of another user, or a shared one (sticky, like /tmp), is refused.
+is tightened with a warning; a folder others may write to (like /tmp) is refused.
 """
 
 from __future__ import annotations
@@ -155,20 +155,32 @@ class SqliteStore:
 
 def private_folder(folder: Path) -> None:
     """Make `folder` (0700), or check that it is the server user's alone: one of ours that others may use is
-    tightened to 0700 with a warning; StoreError for a shared one (sticky, like /tmp) or another user's."""
+    tightened to 0700 with a warning; one of another user's (a volume's root) that others may only read is kept,
+    with a warning (the files in it are 0600); StoreError for one that others may write to (`/tmp`): they could
+    plant or swap the store's files."""
     if not folder.exists():
         folder.mkdir(mode=0o700, parents=True)
         return
-    mode = folder.stat().st_mode
-    if not stat.S_IMODE(mode) & 0o077:
+    status = folder.stat()
+    mode = stat.S_IMODE(status.st_mode)
+    if not mode & 0o077:
         return
-    if mode & stat.S_ISVTX or folder.stat().st_uid != os.geteuid():
+    if status.st_uid == os.geteuid() and not status.st_mode & stat.S_ISVTX:
+        folder.chmod(0o700)
+        log.warning("state store folder %s was open to others (mode %04o): set to 0700", folder, mode)
+        return
+    if mode & 0o022 or status.st_mode & stat.S_ISVTX:
         raise StoreError(
-            f"state store folder {folder} is shared (mode {stat.S_IMODE(mode):04o}) and not this user's to close: "
-            "give the store a folder of its own (made 0700 when missing), e.g. sqlite:///var/lib/depscreen/sessions.db"
+            f"state store folder {folder} is shared (mode {mode:04o}): others could plant or swap the store's "
+            "files; give the store a folder of its own (made 0700 when missing), e.g. "
+            "sqlite:///var/lib/depscreen/sessions.db"
         )
-    folder.chmod(0o700)
-    log.warning("state store folder %s was open to others (mode %04o): set to 0700", folder, stat.S_IMODE(mode))
+    log.warning(
+        "state store folder %s (mode %04o) is another user's: others may list it, though the store's files are 0600; "
+        "give the store a folder of its own to hide their names",
+        folder,
+        mode,
+    )
 
 
 def private_file(file: Path) -> None:
