@@ -28,6 +28,7 @@ from depscreen.clients.media import MediaSource, TimedMessage
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.sample import sample_path
+from depscreen.streamer.metrics import REJECT_REASONS
 from depscreen.v1 import screening_pb2 as pb
 
 T = TypeVar("T")
@@ -273,7 +274,10 @@ async def load_run(
         asr_ms_per_speech_second=_asr_parts(metrics_before, metrics_after),
         asr_decodes=_labelled_deltas(metrics_before, metrics_after, "depscreen_asr_decodes_total"),
         asr_worker_wait_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_asr_worker_wait_seconds"),
-        rejected_sessions=_delta(metrics_before, metrics_after, "depscreen_rejected_sessions_total"),
+        rejected_sessions=sum(
+            _delta(metrics_before, metrics_after, f'depscreen_rejected_sessions_total{{reason="{reason}"}}')
+            for reason in REJECT_REASONS
+        ),
         failed_sessions=sum(1 for r in session_results if isinstance(r, BaseException)),
         event_loop_lag_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_event_loop_lag_seconds"),
         bad_clients=results[sessions] if bad and isinstance(results[sessions], dict) else {},

@@ -1,6 +1,7 @@
 """SessionHub: what the sessions of one server share (settings, model, extractors, batcher, metrics,
-workers) and the door they come in by: admission against `max_sessions`, per-token quotas and the CPU backlog,
-and opening a new or resumed `LiveSession`."""
+workers) and the door they come in by: admission against `max_sessions`, per-token quotas (by default half of
+`max_sessions` each, so no one token can hold every slot) and the CPU backlog, and opening a new or resumed
+`LiveSession`."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.segment import SegmenterSettings
+from depscreen.streamer.auth import principal_fingerprint
 from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN, Checkpointer, updates_to_resend
 from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.convert import model_info_message
-from depscreen.streamer.interview import Opening
+from depscreen.streamer.interview import Input, Opening, ScoredSentence
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.protocol import (
     RETRY_AFTER_S,
@@ -34,7 +36,7 @@ from depscreen.streamer.protocol import (
     check_resume_point,
     store_unavailable,
 )
-from depscreen.streamer.record import SessionRecorder, record_failed
+from depscreen.streamer.record import RecordBudget, SessionRecorder, record_failed
 from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.roles import CLINICIAN, Voices, check_roles, pipeline_channels
 from depscreen.streamer.session import LiveSession
@@ -71,6 +73,10 @@ class SessionHub:
     """Session and stage spans (`tracing.py`); None when traces are off."""
     clock: Clock = field(default_factory=SystemClock)
     """What session time limits and pacing are measured on (`clock.py`)."""
+    record_budget: RecordBudget | None = None
+    """Bytes the recordings may take (`record`'s folder, `record.py`); None when nothing is recorded."""
+    live_records: set[str] = field(default_factory=set)
+    """Record ids of the resumable sessions streaming now: one resume token opens one live stream at a time."""
     _admitted_last: bool = field(default=True, init=False, repr=False)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server begins shutting down: new sessions are refused, live streams end (`service.py`)."""
@@ -128,17 +134,16 @@ class SessionHub:
             check_resume_point(start, checkpoint)
         self._check_principal_quota(principal)
         if not self.admitting:
-            self.metrics.rejected_sessions_total.inc()
-            state = (
-                f"at its limit of {self.settings.max_sessions} concurrent sessions"
-                if self.active >= self.settings.max_sessions
-                else "overloaded"
-            )
+            full = self.active >= self.settings.max_sessions
+            self.metrics.rejected_sessions_total.labels(reason="capacity" if full else "overloaded").inc()
+            state = f"at its limit of {self.settings.max_sessions} concurrent sessions" if full else "overloaded"
             raise ProtocolError(
                 ErrorKind.RESOURCE_EXHAUSTED,
                 f"server is {state}: retry in {RETRY_AFTER_S:g} s, or on another replica",
                 retry_after_s=RETRY_AFTER_S,
             )
+        if ticket is not None:
+            self._claim(ticket)
         self.active += 1
         self._report_admission()
         self.metrics.sessions_active.inc()
@@ -153,6 +158,8 @@ class SessionHub:
         session = LiveSession(self, session_id, pipeline, principal, trace, voices)
         if voices is not None:
             session.notices.extend(voices.notices())
+        if ticket is not None:
+            session.observe(LiveRecord(self.live_records, ticket.record_id))
         if route.notice:
             code = "text_cross_lingual" if route.reads_text else "text_not_read"
             session.notices.append(Notice(code, route.notice))
@@ -189,6 +196,8 @@ class SessionHub:
                 channel_roles=start.channel_roles,
                 model=model_info_message(self.screener),
                 on_failure=failed,
+                budget=self.record_budget,
+                principal=principal_fingerprint(session.principal),
             )
         except OSError as error:
             failed(error)
@@ -206,7 +215,10 @@ class SessionHub:
         """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from,
         whose kept updates from `start.received_sentences` on are re-sent) and write its first checkpoint. A new
         session whose first checkpoint the store cannot take runs without resume, and its welcome says so."""
-        ticket = ticket or resumer.new_ticket(session.session_id, session.principal)
+        if ticket is None:
+            ticket = resumer.new_ticket(session.session_id, session.principal)
+            self._claim(ticket)
+            session.observe(LiveRecord(self.live_records, ticket.record_id))
         kept, resend = (), []
         if checkpoint is not None:
             kept = checkpoint.updates
@@ -237,13 +249,27 @@ class SessionHub:
         except StoreError as error:
             raise store_unavailable(error) from None
 
+    def _claim(self, ticket: Ticket) -> None:
+        """Mark the ticket's session live, or refuse (UNAVAILABLE) a second stream of a session that streams now:
+        two at once would fork it. The first stream's end frees it (a broken one once the server notices it:
+        keepalive or stall), so a client resuming after a broken link gets in on a retry."""
+        if ticket.record_id in self.live_records:
+            raise ProtocolError(
+                ErrorKind.UNAVAILABLE,
+                "this session is streaming on another stream now (one resume token opens one stream at a time): "
+                f"end that stream, or retry in {RETRY_AFTER_S:g} s once the server has noticed that it broke",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.live_records.add(ticket.record_id)
+
     def _check_principal_quota(self, principal: str | None) -> None:
-        limit = self.settings.max_sessions_per_token
+        limit = self.settings.token_session_limit
         if principal is not None and limit and self.per_principal.get(principal, 0) >= limit:
-            self.metrics.rejected_sessions_total.inc()
+            self.metrics.rejected_sessions_total.labels(reason="token_quota").inc()
             raise ProtocolError(
                 ErrorKind.RESOURCE_EXHAUSTED,
-                f"this token already holds its limit of {limit} concurrent sessions: end one, or retry later",
+                f"this token already holds its limit of {limit} concurrent sessions (max_sessions_per_token): end "
+                "one, or retry later",
                 retry_after_s=RETRY_AFTER_S,
             )
 
@@ -301,3 +327,19 @@ class SessionHub:
                 origin_ms=checkpoint.resume_from_ms if checkpoint else 0,
             )
         return Voices(start.channel_roles, pipeline, questions)
+
+@dataclass
+class LiveRecord:
+    """Follows a resumable session to free its record id from `live_records` when the session closes."""
+
+    live: set[str]
+    record_id: str
+
+    def took(self, item: Input) -> None:
+        """Inputs do not matter here."""
+
+    async def scored(self, sentence: ScoredSentence) -> None:
+        """Sentences do not matter here."""
+
+    def close(self) -> None:
+        self.live.discard(self.record_id)

@@ -85,6 +85,12 @@ def principal_fingerprint(principal: str | None) -> str | None:
     return name if kind == "token" else token_fingerprint(principal)
 
 
+def certificate_principal(common_name: str | None) -> str | None:
+    """The principal of a client certificate under mTLS without bearer tokens: its subject's common name (the
+    CA the operator trusts decides who carries which), so each client is its own tenant; None without one."""
+    return f"cert:{common_name}" if common_name else None
+
+
 class WatchedFile(Generic[T]):
     """A file's parsed content, parsed again whenever the file changes (checked on every `current()`).
 

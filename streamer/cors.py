@@ -10,12 +10,14 @@ Requests without an `Origin` header (native clients, `depscreen stream --webrtc`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-PATH_PREFIX = "/whip"
+WHIP_PATHS = re.compile(r"/whip(/[^/]+)?")
+"""The paths that are cross-origin: `/whip` and `/whip/{id}`, exactly."""
 ALLOWED_METHODS = "POST, PATCH, DELETE"
 ALLOWED_HEADERS = "Authorization, Content-Type, If-Match"
 EXPOSED_HEADERS = "Location, Link, ETag"
@@ -41,12 +43,13 @@ def parse_origins(value: str) -> frozenset[str]:
 
 
 def cors_middleware(origins: frozenset[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """An aiohttp middleware that answers preflights to `/whip` and labels its answers for allowed origins."""
+    """An aiohttp middleware that answers preflights to `/whip` and `/whip/{id}` (no other path) and labels their
+    answers for allowed origins."""
 
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if origin is None or not request.path.startswith(PATH_PREFIX):
+        if origin is None or not WHIP_PATHS.fullmatch(request.path):
             return await handler(request)
         allowed = origin.lower() in origins
         if request.method == "OPTIONS":

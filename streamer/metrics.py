@@ -20,6 +20,7 @@ LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGES = ("decode", "vad", "features_audio", "features_video", "asr", "text_embed", "model")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+REJECT_REASONS = ("capacity", "overloaded", "token_quota")
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 ASR_PARTS = ("features", "encode", "tail", "generate", "fallback", "no_speech_check")
 """Where speech recognition's time goes: the own-length decoding's log-mel, encoder (less the share of the
@@ -98,7 +99,14 @@ class Metrics:
         )
         self.rejected_sessions_total = Counter(
             "depscreen_rejected_sessions",
-            "Sessions refused with RESOURCE_EXHAUSTED (at max_sessions or overloaded).",
+            "Sessions refused with RESOURCE_EXHAUSTED, by reason: capacity (at max_sessions), overloaded "
+            "(reject_backlog), token_quota (the token holds max_sessions_per_token).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.starved_sessions_total = Counter(
+            "depscreen_starved_sessions",
+            "Sessions ended for sending less audio than min_audio_speed (audio_grace_s behind).",
             registry=self.registry,
         )
         self.state_pool_slots_used = Gauge(
@@ -138,6 +146,8 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
+        for reason in REJECT_REASONS:
+            self.rejected_sessions_total.labels(reason=reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
             self.stage_cpu_seconds.labels(stage=stage)

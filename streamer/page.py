@@ -1,7 +1,8 @@
 """The browser page at `/`: camera and microphone to the WHIP endpoint, the live estimate from its data channel.
 
 Plain HTML, CSS and JavaScript in `static/`, served as files; the page runs no inline code, so its
-Content-Security-Policy allows only this origin.
+Content-Security-Policy allows only this origin, and no page may frame it (`frame-ancestors 'none'`: a page
+that holds camera and microphone must not be overlaid by another site's).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 from aiohttp import web
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; frame-ancestors 'none'"
+)
 
 
 def add_routes(app: web.Application) -> None:

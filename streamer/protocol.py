@@ -11,6 +11,7 @@ from depscreen.engine.features.asr import primary_language
 from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
 from depscreen.streamer.interview import Opening
 from depscreen.streamer.resume import Checkpoint
+from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.stall import StreamEnd
 from depscreen.streamer.state_store import StoreError
 
@@ -130,6 +131,21 @@ def stalled(stall_timeout_s: float, resumable: bool) -> ProtocolError:
         ErrorKind.DEADLINE_EXCEEDED,
         f"no message for {stall_timeout_s:g} s: the session was finished (send audio continuously, silence "
         "included, and `end` when the interview is over)",
+    )
+
+
+def starved(settings: ServerSettings, resumable: bool) -> ProtocolError:
+    """The error that ends a session whose audio fell `audio_grace_s` behind `min_audio_speed`."""
+    kept = (
+        "the session was kept at its last sentence; resume it with its token"
+        if resumable
+        else "the session was finished"
+    )
+    return ProtocolError(
+        ErrorKind.DEADLINE_EXCEEDED,
+        f"the stream sent less than {settings.min_audio_speed:g} s of audio per second for {settings.audio_grace_s:g}"
+        f" s (min_audio_speed, audio_grace_s), too little to hold a session slot: {kept} (send the audio as it is "
+        "recorded, silence included)",
     )
 
 

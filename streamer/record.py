@@ -3,29 +3,35 @@
 Off by default: without `record` nothing of a session (audio, video, captions, transcripts) reaches disk.
 Turning it on is the operator's decision, and so are consent, retention and encryption at rest. Each stream of
 a session writes one folder, `DIR/<session folder>/stream-<n>/` (a resumed session gets the next n), folders
-mode 0700 and files 0600. The session folder is the session id when that is a plain name (letters, digits,
-`.`, `_`, `-`; at most 128); any other id (a client chooses it: `../`, `/`, spaces) becomes `session-<hash>`,
-so no id can write outside DIR. In each stream folder:
+mode 0700 and files 0600; on a server that authenticates, under the folder of the session's principal,
+`DIR/principal-<fingerprint>/<session folder>/`, so a session id chosen by one tenant never writes into
+another's. The session folder is the session id when that is a plain name (letters, digits, `.`, `_`, `-`; at
+most 128); any other id (a client chooses it: `../`, `/`, spaces) becomes `session-<hash>`, so no id can write
+outside DIR. In each stream folder:
 
-- `stream.json`: the session id as given, the audio format, channel roles, language and ASR opt-out of its
-  `start`, the model that scored it (`ModelInfo`), and when the stream started (UTC): what `depscreen replay`
-  and `depscreen export fhir` need besides the media;
+- `stream.json`: the session id as given, the principal's fingerprint (null on an open server), the audio
+  format, channel roles, language and ASR opt-out of its `start`, the model that scored it (`ModelInfo`), and
+  when the stream started (UTC): what `depscreen replay` and `depscreen export fhir` need besides the media;
 - `audio.wav`: the audio exactly as the client sent it (16-bit PCM at its own rate and channels); the WAV
   header is brought up to date after every chunk, so a killed server leaves a readable file;
-- `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame as it arrived (`rgb24` frames are raw bytes;
-  their size is in `frames.jsonl`), whether or not the server analysed it;
-- `frames.jsonl`, `captions.jsonl`: one line per video frame (timestamp, format, size) and per caption (a
-  clinician's caption with `"role": "clinician"`);
+- `video/<timestamp_ms>.<jpeg|png|rgb24>`: each video frame the server analysed, as it arrived (`rgb24` frames
+  are raw bytes; their size is in `frames.jsonl`);
+- `frames.jsonl`, `captions.jsonl`: one line per analysed video frame (timestamp, format, size) and per caption
+  the session took (a clinician's caption with `"role": "clinician"`);
 - `sentences.jsonl`: one line per closed sentence, as the client received it (span, transcript, estimate).
 
-The recorder follows its session as an observer (`session.py`: `took` each input, `scored` each sentence). A
-recording that fails (disk full, folder removed) stops for that session with one warning and an
-`errors_total{code="record"}` (`record_failed`); the interview goes on. Nothing here logs media or text.
+The recorder follows its session as an observer (`session.py`: `took` each input once the session checked and
+accepted it, `scored` each sentence): an input the session refused, dropped or shed never reaches disk. Every
+write is measured against the `RecordBudget` first: a stream's recording holds at most `record_session_bytes`,
+and the folder at most `record_total_bytes` (counted from its size at start). A recording that fails (disk
+full, folder removed, a budget spent) stops for that session with one warning naming why (and the setting) and
+an `errors_total{code="record"}` (`record_failed`); the interview goes on. Nothing here logs media or text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -78,6 +84,53 @@ def prepare_record_folder(root: Path) -> None:
     probe.unlink()
 
 
+class RecordFull(OSError):
+    """A write the record budget has no room for; `strerror` names the budget and its setting."""
+
+
+class RecordBudget:
+    """Bytes the recordings of one server may take: each stream at most `session_bytes`, the folder at most
+    `total_bytes` (starting from `used`, its size at start); 0 = no limit."""
+
+    def __init__(self, session_bytes: int = 0, total_bytes: int = 0, used: int = 0) -> None:
+        self.session_bytes = session_bytes
+        self.total_bytes = total_bytes
+        self.used = used
+
+    def check_room(self) -> None:
+        """RecordFull when the folder is already full (a new stream is not recorded)."""
+        if self.total_bytes and self.used >= self.total_bytes:
+            raise RecordFull(errno.ENOSPC, self._total_message())
+
+    def take(self, stream_used: int, size: int) -> None:
+        """Count `size` more bytes of a stream that wrote `stream_used`; RecordFull (nothing counted) when either
+        budget has no room for them."""
+        if self.session_bytes and stream_used + size > self.session_bytes:
+            raise RecordFull(
+                errno.EFBIG,
+                f"its recording reached record_session_bytes={self.session_bytes}; raise it to record longer streams",
+            )
+        if self.total_bytes and self.used + size > self.total_bytes:
+            raise RecordFull(errno.ENOSPC, self._total_message())
+        self.used += size
+
+    def _total_message(self) -> str:
+        return (
+            f"the record folder reached record_total_bytes={self.total_bytes}; move recordings away (then restart) "
+            "or raise it"
+        )
+
+
+def folder_bytes(root: Path) -> int:
+    """Bytes the files under `root` take (what a record budget starts from)."""
+    total = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += (Path(folder) / name).lstat().st_size
+    return total
+
+
 class SessionRecorder:
     """One stream's recording (see the module docstring). Every method raises OSError when the disk fails."""
 
@@ -93,13 +146,22 @@ class SessionRecorder:
         channel_roles: tuple[str, ...] = (),
         model: pb.ModelInfo | None = None,
         on_failure: Callable[[OSError], None] | None = None,
+        budget: RecordBudget | None = None,
+        principal: str | None = None,
     ) -> None:
-        """`on_failure`: told the error when the disk fails while the recorder follows its session (`took`,
-        `scored`); it records nothing more after that."""
+        """`on_failure`: told the error when the disk fails (or `budget` has no room) while the recorder follows
+        its session (`took`, `scored`); it records nothing more after that. RecordFull, before anything is
+        written, when the budget's folder is already full. `principal`: the fingerprint of who opened the session
+        (`auth.principal_fingerprint`), None on an open server."""
         self._on_failure = on_failure
         self._failed = False
-        session_folder = root / session_folder_name(session_id)
+        self._budget = budget or RecordBudget()
+        self._budget.check_room()
+        self.bytes_written = 0
+        owner = root if principal is None else root / f"principal-{principal}"
+        session_folder = owner / session_folder_name(session_id)
         _private_folder(root)
+        _private_folder(owner)
         _private_folder(session_folder)
         number = 0
         while True:
@@ -114,6 +176,7 @@ class SessionRecorder:
             started = datetime.now(UTC).isoformat(timespec="seconds")
             description = {
                 "session_id": session_id,
+                "principal": principal,
                 "sample_rate_hz": sample_rate_hz,
                 "channels": channels,
                 "language": language,
@@ -123,7 +186,9 @@ class SessionRecorder:
             }
             if model is not None:
                 description["model"] = MessageToDict(model, preserving_proto_field_name=True)
-            json.dump(description, handle, ensure_ascii=False)
+            text = json.dumps(description, ensure_ascii=False)
+            self._take(len(text.encode()))
+            handle.write(text)
         self._audio_file = _private_file(self.folder / "audio.wav")
         self._wav = wave.open(self._audio_file, "wb")  # noqa: SIM115 (open for the session's life; close() ends it)
         self._wav.setnchannels(channels)
@@ -134,6 +199,7 @@ class SessionRecorder:
         self._sentences = _private_file(self.folder / "sentences.jsonl", "w")
 
     def audio(self, data: bytes) -> None:
+        self._take(len(data))
         self._wav.writeframes(data)
         self._audio_file.flush()
 
@@ -145,6 +211,7 @@ class SessionRecorder:
             data, width, height = image.data, image.width, image.height
         else:
             extension, data, (height, width) = "rgb24", image.tobytes(), image.shape[:2]
+        self._take(len(data))
         with _private_file(self.folder / "video" / f"{frame.timestamp_ms}.{extension}") as handle:
             handle.write(data)
         self._line(
@@ -191,9 +258,15 @@ class SessionRecorder:
             with contextlib.suppress(OSError):
                 handle.close()
 
-    @staticmethod
-    def _line(handle: IO, value: dict) -> None:
-        handle.write(json.dumps(value, ensure_ascii=False) + "\n")
+    def _take(self, size: int) -> None:
+        """Count `size` bytes about to be written against the budget (RecordFull when there is no room)."""
+        self._budget.take(self.bytes_written, size)
+        self.bytes_written += size
+
+    def _line(self, handle: IO, value: dict) -> None:
+        line = json.dumps(value, ensure_ascii=False) + "\n"
+        self._take(len(line.encode()))
+        handle.write(line)
         handle.flush()
 
 

@@ -51,8 +51,9 @@ from depscreen.streamer.auth import verifier_for
 from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.cors import cors_middleware
 from depscreen.streamer.health import ServingHealth
+from depscreen.streamer.http_guard import limit_connections
 from depscreen.streamer.metrics import Metrics
-from depscreen.streamer.record import prepare_record_folder
+from depscreen.streamer.record import RecordBudget, folder_bytes, prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
 from depscreen.streamer.service import ScreeningService
 from depscreen.streamer.settings import ServerSettings, SettingsError
@@ -86,6 +87,7 @@ class Server:
         self.http_port = 0
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._http_listener: asyncio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.hub: SessionHub | None = None
         self.whip: WhipEndpoint | None = None
@@ -100,8 +102,10 @@ class Server:
         grpc_credentials, http_ssl = tls.grpc_credentials(s), tls.http_context(s)
         if s.state_store:
             self._resumer = await asyncio.get_running_loop().run_in_executor(None, open_resumer, s)
+        record_budget = None
         if s.record:
-            open_record_folder(Path(s.record))
+            used = await asyncio.get_running_loop().run_in_executor(None, open_record_folder, Path(s.record))
+            record_budget = RecordBudget(s.record_session_bytes, s.record_total_bytes, used)
         self.tracing = self.tracing or open_tracing(os.environ)
         # Sessions run in parallel on the worker threads; one torch thread each keeps them from contending.
         torch.set_num_threads(1)
@@ -147,6 +151,7 @@ class Server:
             on_admission=self.health.admitting,
             tracing=self.tracing,
             clock=self.clock,
+            record_budget=record_budget,
         )
         self.metrics.describe_server(
             version("depscreen"), screener.facts.model_id, screener.device.type, screener.kernels, s.max_sessions
@@ -172,11 +177,17 @@ class Server:
         self.whip = WhipEndpoint(self.hub, verifier=verifier)
         self.whip.add_routes(app)
         page.add_routes(app)
-        self._http = web.AppRunner(app, access_log=None)
+        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=s.http_read_timeout_s)
         await self._http.setup()
-        site = web.TCPSite(self._http, s.host, s.http_port, ssl_context=http_ssl)
-        await site.start()
-        self.http_port = site._server.sockets[0].getsockname()[1]
+        assert self._http.server is not None
+        self._http_listener = await loop.create_server(
+            limit_connections(self._http.server, s.max_http_connections),
+            s.host,
+            s.http_port,
+            ssl=http_ssl,
+            reuse_address=True,
+        )
+        self.http_port = self._http_listener.sockets[0].getsockname()[1]
 
         await self.health.start(self.hub.admitting)
         log.info(
@@ -241,6 +252,8 @@ class Server:
                 task.cancel()
         if self._batcher is not None:
             await self._batcher.stop()
+        if self._http_listener is not None:
+            self._http_listener.close()
         if self._http is not None:
             await self._http.cleanup()
         if self._executor is not None:
@@ -295,8 +308,9 @@ async def _within(work: Awaitable[None], timeout_s: float) -> None:
         await asyncio.wait_for(work, max(0.0, timeout_s))
 
 
-def open_record_folder(root: Path) -> None:
-    """Check that sessions can be recorded into `root` (SettingsError says why not), and say loudly that they will."""
+def open_record_folder(root: Path) -> int:
+    """Check that sessions can be recorded into `root` (SettingsError says why not), and say loudly that they will;
+    the bytes it holds already."""
     try:
         prepare_record_folder(root)
     except OSError as error:
@@ -305,6 +319,7 @@ def open_record_folder(root: Path) -> None:
             "to record nothing"
         ) from None
     log.warning("recording every session into %s: audio, video and transcripts will be written to disk", root)
+    return folder_bytes(root)
 
 
 def open_resumer(settings: ServerSettings) -> Resumer:

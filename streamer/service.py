@@ -5,7 +5,8 @@ of an unauthenticated stream is read, and it ends with UNAUTHENTICATED. The serv
 adapter: it converts each `ClientMessage` to the session's input and each update back (`convert.py`); the
 protocol itself lives in `session.py`, and a ProtocolError raised there ends this stream (and only this
 stream) with the status named like its kind, and its message. A stream that sends no `start`, or no message at
-all, for `stall_timeout_s` of the server's running time (`stall.py`) ends with DEADLINE_EXCEEDED: a resumable
+all, for `stall_timeout_s` of the server's running time (`stall.py`), or an admitted one that falls `audio_grace_s`
+behind `min_audio_speed` of audio, ends with DEADLINE_EXCEEDED: a resumable
 session keeps its checkpoint (the message says to resume), any other is finished first (last sentence and
 summary sent). One that closes without `end` is finished, cleanly. A session that reaches `max_session_s` is
 finished, then ended with RESOURCE_EXHAUSTED. While the server shuts down, new streams get UNAVAILABLE and
@@ -25,7 +26,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from depscreen.streamer.admission import SessionHub
-from depscreen.streamer.auth import AuthError, Verifier, authenticate
+from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
 from depscreen.streamer.convert import accepted_message, client_input, model_info_message, opening, server_message
 from depscreen.streamer.health import retry_trailers
 from depscreen.streamer.protocol import (
@@ -35,9 +36,10 @@ from depscreen.streamer.protocol import (
     session_time_exceeded,
     shutting_down,
     stalled,
+    starved,
 )
 from depscreen.streamer.session import LiveSession
-from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
+from depscreen.streamer.stall import MessageWait, Silence, StreamEnd, audio_floor
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
@@ -71,6 +73,8 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
                 status = "OK"
                 return
             session = await self.hub.open(opening(first), principal, resumable=True)
+            wait.starvation = audio_floor(self.hub.settings)
+            audio_bytes_per_s = session.pipeline.sample_rate_hz * session.pipeline.channels * 2
             yield accepted_message(session.welcome(), model_info_message(self.hub.screener))
             if session.checkpointer is not None:
                 for update in session.checkpointer.resend:
@@ -83,6 +87,9 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
                         yield reply
                 if message is None:
                     break
+                if wait.starvation is not None and message.WhichOneof("kind") == "audio":
+                    seconds = len(message.audio.data) / audio_bytes_per_s
+                    wait.starvation.fed(seconds / self.hub.settings.min_audio_speed)
                 async for update in session.handle(client_input(message)):
                     yield server_message(update)
             if not session.ended:
@@ -124,16 +131,24 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             raise session_time_exceeded(settings.max_session_s)
         if why is StreamEnd.SHUTDOWN:
             raise shutting_down(session.resumable)
+        if why is StreamEnd.STARVED:
+            self.hub.metrics.starved_sessions_total.inc()
+            raise starved(settings, session.resumable)
         raise stalled(settings.stall_timeout_s, session.resumable)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The stream's principal from its `authorization` metadata; ProtocolError(UNAUTHENTICATED) if refused.
-        Checked in a thread: a JWKS URL may be fetched."""
+        """The stream's principal from its `authorization` metadata (under mTLS without tokens: its client
+        certificate's common name); ProtocolError(UNAUTHENTICATED) if refused. Checked in a thread: a JWKS URL may
+        be fetched."""
         metadata = dict(context.invocation_metadata() or ())
         try:
-            return await asyncio.to_thread(authenticate, self.verifier, metadata.get("authorization"))
+            principal = await asyncio.to_thread(authenticate, self.verifier, metadata.get("authorization"))
         except AuthError as error:
             raise ProtocolError(ErrorKind.UNAUTHENTICATED, str(error)) from None
+        if principal is None and self.hub.settings.tls_client_ca:
+            names = (context.auth_context() or {}).get("x509_common_name") or [b""]
+            principal = certificate_principal(names[0].decode(errors="replace"))
+        return principal
 
 
 async def _parsed(request_iterator: AsyncIterator[pb.ClientMessage]) -> AsyncIterator[pb.ClientMessage]:

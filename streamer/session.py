@@ -60,7 +60,8 @@ VIDEO_BURST_S = 2.0
 
 
 class SessionObserver(Protocol):
-    """Follows a session beside its core: told every input the session accepted and every sentence it scored.
+    """Follows a session beside its core: told every input the session accepted (audio once checked, a video
+    frame or caption once the pipeline took it: a shed or dropped one is never seen) and every sentence it scored.
     An observer handles its own failures: none ends the interview."""
 
     def took(self, item: Input) -> None: ...
@@ -116,6 +117,7 @@ class LiveSession:
         self._started = hub.clock.now()
         self._last_video_forwarded_ms = -1.0e9
         self._video_frames_received = 0
+        self._captions_received = 0
         self._bytes_per_second = pipeline.sample_rate_hz * self.channels * 2
         bind_session(session_id, principal)
 
@@ -171,14 +173,16 @@ class LiveSession:
                 yield await self._score(result)
         elif isinstance(item, Video):
             self._check_video_rate()
-            self._tell(item)
-            await self._video(item)
+            if await self._video(item):
+                self._tell(item)
         elif isinstance(item, Caption):
-            self._tell(item)
-            self._caption(item)
+            self._check_caption_rate()
+            if self._caption(item):
+                self._tell(item)
         elif isinstance(item, ClinicianCaption):
-            self._tell(item)
-            self._clinician_caption(item.caption)
+            self._check_caption_rate()
+            if self._clinician_caption(item.caption):
+                self._tell(item)
         else:
             assert isinstance(item, End)
             async for update in self.finish(forget=True):
@@ -241,6 +245,17 @@ class LiveSession:
                 f"that many (the server analyses {settings.video_fps:g} per second)",
             )
 
+    def _check_caption_rate(self) -> None:
+        """End a stream whose captions outrun `max_captions_per_s` per second of its audio (plus a short burst)."""
+        self._captions_received += 1
+        limit = self.hub.settings.max_captions_per_s
+        if self._captions_received > limit * (self.pipeline.audio_seconds + VIDEO_BURST_S):
+            raise ProtocolError(
+                ErrorKind.RESOURCE_EXHAUSTED,
+                f"captions arrive faster than {limit:g} per second of audio (max_captions_per_s): send one per "
+                "phrase, as it is spoken",
+            )
+
     async def _closing(self, work: Callable[..., list[SentenceResult]], *args: object) -> list[SentenceResult]:
         """Run a pipeline call that may close sentences (`push_audio`, `finish`) in the worker pool. ASR is the
         costliest stage: under heavy load (`asr_skip_backlog`) the sentences it closes without captions go
@@ -294,28 +309,34 @@ class LiveSession:
             )
         self.hub.metrics.audio_seconds_total.inc(len(data) / self._bytes_per_second)
 
-    async def _video(self, frame: Video) -> None:
+    async def _video(self, frame: Video) -> bool:
+        """Analyse a frame; False when it was shed or dropped (then no observer sees it)."""
         since_last_ms = frame.timestamp_ms - self._last_video_forwarded_ms
         if shed_video(self.hub.backlog, since_last_ms, self.hub.settings):
             self.shed_video_frame()
-            return
+            return False
         self._last_video_forwarded_ms = frame.timestamp_ms
         try:
             await self.hub.run(self.pipeline.push_video, frame.timestamp_ms, frame.image)
         except ValueError as error:
             self.hub.metrics.errors_total.labels(code="video_frame").inc()
             log.info("session %s dropped a video frame: %s", self.session_id, error)
+            return False
+        return True
 
-    def _caption(self, caption: Caption) -> None:
+    def _caption(self, caption: Caption) -> bool:
+        """Hold a caption for its sentence; False when it was dropped (then no observer sees it)."""
         try:
             self.pipeline.push_caption(caption.start_ms, caption.end_ms, caption.text)
         except ValueError as error:
             self.hub.metrics.errors_total.labels(code="caption").inc()
             log.info("session %s dropped a caption: %s", self.session_id, error)
+            return False
+        return True
 
-    def _clinician_caption(self, caption: Caption) -> None:
-        """The clinician's words for its questions; counted as dropped when the session has no clinician
-        channel or does not report the clinician's words, or when invalid."""
+    def _clinician_caption(self, caption: Caption) -> bool:
+        """The clinician's words for its questions: True when taken; counted as dropped when the session has no
+        clinician channel or does not report the clinician's words, or when invalid."""
         try:
             used = self.voices is not None and self.voices.push_caption(caption)
         except ValueError as error:
@@ -324,3 +345,4 @@ class LiveSession:
             used = False
         if not used:
             self.counts.dropped_captions += 1
+        return used

@@ -124,6 +124,17 @@ class ServerSettings:
             "used by the server's peers and advertised to WHIP clients in Link headers; empty = host candidates only"
         },
     )
+    max_sdp_bytes: int = field(
+        default=65536,
+        metadata={"help": "largest WHIP offer or trickle-ICE body accepted (bytes); larger get 413 before any parsing"},
+    )
+    max_ice_candidates: int = field(
+        default=50,
+        metadata={
+            "help": "remote ICE candidates one WebRTC session may give (its offer and trickle PATCHes together); "
+            "more get 400 before the WebRTC stack sees them (its checks grow with the square of the count)"
+        },
+    )
     turn_username: str = field(default="", metadata={"help": "username for the TURN servers in ice_servers"})
     turn_credential: str = field(default="", metadata={"help": "password for the TURN servers in ice_servers"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
@@ -159,10 +170,22 @@ class ServerSettings:
     jwt_issuer: str = field(default="", metadata={"help": "the `iss` a JWT must carry"})
     jwt_audience: str = field(default="", metadata={"help": "the `aud` a JWT must carry"})
     max_sessions_per_token: int = field(
-        default=0,
+        default=-1,
         metadata={
-            "help": "concurrent sessions one token (JWT subject) may hold; more get RESOURCE_EXHAUSTED (0 = no limit)"
+            "help": "concurrent sessions one token (JWT subject, client certificate) may hold; more get "
+            "RESOURCE_EXHAUSTED (-1 = half of max_sessions, at least 1; 0 = no limit)"
         },
+    )
+    min_audio_speed: float = field(
+        default=0.5,
+        metadata={
+            "help": "seconds of audio a session must send per second it waits for its client to hold its slot: one "
+            "that falls audio_grace_s behind this rate is ended with DEADLINE_EXCEEDED (0 = no floor)"
+        },
+    )
+    audio_grace_s: float = field(
+        default=15.0,
+        metadata={"help": "how far (s) a session may fall behind min_audio_speed, from its start, before it is ended"},
     )
     max_session_s: float = field(
         default=14400.0,
@@ -173,6 +196,10 @@ class ServerSettings:
     max_video_fps: float = field(
         default=30.0,
         metadata={"help": "video frames a client may send per second of audio (2 s burst); more end the stream"},
+    )
+    max_captions_per_s: float = field(
+        default=10.0,
+        metadata={"help": "captions a client may send per second of audio (2 s burst); more end the stream"},
     )
     tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: serve gRPC and HTTP over TLS"})
     tls_key: str = field(default="", metadata={"help": "PEM private key of tls_cert"})
@@ -198,6 +225,16 @@ class ServerSettings:
             "kept in the state store"
         },
     )
+    http_read_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "an HTTP connection whose request headers have not all arrived this long after it opened (or "
+            "after its last answer) is closed, and a WHIP body not read within this long gets 408"
+        },
+    )
+    max_http_connections: int = field(
+        default=512, metadata={"help": "HTTP connections open at once; more are closed as they arrive"}
+    )
     cors_origins: str = field(
         default="",
         metadata={
@@ -221,6 +258,18 @@ class ServerSettings:
         },
     )
 
+    record_session_bytes: int = field(
+        default=2 * 1024**3,
+        metadata={"help": "most bytes one stream's recording may take; then its recording stops (0 = no limit)"},
+    )
+    record_total_bytes: int = field(
+        default=64 * 1024**3,
+        metadata={
+            "help": "most bytes the record folder may hold (counted from its size at start); then recordings stop "
+            "and new sessions go unrecorded (0 = no limit)"
+        },
+    )
+
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
             port = getattr(self, name)
@@ -233,7 +282,14 @@ class ServerSettings:
             raise ValueError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         if self.device not in DEVICE_CHOICES:
             raise ValueError(f"device={self.device!r} is not one of {', '.join(DEVICE_CHOICES)}")
-        for name in ("max_sessions", "max_message_bytes", "max_chunk_ms"):
+        for name in (
+            "max_sessions",
+            "max_message_bytes",
+            "max_chunk_ms",
+            "max_sdp_bytes",
+            "max_ice_candidates",
+            "max_http_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0.1 <= self.video_fps <= 30:
@@ -292,15 +348,27 @@ class ServerSettings:
             raise ValueError("TLS needs both tls_cert and tls_key")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mTLS) needs TLS itself: set tls_cert and tls_key")
-        for name in ("max_sessions_per_token", "max_session_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative (0 = no limit)")
+        if self.max_sessions_per_token < -1:
+            raise ValueError("max_sessions_per_token must be -1 (half of max_sessions), 0 (no limit) or a count")
+        if self.max_session_s < 0:
+            raise ValueError("max_session_s must not be negative (0 = no limit)")
+        if not 0 <= self.min_audio_speed <= 1:
+            raise ValueError(f"min_audio_speed={self.min_audio_speed} is outside 0-1 (0 = no floor; 1 = real time)")
+        if self.http_read_timeout_s <= 0:
+            raise ValueError("http_read_timeout_s must be positive")
+        if self.audio_grace_s <= 0:
+            raise ValueError("audio_grace_s must be positive")
         if self.state_store and not self.state_store.startswith(("sqlite://", "redis://", "rediss://")):
             raise ValueError(f"state_store={self.state_store!r} is not sqlite://PATH or redis://HOST:PORT/DB")
         if self.resume_ttl_s <= 0:
             raise ValueError("resume_ttl_s must be positive")
         if self.resume_key_file and not self.state_store:
             raise ValueError("resume_key_file is set but no state_store: set state_store to make sessions resumable")
+        for name in ("record_session_bytes", "record_total_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 = no limit)")
+        if self.max_captions_per_s <= 0:
+            raise ValueError("max_captions_per_s must be positive")
         if self.max_video_fps < self.video_fps:
             raise ValueError(f"max_video_fps={self.max_video_fps} is below video_fps={self.video_fps}: raise it")
 
@@ -312,6 +380,13 @@ class ServerSettings:
         if self.auth_tokens:
             return "tokens"
         return "jwt" if self.jwt_jwks or self.jwt_jwks_url else "open"
+
+    @property
+    def token_session_limit(self) -> int:
+        """`max_sessions_per_token` resolved: -1 becomes half of `max_sessions` (at least 1); 0 = no limit."""
+        if self.max_sessions_per_token == -1:
+            return max(1, self.max_sessions // 2)
+        return self.max_sessions_per_token
 
     @property
     def worker_count(self) -> int:

@@ -7,6 +7,11 @@ that ends more than `LATE_SLACK_S` late (the process was stopped with SIGSTOP, i
 blocked) adds only the length it asked for, and is followed by a full slice that must end on time, without a
 message, before the stream counts as stalled. So a server that wakes from a pause first reads what waited in
 its sockets instead of blaming its clients for the messages it could not read.
+
+An admitted session has an audio floor too (`min_audio_speed`): a second count of the time it waited for its
+client, credited the same way, from which each audio chunk takes its length over `min_audio_speed`. A stream
+whose count reaches `audio_grace_s` sends too little audio to hold a slot (only `start`, or a few bytes now and
+then) and ends, as a stalled one does.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from depscreen.streamer.clock import Clock, SystemClock
+from depscreen.streamer.settings import ServerSettings
 
 T = TypeVar("T")
 
@@ -33,6 +39,7 @@ class StreamEnd(enum.Enum):
     STALLED = "stalled"
     TIME_UP = "time up"
     SHUTDOWN = "shutdown"
+    STARVED = "starved"
 
 
 @dataclass
@@ -66,6 +73,16 @@ class Silence:
         """A message arrived."""
         self.silent_s, self.woke_late = 0.0, False
 
+    def fed(self, credit_s: float) -> None:
+        """Something worth `credit_s` of waiting arrived (audio, against the audio floor): the count goes down
+        by that much, never below 0."""
+        self.silent_s, self.woke_late = max(0.0, self.silent_s - credit_s), False
+
+
+def audio_floor(settings: ServerSettings) -> Silence | None:
+    """The count that ends a session sending less than `min_audio_speed` of audio (None when there is no floor)."""
+    return Silence(settings.audio_grace_s) if settings.min_audio_speed else None
+
 
 @dataclass
 class MessageWait:
@@ -74,11 +91,14 @@ class MessageWait:
     silence: Silence
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Clock = field(default_factory=SystemClock)
+    starvation: Silence | None = None
+    """The audio floor of an admitted session: credited with every wait like `silence`, but brought down only
+    by the audio that arrives (`fed`, by the caller); None before `start`."""
 
     async def next(self, pending: asyncio.Future[T], time_left_s: Callable[[], float | None]) -> T | StreamEnd:
-        """The result of `pending` (the stream's next message), or why the stream ends first: it stalled,
-        `time_left_s()` (the session's time limit, None = none) ran out, or the server is shutting down.
-        `pending` is left running when the wait ends without it."""
+        """The result of `pending` (the stream's next message), or why the stream ends first: it stalled, it
+        fell behind its audio floor (`starvation`), `time_left_s()` (the session's time limit, None = none) ran
+        out, or the server is shutting down. `pending` is left running when the wait ends without it."""
         stop = asyncio.ensure_future(self.shutdown.wait())
         try:
             while True:
@@ -89,13 +109,20 @@ class MessageWait:
                     return StreamEnd.TIME_UP
                 if self.silence.stalled:
                     return StreamEnd.STALLED
+                starvation = self.starvation
+                if starvation is not None and starvation.stalled:
+                    return StreamEnd.STARVED
                 asked = self.silence.next_wait_s()
-                waits = [w for w in (asked, left) if w is not None]
+                asked_floor = starvation.next_wait_s() if starvation is not None else None
+                waits = [w for w in (asked, asked_floor, left) if w is not None]
                 began = self.clock.now()
                 await self.clock.wait((pending, stop), min(waits) if waits else None)
+                took = self.clock.now() - began
+                if starvation is not None:
+                    starvation.credit(min((w for w in (asked, asked_floor) if w is not None), default=None), took)
                 if pending.done():
                     self.silence.heard()
                     return pending.result()
-                self.silence.credit(asked, self.clock.now() - began)
+                self.silence.credit(asked, took)
         finally:
             stop.cancel()

@@ -7,12 +7,19 @@ SQLite deletes them on the next write and refuses to load them, Redis expires th
 keeps the server key that signs resume tokens when the operator gives none (`server_key`).
 
 Every call blocks (disk or network): the server makes them from its worker threads.
+
+A SQLite store is its owner's alone: its folder 0700 and its files (the database, `-wal`, `-shm`) 0600. They
+are made so, and checked when the store opens: a file or a folder of the server's user that others may read
+is tightened with a warning; a folder others may write to (like /tmp) is refused.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -75,7 +84,8 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self._path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(path.parent)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives -wal and -shm this mode too
             self._db = sqlite3.connect(
                 path, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
             )
@@ -87,6 +97,8 @@ class SqliteStore:
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at)")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
+            for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+                private_file(file)
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"state store sqlite:///{path}: cannot open it ({error}): check the path") from None
         self._lock = threading.Lock()
@@ -139,6 +151,47 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def private_folder(folder: Path) -> None:
+    """Make `folder` (0700), or check that it is the server user's alone: one of ours that others may use is
+    tightened to 0700 with a warning; one of another user's (a volume's root) that others may only read is kept,
+    with a warning (the files in it are 0600); StoreError for one that others may write to (`/tmp`): they could
+    plant or swap the store's files."""
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)
+        return
+    status = folder.stat()
+    mode = stat.S_IMODE(status.st_mode)
+    if not mode & 0o077:
+        return
+    if status.st_uid == os.geteuid() and not status.st_mode & stat.S_ISVTX:
+        folder.chmod(0o700)
+        log.warning("state store folder %s was open to others (mode %04o): set to 0700", folder, mode)
+        return
+    if mode & 0o022 or status.st_mode & stat.S_ISVTX:
+        raise StoreError(
+            f"state store folder {folder} is shared (mode {mode:04o}): others could plant or swap the store's "
+            "files; give the store a folder of its own (made 0700 when missing), e.g. "
+            "sqlite:///var/lib/depscreen/sessions.db"
+        )
+    log.warning(
+        "state store folder %s (mode %04o) is another user's: others may list it, though the store's files are 0600; "
+        "give the store a folder of its own to hide their names",
+        folder,
+        mode,
+    )
+
+
+def private_file(file: Path) -> None:
+    """Tighten an existing store file others may read to 0600, with a warning."""
+    try:
+        mode = stat.S_IMODE(file.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        file.chmod(0o600)
+        log.warning("state store file %s was readable by others (mode %04o): set to 0600", file, mode)
 
 
 class RedisStore:

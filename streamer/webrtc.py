@@ -8,7 +8,8 @@ update goes out on the data channel labelled `depscreen` as the JSON of its gRPC
 task feeds the session, so its messages are applied one at a time, in arrival order. Every track is read until
 it ends, the ones the session does not use included: aiortc queues decoded frames without bound.
 
-Lifecycle: `end()` (WHIP DELETE, every track ended, or no media for `stall_timeout_s`) finishes the
+Lifecycle: `end()` (WHIP DELETE, every track ended, no media for `stall_timeout_s`, or audio `audio_grace_s`
+behind `min_audio_speed`) finishes the
 interview, sends the last sentence and the summary, frees the session's slot, then hangs up once the peer
 has closed or after `HANG_UP_GRACE_S`. A connection that fails or closes, or a data channel the peer closes,
 ends the session at once (nobody is left to read a summary). `close()` releases everything, exactly once.
@@ -36,7 +37,7 @@ from depscreen.streamer.convert import accepted_message, model_info_message, ser
 from depscreen.streamer.interview import Audio, Input, Video
 from depscreen.streamer.protocol import ProtocolError
 from depscreen.streamer.session import LiveSession
-from depscreen.streamer.stall import Silence
+from depscreen.streamer.stall import Silence, audio_floor
 from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class PeerSession:
     ) -> None:
         self.resource_id = secrets.token_urlsafe(18)
         self.remote_ice_ufrag = ""
+        self.remote_candidates = 0
+        """Remote ICE candidates given so far (offer and trickles), against `max_ice_candidates`."""
         self.hub = hub
         self.live = live
         self.pc = RTCPeerConnection(configuration)
@@ -268,22 +271,38 @@ class PeerSession:
             await self.end("every track ended")
 
     async def _watch_stall(self) -> None:
-        """End the session after `stall_timeout_s` without media, counted in time the server was running: a
-        server woken from a pause takes the media that waited in its sockets first, as a gRPC stream does."""
-        silence = Silence(self.hub.settings.stall_timeout_s)
-        heard_at = self._last_media
+        """End the session after `stall_timeout_s` without media, or once its audio falls `audio_grace_s` behind
+        `min_audio_speed` (a peer that never connects, or sends next to nothing), counted in time the server was
+        running: a server woken from a pause takes the media that waited in its sockets first, as a gRPC stream
+        does."""
+        settings = self.hub.settings
+        silence = Silence(settings.stall_timeout_s)
+        floor = audio_floor(settings)
+        heard_at, fed_ms = self._last_media, self._audio_ms
         while not self._ending:
             if self._last_media != heard_at:
                 heard_at = self._last_media
                 silence.heard()
+            if floor is not None and self._audio_ms != fed_ms:
+                floor.fed((self._audio_ms - fed_ms) / 1000 / settings.min_audio_speed)
+                fed_ms = self._audio_ms
             if silence.stalled:
                 await self.end(f"no media for {silence.timeout_s:g} s")
                 return
-            if (asked := silence.next_wait_s()) is None:
+            if floor is not None and floor.stalled:
+                self.hub.metrics.starved_sessions_total.inc()
+                await self.end(f"less than {settings.min_audio_speed:g} s of audio per second")
                 return
+            waits = [w for w in (silence.next_wait_s(), floor.next_wait_s() if floor else None) if w is not None]
+            if not waits:
+                return
+            asked = min(waits)
             began = self.hub.clock.now()
             await self.hub.clock.sleep(asked)
-            silence.credit(asked, self.hub.clock.now() - began)
+            took = self.hub.clock.now() - began
+            silence.credit(asked, took)
+            if floor is not None:
+                floor.credit(asked, took)
 
     # Session.
 

@@ -5,11 +5,16 @@
 track, and a data channel labelled `depscreen`; the query may carry the other `SessionStart` fields
 (`session_id`, `language`, `asr=off`). It answers `201 Created` with the SDP answer, the session resource in
 `Location` and the configured STUN/TURN servers in `Link: <url>; rel="ice-server"` headers. Errors are plain
-text reasons: 400 an offer that cannot be used, 401 a missing or refused bearer token (when the server checks
-tokens: the same verifier as gRPC), 404 an unknown session (or another caller's: only the principal that opened a
-session may trickle to it or end it), 415 a body that is not SDP, 422 an ICE restart (not
+text reasons: 400 an offer that cannot be used (or more than `max_ice_candidates` ICE candidates in a session's
+offer and trickles together), 401 a missing or refused bearer token (when the server checks tokens: the same
+verifier as gRPC), 404 an unknown session (or another caller's: only the principal that opened a session may
+trickle to it or end it), 413 a body over `max_sdp_bytes`, 415 a body that is not SDP, 422 an ICE restart (not
 supported: open a new session), 503 (with `Retry-After`) a server at capacity or shutting down. Browsers on
 other origins need their origin in `cors_origins` (`cors.py`).
+
+Negotiation is bounded before the WebRTC stack sees anything: the body is read up to `max_sdp_bytes`, and the
+ICE candidates and m= sections are counted on its lines before it is parsed, so no request can make aiortc's
+candidate pairing (whose cost grows with the square of the count) hold the event loop.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from multidict import CIMultiDict
 
 from depscreen.streamer.admission import SessionHub
-from depscreen.streamer.auth import AuthError, Verifier, authenticate
+from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
 from depscreen.streamer.interview import Opening
 from depscreen.streamer.protocol import RETRY_AFTER_S, ErrorKind, ProtocolError
 from depscreen.streamer.settings import ServerSettings
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 TRICKLE_ICE = "application/trickle-ice-sdpfrag"
+MAX_MEDIA_SECTIONS = 8
+"""m= sections an offer may have: a session uses three (audio, video, data channel)."""
+READ_CHUNK_BYTES = 65536
 
 
 class WhipEndpoint:
@@ -69,9 +77,9 @@ class WhipEndpoint:
         principal = await self._authorize(request)
         if request.content_type != SDP:
             raise web.HTTPUnsupportedMediaType(text=f"send the SDP offer with Content-Type: {SDP}")
-        offer = await request.text()
+        offer = await read_body(request, self.hub.settings.max_sdp_bytes, self.hub.settings.http_read_timeout_s)
         try:
-            ice_ufrag = check_offer(offer)
+            ice_ufrag = check_offer(offer, self.hub.settings.max_ice_candidates)
         except OfferError as error:
             self._count("INVALID_ARGUMENT")
             raise web.HTTPBadRequest(text=str(error)) from None
@@ -85,6 +93,7 @@ class WhipEndpoint:
             raise web.HTTPBadRequest(text=str(error)) from None
         session = PeerSession(self.hub, live, RTCConfiguration(iceServers=self._ice_servers), self._forget)
         session.remote_ice_ufrag = ice_ufrag
+        session.remote_candidates = count_candidates(offer)
         self._sessions[session.resource_id] = session
         try:
             answer = await session.answer(offer)
@@ -104,10 +113,19 @@ class WhipEndpoint:
         session = self._session(request, await self._authorize(request))
         if request.content_type != TRICKLE_ICE:
             raise web.HTTPUnsupportedMediaType(text=f"send trickled ICE candidates with Content-Type: {TRICKLE_ICE}")
-        fragment = await request.text()
+        fragment = await read_body(request, self.hub.settings.max_sdp_bytes, self.hub.settings.http_read_timeout_s)
         ufrags = {line.strip()[len("a=ice-ufrag:") :] for line in fragment.splitlines() if "a=ice-ufrag:" in line}
         if request.headers.get("If-Match") == "*" or ufrags - {session.remote_ice_ufrag}:
             raise web.HTTPUnprocessableEntity(text="ICE restarts are not supported: DELETE this session, offer anew")
+        limit = self.hub.settings.max_ice_candidates
+        total = session.remote_candidates + count_candidates(fragment)
+        if total > limit:
+            self._count("INVALID_ARGUMENT")
+            raise web.HTTPBadRequest(
+                text=f"this session would have {total} remote ICE candidates; the limit is max_ice_candidates={limit}:"
+                " send fewer (a host, a server-reflexive and a relay candidate per network suffice)"
+            )
+        session.remote_candidates = total
         for candidate in trickled_candidates(fragment):
             try:
                 await session.add_candidate(candidate)
@@ -129,13 +147,18 @@ class WhipEndpoint:
         return session
 
     async def _authorize(self, request: web.Request) -> str | None:
-        """The request's principal (None on an open server); 401 without an accepted bearer token. Checked in a
-        thread: a JWKS URL may be fetched."""
+        """The request's principal (None on an open server; under mTLS without tokens, the client certificate's
+        common name); 401 without an accepted bearer token. Checked in a thread: a JWKS URL may be fetched."""
         try:
-            return await asyncio.to_thread(authenticate, self._verifier, request.headers.get("Authorization"))
+            principal = await asyncio.to_thread(authenticate, self._verifier, request.headers.get("Authorization"))
         except AuthError as error:
             challenge = {"WWW-Authenticate": 'Bearer realm="depscreen"'}
             raise web.HTTPUnauthorized(text=str(error), headers=challenge) from None
+        if principal is None and self.hub.settings.tls_client_ca and request.transport is not None:
+            certificate = request.transport.get_extra_info("peercert") or {}
+            names = [value for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"]
+            principal = certificate_principal(names[0] if names else None)
+        return principal
 
     def _forget(self, session: PeerSession) -> None:
         self._sessions.pop(session.resource_id, None)
@@ -144,8 +167,54 @@ class WhipEndpoint:
         self.hub.metrics.errors_total.labels(code=code).inc()
 
 
-def check_offer(sdp: str) -> str:
-    """The offer's ICE username fragment; OfferError unless it sends audio and opens a data channel."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> str:
+    """The request's body as text, read no further than `limit` bytes (413 beyond, naming `max_sdp_bytes`) and
+    for no longer than `timeout_s` (408 after, naming `http_read_timeout_s`)."""
+    too_large = web.HTTPRequestEntityTooLarge(
+        max_size=limit,
+        actual_size=request.content_length or limit + 1,
+        text=f"the body is larger than max_sdp_bytes={limit} bytes: send a smaller offer (fewer candidates), or "
+        "raise max_sdp_bytes",
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(READ_CHUNK_BYTES):
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"the body did not arrive within http_read_timeout_s={timeout_s:g} s: send it at once"
+        ) from None
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="the body is not UTF-8 text: send SDP") from None
+
+
+def count_candidates(sdp: str) -> int:
+    """The `a=candidate:` lines of an offer or trickle fragment, counted without parsing anything."""
+    return sum(1 for line in sdp.splitlines() if line.lstrip().startswith("a=candidate:"))
+
+
+def check_offer(sdp: str, max_candidates: int) -> str:
+    """The offer's ICE username fragment; OfferError unless it sends audio and opens a data channel, and it has
+    at most `max_candidates` ICE candidates and `MAX_MEDIA_SECTIONS` m= sections (counted before parsing)."""
+    candidates = count_candidates(sdp)
+    if candidates > max_candidates:
+        raise OfferError(
+            f"the offer has {candidates} ICE candidates; the limit is max_ice_candidates={max_candidates}: send "
+            "fewer (a host, a server-reflexive and a relay candidate per network suffice)"
+        )
+    sections = sum(1 for line in sdp.splitlines() if line.lstrip().startswith("m="))
+    if sections > MAX_MEDIA_SECTIONS:
+        raise OfferError(
+            f"the offer has {sections} m= sections; at most {MAX_MEDIA_SECTIONS} are accepted: send one audio, "
+            "at most one video and the data channel"
+        )
     try:
         description = SessionDescription.parse(sdp)
     except (ValueError, LookupError, TypeError) as error:

@@ -373,7 +373,8 @@ def test_tokens_or_client_certificates_open_any_address(tmp_path: Path, issuer: 
         ({"auth": "open"}, "auth="),
         ({"tls_cert": "c.pem"}, "both tls_cert and tls_key"),
         ({"tls_client_ca": "ca.pem"}, "needs TLS itself"),
-        ({"max_sessions_per_token": -1}, "must not be negative"),
+        ({"max_sessions_per_token": -2}, "must be -1"),
+        ({"min_audio_speed": 2.0}, "outside 0-1"),
         ({"max_video_fps": 2.0}, "below video_fps"),
     ],
 )

@@ -269,7 +269,9 @@ def test_a_checkpoint_keeps_updates_without_their_transcripts(tmp_path: Path) ->
 def tmpfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A 32 MiB tmpfs mounted for these tests (root only), so that a test can fill the store's disk."""
     mount = tmp_path_factory.mktemp("tmpfs")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(mount)], capture_output=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip() or 'not root'})")
     try:

@@ -20,6 +20,8 @@ from depscreen.v1 import screening_pb2 as pb
 from .conftest import FIXTURES
 
 START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+END = pb.ClientMessage(end=pb.SessionEnd())
+CAPACITY_REFUSALS = 'depscreen_rejected_sessions_total{reason="capacity"}'
 JFK = decode_audio_file(FIXTURES / "jfk.flac").tobytes()
 
 
@@ -104,13 +106,90 @@ def test_sessions_beyond_the_limit_are_refused_and_a_dropped_client_frees_its_sl
         await asyncio.gather(*holders, return_exceptions=True)
         return refused
 
-    before = read_counter(tight.metrics(), "depscreen_rejected_sessions_total")
+    before = read_counter(tight.metrics(), CAPACITY_REFUSALS)
     refused = asyncio.run(scenario())
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "limit of 2 concurrent sessions" in refused.details()
     metrics = wait_until_idle(tight)
-    assert read_counter(metrics, "depscreen_rejected_sessions_total") == before + 1
+    assert read_counter(metrics, CAPACITY_REFUSALS) == before + 1
     assert read_counter(metrics, "depscreen_state_pool_slots_used") == 0
+
+
+TENANT_A, TENANT_B = "tenant-a-token-0123456789", "tenant-b-token-0123456789"
+AUDIO_GRACE_S = 8
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """Two tenants' tokens, the default session share (half of the default 64 sessions) and a short audio grace."""
+    directory = tmp_path_factory.mktemp("shared")
+    tokens = directory / "tokens"
+    tokens.write_text(f"{TENANT_A}\n{TENANT_B}\n")
+    with (directory / "server.log").open("w") as log:
+        server = start_local_server(
+            "--device", "cpu", "--asr", "none", "--auth-tokens", str(tokens), "--audio-grace-s", str(AUDIO_GRACE_S),
+            output=log,
+        )  # fmt: skip
+    yield server
+    server.stop()
+
+
+def test_one_token_cannot_take_every_slot_and_start_only_streams_lose_theirs(shared: LocalServer) -> None:
+    """70 streams of one token that send `start` and nothing more: half the slots are theirs at most, another
+    tenant's interview completes beside them, and each one admitted is ended once its audio is
+    `audio_grace_s` behind `min_audio_speed`, as is a stream sending two bytes of audio every half second."""
+
+    async def start_only() -> AsyncIterator[pb.ClientMessage]:
+        yield START
+        await asyncio.sleep(60)
+
+    async def trickle() -> AsyncIterator[pb.ClientMessage]:
+        yield START
+        for _ in range(120):
+            yield pb.ClientMessage(audio=pb.AudioChunk(data=b"\0\0"))
+            await asyncio.sleep(0.5)
+
+    async def outcome(token: str, messages: AsyncIterator[pb.ClientMessage], answered: asyncio.Event) -> tuple:
+        kinds = []
+        try:
+            async for reply in ScreeningClient(shared.grpc_target, token=token).stream_messages(messages):
+                kinds.append(reply.WhichOneof("kind"))
+                answered.set()
+        except grpc.aio.AioRpcError as error:
+            answered.set()
+            return kinds, error.code(), error.details()
+        return kinds, grpc.StatusCode.OK, ""
+
+    async def scenario() -> tuple[list[tuple], tuple, tuple, int]:
+        answered = [asyncio.Event() for _ in range(70)]
+        tenant_a = [asyncio.ensure_future(outcome(TENANT_A, start_only(), e)) for e in answered]
+        slow = asyncio.ensure_future(outcome(TENANT_B, trickle(), asyncio.Event()))
+        await asyncio.gather(*(e.wait() for e in answered))
+        held = sum(1 for task in tenant_a if not task.done())
+        other = await outcome(TENANT_B, _messages(START, *audio(JFK), END), asyncio.Event())
+        return await asyncio.gather(*tenant_a), other, await slow, held
+
+    before = shared.metrics()
+    tenant_a, other, slow, held = asyncio.run(scenario())
+    admitted = [o for o in tenant_a if o[0] == ["accepted", "summary"]]  # finished: the summary, then the error
+    refused = [o for o in tenant_a if not o[0]]
+    assert len(admitted) == 32 and len(refused) == 38 and held == 32
+    for _, code, details in refused:
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 32 concurrent sessions" in details
+        assert "max_sessions_per_token" in details
+    assert other[0][0] == "accepted" and other[0][-1] == "summary" and other[1] == grpc.StatusCode.OK
+    for _, code, details in [*admitted, slow]:
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "min_audio_speed" in details, details
+    metrics = wait_until_idle(shared)
+    quota = 'depscreen_rejected_sessions_total{reason="token_quota"}'
+    assert read_counter(metrics, quota) - read_counter(before, quota) == 38
+    starved = "depscreen_starved_sessions_total"
+    assert read_counter(metrics, starved) - read_counter(before, starved) == 33
+
+
+async def _messages(*messages: pb.ClientMessage) -> AsyncIterator[pb.ClientMessage]:
+    for message in messages:
+        yield message
 
 
 async def _one(message: pb.ClientMessage) -> AsyncIterator[pb.ClientMessage]:

@@ -5,7 +5,9 @@ trace spans it exported (received by a real OTLP receiver)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.media import decode_audio_file
 from depscreen.localserver import start_local_server
+from depscreen.streamer.state_store import SqliteStore, StoredSession, StoreError
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES
@@ -115,3 +118,35 @@ def test_no_media_or_transcript_reaches_logs_or_disk(tmp_path: Path, receiver: O
         assert not traces(path.read_bytes(), needles), f"{path} holds audio, video or transcript"
     assert {"asr", "text_embed", "features_video"} <= {span.name for span in spans}, "the session's stages were traced"
     assert not traces(b"".join(receiver.raw), needles), "an exported span holds audio, video or transcript"
+
+
+def test_the_state_store_is_for_its_owner_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The SQLite store holds the resume key, client session ids and estimates: 0600 files in a 0700 folder, made
+    so when missing, tightened (with a warning) when the server's user left them open, refused when shared."""
+    folder = tmp_path / "store"
+    path = folder / "sessions.db"
+    files = (path, path.with_name("sessions.db-wal"), path.with_name("sessions.db-shm"))
+
+    def modes() -> list[int]:
+        return [stat.S_IMODE(p.stat().st_mode) for p in (folder, *files)]
+
+    store = SqliteStore(path)
+    store.server_key()
+    store.save(StoredSession("record", "patient-A-42", b"nonce", b"payload"), 60.0)
+    assert modes() == [0o700, 0o600, 0o600, 0o600]
+
+    folder.chmod(0o755)
+    for file in files:
+        file.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="depscreen.streamer.state_store"):
+        SqliteStore(path).close()  # another server starting on the same store, the first one still open
+    assert modes() == [0o700, 0o600, 0o600, 0o600]
+    assert "set to 0700" in caplog.text and "set to 0600" in caplog.text
+    store.close()
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(StoreError, match="a folder of its own"):
+        SqliteStore(shared / "sessions.db")
+    assert not (shared / "sessions.db").exists()

@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,6 +341,60 @@ def test_a_wrong_or_ended_token_is_refused(reference: tuple[LocalServer, list[Up
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "start a new session" in refused.value.details()
         assert token not in refused.value.details()
+
+
+def test_one_resume_token_opens_one_live_stream_at_a_time(reference: tuple[LocalServer, list[Update]]) -> None:
+    """A second stream presenting the token of a session that streams now would fork it: it is refused with
+    UNAVAILABLE (which clients retry) until the first stream ends; then the token resumes the session."""
+    server, _ = reference
+    start = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+    silence = pb.ClientMessage(audio=pb.AudioChunk(data=bytes(3200)))
+
+    async def scenario() -> tuple[grpc.aio.AioRpcError, pb.ServerMessage]:
+        release, token = asyncio.Event(), asyncio.get_running_loop().create_future()
+
+        async def first() -> AsyncIterator[pb.ClientMessage]:
+            yield start
+            yield silence
+            await release.wait()
+
+        async def run_first() -> None:
+            async for reply in ScreeningClient(server.grpc_target).stream_messages(first()):
+                if reply.WhichOneof("kind") == "accepted":
+                    token.set_result(reply.accepted.resume_token)
+
+        async def resume(resume_token: str) -> pb.ServerMessage:
+            again = pb.ClientMessage()
+            again.CopyFrom(start)
+            again.start.resume_token = resume_token
+
+            async def messages() -> AsyncIterator[pb.ClientMessage]:
+                yield again
+                yield pb.ClientMessage(end=pb.SessionEnd())
+
+            replies = [reply async for reply in ScreeningClient(server.grpc_target).stream_messages(messages())]
+            return replies[0]
+
+        holder = asyncio.ensure_future(run_first())
+        resume_token = await asyncio.wait_for(token, 60)
+        try:
+            await resume(resume_token)
+        except grpc.aio.AioRpcError as error:
+            refused = error
+        holder.cancel()  # the first stream breaks: the server frees the session on noticing it
+        await asyncio.gather(holder, return_exceptions=True)
+        for _ in range(100):
+            try:
+                return refused, await resume(resume_token)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                await asyncio.sleep(0.1)
+        raise AssertionError("the session stayed live after its stream broke")
+
+    refused, resumed = asyncio.run(scenario())
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE and "one stream at a time" in refused.details()
+    assert resumed.WhichOneof("kind") == "accepted" and resumed.accepted.resume_from_ms == 0
 
 
 def test_a_break_is_raised_when_the_server_cannot_resume(store_dir: Path) -> None:

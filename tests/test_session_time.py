@@ -147,3 +147,29 @@ def test_a_quiet_session_ends_at_its_time_limit_while_waiting() -> None:
 
     end, at = on_server(clock, scenario, max_session_s=3600.0, stall_timeout_s=0.0)
     assert end is StreamEnd.TIME_UP and at == pytest.approx(3600)
+
+
+def test_the_audio_floor_ends_streams_that_send_too_little_audio_and_spares_real_time_ones() -> None:
+    """`min_audio_speed` 0.5 with `audio_grace_s` 15: nothing after `start`, or two bytes every half second, ends
+    the stream 15 s in (though messages keep arriving: the stall timeout never fires); audio at real time or at
+    exactly half of it goes on."""
+
+    async def starved_at(chunk_s: float | None, every_s: float) -> float | None:
+        clock = VirtualClock()
+        floor = Silence(15.0)
+        wait = MessageWait(Silence(30.0), asyncio.Event(), clock, starvation=floor)
+        while clock.now() < 40:
+            pending = never()
+            if chunk_s is not None:
+                clock.call_at(clock.now() + every_s, lambda p=pending: p.done() or p.set_result("audio"))
+            got = await wait.next(pending, lambda: None)
+            if got is StreamEnd.STARVED:
+                return clock.now()
+            assert got == "audio"
+            floor.fed(chunk_s / 0.5)
+        return None
+
+    assert asyncio.run(starved_at(None, 0.0)) == pytest.approx(15.0)
+    assert asyncio.run(starved_at(2 / 32_000, 0.5)) == pytest.approx(15.0, abs=0.6)
+    assert asyncio.run(starved_at(0.1, 0.1)) is None
+    assert asyncio.run(starved_at(0.1, 0.2)) is None

@@ -10,7 +10,7 @@ import json
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +118,9 @@ def https_context(pki: Pki, client_cert: bool = False) -> ssl.SSLContext:
     return context
 
 
-def _serve(pki: Pki, directory: Path, *, mtls: bool) -> LocalServer:
+def _serve(pki: Pki, directory: Path, *extra: str, mtls: bool) -> LocalServer:
     flags = ["--device", "cpu", "--asr", "none", "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    flags += extra
     if mtls:
         flags += ["--tls-client-ca", str(pki.ca)]
     with (directory / "server.log").open("w") as log:
@@ -141,17 +142,18 @@ def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def stream(client: ScreeningClient) -> list[str] | grpc.aio.AioRpcError:
+    return asyncio.run(stream_async(client))
+
+
+async def stream_async(client: ScreeningClient) -> list[str] | grpc.aio.AioRpcError:
     async def messages():
         for message in SESSION:
             yield message
 
-    async def run() -> list[str] | grpc.aio.AioRpcError:
-        try:
-            return [reply.WhichOneof("kind") async for reply in client.stream_messages(messages())]
-        except grpc.aio.AioRpcError as error:
-            return error
-
-    return asyncio.run(run())
+    try:
+        return [reply.WhichOneof("kind") async for reply in client.stream_messages(messages())]
+    except grpc.aio.AioRpcError as error:
+        return error
 
 
 def refused(result: list[str] | grpc.aio.AioRpcError) -> bool:
@@ -190,6 +192,41 @@ def test_mtls_needs_a_client_certificate_from_the_ca(mtls_server: LocalServer, p
     no_cert.http_ssl = https_context(pki)
     with pytest.raises(OSError):
         no_cert.get("/healthz")
+
+
+def test_an_mtls_client_is_its_own_principal(pki: Pki, tmp_path: Path) -> None:
+    """Without bearer tokens each client certificate (by its subject's common name) is a principal: per-tenant
+    limits apply to it, and no other certificate holder can reach its sessions."""
+    server = _serve(pki, tmp_path, "--max-sessions-per-token", "1", mtls=True)
+    client = ScreeningClient(server.grpc_target, tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key)
+
+    async def scenario() -> grpc.aio.AioRpcError:
+        opened, release = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> AsyncIterator[pb.ClientMessage]:
+            yield SESSION[0]
+            opened.set()
+            await release.wait()
+
+        async def drain() -> None:
+            async for _ in client.stream_messages(hold()):
+                pass
+
+        holder = asyncio.ensure_future(drain())
+        await opened.wait()
+        await asyncio.sleep(0.5)
+        try:
+            return await stream_async(client)
+        finally:
+            holder.cancel()
+            await asyncio.gather(holder, return_exceptions=True)
+
+    try:
+        second = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert isinstance(second, grpc.aio.AioRpcError) and second.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 1 concurrent sessions" in second.details()
 
 
 def test_unusable_tls_files_stop_the_start(tmp_path: Path, pki: Pki) -> None:

@@ -22,6 +22,7 @@ import pytest
 import torch
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.sdp import SessionDescription
 
 from depscreen.clients.whip import WhipClient, WhipError, ice_servers_from_links
 from depscreen.localserver import LocalServer, start_local_server
@@ -29,7 +30,7 @@ from depscreen.streamer.auth import TokenFileVerifier
 from depscreen.streamer.server import Server
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.webrtc import RtpClock
-from depscreen.streamer.whip import WhipEndpoint, link_headers, trickled_candidates
+from depscreen.streamer.whip import WhipEndpoint, count_candidates, link_headers, trickled_candidates
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.webrtc_bench import decode_cost
 
@@ -333,6 +334,75 @@ def test_only_the_caller_that_opened_a_session_may_trickle_to_it_or_end_it(inpro
     assert replies["other_patch"][0] == replies["other_delete"][0] == 404
     assert replies["other_delete"][2] == replies["unknown_delete"][2], "another caller learns nothing"
     assert replies["own_delete"][0] == 200
+    inproc.wait_idle(baseline)
+
+
+def with_candidates(sdp: str, count: int) -> str:
+    """`sdp` with `count` host candidates added to its first m= section."""
+    lines = sdp.split("\r\n")
+    first_mid = next(i for i, line in enumerate(lines) if line.startswith("a=mid:"))
+    candidates = [
+        f"a=candidate:{i} 1 udp 2122260223 10.213.{i // 250 % 250}.{i % 250 + 1} {10_000 + i} typ host"
+        for i in range(count)
+    ]
+    return "\r\n".join([*lines[: first_mid + 1], *candidates, *lines[first_mid + 1 :]])
+
+
+def test_negotiation_beyond_its_limits_is_refused_before_the_webrtc_stack_parses_it(
+    inproc: InProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An offer of 12,000 candidates once held the event loop for 20 s inside aiortc: the size and candidate
+    limits refuse it (and a trickle that would go past them) without any SDP parsing, /healthz answering."""
+    parsed = []
+    parse = SessionDescription.parse
+    monkeypatch.setattr(SessionDescription, "parse", lambda sdp: parsed.append(len(sdp)) or parse(sdp))
+    settings = inproc.server.settings
+
+    async def scenario() -> dict[str, tuple]:
+        pc, sdp = await offer()
+        parsed.clear()  # the test's own peer parsed its offer
+        health = inproc.url.removesuffix("/whip") + "/healthz"
+        try:
+            huge, healthz = await asyncio.gather(
+                post_offer(inproc.url, with_candidates(sdp, 12_000)), http("GET", health)
+            )
+            many = with_candidates(sdp, settings.max_ice_candidates + 1)
+            sections = sdp + "".join(f"m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:x{i}\r\n" for i in range(8))
+            replies = {
+                "huge": huge,
+                "healthz": healthz,
+                "many": await post_offer(inproc.url, many),
+                "sections": await post_offer(inproc.url, sections),
+            }
+            assert not parsed, "a refused offer was parsed"
+            room = settings.max_ice_candidates - count_candidates(sdp) - 2  # two left for the trickle
+            replies["good"] = await post_offer(inproc.url, with_candidates(sdp, room))
+            assert replies["good"][0] == 201, replies["good"]
+            resource = inproc.url.removesuffix("/whip") + replies["good"][1]["Location"]
+            ufrag = next(line for line in sdp.splitlines() if line.startswith("a=ice-ufrag:"))
+            fragment = f"{ufrag}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+            candidate = "a=candidate:1 1 udp 2122260223 10.213.0.2 61764 typ host\r\n"
+            trickle = {"Content-Type": "application/trickle-ice-sdpfrag"}
+            replies["trickle ok"] = await http("PATCH", resource, fragment + candidate * 2, trickle)
+            replies["trickle over"] = await http("PATCH", resource, fragment + candidate, trickle)
+            replies["trickle huge"] = await http("PATCH", resource, fragment + candidate * 12_000, trickle)
+            await http("DELETE", resource)
+            return replies
+        finally:
+            await pc.close()
+
+    baseline = inproc.tasks()
+    active = inproc.server.hub.active
+    replies = inproc.call(scenario())
+    assert replies["huge"][0] == 413 and f"max_sdp_bytes={settings.max_sdp_bytes}" in replies["huge"][2]
+    assert replies["healthz"][0] == 200
+    for case in ("many", "trickle over"):
+        assert replies[case][0] == 400, case
+        assert f"max_ice_candidates={settings.max_ice_candidates}" in replies[case][2], case
+    assert replies["sections"][0] == 400 and "at most 8 are accepted" in replies["sections"][2]
+    assert replies["trickle ok"][0] == 204
+    assert replies["trickle huge"][0] == 413
+    assert inproc.server.hub.active == active
     inproc.wait_idle(baseline)
 
 
