@@ -328,6 +328,7 @@ class SessionHub:
             )
         return Voices(start.channel_roles, pipeline, questions)
 
+
 @dataclass
 class LiveRecord:
     """Follows a resumable session to free its record id from `live_records` when the session closes."""
