@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="the dataset's folder (read, never copied); with --text-corpora: an EATD folder scored zero-shot",
     )
+    train.add_argument(
+        "--char-head",
+        action="store_true",
+        help="with --dataset: fit the dataset language's character text head (its running forms compared in "
+        "repeated CV, --repeats fold assignments) instead of the screening model",
+    )
     train.add_argument("--out", type=Path, required=True, help="output directory (model.pt is written there)")
     train.add_argument("--sessions", type=int, default=800, help="synthetic sessions to generate (default 800)")
     train.add_argument("--epochs", type=int, help="training epochs (default 8 synthetic, 25 with early stopping)")
@@ -162,11 +168,30 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.dataset and args.char_head:
+        return _train_char_head(args)
     if args.dataset:
         return _train_dataset(args)
     if args.text_corpora:
         return _train_text_head(args)
     return _train_synthetic(args)
+
+
+def _train_char_head(args: argparse.Namespace) -> int:
+    from depscreen.engine.train.char_head import train_char_head
+    from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
+
+    if args.data is None:
+        print("error: --char-head needs --data PATH (the dataset's folder)", file=sys.stderr)
+        return 2
+    try:
+        load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)[1]
+        results = train_char_head(load.sessions, args.out, args.folds, max(args.repeats, 2), args.seed)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({key: results[key] for key in ("chosen", "auroc", "auroc_difference")}))
+    return 0
 
 
 def _train_text_head(args: argparse.Namespace) -> int:

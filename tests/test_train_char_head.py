@@ -1,0 +1,67 @@
+"""A language's character head fitted on a dataset's sentence transcripts: both running forms learn a planted
+signal, the mean form's session logit is the live account's, the comparison reports every method and pair,
+and the shipped Mandarin head is checked at load and reads Mandarin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from depscreen.engine.features.language_head import TextHeadAccount, language_text_head
+from depscreen.engine.modalities import modality
+from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
+from depscreen.engine.train.sessions import LabelledSession
+
+from .conftest import spoken_sentence
+
+LOW = ("我最近总是很累", "晚上睡不着觉", "觉得没有希望", "什么都不想做", "心情很难过")
+HIGH = ("我最近很开心", "周末和朋友去爬山", "工作挺顺利的", "喜欢看电影", "每天都睡得很好")
+SHARED = ("嗯", "然后", "就是说", "我觉得吧")
+
+
+def made_up_sessions(count: int, seed: int) -> list[LabelledSession]:
+    """Sessions of four sentences each: depressed ones mostly say LOW things, the others HIGH things."""
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for i in range(count):
+        label = i % 2
+        own, other = (LOW, HIGH) if label else (HIGH, LOW)
+        said = [str(rng.choice(SHARED)) + str(rng.choice(own if rng.random() < 0.8 else other)) for _ in range(4)]
+        audio = np.zeros((10, modality("audio").dim), np.float32)
+        sentences = [spoken_sentence(k, audio, transcript=text) for k, text in enumerate(said)]
+        sessions.append(LabelledSession(label=label, sentences=sentences, session_id=f"s{i}"))
+    return sessions
+
+
+def texts(sessions: list[LabelledSession]) -> list[list[str]]:
+    return [[s.transcript for s in session.sentences] for session in sessions]
+
+
+def test_both_running_forms_learn_a_planted_signal_and_the_mean_form_is_the_live_account() -> None:
+    train, test = made_up_sessions(40, 0), made_up_sessions(20, 1)
+    labels = np.array([s.label for s in train])
+    test_labels = np.array([s.label for s in test])
+    for head in (fit_mean_head(texts(train), labels), fit_projected_head(texts(train), labels)):
+        logits = np.array([head.session_logit(sentences) for sentences in texts(test)])
+        assert logits[test_labels == 1].mean() > logits[test_labels == 0].mean() + 0.5
+    mean_head = fit_mean_head(texts(train), labels)
+    sentences = texts(test)[0]
+    account = TextHeadAccount()
+    for k, (sentence, logit) in enumerate(zip(sentences, mean_head.logits(sentences), strict=True)):
+        account.add(float(logit), sentence)
+        assert account.logit == pytest.approx(mean_head.session_logit(sentences[: k + 1])), "prefix-exact"
+
+
+def test_the_comparison_reports_every_method_and_pair_over_the_repeats() -> None:
+    results = compare_running_forms(made_up_sessions(30, 2), folds=3, repeats=2, log=lambda _: None)
+    assert set(results["auroc"]) == {"mean", "projected", "text-tfidf", "text-lsa"}
+    assert results["auroc"]["mean"]["mean"] > 0.8, "a planted signal is found out of fold"
+    assert "projected - mean" in results["auroc_difference"]
+    assert all(np.isfinite(v["mean"]) for v in results["auroc_difference"].values())
+
+
+def test_the_shipped_mandarin_head_is_checked_at_load_and_scores_anything_finitely() -> None:
+    head = language_text_head("zh")
+    assert head is not None and head is language_text_head("zh")
+    pathological = ("😀🙃 ok ça va 我觉得 مرحبا " * 400)[:8000]
+    assert np.isfinite(head.logits([pathological, "", "?", "我觉得很累"])).all()
