@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--char-head",
         action="store_true",
         help="with --dataset: fit the dataset language's character text head (its running forms compared in "
-        "repeated CV, --repeats fold assignments) instead of the screening model",
+        "repeated CV over --repeats fold assignments) and the stacked estimate on it (cross-validated the same way, "
+        "shipped by the rule on the model card), and write the default model's checkpoint with that stack instead "
+        "of training the screening model",
     )
     train.add_argument("--out", type=Path, required=True, help="output directory (model.pt is written there)")
     train.add_argument("--sessions", type=int, default=800, help="synthetic sessions to generate (default 800)")
@@ -178,19 +180,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train_char_head(args: argparse.Namespace) -> int:
+    from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
     from depscreen.engine.train.char_head import train_char_head
     from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
+    from depscreen.engine.train.stack import train_stacked_estimate
 
     if args.data is None:
         print("error: --char-head needs --data PATH (the dataset's folder)", file=sys.stderr)
         return 2
+    repeats = max(args.repeats, 2)
     try:
-        load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)[1]
-        results = train_char_head(load.sessions, args.out, args.folds, max(args.repeats, 2), args.seed)
+        spec, load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)
+        forms = train_char_head(load.sessions, args.out, args.folds, repeats, args.seed)
+        stacked = train_stacked_estimate(
+            load.sessions, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed
+        )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({key: results[key] for key in ("chosen", "auroc", "auroc_difference")}))
+    print(json.dumps({"running_form": forms["chosen"], "forms": forms["auroc"], "stack": stacked["decision"]}))
     return 0
 
 

@@ -1,8 +1,11 @@
 """A language's character head fitted on a dataset's sentence transcripts: both running forms learn a planted
 signal, the mean form's session logit is the live account's, the comparison reports every method and pair,
-and the shipped Mandarin head is checked at load and reads Mandarin."""
+and the shipped Mandarin head is checked at load; the stack over heads finds the one with the signal, its
+acoustic head reads running moments exactly, and the shipping rule applies its pre-registered margins."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +13,17 @@ import pytest
 from depscreen.engine.features.language_head import TextHeadAccount, language_text_head
 from depscreen.engine.modalities import modality
 from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
+from depscreen.engine.train.metrics import auroc
 from depscreen.engine.train.sessions import LabelledSession
+from depscreen.engine.train.stack import (
+    cross_validate_once,
+    fit_acoustic_head,
+    fit_stack,
+    frame_moments,
+    head_fitters,
+    prefix_logits,
+    shipping_decision,
+)
 
 from .conftest import spoken_sentence
 
@@ -65,3 +78,48 @@ def test_the_shipped_mandarin_head_is_checked_at_load_and_scores_anything_finite
     assert head is not None and head is language_text_head("zh")
     pathological = ("😀🙃 ok ça va 我觉得 مرحبا " * 400)[:8000]
     assert np.isfinite(head.logits([pathological, "", "?", "我觉得很累"])).all()
+
+
+def with_noise_audio(sessions: list[LabelledSession], seed: int) -> list[LabelledSession]:
+    """The sessions with random eGeMAPS frames (no signal in them)."""
+    rng = np.random.default_rng(seed)
+    return [
+        replace(
+            session,
+            sentences=[
+                replace(s, audio=rng.normal(size=(30, modality("audio").dim)).astype(np.float32))
+                for s in session.sentences
+            ],
+        )
+        for session in sessions
+    ]
+
+
+def test_the_acoustic_head_reads_running_moments_exactly_as_the_whole_session() -> None:
+    sessions = with_noise_audio(made_up_sessions(20, 3), 0)
+    head = fit_acoustic_head(sessions, np.array([s.label for s in sessions]))
+    session = sessions[0]
+    frames = np.concatenate([s.audio for s in session.sentences])
+    whole = head.read_out(frame_moments(frames))
+    assert prefix_logits(head, session)[-1] == pytest.approx(whole)
+    assert np.isnan(head.read_out(frame_moments(frames[:1]))), "no estimate from a single frame"
+
+
+def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_pre_registered_margins() -> None:
+    sessions = with_noise_audio(made_up_sessions(30, 4), 1)
+    labels = np.array([s.label for s in sessions])
+    stack = fit_stack(head_fitters("zh"), sessions, labels, seed=0)
+    assert list(stack.heads) == ["text:zh", "audio"]
+    assert stack.weights[0] > 0, "the planted text signal raises the estimate"
+    run = cross_validate_once(sessions, "zh", folds=3, seed=0)
+    assert auroc(labels, run.final["stack"]) > 0.75 and auroc(labels, run.final["text:zh"]) > 0.75
+    assert set(run.final) == {"stack", "text:zh", "audio", "text-lsa", "text-tfidf"}
+    assert all(len(p) == len(s.sentences) for p, s in zip(run.prefixes["stack"], sessions, strict=True))
+
+    def summary(stack: float, text: float, audio: float, lsa: float) -> dict:
+        values = {"stack": stack, "text:zh": text, "audio": audio, "text-lsa": lsa}
+        return {"auroc": {name: {"mean": value} for name, value in values.items()}}
+
+    assert shipping_decision(summary(0.62, 0.61, 0.5, 0.625), ["text:zh", "audio"])["ships"] == "stack"
+    assert shipping_decision(summary(0.60, 0.61, 0.5, 0.6), ["text:zh", "audio"])["ships"] == "text:zh"
+    assert shipping_decision(summary(0.62, 0.61, 0.5, 0.64), ["text:zh", "audio"])["ships"] == "text:zh"

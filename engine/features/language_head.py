@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -66,6 +66,8 @@ class LanguageTextHead:
     intercept: float
     idf: np.ndarray
     """`[CHAR_BUCKETS]` inverse document frequencies of the training texts."""
+    language: str = ""
+    """The primary code of the language it reads ("" for a head not loaded as a shipped one)."""
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """`[N]` the head's logit of each text on its own."""
@@ -102,11 +104,14 @@ class TextHeadAccount:
 
     logit_sum: float = 0.0
     chars: int = 0
+    language: str = ""
+    """The language of the head whose logits these are ("" before any, and in checkpoints written before it)."""
 
-    def add(self, logit: float, transcript: str) -> None:
+    def add(self, logit: float, transcript: str, language: str = "") -> None:
         weight = len("".join(transcript.split()))
         self.logit_sum += weight * logit
         self.chars += weight
+        self.language = language or self.language
 
     @property
     def logit(self) -> float:
@@ -132,4 +137,4 @@ def language_text_head(language: str) -> LanguageTextHead | None:
             f"{path} has SHA-256 {digest}, not the pinned {shipped.sha256}: the file is damaged or was replaced; "
             "reinstall depscreen (or restore the file from the repository)"
         )
-    return LanguageTextHead.load(path)
+    return replace(LanguageTextHead.load(path), language=language)
