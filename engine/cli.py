@@ -414,8 +414,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     try:
         screener = Screener.from_checkpoint(args.model or DEFAULT_MODEL, "cpu")
-        _, load = _load(args, screener.facts.text_encoder)
-        report = evaluate(screener, load.sessions, args.seed)
+        spec, load = _load(args, screener.facts.text_encoder)
+        report = evaluate(screener, load.sessions, args.seed, spec.language)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

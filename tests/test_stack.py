@@ -20,6 +20,8 @@ from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, sav
 from depscreen.engine.runtime.interval import IntervalCalibration
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.runtime.stack import Stack
+from depscreen.engine.train.evaluate import stream_session
+from depscreen.engine.train.sessions import LabelledSession
 from depscreen.streamer.resume import Checkpoint, decode, encode
 from depscreen.streamer.server import Server
 from depscreen.streamer.settings import ServerSettings, SettingsError
@@ -146,3 +148,14 @@ def test_a_checkpoint_stacking_a_head_this_version_cannot_build_is_refused_at_st
 
     with pytest.raises(SettingsError, match=r"text:xx"):
         asyncio.run(start())
+
+
+def test_eval_streams_a_dataset_session_with_its_language_head_as_a_live_session_gets_it() -> None:
+    screener = stacked_screener()
+    said = ["我最近总是很累", "", "晚上睡不着觉"]
+    session = LabelledSession(label=1, sentences=[sentence(i, text, None) for i, text in enumerate(said)])
+    head = language_text_head("zh")
+    told = [text for text in said if text]
+    final = stream_session(screener, session, "zh")[-1]
+    assert final.probability == pytest.approx(1 / (1 + math.exp(-(STACK.bias + 1.5 * head.session_logit(told)))))
+    assert stream_session(screener, session)[-1].probability == pytest.approx(1 / (1 + math.exp(-STACK.bias)))
