@@ -12,11 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from depscreen.engine.features.language_head import language_text_head
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.modalities import modality
-from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, save_checkpoint, text_route
+from depscreen.engine.runtime.checkpoint import (
+    DEMO_MODEL,
+    load_checkpoint,
+    replace_facts,
+    save_checkpoint,
+    text_route,
+)
 from depscreen.engine.runtime.interval import IntervalCalibration
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.runtime.stack import Stack
@@ -131,8 +138,10 @@ def test_a_checkpoint_stacking_a_head_this_version_cannot_build_is_refused_at_st
 ) -> None:
     model, facts = load_checkpoint(DEMO_MODEL)
     assert facts.stack is None, "a checkpoint written before stacks loads without one"
-    save_checkpoint(tmp_path / "stacked.pt", model, replace(facts, stack=STACK))
+    replace_facts(DEMO_MODEL, replace(facts, stack=STACK), tmp_path / "stacked.pt")
     assert load_checkpoint(tmp_path / "stacked.pt")[1].stack == STACK
+    stored, original = (torch.load(path, weights_only=True) for path in (tmp_path / "stacked.pt", DEMO_MODEL))
+    assert stored["config"] == original["config"], "the config is kept as the training version wrote it"
     save_checkpoint(tmp_path / "alien.pt", model, replace(facts, stack=Stack(("text:xx", "audio:gemaps"), (1, 1), 0)))
     with pytest.raises(
         ValueError, match=r"cannot build \(text:xx, audio:gemaps\).*serve it with the depscreen version"

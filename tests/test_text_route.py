@@ -62,13 +62,13 @@ def test_a_language_with_its_own_text_head_gets_that_estimate_beside_and_the_cli
     assert text_route(facts(CHAR_NGRAMS, ("en",)), "en").own_head == ""
 
 
-def test_the_shipped_model_reads_mandarin_as_trained_and_tells_an_english_session_what_its_text_rests_on() -> None:
+def test_the_shipped_model_stacks_the_mandarin_head_and_tells_an_english_session_its_text_is_not_read() -> None:
     _, shipped = load_checkpoint(DEFAULT_MODEL)
-    assert shipped.text_languages == ("zh",)
-    assert text_route(shipped, "zh") == TextRoute(True)
+    assert shipped.text_languages == ("zh",) and shipped.stack is not None and shipped.stack.heads == ("text:zh",)
+    mandarin = text_route(shipped, "zh")
+    assert mandarin.reads_text and mandarin.own_head == "zh" and "stack" in mandarin.notice
     english = text_route(shipped, "en")
-    assert english.reads_text and "cross-lingual use-multilingual-v3 encoder" in english.notice
-    assert english.own_head == "en"
+    assert english.own_head == "en" and "none reads en" in english.notice
 
 
 def test_a_session_in_a_language_the_model_cannot_read_keeps_its_transcript_but_not_its_text(tmp_path: Path) -> None:

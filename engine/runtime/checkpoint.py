@@ -192,6 +192,14 @@ def save_checkpoint(path: str | Path, model: ScreeningModel, facts: ModelFacts) 
     )
 
 
+def replace_facts(path: str | Path, facts: ModelFacts, out: str | Path) -> None:
+    """Write the checkpoint at `path` to `out` with `facts` instead of its own, everything else byte for byte as
+    it was stored (its weights and its config as the version that trained it wrote them)."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    blob["facts"] = asdict(facts)
+    torch.save(blob, Path(out))
+
+
 def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tuple[ScreeningModel, ModelFacts]:
     """Load a checkpoint written by `save_checkpoint` into an eval-mode model on `device`."""
     path = Path(path)

@@ -29,13 +29,13 @@ from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead, TextHeadAccount
 from depscreen.engine.modalities import modality
-from depscreen.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
+from depscreen.engine.runtime.checkpoint import load_checkpoint, replace_facts
 from depscreen.engine.runtime.stack import Stack
 from depscreen.engine.train.baselines import BASELINES, transcript
 from depscreen.engine.train.char_head import fit_mean_head, session_texts
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.interval_fit import held_out_interval
-from depscreen.engine.train.metrics import auroc, expected_calibration_error
+from depscreen.engine.train.metrics import auroc, best_f1_threshold, expected_calibration_error
 from depscreen.engine.train.pitch import median_f0, pitch_check
 from depscreen.engine.train.repeated import _spread, auroc_difference
 from depscreen.engine.train.sessions import LabelledSession
@@ -119,6 +119,8 @@ class FittedStack:
     weights: np.ndarray
     """`[heads]` in `heads` order."""
     bias: float
+    threshold: float = 0.5
+    """The best-F1 screening threshold on the stacked out-of-fold estimates of the sessions it was fitted on."""
 
     def prefix_probabilities(self, session: LabelledSession) -> np.ndarray:
         """`[sentences]` the stacked estimate after each sentence (a head without evidence counts 0)."""
@@ -142,8 +144,9 @@ def fit_stack(
             head = fit([sessions[i] for i in train], labels[train])
             out_of_fold[test, j] = [_final_logit(head, sessions[i]) for i in test]
     stacker = LogisticRegression(C=1.0, max_iter=3000).fit(out_of_fold, labels)
+    threshold = best_f1_threshold(labels, stacker.predict_proba(out_of_fold)[:, 1])
     heads = {name: fit(sessions, labels) for name, fit in fitters.items()}
-    return FittedStack(heads, stacker.coef_[0], float(stacker.intercept_[0]))
+    return FittedStack(heads, stacker.coef_[0], float(stacker.intercept_[0]), threshold)
 
 
 @dataclass(frozen=True)
@@ -258,29 +261,39 @@ def train_stacked_estimate(
             + ", ".join(f"{name} {auroc(labels, values):.3f}" for name, values in runs[-1].final.items())
         )
     summary = summarise_runs(runs, labels)
-    fitters = head_fitters(language)
-    decision = shipping_decision(summary, list(fitters))
-    shipped = fitters if decision["ships"] == "stack" else {decision["ships"]: fitters[decision["ships"]]}
+    decision = shipping_decision(summary, list(head_fitters(language)))
     log(f"ships {decision['ships']}: {decision}")
-    final = fit_stack(shipped, sessions, labels, seed)
-    first = runs[0]
-    interval, interval_report = held_out_interval(sessions, first.prefixes[decision["ships"]], first.folds)
+    results = {"summary": summary, "decision": decision}
+    results.update(write_shipped(sessions, language, decision["ships"], runs[0], base, out, seed))
+    (out / "stack.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def write_shipped(
+    sessions: list[LabelledSession], language: str, ships: str, first: StackRun, base: Path, out: Path, seed: int
+) -> dict[str, object]:
+    """Fit what ships (the stack, or one head as a one-head stack) on every session, fit its interval on the
+    first assignment's out-of-fold estimates after each sentence (`first`), run the pitch check on them, and
+    write `base`'s checkpoint with that stack, interval and threshold (its weights unchanged) to
+    `out / "model.pt"` and the text head to `out / "text_head_chars.npz"`; returns what was measured."""
+    labels = np.array([s.label for s in sessions])
+    fitters = head_fitters(language)
+    final = fit_stack(fitters if ships == "stack" else {ships: fitters[ships]}, sessions, labels, seed)
+    interval, interval_report = held_out_interval(sessions, first.prefixes[ships], first.folds)
     f0 = np.array([median_f0(s) for s in sessions])
-    pitch = pitch_check(f0, labels, {"estimate": first.final[decision["ships"]]}, first.folds)
-    model, facts = load_checkpoint(base)
+    pitch = pitch_check(f0, labels, {"estimate": first.final[ships]}, first.folds)
+    _, facts = load_checkpoint(base)
     stack = Stack(tuple(final.heads), tuple(float(w) for w in final.weights), final.bias)
-    facts = replace(facts, model_id=f"eatd-stack-s{seed}", stack=stack, interval=interval)
+    facts = replace(
+        facts,
+        model_id=f"eatd-stack-s{seed}",
+        stack=stack,
+        interval=interval,
+        decision_threshold=round(final.threshold, 4),
+    )
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "model.pt", model, facts)
+    replace_facts(base, facts, out / "model.pt")
     text_head = final.heads.get(f"text:{language}")
     if isinstance(text_head, LanguageTextHead):
         text_head.save(out / "text_head_chars.npz")
-    results = {
-        "summary": summary,
-        "decision": decision,
-        "stack": asdict(stack),
-        "interval": interval_report,
-        "pitch_check": pitch,
-    }
-    (out / "stack.json").write_text(json.dumps(results, indent=2))
-    return results
+    return {"stack": asdict(stack), "threshold": final.threshold, "interval": interval_report, "pitch_check": pitch}
