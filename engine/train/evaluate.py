@@ -69,7 +69,8 @@ def evaluate(
 
 def interval_report(streamed: list[list[Estimate]], labels: np.ndarray) -> dict[str, object]:
     """How often the interval holds the label, over every estimate with enough speech and over each session's
-    last one (per label too); `level` 0 when the checkpoint has no interval calibration."""
+    last one (per label too), and at the last one its mean width and the share that rules one label out (excludes
+    0 or 1); `level` 0 when the checkpoint has no interval calibration."""
     prefixes = [(e, label) for estimates, label in zip(streamed, labels, strict=True) for e in estimates]
     heard = [(e, label) for e, label in prefixes if e.enough_speech]
     last = [(estimates[-1], label) for estimates, label in zip(streamed, labels, strict=True)]
@@ -87,6 +88,9 @@ def interval_report(streamed: list[list[Estimate]], labels: np.ndarray) -> dict[
         "sessions_with_enough_speech": len(last),
         "coverage_last": coverage(last),
         "mean_width_last": round(float(np.mean([e.interval_high - e.interval_low for e, _ in last])), 4)
+        if last
+        else None,
+        "rules_out_a_label_last": round(float(np.mean([e.interval_low > 0 or e.interval_high < 1 for e, _ in last])), 4)
         if last
         else None,
     }
