@@ -112,9 +112,10 @@ def out_of_fold_logits(
     return logits
 
 
-def _baseline_probabilities(
+def baseline_probabilities(
     name: str, transcripts: list[str], labels: np.ndarray, folds: list[np.ndarray]
 ) -> np.ndarray:
+    """`[sessions]` out-of-fold probabilities of the whole-transcript baseline `name` (`baselines.BASELINES`)."""
     probabilities = np.zeros(len(labels))
     for test in folds:
         train = np.setdiff1d(np.arange(len(labels)), test)
@@ -140,7 +141,7 @@ def compare_running_forms(
             name: 1 / (1 + np.exp(-out_of_fold_logits(fit, texts, labels, assignment))) for name, fit in FORMS.items()
         }
         for name in ("text-tfidf", "text-lsa"):
-            probabilities[name] = _baseline_probabilities(name, transcripts, labels, assignment)
+            probabilities[name] = baseline_probabilities(name, transcripts, labels, assignment)
         row = {
             "seed": seed + repeat,
             "auroc": {name: auroc(labels, probabilities[name]) for name in methods},

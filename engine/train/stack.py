@@ -31,8 +31,8 @@ from depscreen.engine.features.language_head import LanguageTextHead, TextHeadAc
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import load_checkpoint, replace_facts
 from depscreen.engine.runtime.stack import Stack
-from depscreen.engine.train.baselines import BASELINES, transcript
-from depscreen.engine.train.char_head import fit_mean_head, session_texts
+from depscreen.engine.train.baselines import transcript
+from depscreen.engine.train.char_head import baseline_probabilities, fit_mean_head, session_texts
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.interval_fit import held_out_interval
 from depscreen.engine.train.metrics import auroc, best_f1_threshold, expected_calibration_error
@@ -181,8 +181,8 @@ def cross_validate_once(sessions: list[LabelledSession], language: str, folds: i
     final = {name: np.zeros(len(sessions)) for name in (*candidates, "text-lsa", "text-tfidf")}
     prefixes = {name: [np.zeros(0)] * len(sessions) for name in candidates}
     fold_of = np.zeros(len(sessions), dtype=int)
-    transcripts = [transcript(s) for s in sessions]
-    for k, test in enumerate(stratified_folds(labels.tolist(), folds, seed)):
+    assignment = stratified_folds(labels.tolist(), folds, seed)
+    for k, test in enumerate(assignment):
         fold_of[test] = k
         train = np.setdiff1d(np.arange(len(sessions)), test)
         train_sessions = [sessions[i] for i in train]
@@ -192,9 +192,8 @@ def cross_validate_once(sessions: list[LabelledSession], language: str, folds: i
                 estimates = stack.prefix_probabilities(sessions[i])
                 final[name][i] = estimates[-1]
                 prefixes[name][i] = estimates
-        for name in ("text-lsa", "text-tfidf"):
-            model = BASELINES[name].model().fit([transcripts[i] for i in train], labels[train])
-            final[name][test] = model.predict_proba([transcripts[i] for i in test])[:, 1]
+    for name in ("text-lsa", "text-tfidf"):
+        final[name] = baseline_probabilities(name, [transcript(s) for s in sessions], labels, assignment)
     return StackRun(seed, fold_of, final, prefixes)
 
 
