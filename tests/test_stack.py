@@ -67,6 +67,7 @@ def test_combine_weighs_the_heads_with_evidence_and_reports_their_shares() -> No
     assert shares == pytest.approx({"text:zh": 2 / 3, "text:en": 1 / 3})
     probability, shares = stack.combine({})
     assert probability == pytest.approx(1 / (1 + math.exp(-0.5))) and shares == {"text:zh": 0.0, "text:en": 0.0}
+    assert stack.combine({"text:zh": -1e6})[0] == 0.0 and stack.combine({"text:zh": 1e6})[0] == 1.0, "no overflow"
 
 
 def test_the_stacked_estimate_streams_as_offline_after_every_sentence_and_a_resume_carries_it() -> None:

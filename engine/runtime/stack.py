@@ -34,7 +34,7 @@ class Stack:
         }
         total = sum(abs(term) for term in terms.values())
         shares = {head: abs(terms.get(head, 0.0)) / total if total > 0 else 0.0 for head in self.heads}
-        return 1.0 / (1.0 + math.exp(-(self.bias + sum(terms.values())))), shares
+        return 0.5 * (1.0 + math.tanh((self.bias + sum(terms.values())) / 2)), shares  # sigmoid, never overflows
 
     def text_language(self) -> str:
         """The language of the stacked text head ("" when none is stacked)."""
