@@ -6,12 +6,14 @@ acoustic head reads running moments exactly, and the shipping rule applies its p
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from depscreen.engine.features.language_head import TextHeadAccount, language_text_head
 from depscreen.engine.modalities import modality
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint
 from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
 from depscreen.engine.train.metrics import auroc
 from depscreen.engine.train.sessions import LabelledSession
@@ -23,6 +25,7 @@ from depscreen.engine.train.stack import (
     head_fitters,
     prefix_logits,
     shipping_decision,
+    write_shipped,
 )
 
 from .conftest import spoken_sentence
@@ -105,7 +108,9 @@ def test_the_acoustic_head_reads_running_moments_exactly_as_the_whole_session() 
     assert np.isnan(head.read_out(frame_moments(frames[:1]))), "no estimate from a single frame"
 
 
-def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_pre_registered_margins() -> None:
+def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_pre_registered_margins(
+    tmp_path: Path,
+) -> None:
     sessions = with_noise_audio(made_up_sessions(30, 4), 1)
     labels = np.array([s.label for s in sessions])
     stack = fit_stack(head_fitters("zh"), sessions, labels, seed=0)
@@ -115,6 +120,12 @@ def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_
     assert auroc(labels, run.final["stack"]) > 0.75 and auroc(labels, run.final["text:zh"]) > 0.75
     assert set(run.final) == {"stack", "text:zh", "audio", "text-lsa", "text-tfidf"}
     assert all(len(p) == len(s.sentences) for p, s in zip(run.prefixes["stack"], sessions, strict=True))
+    measured = write_shipped(sessions, "zh", "text:zh", run, DEMO_MODEL, tmp_path, seed=0)
+    _, facts = load_checkpoint(tmp_path / "model.pt")
+    assert facts.stack is not None and facts.stack.heads == ("text:zh",) and facts.model_id == "eatd-stack-s0"
+    assert facts.decision_threshold == round(measured["threshold"], 4) and (tmp_path / "text_head_chars.npz").is_file()
+    with pytest.raises(ValueError, match=r"cannot build \(audio\)"):
+        write_shipped(sessions, "zh", "audio", run, DEMO_MODEL, tmp_path / "audio", seed=0)
 
     def summary(stack: float, text: float, audio: float, lsa: float) -> dict:
         values = {"stack": stack, "text:zh": text, "audio": audio, "text-lsa": lsa}

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from depscreen.engine.features.language_head import LanguageTextHead, TextHeadAccount
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import load_checkpoint, replace_facts
-from depscreen.engine.runtime.stack import Stack
+from depscreen.engine.runtime.stack import Stack, check_stack
 from depscreen.engine.train.baselines import transcript
 from depscreen.engine.train.char_head import baseline_probabilities, fit_mean_head, session_texts
 from depscreen.engine.train.crossval import stratified_folds
@@ -271,13 +271,16 @@ def train_stacked_estimate(
 def write_shipped(
     sessions: list[LabelledSession], language: str, ships: str, first: StackRun, base: Path, out: Path, seed: int
 ) -> dict[str, object]:
-    """Fit what ships (the stack, or one head as a one-head stack) on every session, fit its interval on the
+    """Fit what ships (the stack, or one head as a one-head stack; ValueError first when the server cannot build
+    one of its heads: the session acoustic head has no live account yet) on every session, fit its interval on the
     first assignment's out-of-fold estimates after each sentence (`first`), run the pitch check on them, and
     write `base`'s checkpoint with that stack, interval and threshold (its weights unchanged) to
     `out / "model.pt"` and the text head to `out / "text_head_chars.npz"`; returns what was measured."""
     labels = np.array([s.label for s in sessions])
     fitters = head_fitters(language)
-    final = fit_stack(fitters if ships == "stack" else {ships: fitters[ships]}, sessions, labels, seed)
+    shipped = fitters if ships == "stack" else {ships: fitters[ships]}
+    check_stack(Stack(tuple(shipped), (1.0,) * len(shipped), 0.0), f"{ships} of {len(sessions)} sessions")
+    final = fit_stack(shipped, sessions, labels, seed)
     interval, interval_report = held_out_interval(sessions, first.prefixes[ships], first.folds)
     f0 = np.array([median_f0(s) for s in sessions])
     pitch = pitch_check(f0, labels, {"estimate": first.final[ships]}, first.folds)
