@@ -39,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="the dataset's folder (read, never copied); with --text-corpora: an EATD folder scored zero-shot",
     )
+    train.add_argument(
+        "--char-head",
+        action="store_true",
+        help="with --dataset: fit the dataset language's character text head (its running forms compared in "
+        "repeated CV over --repeats fold assignments) and the stacked estimate on it (cross-validated the same way, "
+        "shipped by the rule on the model card), and write the default model's checkpoint with that stack instead "
+        "of training the screening model",
+    )
     train.add_argument("--out", type=Path, required=True, help="output directory (model.pt is written there)")
     train.add_argument("--sessions", type=int, default=800, help="synthetic sessions to generate (default 800)")
     train.add_argument("--epochs", type=int, help="training epochs (default 8 synthetic, 25 with early stopping)")
@@ -162,11 +170,36 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.dataset and args.char_head:
+        return _train_char_head(args)
     if args.dataset:
         return _train_dataset(args)
     if args.text_corpora:
         return _train_text_head(args)
     return _train_synthetic(args)
+
+
+def _train_char_head(args: argparse.Namespace) -> int:
+    from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
+    from depscreen.engine.train.char_head import train_char_head
+    from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
+    from depscreen.engine.train.stack import train_stacked_estimate
+
+    if args.data is None:
+        print("error: --char-head needs --data PATH (the dataset's folder)", file=sys.stderr)
+        return 2
+    repeats = max(args.repeats, 2)
+    try:
+        spec, load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)
+        forms = train_char_head(load.sessions, args.out, args.folds, repeats, args.seed)
+        stacked = train_stacked_estimate(
+            load.sessions, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed
+        )
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"running_form": forms["chosen"], "forms": forms["auroc"], "stack": stacked["decision"]}))
+    return 0
 
 
 def _train_text_head(args: argparse.Namespace) -> int:
@@ -381,8 +414,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     try:
         screener = Screener.from_checkpoint(args.model or DEFAULT_MODEL, "cpu")
-        _, load = _load(args, screener.facts.text_encoder)
-        report = evaluate(screener, load.sessions, args.seed)
+        spec, load = _load(args, screener.facts.text_encoder)
+        report = evaluate(screener, load.sessions, args.seed, spec.language)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

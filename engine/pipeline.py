@@ -437,6 +437,7 @@ class SessionPipeline:
             text_confidence=confidence,
             audio_integrity=integrity.factor,
             language_text_logit=language_text_logit,
+            language_text_head=self.language_head.language if self.language_head is not None else "",
         )
         self.sentences += 1
         return SentenceResult(features=features, closed_at=closed_at)

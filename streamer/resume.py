@@ -87,6 +87,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
         "symptom_sum": torch.from_numpy(np.asarray(account.symptom_sum, dtype=np.float64)),
         "text_sentences": account.text_sentences,
         "language_text": [account.language_text.logit_sum, account.language_text.chars],
+        "language_text_head": account.language_text.language,
         "estimate": _estimate_fields(checkpoint.estimate),
         **(state.to_plain() if state is not None else dict.fromkeys(SessionState.parts())),
         "updates": [update.SerializeToString() for update in checkpoint.updates],
@@ -104,7 +105,9 @@ def decode(session_id: str, data: bytes) -> Checkpoint:
         usable_speech_s=payload["usable_speech_s"],
         symptom_sum=payload["symptom_sum"].numpy(),
         text_sentences=payload["text_sentences"],
-        language_text=TextHeadAccount(*payload.get("language_text", (0.0, 0))),  # absent before it existed
+        language_text=TextHeadAccount(  # absent before it existed
+            *payload.get("language_text", (0.0, 0)), payload.get("language_text_head", "")
+        ),
     )
     return Checkpoint(
         session_id=session_id,

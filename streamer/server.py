@@ -111,7 +111,10 @@ class Server:
         torch.set_num_threads(1)
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
         loop = asyncio.get_running_loop()
-        screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
+        try:
+            screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
+        except ValueError as error:  # a checkpoint this version cannot serve: say why instead of a traceback
+            raise SettingsError(str(error)) from None
         live = PipelineSettings(video_fps=s.video_fps, segmenter=SegmenterSettings(vad=s.vad))
         check_features(screener.facts, live)
         text_encoder = screener.facts.text_encoder

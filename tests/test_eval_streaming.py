@@ -67,6 +67,10 @@ def test_evaluate_reports_streamed_final_estimates(screener: Screener) -> None:
     assert interval["estimates_with_enough_speech"] == len(heard)
     calibration = screener.facts.interval
     assert interval["level"] == (calibration.level if calibration else 0.0)
+    lasts = [stream_session(screener, s)[-1] for s in sessions]
+    lasts = [e for e in lasts if e.enough_speech]
+    ruled_out = [e.interval_low > 0 or e.interval_high < 1 for e in lasts]
+    assert interval["rules_out_a_label_last"] == (pytest.approx(np.mean(ruled_out), abs=1e-4) if lasts else None)
     json.dumps(report)  # what `eval --json` prints
 
 

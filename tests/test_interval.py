@@ -77,6 +77,8 @@ def test_cross_validated_coverage_report_is_near_nominal() -> None:
     assert abs(report["coverage_by_label"]["1"] - INTERVAL_LEVEL) <= 0.05
     widths = [row["mean_width"] for row in report["mean_width_by_evidence_quartile"]]
     assert widths[-1] < widths[0]
+    assert 0 < report["mean_width_last"] < 1 and report["mean_width_last"] <= widths[0]
+    assert 0.5 < report["rules_out_a_label_last"] <= 1, "a separating estimate rules a label out for most sessions"
 
 
 def test_interval_narrows_as_evidence_grows() -> None:

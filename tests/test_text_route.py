@@ -62,13 +62,13 @@ def test_a_language_with_its_own_text_head_gets_that_estimate_beside_and_the_cli
     assert text_route(facts(CHAR_NGRAMS, ("en",)), "en").own_head == ""
 
 
-def test_the_shipped_model_reads_mandarin_as_trained_and_tells_an_english_session_what_its_text_rests_on() -> None:
+def test_the_shipped_model_stacks_the_mandarin_head_and_tells_an_english_session_its_text_is_not_read() -> None:
     _, shipped = load_checkpoint(DEFAULT_MODEL)
-    assert shipped.text_languages == ("zh",)
-    assert text_route(shipped, "zh") == TextRoute(True)
+    assert shipped.text_languages == ("zh",) and shipped.stack is not None and shipped.stack.heads == ("text:zh",)
+    mandarin = text_route(shipped, "zh")
+    assert mandarin.reads_text and mandarin.own_head == "zh" and "stack" in mandarin.notice
     english = text_route(shipped, "en")
-    assert english.reads_text and "cross-lingual use-multilingual-v3 encoder" in english.notice
-    assert english.own_head == "en"
+    assert english.own_head == "en" and "none reads en" in english.notice
 
 
 def test_a_session_in_a_language_the_model_cannot_read_keeps_its_transcript_but_not_its_text(tmp_path: Path) -> None:
@@ -102,4 +102,36 @@ def test_a_session_in_a_language_the_model_cannot_read_keeps_its_transcript_but_
             told.append(sentence.features.transcript)
         if told:  # the English head's estimate of everything said so far, as a live session accumulates it
             assert text.probability == pytest.approx(1 / (1 + math.exp(-head.session_logit(told))), abs=1e-6)
+    assert told, "the caption reached a sentence"
+
+
+def test_a_mandarin_session_on_the_shipped_model_gets_the_stacked_head_estimate_end_to_end() -> None:
+    """In-process server with the shipped checkpoint: Mandarin captions reach the Mandarin head, and every
+    estimate is the stack of that head's running logit, with the text modality's weight its share."""
+    _, shipped = load_checkpoint(DEFAULT_MODEL)
+    said = "我最近总是很累，晚上睡不着觉，觉得什么都没有意思"
+
+    async def scenario(server: Server) -> tuple[tuple[str, ...], list[ScoredSentence]]:
+        session = await server.hub.open(Opening(sample_rate_hz=16_000, channels=1, language="zh"))
+        try:
+            await anext(session.handle(Caption(0, 11_000, said)), None)
+            sentences = [u for chunk in audio(JFK) async for u in session.handle(chunk)]
+            sentences += [u async for u in session.finish()]
+            return session.welcome().notices, [s for s in sentences if isinstance(s, ScoredSentence)]
+        finally:
+            session.close()
+
+    notices, sentences = on_server(VirtualClock(), scenario, model=str(DEFAULT_MODEL), max_speed=0.0)
+    assert any("stack" in notice for notice in notices), notices
+    head, told = language_text_head("zh"), []
+    assert head is not None and shipped.stack is not None
+    (weight,) = shipped.stack.weights
+    for sentence in sentences:
+        if sentence.features.transcript:
+            told.append(sentence.features.transcript)
+        text = next(m for m in sentence.estimate.modalities if m.modality == "text")
+        if told:
+            logit = shipped.stack.bias + weight * head.session_logit(told)
+            assert sentence.estimate.probability == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-6)
+            assert text.weight == 1.0
     assert told, "the caption reached a sentence"

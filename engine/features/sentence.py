@@ -42,7 +42,10 @@ class SentenceFeatures:
     the declared sample rate carries (`features.audio.AudioIntegrity.factor`); 1 when not measured."""
     language_text_logit: float | None = None
     """The logit of the transcript under its language's own text head (`features.language_head`), for a session
-    whose language the model's text pathway did not learn; None otherwise or without text."""
+    whose language the model's text pathway did not learn or whose estimate stacks it; None otherwise or without
+    text."""
+    language_text_head: str = ""
+    """The language of the head that made `language_text_logit` ("" with none)."""
 
     @property
     def audio_quality(self) -> float:

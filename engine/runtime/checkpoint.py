@@ -12,6 +12,7 @@ from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, TEXT_ENCODERS
 from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.interval import IntervalCalibration
+from depscreen.engine.runtime.stack import Stack, check_stack
 from depscreen.engine.segment import SegmenterSettings
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
@@ -49,6 +50,9 @@ class ModelFacts:
     text_languages: tuple[str, ...] = ()
     """Languages (primary codes) of the text the model's text pathway was trained on; () when the model was
     trained without text or the checkpoint predates the record (then text in any language is read)."""
+    stack: Stack | None = None
+    """The heads whose logits make the screening probability, with their weights (`runtime.stack`); None in
+    checkpoints written before it: their probability is the model's fused head."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,38 @@ def text_route(facts: ModelFacts, language: str) -> TextRoute:
     on audio and video, and the client is told that too. A language with its own text head (English) also gets
     that head's estimate of the text, shown beside the estimate and never part of it, and the client is told
     what that head was trained on."""
+    if facts.stack is not None:
+        return _stacked_route(facts, facts.stack, language)
+    return _model_route(facts, language)
+
+
+def _stacked_route(facts: ModelFacts, stack: Stack, language: str) -> TextRoute:
+    """The route of a checkpoint whose estimate is a stack: its language's text head feeds it; another
+    language's own head is shown beside it, and the client is told that the estimate does not read that text."""
+    stacked = stack.text_language()
+    if language == stacked:
+        return TextRoute(
+            not facts.text_languages or language in facts.text_languages,
+            f"the estimate is a stack fitted out of fold; its text evidence is the {language} character n-gram "
+            f"head trained on {SHIPPED_HEADS[language].trained_on}",
+            language,
+        )
+    head = SHIPPED_HEADS.get(language)
+    own = (
+        f"; the text modality's own estimate comes from a {language} character n-gram head trained on "
+        f"{head.trained_on}, shown beside the estimate and not part of it"
+        if head
+        else ""
+    )
+    return TextRoute(
+        _model_route(facts, language).reads_text,
+        f"the estimate is a stack of heads ({', '.join(stack.heads)}) of which none reads {language}: this "
+        f"session's estimate stays at the training base rate and its interval is the whole range{own}",
+        language if head else "",
+    )
+
+
+def _model_route(facts: ModelFacts, language: str) -> TextRoute:
     trained = facts.text_languages
     if not trained or language in trained:
         return TextRoute(True)
@@ -156,6 +192,14 @@ def save_checkpoint(path: str | Path, model: ScreeningModel, facts: ModelFacts) 
     )
 
 
+def replace_facts(path: str | Path, facts: ModelFacts, out: str | Path) -> None:
+    """Write the checkpoint at `path` to `out` with `facts` instead of its own, everything else byte for byte as
+    it was stored (its weights and its config as the version that trained it wrote them)."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    blob["facts"] = asdict(facts)
+    torch.save(blob, Path(out))
+
+
 def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tuple[ScreeningModel, ModelFacts]:
     """Load a checkpoint written by `save_checkpoint` into an eval-mode model on `device`."""
     path = Path(path)
@@ -168,9 +212,14 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     if recorded.get("interval") is not None:
         recorded["interval"] = IntervalCalibration(**recorded["interval"])
     recorded["text_languages"] = tuple(recorded.get("text_languages", ()))
+    if recorded.get("stack") is not None:
+        stack = recorded["stack"]
+        recorded["stack"] = Stack(tuple(stack["heads"]), tuple(stack["weights"]), float(stack["bias"]))
     config, facts = ModelConfig(**blob["config"]), ModelFacts(**recorded)
     try:
         check_text_featurizer(config, facts)
+        if facts.stack is not None:
+            check_stack(facts.stack, facts.model_id)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
     model = ScreeningModel(config)

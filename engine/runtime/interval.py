@@ -113,8 +113,11 @@ def interval_coverage(
 ) -> dict[str, object]:
     """Empirical coverage of the interval in cross-validation: for each fold, the calibration is fitted on
     the other folds' held-out estimates and checked on this fold's (every prefix with enough speech, and each
-    session's last estimate). Coverage = share whose interval contains the label; per label too."""
+    session's last estimate). Coverage = share whose interval contains the label; per label too. At each
+    session's last estimate also the mean width and the share of intervals that rule one label out (exclude 0
+    or 1)."""
     covered, covered_last, labels_prefix, labels_last, widths, evidence_all = [], [], [], [], [], []
+    widths_last, rules_out_last = [], []
     for k in np.unique(folds):
         inside = folds != k
         calibration = fit_interval(
@@ -137,6 +140,8 @@ def interval_coverage(
                 if j == len(probabilities[i]) - 1:
                     covered_last.append(hit)
                     labels_last.append(labels[i])
+                    widths_last.append(high - low)
+                    rules_out_last.append(low > 0.0 or high < 1.0)
     covered_a, last_a = np.array(covered), np.array(covered_last)
     y_prefix, y_last = np.array(labels_prefix), np.array(labels_last)
     widths_a, evidence_a = np.array(widths), np.array(evidence_all)
@@ -151,6 +156,8 @@ def interval_coverage(
         "sessions": len(last_a),
         "coverage_last": _share(last_a),
         "coverage_last_by_label": {str(v): _share(last_a[y_last == v]) for v in (0, 1)},
+        "mean_width_last": round(float(np.mean(widths_last)), 4) if widths_last else None,
+        "rules_out_a_label_last": _share(np.array(rules_out_last)),
         "mean_width_by_evidence_quartile": [
             {
                 "evidence_low": round(float(evidence_a[groups == g].min()), 4),

@@ -23,7 +23,8 @@ from depscreen.engine.model.screening import EncodedSentences, ModelConfig, Scre
 from depscreen.engine.model.state import SessionState
 from depscreen.engine.runtime.checkpoint import ModelFacts, load_checkpoint
 from depscreen.engine.runtime.device import choose_device
-from depscreen.engine.runtime.interval import ENOUGH_SPEECH_S, IntervalCalibration, interval_for
+from depscreen.engine.runtime.interval import ENOUGH_SPEECH_S, interval_for
+from depscreen.engine.runtime.stack import TEXT_HEAD, Stack
 
 EVIDENCE_TIME_CONSTANT_S = 60.0
 """Evidence = 1 - exp(-usable speech seconds / this): 0.63 after a minute of clean speech, 0.95 after three."""
@@ -81,7 +82,7 @@ class EvidenceAccount:
             self.symptom_sum += np.clip((similarity - SIMILARITY_FLOOR) / span, 0.0, 1.0)
             self.text_sentences += 1
         if features.language_text_logit is not None:
-            self.language_text.add(features.language_text_logit, features.transcript)
+            self.language_text.add(features.language_text_logit, features.transcript, features.language_text_head)
 
     @property
     def evidence(self) -> float:
@@ -188,7 +189,7 @@ class Screener:
                     output.probability[i],
                     output.modality_probability[i],
                     encoded.weights[i],
-                    self.facts.interval,
+                    self.facts,
                 )
             )
         return estimates, new_state
@@ -217,7 +218,7 @@ class Screener:
                     output.probability[0, k],
                     output.modality_probability[0, k],
                     encoded.weights[k],
-                    self.facts.interval,
+                    self.facts,
                 )
             )
         return estimates
@@ -229,24 +230,31 @@ def _estimate(
     probability: torch.Tensor,
     modality_probability: torch.Tensor,
     weights: torch.Tensor,
-    calibration: IntervalCalibration | None,
+    facts: ModelFacts,
 ) -> Estimate:
+    """The estimate after a sentence: the model's fused head, or the stack of the checkpoint's heads."""
+    calibration = facts.interval
     language_text = account.language_text.probability
+    shares = [float(w) for w in weights]
+    estimate = float(probability)
+    if facts.stack is not None:
+        estimate, shares, rests_on_something = _stacked(facts.stack, account)
+        calibration = calibration if rests_on_something else None
     modalities = tuple(
         ModalityEstimate(
             modality=name,
             available=features.available[i],
             quality=float(features.quality[i]),
-            weight=float(weights[i]),
+            weight=shares[i],
             probability=language_text
             if name == "text" and language_text is not None
             else float(modality_probability[i]),
         )
         for i, name in enumerate(MODALITY_NAMES)
     )
-    low, high = interval_for(calibration, float(probability), account.evidence, account.usable_speech_s)
+    low, high = interval_for(calibration, estimate, account.evidence, account.usable_speech_s)
     return Estimate(
-        probability=float(probability),
+        probability=estimate,
         evidence=account.evidence,
         modalities=modalities,
         symptoms=account.symptoms,
@@ -255,3 +263,17 @@ def _estimate(
         interval_level=calibration.level if calibration else 0.0,
         enough_speech=account.usable_speech_s >= ENOUGH_SPEECH_S,
     )
+
+
+def _stacked(stack: Stack, account: EvidenceAccount) -> tuple[float, list[float], bool]:
+    """(the stacked probability, each modality's share of it, whether any stacked head has evidence yet) from
+    the session's running head logits."""
+    logits = {}
+    text = account.language_text
+    if text.chars and f"{TEXT_HEAD}{text.language}" in stack.heads:
+        logits[f"{TEXT_HEAD}{text.language}"] = text.logit
+    probability, shares = stack.combine(logits)
+    by_modality = [
+        sum(share for head, share in shares.items() if head.split(":")[0] == name) for name in MODALITY_NAMES
+    ]
+    return probability, by_modality, bool(logits)

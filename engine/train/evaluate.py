@@ -8,24 +8,41 @@ session's final estimate and interval too, so anyone can check what the estimate
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from depscreen.engine.features.language_head import language_text_head
+from depscreen.engine.runtime.checkpoint import text_route
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.sessions import LabelledSession
 
 
-def stream_session(screener: Screener, session: LabelledSession) -> list[Estimate]:
-    """The running estimate after each sentence, exactly as a live session would receive them."""
+def stream_session(screener: Screener, session: LabelledSession, language: str = "") -> list[Estimate]:
+    """The running estimate after each sentence, exactly as a live session in `language` (a primary code)
+    would receive them: with its own text head's logit on each sentence where the checkpoint routes that
+    language to one, as the live pipeline adds it."""
+    route = text_route(screener.facts, language) if language else None
+    head = language_text_head(route.own_head) if route and route.own_head else None
     track = screener.new_session()
-    return [screener.step(track, sentence) for sentence in session.sentences]
+    estimates = []
+    for sentence in session.sentences:
+        if head is not None and sentence.transcript:
+            logit = float(head.logits([sentence.transcript])[0])
+            sentence = replace(sentence, language_text_logit=logit, language_text_head=head.language)
+        estimates.append(screener.step(track, sentence))
+    return estimates
 
 
-def evaluate(screener: Screener, sessions: list[LabelledSession], seed: int = 0) -> dict[str, object]:
-    """Metrics with 95% CIs and baselines (`metrics.screening_report`) of the streamed final estimates."""
+def evaluate(
+    screener: Screener, sessions: list[LabelledSession], seed: int = 0, language: str = ""
+) -> dict[str, object]:
+    """Metrics with 95% CIs and baselines (`metrics.screening_report`) of the streamed final estimates of
+    sessions in `language` (`stream_session`)."""
     if not sessions:
         raise ValueError("no sessions to evaluate")
-    streamed = [stream_session(screener, s) for s in sessions]
+    streamed = [stream_session(screener, s, language) for s in sessions]
     finals = [estimates[-1] for estimates in streamed]
     probabilities = np.array([e.probability for e in finals])
     labels = np.array([s.label for s in sessions])
@@ -52,7 +69,8 @@ def evaluate(screener: Screener, sessions: list[LabelledSession], seed: int = 0)
 
 def interval_report(streamed: list[list[Estimate]], labels: np.ndarray) -> dict[str, object]:
     """How often the interval holds the label, over every estimate with enough speech and over each session's
-    last one (per label too); `level` 0 when the checkpoint has no interval calibration."""
+    last one (per label too), and at the last one its mean width and the share that rules one label out (excludes
+    0 or 1); `level` 0 when the checkpoint has no interval calibration."""
     prefixes = [(e, label) for estimates, label in zip(streamed, labels, strict=True) for e in estimates]
     heard = [(e, label) for e, label in prefixes if e.enough_speech]
     last = [(estimates[-1], label) for estimates, label in zip(streamed, labels, strict=True)]
@@ -70,6 +88,9 @@ def interval_report(streamed: list[list[Estimate]], labels: np.ndarray) -> dict[
         "sessions_with_enough_speech": len(last),
         "coverage_last": coverage(last),
         "mean_width_last": round(float(np.mean([e.interval_high - e.interval_low for e, _ in last])), 4)
+        if last
+        else None,
+        "rules_out_a_label_last": round(float(np.mean([e.interval_low > 0 or e.interval_high < 1 for e, _ in last])), 4)
         if last
         else None,
     }

@@ -1,0 +1,136 @@
+"""A language's character head fitted on a dataset's sentence transcripts: both running forms learn a planted
+signal, the mean form's session logit is the live account's, the comparison reports every method and pair,
+and the shipped Mandarin head is checked at load; the stack over heads finds the one with the signal, its
+acoustic head reads running moments exactly, and the shipping rule applies its pre-registered margins."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from depscreen.engine.features.language_head import TextHeadAccount, language_text_head
+from depscreen.engine.modalities import modality
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint
+from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
+from depscreen.engine.train.metrics import auroc
+from depscreen.engine.train.sessions import LabelledSession
+from depscreen.engine.train.stack import (
+    cross_validate_once,
+    fit_acoustic_head,
+    fit_stack,
+    frame_moments,
+    head_fitters,
+    prefix_logits,
+    shipping_decision,
+    write_shipped,
+)
+
+from .conftest import spoken_sentence
+
+LOW = ("我最近总是很累", "晚上睡不着觉", "觉得没有希望", "什么都不想做", "心情很难过")
+HIGH = ("我最近很开心", "周末和朋友去爬山", "工作挺顺利的", "喜欢看电影", "每天都睡得很好")
+SHARED = ("嗯", "然后", "就是说", "我觉得吧")
+
+
+def made_up_sessions(count: int, seed: int) -> list[LabelledSession]:
+    """Sessions of four sentences each: depressed ones mostly say LOW things, the others HIGH things."""
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for i in range(count):
+        label = i % 2
+        own, other = (LOW, HIGH) if label else (HIGH, LOW)
+        said = [str(rng.choice(SHARED)) + str(rng.choice(own if rng.random() < 0.8 else other)) for _ in range(4)]
+        audio = np.zeros((10, modality("audio").dim), np.float32)
+        sentences = [spoken_sentence(k, audio, transcript=text) for k, text in enumerate(said)]
+        sessions.append(LabelledSession(label=label, sentences=sentences, session_id=f"s{i}"))
+    return sessions
+
+
+def texts(sessions: list[LabelledSession]) -> list[list[str]]:
+    return [[s.transcript for s in session.sentences] for session in sessions]
+
+
+def test_both_running_forms_learn_a_planted_signal_and_the_mean_form_is_the_live_account() -> None:
+    train, test = made_up_sessions(40, 0), made_up_sessions(20, 1)
+    labels = np.array([s.label for s in train])
+    test_labels = np.array([s.label for s in test])
+    for head in (fit_mean_head(texts(train), labels), fit_projected_head(texts(train), labels)):
+        logits = np.array([head.session_logit(sentences) for sentences in texts(test)])
+        assert logits[test_labels == 1].mean() > logits[test_labels == 0].mean() + 0.5
+    mean_head = fit_mean_head(texts(train), labels)
+    sentences = texts(test)[0]
+    account = TextHeadAccount()
+    for k, (sentence, logit) in enumerate(zip(sentences, mean_head.logits(sentences), strict=True)):
+        account.add(float(logit), sentence)
+        assert account.logit == pytest.approx(mean_head.session_logit(sentences[: k + 1])), "prefix-exact"
+
+
+def test_the_comparison_reports_every_method_and_pair_over_the_repeats() -> None:
+    results = compare_running_forms(made_up_sessions(30, 2), folds=3, repeats=2, log=lambda _: None)
+    assert set(results["auroc"]) == {"mean", "projected", "text-tfidf", "text-lsa"}
+    assert results["auroc"]["mean"]["mean"] > 0.8, "a planted signal is found out of fold"
+    assert "projected - mean" in results["auroc_difference"]
+    assert all(np.isfinite(v["mean"]) for v in results["auroc_difference"].values())
+
+
+def test_the_shipped_mandarin_head_is_checked_at_load_and_scores_anything_finitely() -> None:
+    head = language_text_head("zh")
+    assert head is not None and head is language_text_head("zh")
+    pathological = ("😀🙃 ok ça va 我觉得 مرحبا " * 400)[:8000]
+    assert np.isfinite(head.logits([pathological, "", "?", "我觉得很累"])).all()
+
+
+def with_noise_audio(sessions: list[LabelledSession], seed: int) -> list[LabelledSession]:
+    """The sessions with random eGeMAPS frames (no signal in them)."""
+    rng = np.random.default_rng(seed)
+    return [
+        replace(
+            session,
+            sentences=[
+                replace(s, audio=rng.normal(size=(30, modality("audio").dim)).astype(np.float32))
+                for s in session.sentences
+            ],
+        )
+        for session in sessions
+    ]
+
+
+def test_the_acoustic_head_reads_running_moments_exactly_as_the_whole_session() -> None:
+    sessions = with_noise_audio(made_up_sessions(20, 3), 0)
+    head = fit_acoustic_head(sessions, np.array([s.label for s in sessions]))
+    session = sessions[0]
+    frames = np.concatenate([s.audio for s in session.sentences])
+    whole = head.read_out(frame_moments(frames))
+    assert prefix_logits(head, session)[-1] == pytest.approx(whole)
+    assert np.isnan(head.read_out(frame_moments(frames[:1]))), "no estimate from a single frame"
+
+
+def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_pre_registered_margins(
+    tmp_path: Path,
+) -> None:
+    sessions = with_noise_audio(made_up_sessions(30, 4), 1)
+    labels = np.array([s.label for s in sessions])
+    stack = fit_stack(head_fitters("zh"), sessions, labels, seed=0)
+    assert list(stack.heads) == ["text:zh", "audio"]
+    assert stack.weights[0] > 0, "the planted text signal raises the estimate"
+    run = cross_validate_once(sessions, "zh", folds=3, seed=0)
+    assert auroc(labels, run.final["stack"]) > 0.75 and auroc(labels, run.final["text:zh"]) > 0.75
+    assert set(run.final) == {"stack", "text:zh", "audio", "text-lsa", "text-tfidf"}
+    assert all(len(p) == len(s.sentences) for p, s in zip(run.prefixes["stack"], sessions, strict=True))
+    measured = write_shipped(sessions, "zh", "text:zh", run, DEMO_MODEL, tmp_path, seed=0)
+    _, facts = load_checkpoint(tmp_path / "model.pt")
+    assert facts.stack is not None and facts.stack.heads == ("text:zh",) and facts.model_id == "eatd-stack-s0"
+    assert facts.decision_threshold == round(measured["threshold"], 4) and (tmp_path / "text_head_chars.npz").is_file()
+    with pytest.raises(ValueError, match=r"cannot build \(audio\)"):
+        write_shipped(sessions, "zh", "audio", run, DEMO_MODEL, tmp_path / "audio", seed=0)
+
+    def summary(stack: float, text: float, audio: float, lsa: float) -> dict:
+        values = {"stack": stack, "text:zh": text, "audio": audio, "text-lsa": lsa}
+        return {"auroc": {name: {"mean": value} for name, value in values.items()}}
+
+    assert shipping_decision(summary(0.62, 0.61, 0.5, 0.625), ["text:zh", "audio"])["ships"] == "stack"
+    assert shipping_decision(summary(0.60, 0.61, 0.5, 0.6), ["text:zh", "audio"])["ships"] == "text:zh"
+    assert shipping_decision(summary(0.62, 0.61, 0.5, 0.64), ["text:zh", "audio"])["ships"] == "text:zh"
