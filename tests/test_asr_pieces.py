@@ -196,3 +196,14 @@ def test_each_piece_is_prompted_with_the_earlier_pieces_and_the_close_decodes_on
     at_close = [(32_000, "w1 w2 w3", False)] if rest_s else []
     assert recording.calls == in_background + at_close, "earlier pieces' text as prompt; the close never re-checks"
     assert transcript.text == ("w1 w2 w3 w4" if rest_s else "w1 w2 w3")
+
+
+def test_a_sentence_no_piece_covered_is_decoded_whole_at_the_close() -> None:
+    recording = _Recording()
+    pieces = [Piece(0, start, start + 32_000, np.ones(32_000, np.int16)) for start in (0, 32_000)]
+    with ThreadPoolExecutor(max_workers=1) as workers:
+        shed = SentenceInPieces(recording, "en", workers, SegmenterSettings().min_piece_ms)
+        for piece in pieces:
+            shed.add(piece, allowed=False)
+        assert shed.close(_sentence_of(pieces, 8_000)).text == "w1"
+    assert recording.calls == [(72_000, "", True)], "one decoding of the whole sentence, re-checked as whole ones are"

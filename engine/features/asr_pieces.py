@@ -118,9 +118,11 @@ class SentenceInPieces:
 
     def close(self, sentence: Sentence) -> Transcript:
         """The closed `sentence`'s transcript: its pieces' texts (waiting for those still to run) and the
-        transcription of its audio after the last of them, in the calling thread: one decoding, never re-checked
-        (text that runs away or doubts its speech is dropped), so the close waits for no fallback. Re-raises a
-        worker's error."""
+        transcription of its audio after the last of them, in the calling thread. After pieces that one
+        decoding is never re-checked (text that runs away or doubts its speech is dropped: the pieces before it
+        made their fallback decisions in the background), so the close waits for no fallback; a sentence no
+        piece covered is decoded at the close as a whole sentence is, re-check included. Re-raises a worker's
+        error."""
         start = sentence.start_sample
         with self._lock:
             while self._error is None and any(s.sentence_start == start for s in self._queue):
@@ -137,7 +139,7 @@ class SentenceInPieces:
             kept.pop()  # too short to decode alone: transcribed again with the last piece
             covered = done[-1][0].start_sample
         if sentence.end_sample - covered >= (SHORTEST_REST_S * SAMPLE_RATE if done else 1):
-            kept.append(self._transcribe(sentence.pcm[covered - start :], kept, recheck=False))
+            kept.append(self._transcribe(sentence.pcm[covered - start :], kept, recheck=not kept))
         heard = [t for t in kept if t.text]
         if not heard:
             return NO_TRANSCRIPT
