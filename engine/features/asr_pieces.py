@@ -120,9 +120,9 @@ class SentenceInPieces:
         """The closed `sentence`'s transcript: its pieces' texts (waiting for those still to run) and the
         transcription of its audio after the last of them, in the calling thread. After pieces that one
         decoding is never re-checked (text that runs away or doubts its speech is dropped: the pieces before it
-        made their fallback decisions in the background), so the close waits for no fallback; a sentence no
-        piece covered is decoded at the close as a whole sentence is, re-check included. Re-raises a worker's
-        error."""
+        made their fallback decisions in the background), so the close waits for no fallback; a sentence decoded
+        whole at the close (no piece covered it, or its one piece is decoded again with a short rest) is decoded
+        as a whole sentence is, re-check included. Re-raises a worker's error."""
         start = sentence.start_sample
         with self._lock:
             while self._error is None and any(s.sentence_start == start for s in self._queue):
