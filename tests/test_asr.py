@@ -208,6 +208,9 @@ def test_runaway_decoding_is_cut_at_the_token_budget(whisper: WhisperTranscriber
     assert own.padding_share == pytest.approx(1 - seconds / window_s, abs=0.01), "the tail, or padding to 5 s"
     assert fallback.padding_share == pytest.approx(1 - seconds / WINDOW_S, abs=0.01), "English decides in 30 s"
     costs = _Costs()
+    assert WhisperModel(TINY_EN, observer=costs).transcribe(audio, "en", recheck=False) == NO_TRANSCRIPT
+    assert [w.kind for w in costs.work] == ["own"], "without re-check the loop is dropped after one decoding"
+    costs = _Costs()
     WhisperModel(BASE, observer=costs).transcribe(audio, "zh")
     assert [w.kind for w in costs.work][:1] == ["own"] and len(costs.work) == 2, "Mandarin doubts the noise too"
     check = costs.work[1]

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from depscreen.engine.features.asr import DECODE_KINDS, DecodeWork, WhisperTranscriber, join_text
+from depscreen.engine.features.asr import DECODE_KINDS, DecodeWork, Transcript, WhisperTranscriber, join_text
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
-from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings
+from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, Sentence
 from depscreen.engine.transcript_error import error_units, transcript_error
 
 from .conftest import FIXTURES, SAMPLE, SHARED_DATA
@@ -153,3 +153,57 @@ def test_every_decoding_and_every_wait_for_a_worker_is_reported() -> None:
     own_speech_s = sum(w.speech_s for w in costs.work if w.kind == "own")
     sentences_s = sum((r.features.end_ms - r.features.start_ms) / 1000 for r in results)
     assert own_speech_s >= sentences_s - 0.25 * len(results), (own_speech_s, sentences_s)
+
+
+class _Recording:
+    """A Transcriber (the seam `SentenceInPieces` calls) that answers "w1", "w2"... and records each call."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str, bool]] = []
+        """(samples, said_before, recheck) of each call, in order."""
+
+    def model_for(self, language: str) -> str:
+        return "recording"
+
+    def preload(self, language: str) -> None:
+        """Nothing to load."""
+
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "", recheck: bool = True) -> Transcript:
+        self.calls.append((len(pcm), said_before, recheck))
+        return Transcript(f"w{len(self.calls)}", 0.9)
+
+
+def _sentence_of(pieces: list[Piece], rest_samples: int) -> Sentence:
+    start, end = pieces[0].start_sample, pieces[-1].end_sample + rest_samples
+    pcm = np.concatenate([p.pcm for p in pieces] + [np.ones(rest_samples, np.int16)])
+    return Sentence(0, start * 1000 // 16000, end * 1000 // 16000, start, end, pcm, (end - start) * 1000 // 16000, 20.0)
+
+
+@pytest.mark.parametrize("rest_s", [0.0, 2.0])
+def test_each_piece_is_prompted_with_the_earlier_pieces_and_the_close_decodes_once_without_recheck(
+    rest_s: float,
+) -> None:
+    recording = _Recording()
+    pieces = [Piece(0, start, start + 32_000, np.ones(32_000, np.int16)) for start in (0, 32_000, 64_000)]
+    with ThreadPoolExecutor(max_workers=1) as workers:
+        sentence_in_pieces = SentenceInPieces(recording, "en", workers, SegmenterSettings().min_piece_ms)
+        for piece in pieces:
+            sentence_in_pieces.add(piece, allowed=True)
+        transcript = sentence_in_pieces.close(_sentence_of(pieces, int(rest_s * 16_000)))
+    in_background = [(32_000, "", True), (32_000, "w1", True), (32_000, "w1 w2", True)]
+    at_close = [(32_000, "w1 w2 w3", False)] if rest_s else []
+    assert recording.calls == in_background + at_close, "earlier pieces' text as prompt; the close never re-checks"
+    assert transcript.text == ("w1 w2 w3 w4" if rest_s else "w1 w2 w3")
+
+
+def test_a_sentence_no_piece_covered_is_decoded_whole_at_the_close() -> None:
+    recording = _Recording()
+    pieces = [Piece(0, start, start + 32_000, np.ones(32_000, np.int16)) for start in (0, 32_000)]
+    with ThreadPoolExecutor(max_workers=1) as workers:
+        shed = SentenceInPieces(recording, "en", workers, SegmenterSettings().min_piece_ms)
+        for piece in pieces:
+            shed.add(piece, allowed=False)
+        assert shed.close(_sentence_of(pieces, 8_000)).text == "w1"
+    assert recording.calls == [(72_000, "", True)], "one decoding of the whole sentence, re-checked as whole ones are"

@@ -71,9 +71,11 @@ class Transcriber(Protocol):
         """Load now the model for `language`, so its first sentence does not pay for the loading."""
         ...
 
-    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "") -> Transcript:
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "", recheck: bool = True) -> Transcript:
         """Transcribe 16 kHz mono int16 `pcm` spoken in `language` (BCP-47, e.g. "en", "zh-CN"); `said_before`
-        is the text of the same sentence just before `pcm` (its earlier pieces), which the decoding follows on."""
+        is the text of the same sentence just before `pcm` (its earlier pieces), which the decoding follows on
+        (the decoder's prompt). `recheck` False: a decoding that runs away or doubts its speech gets no text
+        instead of being decoded again (one decoding, as at a sentence's close after its pieces)."""
         ...
 
 
@@ -407,12 +409,12 @@ class WhisperModel:
                 )
             return self._tokenizers[language]
 
-    def transcribe(self, audio: np.ndarray, language: str, said_before: str = "") -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str, said_before: str = "", recheck: bool = True) -> Transcript:
         """Transcribe float32 16 kHz `audio` in `language` (a Whisper code this model knows), following on
-        from the text `said_before` it."""
+        from the text `said_before` it; without `recheck`, doubtful or runaway text is dropped, not re-decoded."""
         window = int(WINDOW_S * SAMPLE_RATE) - int(self.options.silent_tail_s * SAMPLE_RATE)
         decoded = [
-            self._sentence(audio[start : start + window], language, said_before)
+            self._sentence(audio[start : start + window], language, said_before, recheck)
             for start in range(0, len(audio), window)
         ]
         kept = [d for d in decoded if d.text]
@@ -420,7 +422,7 @@ class WhisperModel:
             return NO_TRANSCRIPT
         return Transcript(join_text([d.text for d in kept], language), float(np.mean([d.confidence for d in kept])))
 
-    def _sentence(self, audio: np.ndarray, language: str, said_before: str) -> _Decoding:
+    def _sentence(self, audio: np.ndarray, language: str, said_before: str, recheck: bool) -> _Decoding:
         options = self.options
         budget = options.budget(language, len(audio) / SAMPLE_RATE)
         own = self._decode(audio, language, budget, "own", said_before)
@@ -429,7 +431,11 @@ class WhisperModel:
         if not (own.ran_away or own.repeated):
             if not options.speechless(own.text, own.confidence, own.no_speech, language, check=False):
                 return own
+            if not recheck:
+                return _Decoding("", 0.0, own.no_speech, own.ran_away)
             full = self._decode(audio, language, budget, "no_speech_check", said_before)
+        elif not recheck:
+            return _Decoding("", 0.0, own.no_speech, own.ran_away)
         else:
             full = self._decode(audio, language, budget, "fallback", said_before)
         if full.ran_away or options.speechless(full.text, full.confidence, full.no_speech, language, check=True):
@@ -576,16 +582,16 @@ class WhisperTranscriber:
         if (source := self._source_for(language)) is not None:
             self.model(source.key)
 
-    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "") -> Transcript:
-        """Transcribe one sentence (or a piece of one, after the text `said_before` it); empty transcript for a
-        language no model knows, empty audio or non-speech."""
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "", recheck: bool = True) -> Transcript:
+        """Transcribe one sentence (or a piece of one, after the text `said_before` it; `recheck` as in
+        `Transcriber.transcribe`); empty transcript for a language no model knows, empty audio or non-speech."""
         if pcm.ndim != 1 or pcm.dtype != np.int16:
             raise ValueError(f"expected 1-D int16 PCM at {SAMPLE_RATE} Hz, got {pcm.dtype} of shape {pcm.shape}")
         source = self._source_for(language)
         if source is None or not len(pcm):
             return NO_TRANSCRIPT
         return self.model(source.key).transcribe(
-            pcm.astype(np.float32) / 32768.0, primary_language(language), said_before
+            pcm.astype(np.float32) / 32768.0, primary_language(language), said_before, recheck
         )
 
 
@@ -601,7 +607,7 @@ class NoTranscriber:
     def preload(self, language: str) -> None:
         """Nothing to load."""
 
-    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "") -> Transcript:
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "", recheck: bool = True) -> Transcript:
         """Return an empty transcript."""
         return NO_TRANSCRIPT
 

@@ -118,7 +118,11 @@ class SentenceInPieces:
 
     def close(self, sentence: Sentence) -> Transcript:
         """The closed `sentence`'s transcript: its pieces' texts (waiting for those still to run) and the
-        transcription of its audio after the last of them, in the calling thread. Re-raises a worker's error."""
+        transcription of its audio after the last of them, in the calling thread. After pieces that one
+        decoding is never re-checked (text that runs away or doubts its speech is dropped: the pieces before it
+        made their fallback decisions in the background), so the close waits for no fallback; a sentence decoded
+        whole at the close (no piece covered it, or its one piece is decoded again with a short rest) is decoded
+        as a whole sentence is, re-check included. Re-raises a worker's error."""
         start = sentence.start_sample
         with self._lock:
             while self._error is None and any(s.sentence_start == start for s in self._queue):
@@ -135,7 +139,7 @@ class SentenceInPieces:
             kept.pop()  # too short to decode alone: transcribed again with the last piece
             covered = done[-1][0].start_sample
         if sentence.end_sample - covered >= (SHORTEST_REST_S * SAMPLE_RATE if done else 1):
-            kept.append(self._transcribe(sentence.pcm[covered - start :], kept))
+            kept.append(self._transcribe(sentence.pcm[covered - start :], kept, recheck=not kept))
         heard = [t for t in kept if t.text]
         if not heard:
             return NO_TRANSCRIPT
@@ -154,10 +158,11 @@ class SentenceInPieces:
         self._queue = [s for s in self._queue if s.sentence_start > start]
         self._done = [(s, t) for s, t in self._done if s.sentence_start > start]
 
-    def _transcribe(self, pcm: np.ndarray, before: list[Transcript]) -> Transcript:
+    def _transcribe(self, pcm: np.ndarray, before: list[Transcript], recheck: bool = True) -> Transcript:
+        """`pcm` decoded with the text of its sentence's earlier pieces `before` as the decoder's prompt."""
         said_before = join_text([t.text for t in before], self._code)
         start, cpu_start = time.perf_counter(), time.thread_time()
-        transcript = self._transcriber.transcribe(pcm, self._language, said_before)
+        transcript = self._transcriber.transcribe(pcm, self._language, said_before, recheck)
         if self._on_asr is not None:
             self._on_asr(time.perf_counter() - start, time.thread_time() - cpu_start)
         return transcript
