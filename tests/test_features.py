@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import dlib
 import numpy as np
 import opensmile
 import pytest
+from opensmile.core.lib import OpenSMILE
 
 from depscreen.engine.features.asr import NoTranscriber, WhisperTranscriber, make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor
@@ -100,6 +103,21 @@ def test_egemaps_reused_native_instance_matches_a_fresh_one(
     for piece in pieces + pieces[::-1]:
         expected = np.nan_to_num(fresh(piece.astype(np.float32) / 32768.0, SAMPLE_RATE)[0].T).astype(np.float32)
         np.testing.assert_array_equal(audio_extractor.extract(piece), expected)
+
+
+def test_egemaps_native_instance_freed_with_its_thread(jfk_pcm: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    freed: list[OpenSMILE] = []
+    free = OpenSMILE.free
+    monkeypatch.setattr(OpenSMILE, "free", lambda native: (freed.append(native), free(native))[1])
+    extractor = AudioFeatureExtractor()
+    before = len(freed)
+    worker = threading.Thread(target=extractor.extract, args=(jfk_pcm[: 2 * SAMPLE_RATE],))
+    worker.start()
+    worker.join()
+    gc.collect()
+    assert len(freed) == before + 1
+    extractor.extract(jfk_pcm[: 2 * SAMPLE_RATE])  # this thread's own instance, kept for the next sentence
+    assert len(freed) == before + 1
 
 
 # ---------------------------------------------------------------- face
