@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
+import opensmile
 import pytest
+from opensmile.core.lib import OpenSMILE
 
 from depscreen.engine.features.asr import NoTranscriber, WhisperTranscriber, make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor
@@ -87,6 +91,35 @@ def test_egemaps_shared_by_threads_matches_sequential(
         np.testing.assert_array_equal(features, sequential[i % len(pieces)])
 
 
+def test_egemaps_reused_native_instance_matches_a_fresh_one(
+    audio_extractor: AudioFeatureExtractor, jfk_pcm: np.ndarray
+) -> None:
+    """The per-thread openSMILE instance, reset between runs, gives what a fresh `opensmile.Smile` gives, in
+    any order of sentences (no state carried from one sentence to the next)."""
+    fresh = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+    )
+    pieces = [jfk_pcm[start : start + length] for start, length in ((0, 40_000), (30_000, 5_000), (70_000, 90_000))]
+    for piece in pieces + pieces[::-1]:
+        expected = np.nan_to_num(fresh(piece.astype(np.float32) / 32768.0, SAMPLE_RATE)[0].T).astype(np.float32)
+        np.testing.assert_array_equal(audio_extractor.extract(piece), expected)
+
+
+def test_egemaps_native_instance_freed_with_its_thread(jfk_pcm: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    freed: list[OpenSMILE] = []
+    free = OpenSMILE.free
+    monkeypatch.setattr(OpenSMILE, "free", lambda native: (freed.append(native), free(native))[1])
+    extractor = AudioFeatureExtractor()
+    before = len(freed)
+    worker = threading.Thread(target=extractor.extract, args=(jfk_pcm[: 2 * SAMPLE_RATE],))
+    worker.start()
+    worker.join()
+    gc.collect()
+    assert len(freed) == before + 1
+    extractor.extract(jfk_pcm[: 2 * SAMPLE_RATE])  # this thread's own instance, kept for the next sentence
+    assert len(freed) == before + 1
+
+
 # ---------------------------------------------------------------- face
 
 
@@ -149,13 +182,37 @@ def test_no_face_gives_none(astronaut: np.ndarray, grid_frames: list[np.ndarray]
 
 def test_tracked_landmarks_match_fresh_detection(grid_frames: list[np.ndarray]) -> None:
     tracked, fresh = FaceLandmarker(), FaceLandmarker()
+    distances = []
     for frame in grid_frames:
         fresh.reset()
         by_tracking, by_detection = tracked.points(frame), fresh.points(frame)
         assert by_tracking is not None and by_detection is not None
         assert np.abs(by_tracking - by_detection).max() <= 4.0  # pixels, on a ~130 px face
-    assert tracked.detections < len(grid_frames) / 2
+        inter_ocular = np.linalg.norm(by_detection[36:42].mean(axis=0) - by_detection[42:48].mean(axis=0))
+        distances.append(np.linalg.norm(by_tracking - by_detection, axis=1).mean() / inter_ocular)
+    assert np.mean(distances) < 0.02  # mean point distance, as a share of the inter-ocular distance
+    assert tracked.detections == 1  # 15 frames: the first is detected, the tracker did the rest
     assert fresh.detections == 1
+
+
+def test_redetection_schedule_follows_the_frames_alone(grid_frames: list[np.ndarray]) -> None:
+    """Re-detection every `REDETECT_EVERY` tracked frames and on a lost face, decided by the frame sequence only:
+    the same frames give the same landmarks and detections, in one instance or after `reset()`."""
+    frames = (grid_frames + grid_frames[::-1]) * 2  # 60 frames of one speaker, no jump between them
+    landmarker = FaceLandmarker()
+    first = [landmarker.points(frame) for frame in frames]
+    assert landmarker.detections == 3  # frames 0, 26 and 52: every 25 tracked frames
+    landmarker.reset()
+    again = [landmarker.points(frame) for frame in frames]
+    assert landmarker.detections == 3
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    background = np.empty_like(grid_frames[1])
+    background[:] = grid_frames[1][5, 5]
+    landmarker.reset()
+    landmarker.points(grid_frames[0])
+    assert landmarker.points(background) is None and landmarker.detections == 2  # lost: detected again
+    assert landmarker.points(grid_frames[1]) is not None and landmarker.detections == 3  # found again
 
 
 def test_decode_image_round_trips(grid_frames: list[np.ndarray]) -> None:

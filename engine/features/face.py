@@ -162,8 +162,10 @@ class FaceLandmarker:
 
     - Detection: dlib's HOG frontal face detector on a grey copy downscaled so that its shorter side is at
       most `DETECT_SHORT_SIDE` px; the largest face wins. It runs on the first frame, when nothing is
-      tracked, every `REDETECT_EVERY` (10) frames since the last detection, and whenever the tracked fit
-      looks lost.
+      tracked, every `REDETECT_EVERY` (25: 5 s at 5 fps) frames since the last detection, and whenever the
+      tracked fit looks lost. The decision depends only on the frames seen since `reset()`, so the landmarks
+      are the same however the stream is chunked. Against detection on every frame (GRID clips at 5 fps),
+      tracked landmarks differ by 0.9% of the inter-ocular distance on average (1.6% at the 95th percentile).
     - Tracking: in between, the face box is predicted from the previous frame's landmarks (their centroid
       and RMS scale, mapped through the box-to-landmarks relation measured at the last detection) and the
       shape predictor fits the new frame inside it.
@@ -178,7 +180,7 @@ class FaceLandmarker:
     """
 
     DIM = 136
-    REDETECT_EVERY = 10
+    REDETECT_EVERY = 25
     DETECT_SHORT_SIDE = 480
     MAX_SCALE_CHANGE = 1.25
     MIN_CHIP_NCC = 0.6
@@ -192,6 +194,7 @@ class FaceLandmarker:
     def reset(self) -> None:
         """Forget the tracked face: the next frame runs a fresh detection."""
         self._points: np.ndarray | None = None
+        self._centroid, self._radius = np.zeros(2), 0.0
         self._box_rel = np.zeros(4)
         self._chip = np.zeros(0, dtype=np.float32)
         self._since_detection = 0
@@ -208,9 +211,10 @@ class FaceLandmarker:
             raise ValueError(f"expected an RGB uint8 [H, W, 3] frame, got {rgb.dtype} of shape {rgb.shape}")
         grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         if self._points is not None and self._since_detection < self.REDETECT_EVERY:
-            tracked = self._fit(grey, self._box_from(self._points))
-            if self._plausible(grey, self._points, tracked):
-                self._points = tracked
+            tracked = self._fit(grey, self._box_from(self._centroid, self._radius))
+            centroid, radius = _centroid_radius(tracked)
+            if self._plausible(grey, centroid, radius):
+                self._points, self._centroid, self._radius = tracked, centroid, radius
                 self._since_detection += 1
                 return tracked
         return self._detect(grey)
@@ -228,8 +232,8 @@ class FaceLandmarker:
         points = self._fit(grey, box)
         centroid, radius = _centroid_radius(points)
         self._box_rel = (box - np.tile(centroid, 2)) / radius
-        self._chip = self._face_chip(grey, points)
-        self._points = points
+        self._chip = self._face_chip(grey, centroid, radius)
+        self._points, self._centroid, self._radius = points, centroid, radius
         self._since_detection = 0
         return points
 
@@ -238,25 +242,23 @@ class FaceLandmarker:
         shape = self._predictor(grey, dlib.rectangle(left, top, right, bottom))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
-    def _box_from(self, points: np.ndarray) -> np.ndarray:
-        """Detector-style box (left, top, right, bottom) for landmarks, as measured at the last detection."""
-        centroid, radius = _centroid_radius(points)
+    def _box_from(self, centroid: np.ndarray, radius: float) -> np.ndarray:
+        """Detector-style box (left, top, right, bottom) for landmarks of this centroid and RMS radius, as
+        measured at the last detection."""
         return np.tile(centroid, 2) + self._box_rel * radius
 
-    def _plausible(self, grey: np.ndarray, previous: np.ndarray, tracked: np.ndarray) -> bool:
-        _, old_radius = _centroid_radius(previous)
-        centroid, radius = _centroid_radius(tracked)
+    def _plausible(self, grey: np.ndarray, centroid: np.ndarray, radius: float) -> bool:
         height, width = grey.shape
-        if not (1 / self.MAX_SCALE_CHANGE <= radius / old_radius <= self.MAX_SCALE_CHANGE):
+        if not (1 / self.MAX_SCALE_CHANGE <= radius / self._radius <= self.MAX_SCALE_CHANGE):
             return False
         if not (0 <= centroid[0] < width and 0 <= centroid[1] < height):
             return False
-        return float(self._face_chip(grey, tracked) @ self._chip) >= self.MIN_CHIP_NCC
+        return float(self._face_chip(grey, centroid, radius) @ self._chip) >= self.MIN_CHIP_NCC
 
-    def _face_chip(self, grey: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def _face_chip(self, grey: np.ndarray, centroid: np.ndarray, radius: float) -> np.ndarray:
         """Zero-mean unit-norm `CHIP_SIZE`² grey patch of the landmarks' detector-style box (zero if empty)."""
         height, width = grey.shape
-        left, top, right, bottom = self._box_from(points)
+        left, top, right, bottom = self._box_from(centroid, radius)
         x0, y0 = max(0, int(left)), max(0, int(top))
         x1, y1 = min(width, int(np.ceil(right))), min(height, int(np.ceil(bottom)))
         if x1 - x0 < 2 or y1 - y0 < 2:

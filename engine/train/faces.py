@@ -27,7 +27,7 @@ def unlabelled_faces(path: Path | None = None, cache: FeatureCache | None = None
     """Normalised landmarks `[F, video dim]` of the frames of `path` (default: the bundled sample) sampled at
     `DEFAULT_VIDEO_FPS` that show a face."""
     path = path or sample_path()
-    key = content_key([path], f"faces|{DEFAULT_VIDEO_FPS}|{FaceLandmarker.DIM}")
+    key = content_key([path], f"faces|{DEFAULT_VIDEO_FPS}|{FaceLandmarker.DIM}|{FaceLandmarker.REDETECT_EVERY}")
     if cache is not None and (cached := cache.load(key)) is not None:
         return cached[0].video
     landmarker = FaceLandmarker()
