@@ -78,6 +78,7 @@ class Checkpointer:
             track=self._handle.track,
             estimate=sentence.estimate,
             updates=tuple(self._kept),
+            resume=sentence.resume,
         )
         await self.save(checkpoint)
 

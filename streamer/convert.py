@@ -88,6 +88,7 @@ def accepted_message(welcome: Welcome, model: pb.ModelInfo) -> pb.ServerMessage:
         next_sentence_index=welcome.next_sentence_index,
         asr_model=welcome.asr_model,
         notices=welcome.notices,
+        replay_from_sample=welcome.replay_from_sample,
     )
     return pb.ServerMessage(accepted=accepted)
 
@@ -142,4 +143,5 @@ def sentence_update(sentence: ScoredSentence) -> pb.SentenceUpdate:
         transcript_source=f.transcript_source,
         estimate=estimate_message(sentence.estimate),
         latency_ms=sentence.latency_s * 1000.0,
+        replay_from_sample=sentence.resume.first_sample if sentence.resume is not None else None,
     )

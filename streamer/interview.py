@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from depscreen.engine.features.face import Image
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.pipeline import Caption
+from depscreen.engine.pipeline import Caption, ResumePoint
 from depscreen.engine.runtime.screener import Estimate
 
 
@@ -48,6 +48,8 @@ class Welcome:
     """On a resume: the media time to re-send from."""
     next_sentence_index: int = 0
     """On a resume: the index the next sentence gets."""
+    replay_from_sample: int | None = None
+    """On a resume: the sample (16 kHz clock) to re-send the media from."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class ScoredSentence:
     features: SentenceFeatures
     estimate: Estimate
     latency_s: float
+    resume: ResumePoint | None = None
+    """Where the session goes on from after this sentence (`pipeline.ResumePoint`)."""
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ class ServerMessage(_message.Message):
     def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., sentence: _Optional[_Union[SentenceUpdate, _Mapping]] = ..., summary: _Optional[_Union[SessionSummary, _Mapping]] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
-    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index", "asr_model", "notices")
+    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index", "asr_model", "notices", "replay_from_sample")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class SessionAccepted(_message.Message):
     NEXT_SENTENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     ASR_MODEL_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FROM_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resume_token: str
     model: ModelInfo
@@ -148,7 +149,8 @@ class SessionAccepted(_message.Message):
     next_sentence_index: int
     asr_model: str
     notices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ..., asr_model: _Optional[str] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
+    replay_from_sample: int
+    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ..., asr_model: _Optional[str] = ..., notices: _Optional[_Iterable[str]] = ..., replay_from_sample: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("model_id", "trained_on", "intended_use", "model_card_url", "device", "kernels")
@@ -167,7 +169,7 @@ class ModelInfo(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., trained_on: _Optional[str] = ..., intended_use: _Optional[str] = ..., model_card_url: _Optional[str] = ..., device: _Optional[str] = ..., kernels: _Optional[str] = ...) -> None: ...
 
 class SentenceUpdate(_message.Message):
-    __slots__ = ("index", "start_ms", "end_ms", "transcript", "transcript_source", "estimate", "latency_ms")
+    __slots__ = ("index", "start_ms", "end_ms", "transcript", "transcript_source", "estimate", "latency_ms", "replay_from_sample")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +177,7 @@ class SentenceUpdate(_message.Message):
     TRANSCRIPT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FROM_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     index: int
     start_ms: int
     end_ms: int
@@ -182,7 +185,8 @@ class SentenceUpdate(_message.Message):
     transcript_source: str
     estimate: Estimate
     latency_ms: float
-    def __init__(self, index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., transcript: _Optional[str] = ..., transcript_source: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    replay_from_sample: int
+    def __init__(self, index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., transcript: _Optional[str] = ..., transcript_source: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., latency_ms: _Optional[float] = ..., replay_from_sample: _Optional[int] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
     __slots__ = ("sentences", "audio_seconds", "estimate", "speech_seconds", "dropped_video_frames", "dropped_captions")
