@@ -47,12 +47,17 @@ class CuttableRelay:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self._transports: list[asyncio.BaseTransport] = []
+        self._handlers: set[asyncio.Task] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         return self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
@@ -74,9 +79,11 @@ class CuttableRelay:
             transport.abort()
         self._transports.clear()
 
-    def close(self) -> None:
-        self.cut()
+    async def close(self) -> None:
+        """Stop relaying, once every connection's handler has finished."""
         self._server.close()
+        self.cut()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,7 @@ def chaos_round(
                 return expected, await asyncio.gather(*tasks)
             finally:
                 for relay in relays:
-                    relay.close()
+                    await relay.close()
 
         try:
             expected, resumed = asyncio.run(run())

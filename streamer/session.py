@@ -260,7 +260,8 @@ class LiveSession:
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)
         self.last_estimate = estimate
         self.counts.scored(result.features)
-        sentence = ScoredSentence(result.features, estimate, time.perf_counter() - result.closed_at, result.resume)
+        resume = result.resume if self.resumable else None  # only a resumable session's client keeps media
+        sentence = ScoredSentence(result.features, estimate, time.perf_counter() - result.closed_at, resume)
         for observer in self._observers:
             await observer.scored(sentence)
         self.hub.metrics.sentence_latency.observe(sentence.latency_s)
