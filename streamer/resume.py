@@ -57,7 +57,8 @@ class Checkpoint:
     session_id: str
     next_index: int = 0
     resume_from_ms: int = 0
-    """Media time up to the end of the last scored sentence; the client re-sends from here."""
+    """Media time up to the end of the last scored sentence (the client re-sends from `resume.first_sample`,
+    before it)."""
     counts: SessionCounts = field(default_factory=SessionCounts)
     """The session's counts after the last scored sentence."""
     track: SessionTrack = field(default_factory=SessionTrack)
