@@ -692,7 +692,7 @@ class Segmenter:
                 "sent another recording): the session cannot go on from its checkpoint; start a new session"
             )
         if snapshot.vad_state is not None:
-            self._vad.restore_model_state(snapshot.vad_state)
+            self._vad.restore_model_state(snapshot.vad_state, self._audio[lo * n : hi * n])
         self._resume = None
         if self._on_piece:
             for start, end in snapshot.pieces:

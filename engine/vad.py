@@ -5,7 +5,9 @@ never on how the frames were grouped into calls, so the segmenter built on it st
 
 A resumed session's detector goes on exactly where the interrupted one stopped: `model_state` gives what it
 learnt of the stream (never its audio), and a fresh detector fed a warm-up stretch of the same audio and then
-given that state (`restore_model_state`) decides every later frame as the first would have. webrtcvad's C
+given that state (`restore_model_state`) decides every later frame as the first would have. Silero's state is
+its recurrent tensor, its last probability and how many samples it holds undecided (those, and its context,
+come from the warm-up). webrtcvad's C
 state (`VadInstT`, plain integers) is read and written through ctypes: its Gaussian models, minimum tracker and
 hangover are the model state; its filter memories (a few samples of filtered audio) are not saved but rebuilt
 by the warm-up: measured on the speech recordings of the shared data (680 offsets in AMI, codec2, LibriVox and
@@ -40,8 +42,9 @@ class VoiceActivityDetector(Protocol):
         """What the detector learnt of the stream so far, without audio; None when it cannot be saved."""
         ...
 
-    def restore_model_state(self, state: bytes) -> None:
-        """Take `model_state` of another detector of the same stream, after a warm-up on the audio before it."""
+    def restore_model_state(self, state: bytes, heard: np.ndarray) -> None:
+        """Take `model_state` of another detector of the same stream, after a warm-up on `heard` (the int16
+        samples just before the resume point, at least `WARMUP_SAMPLES` of them)."""
         ...
 
 
@@ -122,8 +125,8 @@ class WebrtcVad:
             setattr(saved, name, getattr(inst, name))
         return bytes(saved)
 
-    def restore_model_state(self, state: bytes) -> None:
-        """Take the model fields of `state`; this detector's filter memories (from its warm-up) stay."""
+    def restore_model_state(self, state: bytes, heard: np.ndarray) -> None:
+        """Take the model fields of `state`; this detector's filter memories (from its warm-up on `heard`) stay."""
         inst = self._inst()
         if inst is None or len(state) != ctypes.sizeof(_VadInst):
             raise ValueError("this webrtcvad build's state is not the one the checkpoint holds")
@@ -235,11 +238,19 @@ class SileroVad:
         return decisions
 
     def model_state(self) -> bytes | None:
-        """Not saved: its windows are not aligned on the segmenter's frames (a resumed session restarts it)."""
-        return None
+        """The recurrent state, the last probability and the count of samples held undecided (not the samples)."""
+        held = len(self._samples) - SILERO_CONTEXT
+        header = np.array([self._probability], dtype=np.float64).tobytes() + np.array([held], dtype=np.int64).tobytes()
+        return header + self._state.astype(np.float32).tobytes()
 
-    def restore_model_state(self, state: bytes) -> None:
-        raise ValueError("Silero VAD's state is not carried over a resume")
+    def restore_model_state(self, state: bytes, heard: np.ndarray) -> None:
+        """Take the state of `model_state`; the undecided samples and the model's context are the last of `heard`."""
+        if len(state) != 16 + self._state.nbytes:
+            raise ValueError("the checkpoint's Silero state is not this model's")
+        self._probability = float(np.frombuffer(state[:8], dtype=np.float64)[0])
+        held = int(np.frombuffer(state[8:16], dtype=np.int64)[0])
+        self._state = np.frombuffer(state[16:], dtype=np.float32).reshape(self._state.shape).copy()
+        self._samples = heard[len(heard) - held - SILERO_CONTEXT :].astype(np.float32) / 32768.0
 
 
 VAD_NAMES = (WebrtcVad.name, SileroVad.name)

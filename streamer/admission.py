@@ -289,10 +289,12 @@ def cold_resume_notices(checkpoint: Checkpoint, pipeline: SessionPipeline) -> li
             return []  # nothing was cut yet: a fresh segmenter at the start is exact
         why = "the checkpoint was written by an earlier release, without the segmenter's state"
     elif not checkpoint.resume.segmenter.warm:
-        uses = "Silero VAD"
+        why = "this webrtcvad build's state could not be read"
         if not pipeline.passthrough:
-            uses = f"{pipeline.sample_rate_hz} Hz, {pipeline.channels}-channel input"
-        why = f"only webrtcvad's state on 16 kHz mono input is carried over, and this session uses {uses}"
+            why = (
+                f"the session sends {pipeline.sample_rate_hz} Hz, {pipeline.channels}-channel audio, whose "
+                "resampler state is not carried: send 16 kHz mono for an exact resume"
+            )
     else:
         return []
     return [COLD_RESUME.format(ms=checkpoint.resume_from_ms, why=why)]

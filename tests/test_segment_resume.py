@@ -9,6 +9,7 @@ listener the same pieces, however the audio is chunked. A replay of other audio 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,17 @@ def _final_pieces(pieces: list[Piece], sentence_starts: set[int]) -> dict[int, l
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.name)
 @pytest.mark.parametrize("settings", [SegmenterSettings(), SHORT_CUTS], ids=["default", "short-cuts"])
 def test_a_segmenter_resumed_at_any_sentence_cuts_the_rest_exactly(path: Path, settings: SegmenterSettings) -> None:
+    assert_resumes_exactly(path, settings)
+
+
+@pytest.mark.parametrize("path", (SPEECH / "ami_train" / "trn05.wav", SPEECH / "jfk" / "jfk.flac"), ids=str)
+def test_a_silero_segmenter_resumed_at_any_sentence_cuts_the_rest_exactly(path: Path) -> None:
+    """Silero's recurrent state, last probability and window phase travel in the snapshot too."""
+    assert_resumes_exactly(path, replace(SHORT_CUTS, vad="silero"))
+
+
+def assert_resumes_exactly(path: Path, settings: SegmenterSettings) -> None:
+    """Resumed from the snapshot of each sentence of `path`, a segmenter cuts the rest exactly (pieces too)."""
     pcm = _audio(path)
     rng = random.Random(path.name)
     pieces: list[Piece] = []
@@ -132,7 +144,7 @@ def test_a_resumed_webrtc_detector_decides_as_the_uninterrupted_one() -> None:
         assert state is not None
         resumed = make_vad("webrtc", aggressiveness=2, threshold=0.5, frame_len=frame)
         resumed.decide(frames[at - WARMUP_SAMPLES // frame : at])
-        resumed.restore_model_state(state)
+        resumed.restore_model_state(state, pcm[: at * frame])
         assert resumed.decide(frames[at:]) == uninterrupted.decide(frames[at:])
 
 
