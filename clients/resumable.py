@@ -1,12 +1,13 @@
 """Resumable sessions: keep the media the server has not committed, reconnect when the stream breaks, re-send it.
 
 The server checkpoints a resumable session after every sentence and says in `accepted` where to re-send from
-(`resume_from_ms`). The client keeps every message since the end of the last sentence it was sent
-(`ReplayBuffer`); when the stream breaks with a status that leaves the checkpoint behind (`resumable_status`:
+(`replay_from_sample`, a little before `resume_from_ms`: the server takes that stretch again to go on exactly
+where it stopped). The client keeps every message from the `replay_from_sample` of the last sentence it was
+sent (`ReplayBuffer`); when the stream breaks with a status that leaves the checkpoint behind (`resumable_status`:
 the server crashed, restarts, shuts down or stalled, the connection was reset or went quiet, a proxy reset the
 stream), it reconnects after a jittered backoff, sends `start` with the resume token and the number of sentence
 updates it already holds (`received_sentences`, so the server re-sends the checkpointed ones it missed), re-sends
-the kept messages from `resume_from_ms`, and goes on with the rest. Sentence updates are de-duplicated by
+the kept messages from there, and goes on with the rest. Sentence updates are de-duplicated by
 index: the caller sees each index exactly once, and nothing is lost or sent twice to the model.
 """
 
@@ -38,6 +39,8 @@ RESUMABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDE
 """Statuses that leave the session's checkpoint behind: the server or the link went away (UNAVAILABLE, also
 what a shutting-down server ends its streams with) or a side stalled (DEADLINE_EXCEEDED)."""
 DEFAULT_AUDIO = pb.AudioFormat(sample_rate_hz=16_000, channels=1)
+REPLAY_CLOCK_SAMPLES_PER_MS = 16
+"""`replay_from_sample` counts samples of the server's 16 kHz clock."""
 
 log = logging.getLogger("depscreen.clients")
 
@@ -153,10 +156,10 @@ async def resumable_replies(
     while True:
         resuming = bool(token)
         refused_at_start = True
-        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        accepted: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
         async def messages(
-            token: str = token, accepted: asyncio.Future[int] = accepted
+            token: str = token, accepted: asyncio.Future[float] = accepted
         ) -> AsyncIterator[pb.ClientMessage]:
             nonlocal end_taken
             first = pb.SessionStart()
@@ -194,12 +197,12 @@ async def resumable_replies(
                             continue  # a second `accepted` on one stream says nothing new
                         token = reply.accepted.resume_token
                         refused_at_start = False
-                        accepted.set_result(reply.accepted.resume_from_ms)
+                        accepted.set_result(replay_from_ms(reply.accepted))
                         broken_since = None
                         attempt = 0
                         backoff.reset()
                     elif kind == "sentence":
-                        buffer.commit(reply.sentence.end_ms)
+                        buffer.commit(replay_from_ms(reply.sentence))
                         if reply.sentence.index in received:
                             continue
                         received.add(reply.sentence.index)
@@ -217,7 +220,21 @@ async def resumable_replies(
                 raise
             wait_s = backoff.next_s()
             attempt += 1
-            log.warning("the stream broke (%s); reconnecting in %.1f s to resume the session", error, wait_s)
+            log.warning("the stream broke (%s); reconnecting in %.1f s to resume the session", _status(error), wait_s)
             reconnecting = Reconnecting(attempt=attempt, wait_s=wait_s, error=error)
         yield reconnecting
         await asyncio.sleep(reconnecting.wait_s)
+
+
+def replay_from_ms(message: pb.SessionAccepted | pb.SentenceUpdate) -> float:
+    """Where a resume re-sends from, in ms of the audio clock: the server's `replay_from_sample` (16 kHz), or
+    for a server that does not send it, the end of the sentence (`accepted.resume_from_ms`, `sentence.end_ms`)."""
+    if message.HasField("replay_from_sample"):
+        return message.replay_from_sample / REPLAY_CLOCK_SAMPLES_PER_MS
+    return float(message.resume_from_ms if isinstance(message, pb.SessionAccepted) else message.end_ms)
+
+
+def _status(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error)

@@ -40,6 +40,11 @@ class PcmResampler:
         self._pts = 0
 
     @property
+    def passthrough(self) -> bool:
+        """Whether the input is 16 kHz mono already (nothing is resampled, no filter state is kept)."""
+        return self._passthrough
+
+    @property
     def bytes_per_frame(self) -> int:
         """Bytes of one interleaved sample frame (2 bytes per channel)."""
         return 2 * self.channels

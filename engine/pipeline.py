@@ -41,7 +41,7 @@ from depscreen.engine.features.language_head import LanguageTextHead
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
 from depscreen.engine.media import DEFAULT_VIDEO_FPS, SAMPLE_RATE, PcmResampler
-from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, Sentence
+from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, SegmenterSnapshot, Sentence
 
 StageTimer = Callable[[str, float, float], None]
 """Receives (stage, wall seconds, CPU seconds of the calling thread) for every timed stage: decode, vad,
@@ -103,12 +103,54 @@ class SessionCounts:
 
 
 @dataclass(frozen=True)
+class ResumePoint:
+    """Where a session's media handling goes on from after a sentence, without any media: the segmenter's
+    snapshot (`segment.SegmenterSnapshot`), the video sampling schedule and the face tracker's last detection.
+    The client re-sends its media from `replay_from_sample` on the 16 kHz clock (its milliseconds for video and
+    captions): the segmenter's replay, or earlier, from the video frame the face tracker last detected on
+    (`face.FaceLandmarker` tracks from there), whose audio the pipeline skips."""
+
+    segmenter: SegmenterSnapshot
+    video_next_ms: float = 0.0
+    """The first video frame re-sent at or after this time is analysed (the schedule of `video_fps`)."""
+    replay_from_sample: int | None = None
+    """Where the client re-sends from; None: the segmenter's `replay_from_sample`."""
+
+    @property
+    def first_sample(self) -> int:
+        """The first sample the client re-sends."""
+        return self.segmenter.replay_from_sample if self.replay_from_sample is None else self.replay_from_sample
+
+    @classmethod
+    def cold(cls, sample: int, index: int, settings: SegmenterSettings) -> ResumePoint:
+        """A fresh start at `sample` with sentence `index` next (a checkpoint that carries no resume point)."""
+        return cls(SegmenterSnapshot.cold(sample, index, settings))
+
+    def to_plain(self) -> dict[str, object]:
+        return {
+            "segmenter": self.segmenter.to_plain(),
+            "video_next_ms": self.video_next_ms,
+            "replay_from_sample": self.first_sample,
+        }
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, object]) -> ResumePoint:
+        return cls(
+            SegmenterSnapshot.from_plain(plain["segmenter"]),  # type: ignore[arg-type]
+            float(plain["video_next_ms"]),  # type: ignore[arg-type]
+            int(plain["replay_from_sample"]),  # type: ignore[call-overload]
+        )
+
+
+@dataclass(frozen=True)
 class SentenceResult:
     """A closed sentence's features, ready to score."""
 
     features: SentenceFeatures
     closed_at: float
     """`time.perf_counter()` when the segmenter closed the sentence (for latency)."""
+    resume: ResumePoint | None = None
+    """Where the session goes on from after this sentence (None offline)."""
 
 
 class Notice(str):
@@ -148,8 +190,7 @@ class SessionPipeline:
         language_head: LanguageTextHead | None = None,
         settings: PipelineSettings = PipelineSettings(),
         on_stage: StageTimer | None = None,
-        origin_ms: int = 0,
-        first_index: int = 0,
+        resume: ResumePoint | None = None,
         counts: SessionCounts | None = None,
     ) -> None:
         """`reads_text` False: the model does not read this session's language (`checkpoint.text_route`), so its
@@ -157,20 +198,21 @@ class SessionPipeline:
         the session language's own text head (`features.language_head`, for a language the model did not
         learn), whose logit each sentence with text carries.
 
-        `origin_ms`, `first_index` and `counts` continue an earlier pipeline of the same session (a resumed
-        one): the first sample pushed is at `origin_ms` on the session's clock, the first sentence gets
-        `first_index`, and the counts go on from `counts`. The segmenter starts afresh there (its VAD state
-        cannot be carried over)."""
+        `resume` and `counts` continue an earlier pipeline of the same session (a resumed one): the first sample
+        pushed is the resume point's `replay_from_sample` on the session's clock, and the segmenter and the
+        video schedule go on from it exactly when it is warm, the counts from `counts`. A warm resume point is
+        taken only on 16 kHz mono input (anything else goes through a resampler whose state is not carried):
+        other input resumes cold at the end of the last sentence."""
         self.settings = settings
-        self.origin_ms = origin_ms
-        self.first_index = first_index
         self.language = language or DEFAULT_LANGUAGE
         self.use_asr = use_asr
         self.reads_text = reads_text
         self.language_head = language_head
         self._extractors = extractors
         self._resampler = PcmResampler(sample_rate_hz, channels)
-        self._origin_samples = origin_ms * SAMPLE_RATE // 1000
+        self._first_sample = resume.first_sample if resume else 0
+        self._skip_samples = resume.segmenter.replay_from_sample - resume.first_sample if resume else 0
+        """Samples re-sent before the segmenter's replay (for the face tracker's frames) that it must not get."""
         self._pieces: SentenceInPieces | None = None
         if self.asr_model:
             self._pieces = SentenceInPieces(
@@ -183,15 +225,21 @@ class SessionPipeline:
             )
         self._transcribe_pieces = True
         """Whether the pieces cut during the current `segment` call may be transcribed."""
-        self._segmenter = Segmenter(settings.segmenter, self._piece if self._pieces else None)
+        self._segmenter = Segmenter(
+            settings.segmenter, self._piece if self._pieces else None, resume.segmenter if resume else None
+        )
         self._landmarker: FaceLandmarker | None = None
         self._on_stage = on_stage
         max_sentence_s = settings.segmenter.max_sentence_ms / 1000 + 1
         self._faces: deque[tuple[int, np.ndarray | None]] = deque(maxlen=int(settings.video_fps * max_sentence_s) + 1)
         self._captions: deque[Caption] = deque()
-        self._next_video_ms = 0.0
+        self._first_video_ms = resume.video_next_ms if resume else 0.0
+        self._next_video_ms = self._first_video_ms
+        self._analysed_video: deque[tuple[int, bool, bool]] = deque(maxlen=self._faces.maxlen)
+        """The latest frames analysed: time, whether the face tracker detected on it, whether it found a face
+        (for the video schedule and tracker of a resume point)."""
         self._last_video_ms = -1
-        self.sentences = first_index
+        self.sentences = resume.segmenter.index if resume else 0
         self.counts = counts or SessionCounts()
 
     @property
@@ -227,14 +275,24 @@ class SessionPipeline:
         return self._resampler.channels
 
     @property
+    def passthrough(self) -> bool:
+        """Whether the input is 16 kHz mono (no resampler state: a warm resume point can be taken)."""
+        return self._resampler.passthrough
+
+    @property
+    def first_sample(self) -> int:
+        """The sample (16 kHz clock) the first audio pushed to this pipeline starts at: 0, or a resume point's."""
+        return self._first_sample
+
+    @property
     def audio_seconds(self) -> float:
-        """Media time received by this pipeline (from `origin_ms`), in seconds of the 16 kHz clock."""
-        return self._segmenter.samples_received / SAMPLE_RATE
+        """Media time received by this pipeline (from its resume point's replay), in seconds of the 16 kHz clock."""
+        return (self._segmenter.samples_received - self._first_sample - self._skip_samples) / SAMPLE_RATE
 
     @property
     def media_seconds(self) -> float:
-        """Media time of the session so far: `origin_ms` plus what this pipeline received."""
-        return self.origin_ms / 1000 + self.audio_seconds
+        """Media time of the session so far, on the session's clock."""
+        return self._segmenter.samples_received / SAMPLE_RATE
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -253,7 +311,8 @@ class SessionPipeline:
         """PCM s16le at the session's rate; returns the features of the sentences it closed. `transcribe` False
         (the server sheds ASR under load) leaves the sentences it closes, and the pieces it cuts, untranscribed."""
         results = [
-            self.featurize(s, self._take_captions(s), transcribe) for s in self.segment(data, transcribe=transcribe)
+            self._resumable(self.featurize(s, self._take_captions(s), transcribe), s)
+            for s in self.segment(data, transcribe=transcribe)
         ]
         self._forget_before(self._segmenter.samples_received - self._segmenter.retained_samples)
         return results
@@ -265,16 +324,33 @@ class SessionPipeline:
         used by `featurize` when it is transcribed)."""
         with self._stage("decode"):
             pcm = self._resampler.push(data)
+            if self._skip_samples:
+                skipped = min(self._skip_samples, len(pcm))
+                pcm, self._skip_samples = pcm[skipped:], self._skip_samples - skipped
             if final:
                 pcm = np.concatenate([pcm, self._resampler.flush()])
         self._transcribe_pieces = transcribe
         with self._stage("vad"):
-            closed = self._segmenter.push(pcm) + (self._segmenter.flush() if final else [])
-        return [self._on_session_clock(sentence) for sentence in closed]
+            return self._segmenter.push(pcm) + (self._segmenter.flush() if final else [])
+
+    def _resumable(self, result: SentenceResult, sentence: Sentence) -> SentenceResult:
+        """`result` with the point the session goes on from after its sentence."""
+        snapshot = sentence.resume
+        if snapshot is None or not self.passthrough:
+            snapshot = SegmenterSnapshot.cold(sentence.end_sample, sentence.index + 1, self.settings.segmenter)
+        replay_ms = snapshot.replay_from_sample * 1000 / SAMPLE_RATE
+        before = [frame for frame in self._analysed_video if frame[0] < replay_ms]
+        if not before:
+            return replace(result, resume=ResumePoint(snapshot, self._first_video_ms))
+        last_ms, _, tracking = before[-1]
+        if not tracking:  # the next frame is detected afresh: the schedule is all there is to carry
+            return replace(result, resume=ResumePoint(snapshot, last_ms + 1000.0 / self.settings.video_fps))
+        detected_ms = next((ms for ms, detected, _ in reversed(before) if detected), before[0][0])
+        return replace(result, resume=ResumePoint(snapshot, detected_ms, detected_ms * SAMPLE_RATE // 1000))
 
     def _forget_before(self, sample: int) -> None:
         """Drop frames and captions older than any sentence still to come (keeps memory bounded)."""
-        cutoff_ms = self.origin_ms + sample * 1000 // SAMPLE_RATE
+        cutoff_ms = sample * 1000 // SAMPLE_RATE
         while self._faces and self._faces[0][0] < cutoff_ms:
             self._faces.popleft()
         while self._captions and self._captions[0].end_ms <= cutoff_ms:
@@ -283,22 +359,15 @@ class SessionPipeline:
     def finish(self, transcribe: bool = True) -> list[SentenceResult]:
         """End of stream: drain the resampler and close the open sentence."""
         closed = self.segment(b"", final=True, transcribe=transcribe)
-        results = [self.featurize(s, self._take_captions(s), transcribe) for s in closed]
+        results = [self._resumable(self.featurize(s, self._take_captions(s), transcribe), s) for s in closed]
         if self._pieces is not None:
-            self._pieces.forget(self._origin_samples + self._segmenter.samples_received)
+            self._pieces.forget(self._segmenter.samples_received)
         return results
 
     def _piece(self, piece: Piece) -> None:
         """A piece of the open sentence was cut: transcribe it in the background unless ASR is shed or a
         caption already covers it (the caption will be the sentence's text)."""
         assert self._pieces is not None
-        if self._origin_samples:
-            piece = replace(
-                piece,
-                sentence_start_sample=piece.sentence_start_sample + self._origin_samples,
-                start_sample=piece.start_sample + self._origin_samples,
-                end_sample=piece.end_sample + self._origin_samples,
-            )
         start_ms, end_ms = piece.start_sample * 1000 // SAMPLE_RATE, piece.end_sample * 1000 // SAMPLE_RATE
         captioned = any(c.start_ms < end_ms and c.end_ms > start_ms for c in self._captions)
         self._pieces.add(piece, self._transcribe_pieces and not captioned)
@@ -332,8 +401,10 @@ class SessionPipeline:
         with self._stage("features_video"):
             if self._landmarker is None:
                 self._landmarker = FaceLandmarker()
+            detections = self._landmarker.detections
             landmarks = self._landmarker.landmarks(rgb)
         self._next_video_ms = timestamp_ms + 1000.0 / self.settings.video_fps
+        self._analysed_video.append((timestamp_ms, self._landmarker.detections > detections, landmarks is not None))
         self._faces.append((timestamp_ms, landmarks))
         return True
 
@@ -397,20 +468,6 @@ class SessionPipeline:
             if self.language_head is not None:
                 logit = float(self.language_head.logits([transcript])[0])
         return text, transcript, source, confidence, logit
-
-    def _on_session_clock(self, sentence: Sentence) -> Sentence:
-        """The segmenter's sentence with its index and times moved onto the session's clock."""
-        if not (self.origin_ms or self.first_index):
-            return sentence
-        origin_samples = self._origin_samples
-        return replace(
-            sentence,
-            index=sentence.index + self.first_index,
-            start_ms=sentence.start_ms + self.origin_ms,
-            end_ms=sentence.end_ms + self.origin_ms,
-            start_sample=sentence.start_sample + origin_samples,
-            end_sample=sentence.end_sample + origin_samples,
-        )
 
     def featurize(self, sentence: Sentence, caption: str = "", transcribe: bool = True) -> SentenceResult:
         """The features of one closed sentence (on the session's clock) whose caption is `caption` ("" = none:

@@ -19,21 +19,30 @@ sentences start or end.
 
 The stream is framed on absolute sample positions, so the sentences and pieces are bit-identical however the
 audio is chunked. Memory is bounded: only the open sentence, the pre-roll and a short window are kept.
+
+A resumed stream goes on exactly: each sentence carries a `SegmenterSnapshot` of the segmenter right after it
+closed (noise floor, state machine, onset window, hangover, the detector's model state, and the decisions and
+floor of the frames still held; never audio). A segmenter made from a snapshot is fed the stream again from
+the snapshot's `replay_from_sample` (the held frames plus a warm-up for the detector, `vad.WARMUP_SAMPLES`):
+it takes those frames without deciding them, checks that they are the audio the snapshot was taken on (a
+SHA-256 of their samples), and from the resume point on cuts exactly the sentences the first segmenter would
+have cut.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
-from depscreen.engine.vad import VAD_NAMES, make_vad
+from depscreen.engine.vad import VAD_NAMES, WARMUP_SAMPLES, make_vad
 
 VAD_FRAME_MS = (10, 20, 30)
 """Frame lengths webrtcvad accepts (Silero takes any: it decides its own 32 ms windows)."""
@@ -291,6 +300,8 @@ class Sentence:
     """Milliseconds of frames judged speech inside the sentence."""
     snr_db: float
     """Mean power of the speech frames over the noise floor under them, in dB (an audio quality signal)."""
+    resume: SegmenterSnapshot | None = None
+    """The segmenter right after this sentence closed: where a resumed stream goes on from."""
 
     @property
     def duration_ms(self) -> int:
@@ -319,6 +330,84 @@ PieceListener = Callable[[Piece], None]
 """Called with each piece as soon as it is cut (during `Segmenter.push`, before any later sentence)."""
 
 
+class ReplayMismatchError(ValueError):
+    """The audio fed to a resumed segmenter before its resume point is not the audio its snapshot was taken on."""
+
+
+@dataclass(frozen=True)
+class SegmenterSnapshot:
+    """A segmenter's state between two frames, without audio: what a new segmenter fed the same stream again from
+    `replay_from_sample` needs to go on exactly. Frame positions count `frame_len`-sample frames of the stream."""
+
+    frame_len: int
+    frame: int
+    """The next frame to decide: the resume point is sample `frame * frame_len`."""
+    replay_from: int
+    """First frame to feed again (the frames still held, and the detector's warm-up)."""
+    index: int
+    """Index of the next sentence."""
+    state: str
+    floor_dbfs: float | None
+    onset_frames: tuple[int, ...]
+    sentence_start: int
+    piece_start: int
+    last_piece_start: int | None
+    pieces: tuple[tuple[int, int], ...]
+    """The open sentence's pieces [start, end) so far: handed to the listener again when the warm-up ends."""
+    speech_level_sum: float
+    speech_level_count: int
+    last_speech: int
+    silence_run: int
+    earliest_start: int
+    speech: bytes
+    """Decisions of the frames [replay_from, frame), one bit each (numpy.packbits)."""
+    floor_db: tuple[float, ...]
+    """Noise floor under each frame [replay_from, frame)."""
+    vad_state: bytes | None
+    """The detector's model state (`VoiceActivityDetector.model_state`); None: it restarts cold."""
+    fingerprint: str
+    """SHA-256 of the samples [replay_from, frame) as int16 little-endian ("" for a cold start: nothing to check)."""
+
+    @property
+    def resume_sample(self) -> int:
+        return self.frame * self.frame_len
+
+    @property
+    def replay_from_sample(self) -> int:
+        return self.replay_from * self.frame_len
+
+    @property
+    def warm(self) -> bool:
+        """Whether the stream goes on exactly (False: a cold start at the resume point)."""
+        return self.vad_state is not None
+
+    @classmethod
+    def cold(cls, sample: int, index: int, settings: SegmenterSettings) -> SegmenterSnapshot:
+        """A fresh segmenter starting at `sample` (rounded down to a frame) whose first sentence is `index`: what a
+        resume without a saved segmenter goes on from."""
+        frame_len = SAMPLE_RATE * settings.frame_ms // 1000
+        frame = sample // frame_len
+        return cls(
+            frame_len, frame, frame, index, SegmenterState.QUIET.value, None, (), 0, 0, None, (), 0.0, 0, 0, 0,
+            frame, b"", (), None, "",
+        )  # fmt: skip
+
+    def to_plain(self) -> dict[str, object]:
+        """Plain values (ints, floats, strings, bytes, lists) for a checkpoint."""
+        plain = {field.name: getattr(self, field.name) for field in fields(self)}
+        plain["onset_frames"], plain["floor_db"] = list(self.onset_frames), list(self.floor_db)
+        plain["pieces"] = [list(piece) for piece in self.pieces]
+        return plain
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, object]) -> SegmenterSnapshot:
+        values = dict(plain)
+        values["onset_frames"] = tuple(values["onset_frames"])  # type: ignore[arg-type]
+        values["floor_db"] = tuple(values["floor_db"])  # type: ignore[arg-type]
+        values["pieces"] = tuple(tuple(piece) for piece in values["pieces"])  # type: ignore[attr-defined]
+        return cls(**values)  # type: ignore[arg-type]
+
+
 class NoiseFloor:
     """Background level in dBFS, following frame levels slowly upwards and quickly downwards."""
 
@@ -345,10 +434,14 @@ class Segmenter:
     """Push 16 kHz mono int16 audio of any chunk size; get back the sentences that closed."""
 
     def __init__(
-        self, settings: SegmenterSettings = SegmenterSettings(), on_piece: PieceListener | None = None
+        self,
+        settings: SegmenterSettings = SegmenterSettings(),
+        on_piece: PieceListener | None = None,
+        resume: SegmenterSnapshot | None = None,
     ) -> None:
         """`on_piece`: receives the pieces of open sentences (none are cut without it, or with
-        `settings.piece_pause_ms` 0)."""
+        `settings.piece_pause_ms` 0). `resume`: go on from a snapshot; the first sample pushed is then its
+        `replay_from_sample` (ValueError when the snapshot was taken with another frame length)."""
         self.settings = settings
         self._on_piece = on_piece if settings.piece_pause_ms else None
         self._piece_pause_frames = settings.frames(settings.piece_pause_ms)
@@ -375,9 +468,11 @@ class Segmenter:
         self._gated = settings.vad == "webrtc"
         self._power_to_fs = 1.0 / (self._frame_len * FULL_SCALE_POWER)
 
-        # History of the frames still needed (open sentence, or pre-roll + onset window), compacted in place
-        # when the audio buffer fills: audio slot i and list item i hold frame self._first_frame + i.
-        lookback = max(self._max_frames, self._onset_window + self._pre_roll_frames)
+        self._warmup_frames = -(-WARMUP_SAMPLES // self._frame_len)
+        # History of the frames still needed (open sentence, or pre-roll + onset window, and the detector's
+        # warm-up), compacted in place when the audio buffer fills: audio slot i and list item i hold frame
+        # self._first_frame + i.
+        lookback = max(self._max_frames, self._onset_window + self._pre_roll_frames, self._warmup_frames)
         self._capacity = 2 * (lookback + BLOCK_FRAMES)
         self._audio = np.zeros(self._capacity * self._frame_len, dtype=np.int16)
         self._level_db: list[float] = []
@@ -398,6 +493,8 @@ class Segmenter:
         self._piece_start = 0
         self._last_piece_start: int | None = None
         """Start of the open sentence's last piece (None before its first)."""
+        self._open_pieces: list[tuple[int, int]] = []
+        """The open sentence's pieces [start, end) so far (for a snapshot)."""
         self._speech_level_sum = 0.0
         self._speech_level_count = 0
         self._last_speech = 0
@@ -405,6 +502,72 @@ class Segmenter:
         self._earliest_start = 0
         self._index = 0
         self._flushed = False
+        self._resume: SegmenterSnapshot | None = None
+        """The snapshot being resumed from, until its warm-up frames have all been taken."""
+        self._replayed_speech = np.zeros(0, dtype=np.uint8)
+        """The snapshot's decisions of its warm-up frames, one per frame."""
+        if resume is not None and resume.frame > resume.replay_from:
+            self._restore(resume)
+        elif resume is not None:
+            self._start_at(resume)
+
+    def _start_at(self, snapshot: SegmenterSnapshot) -> None:
+        """Set the stream position and the state machine from `snapshot` (the history comes with the warm-up)."""
+        if snapshot.frame_len != self._frame_len:
+            raise ValueError(
+                f"the segmenter snapshot has {snapshot.frame_len}-sample frames, this segmenter "
+                f"{self._frame_len}: resume with the frame_ms it was taken with"
+            )
+        self._first_frame = self._next_frame = snapshot.replay_from
+        self._samples_received = snapshot.replay_from_sample
+        self._index = snapshot.index
+        self._state = SegmenterState(snapshot.state)
+        self._floor.dbfs = snapshot.floor_dbfs
+        self._onset_speech = deque(snapshot.onset_frames)
+        self._sentence_start, self._piece_start = snapshot.sentence_start, snapshot.piece_start
+        self._last_piece_start = snapshot.last_piece_start
+        self._open_pieces = list(snapshot.pieces)
+        self._speech_level_sum, self._speech_level_count = snapshot.speech_level_sum, snapshot.speech_level_count
+        self._last_speech, self._silence_run = snapshot.last_speech, snapshot.silence_run
+        self._earliest_start = snapshot.earliest_start
+
+    def _restore(self, snapshot: SegmenterSnapshot) -> None:
+        """Go on from `snapshot` once its warm-up frames [replay_from, frame) have been pushed again."""
+        self._start_at(snapshot)
+        self._resume = snapshot
+        count = snapshot.frame - snapshot.replay_from
+        self._replayed_speech = np.unpackbits(np.frombuffer(snapshot.speech, dtype=np.uint8), count=count)
+
+    def snapshot(self) -> SegmenterSnapshot:
+        """The segmenter now (between frames; a partial frame is not part of it): see `SegmenterSnapshot`."""
+        n, frame = self._frame_len, self._next_frame
+        replay_from = self._retain_from()
+        lo, hi = replay_from - self._first_frame, frame - self._first_frame
+        vad_state = self._vad.model_state()
+        return SegmenterSnapshot(
+            frame_len=n,
+            frame=frame,
+            replay_from=replay_from,
+            index=self._index,
+            state=self._state.value,
+            floor_dbfs=self._floor.dbfs,
+            onset_frames=tuple(self._onset_speech),
+            sentence_start=self._sentence_start,
+            piece_start=self._piece_start,
+            last_piece_start=self._last_piece_start,
+            pieces=tuple(self._open_pieces),
+            speech_level_sum=self._speech_level_sum,
+            speech_level_count=self._speech_level_count,
+            last_speech=self._last_speech,
+            silence_run=self._silence_run,
+            earliest_start=self._earliest_start,
+            speech=np.packbits(np.array(self._speech[lo:hi], dtype=bool)).tobytes(),
+            floor_db=tuple(self._floor_db[lo:hi]),
+            vad_state=vad_state,
+            fingerprint=hashlib.sha256(self._audio[lo * n : hi * n].astype("<i2").tobytes()).hexdigest()
+            if vad_state is not None
+            else "",
+        )
 
     @property
     def samples_received(self) -> int:
@@ -445,18 +608,26 @@ class Segmenter:
         """End of stream: close the open sentence (kept if it has enough speech); a partial frame is dropped."""
         if self._flushed:
             return []
+        if self._resume is not None:
+            raise ReplayMismatchError(
+                f"the stream ended at sample {self._samples_received}, before the resume point "
+                f"{self._resume.resume_sample}: the audio re-sent on the resume is shorter than what the session "
+                "had heard; start a new session"
+            )
         self._flushed = True
         if self._state in IN_SENTENCE:
             sentence = self._close(min(self._last_speech + 1 + self._post_roll_frames, self._next_frame))
             if sentence is not None:
-                return [sentence]
+                return [replace(sentence, resume=self.snapshot())]
         return []
 
     def _retain_from(self) -> int:
-        """First frame still needed: the open sentence's start, or the reach of pre-roll + onset window."""
+        """First frame still needed: the open sentence's start, or the reach of pre-roll + onset window; and
+        the detector's warm-up before the current frame (a resume feeds these frames again)."""
+        warmup_from = self._next_frame - self._warmup_frames
         if self._state in IN_SENTENCE:
-            return self._sentence_start
-        return max(0, self._next_frame - self._onset_window - self._pre_roll_frames)
+            return max(0, min(self._sentence_start, warmup_from))
+        return max(0, min(self._next_frame - self._onset_window - self._pre_roll_frames, warmup_from))
 
     def _make_room(self, frames: int) -> None:
         """Drop the history no longer needed when the next `frames` would not fit."""
@@ -481,8 +652,13 @@ class Segmenter:
         wide = frames.astype(np.float64)
         powers = np.vecdot(wide, wide).tolist()  # sums of integer squares below 2**53: exact, order-free
         closed: list[Sentence] = []
-        for power, vad_says in zip(powers, self._vad.decide(frames), strict=True):
+        for i, power in enumerate(powers):
             level = 10.0 * math.log10(max(power * self._power_to_fs, ZERO_POWER))
+            # one frame at a time: a snapshot taken when a sentence closes holds the detector as of that frame
+            (vad_says,) = self._vad.decide(frames[i : i + 1])
+            if self._resume is not None:
+                self._take_replayed(level)
+                continue
             speech = self._gate(level, vad_says)
             floor = self._floor.dbfs
             self._level_db.append(level)
@@ -491,8 +667,36 @@ class Segmenter:
             self._next_frame += 1
             sentence = self._step(self._next_frame - 1, speech)
             if sentence is not None:
-                closed.append(sentence)
+                closed.append(replace(sentence, resume=self.snapshot()))
         return closed
+
+    def _take_replayed(self, level: float) -> None:
+        """Take a warm-up frame of a resumed stream (its audio is in the buffer, the detector heard it): its
+        decision and floor are the snapshot's. After the last one, check the replay and restore the detector."""
+        snapshot = self._resume
+        assert snapshot is not None
+        held = self._next_frame - snapshot.replay_from
+        self._level_db.append(level)
+        self._floor_db.append(snapshot.floor_db[held])
+        self._speech.append(bool(self._replayed_speech[held]))
+        self._next_frame += 1
+        if self._next_frame < snapshot.frame:
+            return
+        n = self._frame_len
+        lo, hi = snapshot.replay_from - self._first_frame, snapshot.frame - self._first_frame
+        fingerprint = hashlib.sha256(self._audio[lo * n : hi * n].astype("<i2").tobytes()).hexdigest()
+        if snapshot.fingerprint and fingerprint != snapshot.fingerprint:
+            raise ReplayMismatchError(
+                f"the audio re-sent from sample {snapshot.replay_from_sample} to the resume point "
+                f"{snapshot.resume_sample} is not the audio the session heard there (the client lost its buffer or "
+                "sent another recording): the session cannot go on from its checkpoint; start a new session"
+            )
+        if snapshot.vad_state is not None:
+            self._vad.restore_model_state(snapshot.vad_state, self._audio[lo * n : hi * n])
+        self._resume = None
+        if self._on_piece:
+            for start, end in snapshot.pieces:
+                self._hand_piece(start, end)
 
     def _gate(self, level: float, vad_says: bool) -> bool:
         """Whether a frame is speech: it is above digital silence and the detector says so; behind webrtcvad its
@@ -521,6 +725,7 @@ class Segmenter:
             if len(window) >= self._onset_frames:
                 self._sentence_start = self._piece_start = max(window[0] - self._pre_roll_frames, self._earliest_start)
                 self._last_piece_start = None
+                self._open_pieces = []
                 self._speech_level_sum, self._speech_level_count = self._speech_levels(self._sentence_start)
                 self._last_speech = frame
                 self._state = SegmenterState.SPEAKING
@@ -572,6 +777,7 @@ class Segmenter:
         sentence = self._emit(self._sentence_start, cut)
         self._sentence_start = self._piece_start = cut
         self._last_piece_start = None
+        self._open_pieces = []
         self._speech_level_sum, self._speech_level_count = self._speech_levels(cut)
         return sentence
 
@@ -585,12 +791,18 @@ class Segmenter:
             start = self._last_piece_start
         if end - start < max(1, self._min_piece_frames) or self._speech_level_count < self._min_speech_frames:
             return
+        self._last_piece_start, self._piece_start = start, end
+        if self._open_pieces and self._open_pieces[-1][0] == start:
+            self._open_pieces.pop()
+        self._open_pieces.append((start, end))
+        self._hand_piece(start, end)
+
+    def _hand_piece(self, start: int, end: int) -> None:
+        """Give the listener the open sentence's frames [start, end) as a piece."""
         n = self._frame_len
         lo, hi = start - self._first_frame, end - self._first_frame
-        piece = Piece(self._sentence_start * n, start * n, end * n, self._audio[lo * n : hi * n].copy())
-        self._last_piece_start, self._piece_start = start, end
         assert self._on_piece is not None
-        self._on_piece(piece)
+        self._on_piece(Piece(self._sentence_start * n, start * n, end * n, self._audio[lo * n : hi * n].copy()))
 
     def _speech_levels(self, start: int) -> tuple[float, int]:
         """Sum and count of the levels of the speech frames from `start` to now."""

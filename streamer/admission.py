@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from depscreen.engine.features.asr import primary_language
 from depscreen.engine.features.language_head import language_text_head
-from depscreen.engine.pipeline import Extractors, Notice, PipelineSettings, SessionPipeline
+from depscreen.engine.pipeline import Extractors, Notice, PipelineSettings, ResumePoint, SessionPipeline
 from depscreen.engine.questions import QuestionTrack
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
@@ -172,6 +172,7 @@ class SessionHub:
                 )
             )
         if checkpoint is not None:
+            session.notices.extend(cold_resume_notices(checkpoint, pipeline))
             session.restore(checkpoint)
         if self.settings.record:
             self._record(session, start)
@@ -295,6 +296,12 @@ class SessionHub:
             if trace is not None:
                 trace.stage(stage, seconds)
 
+        segmenter = SegmenterSettings(vad=self.settings.vad)
+        resume = None
+        if checkpoint is not None:
+            resume = checkpoint.resume
+            if resume is None:
+                resume = ResumePoint.cold(checkpoint.resume_from_ms * 16, checkpoint.next_index, segmenter)
         return SessionPipeline(
             self.extractors,
             sample_rate_hz=start.sample_rate_hz,
@@ -303,12 +310,9 @@ class SessionHub:
             use_asr=self.settings.asr != "none" and not start.disable_asr,
             reads_text=route.reads_text,
             language_head=language_text_head(route.own_head) if route.own_head else None,
-            settings=PipelineSettings(
-                video_fps=self.settings.video_fps, segmenter=SegmenterSettings(vad=self.settings.vad)
-            ),
+            settings=PipelineSettings(video_fps=self.settings.video_fps, segmenter=segmenter),
             on_stage=on_stage,
-            origin_ms=checkpoint.resume_from_ms if checkpoint else 0,
-            first_index=checkpoint.next_index if checkpoint else 0,
+            resume=resume,
             counts=replace(checkpoint.counts) if checkpoint else None,
         )
 
@@ -324,7 +328,7 @@ class SessionHub:
                 transcriber=self.extractors.transcriber if pipeline.use_asr else None,
                 language=pipeline.language,
                 keep_text=self.settings.clinician_text == "on",
-                origin_ms=checkpoint.resume_from_ms if checkpoint else 0,
+                origin_ms=pipeline.first_sample // 16 if checkpoint else 0,  # the replay's start, 16 kHz clock
             )
         return Voices(start.channel_roles, pipeline, questions)
 
@@ -344,3 +348,28 @@ class LiveRecord:
 
     def close(self) -> None:
         self.live.discard(self.record_id)
+
+
+COLD_RESUME = (
+    "the session goes on from its checkpoint, but its segmenter restarts cold at {ms} ms ({why}): sentences "
+    "around that point may be cut differently than in an uninterrupted run"
+)
+"""The `accepted` notice of a resume that cannot go on exactly where the stream stopped."""
+
+
+def cold_resume_notices(checkpoint: Checkpoint, pipeline: SessionPipeline) -> list[Notice]:
+    """What a resumed session's `accepted` says when its media handling does not go on exactly."""
+    if checkpoint.resume is None:
+        if checkpoint.next_index == 0:
+            return []  # nothing was cut yet: a fresh segmenter at the start is exact
+        why = "the checkpoint was written by an earlier release, without the segmenter's state"
+    elif not checkpoint.resume.segmenter.warm:
+        why = "this webrtcvad build's state could not be read"
+        if not pipeline.passthrough:
+            why = (
+                f"the session sends {pipeline.sample_rate_hz} Hz, {pipeline.channels}-channel audio, whose "
+                "resampler state is not carried: send 16 kHz mono for an exact resume"
+            )
+    else:
+        return []
+    return [Notice("resume_cold", COLD_RESUME.format(ms=checkpoint.resume_from_ms, why=why))]

@@ -65,7 +65,8 @@ class Checkpointer:
         return self.resumer.token(self.ticket)
 
     def took(self, item: Input) -> None:
-        """Inputs are not checkpointed: a resuming client re-sends its media from `resume_from_ms`."""
+        """Inputs are not checkpointed: a resuming client re-sends its media from the resume point's
+        `first_sample` (`pipeline.ResumePoint`)."""
 
     async def scored(self, sentence: ScoredSentence) -> None:
         self._kept.append(kept_update(sentence_update(sentence)))
@@ -78,6 +79,7 @@ class Checkpointer:
             track=self._handle.track,
             estimate=sentence.estimate,
             updates=tuple(self._kept),
+            resume=sentence.resume,
         )
         await self.save(checkpoint)
 

@@ -112,6 +112,7 @@ def accepted_message(welcome: Welcome, model: pb.ModelInfo) -> pb.ServerMessage:
         coded_notices=[pb.Notice(code=notice.code, text=notice) for notice in welcome.notices],
         server_version=__version__,
         protocol_version=PROTOCOL_VERSION,
+        replay_from_sample=welcome.replay_from_sample,
     )
     if welcome.started is not None:
         accepted.started_at.FromDatetime(welcome.started)
@@ -169,6 +170,7 @@ def sentence_update(sentence: ScoredSentence) -> pb.SentenceUpdate:
         transcript_source=f.transcript_source,
         estimate=estimate_message(sentence.estimate),
         latency_ms=sentence.latency_s * 1000.0,
+        replay_from_sample=sentence.resume.first_sample if sentence.resume is not None else None,
     )
     question = sentence.question
     if question is not None:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from depscreen.engine.features.face import Image
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.pipeline import Caption, Notice
+from depscreen.engine.pipeline import Caption, Notice, ResumePoint
 from depscreen.engine.questions import Question
 from depscreen.engine.runtime.screener import Estimate
 
@@ -55,6 +55,8 @@ class Welcome:
     """On a resume: the index the next sentence gets."""
     started: datetime | None = None
     """When the session started (UTC); None on a resumed stream."""
+    replay_from_sample: int | None = None
+    """On a resume: the sample (16 kHz clock) to re-send the media from."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class ScoredSentence:
     latency_s: float
     question: Question | None = None
     """The clinician's question the sentence answers (a session with a clinician channel), or None."""
+    resume: ResumePoint | None = None
+    """Where the session goes on from after this sentence (`pipeline.ResumePoint`)."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 After every sentence a resumable session writes a `Checkpoint` to the state store: the model state after that
 sentence, its evidence account, the index of the next sentence, the media time up to the end of that sentence
-(`resume_from_ms`), its counters, its last estimate and its last `KEPT_UPDATES` sentence updates without their
-transcripts (re-sent on a resume to a client that missed them). Nothing else: no audio, video or transcript text.
+(`resume_from_ms`), where its media handling goes on from (`pipeline.ResumePoint`: the segmenter's state and
+the video schedule, with the sample the client re-sends from), its counters, its last estimate and its last
+`KEPT_UPDATES` sentence updates without their transcripts (re-sent on a resume to a client that missed them).
+Nothing else: no audio, video or transcript text (the resume point holds a SHA-256 of the audio to re-send, to
+check it, never the audio).
 Tensors are written with `torch.save` and read back with `weights_only=True`, so a record cannot run code.
 
 A resume token is `<record id>.<MAC>`: the MAC is HMAC-SHA256, under the server key, of the record id, the
@@ -31,7 +34,7 @@ from google.protobuf.message import DecodeError
 
 from depscreen.engine.features.language_head import TextHeadAccount
 from depscreen.engine.model.state import SessionState
-from depscreen.engine.pipeline import SessionCounts
+from depscreen.engine.pipeline import ResumePoint, SessionCounts
 from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, SessionTrack
 from depscreen.streamer.state_store import StateStore, StoredSession
 from depscreen.v1 import screening_pb2 as pb
@@ -54,7 +57,8 @@ class Checkpoint:
     session_id: str
     next_index: int = 0
     resume_from_ms: int = 0
-    """Media time up to the end of the last scored sentence; the client re-sends from here."""
+    """Media time up to the end of the last scored sentence (the client re-sends from `resume.first_sample`,
+    before it)."""
     counts: SessionCounts = field(default_factory=SessionCounts)
     """The session's counts after the last scored sentence."""
     track: SessionTrack = field(default_factory=SessionTrack)
@@ -62,6 +66,10 @@ class Checkpoint:
     estimate: Estimate | None = None
     updates: tuple[pb.SentenceUpdate, ...] = ()
     """The last (at most `KEPT_UPDATES`) sentence updates, oldest first, as `kept_update` made them."""
+    resume: ResumePoint | None = None
+    """Where the media handling goes on from after the last scored sentence; None before the first sentence
+    (the stream starts afresh) and in checkpoints written before it was kept (the segmenter restarts cold at
+    `resume_from_ms`)."""
 
 
 def kept_update(update: pb.SentenceUpdate) -> pb.SentenceUpdate:
@@ -91,6 +99,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
         "estimate": _estimate_fields(checkpoint.estimate),
         **(state.to_plain() if state is not None else dict.fromkeys(SessionState.parts())),
         "updates": [update.SerializeToString() for update in checkpoint.updates],
+        "resume_point": checkpoint.resume.to_plain() if checkpoint.resume is not None else None,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -117,6 +126,7 @@ def decode(session_id: str, data: bytes) -> Checkpoint:
         track=SessionTrack(state=state, account=account),
         estimate=_estimate_from(payload["estimate"]),
         updates=tuple(pb.SentenceUpdate.FromString(data) for data in payload.get("updates", ())),
+        resume=ResumePoint.from_plain(payload["resume_point"]) if payload.get("resume_point") else None,
     )
 
 

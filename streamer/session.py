@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from depscreen.engine.pipeline import Notice, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.screener import Estimate
+from depscreen.engine.segment import ReplayMismatchError
 from depscreen.streamer.interview import (
     Audio,
     Caption,
@@ -151,6 +152,7 @@ class LiveSession:
             resume_from_ms=resumed.resume_from_ms if resumed is not None else 0,
             next_sentence_index=resumed.next_index if resumed is not None else 0,
             started=self.started if resumed is None else None,
+            replay_from_sample=self.pipeline.first_sample if resumed is not None else None,
         )
 
     async def handle(self, item: Input) -> AsyncIterator[Update]:
@@ -259,9 +261,14 @@ class LiveSession:
     async def _closing(self, work: Callable[..., list[SentenceResult]], *args: object) -> list[SentenceResult]:
         """Run a pipeline call that may close sentences (`push_audio`, `finish`) in the worker pool. ASR is the
         costliest stage: under heavy load (`asr_skip_backlog`) the sentences it closes without captions go
-        without text, and each one is counted as shed."""
+        without text, and each one is counted as shed. A resumed session whose client re-sends other audio than
+        it sent before the break is ended (FAILED_PRECONDITION), never merged."""
         transcribe = self.hub.backlog <= self.hub.settings.asr_skip_backlog
-        results = await self.hub.run(work, *args, transcribe)
+        try:
+            results = await self.hub.run(work, *args, transcribe)
+        except ReplayMismatchError as error:
+            self.hub.metrics.errors_total.labels(code="replay_mismatch").inc()
+            raise ProtocolError(ErrorKind.FAILED_PRECONDITION, str(error)) from None
         if not transcribe and self.pipeline.use_asr:
             shed = sum(1 for result in results if not result.features.transcript_source)
             self.hub.metrics.shed_asr_total.inc(shed)
@@ -286,7 +293,10 @@ class LiveSession:
         self.last_estimate = estimate
         self.counts.scored(result.features)
         question = self.voices.question_for(result.features.start_ms) if self.voices is not None else None
-        sentence = ScoredSentence(result.features, estimate, time.perf_counter() - result.closed_at, question)
+        resume = result.resume if self.resumable else None  # only a resumable session's client keeps media
+        sentence = ScoredSentence(
+            result.features, estimate, time.perf_counter() - result.closed_at, question=question, resume=resume
+        )
         for observer in self._observers:
             await observer.scored(sentence)
         self.hub.metrics.sentence_latency.observe(sentence.latency_s)

@@ -353,7 +353,7 @@ def test_a_full_disk_fails_checkpoints_the_interview_goes_on_and_the_next_checkp
         resumed = Call(store_server.grpc_target)
         accepted = await resumed.open(start_message(call.accepted.resume_token, received=len(call.updates)))
         assert accepted.next_sentence_index == len(call.updates) == 6, "the checkpoint caught up"
-        await resumed.send(pcm, accepted.resume_from_ms)
+        await resumed.send(pcm, accepted.replay_from_sample // 16)
         await resumed.end()
         return call, resumed, failures
 
@@ -407,7 +407,7 @@ def test_a_broken_stream_loses_no_update_and_drops_its_open_sentence(
         assert accepted.next_sentence_index >= len(call.updates) > held
         await resumed.sentences(accepted.next_sentence_index - held)
         assert [u.index for u in resumed.updates] == list(range(held, accepted.next_sentence_index))
-        await resumed.send(pcm, accepted.resume_from_ms)
+        await resumed.send(pcm, accepted.replay_from_sample // 16)
         await resumed.end()
         return call, resumed
 
@@ -560,7 +560,7 @@ def test_a_stalled_resumable_session_is_kept_for_resuming(
         took = time.monotonic() - began
         resumed = Call(stall_server.grpc_target)
         accepted = await resumed.open(start_message(call.accepted.resume_token, received=len(call.updates)))
-        await resumed.send(pcm, accepted.resume_from_ms)
+        await resumed.send(pcm, accepted.replay_from_sample // 16)
         await resumed.end()
         return call, resumed, took
 
@@ -620,7 +620,7 @@ def test_sigterm_ends_live_streams_for_resuming_and_exits_within_the_grace(
                 restarted = await asyncio.to_thread(start_local_server, *flags, output=log)
                 resumed = Call(restarted.grpc_target)
                 accepted = await resumed.open(start_message(call.accepted.resume_token, received=len(call.updates)))
-                await resumed.send(pcm, accepted.resume_from_ms)
+                await resumed.send(pcm, accepted.replay_from_sample // 16)
                 await resumed.end()
                 times = {"not_serving": seen[1][0], "stream_ended": ended, "exited": exited}
                 return call, resumed, {name: round(t - signalled, 3) for name, t in times.items()}

@@ -11,12 +11,15 @@ import pytest
 from av.audio.resampler import AudioResampler
 
 from depscreen.clients.media import MediaSource
+from depscreen.clients.resumable import ReplayBuffer
 from depscreen.engine.features.face import EncodedImage
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.media import decode_audio_file
-from depscreen.engine.pipeline import Extractors, SentenceResult, SessionPipeline
+from depscreen.engine.pipeline import Extractors, ResumePoint, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
 from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.segment import SegmenterSettings
+from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES, SAMPLE, with_speaker_normalisation
 
@@ -190,12 +193,13 @@ def test_frame_buffer_stays_bounded_without_sentences(screener: Screener, extrac
     assert pipeline._faces.maxlen < 200
 
 
-def test_a_resumed_pipeline_continues_the_session_clock(extractors: Extractors) -> None:
-    """A pipeline resumed at `origin_ms` numbers and times its sentences on the session's clock, and matches
-    captions and frames sent on that clock."""
+def test_a_cold_resumed_pipeline_continues_the_session_clock(extractors: Extractors) -> None:
+    """A pipeline resumed cold at 60 s (a checkpoint without a resume point) numbers and times its sentences on
+    the session's clock, and matches captions and frames sent on that clock."""
     pcm = decode_audio_file(FIXTURES / "jfk.flac").tobytes()
     fresh = run_audio(SessionPipeline(extractors, sample_rate_hz=16_000), pcm, 3200)
-    resumed = SessionPipeline(extractors, sample_rate_hz=16_000, origin_ms=60_000, first_index=7)
+    cold = ResumePoint.cold(60 * 16_000, 7, SegmenterSettings())
+    resumed = SessionPipeline(extractors, sample_rate_hz=16_000, resume=cold)
     resumed.push_caption(60_000, 71_000, "ask not what your country can do for you")
     moved = run_audio(resumed, pcm, 3200)
     assert [r.features.index for r in moved] == [7 + r.features.index for r in fresh]
@@ -205,3 +209,40 @@ def test_a_resumed_pipeline_continues_the_session_clock(extractors: Extractors) 
     assert moved[0].features.transcript_source == "caption"
     assert resumed.sentences == 7 + len(fresh)
     assert resumed.media_seconds == pytest.approx(60 + len(pcm) / 32_000)
+    assert resumed.audio_seconds == pytest.approx(len(pcm) / 32_000)
+
+
+def features_of(result: SentenceResult) -> tuple:
+    f = result.features
+    return (f.index, f.start_ms, f.end_ms, f.speech_ms, f.snr_db, f.audio.tobytes(), f.video_frames, f.video.tobytes())
+
+
+def test_a_pipeline_resumed_after_any_sentence_gives_the_same_features(extractors: Extractors) -> None:
+    """Resumed from the resume point of each sentence of the sample (audio and video), fed what the client's
+    replay buffer re-sends from its `first_sample`, a new pipeline gives the uninterrupted run's later
+    sentences with identical features (spans, audio descriptors, the same video frames analysed)."""
+    messages = []
+    with MediaSource(SAMPLE) as source:
+        messages = [timed.message for timed in source.messages(chunk_ms=100)]
+
+    def feed(pipeline: SessionPipeline, sent: list[pb.ClientMessage]) -> list[SentenceResult]:
+        results: list[SentenceResult] = []
+        for message in sent:
+            if message.WhichOneof("kind") == "audio":
+                results.extend(pipeline.push_audio(message.audio.data))
+            elif message.WhichOneof("kind") == "video":
+                pipeline.push_video(message.video.timestamp_ms, EncodedImage(message.video.image, "jpeg"))
+        return results + pipeline.finish()
+
+    uninterrupted = feed(SessionPipeline(extractors, sample_rate_hz=16_000), messages)
+    assert len(uninterrupted) >= 3 and uninterrupted[0].features.video_frames
+    buffer = ReplayBuffer()
+    for message in messages:
+        buffer.add(message)
+    for result in uninterrupted[:-1]:
+        point = result.resume
+        assert point is not None and point.segmenter.warm
+        replayed = buffer.replay(point.first_sample / 16)
+        resumed = feed(SessionPipeline(extractors, sample_rate_hz=16_000, resume=point), replayed)
+        later = [r for r in uninterrupted if r.features.index > result.features.index]
+        assert [features_of(r) for r in resumed] == [features_of(r) for r in later]

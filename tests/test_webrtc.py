@@ -484,6 +484,7 @@ def test_talking_head_clip_streams_through_depscreen_stream_webrtc(
     assert 39.0 < summary["audio_seconds"] < 43.0  # the 41 s clip
     for sentence in sentences:
         assert {"start_ms", "end_ms", "transcript", "transcript_source", "estimate", "latency_ms"} <= set(sentence)
+        assert "replay_from_sample" not in sentence, "a WebRTC session is not resumable: nothing to keep"
         assert {"probability", "evidence", "modalities", "symptoms"} <= set(sentence["estimate"])
         assert sentence["transcript_source"] == "asr" and sentence["transcript"].strip()
     with_face = [s for s in sentences if _video_weight(s["estimate"]) > 0]

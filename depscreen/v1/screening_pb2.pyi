@@ -149,7 +149,7 @@ class ServerMessage(_message.Message):
     def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., sentence: _Optional[_Union[SentenceUpdate, _Mapping]] = ..., summary: _Optional[_Union[SessionSummary, _Mapping]] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
-    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index", "asr_model", "notices", "coded_notices", "server_version", "protocol_version", "started_at")
+    __slots__ = ("session_id", "resume_token", "model", "resume_from_ms", "next_sentence_index", "asr_model", "notices", "replay_from_sample", "coded_notices", "server_version", "protocol_version", "started_at")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class SessionAccepted(_message.Message):
     NEXT_SENTENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     ASR_MODEL_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FROM_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     CODED_NOTICES_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -168,11 +169,12 @@ class SessionAccepted(_message.Message):
     next_sentence_index: int
     asr_model: str
     notices: _containers.RepeatedScalarFieldContainer[str]
+    replay_from_sample: int
     coded_notices: _containers.RepeatedCompositeFieldContainer[Notice]
     server_version: str
     protocol_version: str
     started_at: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ..., asr_model: _Optional[str] = ..., notices: _Optional[_Iterable[str]] = ..., coded_notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., server_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., resume_from_ms: _Optional[int] = ..., next_sentence_index: _Optional[int] = ..., asr_model: _Optional[str] = ..., notices: _Optional[_Iterable[str]] = ..., replay_from_sample: _Optional[int] = ..., coded_notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., server_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Notice(_message.Message):
     __slots__ = ("code", "text")
@@ -199,7 +201,7 @@ class ModelInfo(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., trained_on: _Optional[str] = ..., intended_use: _Optional[str] = ..., model_card_url: _Optional[str] = ..., device: _Optional[str] = ..., kernels: _Optional[str] = ...) -> None: ...
 
 class SentenceUpdate(_message.Message):
-    __slots__ = ("index", "start_ms", "end_ms", "transcript", "transcript_source", "estimate", "latency_ms", "question", "answer_latency_ms")
+    __slots__ = ("index", "start_ms", "end_ms", "transcript", "transcript_source", "estimate", "latency_ms", "replay_from_sample", "question", "answer_latency_ms")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +209,7 @@ class SentenceUpdate(_message.Message):
     TRANSCRIPT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FROM_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     ANSWER_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     index: int
@@ -216,9 +219,10 @@ class SentenceUpdate(_message.Message):
     transcript_source: str
     estimate: Estimate
     latency_ms: float
+    replay_from_sample: int
     question: Question
     answer_latency_ms: int
-    def __init__(self, index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., transcript: _Optional[str] = ..., transcript_source: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., latency_ms: _Optional[float] = ..., question: _Optional[_Union[Question, _Mapping]] = ..., answer_latency_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., transcript: _Optional[str] = ..., transcript_source: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., latency_ms: _Optional[float] = ..., replay_from_sample: _Optional[int] = ..., question: _Optional[_Union[Question, _Mapping]] = ..., answer_latency_ms: _Optional[int] = ...) -> None: ...
 
 class Question(_message.Message):
     __slots__ = ("start_ms", "end_ms", "transcript", "transcript_source")
