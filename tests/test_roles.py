@@ -331,9 +331,10 @@ def test_the_client_refuses_a_role_mapping_before_sending() -> None:
 
 @needs_speech
 def test_a_two_role_session_resumes_with_its_roles(tmp_path: Path) -> None:
-    """A stream that closes between two answers is resumed with its token and the same roles: the later answers
-    are cut and name their questions as in the uninterrupted run (the clinician's track restarts at the resume
-    point, after the first answer, so the second question is heard whole again)."""
+    """A stream that closes between two answers is resumed with its token and the same roles, its media re-sent
+    from the replay point: the later answers are cut and name their questions as in the uninterrupted run (the
+    clinician's track restarts at the replay point, after the first answer, so the second question is heard whole
+    again)."""
     voices = _voices()
     pcm = np.stack([voices["patient"], voices["clinician"]], axis=1).astype("<i2").tobytes()
     chunk = 100 * SAMPLE_RATE // 1000 * 4
@@ -356,13 +357,14 @@ def test_a_two_role_session_resumes_with_its_roles(tmp_path: Path) -> None:
         resumed_start.CopyFrom(start)
         resumed_start.resume_token = first[0].accepted.resume_token
         resumed_start.received_sentences = len(held)
-        accepted = _collect(client.stream_messages(_as_stream([pb.ClientMessage(start=resumed_start)])))[0].accepted
-        offset = accepted.resume_from_ms * SAMPLE_RATE // 1000 * 4
+        offset = held[0].replay_from_sample * 4  # the client keeps its media from there (16 kHz, 2 x s16le)
         rest = [pb.ClientMessage(audio=pb.AudioChunk(data=pcm[i : i + chunk])) for i in range(offset, len(pcm), chunk)]
         again = _collect(client.stream_messages(_as_stream([pb.ClientMessage(start=resumed_start), *rest, end])))
     finally:
         server.stop()
+    accepted = again[0].accepted
     assert accepted.resume_from_ms == held[0].end_ms
+    assert accepted.replay_from_sample == held[0].replay_from_sample < held[0].end_ms * 16
     later = _sentences(again)
     assert [s.index for s in later] == [s.index for s in reference[1:]]
     assert [(s.start_ms, s.end_ms) for s in later] == [(s.start_ms, s.end_ms) for s in reference[1:]]
