@@ -23,27 +23,34 @@ class Command:
     """The module whose `register` adds the subcommand (imported only when the command is run)."""
     summary: str
     """The line `depscreen --help` shows for it."""
-    needs_server: bool = False
-    """It needs the [server] extra (the engine, the feature models, the server)."""
+    extra: str = ""
+    """The extra it needs beyond the client ("server": the engine, the feature models, the server; "train": those
+    and training's own packages; "plot": matplotlib); "" = the client alone, whose commands name their own."""
+
+    @property
+    def needs_server(self) -> bool:
+        return self.extra in ("server", "train")
 
 
 COMMANDS = {
-    "segment": Command("depscreen.engine.cli", "cut a media file into sentences with the live segmenter", True),
-    "train": Command("depscreen.engine.cli", "train a checkpoint (synthetic demo, or a labelled dataset)", True),
-    "eval": Command("depscreen.engine.cli", "score a labelled dataset sentence by sentence with a checkpoint", True),
+    "segment": Command("depscreen.engine.cli", "cut a media file into sentences with the live segmenter", "server"),
+    "train": Command("depscreen.engine.cli", "train a checkpoint (synthetic demo, or a labelled dataset)", "train"),
+    "eval": Command("depscreen.engine.cli", "score a labelled dataset sentence by sentence with a checkpoint", "train"),
     "calibrate": Command(
-        "depscreen.engine.cli", "fit the estimate's interval for an existing checkpoint from held-out estimates", True
+        "depscreen.engine.cli",
+        "fit the estimate's interval for an existing checkpoint from held-out estimates",
+        "train",
     ),
-    "serve": Command("depscreen.streamer.cli", "run the screening server (gRPC + /metrics + /healthz)", True),
+    "serve": Command("depscreen.streamer.cli", "run the screening server (gRPC + /metrics + /healthz)", "server"),
     "stream": Command("depscreen.clients.cli", "stream a media file to a screening server"),
     "export": Command("depscreen.clients.handoff_cli", "export a screened session for another system"),
     "replay": Command("depscreen.clients.handoff_cli", "re-send a recorded session to a screening server"),
-    "plot": Command("depscreen.clients.handoff_cli", "draw a session's estimate over the interview as a PNG"),
-    "demo": Command("depscreen.demo", "serve + stream the bundled sample interview with a live view", True),
+    "plot": Command("depscreen.clients.handoff_cli", "draw a session's estimate over the interview as a PNG", "plot"),
+    "demo": Command("depscreen.demo", "serve + stream the bundled sample interview with a live view", "server"),
     "bench": Command(
         "depscreen.bench",
         "benchmark the model step, server latency, stage CPU (`bench load`: many sessions; `bench asr`: ASR)",
-        True,
+        "server",
     ),
 }
 """Every subcommand: where it lives and what it does."""
@@ -74,7 +81,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             raise
         raise MissingCommandError(
             f"`depscreen {command}` needs the server's dependencies (missing module {error.name}): "
-            "pip install 'depscreen[server]'"
+            f"pip install 'depscreen[{COMMANDS[command].extra or 'server'}]'"
         ) from None
     return parser
 
@@ -88,7 +95,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_MISSING_EXTRA)
     args = parser.parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except ModuleNotFoundError as error:
+        extra = COMMANDS[args.command].extra
+        if not extra or (error.name or "").startswith("depscreen"):
+            raise
+        print(
+            f"error: `depscreen {args.command}` needs the [{extra}] extra (missing module {error.name}): "
+            f"pip install 'depscreen[{extra}]'",
+            file=sys.stderr,
+        )
+        code = EXIT_MISSING_EXTRA
+    sys.exit(code)
 
 
 if __name__ == "__main__":

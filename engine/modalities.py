@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, text_feature_dim
-from depscreen.engine.model.encoders import SequenceEncoder, TextEncoder
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from depscreen.engine.features.sentence import SentenceFeatures
     from depscreen.engine.model.screening import ModelConfig
 
@@ -69,10 +69,18 @@ class Modality:
 
 def _sequence_encoder(pool_field: str | None = None) -> Callable[[int, ModelConfig], nn.Module]:
     def build(dim: int, c: ModelConfig) -> nn.Module:
+        from depscreen.engine.model.encoders import SequenceEncoder  # torch, loaded when a model is built
+
         pool = getattr(c, pool_field) if pool_field else 1
         return SequenceEncoder(dim, c.d_model, c.d_state, c.d_conv, c.expand, c.encoder_layers, pool=pool)
 
     return build
+
+
+def _text_encoder(dim: int, c: ModelConfig) -> nn.Module:
+    from depscreen.engine.model.encoders import TextEncoder  # torch, loaded when a model is built
+
+    return TextEncoder(dim, c.d_model, c.text_projection)
 
 
 MODALITIES: tuple[Modality, ...] = (
@@ -106,7 +114,7 @@ MODALITIES: tuple[Modality, ...] = (
         sequence=False,
         normalised=False,
         droppable=True,
-        encoder=lambda dim, c: TextEncoder(dim, c.d_model, c.text_projection),
+        encoder=_text_encoder,
         quality=lambda f: f.text_confidence if f.text is not None else 0.0,
     ),
 )

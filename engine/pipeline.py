@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from depscreen.engine.caption import Caption
 from depscreen.engine.features.asr import DEFAULT_LANGUAGE, AsrObserver, Transcriber, make_transcriber
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
@@ -163,16 +164,6 @@ class Notice(str):
         notice = super().__new__(cls, text)
         notice.code = code
         return notice
-
-
-@dataclass(frozen=True)
-class Caption:
-    """Text already known for a span of the audio (the patient's words): a client's caption, or a timed line of a
-    dataset's transcript."""
-
-    start_ms: int
-    end_ms: int
-    text: str
 
 
 class SessionPipeline:

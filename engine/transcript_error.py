@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from depscreen.engine.features.asr import primary_language
+from depscreen.engine.language import primary_language
 
 CHARACTER_LANGUAGES = frozenset({"zh"})
 """Languages (Whisper codes) scored by characters: written without spaces between words."""

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from depscreen import PROTOCOL_VERSION, __version__
-from depscreen.engine.features.face import EncodedImage
+from depscreen.engine.features.image import EncodedImage
 from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.modalities import MODALITY_NAMES
-from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.streamer.interview import (
     Audio,
     Caption,
@@ -23,6 +24,9 @@ from depscreen.streamer.interview import (
 )
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.v1 import screening_pb2 as pb
+
+if TYPE_CHECKING:  # annotations only: the typed core loads no model library (tests/test_imports.py)
+    from depscreen.engine.runtime.screener import Estimate, Screener
 
 MODALITY_ENUM = {name: pb.Modality.Value(name.upper()) for name in MODALITY_NAMES}
 """Each engine modality's wire value: the `depscreen.v1.Modality` named like it, upper-cased."""

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from depscreen.engine.features.face import Image
-from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.pipeline import Caption, Notice, ResumePoint
-from depscreen.engine.questions import Question
-from depscreen.engine.runtime.screener import Estimate
+from depscreen.engine.caption import Caption
+
+if TYPE_CHECKING:  # annotations only: the typed core loads no model library (tests/test_imports.py)
+    from depscreen.engine.features.image import Image
+    from depscreen.engine.features.sentence import SentenceFeatures
+    from depscreen.engine.pipeline import Notice, ResumePoint
+    from depscreen.engine.questions import Question
+    from depscreen.engine.runtime.screener import Estimate
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class Opening:
     sample_rate_hz: int
     channels: int
     language: str = ""
-    """BCP-47 tag of the spoken language; empty: the server's default (`asr.DEFAULT_LANGUAGE`)."""
+    """BCP-47 tag of the spoken language; empty: the server's default (`language.DEFAULT_LANGUAGE`)."""
     disable_asr: bool = False
     """The client opts out of server-side transcription: only its captions give text."""
     session_id: str = ""

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import enum
 import logging
+from typing import TYPE_CHECKING
 
-from depscreen.engine.features.asr import primary_language
+from depscreen.engine.language import primary_language
 from depscreen.engine.media import MAX_CHANNELS, MAX_INPUT_RATE, MIN_INPUT_RATE
 from depscreen.streamer.interview import Opening
-from depscreen.streamer.resume import Checkpoint
-from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.stall import StreamEnd
 from depscreen.streamer.state_store import StoreError
+
+if TYPE_CHECKING:  # annotations only: the typed core loads no model library (tests/test_imports.py)
+    from depscreen.streamer.resume import Checkpoint
+    from depscreen.streamer.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

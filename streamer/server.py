@@ -58,6 +58,7 @@ from depscreen.streamer.resume import Resumer, read_key_file
 from depscreen.streamer.service import ScreeningService
 from depscreen.streamer.settings import ServerSettings, SettingsError
 from depscreen.streamer.state_store import StoreError, open_store
+from depscreen.streamer.transport import Transport
 from depscreen.streamer.whip import WhipEndpoint
 from depscreen.v1 import screening_pb2, screening_pb2_grpc
 
@@ -90,7 +91,8 @@ class Server:
         self._http_listener: asyncio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.hub: SessionHub | None = None
-        self.whip: WhipEndpoint | None = None
+        self.transports: list[Transport] = []
+        """The ways into the server (gRPC, WHIP), each ended and closed on shutdown."""
         self._batcher: MicroBatcher | None = None
         self._lag_task: asyncio.Task | None = None
         self._resumer: Resumer | None = None
@@ -162,7 +164,8 @@ class Server:
         self._lag_task = loop.create_task(self._watch_event_loop_lag(), name="depscreen-loop-lag")
 
         self._grpc = grpc.aio.server(options=grpc_options(s))
-        screening_pb2_grpc.add_ScreeningServicer_to_server(ScreeningService(self.hub, verifier), self._grpc)
+        screening = ScreeningService(self.hub, verifier)
+        screening_pb2_grpc.add_ScreeningServicer_to_server(screening, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
         address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
@@ -177,8 +180,9 @@ class Server:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self.whip = WhipEndpoint(self.hub, verifier=verifier)
-        self.whip.add_routes(app)
+        whip = WhipEndpoint(self.hub, verifier=verifier)
+        whip.add_routes(app)
+        self.transports = [screening, whip]
         page.add_routes(app)
         self._http = web.AppRunner(app, access_log=None, keepalive_timeout=s.http_read_timeout_s)
         await self._http.setup()
@@ -230,9 +234,9 @@ class Server:
         await self.health.servicer.enter_graceful_shutdown()
         if self.hub is not None:
             self.hub.shutdown.set()
-            if self.whip is not None:
-                await _within(self.whip.end_all("the server is shutting down"), deadline - time.monotonic())
-            while (self.hub.active or (self.whip is not None and self.whip.peers)) and time.monotonic() < deadline:
+            ending = (transport.end_all("the server is shutting down") for transport in self.transports)
+            await _within(asyncio.gather(*ending), deadline - time.monotonic())
+            while (self.hub.active or self._lingering) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         left = self.hub.active if self.hub is not None else 0
         await self.stop(max(0.0, min(STOP_GRACE_S, deadline - time.monotonic())))
@@ -248,8 +252,8 @@ class Server:
         """Stop at once: RPCs still running after `grace_s` are cancelled, WebRTC peers closed without a summary."""
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
-        if self.whip is not None:
-            await self.whip.close_all()
+        for transport in self.transports:
+            await transport.close_all()
         for task in (self._lag_task,):
             if task is not None:
                 task.cancel()
@@ -266,6 +270,10 @@ class Server:
         if self.tracing is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
+    @property
+    def _lingering(self) -> int:
+        return sum(transport.lingering for transport in self.transports)
+
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
 
@@ -277,7 +285,7 @@ class Server:
             "model_id": self.hub.screener.facts.model_id,
             "device": self.hub.screener.device.type,
             "sessions_active": self.hub.active,
-            "webrtc_peers": self.whip.peers if self.whip is not None else 0,
+            "webrtc_peers": sum(t.peers for t in self.transports if isinstance(t, WhipEndpoint)),
         }
         status = 503 if shutting_down else 200
         return web.Response(text=json.dumps(body), status=status, content_type="application/json")

@@ -1,19 +1,19 @@
 """The `depscreen.v1.Screening` gRPC service: moves one interview's messages between a stream and its LiveSession.
 
-The caller is authenticated first, from the `authorization: Bearer <token>` metadata (`auth.py`): no message
-of an unauthenticated stream is read, and it ends with UNAUTHENTICATED. The service is the session's gRPC
-adapter: it converts each `ClientMessage` to the session's input and each update back (`convert.py`); the
-protocol itself lives in `session.py`, and a ProtocolError raised there ends this stream (and only this
-stream) with the status named like its kind, and its message. A stream that sends no `start`, or no message at
-all, for `stall_timeout_s` of the server's running time (`stall.py`), or an admitted one that falls `audio_grace_s`
-behind `min_audio_speed` of audio, ends with DEADLINE_EXCEEDED: a resumable
-session keeps its checkpoint (the message says to resume), any other is finished first (last sentence and
-summary sent). One that closes without `end` is finished, cleanly. A session that reaches `max_session_s` is
-finished, then ended with RESOURCE_EXHAUSTED. While the server shuts down, new streams get UNAVAILABLE and
-live ones end with UNAVAILABLE after the message they are handling: a resumable session is kept ("resume it"),
-any other is finished first. Every stream that ends with an error, or broken by its client (CANCELLED), is
-counted in `depscreen_errors_total`. A session refused at admission ends with RESOURCE_EXHAUSTED carrying a
-`RetryInfo` (`health.py`). One `stream ended` log line per stream carries the status name (`code`).
+The caller is authenticated first, from the `authorization: Bearer <token>` metadata (`auth.py`): no message of an
+unauthenticated stream is read, and it ends with UNAUTHENTICATED. The service is the session's gRPC adapter (a
+`Transport`): it converts each `ClientMessage` to the session's input and each update back (`convert.py`) around the
+loop all transports share (`transport.py`); the protocol itself lives in `session.py`, and a ProtocolError raised
+there ends this stream (and only this stream) with the status named like its kind, and its message. A stream that
+sends no `start`, or no message at all, for `stall_timeout_s` of the server's running time (`stall.py`), or an
+admitted one that falls `audio_grace_s` behind `min_audio_speed` of audio, ends with DEADLINE_EXCEEDED: a resumable
+session keeps its checkpoint (the message says to resume), any other is finished first (last sentence and summary
+sent). One that closes without `end` is finished, cleanly. A session that reaches `max_session_s` is finished, then
+ended with RESOURCE_EXHAUSTED. While the server shuts down, new streams get UNAVAILABLE and live ones end with
+UNAVAILABLE after the message they are handling: a resumable session is kept ("resume it"), any other is finished
+first. Every stream that ends with an error, or broken by its client (CANCELLED), is counted in
+`depscreen_errors_total`. A session refused at admission ends with RESOURCE_EXHAUSTED carrying a `RetryInfo`
+(`health.py`). One `stream ended` log line per stream carries the status name (`code`).
 """
 
 from __future__ import annotations
@@ -27,31 +27,24 @@ from google.protobuf.message import DecodeError
 
 from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
-from depscreen.streamer.convert import accepted_message, client_input, model_info_message, opening, server_message
+from depscreen.streamer.convert import accepted_message, client_input, model_info_message, opening
 from depscreen.streamer.health import retry_trailers
-from depscreen.streamer.protocol import (
-    ErrorKind,
-    ProtocolError,
-    before_start,
-    session_time_exceeded,
-    shutting_down,
-    stalled,
-    starved,
-)
-from depscreen.streamer.session import LiveSession
-from depscreen.streamer.stall import MessageWait, Silence, StreamEnd, audio_floor
+from depscreen.streamer.interview import Input
+from depscreen.streamer.protocol import ErrorKind, ProtocolError, before_start
+from depscreen.streamer.stall import StreamEnd, audio_floor
+from depscreen.streamer.transport import Transport, session_updates
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
-class ScreeningService(screening_pb2_grpc.ScreeningServicer):
+class ScreeningService(Transport, screening_pb2_grpc.ScreeningServicer):
     """One StreamSession per interview."""
 
     def __init__(self, hub: SessionHub, verifier: Verifier | None = None) -> None:
         """`verifier`: checks every stream's bearer token; None serves anyone (an open server)."""
-        self.hub = hub
+        super().__init__(hub)
         self.verifier = verifier
 
     async def StreamSession(
@@ -64,7 +57,7 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             principal = await self._authenticate(context)
             await context.send_initial_metadata(())  # the go-ahead clients wait for before writing
             messages = _parsed(request_iterator)
-            wait = MessageWait(Silence(self.hub.settings.stall_timeout_s), self.hub.shutdown, self.hub.clock)
+            wait = self.message_wait()
             incoming = asyncio.ensure_future(anext(messages, None))
             first = await wait.next(incoming, lambda: None)
             if isinstance(first, StreamEnd):
@@ -79,22 +72,20 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
             if session.checkpointer is not None:
                 for update in session.checkpointer.resend:
                     yield pb.ServerMessage(sentence=update)
-            while True:
+
+            async def next_input() -> Input | StreamEnd | None:
+                nonlocal incoming
                 incoming = asyncio.ensure_future(anext(messages, None))
                 message = await wait.next(incoming, session.time_left)
-                if isinstance(message, StreamEnd):
-                    async for reply in self._end_early(session, message):
-                        yield reply
-                if message is None:
-                    break
+                if message is None or isinstance(message, StreamEnd):
+                    return message
                 if wait.starvation is not None and message.WhichOneof("kind") == "audio":
                     seconds = len(message.audio.data) / audio_bytes_per_s
                     wait.starvation.fed(seconds / self.hub.settings.min_audio_speed)
-                async for update in session.handle(client_input(message)):
-                    yield server_message(update)
-            if not session.ended:
-                async for update in session.finish():
-                    yield server_message(update)
+                return client_input(message)
+
+            async for reply in session_updates(session, next_input):
+                yield reply
             status = "OK"
             log.info("stream ended", extra={"code": status})
         except ProtocolError as error:
@@ -118,23 +109,6 @@ class ScreeningService(screening_pb2_grpc.ScreeningServicer):
                     log.info("stream ended: broken or cancelled by the client", extra={"code": status})
             if session is not None:
                 session.close(status)
-
-    async def _end_early(self, session: LiveSession, why: StreamEnd) -> AsyncIterator[pb.ServerMessage]:
-        """End a stream that stalled, ran out of time or meets a shutdown: a resumable session keeps its
-        checkpoint (its open sentence is dropped: the client re-sends its audio on resuming); any other is
-        finished (last sentence and summary sent). Always raises the ProtocolError that ends the stream."""
-        settings = self.hub.settings
-        if (why is StreamEnd.TIME_UP or not session.resumable) and not session.ended:
-            async for update in session.finish():
-                yield server_message(update)
-        if why is StreamEnd.TIME_UP:
-            raise session_time_exceeded(settings.max_session_s)
-        if why is StreamEnd.SHUTDOWN:
-            raise shutting_down(session.resumable)
-        if why is StreamEnd.STARVED:
-            self.hub.metrics.starved_sessions_total.inc()
-            raise starved(settings, session.resumable)
-        raise stalled(settings.stall_timeout_s, session.resumable)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
         """The stream's principal from its `authorization` metadata (under mTLS without tokens: its client

@@ -20,10 +20,12 @@ import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from depscreen.streamer.clock import Clock, SystemClock
-from depscreen.streamer.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from depscreen.streamer.settings import ServerSettings
 
 T = TypeVar("T")
 

@@ -5,7 +5,8 @@ at 48 kHz, what aiortc's decoder yields), video becomes `Video` frames of RGB pi
 (sampled at `video_fps` before any conversion; handed to the session as arrays, never re-encoded), and every
 update goes out on the data channel labelled `depscreen` as the JSON of its gRPC `ServerMessage`
 (`MessageToDict(message, preserving_proto_field_name=True)`), so both transports' clients read one format. One
-task feeds the session, so its messages are applied one at a time, in arrival order. Every track is read until
+task feeds the session (the loop all transports share, `transport.py`), so its messages are applied one at a
+time, in arrival order. Every track is read until
 it ends, the ones the session does not use included: aiortc queues decoded frames without bound.
 
 Lifecycle: `end()` (WHIP DELETE, every track ended, no media for `stall_timeout_s`, or audio `audio_grace_s`
@@ -33,11 +34,12 @@ from aiortc.rtcicetransport import RTCIceCandidate
 from google.protobuf.json_format import MessageToDict
 
 from depscreen.streamer.admission import SessionHub
-from depscreen.streamer.convert import accepted_message, model_info_message, server_message
+from depscreen.streamer.convert import accepted_message, model_info_message
 from depscreen.streamer.interview import Audio, Input, Video
 from depscreen.streamer.protocol import ProtocolError
 from depscreen.streamer.session import LiveSession
-from depscreen.streamer.stall import Silence, audio_floor
+from depscreen.streamer.stall import MessageWait, Silence, StreamEnd, audio_floor
+from depscreen.streamer.transport import session_updates
 from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,8 @@ class PeerSession:
         self._has_audio = False
         self._has_video = False
         self._feeding_tracks = 0
-        self._last_media = self.hub.clock.now()
+        self._media = asyncio.Event()
+        """Set by every media frame received; the stall watch clears it."""
         self._audio_ms = 0.0
         self._video_origin: tuple[float, Fraction] | None = None
         self._video_clock = RtpClock()
@@ -206,7 +209,7 @@ class PeerSession:
         try:
             while True:
                 frame = await track.recv()
-                self._last_media = self.hub.clock.now()
+                self._media.set()
                 if self._ending:
                     continue
                 if not _is_session_format(frame):
@@ -230,7 +233,7 @@ class PeerSession:
         try:
             while True:
                 frame = await track.recv()
-                self._last_media = self.hub.clock.now()
+                self._media.set()
                 if self._ending or not self._audio_ms:
                     continue  # video before the first audio has no place on the audio clock
                 timestamp_ms = self._video_timestamp_ms(frame)
@@ -273,47 +276,36 @@ class PeerSession:
     async def _watch_stall(self) -> None:
         """End the session after `stall_timeout_s` without media, or once its audio falls `audio_grace_s` behind
         `min_audio_speed` (a peer that never connects, or sends next to nothing), counted in time the server was
-        running: a server woken from a pause takes the media that waited in its sockets first, as a gRPC stream
-        does."""
+        running (`stall.MessageWait`, as a gRPC stream's): a server woken from a pause takes the media that waited
+        in its sockets first. The server's shutdown ends WebRTC sessions itself (`WhipEndpoint.end_all`)."""
         settings = self.hub.settings
-        silence = Silence(settings.stall_timeout_s)
-        floor = audio_floor(settings)
-        heard_at, fed_ms = self._last_media, self._audio_ms
+        wait = MessageWait(Silence(settings.stall_timeout_s), asyncio.Event(), self.hub.clock, audio_floor(settings))
+        fed_ms = self._audio_ms
         while not self._ending:
-            if self._last_media != heard_at:
-                heard_at = self._last_media
-                silence.heard()
-            if floor is not None and self._audio_ms != fed_ms:
-                floor.fed((self._audio_ms - fed_ms) / 1000 / settings.min_audio_speed)
-                fed_ms = self._audio_ms
-            if silence.stalled:
-                await self.end(f"no media for {silence.timeout_s:g} s")
+            self._media.clear()
+            heard = asyncio.ensure_future(self._media.wait())
+            try:
+                why = await wait.next(heard, lambda: None)
+            finally:
+                heard.cancel()
+            if why is StreamEnd.STALLED:
+                await self.end(f"no media for {settings.stall_timeout_s:g} s")
                 return
-            if floor is not None and floor.stalled:
+            if why is StreamEnd.STARVED:
                 self.hub.metrics.starved_sessions_total.inc()
                 await self.end(f"less than {settings.min_audio_speed:g} s of audio per second")
                 return
-            waits = [w for w in (silence.next_wait_s(), floor.next_wait_s() if floor else None) if w is not None]
-            if not waits:
-                return
-            asked = min(waits)
-            began = self.hub.clock.now()
-            await self.hub.clock.sleep(asked)
-            took = self.hub.clock.now() - began
-            silence.credit(asked, took)
-            if floor is not None:
-                floor.credit(asked, took)
+            if wait.starvation is not None and self._audio_ms != fed_ms:
+                wait.starvation.fed((self._audio_ms - fed_ms) / 1000 / settings.min_audio_speed)
+                fed_ms = self._audio_ms
 
     # Session.
 
     async def _feed(self) -> None:
         """Apply the queued messages to the session in order; after the end marker, finish it and free its slot."""
         try:
-            while (item := await self._messages.get()) is not None:
-                async for update in self.live.handle(item):
-                    self._send(server_message(update))
-            async for update in self.live.finish():
-                self._send(server_message(update))
+            async for message in session_updates(self.live, self._messages.get):
+                self._send(message)
         except ProtocolError as error:
             self.hub.metrics.errors_total.labels(code=error.kind.name).inc()
             log.info("WebRTC session %s ended by protocol error %s: %s", self.live.session_id, error.kind.name, error)

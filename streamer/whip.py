@@ -33,6 +33,7 @@ from depscreen.streamer.auth import AuthError, Verifier, authenticate, certifica
 from depscreen.streamer.interview import Opening
 from depscreen.streamer.protocol import RETRY_AFTER_S, ErrorKind, ProtocolError
 from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.transport import Transport
 from depscreen.streamer.webrtc import DATA_CHANNEL_LABEL, PCM_CHANNELS, PCM_RATE_HZ, OfferError, PeerSession
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,12 @@ MAX_MEDIA_SECTIONS = 8
 READ_CHUNK_BYTES = 65536
 
 
-class WhipEndpoint:
-    """The `/whip` routes and the WebRTC sessions they opened (`close_all()` on shutdown)."""
+class WhipEndpoint(Transport):
+    """The `/whip` routes and the WebRTC sessions they opened (`end_all()` and `close_all()` on shutdown)."""
 
     def __init__(self, hub: SessionHub, *, verifier: Verifier | None = None) -> None:
         """`verifier`: when given, every request needs `Authorization: Bearer <token>` it accepts."""
-        self.hub = hub
+        super().__init__(hub)
         self._verifier = verifier
         self._sessions: dict[str, PeerSession] = {}
         self._ice_servers = ice_servers(hub.settings)
@@ -58,6 +59,10 @@ class WhipEndpoint:
     def peers(self) -> int:
         """Peer connections open now (a finished session's connection lingers until its peer hangs up)."""
         return len(self._sessions)
+
+    @property
+    def lingering(self) -> int:
+        return self.peers
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/whip", self._post)

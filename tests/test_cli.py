@@ -47,6 +47,31 @@ def test_the_command_list_imports_no_command_and_each_command_registers_its_own(
         assert name in listing.stdout.split("[]")[0], f"`{name}` is in the list"
 
 
+WITHOUT = "import sys; sys.modules[{module!r}] = None\nfrom depscreen.cli import main\nmain({argv!r})"
+"""Runs `depscreen` as if `module` (a package only an extra installs) were not installed."""
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "extra"),
+    [
+        ("sklearn", ["train", "--synthetic", "--out", "unused", "--sessions", "10"], "train"),
+        ("matplotlib", ["plot", "unused.jsonl", "--out", "unused.png"], "plot"),
+    ],
+)
+def test_a_command_whose_extra_is_missing_names_it(module: str, argv: list[str], extra: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT.format(module=module, argv=argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"`depscreen {argv[0]}` needs the [{extra}] extra (missing module {module}" in result.stderr
+    assert f"pip install 'depscreen[{extra}]'" in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing was written"
+
+
 def test_segment_json_prints_one_object_per_sentence() -> None:
     result = depscreen("segment", str(FIXTURES / "jfk.flac"), "--json")
     assert result.returncode == 0, result.stderr

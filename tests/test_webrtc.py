@@ -70,7 +70,8 @@ class InProcessServer:
         """Wait until no session, peer connection or task beyond `baseline` is left; fail naming what is."""
         deadline = time.monotonic() + IDLE_DEADLINE_S
         while True:
-            hub, whip = self.server.hub, self.server.whip
+            hub = self.server.hub
+            whip = next(t for t in self.server.transports if isinstance(t, WhipEndpoint))
             extra = {task.get_name() for task in self.tasks() - baseline}
             if hub.active == 0 and whip.peers == 0 and not extra:
                 return

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import struct
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
+
+from depscreen.engine.features.image import EncodedImage, Image
 
 MAX_IMAGE_SIDE = 4096
 """Largest accepted width or height of a decoded frame, in pixels."""
@@ -55,21 +56,6 @@ def decode_image(data: bytes, fmt: str, width: int = 0, height: int = 0) -> np.n
     if bgr is None:
         raise ValueError(f"corrupt {fmt} image data ({len(data)} bytes could not be decoded)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    """A frame as a wire carries it: JPEG, PNG or packed RGB24 bytes (`fmt` as `decode_image` takes it, with
-    `width` and `height` for RGB24); decoded only when the frame is analysed."""
-
-    data: bytes
-    fmt: str
-    width: int = 0
-    height: int = 0
-
-
-Image = np.ndarray | EncodedImage
-"""A video frame: RGB uint8 pixels `[H, W, 3]` (what a media decoder yields), or an EncodedImage."""
 
 
 def rgb_pixels(image: Image) -> np.ndarray:
