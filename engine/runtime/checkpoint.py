@@ -90,18 +90,12 @@ def _stacked_route(facts: ModelFacts, stack: Stack, language: str) -> TextRoute:
             f"head trained on {SHIPPED_HEADS[language].trained_on}",
             language,
         )
-    head = SHIPPED_HEADS.get(language)
-    own = (
-        f"; the text modality's own estimate comes from a {language} character n-gram head trained on "
-        f"{head.trained_on}, shown beside the estimate and not part of it"
-        if head
-        else ""
-    )
     return TextRoute(
         _model_route(facts, language).reads_text,
         f"the estimate is a stack of heads ({', '.join(stack.heads)}) of which none reads {language}: this "
-        f"session's estimate stays at the training base rate and its interval is the whole range{own}",
-        language if head else "",
+        f"session's estimate stays at the training base rate and its interval is the whole "
+        f"range{_own_head_words(language)}",
+        language if language in SHIPPED_HEADS else "",
     )
 
 
@@ -111,14 +105,8 @@ def _model_route(facts: ModelFacts, language: str) -> TextRoute:
         return TextRoute(True)
     learned = ", ".join(trained)
     shared = TEXT_ENCODERS[facts.text_encoder].LANGUAGES
-    head = SHIPPED_HEADS.get(language)
-    own = (
-        f"; the text modality's own estimate comes from a {language} character n-gram head trained on "
-        f"{head.trained_on}, shown beside the estimate and not part of it"
-        if head
-        else ""
-    )
-    own_head = language if head else ""
+    own = _own_head_words(language)
+    own_head = language if language in SHIPPED_HEADS else ""
     if shared is not None and language in shared and shared.intersection(trained):
         return TextRoute(
             True,
@@ -226,3 +214,14 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model.to(device or torch.device("cpu")), facts
+
+
+def _own_head_words(language: str) -> str:
+    """The end of a route's notice that names the language's own text head, or "" when it has none."""
+    head = SHIPPED_HEADS.get(language)
+    if head is None:
+        return ""
+    return (
+        f"; the text modality's own estimate comes from a {language} character n-gram head trained on "
+        f"{head.trained_on}, shown beside the estimate and not part of it"
+    )
