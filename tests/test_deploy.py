@@ -148,7 +148,7 @@ def test_cpu_image_installs_the_pinned_torch_before_the_project() -> None:
     assert any("pip install '.[server,otel]'" in runs[i] for i in installs[1:]), "image: [server,otel]"
     makefile = (ROOT / "Makefile").read_text()
     assert "torch==2.13.0" in makefile, "the Makefile's torch pin moved: update the images"
-    assert "'.[server,dev]'" in makefile, "make's venv needs the server and dev extras"
+    assert "'.[server,train,dev]'" in makefile, "make's venv needs the server, train and dev extras"
 
 
 def test_cuda_image_runs_on_nvidia_cuda_with_the_gpu_extra() -> None:

@@ -110,14 +110,21 @@ def test_egemaps_native_instance_freed_with_its_thread(jfk_pcm: np.ndarray, monk
     free = OpenSMILE.free
     monkeypatch.setattr(OpenSMILE, "free", lambda native: (freed.append(native), free(native))[1])
     extractor = AudioFeatureExtractor()
-    before = len(freed)
-    worker = threading.Thread(target=extractor.extract, args=(jfk_pcm[: 2 * SAMPLE_RATE],))
+    made: list[OpenSMILE] = []
+
+    def sentence_on_a_worker() -> None:
+        extractor.extract(jfk_pcm[: 2 * SAMPLE_RATE])
+        made.append(extractor._per_thread.smile.native)
+
+    worker = threading.Thread(target=sentence_on_a_worker)
     worker.start()
     worker.join()
     gc.collect()
-    assert len(freed) == before + 1
+    assert any(native is made[0] for native in freed), "the ended thread's instance is freed"
     extractor.extract(jfk_pcm[: 2 * SAMPLE_RATE])  # this thread's own instance, kept for the next sentence
-    assert len(freed) == before + 1
+    kept = extractor._per_thread.smile.native
+    gc.collect()
+    assert not any(native is kept for native in freed)
 
 
 # ---------------------------------------------------------------- face
