@@ -80,8 +80,7 @@ class ScreeningService(Transport, screening_pb2_grpc.ScreeningServicer):
                 if message is None or isinstance(message, StreamEnd):
                     return message
                 if wait.starvation is not None and message.WhichOneof("kind") == "audio":
-                    seconds = len(message.audio.data) / audio_bytes_per_s
-                    wait.starvation.fed(seconds / self.hub.settings.min_audio_speed)
+                    wait.starvation.took_audio(len(message.audio.data) / audio_bytes_per_s)
                 return client_input(message)
 
             async for reply in session_updates(session, next_input):

@@ -81,9 +81,21 @@ class Silence:
         self.silent_s, self.woke_late = max(0.0, self.silent_s - credit_s), False
 
 
-def audio_floor(settings: ServerSettings) -> Silence | None:
-    """The count that ends a session sending less than `min_audio_speed` of audio (None when there is no floor)."""
-    return Silence(settings.audio_grace_s) if settings.min_audio_speed else None
+@dataclass
+class AudioFloor(Silence):
+    """The count that ends a session sending less than `min_speed` seconds of audio per second waited: a
+    Silence that each chunk of audio brings down by its length over `min_speed`."""
+
+    min_speed: float = 1.0
+
+    def took_audio(self, seconds: float) -> None:
+        """`seconds` of audio arrived."""
+        self.fed(seconds / self.min_speed)
+
+
+def audio_floor(settings: ServerSettings) -> AudioFloor | None:
+    """The audio floor of an admitted session (`min_audio_speed`, `audio_grace_s`); None when there is none."""
+    return AudioFloor(settings.audio_grace_s, min_speed=settings.min_audio_speed) if settings.min_audio_speed else None
 
 
 @dataclass
@@ -93,9 +105,9 @@ class MessageWait:
     silence: Silence
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Clock = field(default_factory=SystemClock)
-    starvation: Silence | None = None
+    starvation: AudioFloor | None = None
     """The audio floor of an admitted session: credited with every wait like `silence`, but brought down only
-    by the audio that arrives (`fed`, by the caller); None before `start`."""
+    by the audio that arrives (`took_audio`, by the caller); None before `start`."""
 
     async def next(self, pending: asyncio.Future[T], time_left_s: Callable[[], float | None]) -> T | StreamEnd:
         """The result of `pending` (the stream's next message), or why the stream ends first: it stalled, it

@@ -296,7 +296,7 @@ class PeerSession:
                 await self.end(f"less than {settings.min_audio_speed:g} s of audio per second")
                 return
             if wait.starvation is not None and self._audio_ms != fed_ms:
-                wait.starvation.fed((self._audio_ms - fed_ms) / 1000 / settings.min_audio_speed)
+                wait.starvation.took_audio((self._audio_ms - fed_ms) / 1000)
                 fed_ms = self._audio_ms
 
     # Session.

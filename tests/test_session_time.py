@@ -19,7 +19,7 @@ from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.streamer.server import Server
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
-from depscreen.streamer.stall import MessageWait, Silence, StreamEnd
+from depscreen.streamer.stall import AudioFloor, MessageWait, Silence, StreamEnd
 
 from .conftest import FIXTURES
 from .virtual_clock import VirtualClock
@@ -156,7 +156,7 @@ def test_the_audio_floor_ends_streams_that_send_too_little_audio_and_spares_real
 
     async def starved_at(chunk_s: float | None, every_s: float) -> float | None:
         clock = VirtualClock()
-        floor = Silence(15.0)
+        floor = AudioFloor(15.0, min_speed=0.5)
         wait = MessageWait(Silence(30.0), asyncio.Event(), clock, starvation=floor)
         while clock.now() < 40:
             pending = never()
@@ -166,7 +166,7 @@ def test_the_audio_floor_ends_streams_that_send_too_little_audio_and_spares_real
             if got is StreamEnd.STARVED:
                 return clock.now()
             assert got == "audio"
-            floor.fed(chunk_s / 0.5)
+            floor.took_audio(chunk_s)
         return None
 
     assert asyncio.run(starved_at(None, 0.0)) == pytest.approx(15.0)
