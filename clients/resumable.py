@@ -220,7 +220,7 @@ async def resumable_replies(
                 raise
             wait_s = backoff.next_s()
             attempt += 1
-            log.warning("the stream broke (%s); reconnecting in %.1f s to resume the session", _status(error), wait_s)
+            log.warning("the stream broke (%s); reconnecting in %.1f s to resume the session", error, wait_s)
             reconnecting = Reconnecting(attempt=attempt, wait_s=wait_s, error=error)
         yield reconnecting
         await asyncio.sleep(reconnecting.wait_s)
@@ -232,9 +232,3 @@ def replay_from_ms(message: pb.SessionAccepted | pb.SentenceUpdate) -> float:
     if message.HasField("replay_from_sample"):
         return message.replay_from_sample / REPLAY_CLOCK_SAMPLES_PER_MS
     return float(message.resume_from_ms if isinstance(message, pb.SessionAccepted) else message.end_ms)
-
-
-def _status(error: BaseException) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    return str(error)
