@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from depscreen.engine.caption import Caption
+from depscreen.engine.caption import Caption, checked_caption
 from depscreen.engine.features.asr import DEFAULT_LANGUAGE, AsrObserver, Transcriber, make_transcriber
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
@@ -408,16 +408,11 @@ class SessionPipeline:
             raise
 
     def _hold_caption(self, start_ms: int, end_ms: int, text: str) -> None:
-        if start_ms < 0 or end_ms <= start_ms:
-            raise ValueError(f"caption span [{start_ms}, {end_ms}] ms is empty or negative")
-        if len(text) > self.settings.max_caption_chars:
-            raise ValueError(f"caption of {len(text)} characters exceeds {self.settings.max_caption_chars}")
-        if not text.strip():
-            raise ValueError("caption text is empty")
+        caption = checked_caption(start_ms, end_ms, text, self.settings.max_caption_chars)
         if len(self._captions) >= self.settings.max_pending_captions:
             self._captions.popleft()
             self.counts.dropped_captions += 1
-        self._captions.append(Caption(start_ms, end_ms, " ".join(text.split())))
+        self._captions.append(caption)
 
     def _take_faces(self, sentence: Sentence) -> tuple[np.ndarray, int]:
         while self._faces and self._faces[0][0] < sentence.start_ms:

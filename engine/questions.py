@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from depscreen.engine.caption import Caption, checked_caption
 from depscreen.engine.features.asr import Transcriber
 from depscreen.engine.media import PcmResampler
-from depscreen.engine.pipeline import Caption, PipelineSettings
+from depscreen.engine.pipeline import PipelineSettings
 from depscreen.engine.segment import Segmenter, SegmenterSettings, Sentence
 
 KEPT_QUESTIONS = 32
@@ -79,15 +80,10 @@ class QuestionTrack:
     def push_caption(self, caption: Caption, max_chars: int = PipelineSettings.max_caption_chars) -> bool:
         """Hold a clinician caption for the question it overlaps; False when it is not used (the session does
         not report the clinician's words). An invalid one raises ValueError, as the patient's captions do."""
-        if caption.start_ms < 0 or caption.end_ms <= caption.start_ms:
-            raise ValueError(f"caption span [{caption.start_ms}, {caption.end_ms}] ms is empty or negative")
-        if len(caption.text) > max_chars:
-            raise ValueError(f"caption of {len(caption.text)} characters exceeds {max_chars}")
-        if not caption.text.strip():
-            raise ValueError("caption text is empty")
+        checked = checked_caption(caption.start_ms, caption.end_ms, caption.text, max_chars)
         if not self.keep_text:
             return False
-        self._captions.append(Caption(caption.start_ms, caption.end_ms, " ".join(caption.text.split())))
+        self._captions.append(checked)
         return True
 
     def answered_by(self, start_ms: int) -> Question | None:
