@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 protos: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. \
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=src --grpc_python_out=src --pyi_out=src \
 		protos/depscreen/v1/screening.proto
 
 # The wire contract's breaking-change check: buf (from npm, pinned) compares protos/ with the descriptor set of

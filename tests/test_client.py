@@ -38,7 +38,7 @@ from depscreen.v1 import screening_pb2
 from .conftest import FIXTURES, RunningServer
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "clients" / "samples"
+SAMPLES = REPO / "src" / "depscreen" / "clients" / "samples"
 DEMO = SAMPLES / "grid_interview.mp4"
 GRID = REPO.parent / "shared" / "data" / "video" / "grid"
 GRID_CLIP = GRID / "bbaf2n.mpg"

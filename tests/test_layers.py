@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1] / "src" / "depscreen"
 TRANSPORT = ("grpc", "depscreen.v1", "google.protobuf", "aiortc", "aiohttp")
 WIRE = (*TRANSPORT, "av")
 """What the session core never imports: transports, wire messages, and the WebRTC media stack (the engine may

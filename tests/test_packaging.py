@@ -21,7 +21,7 @@ from depscreen.localserver import LocalServer, start_local_server
 from .conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "NOTICE", "depscreen", "engine", "streamer", "clients")
+SOURCES = ("pyproject.toml", "README.md", "NOTICE", "src")
 """What a build of the distribution reads (as the Dockerfiles copy it)."""
 SERVER_FLAGS = ("--device", "cpu", "--asr", "none", "--max-speed", "0")
 
@@ -91,11 +91,10 @@ def pcm_48k(path: Path) -> bytes:
     return bytes(pcm)
 
 
-def run(venv: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run a program of `venv` from inside it (not from the checkout, whose `depscreen/` would shadow the
-    installed package)."""
+def run(venv: Path, *args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a program of `venv`, from inside the venv unless `cwd` says where."""
     command = [str(venv / "bin" / args[0]), *args[1:]]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=venv)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd or venv)
 
 
 @pytest.mark.slow
@@ -108,6 +107,16 @@ def test_the_core_distribution_installs_without_the_server(core_venv: Path) -> N
     assert not names & {"torch", "av", "rich", "aiortc", "numpy", "opencv-contrib-python-headless"}, names
     typed = run(core_venv, "python", "-c", "import depscreen, pathlib; print(pathlib.Path(depscreen.__file__).parent)")
     assert (Path(typed.stdout.strip()) / "py.typed").is_file(), "the stubs are declared typed"
+
+
+@pytest.mark.slow
+def test_the_installed_package_is_what_python_imports_from_the_checkout_root(core_venv: Path) -> None:
+    """A new user's first step after `pip install .`: nothing in the checkout root shadows the package (the
+    sources live under src/), so the client imports from the installed copy."""
+    script = "import depscreen.clients as c; from depscreen.clients import ScreeningClient; print(c.__file__)"
+    found = run(core_venv, "python", "-c", script, cwd=ROOT)
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()).is_relative_to(core_venv), found.stdout
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The generated stubs in depscreen/v1 are exactly what protoc makes from protos/ (no drift), and protos/ breaks
+"""The generated stubs in src/depscreen/v1 are exactly what protoc makes from protos/ (no drift), and protos/ breaks
 nothing a client of the last release relies on (buf's breaking-change check against its descriptor set)."""
 
 from __future__ import annotations
@@ -69,5 +69,5 @@ def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
     assert code == 0
     for name in GENERATED:
         fresh = (tmp_path / "depscreen" / "v1" / name).read_text()
-        committed = (ROOT / "depscreen" / "v1" / name).read_text()
-        assert fresh == committed, f"depscreen/v1/{name} is stale: run `make protos` and commit the result"
+        committed = (ROOT / "src" / "depscreen" / "v1" / name).read_text()
+        assert fresh == committed, f"src/depscreen/v1/{name} is stale: run `make protos` and commit the result"

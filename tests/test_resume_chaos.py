@@ -1,6 +1,6 @@
 """Chaos: live interviews broken at random moments leave no trace in what their clients receive.
 
-One round of `depscreen bench soak` (`depscreen/chaosbench.py`) per state store, SQLite and a real redis-server:
+One round of `depscreen bench soak` (`src/depscreen/chaosbench.py`) per state store, SQLite and a real redis-server:
 three interviews (the GRID sample with video, far-field meeting speech, read speech) stream at once, first
 uninterrupted, then through loopback relays while four seeded faults at random offsets kill and restart the
 server or cut one interview's connection. Every interview must be its uninterrupted run: the same indices,

@@ -38,7 +38,7 @@ from depscreen.sample import sample_path
 from depscreen.streamer.metrics import STAGES
 
 STEP_POSITIONS = (1, 100, 1000)
-AMI_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "ami_train"
+AMI_CLIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "speech" / "ami_train"
 """Real far-field meeting clips with human speaker turns (`train.rttm`), beside the project when present."""
 
 

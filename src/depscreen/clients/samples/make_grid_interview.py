@@ -5,7 +5,7 @@ Every `*.mpg` clip in `--grid` (sorted by name) is decoded and re-encoded into o
 audio is padded with silence to the length of its video so that lips and voice stay in sync, and between
 clips the speaker's last frame is held for `--gap` seconds of silence, like a pause between answers.
 
-    python clients/samples/make_grid_interview.py --grid ../shared/data/video/grid
+    python src/depscreen/clients/samples/make_grid_interview.py --grid ../shared/data/video/grid
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import av
 import numpy as np
 from av.audio.resampler import AudioResampler
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 DEFAULT_GRID = REPO.parent / "shared" / "data" / "video" / "grid"
 DEFAULT_OUT = Path(__file__).resolve().parent / "grid_interview.mp4"
 
