@@ -61,3 +61,18 @@ def test_bench_asr_compares_the_30s_window_with_own_length_windows(tmp_path) -> 
         row = next(line for line in table.splitlines() if line.startswith(f"| en (WER) | {method} |"))
         assert float(row.split("|")[3].split("%")[0]) < 40, row
     assert "fellow" not in result.stdout + result.stderr, "transcripts stay in memory"
+
+
+def test_bench_load_sessions_start_in_the_language_asked() -> None:
+    import asyncio
+
+    from depscreen.clients.media import TimedMessage
+    from depscreen.loadbench import paced_session
+    from depscreen.v1 import screening_pb2 as pb
+
+    async def first(**language: str) -> pb.ClientMessage:
+        chunk = TimedMessage(message=pb.ClientMessage(audio=pb.AudioChunk(data=b"\0\0" * 160)), media_ms=10)
+        return await anext(paced_session([chunk], 0.01, 0, **language))
+
+    assert asyncio.run(first(language="zh")).start.language == "zh"
+    assert asyncio.run(first()).start.language == "", "English by default, as the server reads an empty tag"

@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
     parser.add_argument("--chunk-ms", type=int, default=200, help="audio per message (default 200)")
     parser.add_argument("--no-video", dest="video", action="store_false", help="send audio (and captions) only")
+    parser.add_argument("--language", default="", help="BCP-47 tag each session starts with (default: English)")
     parser.add_argument("--server", help="HOST:PORT of a running server (default: start one on loopback)")
     parser.add_argument(
         "--server-arg", action="append", default=[], help="flag for the started server, e.g. --server-arg=--asr=none"
@@ -126,10 +127,15 @@ def looped(messages: list[TimedMessage], loop: int, period_ms: float) -> list[pb
 
 
 async def paced_session(
-    messages: list[TimedMessage], duration_s: float, speed: float, stop_after_s: float | None = None
+    messages: list[TimedMessage],
+    duration_s: float,
+    speed: float,
+    stop_after_s: float | None = None,
+    language: str = "",
 ):
     """Start, the file in a loop until `duration_s` of media, end; `stop_after_s` of media then go silent."""
-    yield pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
+    audio = pb.AudioFormat(sample_rate_hz=16_000, channels=1)
+    yield pb.ClientMessage(start=pb.SessionStart(audio=audio, language=language))
     period_ms = max(m.media_ms for m in messages)
     started = time.monotonic()
     loop = 0
@@ -154,9 +160,12 @@ async def _after(delay_s: float, job: Awaitable[T]) -> T:
     return await job
 
 
-async def run_session(target: str, messages: list[TimedMessage], duration_s: float, speed: float) -> list[float]:
+async def run_session(
+    target: str, messages: list[TimedMessage], duration_s: float, speed: float, language: str = ""
+) -> list[float]:
     latencies = []
-    async for reply in ScreeningClient(target).stream_messages(paced_session(messages, duration_s, speed)):
+    paced = paced_session(messages, duration_s, speed, language=language)
+    async for reply in ScreeningClient(target).stream_messages(paced):
         if reply.WhichOneof("kind") == "sentence":
             latencies.append(reply.sentence.latency_ms / 1000)
     return latencies
@@ -230,9 +239,10 @@ async def load_run(
     duration_s: float,
     speed: float,
     with_bad_clients: bool,
+    language: str = "",
 ) -> LoadResult:
     pid = server.process.pid if server else None
-    await run_session(target, media[0], WARMUP_S, speed=0)
+    await run_session(target, media[0], WARMUP_S, speed=0, language=language)
     metrics_before = _metrics(server)
     rss_idle = _proc_rss_mb(pid) if pid else float("nan")
     cpu_before = _proc_cpu_s(pid) if pid else 0.0
@@ -243,7 +253,7 @@ async def load_run(
     watcher = asyncio.ensure_future(_watch_rss(pid, peak, timeline, stop)) if pid else None
     started = time.monotonic()
     jobs = [
-        _after(i * STAGGER_S / sessions, run_session(target, media[i % len(media)], duration_s, speed))
+        _after(i * STAGGER_S / sessions, run_session(target, media[i % len(media)], duration_s, speed, language))
         for i in range(sessions)
     ]
     bad = bad_clients(target, media[0]) if with_bad_clients else None
@@ -342,7 +352,7 @@ async def find_max(args: argparse.Namespace, target: str, server: LocalServer | 
     low, high = 0, None
     n = max(1, args.sessions)
     while high is None or high - low > max(1, low // 10):
-        result = await load_run(target, server, media, n, args.duration, args.speed, False)
+        result = await load_run(target, server, media, n, args.duration, args.speed, False, args.language)
         _print(result, args.json, prefix=f"try {n} sessions")
         ok = result.p95_latency_s < args.target_p95 and result.failed_sessions == 0 and not result.rejected_sessions
         if ok:
@@ -378,7 +388,9 @@ def run_load(args: argparse.Namespace) -> int:
             _print(best, args.json, prefix="most sessions meeting the target")
         else:
             result = asyncio.run(
-                load_run(target, server, media, args.sessions, args.duration, args.speed, args.bad_clients)
+                load_run(
+                    target, server, media, args.sessions, args.duration, args.speed, args.bad_clients, args.language
+                )
             )
             _print(result, args.json)
     finally:
