@@ -76,6 +76,29 @@ def test_a_silent_stream_stalls_after_its_timeout_in_virtual_time() -> None:
     assert end is StreamEnd.STALLED and ended_at == pytest.approx(29.5 + 30), "the silence restarts at the message"
 
 
+def test_a_media_signal_wakes_the_watch_at_most_once_per_mark_and_the_wait_counts_for_the_floor() -> None:
+    """A WebRTC peer's frames only signal that media arrived: with `wake_every_s`, one that comes 20 ms into
+    the wait is taken at the 0.5 s mark, and the audio floor is credited with the whole half second."""
+    clock = VirtualClock()
+
+    async def scenario() -> list[object]:
+        floor = AudioFloor(10.0, min_speed=0.5)
+        wait = MessageWait(Silence(timeout_s=30), clock=clock, starvation=floor, wake_every_s=0.5)
+        arriving = never()
+        clock.call_at(0.02, lambda: arriving.set_result("frame"))
+        heard = await wait.next(arriving, lambda: None)
+        at_once = MessageWait(Silence(timeout_s=30), clock=clock)
+        prompt = never()
+        clock.call_at(clock.now() + 0.02, lambda: prompt.set_result("message"))
+        began = clock.now()
+        return [heard, clock.now(), floor.silent_s, await at_once.next(prompt, lambda: None), clock.now() - began]
+
+    heard, heard_at, floor_waited, message, message_after = asyncio.run(scenario())
+    assert (heard, heard_at) == ("frame", 0.5)
+    assert floor_waited == pytest.approx(0.5), "the settle time is waiting the floor counts"
+    assert (message, message_after) == ("message", pytest.approx(0.02)), "a gRPC stream's messages come at once"
+
+
 def test_a_wait_ends_on_the_time_limit_or_the_shutdown_whichever_comes_first() -> None:
     clock = VirtualClock()
 

@@ -108,6 +108,11 @@ class MessageWait:
     starvation: AudioFloor | None = None
     """The audio floor of an admitted session: credited with every wait like `silence`, but brought down only
     by the audio that arrives (`took_audio`, by the caller); None before `start`."""
+    wake_every_s: float = 0.0
+    """A `pending` that completes sooner than this after its wait began is taken only at this mark, the time
+    up to it credited as waiting: for a `pending` that only signals that media arrived (a WebRTC peer's
+    frames), so a stream of frames wakes its watch a few times a second, not 50-80 times. 0 = at once (a gRPC
+    stream's messages are the stream itself)."""
 
     async def next(self, pending: asyncio.Future[T], time_left_s: Callable[[], float | None]) -> T | StreamEnd:
         """The result of `pending` (the stream's next message), or why the stream ends first: it stalled, it
@@ -131,6 +136,9 @@ class MessageWait:
                 waits = [w for w in (asked, asked_floor, left) if w is not None]
                 began = self.clock.now()
                 await self.clock.wait((pending, stop), min(waits) if waits else None)
+                settle_s = self.wake_every_s - (self.clock.now() - began)
+                if pending.done() and settle_s > 0:
+                    await self.clock.wait((stop,), settle_s)
                 took = self.clock.now() - began
                 if starvation is not None:
                     starvation.credit(min((w for w in (asked, asked_floor) if w is not None), default=None), took)

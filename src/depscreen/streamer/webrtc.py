@@ -38,7 +38,7 @@ from depscreen.streamer.convert import accepted_message, model_info_message
 from depscreen.streamer.interview import Audio, Input, Video
 from depscreen.streamer.protocol import ProtocolError
 from depscreen.streamer.session import LiveSession
-from depscreen.streamer.stall import MessageWait, Silence, StreamEnd, audio_floor
+from depscreen.streamer.stall import SLICE_S, MessageWait, Silence, StreamEnd, audio_floor
 from depscreen.streamer.transport import session_updates
 from depscreen.v1 import screening_pb2 as pb
 
@@ -92,7 +92,7 @@ class PeerSession:
         self._has_video = False
         self._feeding_tracks = 0
         self._media = asyncio.Event()
-        """Set by every media frame received; the stall watch clears it."""
+        """Set by every media frame received; the stall watch clears it (twice a second at most)."""
         self._audio_ms = 0.0
         self._video_origin: tuple[float, Fraction] | None = None
         self._video_clock = RtpClock()
@@ -279,7 +279,9 @@ class PeerSession:
         running (`stall.MessageWait`, as a gRPC stream's): a server woken from a pause takes the media that waited
         in its sockets first. The server's shutdown ends WebRTC sessions itself (`WhipEndpoint.end_all`)."""
         settings = self.hub.settings
-        wait = MessageWait(Silence(settings.stall_timeout_s), asyncio.Event(), self.hub.clock, audio_floor(settings))
+        wait = MessageWait(
+            Silence(settings.stall_timeout_s), asyncio.Event(), self.hub.clock, audio_floor(settings), SLICE_S / 2
+        )
         fed_ms = self._audio_ms
         while not self._ending:
             self._media.clear()
