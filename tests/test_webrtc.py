@@ -35,7 +35,7 @@ from depscreen.v1 import screening_pb2 as pb
 from depscreen.webrtc_bench import decode_cost
 
 from .conftest import FIXTURES, SAMPLE
-from .netns import NamespaceLoop, NetworkNamespace, idle_health, namespaces_available
+from .netns import PEER_FLAGS, PEER_NETWORK, NamespaceLoop, NetworkNamespace, idle_health, namespaces_available
 from .test_tls import https_context, make_pki
 
 UNAVAILABLE = namespaces_available()
@@ -91,7 +91,13 @@ def inproc(namespace: NetworkNamespace) -> Iterator[InProcessServer]:
     """Two sessions at most, a short stall timeout, no ASR (these tests are about the transport)."""
     torch_threads = torch.get_num_threads()
     settings = ServerSettings(
-        grpc_port=0, http_port=0, device="cpu", asr="none", max_sessions=2, stall_timeout_s=STALL_TIMEOUT_S
+        grpc_port=0,
+        http_port=0,
+        device="cpu",
+        asr="none",
+        max_sessions=2,
+        stall_timeout_s=STALL_TIMEOUT_S,
+        webrtc_allow_networks=PEER_NETWORK,
     )
     with NamespaceLoop(namespace) as loop:
         server = Server(settings)
@@ -108,7 +114,7 @@ def asr_server(namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFac
     """A `depscreen serve` process inside the namespace, Whisper ASR on (as in production)."""
     log_path = tmp_path_factory.mktemp("webrtc-server") / "server.log"
     with log_path.open("w") as log:
-        local = namespace.run(start_local_server, "--device", "cpu", output=log)
+        local = namespace.run(start_local_server, "--device", "cpu", *PEER_FLAGS, output=log)
         yield local
         local.stop()
 
@@ -507,7 +513,8 @@ def test_depscreen_stream_webrtc_reaches_a_tls_server_with_its_ca(
     namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     pki = make_pki(tmp_path_factory.mktemp("whip-pki"))
-    flags = ("--device", "cpu", "--asr", "none", "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
+    flags = ("--device", "cpu", "--asr", "none", *PEER_FLAGS)
+    flags += ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
     server = namespace.run(start_local_server, *flags, http_ssl=https_context(pki))
     try:
         url = f"{server.http_url}/whip"
