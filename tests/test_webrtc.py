@@ -26,6 +26,7 @@ from aiortc.sdp import SessionDescription
 
 from depscreen.clients.whip import WhipClient, WhipError, ice_servers_from_links
 from depscreen.localserver import LocalServer, start_local_server
+from depscreen.negotiationbench import with_candidates
 from depscreen.streamer.auth import TokenFileVerifier
 from depscreen.streamer.server import Server
 from depscreen.streamer.settings import ServerSettings
@@ -342,17 +343,6 @@ def test_only_the_caller_that_opened_a_session_may_trickle_to_it_or_end_it(inpro
     assert replies["other_delete"][2] == replies["unknown_delete"][2], "another caller learns nothing"
     assert replies["own_delete"][0] == 200
     inproc.wait_idle(baseline)
-
-
-def with_candidates(sdp: str, count: int) -> str:
-    """`sdp` with `count` host candidates added to its first m= section."""
-    lines = sdp.split("\r\n")
-    first_mid = next(i for i, line in enumerate(lines) if line.startswith("a=mid:"))
-    candidates = [
-        f"a=candidate:{i} 1 udp 2122260223 10.213.{i // 250 % 250}.{i % 250 + 1} {10_000 + i} typ host"
-        for i in range(count)
-    ]
-    return "\r\n".join([*lines[: first_mid + 1], *candidates, *lines[first_mid + 1 :]])
 
 
 def test_negotiation_beyond_its_limits_is_refused_before_the_webrtc_stack_parses_it(
