@@ -331,7 +331,7 @@ class ServerSettings:
             if url.startswith("turn") and not (self.turn_username and self.turn_credential):
                 raise ValueError(f"ice_servers entry {url!r} is a TURN server: set turn_username and turn_credential")
         parse_origins(self.cors_origins)
-        _ = self.webrtc_local_addresses, self.webrtc_networks
+        _ = self.webrtc_local_addresses, self.webrtc_networks  # parsed now: a bad entry stops the start
         self._check_security()
 
     def _check_security(self) -> None:
