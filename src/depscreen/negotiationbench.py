@@ -54,7 +54,7 @@ class Phase:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("negotiation", help="hostile WHIP offers and trickles beside a good session")
     parser.add_argument("--media", type=Path, default=None, help="media of the good session (default: sample)")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of media the good session sends")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of media the good session sends")
     parser.add_argument("--rounds", type=int, default=3, help="alone/beside pairs, back to back")
     parser.add_argument("--candidates", type=int, default=12_000, help="ICE candidates of the hostile offer/PATCH")
     parser.add_argument(
