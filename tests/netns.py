@@ -27,6 +27,10 @@ T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 VETH_ADDRESSES = ("10.213.0.1/24", "10.213.0.2/24")
+PEER_NETWORK = "10.213.0.0/24"
+"""The veth pair's private network: a server in the namespace must allow ICE checks to it (`--webrtc-allow-networks`)
+for its peers' host candidates to be used."""
+PEER_FLAGS = ("--webrtc-allow-networks", PEER_NETWORK)
 
 
 def namespaces_available() -> str | None:

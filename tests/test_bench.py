@@ -76,3 +76,26 @@ def test_bench_load_sessions_start_in_the_language_asked() -> None:
 
     assert asyncio.run(first(language="zh")).start.language == "zh"
     assert asyncio.run(first()).start.language == "", "English by default, as the server reads an empty tag"
+
+
+def test_bench_negotiation_refuses_every_hostile_request_and_reports_both_targets() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "bench", "negotiation", "--rounds", "1", "--duration", "4",
+         "--media", str(FIXTURES / "jfk.flac"), "--interval", "0.5", "--server-arg=--asr=none"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cells = [line.strip("| ").split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
+    answers = {row[0]: row[2] for row in cells}
+    fitting = next(kind for kind in answers if kind.startswith("PATCH") and "12000" not in kind)
+    expected = {
+        "offer, 12000 candidates": "413",
+        "small offer (opens a session)": "201",
+        "PATCH, 12000 candidates": "413",
+        fitting: "400",
+        "DELETE": "200",
+    }
+    for kind, status in expected.items():
+        assert answers[kind].startswith(f"{status} x") and "," not in answers[kind], (kind, result.stdout)
+    assert {"alone", "beside the hostile client"} <= set(answers), result.stdout
+    assert "Beside / alone: **" in result.stdout and "Slowest /healthz" in result.stdout

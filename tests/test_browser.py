@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from depscreen.localserver import LocalServer, start_local_server
 
 from .conftest import FIXTURES
-from .netns import NetworkNamespace, idle_health, namespaces_available
+from .netns import PEER_FLAGS, NetworkNamespace, idle_health, namespaces_available
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -59,7 +59,7 @@ class PageSeen:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NetworkNamespace, LocalServer]]:
     log_path = tmp_path_factory.mktemp("browser-server") / "server.log"
     with NetworkNamespace() as namespace, log_path.open("w") as log:
-        local = namespace.run(start_local_server, "--device", "cpu", output=log)
+        local = namespace.run(start_local_server, "--device", "cpu", *PEER_FLAGS, output=log)
         try:
             yield namespace, local
         finally:

@@ -18,7 +18,7 @@ import pytest
 from depscreen.localserver import start_local_server
 
 from .conftest import FIXTURES, RunningServer
-from .netns import NetworkNamespace, namespaces_available
+from .netns import PEER_FLAGS, NetworkNamespace, namespaces_available
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -130,7 +130,7 @@ def test_the_webrtc_example_streams_over_whip(interview_wav: Path, tmp_path: Pat
     if unavailable is not None:
         pytest.skip(unavailable)
     with NetworkNamespace() as namespace, (tmp_path / "server.log").open("w") as log:
-        local = namespace.run(start_local_server, "--device", "cpu", "--asr", "none", output=log)
+        local = namespace.run(start_local_server, "--device", "cpu", "--asr", "none", *PEER_FLAGS, output=log)
         try:
             command = [sys.executable, str(EXAMPLES / "webrtc_file.py"), f"{local.http_url}/whip", str(interview_wav)]
             done = namespace.run(subprocess.run, command, capture_output=True, text=True, timeout=300)

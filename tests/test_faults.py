@@ -40,7 +40,7 @@ from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
 from .conftest import FIXTURES
-from .netns import NamespaceLoop, NetworkNamespace, namespaces_available
+from .netns import PEER_NETWORK, NamespaceLoop, NetworkNamespace, namespaces_available
 
 FLAGS = ("--device", "cpu", "--asr", "none", "--max-speed", "0", "--reject-backlog", "1000")
 """No ASR (its cost adds nothing here) and no pacing: the tests send audio as fast as the server takes it."""
@@ -649,7 +649,9 @@ def test_a_shutdown_sends_webrtc_sessions_their_summary() -> None:
     if unavailable is not None:
         pytest.skip(unavailable)
     torch_threads = torch.get_num_threads()
-    settings = ServerSettings(grpc_port=0, http_port=0, device="cpu", asr="none", shutdown_grace_s=20)
+    settings = ServerSettings(
+        grpc_port=0, http_port=0, device="cpu", asr="none", shutdown_grace_s=20, webrtc_allow_networks=PEER_NETWORK
+    )
     with NetworkNamespace() as namespace, NamespaceLoop(namespace) as loop:
         server = Server(settings)
         loop.call(server.start())

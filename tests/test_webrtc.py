@@ -26,6 +26,7 @@ from aiortc.sdp import SessionDescription
 
 from depscreen.clients.whip import WhipClient, WhipError, ice_servers_from_links
 from depscreen.localserver import LocalServer, start_local_server
+from depscreen.negotiationbench import with_candidates
 from depscreen.streamer.auth import TokenFileVerifier
 from depscreen.streamer.server import Server
 from depscreen.streamer.settings import ServerSettings
@@ -35,7 +36,7 @@ from depscreen.v1 import screening_pb2 as pb
 from depscreen.webrtc_bench import decode_cost
 
 from .conftest import FIXTURES, SAMPLE
-from .netns import NamespaceLoop, NetworkNamespace, idle_health, namespaces_available
+from .netns import PEER_FLAGS, PEER_NETWORK, NamespaceLoop, NetworkNamespace, idle_health, namespaces_available
 from .test_tls import https_context, make_pki
 
 UNAVAILABLE = namespaces_available()
@@ -91,7 +92,13 @@ def inproc(namespace: NetworkNamespace) -> Iterator[InProcessServer]:
     """Two sessions at most, a short stall timeout, no ASR (these tests are about the transport)."""
     torch_threads = torch.get_num_threads()
     settings = ServerSettings(
-        grpc_port=0, http_port=0, device="cpu", asr="none", max_sessions=2, stall_timeout_s=STALL_TIMEOUT_S
+        grpc_port=0,
+        http_port=0,
+        device="cpu",
+        asr="none",
+        max_sessions=2,
+        stall_timeout_s=STALL_TIMEOUT_S,
+        webrtc_allow_networks=PEER_NETWORK,
     )
     with NamespaceLoop(namespace) as loop:
         server = Server(settings)
@@ -108,7 +115,7 @@ def asr_server(namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFac
     """A `depscreen serve` process inside the namespace, Whisper ASR on (as in production)."""
     log_path = tmp_path_factory.mktemp("webrtc-server") / "server.log"
     with log_path.open("w") as log:
-        local = namespace.run(start_local_server, "--device", "cpu", output=log)
+        local = namespace.run(start_local_server, "--device", "cpu", *PEER_FLAGS, output=log)
         yield local
         local.stop()
 
@@ -338,17 +345,6 @@ def test_only_the_caller_that_opened_a_session_may_trickle_to_it_or_end_it(inpro
     inproc.wait_idle(baseline)
 
 
-def with_candidates(sdp: str, count: int) -> str:
-    """`sdp` with `count` host candidates added to its first m= section."""
-    lines = sdp.split("\r\n")
-    first_mid = next(i for i, line in enumerate(lines) if line.startswith("a=mid:"))
-    candidates = [
-        f"a=candidate:{i} 1 udp 2122260223 10.213.{i // 250 % 250}.{i % 250 + 1} {10_000 + i} typ host"
-        for i in range(count)
-    ]
-    return "\r\n".join([*lines[: first_mid + 1], *candidates, *lines[first_mid + 1 :]])
-
-
 def test_negotiation_beyond_its_limits_is_refused_before_the_webrtc_stack_parses_it(
     inproc: InProcessServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -507,7 +503,8 @@ def test_depscreen_stream_webrtc_reaches_a_tls_server_with_its_ca(
     namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     pki = make_pki(tmp_path_factory.mktemp("whip-pki"))
-    flags = ("--device", "cpu", "--asr", "none", "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
+    flags = ("--device", "cpu", "--asr", "none", *PEER_FLAGS)
+    flags += ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
     server = namespace.run(start_local_server, *flags, http_ssl=https_context(pki))
     try:
         url = f"{server.http_url}/whip"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from depscreen import asrbench, chaosbench, loadbench
+from depscreen import asrbench, chaosbench, loadbench, negotiationbench
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loadbench.register(commands)
     asrbench.register(commands)
     chaosbench.register(commands)
+    negotiationbench.register(commands)
 
 
 def step_times(repeats: int = 21) -> dict[int, float]:

@@ -208,7 +208,7 @@ async def _drain(stream) -> None:
         pass
 
 
-def _proc_cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
@@ -245,7 +245,7 @@ async def load_run(
     await run_session(target, media[0], WARMUP_S, speed=0, language=language)
     metrics_before = _metrics(server)
     rss_idle = _proc_rss_mb(pid) if pid else float("nan")
-    cpu_before = _proc_cpu_s(pid) if pid else 0.0
+    cpu_before = proc_cpu_s(pid) if pid else 0.0
     client_cpu_before = time.process_time()
     peak = [rss_idle]
     timeline: list[float] = []
@@ -272,7 +272,7 @@ async def load_run(
         p50_latency_s=round(percentile(latencies, 50), 3),
         p95_latency_s=round(percentile(latencies, 95), 3),
         p99_latency_s=round(percentile(latencies, 99), 3),
-        server_cpu_cores=round((_proc_cpu_s(pid) - cpu_before) / wall, 2) if pid else float("nan"),
+        server_cpu_cores=round((proc_cpu_s(pid) - cpu_before) / wall, 2) if pid else float("nan"),
         client_cpu_cores=round((time.process_time() - client_cpu_before) / wall, 2),
         rss_idle_mb=round(rss_idle, 1),
         rss_peak_mb=round(peak[0], 1),

@@ -109,6 +109,12 @@ class Metrics:
             "Sessions ended for sending less audio than min_audio_speed (audio_grace_s behind).",
             registry=self.registry,
         )
+        self.dropped_ice_candidates_total = Counter(
+            "depscreen_dropped_ice_candidates",
+            "Remote ICE candidates of WHIP offers and trickles given no connectivity checks: a non-public address "
+            "outside webrtc_allow_networks, or an mDNS name.",
+            registry=self.registry,
+        )
         self.state_pool_slots_used = Gauge(
             "depscreen_state_pool_slots_used", "Model-state slots held by sessions.", registry=self.registry
         )

@@ -21,6 +21,7 @@ from depscreen.engine.vad import VAD_NAMES
 from depscreen.streamer.cors import parse_origins
 
 AUTH_MODES = ("auto", "tokens", "jwt", "none")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOG_FORMATS = ("text", "json")
 
 
@@ -133,6 +134,22 @@ class ServerSettings:
         metadata={
             "help": "remote ICE candidates one WebRTC session may give (its offer and trickle PATCHes together); "
             "more get 400 before the WebRTC stack sees them (its checks grow with the square of the count)"
+        },
+    )
+    webrtc_host: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated local IP addresses WebRTC's UDP sockets bind to, the only host candidates an "
+            "SDP answer lists; empty = host when it is one non-loopback address, else every interface (browsers "
+            "and aiortc leave loopback out of ICE)"
+        },
+    )
+    webrtc_allow_networks: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated CIDR ranges (10.0.0.0/8) of non-public addresses whose remote ICE candidates "
+            "get connectivity checks; empty = public addresses only: candidates in private, loopback, link-local "
+            "or other non-global ranges, and mDNS names, are dropped"
         },
     )
     turn_username: str = field(default="", metadata={"help": "username for the TURN servers in ice_servers"})
@@ -314,6 +331,7 @@ class ServerSettings:
             if url.startswith("turn") and not (self.turn_username and self.turn_credential):
                 raise ValueError(f"ice_servers entry {url!r} is a TURN server: set turn_username and turn_credential")
         parse_origins(self.cors_origins)
+        _ = self.webrtc_local_addresses, self.webrtc_networks  # parsed now: a bad entry stops the start
         self._check_security()
 
     def _check_security(self) -> None:
@@ -396,6 +414,40 @@ class ServerSettings:
     def cors_origin_set(self) -> frozenset[str]:
         """The origins of `cors_origins`, lower-cased."""
         return parse_origins(self.cors_origins)
+
+    @property
+    def webrtc_local_addresses(self) -> tuple[str, ...] | None:
+        """The addresses WebRTC gathers on: `webrtc_host`, else `host` when it is one address other than
+        loopback (unspecified and names such as localhost resolve to every interface); None = every interface."""
+        if not self.webrtc_host.strip():
+            try:
+                host = ipaddress.ip_address(self.host.strip("[]"))
+            except ValueError:
+                return None
+            return None if host.is_unspecified or host.is_loopback else (str(host),)
+        addresses = []
+        for entry in (part.strip() for part in self.webrtc_host.split(",")):
+            try:
+                address = ipaddress.ip_address(entry.strip("[]"))
+            except ValueError:
+                raise ValueError(
+                    f"webrtc_host entry {entry!r} is not an IP address (203.0.113.7, 2001:db8::7)"
+                ) from None
+            if address.is_unspecified:
+                raise ValueError(f"webrtc_host entry {entry!r} means every interface: leave webrtc_host empty instead")
+            addresses.append(str(address))
+        return tuple(addresses)
+
+    @property
+    def webrtc_networks(self) -> tuple[IpNetwork, ...]:
+        """`webrtc_allow_networks` parsed."""
+        networks = []
+        for entry in (part.strip() for part in self.webrtc_allow_networks.split(",") if part.strip()):
+            try:
+                networks.append(ipaddress.ip_network(entry))
+            except ValueError as error:
+                raise ValueError(f"webrtc_allow_networks entry {entry!r} is not a CIDR range: {error}") from None
+        return tuple(networks)
 
     @property
     def ice_url_list(self) -> list[str]:

@@ -35,6 +35,7 @@ from google.protobuf.json_format import MessageToDict
 
 from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.convert import accepted_message, model_info_message
+from depscreen.streamer.ice import IcePolicy, gathering_on
 from depscreen.streamer.interview import Audio, Input, Video
 from depscreen.streamer.protocol import ProtocolError
 from depscreen.streamer.session import LiveSession
@@ -62,6 +63,10 @@ class OfferError(ValueError):
     """An SDP offer this endpoint cannot answer; the message says what to change."""
 
 
+class ExposureError(RuntimeError):
+    """An answer that would list a host candidate outside `webrtc_host`: refused rather than sent."""
+
+
 class PeerSession:
     """An RTCPeerConnection bound to one admitted LiveSession: `answer()` the offer, later `end()` or `close()`."""
 
@@ -70,6 +75,7 @@ class PeerSession:
         hub: SessionHub,
         live: LiveSession,
         configuration: RTCConfiguration,
+        ice: IcePolicy,
         on_closed: Callable[[PeerSession], None],
     ) -> None:
         self.resource_id = secrets.token_urlsafe(18)
@@ -79,6 +85,7 @@ class PeerSession:
         self.hub = hub
         self.live = live
         self.pc = RTCPeerConnection(configuration)
+        self._ice = ice
         self._on_closed = on_closed
         self._messages: asyncio.Queue[Input | None] = asyncio.Queue()
         self._outbox: list[str] = []
@@ -107,13 +114,21 @@ class PeerSession:
         return self._closing is not None
 
     async def answer(self, offer_sdp: str) -> str:
-        """Apply the client's offer and return the SDP answer (all local candidates gathered); OfferError
-        when aiortc cannot use the offer."""
+        """Apply the client's offer (its candidates screened by the ICE policy already) and return the SDP
+        answer, all local candidates gathered on the policy's addresses; OfferError when aiortc cannot use the
+        offer, ExposureError when the answer would list another host address."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            with gathering_on(self._ice.local):
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
         except (ValueError, LookupError, TypeError) as error:
             raise OfferError(f"the SDP offer cannot be used: {error}") from error
+        stray = self._ice.stray_host_candidates(self.pc.localDescription.sdp)
+        if stray:
+            raise ExposureError(
+                f"the answer would list {len(stray)} host candidates outside webrtc_host: this aioice version no "
+                "longer gathers through get_host_addresses; install the aioice version pyproject.toml allows"
+            )
         self._feeder = self._spawn(self._feed(), "feed")
         self._spawn(self._watch_stall(), "stall")
         return self.pc.localDescription.sdp

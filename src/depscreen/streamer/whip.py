@@ -9,12 +9,15 @@ text reasons: 400 an offer that cannot be used (or more than `max_ice_candidates
 offer and trickles together), 401 a missing or refused bearer token (when the server checks tokens: the same
 verifier as gRPC), 404 an unknown session (or another caller's: only the principal that opened a session may
 trickle to it or end it), 413 a body over `max_sdp_bytes`, 415 a body that is not SDP, 422 an ICE restart (not
-supported: open a new session), 503 (with `Retry-After`) a server at capacity or shutting down. Browsers on
+supported: open a new session), 500 an answer that would list a host address outside `webrtc_host` (`ice.py`:
+refused, not sent), 503 (with `Retry-After`) a server at capacity or shutting down. Browsers on
 other origins need their origin in `cors_origins` (`cors.py`).
 
 Negotiation is bounded before the WebRTC stack sees anything: the body is read up to `max_sdp_bytes`, and the
 ICE candidates and m= sections are counted on its lines before it is parsed, so no request can make aiortc's
-candidate pairing (whose cost grows with the square of the count) hold the event loop.
+candidate pairing (whose cost grows with the square of the count) hold the event loop. Then the ICE policy
+(`ice.py`) drops the candidates whose addresses the operator does not allow (counted in
+`depscreen_dropped_ice_candidates_total`), and the answer lists host candidates on `webrtc_host` only.
 """
 
 from __future__ import annotations
@@ -30,11 +33,19 @@ from multidict import CIMultiDict
 
 from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
+from depscreen.streamer.ice import IcePolicy
 from depscreen.streamer.interview import Opening
 from depscreen.streamer.protocol import RETRY_AFTER_S, ErrorKind, ProtocolError
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.transport import Transport
-from depscreen.streamer.webrtc import DATA_CHANNEL_LABEL, PCM_CHANNELS, PCM_RATE_HZ, OfferError, PeerSession
+from depscreen.streamer.webrtc import (
+    DATA_CHANNEL_LABEL,
+    PCM_CHANNELS,
+    PCM_RATE_HZ,
+    ExposureError,
+    OfferError,
+    PeerSession,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,8 @@ class WhipEndpoint(Transport):
         self._verifier = verifier
         self._sessions: dict[str, PeerSession] = {}
         self._ice_servers = ice_servers(hub.settings)
+        self._ice = IcePolicy.from_settings(hub.settings)
+        self._ice.check_local()
 
     @property
     def peers(self) -> int:
@@ -96,16 +109,21 @@ class WhipEndpoint(Transport):
                 retry_after = f"{error.retry_after_s or RETRY_AFTER_S:.0f}"
                 raise web.HTTPServiceUnavailable(text=str(error), headers={"Retry-After": retry_after}) from None
             raise web.HTTPBadRequest(text=str(error)) from None
-        session = PeerSession(self.hub, live, RTCConfiguration(iceServers=self._ice_servers), self._forget)
+        configuration = RTCConfiguration(iceServers=self._ice_servers)
+        session = PeerSession(self.hub, live, configuration, self._ice, self._forget)
         session.remote_ice_ufrag = ice_ufrag
         session.remote_candidates = count_candidates(offer)
         self._sessions[session.resource_id] = session
         try:
-            answer = await session.answer(offer)
+            answer = await session.answer(self._screened(offer, session))
         except OfferError as error:
             await session.close()
             self._count("INVALID_ARGUMENT")
             raise web.HTTPBadRequest(text=str(error)) from None
+        except ExposureError as error:
+            await session.close()
+            log.error("WebRTC session %s refused: %s", live.session_id, error)
+            raise web.HTTPInternalServerError(text=f"the server cannot answer safely: {error}") from None
         except BaseException:
             await session.close()
             raise
@@ -131,7 +149,7 @@ class WhipEndpoint(Transport):
                 " send fewer (a host, a server-reflexive and a relay candidate per network suffice)"
             )
         session.remote_candidates = total
-        for candidate in trickled_candidates(fragment):
+        for candidate in trickled_candidates(self._screened(fragment, session)):
             try:
                 await session.add_candidate(candidate)
             except ValueError as error:
@@ -164,6 +182,18 @@ class WhipEndpoint(Transport):
             names = [value for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"]
             principal = certificate_principal(names[0] if names else None)
         return principal
+
+    def _screened(self, sdp: str, session: PeerSession) -> str:
+        """`sdp` without the remote candidates the ICE policy drops, counted (and logged without addresses)."""
+        kept, dropped = self._ice.screened(sdp)
+        if dropped:
+            self.hub.metrics.dropped_ice_candidates_total.inc(dropped)
+            log.debug(
+                "WebRTC session %s: %d remote ICE candidates dropped (not public, not in webrtc_allow_networks)",
+                session.live.session_id,
+                dropped,
+            )
+        return kept
 
     def _forget(self, session: PeerSession) -> None:
         self._sessions.pop(session.resource_id, None)
