@@ -24,10 +24,9 @@ from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.modalities import MODALITIES
 from depscreen.engine.segment import SegmenterSettings
 
-FEATURES_VERSION = 4
+FEATURES_VERSION = 3
 """Bumped whenever the feature code changes in a way the package versions and settings below do not show
-(3: Whisper's decoding is named by its options, no longer by a digest of its source file; 4: a sentence shorter
-than Whisper's shortest window gets that window's token budget)."""
+(3: Whisper's decoding is named by its options, no longer by a digest of its source file)."""
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "depscreen" / "features"
 """Where `depscreen train/eval` keep features unless `--cache DIR` says otherwise."""
