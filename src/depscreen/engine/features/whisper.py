@@ -408,21 +408,20 @@ class WhisperModel:
         return _Decoding(text, confidence, decoded.no_speech, ran_away, options.repeats_itself(text))
 
     def _run(self, windows: list[_Window]) -> list[_Decoded]:
-        """One encode and one generate call for `windows` of one `batch_key` (a batch); the call's seconds are
-        split evenly among them."""
+        """One encode and one generate call for `windows` of one `batch_key` (a batch), capped at the longest
+        `limit` among them; a window whose decoding might have been cut sooner under its own cap is generated
+        again alone under it (`_Window.ends_alike`), so each gets what it gets alone. The calls' seconds are
+        split evenly among the windows."""
         clock = _PartClock()
         encoded = self._model.encode(ctranslate2.StorageView.from_array(np.stack([w.mel for w in windows])))
         encode = clock.lap()
-        results = self._model.generate(
-            encoded,
-            [w.prompt for w in windows],
-            beam_size=1,
-            max_length=windows[0].limit,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-        )
+        longest = max(w.limit for w in windows)
+        results = self._generate(encoded, [w.prompt for w in windows], longest)
+        if len(windows) > 1 and (again := [i for i, w in enumerate(windows) if not w.ends_alike(results[i], longest)]):
+            states = np.asarray(encoded)
+            for i in again:
+                alone = ctranslate2.StorageView.from_array(np.ascontiguousarray(states[i : i + 1]))
+                results[i] = self._generate(alone, [windows[i].prompt], windows[i].limit)[0]
         generate = clock.lap()
         share = len(windows)
         encode, generate = (encode[0] / share, encode[1] / share), (generate[0] / share, generate[1] / share)
@@ -430,6 +429,19 @@ class WhisperModel:
             _Decoded(result.sequences_ids[0], result.scores[0], result.no_speech_prob, encode, generate)
             for result in results
         ]
+
+    def _generate(self, encoded: ctranslate2.StorageView, prompts: list[list[int]], limit: int) -> list:
+        """Greedy decodings of `encoded` after `prompts`, capped at `limit` tokens, prompt included."""
+        return self._model.generate(
+            encoded,
+            prompts,
+            beam_size=1,
+            max_length=limit,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -441,12 +453,19 @@ class _Window:
     limit: int
     """Most tokens, prompt included: a decoding that reaches it ran away."""
 
-    def batch_key(self) -> tuple[int, int, int]:
-        """Windows batch together when their lengths, prompt lengths and caps are equal: a batch is one tensor,
-        CTranslate2 needs the start of the transcript at the same position in every prompt, and a call has one
-        length cap, which decides where a runaway decoding is cut even below it (JFK's first 3 s loop: 16
-        tokens at a cap of 32, 19 at 38), and so its text and confidence."""
-        return self.mel.shape[1], len(self.prompt), self.limit
+    def batch_key(self) -> tuple[int, int]:
+        """Windows batch together when their lengths and prompt lengths are equal: a batch is one tensor, and
+        CTranslate2 needs the start of the transcript at the same position in every prompt."""
+        return self.mel.shape[1], len(self.prompt)
+
+    def ends_alike(self, result: ctranslate2.models.WhisperGenerationResult, cap: int) -> bool:
+        """Whether `result`, decoded under `cap`, is what this window gets under its own `limit`. Greedy
+        decoding gives the same tokens under any cap until one of them cuts it, but CTranslate2 cuts a
+        decoding capped at L sooner than L: after min(L // 2, L - prompt + 1) tokens (measured on tiny.en and
+        base, prompts of 2-31 tokens, caps of 12-100: JFK's first 3 s loop stops at 16 tokens under a cap of
+        32, at 19 under 38). So a decoding that stopped short of that, with a token to spare, ended on its own."""
+        own_cut = min(self.limit // 2, self.limit - len(self.prompt) + 1)
+        return cap == self.limit or len(result.sequences_ids[0]) < own_cut - 1
 
 
 @dataclass(frozen=True)
