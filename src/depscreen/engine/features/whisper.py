@@ -317,7 +317,7 @@ class WhisperModel:
             files=files,
         )
         on_batch = (lambda size: observer.batched(source.name, size)) if observer is not None else None
-        self.batcher: Batcher[_Window, _Decoded] = Batcher(
+        self._batcher: Batcher[_Window, _Decoded] = Batcher(
             self._run, _Window.batch_key, capacity, f"depscreen-{source.key}", on_batch
         )
         self._features = FeatureExtractor(feature_size=self._model.n_mels)
@@ -385,7 +385,7 @@ class WhisperModel:
             prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + earlier)[-MAX_PROMPT_TOKENS:], *prompt]
         limit = min(len(prompt) + budget, MAX_TOKENS)
         features = clock.lap()
-        decoded = self.batcher(_Window(padded, prompt, limit))
+        decoded = self._batcher(_Window(padded, prompt, limit))
         if self._observer is not None:
             speech_frames = len(audio) / SAMPLE_RATE * 100
             self._observer.decoded(
