@@ -4,6 +4,7 @@ requests that fail alone, and real tiny.en gives each sentence of a batch the te
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,16 +22,18 @@ PATIENT = AsrCapacity(parallel=1, max_batch=8, max_wait_ms=400)
 """A wait long enough that requests handed over together always meet in one batch, however loaded the machine."""
 
 
-def _all_at_once(call: Callable[[str], str], requests: list[str]) -> list[str | BaseException]:
-    """Each request from its own thread, all started together; the result or the error of each."""
+def _all_at_once(call: Callable[[str], object], requests: list[str], batcher: Batcher) -> list[object | BaseException]:
+    """Each request from its own thread, all started together, each caller preparing a request from before
+    the start (so none is run before the others are handed over); the result or the error of each."""
     start = threading.Barrier(len(requests))
 
-    def one(request: str) -> str | BaseException:
-        start.wait()
-        try:
-            return call(request)
-        except Exception as error:
-            return error
+    def one(request: str) -> object | BaseException:
+        with batcher.preparing():
+            start.wait()
+            try:
+                return call(request)
+            except Exception as error:
+                return error
 
     with ThreadPoolExecutor(len(requests)) as pool:
         return list(pool.map(one, requests))
@@ -50,20 +53,43 @@ def _recording_batcher(capacity: AsrCapacity, key: Callable[[str], Hashable]) ->
 
 def test_requests_ready_together_share_a_call_by_key_up_to_the_batch_size() -> None:
     batcher, calls = _recording_batcher(PATIENT, key=lambda r: r[0])
-    results = _all_at_once(batcher, ["a1", "a2", "b1", "a3", "b2"])
+    results = _all_at_once(batcher, ["a1", "a2", "b1", "a3", "b2"], batcher)
     assert results == ["A1", "A2", "B1", "A3", "B2"]
     assert sorted(sorted(c) for c in calls) == [["a1", "a2", "a3"], ["b1", "b2"]]
     small, calls = _recording_batcher(AsrCapacity(1, 2, 400), key=lambda r: 0)
-    assert _all_at_once(small, ["x", "y", "z"]) == ["X", "Y", "Z"]
+    assert _all_at_once(small, ["x", "y", "z"], small) == ["X", "Y", "Z"]
     assert sorted(len(c) for c in calls) == [1, 2], "at most max_batch per call"
 
 
 def test_a_failed_batch_is_run_one_by_one_and_fails_only_its_own_request() -> None:
     batcher, calls = _recording_batcher(PATIENT, key=lambda r: 0)
-    results = _all_at_once(batcher, ["x", "poison", "y"])
+    results = _all_at_once(batcher, ["x", "poison", "y"], batcher)
     assert results[0] == "X" and results[2] == "Y"
     assert isinstance(results[1], RuntimeError) and "the model call failed" in str(results[1])
     assert len(calls[0]) == 3 and sorted(calls[1:]) == [["poison"], ["x"], ["y"]]
+
+
+def test_a_request_waits_for_batch_mates_only_while_another_caller_is_preparing_one() -> None:
+    batcher, calls = _recording_batcher(AsrCapacity(1, 8, 60_000), key=lambda r: 0)
+    began = time.monotonic()
+    with batcher.preparing():
+        assert batcher("alone") == "ALONE"
+    assert batcher("unannounced") == "UNANNOUNCED"
+    assert time.monotonic() - began < 30, "no caller was preparing another request: nothing to wait for"
+    second_ready = threading.Event()
+
+    def later() -> str:
+        with batcher.preparing():
+            second_ready.wait()
+            return batcher("later")
+
+    with ThreadPoolExecutor(1) as pool:
+        follower = pool.submit(later)
+        with batcher.preparing():
+            threading.Timer(0.2, second_ready.set).start()
+            assert batcher("first") == "FIRST"
+        assert follower.result() == "LATER"
+    assert calls == [["alone"], ["unannounced"], ["first", "later"]], "the first waited for the preparing one"
 
 
 def test_a_capacity_that_cannot_run_is_refused() -> None:
@@ -126,7 +152,9 @@ def alone(stretches: list[tuple[np.ndarray, str]]) -> list[Transcript]:
 
 def _batched(model: WhisperModel, stretches: list[tuple[np.ndarray, str]]) -> list[Transcript | BaseException]:
     by_index = {str(i): stretch for i, stretch in enumerate(stretches)}
-    results = _all_at_once(lambda i: model.transcribe(by_index[i][0], "en", by_index[i][1]), list(by_index))
+    results = _all_at_once(
+        lambda i: model.transcribe(by_index[i][0], "en", by_index[i][1]), list(by_index), model._batcher
+    )
     return results  # type: ignore[return-value]
 
 

@@ -57,7 +57,10 @@ class ServerSettings:
     )
     asr_batch_wait_ms: float = field(
         default=10.0,
-        metadata={"help": "longest a ready decoding waits for others to share its speech recogniser call (ms)"},
+        metadata={
+            "help": "longest a ready decoding waits for others to share its speech recogniser call, and only while "
+            "another session's decoding is being prepared (ms)"
+        },
     )
     vad: str = field(
         default="webrtc",

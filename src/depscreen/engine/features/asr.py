@@ -63,7 +63,8 @@ class AsrCapacity:
     max_batch: int = 1
     """Most decodings (of any sessions) in one model call; 1: each alone."""
     max_wait_ms: float = 0.0
-    """Longest a decoding waits for others to share its call once it is ready."""
+    """Longest a decoding waits for others to share its call once it is ready (only while another caller is
+    preparing one)."""
 
 
 ONE_AT_A_TIME = AsrCapacity()

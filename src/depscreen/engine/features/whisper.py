@@ -338,10 +338,11 @@ class WhisperModel:
         """Transcribe float32 16 kHz `audio` in `language` (a Whisper code this model knows), following on
         from the text `said_before` it; without `recheck`, doubtful or runaway text is dropped, not re-decoded."""
         window = int(WINDOW_S * SAMPLE_RATE) - int(self.options.silent_tail_s * SAMPLE_RATE)
-        decoded = [
-            self._sentence(audio[start : start + window], language, said_before, recheck)
-            for start in range(0, len(audio), window)
-        ]
+        with self._batcher.preparing():
+            decoded = [
+                self._sentence(audio[start : start + window], language, said_before, recheck)
+                for start in range(0, len(audio), window)
+            ]
         kept = [d for d in decoded if d.text]
         if not kept:
             return NO_TRANSCRIPT
