@@ -11,21 +11,18 @@ import numpy as np
 import pytest
 import threadpoolctl
 
-from depscreen.engine.features.asr import (
+from depscreen.engine.features.asr import NO_TRANSCRIPT, ModelFilesError, primary_language
+from depscreen.engine.features.asr_backends import asr_models, make_transcriber
+from depscreen.engine.features.whisper import (
     BASE,
-    NO_TRANSCRIPT,
     TINY_EN,
     WHISPER_OPTIONS,
     WINDOW_S,
-    ModelFilesError,
     PackagePart,
     TokenBudget,
     WhisperModel,
     WhisperTranscriber,
-    asr_models,
     compression_ratio,
-    make_transcriber,
-    primary_language,
 )
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from depscreen.engine.features.asr import DECODE_KINDS, DecodeWork, Transcript, WhisperTranscriber, join_text
+from depscreen.engine.features.asr import DECODE_KINDS, DecodeWork, Transcript, join_text
 from depscreen.engine.features.asr_pieces import SentenceInPieces
+from depscreen.engine.features.whisper import WhisperTranscriber
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, PipelineSettings, SentenceResult, SessionPipeline
 from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, Sentence
@@ -134,9 +135,13 @@ class _Costs:
     def __init__(self) -> None:
         self.work: list[DecodeWork] = []
         self.waits: list[float] = []
+        self.batches: list[tuple[str, int]] = []
 
     def decoded(self, work: DecodeWork) -> None:
         self.work.append(work)
+
+    def batched(self, model: str, size: int) -> None:
+        self.batches.append((model, size))
 
     def waited(self, seconds: float) -> None:
         self.waits.append(seconds)

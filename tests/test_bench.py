@@ -41,6 +41,7 @@ def test_bench_load_counts_transcribed_and_shed_asr_sentences_and_where_asr_time
     assert set(parts) == {"features", "encode", "tail", "generate", "fallback", "no_speech_check"}, report
     assert parts["encode"] > 0 and parts["generate"] > 0, report
     assert report["asr_decodes"]["own"] >= report["transcribed_sentences"], report
+    assert report["asr_decodings_per_call"]["whisper-tiny.en"] >= 1, "every model call is counted with its size"
 
 
 def test_bench_asr_compares_the_30s_window_with_own_length_windows(tmp_path) -> None:
@@ -99,3 +100,25 @@ def test_bench_negotiation_refuses_every_hostile_request_and_reports_both_target
         assert answers[kind].startswith(f"{status} x") and "," not in answers[kind], (kind, result.stdout)
     assert {"alone", "beside the hostile client"} <= set(answers), result.stdout
     assert "Beside / alone: **" in result.stdout and "Slowest /healthz" in result.stdout
+
+
+def test_bench_asr_batch_reports_throughput_per_batch_size_with_the_same_texts(tmp_path) -> None:
+    out = tmp_path / "batch.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "bench", "asr", "--data", str(tmp_path), "--batch", "1,4",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| GRID sample |")]
+    assert [int(row[3]) for row in rows] == [1, 4], rows
+    alone, batched = rows
+    assert float(alone[6]) == 1.0 and float(batched[6]) > 1.5, "decodings of the GRID sample share calls at 4"
+    assert int(alone[4]) == int(alone[5]) and float(batched[9]) > 0, rows
+    assert batched[11].strip() == "yes", "each text at batch 4 is its text at batch 1"
+    assert not {"blue", "green", "white"} & set((result.stdout + result.stderr).split()), "transcripts stay in memory"
+    bad = subprocess.run(
+        [sys.executable, "-m", "depscreen.cli", "bench", "asr", "--data", str(tmp_path), "--batch", "0,4"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "is not a comma-separated list of batch sizes >= 1" in bad.stderr

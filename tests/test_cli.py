@@ -134,6 +134,8 @@ def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) ->
     [
         ({"grpc_port": 70000}, "grpc_port=70000"),
         ({"asr": "kaldi"}, "asr='kaldi'"),
+        ({"asr_max_batch": 0}, "asr_max_batch=0 must be at least 1"),
+        ({"asr_batch_wait_ms": -1.0}, "asr_batch_wait_ms=-1.0 is not between 0 and 1000 ms"),
         ({"device": "tpu"}, "device='tpu'"),
         ({"max_sessions": 0}, "max_sessions"),
         ({"video_fps": 100.0}, "video_fps=100.0"),

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from depscreen.engine.features import whisper
 from depscreen.engine.features.text import MULTILINGUAL, text_feature_dim
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
 from depscreen.engine.segment import SegmenterSettings, segment_pcm
-from depscreen.engine.train import cache as feature_cache
 from depscreen.engine.train.align import align_transcript
 from depscreen.engine.train.cache import FeatureCache, extractor_version
 from depscreen.engine.train.eatd import ANSWERS, EatdDataset
@@ -164,7 +164,7 @@ def test_segmenting_once_makes_the_features_the_two_pass_route_made(tmp_path: Pa
 def test_the_asr_cache_key_names_every_decoding_option(monkeypatch: pytest.MonkeyPatch) -> None:
     key = extractor_version(MULTILINGUAL, asr="whisper")
     assert json.loads(key)["asr"]["options"]["token_budgets"]["en"] == {"base": 10, "per_second": 6}
-    monkeypatch.setattr(feature_cache, "WHISPER_OPTIONS", replace(feature_cache.WHISPER_OPTIONS, min_confidence=0.3))
+    monkeypatch.setattr(whisper, "WHISPER_OPTIONS", replace(whisper.WHISPER_OPTIONS, min_confidence=0.3))
     assert extractor_version(MULTILINGUAL, asr="whisper") != key
 
 

@@ -15,10 +15,12 @@ import opensmile
 import pytest
 from opensmile.core.lib import OpenSMILE
 
-from depscreen.engine.features.asr import NoTranscriber, WhisperTranscriber, make_transcriber
+from depscreen.engine.features.asr import NoTranscriber
+from depscreen.engine.features.asr_backends import make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.face import MAX_IMAGE_SIDE, EncodedImage, FaceLandmarker, decode_image, rgb_pixels
 from depscreen.engine.features.text import PHQ8_ITEMS, TextEmbedder
+from depscreen.engine.features.whisper import WhisperTranscriber
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file, iter_video_frames
 from depscreen.engine.transcript_error import transcript_error
 

@@ -19,7 +19,7 @@ from depscreen.clients.errors import SessionInputError
 from depscreen.clients.media import MediaError, MediaSource
 from depscreen.clients.replay import open_recording
 from depscreen.clients.session import ScreeningClient, wire_role
-from depscreen.engine.features.asr import make_transcriber
+from depscreen.engine.features.asr_backends import make_transcriber
 from depscreen.engine.media import SAMPLE_RATE
 from depscreen.engine.pipeline import Caption
 from depscreen.engine.questions import QuestionTrack

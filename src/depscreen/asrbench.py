@@ -8,7 +8,8 @@ wall ms per sentence, wall ms of the transcription at the close (what a sentence
 pieces are done), CPU ms per speech-second, by language and sentence length; English word error on the
 LibriVox/JFK clips, Mandarin character error on EATD answers (`--eatd`, never bundled), and server-side
 sentence latency of real-time sessions (`--latency`): long free speech (codec2 `ve9qrp.wav`), the GRID
-sample, Mandarin EATD answers.
+sample, Mandarin EATD answers. `--batch 1,4,8`: throughput per core with decodings of many sessions batched
+(`asrbatchbench`) instead.
 Nothing is written but the markdown table; transcripts stay in memory.
 """
 
@@ -29,16 +30,11 @@ from pathlib import Path
 import numpy as np
 from faster_whisper import WhisperModel as FasterWhisper
 
+from depscreen import asrbatchbench
 from depscreen.clients.session import ScreeningClient
-from depscreen.engine.features.asr import (
-    DECODE_KINDS,
-    WHISPER_OPTIONS,
-    DecodeWork,
-    WhisperTranscriber,
-    join_text,
-    primary_language,
-)
+from depscreen.engine.features.asr import DECODE_KINDS, DecodeWork, join_text, primary_language
 from depscreen.engine.features.asr_pieces import SentenceInPieces
+from depscreen.engine.features.whisper import WHISPER_OPTIONS, WhisperTranscriber
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.runtime.threads import one_thread_per_call
 from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, Sentence
@@ -56,7 +52,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eatd-answers", type=int, default=20, help="EATD answers for the Mandarin rows")
     parser.add_argument("--latency", action="store_true", help="also stream real-time sessions through a server")
     parser.add_argument("--out", type=Path, default=Path("bench-asr.md"), help="markdown file to write")
+    parser.add_argument(
+        "--batch",
+        type=_batch_sizes,
+        help="instead: throughput per core with decodings batched up to each of these sizes, e.g. 1,4,8",
+    )
     parser.set_defaults(func=run_asr_bench)
+
+
+def _batch_sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(size) for size in value.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of batch sizes >= 1, e.g. 1,4,8")
+    return sizes
 
 
 @dataclass
@@ -180,6 +191,9 @@ class CostCollector:
             else:
                 parts[f"{work.kind} cpu"] += work.features_cpu_s + work.encode_cpu_s + work.generate_cpu_s
 
+    def batched(self, model: str, size: int) -> None:
+        """The benchmark makes one decoding at a time: every call is a batch of one."""
+
     def waited(self, seconds: float) -> None:
         """Pieces wait for the benchmark's one worker only behind their own sentence's: not reported."""
 
@@ -274,7 +288,28 @@ def breakdown_rows(timings: dict, costs: CostCollector) -> list[str]:
     return rows
 
 
+def run_batch_bench(args: argparse.Namespace) -> int:
+    one_thread_per_call()  # as the server does once its models are loaded
+    lines = [
+        "# depscreen bench asr --batch",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work (load average "
+        f"{os.getloadavg()[0]:.1f} at the start), Python {platform.python_version()}; Whisper int8 on CPU, one "
+        "thread per model call, greedy. CPU is process CPU time.",
+        "",
+        *asrbatchbench.TABLE_HEAD,
+        *asrbatchbench.batch_rows(args.data, args.eatd_answers, args.batch),
+        "",
+    ]
+    table = "\n".join(lines)
+    args.out.write_text(table)
+    print(table)
+    return 0
+
+
 def run_asr_bench(args: argparse.Namespace) -> int:
+    if args.batch:
+        return run_batch_bench(args)
     costs = CostCollector()
     after = WhisperTranscriber(observer=costs)
     before = Before(after)

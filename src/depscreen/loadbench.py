@@ -68,6 +68,8 @@ class LoadResult:
     """Speech recognition's seconds by part (`depscreen_asr_seconds_total`) per speech-second transcribed, in ms."""
     asr_decodes: dict[str, float]
     """Whisper decodings by kind (`depscreen_asr_decodes_total`)."""
+    asr_decodings_per_call: dict[str, float]
+    """Decodings per speech recognition model call, by model (`depscreen_asr_batch_size`): 1 = none batched."""
     asr_worker_wait_p95_s: float | None
     """95th percentile of the waits of pieces for a speech recognition worker (bucket bound)."""
     rejected_sessions: float
@@ -283,6 +285,7 @@ async def load_run(
         transcribed_sentences=_delta(metrics_before, metrics_after, 'depscreen_stage_seconds_count{stage="asr"}'),
         asr_ms_per_speech_second=_asr_parts(metrics_before, metrics_after),
         asr_decodes=_labelled_deltas(metrics_before, metrics_after, "depscreen_asr_decodes_total"),
+        asr_decodings_per_call=_per_call(metrics_before, metrics_after),
         asr_worker_wait_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_asr_worker_wait_seconds"),
         rejected_sessions=sum(
             _delta(metrics_before, metrics_after, f'depscreen_rejected_sessions_total{{reason="{reason}"}}')
@@ -325,6 +328,13 @@ def _asr_parts(before: str, after: str) -> dict[str, float]:
     speech_s = _delta(before, after, "depscreen_asr_speech_seconds_total")
     seconds = _labelled_deltas(before, after, "depscreen_asr_seconds_total")
     return {part: round(s / speech_s * 1000, 1) for part, s in seconds.items()} if speech_s else {}
+
+
+def _per_call(before: str, after: str) -> dict[str, float]:
+    """Mean decodings per speech recognition model call between two scrapes, by model."""
+    counts = _labelled_deltas(before, after, "depscreen_asr_batch_size_count")
+    sums = _labelled_deltas(before, after, "depscreen_asr_batch_size_sum")
+    return {model: round(sums[model] / calls, 2) for model, calls in counts.items() if calls}
 
 
 def _histogram_p95(before: str, after: str, name: str) -> float | None:

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from depscreen.engine.caption import Caption, checked_caption
-from depscreen.engine.features.asr import DEFAULT_LANGUAGE, AsrObserver, Transcriber, make_transcriber
+from depscreen.engine.features.asr import DEFAULT_LANGUAGE, ONE_AT_A_TIME, AsrCapacity, AsrObserver, Transcriber
+from depscreen.engine.features.asr_backends import make_transcriber
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
 from depscreen.engine.features.face import FaceLandmarker, Image, rgb_pixels
@@ -64,25 +65,29 @@ class PipelineSettings:
 
 class Extractors:
     """The loaded-once feature models shared by all sessions of a process (each is safe to share: eGeMAPS
-    builds its native state per call, the text embedder serialises its calls, Whisper queues them on its
-    replicas); `asr_workers` transcribe the pieces of open sentences in the background."""
+    builds its native state per call, the text embedder serialises its calls, the recogniser batches them on
+    its replicas); `asr_workers` transcribe the pieces of open sentences in the background."""
 
     def __init__(
         self,
         asr: str = "whisper",
-        parallel: int = 1,
+        capacity: AsrCapacity = ONE_AT_A_TIME,
         text_encoder: str = DEFAULT_TEXT_ENCODER,
         asr_observer: AsrObserver | None = None,
     ) -> None:
-        """`asr`: the `--asr` value (which Whisper models may transcribe; ModelFilesError when one's package is
-        missing or damaged); `parallel`: how many Whisper calls may run at once (one model replica each);
+        """`asr`: the `--asr` value (the recogniser and its models; ModelFilesError when a model's package is
+        missing or damaged); `capacity`: how many recogniser calls may run at once (one model replica each) and
+        how many decodings of different sessions one call may batch;
         `text_encoder`: the sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`);
         `asr_observer`: hears each decoding's cost and each piece's wait for a worker (the server's metrics)."""
         self.text = make_text_embedder(text_encoder)
         self.asr_observer = asr_observer
-        self.transcriber: Transcriber = make_transcriber(asr, parallel, asr_observer)
-        self.asr_workers = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="depscreen-asr")
-        """One thread per Whisper replica: a piece never waits for a thread while a replica is free."""
+        self.transcriber: Transcriber = make_transcriber(asr, capacity, asr_observer)
+        self.asr_workers = ThreadPoolExecutor(
+            max_workers=capacity.parallel * capacity.max_batch, thread_name_prefix="depscreen-asr"
+        )
+        """A thread per decoding the replicas' batches hold: a piece never waits for a thread while a batch has
+        room (the threads wait for the batch; the model runs on the recogniser's own runner threads)."""
         self.audio = AudioFeatureExtractor()
 
 

@@ -152,6 +152,13 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
+        self.asr_batch_size = Histogram(
+            "depscreen_asr_batch_size",
+            "Decodings (of one or more sessions) run as one speech recognition model call, by model.",
+            ["model"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+            registry=self.registry,
+        )
         for reason in REJECT_REASONS:
             self.rejected_sessions_total.labels(reason=reason)
         for stage in STAGES:
@@ -177,6 +184,10 @@ class Metrics:
             self.asr_seconds.labels(part="generate").inc(work.generate_s)
         else:
             self.asr_seconds.labels(part=work.kind).inc(work.features_s + work.encode_s + work.generate_s)
+
+    def batched(self, model: str, size: int) -> None:
+        """One speech recognition model call decoded `size` decodings together (an `AsrObserver`)."""
+        self.asr_batch_size.labels(model=model).observe(size)
 
     def waited(self, seconds: float) -> None:
         """A piece waited `seconds` for a speech recognition worker (an `AsrObserver`)."""

@@ -122,7 +122,7 @@ class Server:
         text_encoder = screener.facts.text_encoder
         try:
             extractors = await loop.run_in_executor(
-                self._executor, Extractors, s.asr, s.worker_count, text_encoder, self.metrics
+                self._executor, Extractors, s.asr, s.asr_capacity, text_encoder, self.metrics
             )
         except ModelFilesError as error:
             raise SettingsError(str(error)) from None

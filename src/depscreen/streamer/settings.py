@@ -13,7 +13,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from depscreen.engine.features.asr import asr_models
+from depscreen.engine.features.asr import AsrCapacity
+from depscreen.engine.features.asr_backends import asr_models
 from depscreen.engine.media import DEFAULT_VIDEO_FPS
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
 from depscreen.engine.runtime.device import DEVICE_CHOICES
@@ -46,6 +47,20 @@ class ServerSettings:
         metadata={
             "help": "speech recognition when no captions: whisper (tiny.en for English, multilingual base for "
             "Mandarin and other languages) | none | a comma-separated list of tiny.en, base"
+        },
+    )
+    asr_max_batch: int = field(
+        default=8,
+        metadata={
+            "help": "most decodings of different sessions the speech recogniser runs as one model call (1 = each "
+            "alone); only decodings of equal window and prompt length share a call"
+        },
+    )
+    asr_batch_wait_ms: float = field(
+        default=10.0,
+        metadata={
+            "help": "longest a ready decoding waits for others to share its speech recogniser call, and only while "
+            "another session's decoding is being prepared (ms)"
         },
     )
     vad: str = field(
@@ -293,6 +308,10 @@ class ServerSettings:
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name}={port} is not a TCP port (0-65535)")
         asr_models(self.asr)
+        if self.asr_max_batch < 1:
+            raise ValueError(f"asr_max_batch={self.asr_max_batch} must be at least 1 (1 = no batching)")
+        if not 0 <= self.asr_batch_wait_ms <= 1000:
+            raise ValueError(f"asr_batch_wait_ms={self.asr_batch_wait_ms} is not between 0 and 1000 ms")
         if self.vad not in VAD_NAMES:
             raise ValueError(f"vad={self.vad!r} is not one of {', '.join(VAD_NAMES)}")
         if self.log_format not in LOG_FORMATS:
@@ -409,6 +428,11 @@ class ServerSettings:
     @property
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
+
+    @property
+    def asr_capacity(self) -> AsrCapacity:
+        """The recogniser's calls at once (one per worker) and its batching."""
+        return AsrCapacity(self.worker_count, self.asr_max_batch, self.asr_batch_wait_ms)
 
     @property
     def cors_origin_set(self) -> frozenset[str]:

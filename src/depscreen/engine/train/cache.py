@@ -3,7 +3,7 @@
 Extracting features (segmenter, eGeMAPS, text encoder) costs about a second per minute of speech; the cache
 makes re-training cost seconds. A key is the SHA-256 of the input files' bytes, anything else that shapes the
 features (the transcript, the gap between answers) and `extractor_version()`, so a changed file, a new
-openSMILE, different segmenter settings or (for ASR text) another Whisper model or decoding option miss the
+openSMILE, different segmenter settings or (for ASR text) another recogniser, model or decoding option miss the
 cache instead of reusing stale features. Entries are
 plain `.npz` files (no pickle), safe to delete at any time.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from depscreen.engine.features.asr import WHISPER_OPTIONS, WHISPER_SOURCES, asr_models
+from depscreen.engine.features.asr_backends import asr_cache_key
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.modalities import MODALITIES
 from depscreen.engine.segment import SegmenterSettings
@@ -43,19 +43,8 @@ def extractor_version(text_encoder: str, segmenter: SegmenterSettings | None = N
         "text_encoder": text_encoder,
     }
     if asr is not None:
-        facts["asr"] = asr_version(asr)
+        facts["asr"] = asr_cache_key(asr)
     return json.dumps(facts, sort_keys=True)
-
-
-def asr_version(asr: str) -> dict[str, object]:
-    """What ASR text depends on besides the audio: each allowed Whisper model's weights (their SHA-256), the
-    decoding library and every decoding option (`WhisperOptions`: windows, budgets, prompts, thresholds); a
-    change to the decoding rules themselves bumps `FEATURES_VERSION`."""
-    return {
-        "models": {key: WHISPER_SOURCES[key].sha256 for key in asr_models(asr)},
-        "ctranslate2": version("ctranslate2"),
-        "options": asdict(WHISPER_OPTIONS),
-    }
 
 
 def content_key(files: list[Path | None], extra: str) -> str:
