@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integri
 from depscreen.engine.features.face import FaceLandmarker, Image, rgb_pixels
 from depscreen.engine.features.language_head import LanguageTextHead
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
+from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, TextFeaturizer, make_text_embedder
 from depscreen.engine.media import DEFAULT_VIDEO_FPS, SAMPLE_RATE, PcmResampler
 from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, SegmenterSnapshot, Sentence
 
@@ -62,28 +63,53 @@ class PipelineSettings:
     segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
 
 
+class AudioExtractor(Protocol):
+    """Frame-level acoustic descriptors of one sentence (`features.audio.AudioFeatureExtractor`: eGeMAPS)."""
+
+    DIM: int
+    MIN_SAMPLES: int
+    """Shorter input has no complete frame (its features are `[0, DIM]`)."""
+
+    def extract(self, pcm: np.ndarray) -> np.ndarray:
+        """`[T, DIM]` float32 descriptors of 16 kHz mono int16 `pcm`."""
+        ...
+
+
+@dataclass(frozen=True)
 class Extractors:
     """The loaded-once feature models shared by all sessions of a process (each is safe to share: eGeMAPS
     builds its native state per call, the text embedder serialises its calls, Whisper queues them on its
-    replicas); `asr_workers` transcribe the pieces of open sentences in the background."""
+    replicas). `load` loads the real ones; a test brings its own (`tests/fakes.py`)."""
 
-    def __init__(
-        self,
+    text: TextFeaturizer
+    transcriber: Transcriber
+    """The speech recogniser (`features.asr`)."""
+    audio: AudioExtractor
+    asr_workers: ThreadPoolExecutor
+    """Transcribe the pieces of open sentences in the background: one thread per Whisper replica, so a piece
+    never waits for a thread while a replica is free."""
+    asr_observer: AsrObserver | None = None
+    """Hears each decoding's cost and each piece's wait for a worker (the server's metrics)."""
+
+    @classmethod
+    def load(
+        cls,
         asr: str = "whisper",
         parallel: int = 1,
         text_encoder: str = DEFAULT_TEXT_ENCODER,
         asr_observer: AsrObserver | None = None,
-    ) -> None:
+    ) -> Extractors:
         """`asr`: the `--asr` value (which Whisper models may transcribe; ModelFilesError when one's package is
         missing or damaged); `parallel`: how many Whisper calls may run at once (one model replica each);
         `text_encoder`: the sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`);
-        `asr_observer`: hears each decoding's cost and each piece's wait for a worker (the server's metrics)."""
-        self.text = make_text_embedder(text_encoder)
-        self.asr_observer = asr_observer
-        self.transcriber: Transcriber = make_transcriber(asr, parallel, asr_observer)
-        self.asr_workers = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="depscreen-asr")
-        """One thread per Whisper replica: a piece never waits for a thread while a replica is free."""
-        self.audio = AudioFeatureExtractor()
+        `asr_observer`: see the field."""
+        return cls(
+            text=make_text_embedder(text_encoder),
+            transcriber=make_transcriber(asr, parallel, asr_observer),
+            audio=AudioFeatureExtractor(),
+            asr_workers=ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="depscreen-asr"),
+            asr_observer=asr_observer,
+        )
 
 
 @dataclass
