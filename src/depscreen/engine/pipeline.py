@@ -128,6 +128,14 @@ class SessionCounts:
         """Count a sentence that was scored."""
         self.speech_ms += features.speech_ms
 
+    def dropped_frame(self) -> None:
+        """Count a video frame not used (corrupt, out of order, or shed under overload)."""
+        self.dropped_video_frames += 1
+
+    def dropped_caption(self) -> None:
+        """Count a caption not used (invalid, pushed out by newer ones, or a clinician's not taken)."""
+        self.dropped_captions += 1
+
 
 @dataclass(frozen=True)
 class ResumePoint:
@@ -399,7 +407,7 @@ class SessionPipeline:
         try:
             return self._analyse_frame(timestamp_ms, image)
         except ValueError:
-            self.counts.dropped_video_frames += 1
+            self.counts.dropped_frame()
             raise
 
     def _analyse_frame(self, timestamp_ms: int, image: Image) -> bool:
@@ -430,14 +438,14 @@ class SessionPipeline:
         try:
             self._hold_caption(start_ms, end_ms, text)
         except ValueError:
-            self.counts.dropped_captions += 1
+            self.counts.dropped_caption()
             raise
 
     def _hold_caption(self, start_ms: int, end_ms: int, text: str) -> None:
         caption = checked_caption(start_ms, end_ms, text, self.settings.max_caption_chars)
         if len(self._captions) >= self.settings.max_pending_captions:
             self._captions.popleft()
-            self.counts.dropped_captions += 1
+            self.counts.dropped_caption()
         self._captions.append(caption)
 
     def _take_faces(self, sentence: Sentence) -> tuple[np.ndarray, int]:

@@ -156,14 +156,14 @@ class SessionHub:
         voices = self._voices(start, pipeline, checkpoint) if start.channel_roles else None
         session = LiveSession(self, session_id, pipeline, principal, trace, voices)
         if voices is not None:
-            session.notices.extend(voices.notices())
+            session.tell(*voices.notices())
         if ticket is not None:
             session.observe(LiveRecord(self.live_records, ticket.record_id))
         if route.notice:
             code = "text_cross_lingual" if route.reads_text else "text_not_read"
-            session.notices.append(Notice(code, route.notice))
+            session.tell(Notice(code, route.notice))
         if route.own_head:
-            session.notices.append(
+            session.tell(
                 Notice(
                     "text_own_head",
                     f"the text modality's probability comes from the {route.own_head} text head: beside the "
@@ -171,7 +171,7 @@ class SessionHub:
                 )
             )
         if checkpoint is not None:
-            session.notices.extend(cold_resume_notices(checkpoint, pipeline))
+            session.tell(*cold_resume_notices(checkpoint, pipeline))
             session.restore(checkpoint)
         if self.settings.record:
             self._record(session, start)
@@ -223,13 +223,13 @@ class SessionHub:
         if checkpoint is not None:
             kept = checkpoint.updates
             resend, notices = updates_to_resend(checkpoint, start)
-            session.notices.extend(notices)
+            session.tell(*notices)
         checkpointer = Checkpointer(
             resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend
         )
         saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
         if not saved and checkpoint is None:
-            session.notices.append(NOT_RESUMABLE_STORE_DOWN)
+            session.tell(NOT_RESUMABLE_STORE_DOWN)
             return
         session.make_resumable(checkpointer)
 
