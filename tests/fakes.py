@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from depscreen.engine.features.asr import NO_TRANSCRIPT, Transcript
+from depscreen.engine.features.asr import NO_TRANSCRIPT, Transcript, primary_language
 from depscreen.engine.features.audio import AudioFeatureExtractor
 from depscreen.engine.features.text import PHQ8_ITEMS, TEXT_ENCODERS, TextFeaturizer
 from depscreen.engine.pipeline import Extractors
@@ -40,18 +40,21 @@ SPAN = 800
 
 
 class FakeRecogniser:
-    """A recogniser that says `texts` one after another (then "" forever) for any language, at once."""
+    """A recogniser that says `texts` one after another (then "" forever), at once, for the primary languages
+    in `languages` (None: every language)."""
 
-    def __init__(self, texts: Iterable[str] = (), name: str = "fake") -> None:
+    def __init__(self, texts: Iterable[str] = (), name: str = "fake", languages: frozenset[str] | None = None) -> None:
         self.name = name
+        self.languages = languages
         self._texts = deque(texts)
         self._lock = threading.Lock()
         self.heard: list[tuple[int, str]] = []
         """(samples, language) of each call, in order."""
 
     def model_for(self, language: str) -> str:
-        """Every language is the fake's."""
-        return self.name
+        """The fake's name for a language it knows, else ""."""
+        known = self.languages is None or primary_language(language) in self.languages
+        return self.name if known else ""
 
     def preload(self, language: str) -> None:
         """Nothing to load."""
@@ -102,18 +105,22 @@ class FakeAudioExtractor:
         return out
 
 
-def fake_extractors(texts: Iterable[str] = (), text_encoder: str = "minilm-l6-v2") -> Extractors:
-    """Fake extractors and recogniser (saying `texts`) for a model trained on `text_encoder`."""
+def fake_extractors(
+    texts: Iterable[str] = (), text_encoder: str = "minilm-l6-v2", languages: frozenset[str] | None = None
+) -> Extractors:
+    """Fake extractors and recogniser (saying `texts` in `languages`) for a model trained on `text_encoder`."""
     return Extractors(
         text=FakeTextFeaturizer(text_encoder),
-        transcriber=FakeRecogniser(texts),
+        transcriber=FakeRecogniser(texts, languages=languages),
         audio=FakeAudioExtractor(),
         asr_workers=ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-asr"),
     )
 
 
-def fake_parts(texts: Iterable[str] = (), model: Path = DEMO_MODEL) -> ServerParts:
+def fake_parts(
+    texts: Iterable[str] = (), model: Path = DEMO_MODEL, languages: frozenset[str] | None = None
+) -> ServerParts:
     """A server's parts on fakes: the real screener over `model` (the synthetic demo by default), fake
-    extractors, and a recogniser saying `texts`."""
+    extractors, and a recogniser saying `texts` in `languages` (None: every language)."""
     screener = Screener.from_checkpoint(model, "cpu")
-    return ServerParts(screener, fake_extractors(texts, screener.facts.text_encoder))
+    return ServerParts(screener, fake_extractors(texts, screener.facts.text_encoder, languages))

@@ -34,9 +34,9 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         logger = logging.getLogger("depscreen")
+        self._level = logger.level
         logger.addHandler(self._handler)
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
         self._thread.start()
         try:
             self.call(self.server.start(), timeout_s=120)
@@ -54,7 +54,9 @@ class ServerThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join()
             self.loop.close()
-            logging.getLogger("depscreen").removeHandler(self._handler)
+            logger = logging.getLogger("depscreen")
+            logger.removeHandler(self._handler)
+            logger.setLevel(self._level)
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 300.0) -> T:
         """Run `coroutine` on the server's loop and wait for its result."""

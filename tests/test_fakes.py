@@ -87,3 +87,5 @@ def test_the_fake_recogniser_says_its_texts_in_order() -> None:
     said = [recogniser.transcribe(np.zeros(1600, np.int16), "en").text for _ in range(3)]
     assert said == ["one", "two", ""]
     assert recogniser.heard == [(1600, "en")] * 3
+    english = FakeRecogniser(languages=frozenset({"en"}))
+    assert (english.model_for("en-US"), english.model_for("tlh")) == ("fake", "")
