@@ -36,6 +36,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
+from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.engine.runtime.threads import one_thread_per_call
 from depscreen.keepalive import keepalive_arguments
@@ -121,20 +122,7 @@ class Server:
             self.parts = await loop.run_in_executor(self._executor, load_parts, s, self.metrics)
         screener = self.parts.screener
         one_thread_per_call()
-        pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
-        self._batcher = MicroBatcher(
-            screener,
-            pool,
-            self._run,
-            BatcherSettings(
-                max_batch=s.max_batch,
-                max_wait_ms=s.max_wait_ms,
-                park_after_s=s.park_after_s,
-                snapshots=bool(s.state_store),
-            ),
-            on_batch=self._observe_batch,
-        )
-        self._batcher.start()
+        self._batcher = self._start_batcher(screener)
         self.hub = SessionHub(
             s,
             self.parts,
@@ -169,6 +157,25 @@ class Server:
             screener.device,
             screener.kernels,
         )
+
+    def _start_batcher(self, screener: Screener) -> MicroBatcher:
+        """The micro-batcher stepping every session's sentences, over a state pool sized for the settings."""
+        s = self.settings
+        pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
+        batcher = MicroBatcher(
+            screener,
+            pool,
+            self._run,
+            BatcherSettings(
+                max_batch=s.max_batch,
+                max_wait_ms=s.max_wait_ms,
+                park_after_s=s.park_after_s,
+                snapshots=bool(s.state_store),
+            ),
+            on_batch=self._observe_batch,
+        )
+        batcher.start()
+        return batcher
 
     async def _start_grpc(
         self, screening: ScreeningService, credentials: grpc.ServerCredentials | None
