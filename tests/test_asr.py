@@ -215,7 +215,7 @@ def test_runaway_decoding_is_cut_at_the_token_budget(whisper: WhisperTranscriber
 
 
 def test_a_server_without_asr_says_text_comes_from_captions() -> None:
-    pipeline = SessionPipeline(Extractors(asr="none"), sample_rate_hz=16_000, language="zh")
+    pipeline = SessionPipeline(Extractors.load(asr="none"), sample_rate_hz=16_000, language="zh")
     assert pipeline.asr_model == ""
     assert pipeline.notices() == [
         "speech recognition is off on this server: this session's text comes from its captions only"

@@ -30,7 +30,7 @@ WHOLE = PipelineSettings(segmenter=SegmenterSettings(piece_pause_ms=0))
 
 @pytest.fixture(scope="module")
 def extractors() -> Extractors:
-    return Extractors(asr="tiny.en")
+    return Extractors.load(asr="tiny.en")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ class _Costs:
 
 def test_every_decoding_and_every_wait_for_a_worker_is_reported() -> None:
     costs = _Costs()
-    pipeline = SessionPipeline(Extractors(asr="tiny.en", asr_observer=costs), sample_rate_hz=16000)
+    pipeline = SessionPipeline(Extractors.load(asr="tiny.en", asr_observer=costs), sample_rate_hz=16000)
     pcm = decode_audio_file(_need(FREE_SPEECH))[: 40 * 16000]
     results = _run(pipeline, pcm, 1600)
     assert results and costs.work and costs.waits

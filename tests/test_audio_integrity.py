@@ -52,7 +52,7 @@ def _clipped(pcm: np.ndarray, gain: float = 8.0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def extractors() -> Extractors:
-    return Extractors(asr="none")
+    return Extractors.load(asr="none")
 
 
 @pytest.fixture(scope="module")

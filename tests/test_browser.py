@@ -125,6 +125,7 @@ def drive_page(url: str, wav: Path, profile: Path) -> PageSeen:
         driver.quit()
 
 
+@pytest.mark.e2e
 def test_page_streams_camera_and_microphone_and_renders_live_updates(
     served: tuple[NetworkNamespace, LocalServer], tmp_path: Path
 ) -> None:

@@ -35,10 +35,12 @@ from depscreen.clients import (
     UnavailableError,
 )
 from depscreen.clients.errors import retry_after_s
+from depscreen.streamer.settings import ServerSettings
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
-from .conftest import RunningServer
+from .fakes import fake_parts
+from .inprocess import ServerThread
 from .test_client_api import CHUNK, FAST, ScriptedScreening, accepted, read_to_end, scripted_session, sentence
 
 
@@ -193,10 +195,12 @@ def test_start_parameters_are_refused_before_anything_is_sent(options: dict, mes
         client.session(**options)
 
 
-def test_accepted_says_the_versions_and_coded_notices_and_updates_print_on_one_line(server: RunningServer) -> None:
-    async def interview() -> list[object]:
+def test_accepted_says_the_versions_and_coded_notices_and_updates_print_on_one_line() -> None:
+    """On an in-process server on fake parts whose recogniser knows English only."""
+
+    async def interview(target: str) -> list[object]:
         async with (
-            ScreeningClient(server.grpc_target) as client,
+            ScreeningClient(target) as client,
             client.session(language="tlh") as session,  # no recogniser knows it: a notice
         ):
             for _ in range(60):
@@ -204,8 +208,10 @@ def test_accepted_says_the_versions_and_coded_notices_and_updates_print_on_one_l
             await session.end()
             return [update async for update in session.updates()]
 
-    opened = datetime.now(UTC)
-    updates = asyncio.run(interview())
+    settings = ServerSettings(grpc_port=0, http_port=0, device="cpu")
+    with ServerThread(settings, fake_parts(languages=frozenset({"en"}))) as server:
+        opened = datetime.now(UTC)
+        updates = asyncio.run(interview(server.grpc_target))
     first, last = updates[0], updates[-1]
     assert isinstance(first, Accepted) and isinstance(last, Summary)
     assert first.server_version == depscreen.__version__ != "0+unknown"

@@ -132,7 +132,7 @@ def _two_pass_features(recordings: list[Path], transcripts: list[str]) -> list:
     stream = np.concatenate(parts)
     spans = segment_pcm(stream, SegmenterSettings())
     pipeline = SessionPipeline(
-        Extractors(asr="none", text_encoder=MULTILINGUAL), sample_rate_hz=SAMPLE_RATE, language="zh", use_asr=False
+        Extractors.load(asr="none", text_encoder=MULTILINGUAL), sample_rate_hz=SAMPLE_RATE, language="zh", use_asr=False
     )
     for transcript, (start, end) in zip(transcripts, bounds, strict=True):
         inside = [s for s in spans if start <= (s.start_sample + s.end_sample) // 2 < end]

@@ -86,7 +86,7 @@ def test_checkpoint_records_its_text_encoder_and_the_server_builds_it(tmp_path: 
     )
     model, facts = load_checkpoint(tmp_path / "m.pt")
     assert (facts.text_encoder, facts.decision_threshold, model.config.text_dim) == (MULTILINGUAL, 0.3, 520)
-    extractors = Extractors(asr="none", text_encoder=facts.text_encoder)
+    extractors = Extractors.load(asr="none", text_encoder=facts.text_encoder)
     assert extractors.text.feature_dim == model.config.text_dim
     with pytest.raises(ValueError, match="unknown text encoder 'bert'"):
         make_text_embedder("bert")

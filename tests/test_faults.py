@@ -581,6 +581,7 @@ async def watch_health(target: str, seen: list[tuple[float, int]]) -> None:
                 seen.append((time.monotonic(), update.status))
 
 
+@pytest.mark.e2e
 def test_sigterm_ends_live_streams_for_resuming_and_exits_within_the_grace(
     tmp_path: Path, pcm: bytes, reference: list[pb.SentenceUpdate]
 ) -> None:

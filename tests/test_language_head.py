@@ -18,8 +18,8 @@ from depscreen.engine.features.language_head import SHIPPED_HEADS, TextHeadAccou
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL, DEMO_MODEL, load_checkpoint
 from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.streamer.parts import preload_language_heads
 from depscreen.streamer.resume import Checkpoint, decode, encode
-from depscreen.streamer.server import preload_language_heads
 from depscreen.streamer.settings import SettingsError
 
 from .conftest import spoken_sentence

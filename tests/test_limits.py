@@ -1,5 +1,7 @@
-"""Limits and lifecycle against a real server with tight settings: stalls, capacity, disconnects, and the
-video shedding policy (pacing and time limits on a virtual clock: `test_session_time.py`)."""
+"""Limits and lifecycle against a server with tight settings, over gRPC on loopback: stalls, capacity, disconnects,
+quotas, and the video shedding policy (pacing and time limits on a virtual clock: `test_session_time.py`). The
+server runs in-process on fake parts (`fakes.py`): these are the transport's and admission's rules, not the
+models'."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import pytest
 
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.media import decode_audio_file
-from depscreen.localserver import LocalServer, read_counter, start_local_server
+from depscreen.localserver import read_counter
 from depscreen.streamer.session import shed_video
 from depscreen.streamer.settings import ServerSettings
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES
+from .fakes import fake_parts
+from .inprocess import ServerThread
 
 START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
 END = pb.ClientMessage(end=pb.SessionEnd())
@@ -30,18 +34,15 @@ def audio(data: bytes, chunk: int = 3200) -> list[pb.ClientMessage]:
 
 
 @pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    log = (tmp_path_factory.mktemp("tight") / "server.log").open("w")
-    server = start_local_server(
-        "--device", "cpu", "--asr", "none", "--stall-timeout-s", "1.5", "--max-speed", "4", "--burst-s", "1",
-        "--max-sessions", "2", output=log,
-    )  # fmt: skip
-    yield server
-    server.stop()
-    log.close()
+def tight() -> Iterator[ServerThread]:
+    settings = ServerSettings(
+        grpc_port=0, http_port=0, device="cpu", asr="none", stall_timeout_s=1.5, max_speed=4, burst_s=1, max_sessions=2
+    )
+    with ServerThread(settings, fake_parts()) as server:
+        yield server
 
 
-def wait_until_idle(server: LocalServer, timeout_s: float = 20.0) -> str:
+def wait_until_idle(server: ServerThread, timeout_s: float = 20.0) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         metrics = server.metrics()
@@ -51,7 +52,7 @@ def wait_until_idle(server: LocalServer, timeout_s: float = 20.0) -> str:
     raise AssertionError("sessions did not end")
 
 
-def test_a_stalled_stream_is_finished_then_ended(tight: LocalServer) -> None:
+def test_a_stalled_stream_is_finished_then_ended(tight: ServerThread) -> None:
     async def stall() -> AsyncIterator[pb.ClientMessage]:
         yield START
         for message in audio(JFK[: 32_000 * 4]):
@@ -80,7 +81,7 @@ async def _collect(stream: AsyncIterator[pb.ServerMessage]) -> list[pb.ServerMes
     return [m async for m in stream]
 
 
-def test_sessions_beyond_the_limit_are_refused_and_a_dropped_client_frees_its_slot(tight: LocalServer) -> None:
+def test_sessions_beyond_the_limit_are_refused_and_a_dropped_client_frees_its_slot(tight: ServerThread) -> None:
     async def hold(opened: asyncio.Event, release: asyncio.Event) -> AsyncIterator[pb.ClientMessage]:
         yield START
         for message in audio(JFK[: 32_000 * 3]):
@@ -120,21 +121,18 @@ AUDIO_GRACE_S = 8
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """Two tenants' tokens, the default session share (half of the default 64 sessions) and a short audio grace."""
-    directory = tmp_path_factory.mktemp("shared")
-    tokens = directory / "tokens"
+    tokens = tmp_path_factory.mktemp("shared") / "tokens"
     tokens.write_text(f"{TENANT_A}\n{TENANT_B}\n")
-    with (directory / "server.log").open("w") as log:
-        server = start_local_server(
-            "--device", "cpu", "--asr", "none", "--auth-tokens", str(tokens), "--audio-grace-s", str(AUDIO_GRACE_S),
-            output=log,
-        )  # fmt: skip
-    yield server
-    server.stop()
+    settings = ServerSettings(
+        grpc_port=0, http_port=0, device="cpu", asr="none", auth_tokens=str(tokens), audio_grace_s=AUDIO_GRACE_S
+    )
+    with ServerThread(settings, fake_parts()) as server:
+        yield server
 
 
-def test_one_token_cannot_take_every_slot_and_start_only_streams_lose_theirs(shared: LocalServer) -> None:
+def test_one_token_cannot_take_every_slot_and_start_only_streams_lose_theirs(shared: ServerThread) -> None:
     """70 streams of one token that send `start` and nothing more: half the slots are theirs at most, another
     tenant's interview completes beside them, and each one admitted is ended once its audio is
     `audio_grace_s` behind `min_audio_speed`, as is a stream sending two bytes of audio every half second."""

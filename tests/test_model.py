@@ -25,7 +25,7 @@ from depscreen.engine.runtime.screener import Screener, collate
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
-from depscreen.streamer.server import check_features
+from depscreen.streamer.parts import check_features
 from depscreen.streamer.settings import SettingsError
 
 from .conftest import with_speaker_normalisation

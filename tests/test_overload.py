@@ -9,6 +9,7 @@ from depscreen.localserver import read_counter
 from depscreen.streamer.interview import ScoredSentence
 from depscreen.streamer.server import Server
 
+from .fakes import fake_parts
 from .test_session_time import JFK, START, audio, on_server
 from .virtual_clock import VirtualClock
 
@@ -28,6 +29,7 @@ def test_sentences_closed_under_overload_get_no_asr_and_are_counted_once_each() 
         shed = read_counter(generate_latest(server.metrics.registry).decode(), "depscreen_shed_asr_total")
         return [s.features.transcript_source for s in sentences], shed
 
-    sources, shed = on_server(VirtualClock(), scenario, asr="tiny.en", max_speed=0.0)
+    recogniser_says = fake_parts(["words"] * 50)  # a sentence that reached it would have text
+    sources, shed = on_server(VirtualClock(), scenario, recogniser_says, asr="tiny.en", max_speed=0.0)
     assert len(sources) >= 2 and set(sources) == {""}, "no sentence was transcribed"
     assert shed == len(sources), f"{shed} counted for {len(sources)} sentences (one per sentence, not per chunk)"

@@ -37,7 +37,7 @@ def screeners(screener: Screener) -> tuple[Screener, Screener]:
 
 @pytest.fixture(scope="module")
 def extractors() -> Extractors:
-    return Extractors(asr="none")
+    return Extractors.load(asr="none")
 
 
 def pcm_at(path: Path, rate: int, channels: int) -> bytes:

@@ -1,5 +1,7 @@
-"""The wire protocol against a real server on loopback: happy paths on real speech and every violation,
-each violation with a good interview streaming alongside that must come out unchanged."""
+"""The wire protocol against a server on loopback: happy paths on real speech with the real models (`server`,
+a `depscreen serve` process; marked e2e), and every violation, each with a good interview streaming alongside
+that must come out unchanged, on an in-process server on fake parts (`seam`: the protocol's rules are the
+transport's and the session's, not the models')."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -18,9 +20,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.transcript_error import transcript_error
 from depscreen.localserver import read_counter
+from depscreen.streamer.settings import ServerSettings
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES, SAMPLE, SHARED_DATA, RunningServer
+from .fakes import fake_parts
+from .inprocess import ServerThread
 
 START = pb.ClientMessage(start=pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1)))
 SILENCE_100MS = pb.ClientMessage(audio=pb.AudioChunk(data=bytes(3200)))
@@ -76,6 +81,14 @@ def assert_unharmed(result: list[pb.ServerMessage], reference: list[pb.ServerMes
                 assert value == expected, (got_row[0], name)
 
 
+@pytest.fixture(scope="module")
+def seam() -> Iterator[ServerThread]:
+    """An in-process server on fake parts, default settings (its recogniser says nothing)."""
+    with ServerThread(ServerSettings(grpc_port=0, http_port=0, device="cpu"), fake_parts()) as server:
+        yield server
+
+
+@pytest.mark.e2e
 def test_happy_path_real_speech_with_asr(server: RunningServer) -> None:
     client = ScreeningClient(server.grpc_target)
     replies = asyncio.run(collect(client.stream_file(FIXTURES / "jfk.flac", speed=0, session_id="jfk-1")))
@@ -110,6 +123,7 @@ def test_happy_path_real_speech_with_asr(server: RunningServer) -> None:
     assert summary.estimate.probability == pytest.approx(updates[-1].estimate.probability)
 
 
+@pytest.mark.e2e
 def test_video_with_faces_and_captions(server: RunningServer, tmp_path) -> None:
     captions = tmp_path / "captions.srt"
     captions.write_text("1\n00:00:00,000 --> 00:00:03,000\nbin blue at f two now\n")
@@ -196,15 +210,15 @@ VIOLATIONS = [
 
 
 @pytest.fixture(scope="module")
-def reference_run(server: RunningServer) -> list[pb.ServerMessage]:
+def reference_run(seam: ServerThread) -> list[pb.ServerMessage]:
     """The good interview alone, to compare against runs with bad streams alongside."""
-    client = ScreeningClient(server.grpc_target)
+    client = ScreeningClient(seam.grpc_target)
     return asyncio.run(collect(client.stream_file(FIXTURES / "jfk.flac", speed=0, disable_asr=True)))
 
 
-def test_every_violation_ends_only_its_own_stream(server: RunningServer, reference_run) -> None:
+def test_every_violation_ends_only_its_own_stream(seam: ServerThread, reference_run) -> None:
     async def violate(items: list[pb.ClientMessage]) -> grpc.aio.AioRpcError | None:
-        client = ScreeningClient(server.grpc_target)
+        client = ScreeningClient(seam.grpc_target)
         try:
             await collect(client.stream_messages(messages(*items)))
         except grpc.aio.AioRpcError as error:
@@ -212,7 +226,7 @@ def test_every_violation_ends_only_its_own_stream(server: RunningServer, referen
         return None
 
     async def scenario() -> tuple[list[pb.ServerMessage], list[grpc.aio.AioRpcError | None]]:
-        good_client = ScreeningClient(server.grpc_target)
+        good_client = ScreeningClient(seam.grpc_target)
         good = asyncio.ensure_future(collect(good_client.stream_file(FIXTURES / "jfk.flac", speed=4, disable_asr=True)))
         errors = await asyncio.gather(*(violate(items) for _, items, _, _ in VIOLATIONS))
         return await good, errors
@@ -224,12 +238,12 @@ def test_every_violation_ends_only_its_own_stream(server: RunningServer, referen
         assert text in error.details(), f"{name}: {error.details()!r}"
     assert_unharmed(good, reference_run)
     assert good[-1].WhichOneof("kind") == "summary"
-    metrics = server.metrics()
+    metrics = seam.metrics()
     assert 'depscreen_errors_total{code="INVALID_ARGUMENT"}' in metrics
     assert 'depscreen_errors_total{code="FAILED_PRECONDITION"}' in metrics
 
 
-def test_corrupt_frames_and_captions_are_dropped_and_counted(server: RunningServer) -> None:
+def test_corrupt_frames_and_captions_are_dropped_and_counted(seam: ServerThread) -> None:
     pcm = subprocess.run(
         [sys.executable, "-c", "import sys; from depscreen.engine.media import decode_audio_file as d;"
          f"sys.stdout.buffer.write(d('{FIXTURES / 'jfk.flac'}').tobytes())"],
@@ -242,18 +256,18 @@ def test_corrupt_frames_and_captions_are_dropped_and_counted(server: RunningServ
         pb.ClientMessage(caption=pb.Caption(start_ms=900, end_ms=100, text="backwards")),
         pb.ClientMessage(caption=pb.Caption(start_ms=0, end_ms=100, text="x" * 10_000)),
     ]
-    before = server.metrics()
-    client = ScreeningClient(server.grpc_target)
+    before = seam.metrics()
+    client = ScreeningClient(seam.grpc_target)
     replies = asyncio.run(collect(client.stream_messages(messages(START, *bad, *chunks, END))))
     assert replies[-1].summary.dropped_video_frames == 2
     assert replies[-1].summary.dropped_captions == 2
     assert len(sentences(replies)) >= 2, "the interview went on"
     sample = 'depscreen_errors_total{code="video_frame"}'
-    assert server.counter(sample) - read_counter(before, sample) == pytest.approx(2)
+    assert seam.counter(sample) - read_counter(before, sample) == pytest.approx(2)
 
 
 def test_a_refused_start_is_reported_with_its_own_status_however_fast_the_client_writes(
-    server: RunningServer,
+    seam: ServerThread,
 ) -> None:
     """A client writing behind its `start` raced the server's refusal, and grpcio then reported INTERNAL
     ("Internal error from Core") instead of the refusal (grpc/grpc#36066; before the client waited for the
@@ -263,7 +277,7 @@ def test_a_refused_start_is_reported_with_its_own_status_however_fast_the_client
     async def refused() -> str:
         try:
             await collect(
-                ScreeningClient(server.grpc_target).stream_messages(messages(refused_start, SILENCE_100MS, END))
+                ScreeningClient(seam.grpc_target).stream_messages(messages(refused_start, SILENCE_100MS, END))
             )
         except grpc.aio.AioRpcError as error:
             return f"{error.code().name}: {error.details()}"
@@ -280,8 +294,8 @@ def test_a_refused_start_is_reported_with_its_own_status_however_fast_the_client
     assert not wrong, f"{len(wrong)} of {len(outcomes)}: {sorted(set(wrong))}"
 
 
-def test_health_checking_and_reflection(server: RunningServer) -> None:
-    with grpc.insecure_channel(server.grpc_target) as channel:
+def test_health_checking_and_reflection(seam: ServerThread) -> None:
+    with grpc.insecure_channel(seam.grpc_target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "depscreen.v1.Screening"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -293,11 +307,11 @@ def test_health_checking_and_reflection(server: RunningServer) -> None:
         assert "depscreen.v1.Screening" in names and "grpc.health.v1.Health" in names
 
 
-def test_metrics_and_healthz(server: RunningServer) -> None:
+def test_metrics_and_healthz(seam: ServerThread) -> None:
     asyncio.run(
-        collect(ScreeningClient(server.grpc_target).stream_file(FIXTURES / "jfk.flac", speed=0, disable_asr=True))
+        collect(ScreeningClient(seam.grpc_target).stream_file(FIXTURES / "jfk.flac", speed=0, disable_asr=True))
     )
-    metrics = server.metrics()
+    metrics = seam.metrics()
     for name in (
         "depscreen_sentence_latency_seconds_bucket",
         "depscreen_sessions_active",
@@ -310,15 +324,15 @@ def test_metrics_and_healthz(server: RunningServer) -> None:
         assert f'depscreen_stage_seconds_count{{stage="{stage}"}}' in metrics
     assert read_counter(metrics, 'depscreen_stage_seconds_count{stage="model"}') >= 2
     assert read_counter(metrics, "depscreen_sessions_active") == 0
-    with urllib.request.urlopen(f"{server.http_url}/healthz", timeout=5) as response:
+    with urllib.request.urlopen(f"{seam.http_url}/healthz", timeout=5) as response:
         body = json.loads(response.read())
     assert body["status"] == "ok" and "synthetic" in body["model_id"]
 
 
-def test_cli_stream_json(server: RunningServer) -> None:
+def test_cli_stream_json(seam: ServerThread) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "depscreen.cli", "stream", str(FIXTURES / "jfk.flac"), "--server",
-         server.grpc_target, "--speed", "0", "--json", "--no-asr"],
+         seam.grpc_target, "--speed", "0", "--json", "--no-asr"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -330,7 +344,7 @@ def test_cli_stream_json(server: RunningServer) -> None:
     assert set(first) >= {"start_ms", "end_ms", "estimate"}
 
 
-def test_cli_stream_reports_rpc_errors(server: RunningServer, tmp_path) -> None:
+def test_cli_stream_reports_rpc_errors() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "depscreen.cli", "stream", str(FIXTURES / "jfk.flac"), "--server",
          "127.0.0.1:1", "--speed", "0", "--json"],
@@ -346,6 +360,7 @@ def _accepted(server: RunningServer, **start: object) -> pb.SessionAccepted:
     return asyncio.run(collect(client.stream_messages(messages(begin, SILENCE_100MS, END))))[0].accepted
 
 
+@pytest.mark.e2e
 def test_accepted_names_the_recogniser_of_the_language(server: RunningServer) -> None:
     assert _accepted(server, language="en-US").asr_model == "whisper-tiny.en"
     assert _accepted(server).asr_model == "whisper-tiny.en", "no language means English"
@@ -361,6 +376,7 @@ def test_accepted_names_the_recogniser_of_the_language(server: RunningServer) ->
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_mandarin_session_is_transcribed_in_chinese(server: RunningServer) -> None:
     answer = SHARED_DATA / "eatd" / "train" / "t_1" / "positive.flac"
     if not answer.exists():

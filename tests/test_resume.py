@@ -393,6 +393,7 @@ def test_a_break_is_raised_when_the_server_cannot_resume(store_dir: Path) -> Non
         server.stop()
 
 
+@pytest.mark.e2e
 def test_a_session_survives_a_killed_and_restarted_server(
     reference: tuple[LocalServer, list[Seen]], store_dir: Path
 ) -> None:
@@ -400,6 +401,7 @@ def test_a_session_survives_a_killed_and_restarted_server(
     killed_and_restarted(expected, (*FLAGS, "--state-store", f"sqlite://{store_dir}/crash.db"), store_dir / "crash.log")
 
 
+@pytest.mark.e2e
 def test_a_speaker_normalised_session_survives_a_killed_and_restarted_server(store_dir: Path) -> None:
     """The same with a model whose state carries the session's audio moments."""
     shipped = Screener.from_checkpoint(DEMO_MODEL, "cpu")
@@ -479,6 +481,7 @@ def redis_url(store_dir: Path) -> Iterator[str]:
     process.wait(timeout=30)
 
 
+@pytest.mark.e2e
 def test_a_second_replica_sharing_redis_takes_over(
     reference: tuple[LocalServer, list[Seen]], redis_url: str, store_dir: Path
 ) -> None:
@@ -534,6 +537,7 @@ http {{
 """nginx balancing gRPC streams over two replicas, as deploy/README.md recommends (no body cap, long timeouts)."""
 
 
+@pytest.mark.e2e
 def test_replicas_behind_nginx_sharing_redis_resume_a_session(
     reference: tuple[LocalServer, list[Seen]], redis_url: str, store_dir: Path
 ) -> None:

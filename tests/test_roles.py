@@ -25,9 +25,12 @@ from depscreen.engine.pipeline import Caption
 from depscreen.engine.questions import QuestionTrack
 from depscreen.engine.segment import SegmenterSettings, segment_pcm
 from depscreen.localserver import LocalServer, start_local_server
+from depscreen.streamer.settings import ServerSettings
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import SHARED_DATA, RunningServer
+from .fakes import fake_parts
+from .inprocess import ServerThread
 
 SPEECH = SHARED_DATA / "speech"
 LIBRIVOX = SPEECH / "librivox"
@@ -138,7 +141,14 @@ def test_a_clinician_only_session_is_scored_on_nothing_and_says_so(server: Runni
     assert summary.audio_seconds == pytest.approx(INTERVIEW_S, abs=0.05)
 
 
-def _refusal(server: RunningServer, *messages: pb.ClientMessage) -> grpc.aio.AioRpcError:
+@pytest.fixture(scope="module")
+def seam() -> Iterator[ServerThread]:
+    """An in-process server on fake parts: the role checks are the session's, not the models'."""
+    with ServerThread(ServerSettings(grpc_port=0, http_port=0, device="cpu"), fake_parts()) as server:
+        yield server
+
+
+def _refusal(server: ServerThread, *messages: pb.ClientMessage) -> grpc.aio.AioRpcError:
     async def stream() -> AsyncIterator[pb.ClientMessage]:
         for message in messages:
             yield message
@@ -173,16 +183,16 @@ def _start(channels: int, *roles: int) -> pb.ClientMessage:
     ],
 )
 def test_a_role_mapping_the_server_cannot_follow_is_refused_in_start(
-    server: RunningServer, start: pb.ClientMessage, reason: str
+    seam: ServerThread, start: pb.ClientMessage, reason: str
 ) -> None:
-    refused = _refusal(server, start, pb.ClientMessage(audio=pb.AudioChunk(data=bytes(640))))
+    refused = _refusal(seam, start, pb.ClientMessage(audio=pb.AudioChunk(data=bytes(640))))
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason in refused.details()
 
 
-def test_a_caption_of_an_unknown_role_is_refused(server: RunningServer) -> None:
+def test_a_caption_of_an_unknown_role_is_refused(seam: ServerThread) -> None:
     caption = pb.Caption(start_ms=0, end_ms=500, text="hello", role=9)
-    refused = _refusal(server, _start(1), pb.ClientMessage(caption=caption))
+    refused = _refusal(seam, _start(1), pb.ClientMessage(caption=caption))
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "caption.role=9 is not a role" in refused.details()
 

@@ -156,3 +156,17 @@ def test_session_state_rows_are_walked_whole(screener: Screener) -> None:
     del plain["modality_count"]
     with pytest.raises(ValueError, match="expected the parts"):
         type(one).from_plain(plain)
+
+
+def test_step_batch_leaves_the_callers_accounts_and_the_session_moves_itself_on(screener: Screener) -> None:
+    """`step_batch` returns new accounts and leaves the ones given as they were; `step` moves its track on."""
+    sentences = sessions(1, seed=3)[0]
+    track = screener.new_session()
+    given = track.account
+    before = (given.usable_speech_s, given.symptom_sum.copy(), given.text_sentences)
+    state = screener.model.initial_state(1)
+    _, _, (after,) = screener.step_batch([sentences[0]], [given], state)
+    assert (given.usable_speech_s, given.text_sentences) == before[::2] and (given.symptom_sum == before[1]).all()
+    assert after is not given and after.usable_speech_s > given.usable_speech_s
+    screener.step(track, sentences[0])
+    assert track.account is not given and track.account.usable_speech_s == after.usable_speech_s

@@ -1,7 +1,7 @@
 """The protocol's timing on a virtual clock, in-process: stall timeout, session time limit and pacing.
 
-A real `Server` (model, pipeline, batcher, worker threads) runs on loopback with a `VirtualClock`; the waits
-of a stream and a session move that clock on instead of sleeping, so a 30 s stall or a one-hour limit takes
+A real `Server` (pipeline, batcher, worker threads) on fake parts (`fakes.py`) runs with a `VirtualClock`; the
+waits of a stream and a session move that clock on instead of sleeping, so a 30 s stall or a one-hour limit takes
 milliseconds. The sessions here are driven through their typed core (`interview.py`), with no transport; the
 gRPC and WHIP transports are tested end to end elsewhere (`test_limits.py`, `test_faults.py`).
 """
@@ -15,6 +15,7 @@ import pytest
 
 from depscreen.engine.media import decode_audio_file
 from depscreen.streamer.interview import Audio, Input, Opening, ScoredSentence, Summary, Update
+from depscreen.streamer.parts import ServerParts
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.streamer.server import Server
 from depscreen.streamer.session import LiveSession
@@ -22,6 +23,7 @@ from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.stall import AudioFloor, MessageWait, Silence, StreamEnd
 
 from .conftest import FIXTURES
+from .fakes import fake_parts
 from .virtual_clock import VirtualClock
 
 START = Opening(sample_rate_hz=16_000, channels=1)
@@ -34,13 +36,18 @@ def audio(data: bytes) -> list[Audio]:
     return [Audio(data[i : i + step]) for i in range(0, len(data), step)]
 
 
-def on_server(clock: VirtualClock, scenario: Callable[[Server], Awaitable[object]], **settings: float | str) -> object:
-    """Run `scenario(server)` against a started in-process server (no ASR unless `settings` say otherwise)
-    whose sessions read `clock`."""
+def on_server(
+    clock: VirtualClock,
+    scenario: Callable[[Server], Awaitable[object]],
+    parts: ServerParts | None = None,
+    **settings: float | str,
+) -> object:
+    """Run `scenario(server)` against a started in-process server on `parts` (None: the real ones `settings`
+    ask for, with no ASR unless they say otherwise) whose sessions read `clock`."""
 
     async def run() -> object:
         chosen = {"grpc_port": 0, "http_port": 0, "device": "cpu", "asr": "none", **settings}
-        server = Server(ServerSettings(**chosen), clock=clock)
+        server = Server(ServerSettings(**chosen), clock=clock, parts=parts)
         await server.start()
         try:
             return await scenario(server)
@@ -126,7 +133,7 @@ def test_a_client_faster_than_real_time_is_held_to_max_speed_after_its_burst() -
         finally:
             session.close()
 
-    replies, paced_to = on_server(clock, scenario, max_speed=4.0, burst_s=1.0)
+    replies, paced_to = on_server(clock, scenario, fake_parts(), max_speed=4.0, burst_s=1.0)
     seconds = len(JFK) / 32_000
     assert isinstance(replies[-1], Summary) and replies[-1].audio_seconds == pytest.approx(seconds, abs=0.01)
     # Each chunk waits until the audio before it is at most 1 s ahead of 4x the session's clock.
@@ -149,7 +156,7 @@ def test_a_session_that_reaches_its_time_limit_is_finished_then_ended() -> None:
             session.close()
         raise AssertionError("the session outlived its limit")
 
-    replies, error, left = on_server(clock, scenario, max_session_s=5.0, max_speed=1.0, burst_s=0.0)
+    replies, error, left = on_server(clock, scenario, fake_parts(), max_session_s=5.0, max_speed=1.0, burst_s=0.0)
     assert error.kind is ErrorKind.RESOURCE_EXHAUSTED and "limit of 5 s" in str(error)
     assert isinstance(replies[-1], Summary), "the summary goes out before the stream ends"
     # At real-time pace the limit is met when the chunk after 5 s of audio arrives: that chunk is refused.
@@ -168,7 +175,7 @@ def test_a_quiet_session_ends_at_its_time_limit_while_waiting() -> None:
         finally:
             session.close()
 
-    end, at = on_server(clock, scenario, max_session_s=3600.0, stall_timeout_s=0.0)
+    end, at = on_server(clock, scenario, fake_parts(), max_session_s=3600.0, stall_timeout_s=0.0)
     assert end is StreamEnd.TIME_UP and at == pytest.approx(3600)
 
 

@@ -105,6 +105,7 @@ def test_a_session_in_a_language_the_model_cannot_read_keeps_its_transcript_but_
     assert told, "the caption reached a sentence"
 
 
+@pytest.mark.e2e
 def test_a_mandarin_session_on_the_shipped_model_gets_the_stacked_head_estimate_end_to_end() -> None:
     """In-process server with the shipped checkpoint: Mandarin captions reach the Mandarin head, and every
     estimate is the stack of that head's running logit, with the text modality's weight its share."""

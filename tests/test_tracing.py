@@ -25,6 +25,7 @@ from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
 from .conftest import FIXTURES
+from .fakes import fake_parts
 from .otlp import OtlpReceiver
 
 CAPTION = "my purple giraffe whispers quietly to the violin"
@@ -61,7 +62,7 @@ def test_a_session_is_one_span_with_a_child_span_per_stage() -> None:
     torch_threads = torch.get_num_threads()
 
     async def run() -> list[pb.ServerMessage]:
-        server = Server(settings, tracing=Tracing(exporter, "test"))
+        server = Server(settings, tracing=Tracing(exporter, "test"), parts=fake_parts())  # spans, not models
         await server.start()
         try:
             return await stream(f"127.0.0.1:{server.grpc_port}")

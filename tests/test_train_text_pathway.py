@@ -139,7 +139,7 @@ def test_a_checkpoint_whose_text_featurizer_does_not_make_its_input_is_refused(t
 
 
 def test_the_live_extractors_build_the_char_features_the_model_reads() -> None:
-    extractors = Extractors(asr="none", text_encoder=CHAR_NGRAMS)
+    extractors = Extractors.load(asr="none", text_encoder=CHAR_NGRAMS)
     assert extractors.text.feature_dim == dataset_config(CHAR_NGRAMS).text_dim
     texts = ["我晚上总是睡不着觉。", "I can't sleep at night.", ""]
     features = extractors.text.features(texts)

@@ -104,7 +104,7 @@ def batch_scaling(repeats: int = 5) -> dict[int, tuple[float, float]]:
         samples = []
         for _ in range(repeats):
             start = time.perf_counter()
-            _, state = screener.step_batch(sentences[:size], accounts, pool.gather(index))
+            _, state, _ = screener.step_batch(sentences[:size], accounts, pool.gather(index))
             pool.scatter(index, state)
             samples.append(time.perf_counter() - start)
         batch_ms = statistics.median(samples) * 1000

@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the engine's subcommands to the `depscreen` command."""
+    _register_segment(subparsers)
+    _register_train(subparsers)
+    _register_eval(subparsers)
+    _register_calibrate(subparsers)
+
+
+def _register_segment(subparsers: argparse._SubParsersAction) -> None:
+    """`depscreen segment`: the segmenter alone on a file."""
     segment = subparsers.add_parser("segment")
     segment.add_argument("file", type=Path, help="any file av reads (wav, flac, mp3, mp4, ...)")
     segment.add_argument("--json", action="store_true", help="one JSON object per sentence")
@@ -27,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     segment.set_defaults(func=run_segment)
 
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    """`depscreen train`: the synthetic demo model, a dataset's model, its character head or the English text head."""
     train = subparsers.add_parser("train")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", action="store_true", help="train on synthetic sessions with a planted signal")
@@ -85,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _feature_arguments(train)
     train.set_defaults(func=run_train)
 
+
+def _register_eval(subparsers: argparse._SubParsersAction) -> None:
+    """`depscreen eval`: a checkpoint against a labelled dataset."""
     evaluate = subparsers.add_parser("eval")
     evaluate.add_argument("--dataset", choices=_dataset_names(), required=True, help="which dataset format")
     evaluate.add_argument("--data", type=Path, required=True, help="the dataset's folder")
@@ -94,6 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _feature_arguments(evaluate)
     evaluate.set_defaults(func=run_eval)
 
+
+def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
+    """`depscreen calibrate`: the interval of an existing checkpoint."""
     calibrate = subparsers.add_parser(
         "calibrate", help="fit the estimate's interval for an existing checkpoint from held-out estimates"
     )

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integri
 from depscreen.engine.features.face import FaceLandmarker, Image, rgb_pixels
 from depscreen.engine.features.language_head import LanguageTextHead
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, make_text_embedder
+from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, TextFeaturizer, make_text_embedder
 from depscreen.engine.media import DEFAULT_VIDEO_FPS, SAMPLE_RATE, PcmResampler
 from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings, SegmenterSnapshot, Sentence
 
@@ -63,32 +64,57 @@ class PipelineSettings:
     segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
 
 
+class AudioExtractor(Protocol):
+    """Frame-level acoustic descriptors of one sentence (`features.audio.AudioFeatureExtractor`: eGeMAPS)."""
+
+    DIM: int
+    MIN_SAMPLES: int
+    """Shorter input has no complete frame (its features are `[0, DIM]`)."""
+
+    def extract(self, pcm: np.ndarray) -> np.ndarray:
+        """`[T, DIM]` float32 descriptors of 16 kHz mono int16 `pcm`."""
+        ...
+
+
+@dataclass(frozen=True)
 class Extractors:
     """The loaded-once feature models shared by all sessions of a process (each is safe to share: eGeMAPS
     builds its native state per call, the text embedder serialises its calls, the recogniser batches them on
-    its replicas); `asr_workers` transcribe the pieces of open sentences in the background."""
+    its replicas). `load` loads the real ones; a test brings its own (`tests/fakes.py`)."""
 
-    def __init__(
-        self,
+    text: TextFeaturizer
+    transcriber: Transcriber
+    """The speech recogniser (`features.asr`)."""
+    audio: AudioExtractor
+    asr_workers: ThreadPoolExecutor
+    """Transcribe the pieces of open sentences in the background: a thread per decoding the replicas' batches
+    hold, so a piece never waits for a thread while a batch has room (the threads wait for the batch; the model
+    runs on the recogniser's own runner threads)."""
+    asr_observer: AsrObserver | None = None
+    """Hears each decoding's cost and each piece's wait for a worker (the server's metrics)."""
+
+    @classmethod
+    def load(
+        cls,
         asr: str = "whisper",
         capacity: AsrCapacity = ONE_AT_A_TIME,
         text_encoder: str = DEFAULT_TEXT_ENCODER,
         asr_observer: AsrObserver | None = None,
-    ) -> None:
+    ) -> Extractors:
         """`asr`: the `--asr` value (the recogniser and its models; ModelFilesError when a model's package is
         missing or damaged); `capacity`: how many recogniser calls may run at once (one model replica each) and
         how many decodings of different sessions one call may batch;
         `text_encoder`: the sentence encoder the loaded checkpoint was trained with (`ModelFacts.text_encoder`);
-        `asr_observer`: hears each decoding's cost and each piece's wait for a worker (the server's metrics)."""
-        self.text = make_text_embedder(text_encoder)
-        self.asr_observer = asr_observer
-        self.transcriber: Transcriber = make_transcriber(asr, capacity, asr_observer)
-        self.asr_workers = ThreadPoolExecutor(
-            max_workers=capacity.parallel * capacity.max_batch, thread_name_prefix="depscreen-asr"
+        `asr_observer`: see the field."""
+        return cls(
+            text=make_text_embedder(text_encoder),
+            transcriber=make_transcriber(asr, capacity, asr_observer),
+            audio=AudioFeatureExtractor(),
+            asr_workers=ThreadPoolExecutor(
+                max_workers=capacity.parallel * capacity.max_batch, thread_name_prefix="depscreen-asr"
+            ),
+            asr_observer=asr_observer,
         )
-        """A thread per decoding the replicas' batches hold: a piece never waits for a thread while a batch has
-        room (the threads wait for the batch; the model runs on the recogniser's own runner threads)."""
-        self.audio = AudioFeatureExtractor()
 
 
 @dataclass
@@ -106,6 +132,14 @@ class SessionCounts:
     def scored(self, features: SentenceFeatures) -> None:
         """Count a sentence that was scored."""
         self.speech_ms += features.speech_ms
+
+    def dropped_frame(self) -> None:
+        """Count a video frame not used (corrupt, out of order, or shed under overload)."""
+        self.dropped_video_frames += 1
+
+    def dropped_caption(self) -> None:
+        """Count a caption not used (invalid, pushed out by newer ones, or a clinician's not taken)."""
+        self.dropped_captions += 1
 
 
 @dataclass(frozen=True)
@@ -378,7 +412,7 @@ class SessionPipeline:
         try:
             return self._analyse_frame(timestamp_ms, image)
         except ValueError:
-            self.counts.dropped_video_frames += 1
+            self.counts.dropped_frame()
             raise
 
     def _analyse_frame(self, timestamp_ms: int, image: Image) -> bool:
@@ -409,14 +443,14 @@ class SessionPipeline:
         try:
             self._hold_caption(start_ms, end_ms, text)
         except ValueError:
-            self.counts.dropped_captions += 1
+            self.counts.dropped_caption()
             raise
 
     def _hold_caption(self, start_ms: int, end_ms: int, text: str) -> None:
         caption = checked_caption(start_ms, end_ms, text, self.settings.max_caption_chars)
         if len(self._captions) >= self.settings.max_pending_captions:
             self._captions.popleft()
-            self.counts.dropped_captions += 1
+            self.counts.dropped_caption()
         self._captions.append(caption)
 
     def _take_faces(self, sentence: Sentence) -> tuple[np.ndarray, int]:

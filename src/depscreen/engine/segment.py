@@ -169,12 +169,22 @@ class SegmenterSettings:
     out of the noise floor so that they cannot drag it down."""
 
     def __post_init__(self) -> None:
+        self._check_types()
+        self._check_vad()
+        self._check_durations()
+        self._check_levels()
+
+    def _check_types(self) -> None:
+        """Every int field an int and every float field a number (ValueError naming the field)."""
         for field in fields(self):
             value = getattr(self, field.name)
             if field.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"SegmenterSettings.{field.name}={value!r} is invalid: give an int")
             if field.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ValueError(f"SegmenterSettings.{field.name}={value!r} is invalid: give a number")
+
+    def _check_vad(self) -> None:
+        """The VAD, its frame length and its thresholds."""
         _require(self.frame_ms in VAD_FRAME_MS, "frame_ms", self.frame_ms, "webrtcvad takes 10, 20 or 30 ms")
         _require(self.vad in VAD_NAMES, "vad", self.vad, f"choose one of {', '.join(VAD_NAMES)}")
         _require(0 < self.vad_threshold < 1, "vad_threshold", self.vad_threshold, "give a probability in (0, 1)")
@@ -184,6 +194,9 @@ class SegmenterSettings:
             self.vad_aggressiveness,
             "webrtcvad modes are 0 (least aggressive) to 3 (most)",
         )
+
+    def _check_durations(self) -> None:
+        """Onset, end silence, sentence, cut, piece and roll lengths, each against the ones it depends on."""
         _require(self.onset_ms > 0, "onset_ms", self.onset_ms, "give a positive duration")
         _require(
             self.onset_window_ms >= self.onset_ms,
@@ -238,6 +251,9 @@ class SegmenterSettings:
             f"onset_window_ms + pre_roll_ms must stay below max_sentence_ms={self.max_sentence_ms}",
         )
         _require(self.post_roll_ms >= 0, "post_roll_ms", self.post_roll_ms, "give 0 or more")
+
+    def _check_levels(self) -> None:
+        """The noise-floor gate's margins, range, rates and digital-silence level."""
         _require(self.hold_margin_db >= 0, "hold_margin_db", self.hold_margin_db, "give 0 dB or more")
         _require(
             self.onset_margin_db >= self.hold_margin_db,

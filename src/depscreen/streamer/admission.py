@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from depscreen.engine.features.asr import primary_language
-from depscreen.engine.features.language_head import language_text_head
-from depscreen.engine.pipeline import Extractors, Notice, PipelineSettings, ResumePoint, SessionPipeline
+from depscreen.engine.pipeline import Notice, PipelineSettings, ResumePoint, SessionPipeline
 from depscreen.engine.questions import QuestionTrack
 from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
-from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.streamer.auth import principal_fingerprint
 from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN, Checkpointer, updates_to_resend
@@ -28,6 +26,7 @@ from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.convert import model_info_message
 from depscreen.streamer.interview import Input, Opening, ScoredSentence
 from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.parts import ServerParts
 from depscreen.streamer.protocol import (
     RETRY_AFTER_S,
     ErrorKind,
@@ -56,8 +55,8 @@ class SessionHub:
     """What every session of a server shares: settings, model, extractors, batcher, metrics, workers."""
 
     settings: ServerSettings
-    screener: Screener
-    extractors: Extractors
+    parts: ServerParts
+    """The model, feature extractors, recogniser and language heads the sessions run on (`parts.py`)."""
     batcher: MicroBatcher
     metrics: Metrics
     executor: Executor
@@ -152,19 +151,19 @@ class SessionHub:
             self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
         session_id = checkpoint.session_id if checkpoint else start.session_id or uuid.uuid4().hex
         trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
-        route = text_route(self.screener.facts, primary_language(start.language))
+        route = text_route(self.parts.screener.facts, primary_language(start.language))
         pipeline = self._new_pipeline(start, checkpoint, trace, route)
         voices = self._voices(start, pipeline, checkpoint) if start.channel_roles else None
         session = LiveSession(self, session_id, pipeline, principal, trace, voices)
         if voices is not None:
-            session.notices.extend(voices.notices())
+            session.tell(*voices.notices())
         if ticket is not None:
             session.observe(LiveRecord(self.live_records, ticket.record_id))
         if route.notice:
             code = "text_cross_lingual" if route.reads_text else "text_not_read"
-            session.notices.append(Notice(code, route.notice))
+            session.tell(Notice(code, route.notice))
         if route.own_head:
-            session.notices.append(
+            session.tell(
                 Notice(
                     "text_own_head",
                     f"the text modality's probability comes from the {route.own_head} text head: beside the "
@@ -172,7 +171,7 @@ class SessionHub:
                 )
             )
         if checkpoint is not None:
-            session.notices.extend(cold_resume_notices(checkpoint, pipeline))
+            session.tell(*cold_resume_notices(checkpoint, pipeline))
             session.restore(checkpoint)
         if self.settings.record:
             self._record(session, start)
@@ -195,7 +194,7 @@ class SessionHub:
                 language=start.language,
                 disable_asr=start.disable_asr,
                 channel_roles=start.channel_roles,
-                model=model_info_message(self.screener),
+                model=model_info_message(self.parts.screener),
                 on_failure=failed,
                 budget=self.record_budget,
                 principal=principal_fingerprint(session.principal),
@@ -224,13 +223,13 @@ class SessionHub:
         if checkpoint is not None:
             kept = checkpoint.updates
             resend, notices = updates_to_resend(checkpoint, start)
-            session.notices.extend(notices)
+            session.tell(*notices)
         checkpointer = Checkpointer(
             resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend
         )
         saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
         if not saved and checkpoint is None:
-            session.notices.append(NOT_RESUMABLE_STORE_DOWN)
+            session.tell(NOT_RESUMABLE_STORE_DOWN)
             return
         session.make_resumable(checkpointer)
 
@@ -303,13 +302,13 @@ class SessionHub:
             if resume is None:
                 resume = ResumePoint.cold(checkpoint.resume_from_ms * 16, checkpoint.next_index, segmenter)
         return SessionPipeline(
-            self.extractors,
+            self.parts.extractors,
             sample_rate_hz=start.sample_rate_hz,
             channels=pipeline_channels(start),
             language=start.language,
             use_asr=self.settings.asr != "none" and not start.disable_asr,
             reads_text=route.reads_text,
-            language_head=language_text_head(route.own_head) if route.own_head else None,
+            language_head=self.parts.language_head(route.own_head) if route.own_head else None,
             settings=PipelineSettings(video_fps=self.settings.video_fps, segmenter=segmenter),
             on_stage=on_stage,
             resume=resume,
@@ -325,7 +324,7 @@ class SessionHub:
             questions = QuestionTrack(
                 sample_rate_hz=start.sample_rate_hz,
                 settings=pipeline.settings.segmenter,
-                transcriber=self.extractors.transcriber if pipeline.use_asr else None,
+                transcriber=self.parts.extractors.transcriber if pipeline.use_asr else None,
                 language=pipeline.language,
                 keep_text=self.settings.clinician_text == "on",
                 origin_ms=pipeline.first_sample // 16 if checkpoint else 0,  # the replay's start, 16 kHz clock

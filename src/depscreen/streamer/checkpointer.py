@@ -76,7 +76,7 @@ class Checkpointer:
             next_index=features.index + 1,
             resume_from_ms=features.end_ms,
             counts=replace(self._counts),
-            track=self._handle.track,
+            track=replace(self._handle.track),  # a snapshot: the batcher moves the live track on
             estimate=sentence.estimate,
             updates=tuple(self._kept),
             resume=sentence.resume,

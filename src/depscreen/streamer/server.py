@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,16 +35,10 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from depscreen.engine.features.asr import DEFAULT_LANGUAGE, ModelFilesError
-from depscreen.engine.features.language_head import SHIPPED_HEADS, language_text_head
-from depscreen.engine.pipeline import Extractors, PipelineSettings
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
-from depscreen.engine.runtime.checkpoint import ModelFacts, feature_differences, text_route
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.runtime.state_pool import StatePool
 from depscreen.engine.runtime.threads import one_thread_per_call
-from depscreen.engine.segment import SegmenterSettings
-from depscreen.engine.vad import preload_vad
 from depscreen.keepalive import keepalive_arguments
 from depscreen.streamer import page, tls
 from depscreen.streamer.admission import SessionHub
@@ -53,6 +48,7 @@ from depscreen.streamer.cors import cors_middleware
 from depscreen.streamer.health import ServingHealth
 from depscreen.streamer.http_guard import limit_connections
 from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.parts import ServerParts, load_parts
 from depscreen.streamer.record import RecordBudget, folder_bytes, prepare_record_folder
 from depscreen.streamer.resume import Resumer, read_key_file
 from depscreen.streamer.service import ScreeningService
@@ -77,10 +73,19 @@ STOP_GRACE_S = 1.0
 class Server:
     """One depscreen server process; `await start()`, then `await stop()`."""
 
-    def __init__(self, settings: ServerSettings, tracing: Tracing | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        tracing: Tracing | None = None,
+        clock: Clock | None = None,
+        parts: ServerParts | None = None,
+    ) -> None:
         """`tracing`: where session spans go; None: as the OTEL_* variables say (`open_tracing`). `clock`: what
-        session time limits and pacing are measured on (the system's, unless a test brings a virtual one)."""
+        session time limits and pacing are measured on (the system's, unless a test brings a virtual one).
+        `parts`: the model, extractors and recogniser the sessions run on; None: loaded at start as `settings`
+        say (`parts.load_parts`), as a test brings its own (`tests/fakes.py`)."""
         self.settings = settings
+        self.parts = parts
         self.tracing = tracing
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
@@ -113,42 +118,14 @@ class Server:
         torch.set_num_threads(1)
         self._executor = ThreadPoolExecutor(max_workers=s.worker_count, thread_name_prefix="depscreen-worker")
         loop = asyncio.get_running_loop()
-        try:
-            screener = await loop.run_in_executor(self._executor, Screener.from_checkpoint, s.model, s.device)
-        except ValueError as error:  # a checkpoint this version cannot serve: say why instead of a traceback
-            raise SettingsError(str(error)) from None
-        live = PipelineSettings(video_fps=s.video_fps, segmenter=SegmenterSettings(vad=s.vad))
-        check_features(screener.facts, live)
-        text_encoder = screener.facts.text_encoder
-        try:
-            extractors = await loop.run_in_executor(
-                self._executor, Extractors, s.asr, s.asr_capacity, text_encoder, self.metrics
-            )
-        except ModelFilesError as error:
-            raise SettingsError(str(error)) from None
-        await loop.run_in_executor(self._executor, preload_vad, s.vad)
-        await loop.run_in_executor(self._executor, preload_language_heads, screener.facts)
-        # The wire's default language is loaded now; a session in another language loads its model on first use.
-        await loop.run_in_executor(self._executor, extractors.transcriber.preload, DEFAULT_LANGUAGE)
+        if self.parts is None:
+            self.parts = await loop.run_in_executor(self._executor, load_parts, s, self.metrics)
+        screener = self.parts.screener
         one_thread_per_call()
-        pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
-        self._batcher = MicroBatcher(
-            screener,
-            pool,
-            self._run,
-            BatcherSettings(
-                max_batch=s.max_batch,
-                max_wait_ms=s.max_wait_ms,
-                park_after_s=s.park_after_s,
-                snapshots=bool(s.state_store),
-            ),
-            on_batch=self._observe_batch,
-        )
-        self._batcher.start()
+        self._batcher = self._start_batcher(screener)
         self.hub = SessionHub(
             s,
-            screener,
-            extractors,
+            self.parts,
             self._batcher,
             self.metrics,
             self._executor,
@@ -163,38 +140,10 @@ class Server:
         )
         self._lag_task = loop.create_task(self._watch_event_loop_lag(), name="depscreen-loop-lag")
 
-        self._grpc = grpc.aio.server(options=grpc_options(s))
-        screening = ScreeningService(self.hub, verifier)
-        screening_pb2_grpc.add_ScreeningServicer_to_server(screening, self._grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
-        address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
-        if grpc_credentials is None:
-            self.grpc_port = self._grpc.add_insecure_port(address)
-        else:
-            self.grpc_port = self._grpc.add_secure_port(address, grpc_credentials)
-        await self._grpc.start()
-
-        origins = s.cors_origin_set
-        app = web.Application(middlewares=[cors_middleware(origins)] if origins else [])
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
+        screening = await self._start_grpc(ScreeningService(self.hub, verifier), grpc_credentials)
         whip = WhipEndpoint(self.hub, verifier=verifier)
-        whip.add_routes(app)
+        await self._start_http(whip, http_ssl)
         self.transports = [screening, whip]
-        page.add_routes(app)
-        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=s.http_read_timeout_s)
-        await self._http.setup()
-        assert self._http.server is not None
-        self._http_listener = await loop.create_server(
-            limit_connections(self._http.server, s.max_http_connections),
-            s.host,
-            s.http_port,
-            ssl=http_ssl,
-            reuse_address=True,
-        )
-        self.http_port = self._http_listener.sockets[0].getsockname()[1]
 
         await self.health.start(self.hub.admitting)
         log.info(
@@ -208,6 +157,64 @@ class Server:
             screener.device,
             screener.kernels,
         )
+
+    def _start_batcher(self, screener: Screener) -> MicroBatcher:
+        """The micro-batcher stepping every session's sentences, over a state pool sized for the settings."""
+        s = self.settings
+        pool = StatePool(screener.model, max(s.max_sessions, s.max_batch))
+        batcher = MicroBatcher(
+            screener,
+            pool,
+            self._run,
+            BatcherSettings(
+                max_batch=s.max_batch,
+                max_wait_ms=s.max_wait_ms,
+                park_after_s=s.park_after_s,
+                snapshots=bool(s.state_store),
+            ),
+            on_batch=self._observe_batch,
+        )
+        batcher.start()
+        return batcher
+
+    async def _start_grpc(
+        self, screening: ScreeningService, credentials: grpc.ServerCredentials | None
+    ) -> ScreeningService:
+        """Serve `screening`, health checking and reflection on the gRPC port (TLS with `credentials`)."""
+        s = self.settings
+        self._grpc = grpc.aio.server(options=grpc_options(s))
+        screening_pb2_grpc.add_ScreeningServicer_to_server(screening, self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
+        address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
+        if credentials is None:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        else:
+            self.grpc_port = self._grpc.add_secure_port(address, credentials)
+        await self._grpc.start()
+        return screening
+
+    async def _start_http(self, whip: WhipEndpoint, http_ssl: ssl.SSLContext | None) -> None:
+        """Serve /metrics, /healthz, /readyz, `whip` and the page on the HTTP port (TLS with `http_ssl`)."""
+        s = self.settings
+        origins = s.cors_origin_set
+        app = web.Application(middlewares=[cors_middleware(origins)] if origins else [])
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        whip.add_routes(app)
+        page.add_routes(app)
+        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=s.http_read_timeout_s)
+        await self._http.setup()
+        assert self._http.server is not None
+        self._http_listener = await asyncio.get_running_loop().create_server(
+            limit_connections(self._http.server, s.max_http_connections),
+            s.host,
+            s.http_port,
+            ssl=http_ssl,
+            reuse_address=True,
+        )
+        self.http_port = self._http_listener.sockets[0].getsockname()[1]
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -282,8 +289,8 @@ class Server:
         shutting_down = self.hub.shutdown.is_set()
         body = {
             "status": "shutting down" if shutting_down else "ok",
-            "model_id": self.hub.screener.facts.model_id,
-            "device": self.hub.screener.device.type,
+            "model_id": self.hub.parts.screener.facts.model_id,
+            "device": self.hub.parts.screener.device.type,
             "sessions_active": self.hub.active,
             "webrtc_peers": sum(t.peers for t in self.transports if isinstance(t, WhipEndpoint)),
         }
@@ -375,29 +382,6 @@ def open_tracing(environ: Mapping[str, str]) -> Tracing | None:
         return None
     log.info("exporting session traces over OTLP/gRPC to %s", endpoint or "localhost:4317")
     return Tracing(OTLPSpanExporter(), version("depscreen"))
-
-
-def check_features(facts: ModelFacts, pipeline: PipelineSettings) -> None:
-    """Refuse (SettingsError) a model whose training features this server cannot make; warn of each setting
-    the operator chose unlike the model's training (its estimates rest on features it was not trained on)."""
-    try:
-        differences = feature_differences(facts, pipeline.segmenter, pipeline.video_fps)
-    except ValueError as error:
-        raise SettingsError(str(error)) from None
-    for difference in differences:
-        log.warning("model %s was trained on other features than this server makes: %s", facts.model_id, difference)
-
-
-def preload_language_heads(facts: ModelFacts) -> None:
-    """Load (and check against their pinned checksums) the text heads of the languages the model did not learn;
-    a damaged head file stops the server here (SettingsError), not a session later."""
-    for language in SHIPPED_HEADS:
-        if not text_route(facts, language).own_head:
-            continue
-        try:
-            language_text_head(language)
-        except ValueError as error:
-            raise SettingsError(str(error)) from None
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -68,7 +68,7 @@ class ScreeningService(Transport, screening_pb2_grpc.ScreeningServicer):
             session = await self.hub.open(opening(first), principal, resumable=True)
             wait.starvation = audio_floor(self.hub.settings)
             audio_bytes_per_s = session.pipeline.sample_rate_hz * session.pipeline.channels * 2
-            yield accepted_message(session.welcome(), model_info_message(self.hub.screener))
+            yield accepted_message(session.welcome(), model_info_message(self.hub.parts.screener))
             if session.checkpointer is not None:
                 for update in session.checkpointer.resend:
                     yield pb.ServerMessage(sentence=update)

@@ -106,7 +106,7 @@ class LiveSession:
         self.ended = False
         self.last_estimate: Estimate | None = None
         self.counts = pipeline.counts
-        """The session's counts (the pipeline's own object: one set, shared)."""
+        """The session's counts (the pipeline's own object: one set, shared; changed only by its methods)."""
         self.notices: list[Notice] = []
         """What the welcome tells the client about this session (e.g. that it is not resumable, and why)."""
         self.checkpointer: Checkpointer | None = None
@@ -121,6 +121,10 @@ class LiveSession:
         self._captions_received = 0
         self._bytes_per_second = pipeline.sample_rate_hz * self.channels * 2
         bind_session(session_id, principal)
+
+    def tell(self, *notices: Notice) -> None:
+        """Add `notices` to what the welcome tells the client about this session."""
+        self.notices.extend(notices)
 
     def observe(self, observer: SessionObserver) -> None:
         """Tell `observer` every later input and scored sentence, and close it with the session."""
@@ -229,7 +233,7 @@ class LiveSession:
 
     def shed_video_frame(self) -> None:
         """Count a video frame a transport or the session dropped under overload before it cost anything."""
-        self.counts.dropped_video_frames += 1
+        self.counts.dropped_frame()
         self.hub.metrics.shed_video_frames_total.inc()
 
     def _tell(self, item: Input) -> None:
@@ -354,5 +358,5 @@ class LiveSession:
             log.info("session %s dropped a clinician caption: %s", self.session_id, error)
             used = False
         if not used:
-            self.counts.dropped_captions += 1
+            self.counts.dropped_caption()
         return used

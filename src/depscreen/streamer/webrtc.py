@@ -107,7 +107,7 @@ class PeerSession:
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
-        self._send(accepted_message(live.welcome(), model_info_message(hub.screener)))
+        self._send(accepted_message(live.welcome(), model_info_message(hub.parts.screener)))
 
     @property
     def closed(self) -> bool:

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.runtime.screener import Estimate, Screener, SessionTrack
+from depscreen.engine.model.state import SessionState
+from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, Screener, SessionTrack
 from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
 
 Runner = Callable[..., Awaitable[Any]]
@@ -184,28 +185,32 @@ class MicroBatcher:
                 for pending in live:
                     if pending.handle.slot is None:
                         self._place(pending.handle, in_batch)
-                estimates, wall_s, cpu_s = await self._run(self._step, live)
+                estimates, tracks, wall_s, cpu_s = await self._run(self._step, live)
             except Exception as error:  # a failed batch fails its sentences, never the loop
                 for pending in live:
                     if not pending.future.done():
                         pending.future.set_exception(error)
                 continue
-            for pending, estimate in zip(live, estimates, strict=True):
+            for pending, estimate, (state, account) in zip(live, estimates, tracks, strict=True):
+                pending.handle.track.advance(state, account)  # on the loop: the handles are the batcher's
                 if not pending.future.done():
                     pending.future.set_result(estimate)
             if self._on_batch is not None:
                 self._on_batch(len(live), wall_s, cpu_s)
             self.park_idle()
 
-    def _step(self, batch: list[_Pending]) -> tuple[list[Estimate], float, float]:
-        """Encode and step one batch; returns the estimates and the batch's wall and CPU seconds."""
+    def _step(
+        self, batch: list[_Pending]
+    ) -> tuple[list[Estimate], list[tuple[SessionState | None, EvidenceAccount]], float, float]:
+        """Encode and step one batch (on a worker thread); returns the estimates, each session's state snapshot
+        (None without `snapshots`) and account after it, and the batch's wall and CPU seconds."""
         start, cpu_start = time.perf_counter(), time.thread_time()
         slots = torch.tensor([p.handle.slot for p in batch], device=self.screener.device)
         state = self.pool.gather(slots)
-        estimates, new_state = self.screener.step_batch(
+        estimates, new_state, accounts = self.screener.step_batch(
             [p.features for p in batch], [p.handle.track.account for p in batch], state
         )
         self.pool.scatter(slots, new_state)
-        for row, pending in enumerate(batch):
-            pending.handle.track.state = new_state.cpu_row(row) if self.settings.snapshots else None
-        return estimates, time.perf_counter() - start, time.thread_time() - cpu_start
+        snapshots = [new_state.cpu_row(row) if self.settings.snapshots else None for row in range(len(batch))]
+        tracks = list(zip(snapshots, accounts, strict=True))
+        return estimates, tracks, time.perf_counter() - start, time.thread_time() - cpu_start

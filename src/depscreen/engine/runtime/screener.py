@@ -8,7 +8,7 @@ estimate after sentence k is the same either way (prefix parity).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,12 @@ class EvidenceAccount:
     language_text: TextHeadAccount = field(default_factory=TextHeadAccount)
     """The text's own estimate under its language's text head, for a language the model did not learn."""
 
+    def after(self, features: SentenceFeatures) -> EvidenceAccount:
+        """A new account: this one with `features` added (this one is left as it is)."""
+        account = replace(self, symptom_sum=self.symptom_sum.copy(), language_text=replace(self.language_text))
+        account.account(features)
+        return account
+
     def account(self, features: SentenceFeatures) -> None:
         """Add one sentence's usable speech and symptom evidence."""
         self.usable_speech_s += features.speech_ms / 1000.0 * features.audio_quality
@@ -115,6 +121,10 @@ class SessionTrack:
     state: SessionState | None = None
     """One-session model state after the last sentence; None: the initial state (no sentence yet)."""
     account: EvidenceAccount = field(default_factory=EvidenceAccount)
+
+    def advance(self, state: SessionState | None, account: EvidenceAccount) -> None:
+        """Go on to the state and account after one more sentence (its holder calls it, on its own thread)."""
+        self.state, self.account = state, account
 
 
 def collate(features: list[SentenceFeatures], config: ModelConfig, device: torch.device) -> SentenceBatch:
@@ -169,19 +179,21 @@ class Screener:
     def step(self, track: SessionTrack, features: SentenceFeatures) -> Estimate:
         """Advance one session by one sentence and return its running estimate."""
         state = self.model.initial_state(1) if track.state is None else track.state.to(self.device)
-        (estimate,), track.state = self.step_batch([features], [track.account], state)
+        (estimate,), new_state, (account,) = self.step_batch([features], [track.account], state)
+        track.advance(new_state, account)
         return estimate
 
     @torch.no_grad()
     def step_batch(
         self, features: list[SentenceFeatures], accounts: list[EvidenceAccount], state: SessionState
-    ) -> tuple[list[Estimate], SessionState]:
-        """Advance a batch of sessions (row i: one sentence of session i, whose state is row i of `state`)."""
+    ) -> tuple[list[Estimate], SessionState, list[EvidenceAccount]]:
+        """Advance a batch of sessions (row i: one sentence of session i, whose state is row i of `state` and
+        whose account is `accounts[i]`): their estimates, new state and new accounts. The accounts given are left
+        as they are: each session's holder moves on to the new ones itself (`SessionTrack.advance`)."""
         encoded = self.model.encode(collate(features, self.model.config, self.device), state.audio_moments)
         output, new_state = self.model.step(encoded, state)
-        estimates = []
-        for i, (f, account) in enumerate(zip(features, accounts, strict=True)):
-            account.account(f)
+        estimates, new_accounts = [], [account.after(f) for f, account in zip(features, accounts, strict=True)]
+        for i, (f, account) in enumerate(zip(features, new_accounts, strict=True)):
             estimates.append(
                 _estimate(
                     f,
@@ -192,7 +204,7 @@ class Screener:
                     self.facts,
                 )
             )
-        return estimates, new_state
+        return estimates, new_state, new_accounts
 
     @torch.no_grad()
     def offline(self, features: list[SentenceFeatures]) -> list[Estimate]:

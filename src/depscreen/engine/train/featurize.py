@@ -87,7 +87,7 @@ class InterviewFeaturizer:
     def extractors(self) -> Extractors:
         """Loaded on first use, so a run that hits the cache everywhere loads no feature model."""
         if self._extractors is None:
-            self._extractors = Extractors(
+            self._extractors = Extractors.load(
                 asr=TRAINING_ASR if self.transcribes else "none", text_encoder=self.text_encoder
             )
         return self._extractors

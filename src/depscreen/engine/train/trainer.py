@@ -151,20 +151,7 @@ def train_model(
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    model = factory(config or ModelConfig())
-    model.set_feature_stats(stats.tensors())
-    if model.config.text_projection and has_text(sessions):
-        lsa = fit_char_lsa(sentence_counts(sessions), model.config.text_projection, settings.seed)
-        model.text_encoder.fit_projection(*lsa.tensors())
-    scores = None
-    if model.config.score_head:
-        if any(s.score is None for s in sessions):
-            raise ValueError(
-                "the model has a score head but some training sessions have no questionnaire score: train "
-                "without a score head (ModelConfig.score_head False)"
-            )
-        scores = torch.tensor([s.score for s in sessions], dtype=torch.float32)
-        model.set_score_stats(float(scores.mean()), float(scores.std()))
+    model, scores = _untrained_model(sessions, stats, config, settings, factory)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     labels = torch.tensor([s.label for s in sessions], dtype=torch.float32)
     positive_weight = (1 - labels.mean()) / labels.mean().clamp(min=1e-6)
@@ -185,26 +172,8 @@ def train_model(
                 rng,
                 (faces, settings.unlabelled_video) if faces is not None and settings.unlabelled_video else None,
             )
-            output = model.forward_session(encoded)
-            target = labels[chosen].unsqueeze(1).expand_as(output.logit)
-            position = torch.cumsum(valid.float(), dim=1)
-            weight = valid.float() * position / position.max()
-            class_weight = torch.where(target > 0.5, positive_weight, torch.ones_like(target))
-            main = F.binary_cross_entropy_with_logits(
-                output.logit, target, weight=weight * class_weight, reduction="sum"
-            )
-            seen = (torch.cumsum(encoded.available.float(), dim=1) > 0) & valid.unsqueeze(-1)
-            auxiliary = F.binary_cross_entropy_with_logits(
-                output.modality_logit,
-                target.unsqueeze(-1).expand_as(output.modality_logit),
-                weight=seen.float() * class_weight.unsqueeze(-1),
-                reduction="sum",
-            )
-            if output.score is not None:
-                target_score = model.standardised_score(scores[chosen]).unsqueeze(1).expand_as(output.score)
-                error = (model.standardised_score(output.score) - target_score) ** 2
-                main = main + settings.score_weight * (error * weight * class_weight).sum()
-            loss = (main + settings.auxiliary_weight * auxiliary) / (weight * class_weight).sum()
+            batch_scores = scores[chosen] if scores is not None else None
+            loss = _batch_loss(model, encoded, valid, labels[chosen], batch_scores, positive_weight, settings)
             if faces is not None and settings.unlabelled_video:
                 video = encoded.available[..., VIDEO]
                 loss = loss + settings.unlabelled_video_penalty * (
@@ -229,6 +198,63 @@ def train_model(
         model.load_state_dict(best_state)
     model.eval()
     return model
+
+
+def _untrained_model(
+    sessions: list[LabelledSession],
+    stats: FeatureStats,
+    config: ModelConfig | None,
+    settings: TrainSettings,
+    factory: ModelFactory,
+) -> tuple[ScreeningModel, torch.Tensor | None]:
+    """A fresh model with the training set's feature statistics, text projection and score scale, and the
+    sessions' questionnaire scores (None without a score head; ValueError when the head has sessions without)."""
+    model = factory(config or ModelConfig())
+    model.set_feature_stats(stats.tensors())
+    if model.config.text_projection and has_text(sessions):
+        lsa = fit_char_lsa(sentence_counts(sessions), model.config.text_projection, settings.seed)
+        model.text_encoder.fit_projection(*lsa.tensors())
+    scores = None
+    if model.config.score_head:
+        if any(s.score is None for s in sessions):
+            raise ValueError(
+                "the model has a score head but some training sessions have no questionnaire score: train "
+                "without a score head (ModelConfig.score_head False)"
+            )
+        scores = torch.tensor([s.score for s in sessions], dtype=torch.float32)
+        model.set_score_stats(float(scores.mean()), float(scores.std()))
+    return model, scores
+
+
+def _batch_loss(
+    model: ScreeningModel,
+    encoded: EncodedSentences,
+    valid: torch.Tensor,
+    labels: torch.Tensor,
+    scores: torch.Tensor | None,
+    positive_weight: torch.Tensor,
+    settings: TrainSettings,
+) -> torch.Tensor:
+    """A batch's class-weighted loss: the estimate after every sentence (later ones weigh more), each modality's
+    auxiliary estimate once it has been seen, and the score head's standardised error."""
+    output = model.forward_session(encoded)
+    target = labels.unsqueeze(1).expand_as(output.logit)
+    position = torch.cumsum(valid.float(), dim=1)
+    weight = valid.float() * position / position.max()
+    class_weight = torch.where(target > 0.5, positive_weight, torch.ones_like(target))
+    main = F.binary_cross_entropy_with_logits(output.logit, target, weight=weight * class_weight, reduction="sum")
+    seen = (torch.cumsum(encoded.available.float(), dim=1) > 0) & valid.unsqueeze(-1)
+    auxiliary = F.binary_cross_entropy_with_logits(
+        output.modality_logit,
+        target.unsqueeze(-1).expand_as(output.modality_logit),
+        weight=seen.float() * class_weight.unsqueeze(-1),
+        reduction="sum",
+    )
+    if output.score is not None:
+        target_score = model.standardised_score(scores).unsqueeze(1).expand_as(output.score)
+        error = (model.standardised_score(output.score) - target_score) ** 2
+        main = main + settings.score_weight * (error * weight * class_weight).sum()
+    return (main + settings.auxiliary_weight * auxiliary) / (weight * class_weight).sum()
 
 
 def _validation_loss(model: ScreeningModel, sessions: list[LabelledSession], positive_weight: float) -> float:
