@@ -12,19 +12,17 @@ from collections.abc import Iterator
 import aioice
 import aioice.ice
 import pytest
-import torch
 from aiortc.sdp import candidate_from_sdp
 
 from depscreen.clients.whip import WhipClient
 from depscreen.localserver import read_counter
 from depscreen.streamer import ice
 from depscreen.streamer.ice import IcePolicy, gathering_on
-from depscreen.streamer.server import Server
 from depscreen.streamer.settings import ServerSettings, SettingsError
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES
-from .netns import NamespaceLoop, NetworkNamespace, namespaces_available
+from .netns import NetworkNamespace, namespaces_available
 from .test_webrtc import InProcessServer, http, offer, post_offer
 
 SERVER_ADDRESS = "10.213.0.1"
@@ -144,7 +142,6 @@ in_namespace = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or
 
 @pytest.fixture(scope="module")
 def guarded() -> Iterator[InProcessServer]:
-    torch_threads = torch.get_num_threads()
     settings = ServerSettings(
         grpc_port=0,
         http_port=0,
@@ -155,14 +152,8 @@ def guarded() -> Iterator[InProcessServer]:
         webrtc_host=SERVER_ADDRESS,
         webrtc_allow_networks=f"{SERVER_ADDRESS}/32",
     )
-    with NetworkNamespace() as namespace, NamespaceLoop(namespace) as loop:
-        server = Server(settings)
-        loop.call(server.start())
-        try:
-            yield InProcessServer(loop, server)
-        finally:
-            loop.call(server.stop())
-    torch.set_num_threads(torch_threads)
+    with NetworkNamespace() as namespace, InProcessServer.running(namespace, settings) as server:
+        yield server
 
 
 class Trap(asyncio.DatagramProtocol):

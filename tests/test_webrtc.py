@@ -58,6 +58,21 @@ class InProcessServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.http_port}/whip"
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, namespace: NetworkNamespace, settings: ServerSettings) -> Iterator[InProcessServer]:
+        """A started server with `settings` on a loop inside `namespace`, stopped on exit (torch's thread
+        count, which the server sets to one, restored)."""
+        torch_threads = torch.get_num_threads()
+        with NamespaceLoop(namespace) as loop:
+            server = Server(settings)
+            loop.call(server.start())
+            try:
+                yield cls(loop, server)
+            finally:
+                loop.call(server.stop())
+        torch.set_num_threads(torch_threads)
+
     def call(self, coroutine: object, timeout_s: float = 300.0) -> object:
         return self.loop.call(coroutine, timeout_s)  # type: ignore[arg-type]
 
@@ -90,7 +105,6 @@ def namespace() -> Iterator[NetworkNamespace]:
 @pytest.fixture(scope="module")
 def inproc(namespace: NetworkNamespace) -> Iterator[InProcessServer]:
     """Two sessions at most, a short stall timeout, no ASR (these tests are about the transport)."""
-    torch_threads = torch.get_num_threads()
     settings = ServerSettings(
         grpc_port=0,
         http_port=0,
@@ -100,14 +114,8 @@ def inproc(namespace: NetworkNamespace) -> Iterator[InProcessServer]:
         stall_timeout_s=STALL_TIMEOUT_S,
         webrtc_allow_networks=PEER_NETWORK,
     )
-    with NamespaceLoop(namespace) as loop:
-        server = Server(settings)
-        loop.call(server.start())
-        try:
-            yield InProcessServer(loop, server)
-        finally:
-            loop.call(server.stop())
-    torch.set_num_threads(torch_threads)
+    with InProcessServer.running(namespace, settings) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
