@@ -41,7 +41,7 @@ from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.roles import CLINICIAN, Voices, check_roles, pipeline_channels
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
-from depscreen.streamer.state_store import StoreError
+from depscreen.streamer.state_store import FencedError, StoreError
 
 if TYPE_CHECKING:
     from depscreen.streamer.tracing import SessionTrace, Tracing
@@ -228,7 +228,11 @@ class SessionHub:
         checkpointer = Checkpointer(
             resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend
         )
-        saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
+        try:
+            saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
+        except ProtocolError:  # another stream resumed the session since this one restored it
+            session.close(ErrorKind.ABORTED.name)
+            raise
         if not saved and checkpoint is None:
             session.notices.append(NOT_RESUMABLE_STORE_DOWN)
             return
@@ -249,6 +253,12 @@ class SessionHub:
             ) from None
         except StoreError as error:
             raise store_unavailable(error) from None
+        except FencedError:
+            raise ProtocolError(
+                ErrorKind.UNAVAILABLE,
+                f"this session is being resumed on another stream now: retry in {RETRY_AFTER_S:g} s",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
 
     def _claim(self, ticket: Ticket) -> None:
         """Mark the ticket's session live, or refuse (UNAVAILABLE) a second stream of a session that streams now:
