@@ -172,7 +172,7 @@ class SessionHub:
                 )
             )
         if checkpoint is not None:
-            session.notices.extend(cold_resume_notices(checkpoint, pipeline))
+            session.notices.extend(cold_resume_notices(checkpoint))
             session.restore(checkpoint)
         if self.settings.record:
             self._record(session, start)
@@ -367,7 +367,7 @@ COLD_RESUME = (
 """The `accepted` notice of a resume that cannot go on exactly where the stream stopped."""
 
 
-def cold_resume_notices(checkpoint: Checkpoint, pipeline: SessionPipeline) -> list[Notice]:
+def cold_resume_notices(checkpoint: Checkpoint) -> list[Notice]:
     """What a resumed session's `accepted` says when its media handling does not go on exactly."""
     if checkpoint.resume is None:
         if checkpoint.next_index == 0:
@@ -375,11 +375,6 @@ def cold_resume_notices(checkpoint: Checkpoint, pipeline: SessionPipeline) -> li
         why = "the checkpoint was written by an earlier release, without the segmenter's state"
     elif not checkpoint.resume.segmenter.warm:
         why = "this webrtcvad build's state could not be read"
-        if not pipeline.passthrough:
-            why = (
-                f"the session sends {pipeline.sample_rate_hz} Hz, {pipeline.channels}-channel audio, whose "
-                "resampler state is not carried: send 16 kHz mono for an exact resume"
-            )
     else:
         return []
     return [Notice("resume_cold", COLD_RESUME.format(ms=checkpoint.resume_from_ms, why=why))]
