@@ -7,8 +7,9 @@ random offsets, each kind once per round while there are as many faults as kinds
   wherever it was: inside a sentence, in a pause, during a resume);
 - `cut`: one interview's connection is cut (its stream is cancelled under it);
 - `freeze`: the server is frozen (SIGSTOP), a replica on the same store takes over (the relays fail over to
-  it and drop their connections, as a balancer whose health check failed), and after `FREEZE_S` the frozen
-  server wakes (SIGCONT) with its old streams: any checkpoint they try to write is fenced (refused);
+  it and drop their clients' connections, as a balancer whose health check failed, leaving the frozen server's
+  side open), and after `FREEZE_S` the frozen server wakes (SIGCONT) with its old streams, which go on with the
+  media that waited in their sockets: any checkpoint they try to write is fenced (refused);
 - `replay`: one interview's connection is cut, and cut again while it resumes (just after its next `accepted`,
   while the replayed audio goes out).
 And at the edges of every round: one interview's first stream breaks between `start` and `accepted` (its relay
@@ -62,7 +63,8 @@ HTTP2_DATA = 0
 
 class CuttableRelay:
     """A TCP relay on loopback for one client; `cut()` aborts its connections both ways (the client sees the
-    stream broken, the server a cancelled stream). A side that closes closes the other."""
+    stream broken, the server a cancelled stream), `detach()` only the client's side. A side that closes closes
+    the other, unless it was detached."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -71,7 +73,10 @@ class CuttableRelay:
         """Drop the next connection at the server's first message (gRPC's first DATA frame: `accepted`), so
         the server has taken `start` and the client never sees the answer."""
         self.broke_before_reply = asyncio.Event()
-        self._transports: list[asyncio.BaseTransport] = []
+        self._connections: list[tuple[asyncio.BaseTransport, asyncio.BaseTransport]] = []
+        """Each live connection's client and server side."""
+        self._held: list[asyncio.BaseTransport] = []
+        """Server sides left open by `detach`."""
         self._handlers: set[asyncio.Task] = set()
 
     async def start(self) -> int:
@@ -88,7 +93,7 @@ class CuttableRelay:
         except OSError:
             writer.transport.abort()  # the server is down: refuse as it would
             return
-        self._transports += [writer.transport, up_writer.transport]
+        self._connections.append((writer.transport, up_writer.transport))
         if self.break_before_reply:
             self.break_before_reply = False
             downstream = self._pump_until_data(up_reader, writer, up_writer)
@@ -96,13 +101,19 @@ class CuttableRelay:
             downstream = self._pump(up_reader, writer)
         await asyncio.gather(self._pump(reader, up_writer), downstream, return_exceptions=True)
         for transport in (writer.transport, up_writer.transport):
-            transport.abort()
+            self._abort(transport)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
+            if writer.transport.is_closing():
+                continue  # a detached client's side: what the server sends goes nowhere
             writer.write(data)
             await writer.drain()
-        writer.transport.abort()
+        self._abort(writer.transport)
+
+    def _abort(self, transport: asyncio.BaseTransport) -> None:
+        if transport not in self._held:
+            transport.abort()
 
     async def _pump_until_data(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: asyncio.StreamWriter
@@ -122,14 +133,25 @@ class CuttableRelay:
             await writer.drain()
 
     def cut(self) -> None:
-        for transport in self._transports:
-            transport.abort()
-        self._transports.clear()
+        for client, server in self._connections:
+            client.abort()
+            self._abort(server)
+        self._connections.clear()
+
+    def detach(self) -> None:
+        """Drop the client's side of every connection and leave the server's side open and silent, as a frozen
+        server finds its streams when it wakes after its clients went elsewhere."""
+        for client, server in self._connections:
+            self._held.append(server)
+            client.abort()
+        self._connections.clear()
 
     async def close(self) -> None:
-        """Stop relaying, once every connection's handler has finished."""
+        """Stop relaying (the detached server sides too), once every connection's handler has finished."""
         self._server.close()
         self.cut()
+        for server in self._held:
+            server.abort()
         await asyncio.gather(*self._handlers, return_exceptions=True)
 
 
@@ -298,7 +320,7 @@ def chaos_round(
                     servers.append(await asyncio.to_thread(start))
                     for relay in relays:
                         relay.upstream_port = servers[-1].grpc_port
-                        relay.cut()
+                        relay.detach()
                     result.faults.append(f"server frozen at {offset:.2f} s, a replica took over")
                     thawing.append(asyncio.create_task(thaw(frozen)))
                 else:
