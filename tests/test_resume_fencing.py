@@ -23,7 +23,14 @@ from depscreen.chaosbench import SERVER_FLAGS
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import read_counter, start_local_server
 from depscreen.streamer.resume import Checkpoint, Resumer, decode
-from depscreen.streamer.state_store import FencedError, RedisStore, SqliteStore, StateStore, StoredSession
+from depscreen.streamer.state_store import (
+    FencedError,
+    RedisStore,
+    SqliteStore,
+    StateStore,
+    StoredSession,
+    add_generation_column,
+)
 from depscreen.v1 import screening_pb2 as pb
 
 from .test_resume import jfk_pcm, redis_url, store_dir  # noqa: F401 (fixtures)
@@ -118,6 +125,9 @@ def test_a_sqlite_store_of_the_release_before_fencing_is_upgraded(tmp_path: Path
     record = store.load("ab" * 16, 3600)
     assert record is not None and (record.payload, record.generation) == (b"old", 1)
     assert store.advance("ab" * 16, 1) == 2
+    with sqlite3.connect(path) as db:
+        add_generation_column(db)  # another server upgrading the same store at the same moment: no error
+    db.close()
 
 
 def test_a_redis_record_of_the_release_before_fencing_counts_as_generation_1(redis_url: str) -> None:  # noqa: F811

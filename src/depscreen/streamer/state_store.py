@@ -2,15 +2,15 @@
 
 A record holds what a resumed session needs and nothing else: its id, the caller's session id, the nonce its
 resume token is bound to, the time it was last written, its generation, and an opaque payload (model state and
-estimates, made by `resume.py`; never audio, video or transcript text).
+estimates, made by `resume.py`; never audio, video or transcript text). Records idle longer than the TTL are
+gone: SQLite deletes them on the next write and refuses to load them, Redis expires them itself. The store also
+keeps the server key that signs resume tokens when the operator gives none (`server_key`).
 
 Writes are fenced by the generation: every resume takes the next one (`advance`), and a write or delete names
 the generation its stream holds and happens only if the record still has it (compare-and-set: one SQLite
 transaction, one Redis Lua script). A stream that was frozen (a stopped process, a stalled link) while its
 session was resumed elsewhere therefore cannot overwrite the newer checkpoint when it wakes: its write raises
-`FencedError` and changes nothing. Records idle longer than the TTL are gone:
-SQLite deletes them on the next write and refuses to load them, Redis expires them itself. The store also
-keeps the server key that signs resume tokens when the operator gives none (`server_key`).
+`FencedError` and changes nothing.
 
 Every call blocks (disk or network): the server makes them from its worker threads.
 
@@ -123,8 +123,7 @@ class SqliteStore:
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at)")
             if "generation" not in {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}:
-                # a store of a release before fencing: its records count as written by generation 1
-                self._db.execute("ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1")
+                add_generation_column(self._db)
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
             for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
                 private_file(file)
@@ -215,6 +214,16 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def add_generation_column(db: sqlite3.Connection) -> None:
+    """Upgrade a store of a release before fencing: its records count as written by generation 1. Another
+    server opening the store at the same moment may have added the column first."""
+    try:
+        db.execute("ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1")
+    except sqlite3.OperationalError as error:
+        if "duplicate column" not in str(error):
+            raise
 
 
 def _generation(db: sqlite3.Connection, record_id: str) -> int | None:
