@@ -8,8 +8,9 @@ random offsets, each kind once per round while there are as many faults as kinds
 - `cut`: one interview's connection is cut (its stream is cancelled under it);
 - `freeze`: the server is frozen (SIGSTOP), a replica on the same store takes over (the relays fail over to
   it and drop their clients' connections, as a balancer whose health check failed, leaving the frozen server's
-  side open), and after `FREEZE_S` the frozen server wakes (SIGCONT) with its old streams, which go on with the
-  media that waited in their sockets: any checkpoint they try to write is fenced (refused);
+  side open), and once every interview still running has resumed there, plus `FREEZE_S`, the frozen server
+  wakes (SIGCONT) with its old streams, which go on with the media that waited in their sockets: any checkpoint
+  they try to write or delete is fenced (refused);
 - `replay`: one interview's connection is cut, and cut again while it resumes (just after its next `accepted`,
   while the replayed audio goes out).
 And at the edges of every round: one interview's first stream breaks between `start` and `accepted` (its relay
@@ -52,7 +53,7 @@ QUICK = ClientSettings(reply_timeout_s=10.0, first_backoff_s=0.05, max_backoff_s
 """Client settings of the broken runs: short backoffs so that rounds stay short; the rest as shipped."""
 FAULT_KINDS = ("kill", "cut", "freeze", "replay")
 FREEZE_S = 3.0
-"""How long a frozen server stays stopped once its replica has taken over."""
+"""How long a frozen server stays stopped once its interviews have resumed on the replica."""
 RESUME_CUT_S = 0.3
 """A `replay` fault's second cut falls this long at most after the resumed stream's `accepted`."""
 STALE_MARK = "a stale stream stops without writing"
@@ -322,7 +323,15 @@ def chaos_round(
                         relay.upstream_port = servers[-1].grpc_port
                         relay.detach()
                     result.faults.append(f"server frozen at {offset:.2f} s, a replica took over")
-                    thawing.append(asyncio.create_task(thaw(frozen)))
+                    accepted = [watch.accepted for watch in watches]
+
+                    def resumed(accepted: list[int] = accepted) -> bool:
+                        return all(
+                            task.done() or watch.accepted > count
+                            for task, watch, count in zip(tasks, watches, accepted, strict=True)
+                        )
+
+                    thawing.append(asyncio.create_task(thaw(frozen, resumed)))
                 else:
                     which = rng.randrange(len(relays))
                     relays[which].cut()
@@ -353,8 +362,12 @@ def chaos_round(
     return result
 
 
-async def thaw(frozen: LocalServer) -> None:
-    """Wake a frozen server after `FREEZE_S`, with its old streams."""
+async def thaw(frozen: LocalServer, resumed: Callable[[], bool]) -> None:
+    """Wake a frozen server, with its old streams, `FREEZE_S` after its interviews have `resumed` elsewhere (a
+    session the frozen server ends with `end` while its client has not resumed is lost with its summary: README,
+    "Limits")."""
+    while not resumed():
+        await asyncio.sleep(0.1)
     await asyncio.sleep(FREEZE_S)
     frozen.process.send_signal(signal.SIGCONT)
 
