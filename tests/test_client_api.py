@@ -341,3 +341,20 @@ def test_stream_file_uses_the_same_session(real_server: LocalServer, tmp_path: P
 
     kinds = asyncio.run(stream())
     assert kinds[0] == "accepted" and kinds[-1] == "summary" and "sentence" in kinds
+
+
+def test_a_new_session_broken_before_it_is_accepted_is_opened_again_afresh() -> None:
+    """The server took `start` and the stream broke before `accepted` reached the client: nothing but `start`
+    went out and no token came back, so the client opens the session again, without a token."""
+
+    async def script(attempt: int, start: pb.SessionStart, requests: AsyncIterator, context: object) -> None:
+        if attempt == 1:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+        await context.write(accepted())
+        await read_to_end(requests)
+        await context.write(sentence(0))
+        await context.write(pb.ServerMessage(summary=pb.SessionSummary(sentences=1)))
+
+    updates, starts = asyncio.run(scripted_session(script))
+    assert [type(u).__name__ for u in updates] == ["Reconnecting", "Accepted", "SentenceUpdate", "Summary"]
+    assert len(starts) == 2 and not starts[1].resume_token and not starts[1].HasField("received_sentences")

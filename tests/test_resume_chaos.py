@@ -2,10 +2,12 @@
 
 One round of `depscreen bench soak` (`src/depscreen/chaosbench.py`) per state store, SQLite and a real redis-server:
 three interviews (the GRID sample with video, far-field meeting speech, read speech) stream at once, first
-uninterrupted, then through loopback relays while four seeded faults at random offsets kill and restart the
-server or cut one interview's connection. Every interview must be its uninterrupted run: the same indices,
-each once, the same spans, estimates within 1e-5. The seed is printed on failure (rerun with
-DEPSCREEN_CHAOS_SEED=<seed>).
+uninterrupted, then through loopback relays while four seeded faults at random offsets, one of each kind, kill
+and restart the server, cut one interview's connection, freeze the server (SIGSTOP) while a replica on the same
+store takes over and wake it (SIGCONT) a few seconds later, and cut an interview twice (the second time while
+it resumes); at the edges, one interview's first stream breaks between `start` and `accepted`, another's during
+its first sentence. Every interview must be its uninterrupted run: the same indices, each once, the same
+spans, estimates within 1e-5. The seed is printed on failure (rerun with DEPSCREEN_CHAOS_SEED=<seed>).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def chaos(store: str, log_path: Path, seed: int) -> None:
         f"chaos seed {seed} (rerun with DEPSCREEN_CHAOS_SEED={seed}); faults: {done.faults}; {done.mismatches}"
     )
     assert done.sentences_compared >= 15 and done.faults, f"chaos seed {seed}: {done}"
+    assert any("between start and accepted" in fault for fault in done.faults), f"chaos seed {seed}: {done}"
+    assert any("frozen" in fault for fault in done.faults), f"chaos seed {seed}: {done}"
 
 
 def test_chaos_over_sqlite(store_dir: Path, seed: int) -> None:  # noqa: F811

@@ -141,9 +141,10 @@ async def resumable_replies(
     reconnection, each sentence index once, and a `Reconnecting` before each wait to reconnect.
 
     With `resume`, a break that leaves a checkpoint behind (`resumable_status`) is survived by reconnecting,
-    unless the server granted no resume token (no state store, or no stream got as far as `accepted`: an
-    unreachable server is reported at once) or the stream stayed broken for
-    `settings.reconnect_s`: then the last error is raised. A resume the server refuses (`FAILED_PRECONDITION`:
+    unless the server granted no resume token (no state store) or the stream stayed broken for
+    `settings.reconnect_s`: then the last error is raised. A new session whose stream broke after the server
+    answered it but before `accepted` (nothing but `start` was sent) is opened again afresh; a server that never
+    answered (unreachable) is reported at once. A resume the server refuses (`FAILED_PRECONDITION`:
     it no longer knows the token, or lost updates the client lacks) raises `ResumeLostError`.
     """
     buffer = ReplayBuffer(start.audio if start.HasField("audio") else DEFAULT_AUDIO)
@@ -156,12 +157,14 @@ async def resumable_replies(
     while True:
         resuming = bool(token)
         refused_at_start = True
+        answered = False  # the server answered this stream (its headers came: the first message is asked for)
         accepted: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
         async def messages(
             token: str = token, accepted: asyncio.Future[float] = accepted
         ) -> AsyncIterator[pb.ClientMessage]:
-            nonlocal end_taken
+            nonlocal end_taken, answered
+            answered = True
             first = pb.SessionStart()
             first.CopyFrom(start)
             if token:
@@ -213,8 +216,9 @@ async def resumable_replies(
                 raise ResumeLostError(
                     error.code(), error.details(), error.initial_metadata(), error.trailing_metadata()
                 ) from None
-            if not resume or not resumable_status(error) or not token:
-                raise  # the server's answer, or no session to resume (never accepted, or no state store)
+            never_accepted = answered and refused_at_start  # only `start` went out: open the session afresh
+            if not resume or not resumable_status(error) or not (token or never_accepted):
+                raise  # the server's answer, an unreachable server, or no session to resume (no state store)
             broken_since = broken_since or time.monotonic()
             if time.monotonic() - broken_since > settings.reconnect_s:
                 raise

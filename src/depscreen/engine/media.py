@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from math import gcd
 from pathlib import Path
 
 import av
@@ -13,6 +14,10 @@ SAMPLE_RATE = 16_000
 """The engine's one internal audio rate: everything is resampled to it exactly once, on arrival."""
 DEFAULT_VIDEO_FPS = 5.0
 """Video frames analysed per second unless configured otherwise (the rate the shipped models were made at)."""
+
+RESAMPLER_WARMUP_SAMPLES = 160
+"""16 kHz samples a restarted resampler runs before its output is used (`PcmResampler.restart_sample`): five
+times the reach of swresample's default filter (16 input samples each side: 32 output samples at 8 kHz)."""
 
 MIN_INPUT_RATE = 8_000
 MAX_INPUT_RATE = 48_000
@@ -43,6 +48,20 @@ class PcmResampler:
     def passthrough(self) -> bool:
         """Whether the input is 16 kHz mono already (nothing is resampled, no filter state is kept)."""
         return self._passthrough
+
+    def restart_sample(self, sample: int) -> int:
+        """A 16 kHz sample at least `RESAMPLER_WARMUP_SAMPLES` before `sample` where a fresh resampler, fed this
+        input from there, gives from `sample` on exactly this one's output (`sample` itself for 16 kHz mono).
+
+        The resampler's output sample k is a fixed function of the input samples within its filter's reach of
+        k's time and of k's phase between input samples. A fresh one started at an input sample that falls on
+        an output sample (a multiple of the two rates' common period) reproduces every phase, and once the warm-up
+        has filled its filter, every output (tests/test_resume_rates.py checks it at random points of several
+        rates)."""
+        if self._passthrough:
+            return sample
+        period = SAMPLE_RATE // gcd(self.sample_rate_hz, SAMPLE_RATE)
+        return max(0, (sample - RESAMPLER_WARMUP_SAMPLES) // period * period)
 
     @property
     def bytes_per_frame(self) -> int:

@@ -230,9 +230,10 @@ class SessionPipeline:
 
         `resume` and `counts` continue an earlier pipeline of the same session (a resumed one): the first sample
         pushed is the resume point's `replay_from_sample` on the session's clock, and the segmenter and the
-        video schedule go on from it exactly when it is warm, the counts from `counts`. A warm resume point is
-        taken only on 16 kHz mono input (anything else goes through a resampler whose state is not carried):
-        other input resumes cold at the end of the last sentence."""
+        video schedule go on from it exactly when it is warm, the counts from `counts`. Input at another rate or
+        with two channels goes through a resampler whose state is not carried: its resume point starts the
+        replay earlier, where a fresh resampler lines up with the old one (`PcmResampler.restart_sample`), and
+        the samples before the segmenter's replay are skipped."""
         self.settings = settings
         self.language = language or DEFAULT_LANGUAGE
         self.use_asr = use_asr
@@ -305,11 +306,6 @@ class SessionPipeline:
         return self._resampler.channels
 
     @property
-    def passthrough(self) -> bool:
-        """Whether the input is 16 kHz mono (no resampler state: a warm resume point can be taken)."""
-        return self._resampler.passthrough
-
-    @property
     def first_sample(self) -> int:
         """The sample (16 kHz clock) the first audio pushed to this pipeline starts at: 0, or a resume point's."""
         return self._first_sample
@@ -364,19 +360,27 @@ class SessionPipeline:
             return self._segmenter.push(pcm) + (self._segmenter.flush() if final else [])
 
     def _resumable(self, result: SentenceResult, sentence: Sentence) -> SentenceResult:
-        """`result` with the point the session goes on from after its sentence."""
+        """`result` with the point the session goes on from after its sentence, its replay started where a
+        fresh resampler lines up with this one."""
+        point = self._resume_point(sentence)
+        if not self._resampler.passthrough:
+            point = replace(point, replay_from_sample=self._resampler.restart_sample(point.first_sample))
+        return replace(result, resume=point)
+
+    def _resume_point(self, sentence: Sentence) -> ResumePoint:
+        """Where the segmenter and the video schedule go on from after `sentence`."""
         snapshot = sentence.resume
-        if snapshot is None or not self.passthrough:
+        if snapshot is None:
             snapshot = SegmenterSnapshot.cold(sentence.end_sample, sentence.index + 1, self.settings.segmenter)
         replay_ms = snapshot.replay_from_sample * 1000 / SAMPLE_RATE
         before = [frame for frame in self._analysed_video if frame[0] < replay_ms]
         if not before:
-            return replace(result, resume=ResumePoint(snapshot, self._first_video_ms))
+            return ResumePoint(snapshot, self._first_video_ms)
         last_ms, _, tracking = before[-1]
         if not tracking:  # the next frame is detected afresh: the schedule is all there is to carry
-            return replace(result, resume=ResumePoint(snapshot, last_ms + 1000.0 / self.settings.video_fps))
+            return ResumePoint(snapshot, last_ms + 1000.0 / self.settings.video_fps)
         detected_ms = next((ms for ms, detected, _ in reversed(before) if detected), before[0][0])
-        return replace(result, resume=ResumePoint(snapshot, detected_ms, detected_ms * SAMPLE_RATE // 1000))
+        return ResumePoint(snapshot, detected_ms, detected_ms * SAMPLE_RATE // 1000)
 
     def _forget_before(self, sample: int) -> None:
         """Drop frames and captions older than any sentence still to come (keeps memory bounded)."""

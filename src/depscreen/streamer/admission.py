@@ -40,7 +40,7 @@ from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
 from depscreen.streamer.roles import CLINICIAN, Voices, check_roles, pipeline_channels
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
-from depscreen.streamer.state_store import StoreError
+from depscreen.streamer.state_store import FencedError, StoreError
 
 if TYPE_CHECKING:
     from depscreen.streamer.tracing import SessionTrace, Tracing
@@ -171,7 +171,7 @@ class SessionHub:
                 )
             )
         if checkpoint is not None:
-            session.tell(*cold_resume_notices(checkpoint, pipeline))
+            session.tell(*cold_resume_notices(checkpoint))
             session.restore(checkpoint)
         if self.settings.record:
             self._record(session, start)
@@ -227,7 +227,11 @@ class SessionHub:
         checkpointer = Checkpointer(
             resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend
         )
-        saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
+        try:
+            saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
+        except ProtocolError:  # another stream resumed the session since this one restored it
+            session.close(ErrorKind.ABORTED.name)
+            raise
         if not saved and checkpoint is None:
             session.tell(NOT_RESUMABLE_STORE_DOWN)
             return
@@ -248,6 +252,12 @@ class SessionHub:
             ) from None
         except StoreError as error:
             raise store_unavailable(error) from None
+        except FencedError:
+            raise ProtocolError(
+                ErrorKind.UNAVAILABLE,
+                f"this session is being resumed on another stream now: retry in {RETRY_AFTER_S:g} s",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
 
     def _claim(self, ticket: Ticket) -> None:
         """Mark the ticket's session live, or refuse (UNAVAILABLE) a second stream of a session that streams now:
@@ -356,7 +366,7 @@ COLD_RESUME = (
 """The `accepted` notice of a resume that cannot go on exactly where the stream stopped."""
 
 
-def cold_resume_notices(checkpoint: Checkpoint, pipeline: SessionPipeline) -> list[Notice]:
+def cold_resume_notices(checkpoint: Checkpoint) -> list[Notice]:
     """What a resumed session's `accepted` says when its media handling does not go on exactly."""
     if checkpoint.resume is None:
         if checkpoint.next_index == 0:
@@ -364,11 +374,6 @@ def cold_resume_notices(checkpoint: Checkpoint, pipeline: SessionPipeline) -> li
         why = "the checkpoint was written by an earlier release, without the segmenter's state"
     elif not checkpoint.resume.segmenter.warm:
         why = "this webrtcvad build's state could not be read"
-        if not pipeline.passthrough:
-            why = (
-                f"the session sends {pipeline.sample_rate_hz} Hz, {pipeline.channels}-channel audio, whose "
-                "resampler state is not carried: send 16 kHz mono for an exact resume"
-            )
     else:
         return []
     return [Notice("resume_cold", COLD_RESUME.format(ms=checkpoint.resume_from_ms, why=why))]

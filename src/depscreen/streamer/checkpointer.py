@@ -6,7 +6,9 @@ checkpoint (`resume.py`: model state, counts, last estimate, the last `KEPT_UPDA
 their transcripts) to the state store in the worker pool. The updates are kept in their wire form because that
 is what is stored and what is re-sent. A store that fails is a counted checkpoint failure, never the end of an
 interview: a new session then runs without resume (its `accepted` says so), a live one is resumable again once
-a later checkpoint is written.
+a later checkpoint is written. A write the store fences (the session was resumed on another stream since this
+one began: `state_store.FencedError`) ends this stream with ABORTED before its sentence goes out: it is stale,
+and writes nothing more.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from depscreen.engine.pipeline import Notice, SessionCounts
 from depscreen.engine.runtime.batcher import SessionHandle
 from depscreen.streamer.convert import sentence_update
 from depscreen.streamer.interview import Input, Opening, ScoredSentence
 from depscreen.streamer.metrics import Metrics
+from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.streamer.resume import KEPT_UPDATES, Checkpoint, Resumer, Ticket, kept_update
-from depscreen.streamer.state_store import StoreError
+from depscreen.streamer.state_store import FencedError, StoreError
 from depscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ NOT_RESUMABLE_STORE_DOWN = Notice("not_resumable_store_down", "not resumable: th
 
 Run = Callable[..., Awaitable[object]]
 """Runs blocking work off the event loop (`SessionHub.run`)."""
+T = TypeVar("T")
 
 
 class Checkpointer:
@@ -84,7 +89,12 @@ class Checkpointer:
         await self.save(checkpoint)
 
     async def save(self, checkpoint: Checkpoint) -> bool:
-        return await self._store(self.resumer.save, self.ticket, checkpoint)
+        """Write `checkpoint`; whether it was written. ProtocolError(ABORTED) when this stream is fenced."""
+        ticket = await self._store(self.resumer.save, self.ticket, checkpoint)
+        if ticket is None:
+            return False
+        self.ticket = ticket
+        return True
 
     async def forget(self) -> None:
         """The interview ended with `end`: its checkpoint is deleted."""
@@ -93,15 +103,22 @@ class Checkpointer:
     def close(self) -> None:
         """Nothing to release: the checkpoint stays until it is forgotten or expires."""
 
-    async def _store(self, fn: Callable[..., None], *args: object) -> bool:
-        """A checkpoint write or delete, and whether it worked; a store that fails is logged and counted."""
+    async def _store(self, fn: Callable[..., T], *args: object) -> T | None:
+        """A checkpoint write or delete, and its result (None when it failed); a store that fails is logged and
+        counted, a fenced write ends the stream (ProtocolError ABORTED)."""
         try:
-            await self._run(fn, *args)
+            return await self._run(fn, *args)
         except StoreError as error:
             self._metrics.errors_total.labels(code="checkpoint").inc()
             log.warning("session %s could not be checkpointed: %s", self.ticket.session_id, error)
-            return False
-        return True
+            return None
+        except FencedError as error:
+            log.warning("session %s: a stale stream stops without writing: %s", self.ticket.session_id, error)
+            raise ProtocolError(
+                ErrorKind.ABORTED,
+                f"this stream of the session is stale: {error}; it stops without writing (go on with the newest "
+                "stream, or resume again with the token)",
+            ) from None
 
 
 def updates_to_resend(checkpoint: Checkpoint, start: Opening) -> tuple[list[pb.SentenceUpdate], list[Notice]]:

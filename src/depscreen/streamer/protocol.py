@@ -34,6 +34,7 @@ class ErrorKind(enum.Enum):
     RESOURCE_EXHAUSTED = "a limit was reached (capacity, quota, rate, session time)"
     DEADLINE_EXCEEDED = "the client sent nothing for too long"
     UNAVAILABLE = "the server cannot serve it now (shutting down, store down): retry"
+    ABORTED = "the session was resumed on another stream: this one is stale and stops"
     UNAUTHENTICATED = "the caller's credentials were refused"
 
 

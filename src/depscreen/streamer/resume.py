@@ -15,6 +15,11 @@ empty on an open server) and a random nonce kept in the record (never in the tok
 only for its own session and only when presented by the caller it was issued to (a token that leaks to another
 tenant opens nothing), cannot be made without the key, and dies with its record, which expires after
 `resume_ttl_s` without a checkpoint. Tokens are never logged or stored.
+
+Each stream of a session holds a generation of its record (`Ticket.generation`): a new session's first
+checkpoint creates the record at generation 1, and every resume takes the next one before the stream goes on.
+A checkpoint or delete by a stream whose generation is no longer the record's (one that was frozen while its
+session was resumed elsewhere) is refused by the store (`state_store.FencedError`) and writes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import hmac
 import io
 import pickle
 import secrets
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +196,8 @@ class Ticket:
     nonce: bytes
     principal: str = ""
     """Who opened the session ("" on an open server); only they can resume it."""
+    generation: int = 0
+    """The record's generation this stream holds (0: the record is not written yet); not part of the token."""
 
 
 class Resumer:
@@ -216,14 +223,20 @@ class Resumer:
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def save(self, ticket: Ticket, checkpoint: Checkpoint) -> None:
-        """Write the session's checkpoint (this also restarts its idle TTL)."""
-        record = StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, encode(checkpoint))
-        self.store.save(record, self.ttl_s)
+    def save(self, ticket: Ticket, checkpoint: Checkpoint) -> Ticket:
+        """Write the session's checkpoint (this also restarts its idle TTL), fenced by the ticket's generation
+        (`state_store.FencedError` when another stream has resumed the session since); the ticket as stored
+        (a new record's first write gives it generation 1)."""
+        record = StoredSession(
+            ticket.record_id, ticket.session_id, ticket.nonce, encode(checkpoint), generation=ticket.generation
+        )
+        return replace(ticket, generation=self.store.save(record, self.ttl_s))
 
     def restore(self, token: str, principal: str | None = None) -> tuple[Ticket, Checkpoint]:
-        """The session a token presented by `principal` leads to and its last checkpoint; ResumeError when it
-        leads nowhere (a token presented by another principal than its session's leads nowhere)."""
+        """The session a token presented by `principal` leads to and its last checkpoint, with the next
+        generation of its record taken (every older stream of the session is fenced from then on); ResumeError
+        when it leads nowhere (a token presented by another principal than its session's leads nowhere),
+        `state_store.FencedError` when another resume took the generation first."""
         record_id, _, mac = token.partition(".")
         if not (len(record_id) == 32 and mac and all(c in "0123456789abcdef" for c in record_id)):
             raise ResumeError("malformed")
@@ -234,10 +247,11 @@ class Resumer:
         if not hmac.compare_digest(mac.encode(), self._mac(ticket).encode()):
             raise ResumeError("forged or another caller's")
         try:
-            return ticket, decode(record.session_id, record.payload)
+            checkpoint = decode(record.session_id, record.payload)
         except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError, DecodeError) as error:
             raise ResumeError(f"valid, but its checkpoint is unreadable ({type(error).__name__})") from None
+        return replace(ticket, generation=self.store.advance(record.record_id, record.generation)), checkpoint
 
     def forget(self, ticket: Ticket) -> None:
-        """Delete a finished session's record (its token stops working)."""
-        self.store.delete(ticket.record_id)
+        """Delete a finished session's record (its token stops working), fenced by the ticket's generation."""
+        self.store.delete(ticket.record_id, ticket.generation)

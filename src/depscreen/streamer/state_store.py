@@ -1,10 +1,16 @@
 """State stores for resumable sessions: one record per session, in SQLite (embedded) or Redis (shared by replicas).
 
 A record holds what a resumed session needs and nothing else: its id, the caller's session id, the nonce its
-resume token is bound to, the time it was last written, and an opaque payload (model state and estimates,
-made by `resume.py`; never audio, video or transcript text). Records idle longer than the TTL are gone:
-SQLite deletes them on the next write and refuses to load them, Redis expires them itself. The store also
+resume token is bound to, the time it was last written, its generation, and an opaque payload (model state and
+estimates, made by `resume.py`; never audio, video or transcript text). Records idle longer than the TTL are
+gone: SQLite deletes them on the next write and refuses to load them, Redis expires them itself. The store also
 keeps the server key that signs resume tokens when the operator gives none (`server_key`).
+
+Writes are fenced by the generation: every resume takes the next one (`advance`), and a write or delete names
+the generation its stream holds and happens only if the record still has it (compare-and-set: one SQLite
+transaction, one Redis Lua script). A stream that was frozen (a stopped process, a stalled link) while its
+session was resumed elsewhere therefore cannot overwrite the newer checkpoint when it wakes: its write raises
+`FencedError` and changes nothing.
 
 Every call blocks (disk or network): the server makes them from its worker threads.
 
@@ -44,6 +50,18 @@ class StoreError(RuntimeError):
     """The state store cannot be used; the message says which store and what to check."""
 
 
+class FencedError(RuntimeError):
+    """A write or delete by a stream whose generation is no longer the record's (the session was resumed on
+    another stream, or its record expired or was ended): nothing was written."""
+
+
+def fenced(held: int, stored: int | None) -> FencedError:
+    """The FencedError of a stream holding generation `held` where the record has `stored` (None: it is gone)."""
+    if stored is None:
+        return FencedError(f"its record is gone (ended or expired) while this stream held generation {held}")
+    return FencedError(f"it was resumed on another stream (generation {stored}; this stream holds {held})")
+
+
 @dataclass(frozen=True)
 class StoredSession:
     """One resumable session's record."""
@@ -54,19 +72,27 @@ class StoredSession:
     payload: bytes
     updated_at: float = 0.0
     """Wall-clock seconds (`time.time()`) of the last write; set by the store."""
+    generation: int = 0
+    """The stream generation that wrote it (1 on creation, one more per resume); 0 in a record not yet stored."""
 
 
 class StateStore(Protocol):
     """Where checkpoints of resumable sessions live."""
 
-    def save(self, record: StoredSession, ttl_s: float) -> None:
-        """Write (or overwrite) a record; it expires `ttl_s` after this write."""
+    def save(self, record: StoredSession, ttl_s: float) -> int:
+        """Write a record; it expires `ttl_s` after this write. Generation 0 creates it (at generation 1);
+        another overwrites it only if the stored record has that generation, else FencedError. Returns the
+        stored generation."""
 
     def load(self, record_id: str, ttl_s: float) -> StoredSession | None:
         """The record, or None when there is none or it was idle longer than `ttl_s`."""
 
-    def delete(self, record_id: str) -> None:
-        """Forget a record (a finished session)."""
+    def advance(self, record_id: str, generation: int) -> int:
+        """Take the next generation of a record that has `generation` (a resume), so that every stream holding
+        an older one is fenced; FencedError if it has another or is gone. Returns the new generation."""
+
+    def delete(self, record_id: str, generation: int) -> None:
+        """Forget a record (a finished session) that has `generation`; FencedError if it has another."""
 
     def server_key(self) -> bytes:
         """The key that signs resume tokens, made and kept in the store on first use (shared by replicas)."""
@@ -96,6 +122,8 @@ class SqliteStore:
                 "nonce BLOB NOT NULL, updated_at REAL NOT NULL, payload BLOB NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at)")
+            if "generation" not in {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}:
+                add_generation_column(self._db)
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
             for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
                 private_file(file)
@@ -114,32 +142,67 @@ class SqliteStore:
                 "no other process holds the file"
             ) from None
 
-    def save(self, record: StoredSession, ttl_s: float) -> None:
+    def save(self, record: StoredSession, ttl_s: float) -> int:
         now = time.time()
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: sqlite3.Connection) -> int:
             with db:  # one transaction: a failure leaves the previous record whole
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("DELETE FROM sessions WHERE updated_at < ?", (now - ttl_s,))
-                db.execute(
-                    "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
-                    (record.record_id, record.session_id, record.nonce, now, record.payload),
-                )
+                if record.generation == 0:
+                    if _generation(db, record.record_id) is not None:
+                        raise FencedError("a record with this id exists already")
+                    db.execute(
+                        "INSERT INTO sessions (record_id, session_id, nonce, updated_at, payload, generation) "
+                        "VALUES (?, ?, ?, ?, ?, 1)",
+                        (record.record_id, record.session_id, record.nonce, now, record.payload),
+                    )
+                    return 1
+                written = db.execute(
+                    "UPDATE sessions SET updated_at = ?, payload = ? WHERE record_id = ? AND generation = ?",
+                    (now, record.payload, record.record_id, record.generation),
+                ).rowcount
+                if not written:
+                    raise fenced(record.generation, _generation(db, record.record_id))
+                return record.generation
 
-        self._call(write)
+        return self._call(write)
 
     def load(self, record_id: str, ttl_s: float) -> StoredSession | None:
         row = self._call(
             lambda db: db.execute(
-                "SELECT session_id, nonce, updated_at, payload FROM sessions WHERE record_id = ?", (record_id,)
+                "SELECT session_id, nonce, updated_at, payload, generation FROM sessions WHERE record_id = ?",
+                (record_id,),
             ).fetchone()
         )
         if row is None or row[2] < time.time() - ttl_s:
             return None
-        return StoredSession(record_id, row[0], bytes(row[1]), bytes(row[3]), row[2])
+        return StoredSession(record_id, row[0], bytes(row[1]), bytes(row[3]), row[2], row[4])
 
-    def delete(self, record_id: str) -> None:
-        self._call(lambda db: db.execute("DELETE FROM sessions WHERE record_id = ?", (record_id,)))
+    def advance(self, record_id: str, generation: int) -> int:
+        def take(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                taken = db.execute(
+                    "UPDATE sessions SET generation = generation + 1 WHERE record_id = ? AND generation = ?",
+                    (record_id, generation),
+                ).rowcount
+                if not taken:
+                    raise fenced(generation, _generation(db, record_id))
+                return generation + 1
+
+        return self._call(take)
+
+    def delete(self, record_id: str, generation: int) -> None:
+        def forget(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                stored = _generation(db, record_id)
+                if stored is not None and stored != generation:
+                    raise fenced(generation, stored)
+                db.execute("DELETE FROM sessions WHERE record_id = ?", (record_id,))
+
+        self._call(forget)
 
     def server_key(self) -> bytes:
         def key(db: sqlite3.Connection) -> bytes:
@@ -151,6 +214,22 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def add_generation_column(db: sqlite3.Connection) -> None:
+    """Upgrade a store of a release before fencing: its records count as written by generation 1. Another
+    server opening the store at the same moment may have added the column first."""
+    try:
+        db.execute("ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1")
+    except sqlite3.OperationalError as error:
+        if "duplicate column" not in str(error):
+            raise
+
+
+def _generation(db: sqlite3.Connection, record_id: str) -> int | None:
+    """The generation of a stored record (None when there is none), inside the caller's transaction."""
+    row = db.execute("SELECT generation FROM sessions WHERE record_id = ?", (record_id,)).fetchone()
+    return None if row is None else row[0]
 
 
 def private_folder(folder: Path) -> None:
@@ -194,6 +273,36 @@ def private_file(file: Path) -> None:
         log.warning("state store file %s was readable by others (mode %04o): set to 0600", file, mode)
 
 
+REDIS_FENCED = """
+local stored = redis.call('HGET', KEYS[1], 'generation')
+if redis.call('EXISTS', KEYS[1]) == 0 then stored = -1 elseif not stored then stored = 1 end
+stored = tonumber(stored)
+local held = tonumber(ARGV[1])
+local op = ARGV[2]
+if op == 'create' then
+  if stored ~= -1 then return stored end
+  redis.call('HSET', KEYS[1], 'session_id', ARGV[4], 'nonce', ARGV[5], 'updated_at', ARGV[6], 'payload', ARGV[7],
+    'generation', 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return 0
+end
+if op == 'delete' and stored == -1 then return 0 end
+if stored ~= held then return stored end
+if op == 'save' then
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[6], 'payload', ARGV[7])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+elseif op == 'advance' then
+  redis.call('HSET', KEYS[1], 'generation', stored + 1)
+else
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+"""One fenced operation on a session's hash, atomically: `create` (only when absent), `save`, `advance` or
+`delete` (only when its generation is the one held; a record of a release before fencing counts as generation
+1). Returns 0 when done, else the stored generation (-1: the record is gone)."""
+
+
 class RedisStore:
     """Records as Redis hashes (`depscreen:session:<id>`) with a TTL, so every replica can resume any session."""
 
@@ -204,6 +313,20 @@ class RedisStore:
         self._redis = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
         self._errors = (redis.RedisError,)
         self._call(self._redis.ping)
+        self._fenced = self._redis.register_script(REDIS_FENCED)
+
+    def _fenced_call(
+        self, op: str, record_id: str, held: int, ttl_s: float = 0.0, record: StoredSession | None = None
+    ) -> None:
+        """Run one fenced operation (`REDIS_FENCED`); FencedError when the record's generation is not `held`."""
+        values = (record.session_id, record.nonce, repr(time.time()), record.payload) if record else ("", b"", "", b"")
+        stored = self._call(
+            self._fenced, keys=[REDIS_PREFIX + "session:" + record_id], args=[held, op, max(1, round(ttl_s)), *values]
+        )
+        if stored:
+            if op == "create":
+                raise FencedError("a record with this id exists already")
+            raise fenced(held, None if stored == -1 else stored)
 
     def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         try:
@@ -211,18 +334,12 @@ class RedisStore:
         except self._errors as error:
             raise StoreError(f"state store {self._url}: {error}: check that Redis runs and is reachable") from None
 
-    def save(self, record: StoredSession, ttl_s: float) -> None:
-        key = REDIS_PREFIX + "session:" + record.record_id
-        fields = {
-            "session_id": record.session_id,
-            "nonce": record.nonce,
-            "updated_at": repr(time.time()),
-            "payload": record.payload,
-        }
-        pipeline = self._redis.pipeline()
-        pipeline.hset(key, mapping=fields)
-        pipeline.expire(key, max(1, round(ttl_s)))
-        self._call(pipeline.execute)
+    def save(self, record: StoredSession, ttl_s: float) -> int:
+        if record.generation == 0:
+            self._fenced_call("create", record.record_id, 0, ttl_s, record)
+            return 1
+        self._fenced_call("save", record.record_id, record.generation, ttl_s, record)
+        return record.generation
 
     def load(self, record_id: str, ttl_s: float) -> StoredSession | None:
         fields = self._call(self._redis.hgetall, REDIS_PREFIX + "session:" + record_id)
@@ -234,10 +351,15 @@ class RedisStore:
             fields[b"nonce"],
             fields[b"payload"],
             float(fields[b"updated_at"]),
+            int(fields.get(b"generation", 1)),
         )
 
-    def delete(self, record_id: str) -> None:
-        self._call(self._redis.delete, REDIS_PREFIX + "session:" + record_id)
+    def advance(self, record_id: str, generation: int) -> int:
+        self._fenced_call("advance", record_id, generation)
+        return generation + 1
+
+    def delete(self, record_id: str, generation: int) -> None:
+        self._fenced_call("delete", record_id, generation)
 
     def server_key(self) -> bytes:
         key = REDIS_PREFIX + "resume-key"
