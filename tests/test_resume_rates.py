@@ -86,7 +86,7 @@ def test_a_pipeline_resumed_at_any_sentence_of_other_rates_goes_on_exactly(
     speech: np.ndarray, rate: int, channels: int
 ) -> None:
     data = resampled(speech, rate, channels)
-    extractors = Extractors(asr="none")
+    extractors = Extractors.load(asr="none")
     rng = random.Random(channels)
 
     def run(pipeline: SessionPipeline, audio: bytes) -> list:
