@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --dataset: fit the dataset language's character text head (its running forms compared in "
         "repeated CV over --repeats fold assignments) and the stacked estimate on it (cross-validated the same way, "
         "shipped by the rule on the model card), and write the default model's checkpoint with that stack instead "
-        "of training the screening model",
+        "of training the screening model; it reads both the human transcripts and the live recogniser's text "
+        "(--text is ignored) and caches features only under --cache (default: none)",
     )
     train.add_argument("--out", type=Path, required=True, help="output directory (model.pt is written there)")
     train.add_argument("--sessions", type=int, default=800, help="synthetic sessions to generate (default 800)")
@@ -183,18 +184,20 @@ def _train_char_head(args: argparse.Namespace) -> int:
     from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
     from depscreen.engine.train.char_head import train_char_head
     from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
-    from depscreen.engine.train.stack import train_stacked_estimate
+    from depscreen.engine.train.stack import TEXT_SOURCES, train_stacked_estimate
 
     if args.data is None:
         print("error: --char-head needs --data PATH (the dataset's folder)", file=sys.stderr)
         return 2
     repeats = max(args.repeats, 2)
+    args.no_cache = args.no_cache or args.cache is None
     try:
-        spec, load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)
-        forms = train_char_head(load.sessions, args.out, args.folds, repeats, args.seed)
-        stacked = train_stacked_estimate(
-            load.sessions, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed
-        )
+        texts = {}
+        for source in TEXT_SOURCES:
+            spec, load = _load(argparse.Namespace(**{**vars(args), "text": source}), DEFAULT_TEXT_ENCODER_FOR_TRAINING)
+            texts[source] = load.sessions
+        forms = train_char_head(texts["human"], args.out, args.folds, repeats, args.seed)
+        stacked = train_stacked_estimate(texts, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -113,14 +113,16 @@ def out_of_fold_logits(
 
 
 def baseline_probabilities(
-    name: str, transcripts: list[str], labels: np.ndarray, folds: list[np.ndarray]
+    name: str, transcripts: list[str], labels: np.ndarray, folds: list[np.ndarray], scored: list[str] | None = None
 ) -> np.ndarray:
-    """`[sessions]` out-of-fold probabilities of the whole-transcript baseline `name` (`baselines.BASELINES`)."""
+    """`[sessions]` out-of-fold probabilities of the whole-transcript baseline `name` (`baselines.BASELINES`),
+    fitted on `transcripts` and scored on `scored` (the same sessions' other text; default `transcripts`)."""
+    scored = transcripts if scored is None else scored
     probabilities = np.zeros(len(labels))
     for test in folds:
         train = np.setdiff1d(np.arange(len(labels)), test)
         model = BASELINES[name].model().fit([transcripts[i] for i in train], labels[train])
-        probabilities[test] = model.predict_proba([transcripts[i] for i in test])[:, 1]
+        probabilities[test] = model.predict_proba([scored[i] for i in test])[:, 1]
     return probabilities
 
 
