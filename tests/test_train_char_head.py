@@ -15,8 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from depscreen.engine.features.language_head import TextHeadAccount, language_text_head
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint
+from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.train import stack as stack_module
 from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
+from depscreen.engine.train.evaluate import evaluate, stream_session
 from depscreen.engine.train.metrics import auroc
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stack import (
@@ -128,7 +130,7 @@ def test_the_round_measures_all_four_text_combinations_and_applies_the_rule_on_a
         for session in human
     ]
     results = train_stacked_estimate(
-        {"human": human, "asr": asr}, "zh", DEMO_MODEL, tmp_path, folds=3, repeats=2, log=lambda _: None
+        {"human": human, "asr": asr}, "eatd", "zh", DEMO_MODEL, tmp_path, folds=3, repeats=2, log=lambda _: None
     )
     assert set(results["text_sources"]) == {"human -> human", "human -> asr", "asr -> human", "asr -> asr"}
     assert {"stack", "stack@lr-5", "text:zh@own"} <= set(results["stackers"]["auroc"])
@@ -136,7 +138,35 @@ def test_the_round_measures_all_four_text_combinations_and_applies_the_rule_on_a
     assert decision["text_source"] in ("human", "asr") and isinstance(decision["replaces_shipped"], bool)
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "stack.json").is_file()
     with pytest.raises(ValueError, match="different sessions"):
-        train_stacked_estimate({"human": human, "asr": asr[1:]}, "zh", DEMO_MODEL, tmp_path, 3, 2, log=lambda _: None)
+        train_stacked_estimate(
+            {"human": human, "asr": asr[1:]}, "eatd", "zh", DEMO_MODEL, tmp_path, 3, 2, log=lambda _: None
+        )
+
+
+def test_eval_on_the_training_split_reports_out_of_fold_estimates_and_refuses_part_of_it(tmp_path: Path) -> None:
+    sessions = with_noise_audio(made_up_sessions(24, 8), 4)
+    labels = np.array([s.label for s in sessions])
+    run = cross_validate_once(sessions, "zh", folds=3, seed=2, heads=("text:zh",))
+    write_shipped(sessions, "zh", "text:zh", run, DEMO_MODEL, tmp_path, seed=2)
+    screener = Screener.from_checkpoint(tmp_path / "model.pt", "cpu")
+    split = screener.facts.training_split
+    assert split is not None and split.sessions == tuple(s.session_id for s in sessions)
+    assert (split.folds, split.seed, split.text, split.stacker) == (3, 2, "human", "nonneg-10")
+    report = evaluate(screener, sessions, language="zh")
+    assert report["estimates"].startswith("out of fold")
+    assert [row["probability"] for row in report["sessions"]] == pytest.approx(run.final["text:zh"], abs=1e-4)
+    streamed = [stream_session(screener, s, "zh")[-1].probability for s in sessions]
+    assert not np.allclose(streamed, run.final["text:zh"], atol=1e-3), "in-sample streaming is not what is reported"
+    assert report["auroc"] == pytest.approx(auroc(labels, run.final["text:zh"]), abs=1e-4)
+    interval = report["interval"]
+    assert {"coverage", "mean_width_last", "rules_out_a_label_last"} <= set(interval) or "needs at least" in str(
+        interval
+    )
+    assert "corr_with_median_f0" in report["pitch_check"]["estimate"] and report["ece"] is not None
+    with pytest.raises(ValueError, match="exactly its training split"):
+        evaluate(screener, sessions[:10], language="zh")
+    unseen = [replace(s, session_id=f"new-{s.session_id}") for s in sessions[:6]]
+    assert "estimates" not in evaluate(screener, unseen, language="zh"), "sessions it never saw are streamed"
 
 
 def with_noise_audio(sessions: list[LabelledSession], seed: int) -> list[LabelledSession]:

@@ -197,7 +197,9 @@ def _train_char_head(args: argparse.Namespace) -> int:
             spec, load = _load(argparse.Namespace(**{**vars(args), "text": source}), DEFAULT_TEXT_ENCODER_FOR_TRAINING)
             texts[source] = load.sessions
         forms = train_char_head(texts["human"], args.out, args.folds, repeats, args.seed)
-        stacked = train_stacked_estimate(texts, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed)
+        stacked = train_stacked_estimate(
+            texts, spec.name, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed
+        )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -418,7 +420,11 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         screener = Screener.from_checkpoint(args.model or DEFAULT_MODEL, "cpu")
         spec, load = _load(args, screener.facts.text_encoder)
-        report = evaluate(screener, load.sessions, args.seed, spec.language)
+        split = screener.facts.training_split
+        learnt = None
+        if split is not None and split.text != args.text and split.overlaps(load.sessions):
+            learnt = _load(argparse.Namespace(**{**vars(args), "text": split.text}), screener.facts.text_encoder)[1]
+        report = evaluate(screener, load.sessions, args.seed, spec.language, learnt.sessions if learnt else None)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -441,6 +447,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{name:<18}{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]{'':<6}"
             f"{_number(baselines['all_positive'].get(name)):>14}{_number(baselines['majority'].get(name)):>10}"
         )
+    if "estimates" in report:
+        print(f"estimates: {report['estimates']}")
     interval = report["interval"]
     if not interval["level"]:
         print("interval: the checkpoint has no interval calibration (every interval is [0, 1])")
@@ -448,7 +456,8 @@ def run_eval(args: argparse.Namespace) -> int:
         by_label = interval["coverage_by_label"]
         print(
             f"interval ({interval['level']:.0%} nominal): holds the label in {interval['coverage']:.1%} of "
-            f"{interval['estimates_with_enough_speech']} estimates with enough speech (label 0: "
+            f"{interval.get('estimates_with_enough_speech', interval.get('prefixes'))} estimates with enough speech "
+            "(label 0: "
             f"{_number(by_label['0'])}, label 1: {_number(by_label['1'])})"
         )
     return 0

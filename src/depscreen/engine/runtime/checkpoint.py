@@ -25,6 +25,25 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
+class TrainingSplit:
+    """The sessions a stacked checkpoint was fitted on and how (`train.stack`): enough to cross-validate the same
+    recipe on them again. Session ids only, nothing of what was said."""
+
+    dataset: str
+    sessions: tuple[str, ...]
+    text: str
+    """Where the heads' training text came from: "human" transcripts or "asr" text."""
+    stacker: str
+    """The `train.stack.STACKERS` name of the stacker."""
+    folds: int
+    seed: int
+
+    def overlaps(self, sessions: list) -> bool:
+        """Whether any of `sessions` (`LabelledSession`s of `dataset`) is one of the split's."""
+        return bool({s.session_id for s in sessions} & set(self.sessions))
+
+
+@dataclass(frozen=True)
 class ModelFacts:
     """What every session is told about the model that scores it."""
 
@@ -53,6 +72,9 @@ class ModelFacts:
     stack: Stack | None = None
     """The heads whose logits make the screening probability, with their weights (`runtime.stack`); None in
     checkpoints written before it: their probability is the model's fused head."""
+    training_split: TrainingSplit | None = None
+    """What the stack was fitted on, so that `depscreen eval` on those sessions reports out-of-fold estimates
+    instead of in-sample ones; None in checkpoints written before it."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,9 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     if recorded.get("stack") is not None:
         stack = recorded["stack"]
         recorded["stack"] = Stack(tuple(stack["heads"]), tuple(stack["weights"]), float(stack["bias"]))
+    if recorded.get("training_split") is not None:
+        split = recorded["training_split"]
+        recorded["training_split"] = TrainingSplit(**{**split, "sessions": tuple(split["sessions"])})
     config, facts = ModelConfig(**blob["config"]), ModelFacts(**recorded)
     try:
         check_text_featurizer(config, facts)

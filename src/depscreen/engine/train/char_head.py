@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from depscreen.engine.features.language_head import LanguageTextHead
 from depscreen.engine.features.text import CHAR_BUCKETS, char_ngram_counts, unit_rows
 from depscreen.engine.train.baselines import BASELINES
-from depscreen.engine.train.char_lsa import LSA_COMPONENTS, fit_char_lsa
+from depscreen.engine.train.char_lsa import LSA_COMPONENTS, fit_char_lsa, idf_weights
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.metrics import auroc, expected_calibration_error
 from depscreen.engine.train.repeated import _spread, auroc_difference
@@ -77,7 +77,7 @@ def _summed_counts(sessions: list[SessionText]) -> np.ndarray:
 def fit_mean_head(sessions: list[SessionText], labels: np.ndarray) -> LanguageTextHead:
     """The `mean` form (see the module docstring)."""
     counts = _summed_counts(sessions)
-    idf = fit_char_lsa(counts, 1).idf.astype(np.float32)
+    idf = idf_weights(counts).astype(np.float32)
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(unit_rows(counts * idf), labels)
     head = LanguageTextHead(model.coef_[0].astype(np.float32), float(model.intercept_[0]), idf)
     logits = np.array([[head.session_logit(sentences)] for sentences in sessions])

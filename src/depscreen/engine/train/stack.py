@@ -36,13 +36,13 @@ from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead, TextHeadAccount
 from depscreen.engine.modalities import modality
-from depscreen.engine.runtime.checkpoint import load_checkpoint, replace_facts
+from depscreen.engine.runtime.checkpoint import ModelFacts, TrainingSplit, load_checkpoint, replace_facts
 from depscreen.engine.runtime.stack import Stack, check_stack
 from depscreen.engine.train.baselines import transcript
 from depscreen.engine.train.char_head import baseline_probabilities, fit_mean_head, session_texts
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.interval_fit import held_out_interval
-from depscreen.engine.train.metrics import auroc, best_f1_threshold, expected_calibration_error
+from depscreen.engine.train.metrics import auroc, best_f1_threshold, expected_calibration_error, screening_report
 from depscreen.engine.train.pitch import median_f0, pitch_check
 from depscreen.engine.train.repeated import _spread, auroc_difference
 from depscreen.engine.train.sessions import LabelledSession
@@ -99,9 +99,11 @@ def prefix_logits(head: LanguageTextHead | AcousticHead, session: LabelledSessio
             logits[k] = head.read_out(moments)
         return logits
     account = TextHeadAccount()
+    told = [k for k, sentence in enumerate(session.sentences) if sentence.transcript.strip()]
+    sentence_logits = dict(zip(told, head.logits([session.sentences[k].transcript for k in told]), strict=True))
     for k, sentence in enumerate(session.sentences):
-        if sentence.transcript.strip():
-            account.add(float(head.logits([sentence.transcript])[0]), sentence.transcript)
+        if k in sentence_logits:
+            account.add(float(sentence_logits[k]), sentence.transcript)
         if account.chars:
             logits[k] = account.logit
     return logits
@@ -176,6 +178,23 @@ def _final_logit(head: LanguageTextHead | AcousticHead, session: LabelledSession
     return 0.0 if not len(logits) or np.isnan(logits[-1]) else float(logits[-1])
 
 
+FinalLogit = Callable[[LanguageTextHead | AcousticHead, LabelledSession], float]
+
+
+def _remembered_logits() -> FinalLogit:
+    """`_final_logit` that scores each (head, session) pair once (stackers sharing fitted heads share them);
+    it keeps every head and session it scored alive, so their ids stay theirs."""
+    scored: dict[tuple[int, int], tuple[float, object, object]] = {}
+
+    def once(head: LanguageTextHead | AcousticHead, session: LabelledSession) -> float:
+        key = (id(head), id(session))
+        if key not in scored:
+            scored[key] = (_final_logit(head, session), head, session)
+        return scored[key][0]
+
+    return once
+
+
 def fit_stack(
     fitters: dict[str, HeadFitter],
     sessions: list[LabelledSession],
@@ -183,6 +202,7 @@ def fit_stack(
     seed: int,
     stacker: Stacker = STACKERS[STACKER],
     scored: list[LabelledSession] | None = None,
+    final_logit: FinalLogit = _final_logit,
 ) -> FittedStack:
     """The stack of `fitters`' heads learnt from `sessions`, its weights fitted on their inner out-of-fold logits
     on `scored` (default `sessions`; see the module docstring). Fewer inner folds than the stacker's when a class
@@ -194,7 +214,7 @@ def fit_stack(
         train = np.setdiff1d(np.arange(len(sessions)), test)
         for j, fit in enumerate(fitters.values()):
             head = fit([sessions[i] for i in train], labels[train])
-            out_of_fold[test, j] = [_final_logit(head, scored[i]) for i in test]
+            out_of_fold[test, j] = [final_logit(head, scored[i]) for i in test]
     weights, bias = stacker.fit(out_of_fold, labels)
     threshold = best_f1_threshold(labels, 1 / (1 + np.exp(-(out_of_fold @ weights + bias))))
     heads = {name: fit(sessions, labels) for name, fit in fitters.items()}
@@ -268,6 +288,7 @@ def cross_validate_once(
     final = {name: np.zeros(len(sessions)) for name in methods}
     prefixes = {name: [np.zeros(0)] * len(sessions) for name in methods if name not in BASELINE_NAMES}
     weights: dict[str, list[list[float]]] = {name: [] for name in candidates}
+    logit = _remembered_logits()
     fold_of = np.zeros(len(sessions), dtype=int)
     assignment = stratified_folds(labels.tolist(), folds, seed)
     for k, test in enumerate(assignment):
@@ -275,7 +296,7 @@ def cross_validate_once(
         train = np.setdiff1d(np.arange(len(sessions)), test)
         train_sessions, train_scored = [sessions[i] for i in train], [scored[i] for i in train]
         for name, (chosen, stacker) in candidates.items():
-            stack = fit_stack(chosen, train_sessions, labels[train], seed, STACKERS[stacker], train_scored)
+            stack = fit_stack(chosen, train_sessions, labels[train], seed, STACKERS[stacker], train_scored, logit)
             weights[name].append([*map(float, stack.weights), stack.bias])
             for i in test:
                 prefixes[name][i] = stack.prefix_probabilities(scored[i])
@@ -354,6 +375,7 @@ TEXT_SOURCES = ("human", "asr")
 
 def train_stacked_estimate(
     texts: dict[str, list[LabelledSession]],
+    dataset: str,
     language: str,
     base: Path,
     out: Path,
@@ -406,7 +428,11 @@ def train_stacked_estimate(
     )
     log(f"ships {decision['ships']}: {decision}")
     results.update(summary=summary, decision=decision)
-    results.update(write_shipped(texts[source], language, decision["ships"], runs[0], base, out, seed, texts["asr"]))
+    results.update(
+        write_shipped(
+            texts[source], language, decision["ships"], runs[0], base, out, seed, texts["asr"], source, dataset
+        )
+    )
     (out / "stack.json").write_text(json.dumps(results, indent=2))
     return results
 
@@ -420,13 +446,16 @@ def write_shipped(
     out: Path,
     seed: int,
     scored: list[LabelledSession] | None = None,
+    text: str = "human",
+    dataset: str = "eatd",
 ) -> dict[str, object]:
     """Fit what ships (the stack, or one head as a one-head stack; ValueError first when the server cannot build
     one of its heads: the session acoustic head has no live account yet) on every session (its heads learning
     from `sessions`' text, its stacker fitted on their inner out-of-fold logits on `scored`'s, default the same),
     fit its interval on the first assignment's out-of-fold estimates after each sentence (`first`), run the
     pitch check on them, and write `base`'s checkpoint with that stack, interval and threshold (its weights
-    unchanged) to `out / "model.pt"` and the text head to `out / "text_head_chars.npz"`; returns what was measured."""
+    unchanged) to `out / "model.pt"` and the text head to `out / "text_head_chars.npz"`; returns what was measured.
+    The checkpoint records its training split (`text`: where `sessions`' text came from) for `depscreen eval`."""
     labels = np.array([s.label for s in sessions])
     fitters = head_fitters(language)
     shipped = fitters if ships == "stack" else {ships: fitters[ships]}
@@ -439,8 +468,11 @@ def write_shipped(
     stack = Stack(tuple(final.heads), tuple(float(w) for w in final.weights), final.bias)
     facts = replace(
         facts,
-        model_id=f"eatd-stack-s{seed}",
+        model_id=f"{dataset}-stack-s{seed}",
         stack=stack,
+        training_split=TrainingSplit(
+            dataset, tuple(s.session_id for s in sessions), text, STACKER, int(first.folds.max()) + 1, first.seed
+        ),
         interval=interval,
         decision_threshold=round(final.threshold, 4),
     )
@@ -450,3 +482,38 @@ def write_shipped(
     if isinstance(text_head, LanguageTextHead):
         text_head.save(out / "text_head_chars.npz")
     return {"stack": asdict(stack), "threshold": final.threshold, "interval": interval_report, "pitch_check": pitch}
+
+
+def out_of_fold_evaluation(
+    facts: ModelFacts, sessions: list[LabelledSession], learnt: list[LabelledSession], language: str, seed: int = 0
+) -> dict[str, object]:
+    """`depscreen eval` of a stacked checkpoint on exactly its training split: the estimates of its recipe
+    (`facts.training_split`: stacker, folds, seed; heads learning from `learnt`, the same sessions with the
+    split's text) cross-validated again, each session scored (on its text in `sessions`) by a stack that never
+    saw it. Metrics (`metrics.screening_report` at the checkpoint's threshold), the interval's coverage, mean
+    width at a session's end and share ruling a label out (fitted fold by fold on the other folds' estimates,
+    `interval_fit`), and the pitch check; the in-sample estimates of the shipped fit say nothing (AUROC ~1)."""
+    split, stack = facts.training_split, facts.stack
+    if split is None or stack is None:
+        raise ValueError(f"model {facts.model_id} records no stacked training split: nothing to cross-validate")
+    name = "stack" if len(stack.heads) > 1 else stack.heads[0]
+    run = cross_validate_once(learnt, language, split.folds, split.seed, (split.stacker,), sessions, tuple(stack.heads))
+    final, prefixes = run.final[candidate(name, split.stacker)], run.prefixes[candidate(name, split.stacker)]
+    labels = np.array([s.label for s in sessions])
+    _, interval = held_out_interval(sessions, prefixes, run.folds)
+    f0 = np.array([median_f0(s) for s in sessions])
+    return {
+        "model": facts.model_id,
+        "estimates": (
+            f"out of fold: the model's training split, its recipe ({split.stacker}, {split.folds} folds, seed "
+            f"{split.seed}, heads learnt from {split.text} text) cross-validated again"
+        ),
+        "threshold": facts.decision_threshold,
+        **screening_report(labels, final, facts.decision_threshold, seed),
+        "interval": interval.get("cross_validated", interval),
+        "pitch_check": pitch_check(f0, labels, {"estimate": final}, run.folds),
+        "sessions": [
+            {"id": s.session_id, "label": s.label, "probability": round(float(p), 4), "fold": int(k)}
+            for s, p, k in zip(sessions, final, run.folds, strict=True)
+        ],
+    }
