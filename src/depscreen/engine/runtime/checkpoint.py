@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -27,10 +28,11 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class TrainingSplit:
     """The sessions a stacked checkpoint was fitted on and how (`train.stack`): enough to cross-validate the same
-    recipe on them again. Session ids only, nothing of what was said."""
+    recipe on them again. Sessions by fingerprint only (`session_fingerprint`), nothing of what was said."""
 
     dataset: str
     sessions: tuple[str, ...]
+    """`session_fingerprint` of each training session."""
     text: str
     """Where the heads' training text came from: "human" transcripts or "asr" text."""
     stacker: str
@@ -40,7 +42,14 @@ class TrainingSplit:
 
     def overlaps(self, sessions: list) -> bool:
         """Whether any of `sessions` (`LabelledSession`s of `dataset`) is one of the split's."""
-        return bool({s.session_id for s in sessions} & set(self.sessions))
+        return bool({session_fingerprint(s) for s in sessions} & set(self.sessions))
+
+
+def session_fingerprint(session: object) -> str:
+    """A labelled session's identity without its content: SHA-256 (16 hex digits) of its id, label and the
+    segmenter's sentence times, so another dataset's session of the same name is not taken for it."""
+    times = [(s.start_ms, s.end_ms) for s in session.sentences]
+    return hashlib.sha256(repr((session.session_id, session.label, times)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from depscreen.engine.features.language_head import language_text_head
-from depscreen.engine.runtime.checkpoint import text_route
+from depscreen.engine.runtime.checkpoint import session_fingerprint, text_route
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.sessions import LabelledSession
@@ -51,7 +51,7 @@ def evaluate(
         raise ValueError("no sessions to evaluate")
     split = screener.facts.training_split
     if split is not None and split.overlaps(sessions):
-        ids = [s.session_id for s in sessions]
+        ids = [session_fingerprint(s) for s in sessions]
         if sorted(ids) != sorted(split.sessions):
             seen = len(set(ids) & set(split.sessions))
             raise ValueError(

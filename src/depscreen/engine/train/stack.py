@@ -36,7 +36,13 @@ from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead, TextHeadAccount
 from depscreen.engine.modalities import modality
-from depscreen.engine.runtime.checkpoint import ModelFacts, TrainingSplit, load_checkpoint, replace_facts
+from depscreen.engine.runtime.checkpoint import (
+    ModelFacts,
+    TrainingSplit,
+    load_checkpoint,
+    replace_facts,
+    session_fingerprint,
+)
 from depscreen.engine.runtime.stack import Stack, check_stack
 from depscreen.engine.train.baselines import transcript
 from depscreen.engine.train.char_head import baseline_probabilities, fit_mean_head, session_texts
@@ -471,7 +477,7 @@ def write_shipped(
         model_id=f"{dataset}-stack-s{seed}",
         stack=stack,
         training_split=TrainingSplit(
-            dataset, tuple(s.session_id for s in sessions), text, STACKER, int(first.folds.max()) + 1, first.seed
+            dataset, tuple(map(session_fingerprint, sessions)), text, STACKER, int(first.folds.max()) + 1, first.seed
         ),
         interval=interval,
         decision_threshold=round(final.threshold, 4),
