@@ -10,14 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import TextHeadAccount, language_text_head
 from depscreen.engine.modalities import modality
-from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint
+from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, session_fingerprint
+from depscreen.engine.runtime.screener import Screener
+from depscreen.engine.train import stack as stack_module
 from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
+from depscreen.engine.train.evaluate import evaluate, stream_session
 from depscreen.engine.train.metrics import auroc
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stack import (
+    STACKERS,
+    Stacker,
     cross_validate_once,
     fit_acoustic_head,
     fit_stack,
@@ -25,6 +31,8 @@ from depscreen.engine.train.stack import (
     head_fitters,
     prefix_logits,
     shipping_decision,
+    summarise_runs,
+    train_stacked_estimate,
     write_shipped,
 )
 
@@ -83,6 +91,84 @@ def test_the_shipped_mandarin_head_is_checked_at_load_and_scores_anything_finite
     assert np.isfinite(head.logits([pathological, "", "?", "我觉得很累"])).all()
 
 
+def test_the_non_negative_stacker_gives_a_head_against_the_label_weight_0_and_the_free_one_is_l2_logistic() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.array([0, 1] * 40)
+    logits = np.stack([2.0 * labels + rng.normal(size=80), -1.5 * labels + rng.normal(size=80)], axis=1)
+    free, free_bias = Stacker(5, False).fit(logits, labels)
+    reference = LogisticRegression(C=1.0, tol=1e-8, max_iter=1000).fit(logits, labels)
+    assert free == pytest.approx(reference.coef_[0], abs=1e-3)
+    assert free_bias == pytest.approx(reference.intercept_[0], abs=1e-3)
+    assert free[1] < 0, "the free stacker turns a head against the label round"
+    bounded, _ = Stacker(5, True).fit(logits, labels)
+    assert bounded[0] > 0 and bounded[1] == 0.0
+
+
+def test_heads_learn_from_one_text_and_are_scored_on_another() -> None:
+    sessions = with_noise_audio(made_up_sessions(30, 6), 2)
+    mumbled = [
+        replace(session, sentences=[replace(s, transcript="嗯然后") for s in session.sentences]) for session in sessions
+    ]
+    labels = np.array([s.label for s in sessions])
+    heard = cross_validate_once(sessions, "zh", folds=3, seed=0, heads=("text:zh",), stackers=("nonneg-10", "lr-5"))
+    assert set(heard.final) == {"text:zh", "text:zh@lr-5", "text:zh@own", "text-lsa", "text-tfidf"}
+    assert auroc(labels, heard.final["text:zh"]) > 0.75
+    lost = cross_validate_once(sessions, "zh", folds=3, seed=0, heads=("text:zh",), scored=mumbled)
+    assert auroc(labels, lost.final["text:zh"]) < 0.6 and auroc(labels, lost.final["text-lsa"]) < 0.6, "nothing heard"
+    summary = summarise_runs([heard, heard], labels, ["text:zh"])
+    assert "text:zh@lr-5 - text-lsa" in summary["differences"] and "text:zh - text-lsa" in summary["differences"]
+    assert summary["weights"]["text:zh"]["outer_folds"] == 6
+
+
+def test_the_round_measures_all_four_text_combinations_and_applies_the_rule_on_asr_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack_module, "STACKERS", {name: STACKERS[name] for name in ("nonneg-10", "lr-5")})
+    human = with_noise_audio(made_up_sessions(24, 7), 3)
+    asr = [
+        replace(session, sentences=[replace(s, transcript=s.transcript[1:]) for s in session.sentences])
+        for session in human
+    ]
+    results = train_stacked_estimate(
+        {"human": human, "asr": asr}, "eatd", "zh", DEMO_MODEL, tmp_path, folds=3, repeats=2, log=lambda _: None
+    )
+    assert set(results["text_sources"]) == {"human -> human", "human -> asr", "asr -> human", "asr -> asr"}
+    assert {"stack", "stack@lr-5", "text:zh@own"} <= set(results["stackers"]["auroc"])
+    decision = results["decision"]
+    assert decision["text_source"] in ("human", "asr") and isinstance(decision["replaces_shipped"], bool)
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "stack.json").is_file()
+    with pytest.raises(ValueError, match="different sessions"):
+        train_stacked_estimate(
+            {"human": human, "asr": asr[1:]}, "eatd", "zh", DEMO_MODEL, tmp_path, 3, 2, log=lambda _: None
+        )
+
+
+def test_eval_on_the_training_split_reports_out_of_fold_estimates_and_refuses_part_of_it(tmp_path: Path) -> None:
+    sessions = with_noise_audio(made_up_sessions(24, 8), 4)
+    labels = np.array([s.label for s in sessions])
+    run = cross_validate_once(sessions, "zh", folds=3, seed=2, heads=("text:zh",))
+    write_shipped(sessions, "zh", "text:zh", run, DEMO_MODEL, tmp_path, seed=2)
+    screener = Screener.from_checkpoint(tmp_path / "model.pt", "cpu")
+    split = screener.facts.training_split
+    assert split is not None and split.sessions == tuple(map(session_fingerprint, sessions))
+    assert (split.folds, split.seed, split.text, split.stacker) == (3, 2, "human", "nonneg-10")
+    report = evaluate(screener, sessions, language="zh")
+    assert report["estimates"].startswith("out of fold")
+    assert [row["probability"] for row in report["sessions"]] == pytest.approx(run.final["text:zh"], abs=1e-4)
+    streamed = [stream_session(screener, s, "zh")[-1].probability for s in sessions]
+    assert not np.allclose(streamed, run.final["text:zh"], atol=1e-3), "in-sample streaming is not what is reported"
+    assert report["auroc"] == pytest.approx(auroc(labels, run.final["text:zh"]), abs=1e-4)
+    interval = report["interval"]
+    assert {"coverage", "mean_width_last", "rules_out_a_label_last"} <= set(interval) or "needs at least" in str(
+        interval
+    )
+    assert "corr_with_median_f0" in report["pitch_check"]["estimate"] and report["ece"] is not None
+    with pytest.raises(ValueError, match="exactly its training split"):
+        evaluate(screener, sessions[:10], language="zh")
+    unseen = [replace(s, sentences=s.sentences[:-1]) for s in sessions[:6]]
+    assert "estimates" not in evaluate(screener, unseen, language="zh"), "sessions of the same names are others"
+
+
 def with_noise_audio(sessions: list[LabelledSession], seed: int) -> list[LabelledSession]:
     """The sessions with random eGeMAPS frames (no signal in them)."""
     rng = np.random.default_rng(seed)
@@ -118,7 +204,8 @@ def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_
     assert stack.weights[0] > 0, "the planted text signal raises the estimate"
     run = cross_validate_once(sessions, "zh", folds=3, seed=0)
     assert auroc(labels, run.final["stack"]) > 0.75 and auroc(labels, run.final["text:zh"]) > 0.75
-    assert set(run.final) == {"stack", "text:zh", "audio", "text-lsa", "text-tfidf"}
+    assert set(run.final) == {"stack", "text:zh", "audio", "text:zh@own", "text-lsa", "text-tfidf"}
+    assert len(run.weights["stack"]) == 3 and all(len(fold) == 3 for fold in run.weights["stack"]), "per outer fold"
     assert all(len(p) == len(s.sentences) for p, s in zip(run.prefixes["stack"], sessions, strict=True))
     measured = write_shipped(sessions, "zh", "text:zh", run, DEMO_MODEL, tmp_path, seed=0)
     _, facts = load_checkpoint(tmp_path / "model.pt")

@@ -57,7 +57,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         help="with --dataset: fit the dataset language's character text head (its running forms compared in "
         "repeated CV over --repeats fold assignments) and the stacked estimate on it (cross-validated the same way, "
         "shipped by the rule on the model card), and write the default model's checkpoint with that stack instead "
-        "of training the screening model",
+        "of training the screening model; it reads both the human transcripts and the live recogniser's text "
+        "(--text is ignored) and caches features only under --cache (default: none)",
     )
     train.add_argument("--out", type=Path, required=True, help="output directory (model.pt is written there)")
     train.add_argument("--sessions", type=int, default=800, help="synthetic sessions to generate (default 800)")
@@ -201,17 +202,21 @@ def _train_char_head(args: argparse.Namespace) -> int:
     from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL
     from depscreen.engine.train.char_head import train_char_head
     from depscreen.engine.train.datasets import DEFAULT_TEXT_ENCODER_FOR_TRAINING
-    from depscreen.engine.train.stack import train_stacked_estimate
+    from depscreen.engine.train.stack import TEXT_SOURCES, train_stacked_estimate
 
     if args.data is None:
         print("error: --char-head needs --data PATH (the dataset's folder)", file=sys.stderr)
         return 2
     repeats = max(args.repeats, 2)
+    args.no_cache = args.no_cache or args.cache is None
     try:
-        spec, load = _load(args, DEFAULT_TEXT_ENCODER_FOR_TRAINING)
-        forms = train_char_head(load.sessions, args.out, args.folds, repeats, args.seed)
+        texts = {}
+        for source in TEXT_SOURCES:
+            spec, load = _load(argparse.Namespace(**{**vars(args), "text": source}), DEFAULT_TEXT_ENCODER_FOR_TRAINING)
+            texts[source] = load.sessions
+        forms = train_char_head(texts["human"], args.out, args.folds, repeats, args.seed)
         stacked = train_stacked_estimate(
-            load.sessions, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed
+            texts, spec.name, spec.language, DEFAULT_MODEL, args.out, args.folds, repeats, args.seed
         )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -433,7 +438,11 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         screener = Screener.from_checkpoint(args.model or DEFAULT_MODEL, "cpu")
         spec, load = _load(args, screener.facts.text_encoder)
-        report = evaluate(screener, load.sessions, args.seed, spec.language)
+        split = screener.facts.training_split
+        learnt = None
+        if split is not None and split.text != args.text and split.overlaps(load.sessions):
+            learnt = _load(argparse.Namespace(**{**vars(args), "text": split.text}), screener.facts.text_encoder)[1]
+        report = evaluate(screener, load.sessions, args.seed, spec.language, learnt.sessions if learnt else None)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -456,6 +465,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{name:<18}{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]{'':<6}"
             f"{_number(baselines['all_positive'].get(name)):>14}{_number(baselines['majority'].get(name)):>10}"
         )
+    if "estimates" in report:
+        print(f"estimates: {report['estimates']}")
     interval = report["interval"]
     if not interval["level"]:
         print("interval: the checkpoint has no interval calibration (every interval is [0, 1])")
@@ -463,7 +474,8 @@ def run_eval(args: argparse.Namespace) -> int:
         by_label = interval["coverage_by_label"]
         print(
             f"interval ({interval['level']:.0%} nominal): holds the label in {interval['coverage']:.1%} of "
-            f"{interval['estimates_with_enough_speech']} estimates with enough speech (label 0: "
+            f"{interval.get('estimates_with_enough_speech', interval.get('prefixes'))} estimates with enough speech "
+            "(label 0: "
             f"{_number(by_label['0'])}, label 1: {_number(by_label['1'])})"
         )
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -22,6 +23,33 @@ DEFAULT_MODEL = WEIGHTS_DIR / "eatd-bimamba.pt"
 """The shipped screening model, trained by `depscreen train --dataset eatd` (see docs/MODEL_CARD.md)."""
 
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The sessions a stacked checkpoint was fitted on and how (`train.stack`): enough to cross-validate the same
+    recipe on them again. Sessions by fingerprint only (`session_fingerprint`), nothing of what was said."""
+
+    dataset: str
+    sessions: tuple[str, ...]
+    """`session_fingerprint` of each training session."""
+    text: str
+    """Where the heads' training text came from: "human" transcripts or "asr" text."""
+    stacker: str
+    """The `train.stack.STACKERS` name of the stacker."""
+    folds: int
+    seed: int
+
+    def overlaps(self, sessions: list) -> bool:
+        """Whether any of `sessions` (`LabelledSession`s of `dataset`) is one of the split's."""
+        return bool({session_fingerprint(s) for s in sessions} & set(self.sessions))
+
+
+def session_fingerprint(session: object) -> str:
+    """A labelled session's identity without its content: SHA-256 (16 hex digits) of its id, label and the
+    segmenter's sentence times, so another dataset's session of the same name is not taken for it."""
+    times = [(s.start_ms, s.end_ms) for s in session.sentences]
+    return hashlib.sha256(repr((session.session_id, session.label, times)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -53,6 +81,9 @@ class ModelFacts:
     stack: Stack | None = None
     """The heads whose logits make the screening probability, with their weights (`runtime.stack`); None in
     checkpoints written before it: their probability is the model's fused head."""
+    training_split: TrainingSplit | None = None
+    """What the stack was fitted on, so that `depscreen eval` on those sessions reports out-of-fold estimates
+    instead of in-sample ones; None in checkpoints written before it."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +234,9 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     if recorded.get("stack") is not None:
         stack = recorded["stack"]
         recorded["stack"] = Stack(tuple(stack["heads"]), tuple(stack["weights"]), float(stack["bias"]))
+    if recorded.get("training_split") is not None:
+        split = recorded["training_split"]
+        recorded["training_split"] = TrainingSplit(**{**split, "sessions": tuple(split["sessions"])})
     config, facts = ModelConfig(**blob["config"]), ModelFacts(**recorded)
     try:
         check_text_featurizer(config, facts)

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from depscreen.engine.features.language_head import LanguageTextHead
 from depscreen.engine.features.text import CHAR_BUCKETS, char_ngram_counts, unit_rows
 from depscreen.engine.train.baselines import BASELINES
-from depscreen.engine.train.char_lsa import LSA_COMPONENTS, fit_char_lsa
+from depscreen.engine.train.char_lsa import LSA_COMPONENTS, fit_char_lsa, idf_weights
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.metrics import auroc, expected_calibration_error
 from depscreen.engine.train.repeated import _spread, auroc_difference
@@ -77,7 +77,7 @@ def _summed_counts(sessions: list[SessionText]) -> np.ndarray:
 def fit_mean_head(sessions: list[SessionText], labels: np.ndarray) -> LanguageTextHead:
     """The `mean` form (see the module docstring)."""
     counts = _summed_counts(sessions)
-    idf = fit_char_lsa(counts, 1).idf.astype(np.float32)
+    idf = idf_weights(counts).astype(np.float32)
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(unit_rows(counts * idf), labels)
     head = LanguageTextHead(model.coef_[0].astype(np.float32), float(model.intercept_[0]), idf)
     logits = np.array([[head.session_logit(sentences)] for sentences in sessions])
@@ -113,14 +113,16 @@ def out_of_fold_logits(
 
 
 def baseline_probabilities(
-    name: str, transcripts: list[str], labels: np.ndarray, folds: list[np.ndarray]
+    name: str, transcripts: list[str], labels: np.ndarray, folds: list[np.ndarray], scored: list[str] | None = None
 ) -> np.ndarray:
-    """`[sessions]` out-of-fold probabilities of the whole-transcript baseline `name` (`baselines.BASELINES`)."""
+    """`[sessions]` out-of-fold probabilities of the whole-transcript baseline `name` (`baselines.BASELINES`),
+    fitted on `transcripts` and scored on `scored` (the same sessions' other text; default `transcripts`)."""
+    scored = transcripts if scored is None else scored
     probabilities = np.zeros(len(labels))
     for test in folds:
         train = np.setdiff1d(np.arange(len(labels)), test)
         model = BASELINES[name].model().fit([transcripts[i] for i in train], labels[train])
-        probabilities[test] = model.predict_proba([transcripts[i] for i in test])[:, 1]
+        probabilities[test] = model.predict_proba([scored[i] for i in test])[:, 1]
     return probabilities
 
 

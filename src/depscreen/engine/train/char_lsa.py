@@ -49,12 +49,17 @@ def sentence_counts(sessions: list[LabelledSession]) -> np.ndarray:
     return np.stack(rows).astype(np.float64)
 
 
+def idf_weights(counts: np.ndarray) -> np.ndarray:
+    """`[buckets]` smoothed IDF of `[rows, buckets]` counts; 0 for buckets no row has."""
+    document_frequency = (counts > 0).sum(0)
+    return np.where(document_frequency > 0, np.log((1 + len(counts)) / (1 + document_frequency)) + 1, 0.0)
+
+
 def fit_char_lsa(counts: np.ndarray, components: int, seed: int = 0) -> CharLsa:
     """Fit the projection on `[rows, buckets]` counts (see the module docstring); with fewer than `components`
     informative directions the rest of the basis is zero."""
     rows, buckets = counts.shape
-    document_frequency = (counts > 0).sum(0)
-    idf = np.where(document_frequency > 0, np.log((1 + rows) / (1 + document_frequency)) + 1, 0.0)
+    idf = idf_weights(counts)
     weighted = counts * idf
     unit = unit_rows(weighted)
     rank = min(components, rows - 1, buckets)

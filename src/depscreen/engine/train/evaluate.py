@@ -13,10 +13,11 @@ from dataclasses import replace
 import numpy as np
 
 from depscreen.engine.features.language_head import language_text_head
-from depscreen.engine.runtime.checkpoint import text_route
+from depscreen.engine.runtime.checkpoint import session_fingerprint, text_route
 from depscreen.engine.runtime.screener import Estimate, Screener
 from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.sessions import LabelledSession
+from depscreen.engine.train.stack import out_of_fold_evaluation
 
 
 def stream_session(screener: Screener, session: LabelledSession, language: str = "") -> list[Estimate]:
@@ -36,12 +37,29 @@ def stream_session(screener: Screener, session: LabelledSession, language: str =
 
 
 def evaluate(
-    screener: Screener, sessions: list[LabelledSession], seed: int = 0, language: str = ""
+    screener: Screener,
+    sessions: list[LabelledSession],
+    seed: int = 0,
+    language: str = "",
+    learnt: list[LabelledSession] | None = None,
 ) -> dict[str, object]:
     """Metrics with 95% CIs and baselines (`metrics.screening_report`) of the streamed final estimates of
-    sessions in `language` (`stream_session`)."""
+    sessions in `language` (`stream_session`). On exactly the checkpoint's training split the estimates are
+    out of fold instead (`stack.out_of_fold_evaluation`; `learnt`: the same sessions with the split's text,
+    default `sessions`); on part of it, ValueError."""
     if not sessions:
         raise ValueError("no sessions to evaluate")
+    split = screener.facts.training_split
+    if split is not None and split.overlaps(sessions):
+        ids = [session_fingerprint(s) for s in sessions]
+        if sorted(ids) != sorted(split.sessions):
+            seen = len(set(ids) & set(split.sessions))
+            raise ValueError(
+                f"{seen} of these {len(ids)} sessions trained model {screener.facts.model_id}, which was fitted on "
+                f"{len(split.sessions)}: evaluate on sessions it never saw, or on exactly its training split (then "
+                "the estimates are out of fold)"
+            )
+        return out_of_fold_evaluation(screener.facts, sessions, learnt or sessions, language, seed)
     streamed = [stream_session(screener, s, language) for s in sessions]
     finals = [estimates[-1] for estimates in streamed]
     probabilities = np.array([e.probability for e in finals])

@@ -9,12 +9,18 @@ evidence):
   the eGeMAPS descriptors over every frame heard so far (`AcousticHead`; state: frame count, sums, sums of
   squares).
 
-`fit_stack` on a training set: each head's session logits out of fold over `INNER_FOLDS` inner folds, a
+`fit_stack` on a training set: each head's session logits out of fold over the stacker's inner folds, a
 logistic regression (L2, C = 1, no class weights: its weights are the heads' temperatures and its probability
 is calibrated to the training prevalence) on them, a head without evidence counting 0; then every head refitted
-on the whole set. `cross_validate_stack` scores each outer test fold once with a stack fitted on the other
-folds, and each head alone fitted the same nested way (a one-head stack: Platt scaling), over several fold
-assignments; `shipping_decision` applies the rule pre-registered on the model card.
+on the whole set. The `Stacker` says how many inner folds and whether the weights are bounded at 0 (a head
+whose inner out-of-fold logits run against the label then gets weight 0 instead of turning the ranking over).
+`cross_validate_once` scores each outer test fold once with a stack fitted on the other folds, and each head
+alone fitted the same nested way (a one-head stack: Platt scaling), over several fold assignments, and logs
+every fitted weight; `shipping_decision` applies the rule pre-registered on the model card.
+
+Text source: a session's heads learn from the text of `sessions` and are scored (inner folds included) on the
+text of `scored`, the same sessions with other sentence text: human transcripts or the live ASR stage's text
+(`train --char-head` measures all four combinations; live Mandarin text without captions is ASR text).
 """
 
 from __future__ import annotations
@@ -25,22 +31,28 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead, TextHeadAccount
 from depscreen.engine.modalities import modality
-from depscreen.engine.runtime.checkpoint import load_checkpoint, replace_facts
+from depscreen.engine.runtime.checkpoint import (
+    ModelFacts,
+    TrainingSplit,
+    load_checkpoint,
+    replace_facts,
+    session_fingerprint,
+)
 from depscreen.engine.runtime.stack import Stack, check_stack
 from depscreen.engine.train.baselines import transcript
 from depscreen.engine.train.char_head import baseline_probabilities, fit_mean_head, session_texts
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.interval_fit import held_out_interval
-from depscreen.engine.train.metrics import auroc, best_f1_threshold, expected_calibration_error
+from depscreen.engine.train.metrics import auroc, best_f1_threshold, expected_calibration_error, screening_report
 from depscreen.engine.train.pitch import median_f0, pitch_check
 from depscreen.engine.train.repeated import _spread, auroc_difference
 from depscreen.engine.train.sessions import LabelledSession
 
-INNER_FOLDS = 5
 TOLERANCE = 0.01
 """The stack ships when its mean AUROC is at least char-LSA's minus this (and at least its best head's)."""
 
@@ -93,9 +105,11 @@ def prefix_logits(head: LanguageTextHead | AcousticHead, session: LabelledSessio
             logits[k] = head.read_out(moments)
         return logits
     account = TextHeadAccount()
+    told = [k for k, sentence in enumerate(session.sentences) if sentence.transcript.strip()]
+    sentence_logits = dict(zip(told, head.logits([session.sentences[k].transcript for k in told]), strict=True))
     for k, sentence in enumerate(session.sentences):
-        if sentence.transcript.strip():
-            account.add(float(head.logits([sentence.transcript])[0]), sentence.transcript)
+        if k in sentence_logits:
+            account.add(float(sentence_logits[k]), sentence.transcript)
         if account.chars:
             logits[k] = account.logit
     return logits
@@ -111,6 +125,43 @@ def text_head_fitter(sessions: list[LabelledSession], labels: np.ndarray) -> Lan
 def head_fitters(language: str) -> dict[str, HeadFitter]:
     """The candidate heads by name (see the module docstring)."""
     return {f"text:{language}": text_head_fitter, "audio": fit_acoustic_head}
+
+
+@dataclass(frozen=True)
+class Stacker:
+    """How a stack's weights are fitted on its heads' inner out-of-fold logits."""
+
+    inner_folds: int
+    nonnegative: bool
+    """Weights bounded at 0 (L-BFGS-B on the same penalised likelihood)."""
+
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+        """(weights, bias) of the L2 (C = 1) logistic regression of `labels` on `[sessions, heads]` logits, the
+        bias unpenalised; with `nonnegative` every weight >= 0."""
+        heads = logits.shape[1]
+        y = 2.0 * labels - 1.0
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            margin = y * (logits @ theta[:heads] + theta[heads])
+            slope = -y / (1 + np.exp(np.clip(margin, -500, 500)))
+            value = float(np.logaddexp(0, -margin).sum() + 0.5 * theta[:heads] @ theta[:heads])
+            return value, np.concatenate([logits.T @ slope + theta[:heads], [slope.sum()]])
+
+        bounds = [(0.0, None) if self.nonnegative else (None, None)] * heads + [(None, None)]
+        theta = minimize(loss, np.zeros(heads + 1), jac=True, method="L-BFGS-B", bounds=bounds).x
+        return theta[:heads], float(theta[heads])
+
+
+STACKERS = {
+    "nonneg-10": Stacker(10, True),
+    "lr-5": Stacker(5, False),
+    "nonneg-5": Stacker(5, True),
+    "lr-10": Stacker(10, False),
+}
+"""The stackers compared. `lr-5` is the first round's (2026-12-07, 0.551 for text:zh alone); `STACKER`, the
+one the shipping rule applies to, was written on the model card before any of them was run (the others are
+reported, never chosen)."""
+STACKER = "nonneg-10"
 
 
 @dataclass(frozen=True)
@@ -133,32 +184,73 @@ def _final_logit(head: LanguageTextHead | AcousticHead, session: LabelledSession
     return 0.0 if not len(logits) or np.isnan(logits[-1]) else float(logits[-1])
 
 
+FinalLogit = Callable[[LanguageTextHead | AcousticHead, LabelledSession], float]
+
+
+def _remembered_logits() -> FinalLogit:
+    """`_final_logit` that scores each (head, session) pair once (stackers sharing fitted heads share them);
+    it keeps every head and session it scored alive, so their ids stay theirs."""
+    scored: dict[tuple[int, int], tuple[float, object, object]] = {}
+
+    def once(head: LanguageTextHead | AcousticHead, session: LabelledSession) -> float:
+        key = (id(head), id(session))
+        if key not in scored:
+            scored[key] = (_final_logit(head, session), head, session)
+        return scored[key][0]
+
+    return once
+
+
 def fit_stack(
-    fitters: dict[str, HeadFitter], sessions: list[LabelledSession], labels: np.ndarray, seed: int
+    fitters: dict[str, HeadFitter],
+    sessions: list[LabelledSession],
+    labels: np.ndarray,
+    seed: int,
+    stacker: Stacker = STACKERS[STACKER],
+    scored: list[LabelledSession] | None = None,
+    final_logit: FinalLogit = _final_logit,
 ) -> FittedStack:
-    """The stack of `fitters`' heads on `sessions` (see the module docstring)."""
+    """The stack of `fitters`' heads learnt from `sessions`, its weights fitted on their inner out-of-fold logits
+    on `scored` (default `sessions`; see the module docstring). Fewer inner folds than the stacker's when a class
+    has fewer sessions."""
+    scored = sessions if scored is None else scored
     out_of_fold = np.zeros((len(sessions), len(fitters)))
-    for test in stratified_folds(labels.tolist(), INNER_FOLDS, seed):
+    inner = min(stacker.inner_folds, int(np.bincount(labels, minlength=2).min()))
+    for test in stratified_folds(labels.tolist(), inner, seed):
         train = np.setdiff1d(np.arange(len(sessions)), test)
         for j, fit in enumerate(fitters.values()):
             head = fit([sessions[i] for i in train], labels[train])
-            out_of_fold[test, j] = [_final_logit(head, sessions[i]) for i in test]
-    stacker = LogisticRegression(C=1.0, max_iter=3000).fit(out_of_fold, labels)
-    threshold = best_f1_threshold(labels, stacker.predict_proba(out_of_fold)[:, 1])
+            out_of_fold[test, j] = [final_logit(head, scored[i]) for i in test]
+    weights, bias = stacker.fit(out_of_fold, labels)
+    threshold = best_f1_threshold(labels, 1 / (1 + np.exp(-(out_of_fold @ weights + bias))))
     heads = {name: fit(sessions, labels) for name, fit in fitters.items()}
-    return FittedStack(heads, stacker.coef_[0], float(stacker.intercept_[0]), threshold)
+    return FittedStack(heads, weights, bias, threshold)
 
 
 @dataclass(frozen=True)
 class StackRun:
-    """One fold assignment: out-of-fold estimates (final and after each sentence) of the stack and of each
-    head alone, and the baselines' out-of-fold probabilities."""
+    """One fold assignment: out-of-fold estimates (final and after each sentence) of each candidate (the stack
+    and each head alone, per stacker, and each head in its own calibration), the baselines' out-of-fold
+    probabilities, and every weight each candidate's stacker fitted."""
 
     seed: int
     folds: np.ndarray
     final: dict[str, np.ndarray]
     prefixes: dict[str, list[np.ndarray]]
-    """Per stack and single head: its estimate after each sentence of each session."""
+    """Per candidate: its estimate after each sentence of each session."""
+    weights: dict[str, list[list[float]]]
+    """Per stacked candidate, per outer fold: its heads' weights then its bias."""
+
+
+OWN = "own"
+"""The candidate suffix of a head read in its own calibration, with no stacker (`text:zh@own`): its plain
+cross-validated estimate, for reference."""
+BASELINE_NAMES = ("text-lsa", "text-tfidf")
+
+
+def candidate(name: str, stacker: str) -> str:
+    """A candidate's name: the head or "stack", with "@stacker" unless it is `STACKER`'s."""
+    return name if stacker == STACKER else f"{name}@{stacker}"
 
 
 def _remembered(fit: HeadFitter) -> HeadFitter:
@@ -174,51 +266,98 @@ def _remembered(fit: HeadFitter) -> HeadFitter:
     return once
 
 
-def cross_validate_once(sessions: list[LabelledSession], language: str, folds: int, seed: int) -> StackRun:
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.nan_to_num(logits)))
+
+
+def cross_validate_once(
+    sessions: list[LabelledSession],
+    language: str,
+    folds: int,
+    seed: int,
+    stackers: tuple[str, ...] = (STACKER,),
+    scored: list[LabelledSession] | None = None,
+    heads: tuple[str, ...] | None = None,
+) -> StackRun:
+    """One fold assignment of every candidate: the stack of `heads` (default every head of `head_fitters`;
+    none with one head) and each head alone under each of `stackers`, each text head in its own calibration,
+    and the baselines; heads learn from `sessions`' text and are scored on `scored`'s (default the same)."""
+    scored = sessions if scored is None else scored
     labels = np.array([s.label for s in sessions])
-    fitters = {name: _remembered(fit) for name, fit in head_fitters(language).items()}
-    candidates = {"stack": fitters, **{name: {name: fit} for name, fit in fitters.items()}}
-    final = {name: np.zeros(len(sessions)) for name in (*candidates, "text-lsa", "text-tfidf")}
-    prefixes = {name: [np.zeros(0)] * len(sessions) for name in candidates}
+    fitters = {name: _remembered(fit) for name, fit in head_fitters(language).items() if heads is None or name in heads}
+    sets = {name: {name: fit} for name, fit in fitters.items()}
+    if len(fitters) > 1:
+        sets = {"stack": fitters, **sets}
+    candidates = {candidate(name, stacker): (chosen, stacker) for stacker in stackers for name, chosen in sets.items()}
+    own = [name for name in fitters if name.startswith("text:")]
+    methods = [*candidates, *(f"{name}@{OWN}" for name in own), *BASELINE_NAMES]
+    final = {name: np.zeros(len(sessions)) for name in methods}
+    prefixes = {name: [np.zeros(0)] * len(sessions) for name in methods if name not in BASELINE_NAMES}
+    weights: dict[str, list[list[float]]] = {name: [] for name in candidates}
+    logit = _remembered_logits()
     fold_of = np.zeros(len(sessions), dtype=int)
     assignment = stratified_folds(labels.tolist(), folds, seed)
     for k, test in enumerate(assignment):
         fold_of[test] = k
         train = np.setdiff1d(np.arange(len(sessions)), test)
-        train_sessions = [sessions[i] for i in train]
-        for name, chosen in candidates.items():
-            stack = fit_stack(chosen, train_sessions, labels[train], seed)
+        train_sessions, train_scored = [sessions[i] for i in train], [scored[i] for i in train]
+        for name, (chosen, stacker) in candidates.items():
+            stack = fit_stack(chosen, train_sessions, labels[train], seed, STACKERS[stacker], train_scored, logit)
+            weights[name].append([*map(float, stack.weights), stack.bias])
             for i in test:
-                estimates = stack.prefix_probabilities(sessions[i])
-                final[name][i] = estimates[-1]
-                prefixes[name][i] = estimates
-    for name in ("text-lsa", "text-tfidf"):
-        final[name] = baseline_probabilities(name, [transcript(s) for s in sessions], labels, assignment)
-    return StackRun(seed, fold_of, final, prefixes)
+                prefixes[name][i] = stack.prefix_probabilities(scored[i])
+                final[name][i] = prefixes[name][i][-1]
+        for name in own:
+            head = fitters[name](train_sessions, labels[train])
+            for i in test:
+                prefixes[f"{name}@{OWN}"][i] = _sigmoid(prefix_logits(head, scored[i]))
+                final[f"{name}@{OWN}"][i] = prefixes[f"{name}@{OWN}"][i][-1]
+    learnt, told = [transcript(s) for s in sessions], [transcript(s) for s in scored]
+    for name in BASELINE_NAMES:
+        final[name] = baseline_probabilities(name, learnt, labels, assignment, told)
+    return StackRun(seed, fold_of, final, prefixes, weights)
 
 
-def summarise_runs(runs: list[StackRun], labels: np.ndarray) -> dict[str, object]:
-    """Per method the AUROC and ECE over assignments; the stack's paired AUROC differences against each."""
+def best_head(summary: dict[str, object], heads: list[str]) -> str:
+    """The single head (under `STACKER`) with the highest mean AUROC."""
+    return max(heads, key=lambda name: summary["auroc"][name]["mean"])
+
+
+def summarise_runs(runs: list[StackRun], labels: np.ndarray, heads: list[str]) -> dict[str, object]:
+    """Per method the AUROC and ECE over assignments; every candidate's paired AUROC differences against
+    text-lsa, the best single head of `heads` and (the stack) each method; per stacked candidate its weights'
+    spread and in how many outer folds one came out negative."""
     methods = list(runs[0].final)
     aurocs = {name: [auroc(labels, run.final[name]) for run in runs] for name in methods}
-    differences = {
-        name: [auroc_difference(labels, run.final["stack"], run.final[name], run.seed) for run in runs]
-        for name in methods
-        if name != "stack"
-    }
-    return {
+    summary: dict[str, object] = {
         "assignments": len(runs),
         "auroc": {name: _spread(values) for name, values in aurocs.items()},
         "ece": {name: _spread([expected_calibration_error(labels, r.final[name]) for r in runs]) for name in methods},
-        "stack_minus": {
-            name: {
-                **_spread([d["value"] for d in values]),
-                "assignments_stack_higher": sum(d["value"] > 0 for d in values),
-                "assignments_interval_above_zero": sum(d["low"] > 0 for d in values),
-            }
-            for name, values in differences.items()
-        },
     }
+    best = best_head(summary, heads)
+
+    def minus(first: str, second: str) -> dict[str, object]:
+        values = [auroc_difference(labels, r.final[first], r.final[second], r.seed) for r in runs]
+        return {
+            **_spread([d["value"] for d in values]),
+            "assignments_first_higher": sum(d["value"] > 0 for d in values),
+            "assignments_interval_above_zero": sum(d["low"] > 0 for d in values),
+        }
+
+    pairs = [(a, b) for a in methods if a not in BASELINE_NAMES for b in ("text-lsa", best) if a != b]
+    if "stack" in methods:
+        pairs += [("stack", name) for name in methods if name not in ("stack", "text-lsa", best)]
+    summary["differences"] = {f"{a} - {b}": minus(a, b) for a, b in pairs}
+    summary["weights"] = {
+        name: {
+            "per_head_and_bias": [_spread(list(column)) for column in zip(*folds, strict=True)],
+            "outer_folds": len(folds),
+            "outer_folds_with_a_negative_weight": sum(any(w < 0 for w in fold[:-1]) for fold in folds),
+        }
+        for name in runs[0].weights
+        for folds in [[fold for run in runs for fold in run.weights[name]]]
+    }
+    return summary
 
 
 def shipping_decision(summary: dict[str, object], heads: list[str]) -> dict[str, object]:
@@ -236,8 +375,13 @@ def shipping_decision(summary: dict[str, object], heads: list[str]) -> dict[str,
     }
 
 
+TEXT_SOURCES = ("human", "asr")
+"""Where the sessions' sentence text comes from: the dataset's transcripts, or the live ASR stage."""
+
+
 def train_stacked_estimate(
-    sessions: list[LabelledSession],
+    texts: dict[str, list[LabelledSession]],
+    dataset: str,
     language: str,
     base: Path,
     out: Path,
@@ -246,41 +390,83 @@ def train_stacked_estimate(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, object]:
-    """Cross-validate the stack and its heads over `repeats` fold assignments, apply the shipping rule, fit what
-    ships on every session (`fit_stack`), fit its interval on the first assignment's out-of-fold estimates after
-    each sentence, run the pitch check on them, and write `base`'s checkpoint with that stack and interval (its
-    weights unchanged) to `out / "model.pt"`, the text head to `out / "text_head_chars.npz"` and everything
-    measured to `out / "stack.json"`."""
-    labels = np.array([s.label for s in sessions])
-    runs = []
-    for repeat in range(repeats):
-        runs.append(cross_validate_once(sessions, language, folds, seed + repeat))
-        log(
-            f"assignment {repeat + 1}/{repeats}: "
-            + ", ".join(f"{name} {auroc(labels, values):.3f}" for name, values in runs[-1].final.items())
+    """The round pre-registered on the model card, over `repeats` fold assignments of the sessions in `texts`
+    (the same sessions, by `TEXT_SOURCES`, with human and with ASR text): every stacker on human transcripts;
+    the text head alone in the four combinations of the text it learns from and the text it is scored on; the
+    head's text source chosen by its mean AUROC scored on ASR text; the shipping rule applied on ASR text; what
+    ships fitted on every session and written (`write_shipped`) with everything measured in `out / "stack.json"`.
+    The decision says whether it replaces what ships now (`text:<language>` under `lr-5`, learnt from human
+    transcripts, scored on ASR text)."""
+    if len({tuple((s.session_id, len(s.sentences)) for s in sessions) for sessions in texts.values()}) != 1:
+        raise ValueError(
+            "the human-transcript and ASR-text loads hold different sessions or sentences: load both from the same "
+            "dataset folder with the same segmenter settings"
         )
-    summary = summarise_runs(runs, labels)
-    decision = shipping_decision(summary, list(head_fitters(language)))
+    labels = np.array([s.label for s in texts["human"]])
+    heads, text = list(head_fitters(language)), f"text:{language}"
+
+    def repeated(learnt: str, told: str, stackers: tuple[str, ...], only: tuple[str, ...] | None) -> list[StackRun]:
+        runs = []
+        for repeat in range(repeats):
+            runs.append(cross_validate_once(texts[learnt], language, folds, seed + repeat, stackers, texts[told], only))
+            log(
+                f"{learnt} -> {told}, assignment {repeat + 1}/{repeats}: "
+                + ", ".join(f"{name} {auroc(labels, values):.3f}" for name, values in runs[-1].final.items())
+            )
+        return runs
+
+    on_human = repeated("human", "human", tuple(STACKERS), None)
+    results: dict[str, object] = {"stackers": summarise_runs(on_human, labels, heads), "text_sources": {}}
+    for learnt in TEXT_SOURCES:
+        for told in TEXT_SOURCES:
+            runs = on_human if learnt == told == "human" else repeated(learnt, told, (STACKER, "lr-5"), (text,))
+            results["text_sources"][f"{learnt} -> {told}"] = summarise_runs(runs, labels, [text])
+    on_asr = {learnt: results["text_sources"][f"{learnt} -> asr"]["auroc"][text]["mean"] for learnt in TEXT_SOURCES}
+    source = "human" if on_asr["human"] > on_asr["asr"] else "asr"
+    runs = repeated(source, "asr", (STACKER,), None)
+    summary = summarise_runs(runs, labels, heads)
+    decision = shipping_decision(summary, heads)
+    shipped_now = results["text_sources"]["human -> asr"]["auroc"][candidate(text, "lr-5")]["mean"]
+    decision.update(
+        text_source=source,
+        shipped_now_auroc=shipped_now,
+        replaces_shipped=summary["auroc"][decision["ships"]]["mean"] >= shipped_now,
+    )
     log(f"ships {decision['ships']}: {decision}")
-    results = {"summary": summary, "decision": decision}
-    results.update(write_shipped(sessions, language, decision["ships"], runs[0], base, out, seed))
+    results.update(summary=summary, decision=decision)
+    results.update(
+        write_shipped(
+            texts[source], language, decision["ships"], runs[0], base, out, seed, texts["asr"], source, dataset
+        )
+    )
     (out / "stack.json").write_text(json.dumps(results, indent=2))
     return results
 
 
 def write_shipped(
-    sessions: list[LabelledSession], language: str, ships: str, first: StackRun, base: Path, out: Path, seed: int
+    sessions: list[LabelledSession],
+    language: str,
+    ships: str,
+    first: StackRun,
+    base: Path,
+    out: Path,
+    seed: int,
+    scored: list[LabelledSession] | None = None,
+    text: str = "human",
+    dataset: str = "eatd",
 ) -> dict[str, object]:
     """Fit what ships (the stack, or one head as a one-head stack; ValueError first when the server cannot build
-    one of its heads: the session acoustic head has no live account yet) on every session, fit its interval on the
-    first assignment's out-of-fold estimates after each sentence (`first`), run the pitch check on them, and
-    write `base`'s checkpoint with that stack, interval and threshold (its weights unchanged) to
-    `out / "model.pt"` and the text head to `out / "text_head_chars.npz"`; returns what was measured."""
+    one of its heads: the session acoustic head has no live account yet) on every session (its heads learning
+    from `sessions`' text, its stacker fitted on their inner out-of-fold logits on `scored`'s, default the same),
+    fit its interval on the first assignment's out-of-fold estimates after each sentence (`first`), run the
+    pitch check on them, and write `base`'s checkpoint with that stack, interval and threshold (its weights
+    unchanged) to `out / "model.pt"` and the text head to `out / "text_head_chars.npz"`; returns what was measured.
+    The checkpoint records its training split (`text`: where `sessions`' text came from) for `depscreen eval`."""
     labels = np.array([s.label for s in sessions])
     fitters = head_fitters(language)
     shipped = fitters if ships == "stack" else {ships: fitters[ships]}
     check_stack(Stack(tuple(shipped), (1.0,) * len(shipped), 0.0), f"{ships} of {len(sessions)} sessions")
-    final = fit_stack(shipped, sessions, labels, seed)
+    final = fit_stack(shipped, sessions, labels, seed, scored=scored)
     interval, interval_report = held_out_interval(sessions, first.prefixes[ships], first.folds)
     f0 = np.array([median_f0(s) for s in sessions])
     pitch = pitch_check(f0, labels, {"estimate": first.final[ships]}, first.folds)
@@ -288,8 +474,11 @@ def write_shipped(
     stack = Stack(tuple(final.heads), tuple(float(w) for w in final.weights), final.bias)
     facts = replace(
         facts,
-        model_id=f"eatd-stack-s{seed}",
+        model_id=f"{dataset}-stack-s{seed}",
         stack=stack,
+        training_split=TrainingSplit(
+            dataset, tuple(map(session_fingerprint, sessions)), text, STACKER, int(first.folds.max()) + 1, first.seed
+        ),
         interval=interval,
         decision_threshold=round(final.threshold, 4),
     )
@@ -299,3 +488,38 @@ def write_shipped(
     if isinstance(text_head, LanguageTextHead):
         text_head.save(out / "text_head_chars.npz")
     return {"stack": asdict(stack), "threshold": final.threshold, "interval": interval_report, "pitch_check": pitch}
+
+
+def out_of_fold_evaluation(
+    facts: ModelFacts, sessions: list[LabelledSession], learnt: list[LabelledSession], language: str, seed: int = 0
+) -> dict[str, object]:
+    """`depscreen eval` of a stacked checkpoint on exactly its training split: the estimates of its recipe
+    (`facts.training_split`: stacker, folds, seed; heads learning from `learnt`, the same sessions with the
+    split's text) cross-validated again, each session scored (on its text in `sessions`) by a stack that never
+    saw it. Metrics (`metrics.screening_report` at the checkpoint's threshold), the interval's coverage, mean
+    width at a session's end and share ruling a label out (fitted fold by fold on the other folds' estimates,
+    `interval_fit`), and the pitch check; the in-sample estimates of the shipped fit say nothing (AUROC ~1)."""
+    split, stack = facts.training_split, facts.stack
+    if split is None or stack is None:
+        raise ValueError(f"model {facts.model_id} records no stacked training split: nothing to cross-validate")
+    name = "stack" if len(stack.heads) > 1 else stack.heads[0]
+    run = cross_validate_once(learnt, language, split.folds, split.seed, (split.stacker,), sessions, tuple(stack.heads))
+    final, prefixes = run.final[candidate(name, split.stacker)], run.prefixes[candidate(name, split.stacker)]
+    labels = np.array([s.label for s in sessions])
+    _, interval = held_out_interval(sessions, prefixes, run.folds)
+    f0 = np.array([median_f0(s) for s in sessions])
+    return {
+        "model": facts.model_id,
+        "estimates": (
+            f"out of fold: the model's training split, its recipe ({split.stacker}, {split.folds} folds, seed "
+            f"{split.seed}, heads learnt from {split.text} text) cross-validated again"
+        ),
+        "threshold": facts.decision_threshold,
+        **screening_report(labels, final, facts.decision_threshold, seed),
+        "interval": interval.get("cross_validated", interval),
+        "pitch_check": pitch_check(f0, labels, {"estimate": final}, run.folds),
+        "sessions": [
+            {"id": s.session_id, "label": s.label, "probability": round(float(p), 4), "fold": int(k)}
+            for s, p, k in zip(sessions, final, run.folds, strict=True)
+        ],
+    }
