@@ -302,7 +302,7 @@ def test_a_wrong_or_ended_token_is_refused(reference: tuple[LocalServer, list[Se
     server, _ = reference
     start = pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1))
 
-    async def open_with(token: str) -> pb.ServerMessage:
+    async def open_with(token: str) -> list[pb.ServerMessage]:
         start.resume_token = token
         messages = [pb.ClientMessage(start=start), pb.ClientMessage(end=pb.SessionEnd())]
 
@@ -310,11 +310,13 @@ def test_a_wrong_or_ended_token_is_refused(reference: tuple[LocalServer, list[Se
             for message in messages:
                 yield message
 
-        replies = [reply async for reply in ScreeningClient(server.grpc_target).stream_messages(outgoing())]
-        return replies[0]
+        return [reply async for reply in ScreeningClient(server.grpc_target).stream_messages(outgoing())]
 
-    ended = asyncio.run(open_with(""))
+    ended, summary = asyncio.run(open_with(""))
     assert ended.accepted.resume_token, "a resumable server hands out a token"
+    taken = asyncio.run(open_with(ended.accepted.resume_token))  # within finished_retention_s: the summary again
+    assert [reply.WhichOneof("kind") for reply in taken] == ["accepted", "summary"]
+    assert taken[1].summary == summary.summary
     for token in (ended.accepted.resume_token, "0" * 32 + ".forged", "not a token"):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             asyncio.run(open_with(token))

@@ -29,7 +29,7 @@ from depscreen.streamer.state_store import (
     SqliteStore,
     StateStore,
     StoredSession,
-    add_generation_column,
+    add_column,
 )
 from depscreen.v1 import screening_pb2 as pb
 
@@ -126,7 +126,9 @@ def test_a_sqlite_store_of_the_release_before_fencing_is_upgraded(tmp_path: Path
     assert record is not None and (record.payload, record.generation) == (b"old", 1)
     assert store.advance("ab" * 16, 1) == 2
     with sqlite3.connect(path) as db:
-        add_generation_column(db)  # another server upgrading the same store at the same moment: no error
+        add_column(
+            db, "generation INTEGER NOT NULL DEFAULT 1"
+        )  # another server upgrading the same store at the same moment: no error
     db.close()
 
 

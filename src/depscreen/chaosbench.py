@@ -364,8 +364,8 @@ def chaos_round(
 
 async def thaw(frozen: LocalServer, resumed: Callable[[], bool]) -> None:
     """Wake a frozen server, with its old streams, `FREEZE_S` after its interviews have `resumed` elsewhere (a
-    session the frozen server ends with `end` while its client has not resumed is lost with its summary: README,
-    "Limits")."""
+    session the frozen server ends with `end` while its client has not resumed keeps its summary only for
+    `finished_retention_s`: README, "Limits")."""
     while not resumed():
         await asyncio.sleep(0.1)
     await asyncio.sleep(FREEZE_S)

@@ -224,9 +224,13 @@ class SessionHub:
             kept = checkpoint.updates
             resend, notices = updates_to_resend(checkpoint, start)
             session.tell(*notices)
+        summary = checkpoint.summary if checkpoint is not None else None
         checkpointer = Checkpointer(
-            resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend
+            resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend, summary
         )
+        if summary is not None:  # a finished session: its summary is sent again, nothing more is written
+            session.make_resumable(checkpointer)
+            return
         try:
             saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
         except ProtocolError:  # another stream resumed the session since this one restored it
@@ -247,7 +251,8 @@ class SessionHub:
             raise ProtocolError(
                 ErrorKind.FAILED_PRECONDITION,
                 "start.resume_token leads to no resumable session here: it is wrong, it was issued to another "
-                f"caller, its session ended with `end`, or it expired after {resumer.ttl_s:g} s without a sentence; "
+                "caller, its session ended with `end` and its summary was taken again (or kept longer than "
+                f"{resumer.finished_retention_s:g} s), or it expired after {resumer.ttl_s:g} s without a sentence; "
                 "start a new session (without the token)",
             ) from None
         except StoreError as error:

@@ -21,8 +21,8 @@ from typing import TypeVar
 
 from depscreen.engine.pipeline import Notice, SessionCounts
 from depscreen.engine.runtime.batcher import SessionHandle
-from depscreen.streamer.convert import sentence_update
-from depscreen.streamer.interview import Input, Opening, ScoredSentence
+from depscreen.streamer.convert import sentence_update, server_message
+from depscreen.streamer.interview import Input, Opening, ScoredSentence, Summary
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.streamer.resume import KEPT_UPDATES, Checkpoint, Resumer, Ticket, kept_update
@@ -40,7 +40,8 @@ T = TypeVar("T")
 
 
 class Checkpointer:
-    """A resumable session's checkpoints: `save` after each sentence (as an observer), `forget` on `end`."""
+    """A resumable session's checkpoints: `save` after each sentence (as an observer), `finish` on `end`,
+    `forget` once a resumed finished session's summary is sent."""
 
     def __init__(
         self,
@@ -52,18 +53,24 @@ class Checkpointer:
         metrics: Metrics,
         kept: tuple[pb.SentenceUpdate, ...] = (),
         resend: list[pb.SentenceUpdate] | None = None,
+        summary: pb.SessionSummary | None = None,
     ) -> None:
         """`counts` and `handle`: the session's own counts and batcher handle, read at each checkpoint; `kept`:
-        the updates of the checkpoint it goes on from; `resend`: those a resuming client lacks."""
+        the updates of the checkpoint it goes on from; `resend`: those a resuming client lacks; `summary`: that
+        of a finished session it resumes."""
         self.resumer = resumer
         self.ticket = ticket
         self.resend = resend or []
         """The kept updates a resuming client said it lacks, to send right after `accepted`."""
+        self.summary = summary
+        """The summary of a finished session (it ended with `end`) being resumed: sent after `resend`, then the
+        stream ends and the record is deleted (`forget`); None for a session that goes on."""
         self._counts = counts
         self._handle = handle
         self._run = run
         self._metrics = metrics
         self._kept: deque[pb.SentenceUpdate] = deque(kept, maxlen=KEPT_UPDATES)
+        self._last: Checkpoint | None = None
 
     @property
     def token(self) -> str:
@@ -90,14 +97,22 @@ class Checkpointer:
 
     async def save(self, checkpoint: Checkpoint) -> bool:
         """Write `checkpoint`; whether it was written. ProtocolError(ABORTED) when this stream is fenced."""
+        self._last = checkpoint
         ticket = await self._store(self.resumer.save, self.ticket, checkpoint)
         if ticket is None:
             return False
         self.ticket = ticket
         return True
 
+    async def finish(self, summary: Summary) -> None:
+        """The interview ended with `end`: its record becomes its last checkpoint with `summary`, kept for
+        `finished_retention_s` for a client whose stream breaks before the summary reaches it."""
+        assert self._last is not None, "a resumable session saves a checkpoint when it opens"
+        finished = replace(self._last, summary=server_message(summary).summary)  # counts and estimate, no text
+        await self._store(self.resumer.finish, self.ticket, finished)
+
     async def forget(self) -> None:
-        """The interview ended with `end`: its checkpoint is deleted."""
+        """A resumed finished session's summary went out again: its record is deleted."""
         await self._store(self.resumer.forget, self.ticket)
 
     def close(self) -> None:

@@ -7,6 +7,9 @@ the video schedule, with the sample the client re-sends from), its counters, its
 `KEPT_UPDATES` sentence updates without their transcripts (re-sent on a resume to a client that missed them).
 Nothing else: no audio, video or transcript text (the resume point holds a SHA-256 of the audio to re-send, to
 check it, never the audio).
+A session that ends with `end` leaves its last checkpoint with its summary (`Checkpoint.summary`: the wire
+`SessionSummary`, counts and the final estimate, no text) for `finished_retention_s`, so that a client whose
+stream broke before the summary reached it can resume and take it; that resume deletes the record.
 Tensors are written with `torch.save` and read back with `weights_only=True`, so a record cannot run code.
 
 A resume token is `<record id>.<MAC>`: the MAC is HMAC-SHA256, under the server key, of the record id, the
@@ -75,6 +78,8 @@ class Checkpoint:
     """Where the media handling goes on from after the last scored sentence; None before the first sentence
     (the stream starts afresh) and in checkpoints written before it was kept (the segmenter restarts cold at
     `resume_from_ms`)."""
+    summary: pb.SessionSummary | None = None
+    """The summary sent on `end` (a finished session's record); None while the session goes on."""
 
 
 def kept_update(update: pb.SentenceUpdate) -> pb.SentenceUpdate:
@@ -105,6 +110,8 @@ def encode(checkpoint: Checkpoint) -> bytes:
         **(state.to_plain() if state is not None else dict.fromkeys(SessionState.parts())),
         "updates": [update.SerializeToString() for update in checkpoint.updates],
         "resume_point": checkpoint.resume.to_plain() if checkpoint.resume is not None else None,
+        # hex: an empty message's bytes b"" would be pickled as a call `weights_only` refuses
+        "summary": checkpoint.summary.SerializeToString().hex() if checkpoint.summary is not None else None,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -132,6 +139,9 @@ def decode(session_id: str, data: bytes) -> Checkpoint:
         estimate=_estimate_from(payload["estimate"]),
         updates=tuple(pb.SentenceUpdate.FromString(data) for data in payload.get("updates", ())),
         resume=ResumePoint.from_plain(payload["resume_point"]) if payload.get("resume_point") else None,
+        summary=pb.SessionSummary.FromString(bytes.fromhex(payload["summary"]))
+        if payload.get("summary") is not None
+        else None,
     )
 
 
@@ -203,9 +213,12 @@ class Ticket:
 class Resumer:
     """Issues resume tokens, writes checkpoints and restores sessions, over one state store. Blocking calls."""
 
-    def __init__(self, store: StateStore, key: bytes, ttl_s: float) -> None:
+    def __init__(self, store: StateStore, key: bytes, ttl_s: float, finished_retention_s: float = 0.0) -> None:
+        """`finished_retention_s`: how long a session that ended with `end` keeps its record with its summary
+        (0: deleted at once)."""
         self.store = store
         self.ttl_s = ttl_s
+        self.finished_retention_s = finished_retention_s
         self._key = key
 
     def new_ticket(self, session_id: str, principal: str | None = None) -> Ticket:
@@ -251,6 +264,17 @@ class Resumer:
         except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError, DecodeError) as error:
             raise ResumeError(f"valid, but its checkpoint is unreadable ({type(error).__name__})") from None
         return replace(ticket, generation=self.store.advance(record.record_id, record.generation)), checkpoint
+
+    def finish(self, ticket: Ticket, checkpoint: Checkpoint) -> None:
+        """A session ended with `end`: its record becomes `checkpoint` (its last one, with its summary) for
+        `finished_retention_s` (with 0, it is deleted), fenced by the ticket's generation."""
+        if self.finished_retention_s <= 0:
+            self.forget(ticket)
+            return
+        record = StoredSession(
+            ticket.record_id, ticket.session_id, ticket.nonce, encode(checkpoint), generation=ticket.generation
+        )
+        self.store.finish(record, self.finished_retention_s)
 
     def forget(self, ticket: Ticket) -> None:
         """Delete a finished session's record (its token stops working), fenced by the ticket's generation."""

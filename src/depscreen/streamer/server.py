@@ -348,7 +348,7 @@ def open_resumer(settings: ServerSettings) -> Resumer:
     except (StoreError, ValueError) as error:
         raise SettingsError(str(error)) from None
     log.info("sessions are resumable for %g s after their last sentence", settings.resume_ttl_s)
-    return Resumer(store, key, settings.resume_ttl_s)
+    return Resumer(store, key, settings.resume_ttl_s, settings.finished_retention_s)
 
 
 def open_tracing(environ: Mapping[str, str]) -> Tracing | None:

@@ -29,7 +29,7 @@ from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
 from depscreen.streamer.convert import accepted_message, client_input, model_info_message, opening
 from depscreen.streamer.health import retry_trailers
-from depscreen.streamer.interview import Input
+from depscreen.streamer.interview import End, Input
 from depscreen.streamer.protocol import ErrorKind, ProtocolError, before_start
 from depscreen.streamer.stall import StreamEnd, audio_floor
 from depscreen.streamer.transport import Transport, session_updates
@@ -83,8 +83,16 @@ class ScreeningService(Transport, screening_pb2_grpc.ScreeningServicer):
                     wait.starvation.took_audio(len(message.audio.data) / audio_bytes_per_s)
                 return client_input(message)
 
-            async for reply in session_updates(session, next_input):
-                yield reply
+            if session.checkpointer is not None and session.checkpointer.summary is not None:
+                # it had ended with `end`, its stream broke before the summary: the summary again, and the record
+                # goes; what the client re-sends up to its `end` is read and dropped, so its writes do not fail
+                yield pb.ServerMessage(summary=session.checkpointer.summary)
+                await session.checkpointer.forget()
+                while not isinstance(await next_input(), End | StreamEnd | None):
+                    pass
+            else:
+                async for reply in session_updates(session, next_input):
+                    yield reply
             status = "OK"
             log.info("stream ended", extra={"code": status})
         except ProtocolError as error:

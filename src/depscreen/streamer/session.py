@@ -191,20 +191,19 @@ class LiveSession:
                 self._tell(item)
         else:
             assert isinstance(item, End)
-            async for update in self.finish(forget=True):
+            async for update in self.finish(on_end=True):
                 yield update
 
-    async def finish(self, forget: bool = False) -> AsyncIterator[Update]:
+    async def finish(self, on_end: bool = False) -> AsyncIterator[Update]:
         """End of the interview (`end`, or a transport that closed cleanly): the last sentence, the summary.
 
-        `forget` (on `end`) deletes a resumable session's checkpoint; otherwise (a stall, a stream closed
-        without `end`) it stays until it expires, so the client can still resume."""
+        `on_end` (on `end`) turns a resumable session's checkpoint into its finished record (with the summary,
+        kept `finished_retention_s`); otherwise (a stall, a stream closed without `end`) it stays until it
+        expires, so the client can still resume."""
         self.ended = True
         for result in await self._closing(self._finish_audio):
             yield await self._score(result)
-        if forget and self.checkpointer is not None:
-            await self.checkpointer.forget()
-        yield Summary(
+        summary = Summary(
             sentences=self.pipeline.sentences,
             audio_seconds=self.pipeline.media_seconds,
             speech_seconds=self.counts.speech_ms / 1000.0,
@@ -213,6 +212,9 @@ class LiveSession:
             estimate=self.last_estimate,
             clinician_sentences=self.voices.clinician_sentences if self.voices is not None else 0,
         )
+        if on_end and self.checkpointer is not None:
+            await self.checkpointer.finish(summary)
+        yield summary
 
     def close(self, status: str = "OK") -> None:
         """Free the session's admission and state slots (idempotent); `status`: the name of the error kind (or

@@ -250,6 +250,13 @@ class ServerSettings:
         default=3600.0,
         metadata={"help": "a resumable session's checkpoint and token expire this long after its last sentence (s)"},
     )
+    finished_retention_s: float = field(
+        default=300.0,
+        metadata={
+            "help": "a resumable session that ended with `end` keeps its summary this long, for a client whose "
+            "stream broke before the summary reached it to resume and take it (s; 0 = deleted at `end`)"
+        },
+    )
     resume_key_file: str = field(
         default="",
         metadata={
@@ -399,6 +406,8 @@ class ServerSettings:
             raise ValueError(f"state_store={self.state_store!r} is not sqlite://PATH or redis://HOST:PORT/DB")
         if self.resume_ttl_s <= 0:
             raise ValueError("resume_ttl_s must be positive")
+        if self.finished_retention_s < 0:
+            raise ValueError("finished_retention_s must be 0 (delete at `end`) or positive")
         if self.resume_key_file and not self.state_store:
             raise ValueError("resume_key_file is set but no state_store: set state_store to make sessions resumable")
         for name in ("record_session_bytes", "record_total_bytes"):

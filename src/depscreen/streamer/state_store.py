@@ -3,8 +3,10 @@
 A record holds what a resumed session needs and nothing else: its id, the caller's session id, the nonce its
 resume token is bound to, the time it was last written, its generation, and an opaque payload (model state and
 estimates, made by `resume.py`; never audio, video or transcript text). Records idle longer than the TTL are
-gone: SQLite deletes them on the next write and refuses to load them, Redis expires them itself. The store also
-keeps the server key that signs resume tokens when the operator gives none (`server_key`).
+gone: SQLite deletes them on the next write and refuses to load them, Redis expires them itself. A session that
+ended with `end` leaves a *finished* record (`finish`: its last checkpoint with its summary) for a short retention
+of its own instead, so a client whose stream broke before the summary reached it can resume and take it. The store
+also keeps the server key that signs resume tokens when the operator gives none (`server_key`).
 
 Writes are fenced by the generation: every resume takes the next one (`advance`), and a write or delete names
 the generation its stream holds and happens only if the record still has it (compare-and-set: one SQLite
@@ -91,6 +93,10 @@ class StateStore(Protocol):
         """Take the next generation of a record that has `generation` (a resume), so that every stream holding
         an older one is fenced; FencedError if it has another or is gone. Returns the new generation."""
 
+    def finish(self, record: StoredSession, retention_s: float) -> None:
+        """Overwrite a record that has `record.generation` with its finished form; it expires `retention_s` after
+        this write, whatever the TTL of live records. FencedError if it has another generation or is gone."""
+
     def delete(self, record_id: str, generation: int) -> None:
         """Forget a record (a finished session) that has `generation`; FencedError if it has another."""
 
@@ -122,8 +128,11 @@ class SqliteStore:
                 "nonce BLOB NOT NULL, updated_at REAL NOT NULL, payload BLOB NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at)")
-            if "generation" not in {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}:
-                add_generation_column(self._db)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+            if "generation" not in columns:
+                add_column(self._db, "generation INTEGER NOT NULL DEFAULT 1")
+            if "expires_at" not in columns:
+                add_column(self._db, "expires_at REAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
             for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
                 private_file(file)
@@ -148,7 +157,10 @@ class SqliteStore:
         def write(db: sqlite3.Connection) -> int:
             with db:  # one transaction: a failure leaves the previous record whole
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM sessions WHERE updated_at < ?", (now - ttl_s,))
+                db.execute(
+                    "DELETE FROM sessions WHERE (expires_at IS NULL AND updated_at < ?) OR expires_at < ?",
+                    (now - ttl_s, now),
+                )
                 if record.generation == 0:
                     if _generation(db, record.record_id) is not None:
                         raise FencedError("a record with this id exists already")
@@ -171,11 +183,13 @@ class SqliteStore:
     def load(self, record_id: str, ttl_s: float) -> StoredSession | None:
         row = self._call(
             lambda db: db.execute(
-                "SELECT session_id, nonce, updated_at, payload, generation FROM sessions WHERE record_id = ?",
+                "SELECT session_id, nonce, updated_at, payload, generation, expires_at FROM sessions "
+                "WHERE record_id = ?",
                 (record_id,),
             ).fetchone()
         )
-        if row is None or row[2] < time.time() - ttl_s:
+        now = time.time()
+        if row is None or (row[5] is None and row[2] < now - ttl_s) or (row[5] is not None and row[5] < now):
             return None
         return StoredSession(record_id, row[0], bytes(row[1]), bytes(row[3]), row[2], row[4])
 
@@ -192,6 +206,22 @@ class SqliteStore:
                 return generation + 1
 
         return self._call(take)
+
+    def finish(self, record: StoredSession, retention_s: float) -> None:
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                written = db.execute(
+                    "UPDATE sessions SET updated_at = ?, payload = ?, expires_at = ? "
+                    "WHERE record_id = ? AND generation = ?",
+                    (now, record.payload, now + retention_s, record.record_id, record.generation),
+                ).rowcount
+                if not written:
+                    raise fenced(record.generation, _generation(db, record.record_id))
+
+        self._call(write)
 
     def delete(self, record_id: str, generation: int) -> None:
         def forget(db: sqlite3.Connection) -> None:
@@ -216,11 +246,12 @@ class SqliteStore:
             self._db.close()
 
 
-def add_generation_column(db: sqlite3.Connection) -> None:
-    """Upgrade a store of a release before fencing: its records count as written by generation 1. Another
-    server opening the store at the same moment may have added the column first."""
+def add_column(db: sqlite3.Connection, column: str) -> None:
+    """Upgrade a store of an earlier release with `column` (a definition): `generation` (before fencing, its
+    records count as written by generation 1) or `expires_at` (before finished records: NULL, a live record).
+    Another server opening the store at the same moment may have added the column first."""
     try:
-        db.execute("ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1")
+        db.execute(f"ALTER TABLE sessions ADD COLUMN {column}")
     except sqlite3.OperationalError as error:
         if "duplicate column" not in str(error):
             raise
@@ -357,6 +388,9 @@ class RedisStore:
     def advance(self, record_id: str, generation: int) -> int:
         self._fenced_call("advance", record_id, generation)
         return generation + 1
+
+    def finish(self, record: StoredSession, retention_s: float) -> None:
+        self._fenced_call("save", record.record_id, record.generation, retention_s, record)
 
     def delete(self, record_id: str, generation: int) -> None:
         self._fenced_call("delete", record_id, generation)
