@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from depscreen.engine.features.asr import ONE_AT_A_TIME, AsrCapacity, DecodeWork, Transcript
+from depscreen.asrbatchbench import BatchSizes
+from depscreen.engine.features.asr import ONE_AT_A_TIME, AsrCapacity, Transcript
 from depscreen.engine.features.asr_batch import Batcher
 from depscreen.engine.features.whisper import TINY_EN, WhisperModel
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
@@ -100,22 +101,6 @@ def test_a_capacity_that_cannot_run_is_refused() -> None:
 # ---------------------------------------------------------------- real tiny.en
 
 
-class _Sizes:
-    """An AsrObserver that keeps the size of every model call."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-
-    def decoded(self, work: DecodeWork) -> None:
-        """Costs are not checked here."""
-
-    def batched(self, model: str, size: int) -> None:
-        self.sizes.append(size)
-
-    def waited(self, seconds: float) -> None:
-        """No pieces here."""
-
-
 class _FailingBatches:
     """A CTranslate2 Whisper model whose generate fails for more than one prompt at a time (an injected fault)."""
 
@@ -161,7 +146,7 @@ def _batched(model: WhisperModel, stretches: list[tuple[np.ndarray, str]]) -> li
 def test_each_sentence_of_a_batch_gets_the_text_it_gets_alone(
     stretches: list[tuple[np.ndarray, str]], alone: list[Transcript]
 ) -> None:
-    sizes = _Sizes()
+    sizes = BatchSizes()
     batched = _batched(WhisperModel(TINY_EN, PATIENT, sizes), stretches)
     assert sum(bool(t.text) for t in alone) >= 6, alone
     assert [t.text for t in batched] == [t.text for t in alone]  # type: ignore[union-attr]
@@ -173,7 +158,7 @@ def test_each_sentence_of_a_batch_gets_the_text_it_gets_alone(
 def test_a_failed_batch_falls_back_to_decoding_its_sentences_one_by_one(
     stretches: list[tuple[np.ndarray, str]], alone: list[Transcript]
 ) -> None:
-    sizes = _Sizes()
+    sizes = BatchSizes()
     model = WhisperModel(TINY_EN, PATIENT, sizes)
     model._model = _FailingBatches(model._model)  # type: ignore[assignment]
     batched = _batched(model, stretches)

@@ -26,10 +26,11 @@ from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, free_port, start_local_server
 from depscreen.sample import sample_path
 from depscreen.streamer.resume import Checkpoint, Resumer, decode, encode, kept_update
-from depscreen.streamer.state_store import FencedError, RedisStore, SqliteStore, StateStore, StoredSession
+from depscreen.streamer.state_store import FencedError, SqliteStore, StateStore, StoredSession
 from depscreen.v1 import screening_pb2 as pb
 
 from .test_resume import redis_url, store_dir  # noqa: F401 (fixtures)
+from .test_resume_fencing import store  # noqa: F401 (fixture: each test on SQLite and on Redis)
 
 
 @pytest.fixture(scope="module")
@@ -168,18 +169,7 @@ def assert_token_refused(server: LocalServer, token: str) -> None:
 # The stores
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    opened = (
-        SqliteStore(tmp_path / "sessions.db")
-        if request.param == "sqlite"
-        else RedisStore(request.getfixturevalue("redis_url"))
-    )
-    yield opened
-    opened.close()
-
-
-def test_a_finished_record_expires_after_its_own_retention(store: StateStore) -> None:
+def test_a_finished_record_expires_after_its_own_retention(store: StateStore) -> None:  # noqa: F811
     """A finished record lives `finished_retention_s` (1 s here), however long the TTL of live records; a live
     record beside it is kept."""
     store.save(StoredSession("ab" * 16, "finished", b"n" * 32, b"live"), 3600)
@@ -194,7 +184,7 @@ def test_a_finished_record_expires_after_its_own_retention(store: StateStore) ->
     assert live is not None and live.payload == b"again"
 
 
-def test_a_stale_stream_cannot_write_a_finished_record(store: StateStore) -> None:
+def test_a_stale_stream_cannot_write_a_finished_record(store: StateStore) -> None:  # noqa: F811
     store.save(StoredSession("ef" * 16, "finished", b"n" * 32, b"live"), 3600)
     assert store.advance("ef" * 16, 1) == 2  # resumed on another stream
     with pytest.raises(FencedError, match="resumed on another stream"):

@@ -61,20 +61,20 @@ def recordings(data: Path, eatd_answers: int) -> list[Recording]:
     return found
 
 
-class _Calls:
-    """An AsrObserver counting model calls and the decodings in them."""
+class BatchSizes:
+    """An AsrObserver that keeps the size of every model call (how many decodings each held)."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
 
     def decoded(self, work: DecodeWork) -> None:
-        """Costs are measured as process CPU around the whole run."""
+        """Costs are not kept: `bench asr --batch` measures process CPU around the whole run."""
 
     def batched(self, model: str, size: int) -> None:
         self.sizes.append(size)
 
     def waited(self, seconds: float) -> None:
-        """No pieces run in the background here."""
+        """Waits for a worker are not kept."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Throughput:
 
 def measure(recording: Recording, batch: int) -> Throughput:
     """The recording's stretches decoded from `batch` threads at once, batching up to `batch` per call."""
-    calls = _Calls()
+    calls = BatchSizes()
     model = "tiny.en" if recording.language == "en" else "base"
     transcriber = WhisperTranscriber((model,), AsrCapacity(1, batch, BATCH_WAIT_MS), calls)
     transcriber.transcribe(recording.stretches[0], recording.language)  # load the model before timing
