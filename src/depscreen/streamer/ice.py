@@ -96,7 +96,7 @@ class IcePolicy:
         """`sdp` (an offer or a trickle fragment) without the candidate lines this policy refuses, and how many
         it dropped; line endings and every other line are kept as they are."""
         lines = sdp.splitlines(keepends=True)
-        kept = [line for line in lines if not _is_candidate(line) or self._allows_line(line)]
+        kept = [line for line in lines if not is_candidate_line(line) or self._allows_line(line)]
         return "".join(kept), len(lines) - len(kept)
 
     def stray_host_candidates(self, sdp: str) -> list[str]:
@@ -105,7 +105,7 @@ class IcePolicy:
             return []
         stray = []
         for line in sdp.splitlines():
-            if _is_candidate(line):
+            if is_candidate_line(line):
                 candidate = candidate_from_sdp(line.strip()[len(CANDIDATE) :])
                 if candidate.type == "host" and candidate.ip not in self.local:
                     stray.append(candidate.ip)
@@ -119,5 +119,6 @@ class IcePolicy:
         return self.allows_remote(candidate.ip)
 
 
-def _is_candidate(line: str) -> bool:
+def is_candidate_line(line: str) -> bool:
+    """An SDP `a=candidate:` line (of an offer, an answer or a trickle fragment), leading space allowed."""
     return line.lstrip().startswith(CANDIDATE)

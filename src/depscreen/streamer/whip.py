@@ -33,7 +33,7 @@ from multidict import CIMultiDict
 
 from depscreen.streamer.admission import SessionHub
 from depscreen.streamer.auth import AuthError, Verifier, authenticate, certificate_principal
-from depscreen.streamer.ice import IcePolicy
+from depscreen.streamer.ice import CANDIDATE, IcePolicy, is_candidate_line
 from depscreen.streamer.interview import Opening
 from depscreen.streamer.protocol import RETRY_AFTER_S, ErrorKind, ProtocolError
 from depscreen.streamer.settings import ServerSettings
@@ -232,7 +232,7 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> str:
 
 def count_candidates(sdp: str) -> int:
     """The `a=candidate:` lines of an offer or trickle fragment, counted without parsing anything."""
-    return sum(1 for line in sdp.splitlines() if line.lstrip().startswith("a=candidate:"))
+    return sum(1 for line in sdp.splitlines() if is_candidate_line(line))
 
 
 def check_offer(sdp: str, max_candidates: int) -> str:
@@ -292,9 +292,9 @@ def trickled_candidates(fragment: str) -> list[RTCIceCandidate | None]:
             mid = None
         elif line.startswith("a=mid:"):
             mid = line[len("a=mid:") :]
-        elif line.startswith("a=candidate:"):
+        elif is_candidate_line(line):
             try:
-                candidate = candidate_from_sdp(line[len("a=candidate:") :])
+                candidate = candidate_from_sdp(line[len(CANDIDATE) :])
             except (ValueError, IndexError) as error:
                 raise web.HTTPBadRequest(text=f"cannot parse {line!r}: {error}") from None
             candidate.sdpMid = mid
