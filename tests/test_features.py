@@ -96,8 +96,9 @@ def test_egemaps_shared_by_threads_matches_sequential(
 def test_egemaps_reused_native_instance_matches_a_fresh_one(
     audio_extractor: AudioFeatureExtractor, jfk_pcm: np.ndarray
 ) -> None:
-    """The per-thread openSMILE instance, reset between runs, gives what a fresh `opensmile.Smile` gives, in
-    any order of sentences (no state carried from one sentence to the next)."""
+    """The per-thread openSMILE instance, reset between runs, gives what a fresh `opensmile.Smile` of the
+    package's own eGeMAPSv02 configuration gives (the LLD-only configuration leaves out nothing the
+    descriptors read), in any order of sentences (no state carried from one sentence to the next)."""
     fresh = opensmile.Smile(
         feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
     )
@@ -105,6 +106,14 @@ def test_egemaps_reused_native_instance_matches_a_fresh_one(
     for piece in pieces + pieces[::-1]:
         expected = np.nan_to_num(fresh(piece.astype(np.float32) / 32768.0, SAMPLE_RATE)[0].T).astype(np.float32)
         np.testing.assert_array_equal(audio_extractor.extract(piece), expected)
+
+
+def test_egemaps_keeps_nothing_of_past_sentences(jfk_pcm: np.ndarray) -> None:
+    """A long-lived worker thread's instance holds no sink callback, and so no rows, of the sentences it ran."""
+    extractor = AudioFeatureExtractor()
+    for start in range(0, 5 * SAMPLE_RATE, SAMPLE_RATE):
+        assert len(extractor.extract(jfk_pcm[start : start + SAMPLE_RATE])) == 96
+    assert extractor._per_thread.smile.native._callbacks == []
 
 
 def test_egemaps_native_instance_freed_with_its_thread(jfk_pcm: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
