@@ -38,8 +38,9 @@ def decode_image(data: bytes, fmt: str, width: int = 0, height: int = 0, *, grey
     for the compressed formats, which carry their own). Raises `ValueError` naming the problem for empty,
     corrupt or truncated data, a raw buffer whose size does not match `width * height * 3`, or a side
     outside 1..`MAX_IMAGE_SIDE` (checked from the header, before anything is decompressed). A JPEG decoded to
-    grey is its luma plane alone (no chroma upsampling or colour conversion: about a quarter of the colour
-    decode's CPU), which equals the colour decode's grey conversion up to rounding.
+    grey is its luma plane alone (no chroma upsampling or colour conversion: about half the CPU of the colour
+    decode and grey conversion), which equals the colour decode's grey conversion up to rounding (a few levels
+    where colours clip).
     """
     if not data:
         raise ValueError(f"empty {fmt} image data")
