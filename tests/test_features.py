@@ -18,7 +18,7 @@ from opensmile.core.lib import OpenSMILE
 from depscreen.engine.features.asr import NoTranscriber
 from depscreen.engine.features.asr_backends import make_transcriber
 from depscreen.engine.features.audio import AudioFeatureExtractor
-from depscreen.engine.features.face import MAX_IMAGE_SIDE, EncodedImage, FaceLandmarker, decode_image, rgb_pixels
+from depscreen.engine.features.face import MAX_IMAGE_SIDE, EncodedImage, FaceLandmarker, decode_image, grey_pixels
 from depscreen.engine.features.text import PHQ8_ITEMS, TextEmbedder
 from depscreen.engine.features.whisper import WhisperTranscriber
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file, iter_video_frames
@@ -96,8 +96,9 @@ def test_egemaps_shared_by_threads_matches_sequential(
 def test_egemaps_reused_native_instance_matches_a_fresh_one(
     audio_extractor: AudioFeatureExtractor, jfk_pcm: np.ndarray
 ) -> None:
-    """The per-thread openSMILE instance, reset between runs, gives what a fresh `opensmile.Smile` gives, in
-    any order of sentences (no state carried from one sentence to the next)."""
+    """The per-thread openSMILE instance, reset between runs, gives what a fresh `opensmile.Smile` of the
+    package's own eGeMAPSv02 configuration gives (the LLD-only configuration leaves out nothing the
+    descriptors read), in any order of sentences (no state carried from one sentence to the next)."""
     fresh = opensmile.Smile(
         feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
     )
@@ -105,6 +106,14 @@ def test_egemaps_reused_native_instance_matches_a_fresh_one(
     for piece in pieces + pieces[::-1]:
         expected = np.nan_to_num(fresh(piece.astype(np.float32) / 32768.0, SAMPLE_RATE)[0].T).astype(np.float32)
         np.testing.assert_array_equal(audio_extractor.extract(piece), expected)
+
+
+def test_egemaps_keeps_nothing_of_past_sentences(jfk_pcm: np.ndarray) -> None:
+    """A long-lived worker thread's instance holds no sink callback, and so no rows, of the sentences it ran."""
+    extractor = AudioFeatureExtractor()
+    for start in range(0, 5 * SAMPLE_RATE, SAMPLE_RATE):
+        assert len(extractor.extract(jfk_pcm[start : start + SAMPLE_RATE])) == 96
+    assert extractor._per_thread.smile.native._callbacks == []
 
 
 def test_egemaps_native_instance_freed_with_its_thread(jfk_pcm: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,20 +276,38 @@ def test_decode_image_rejects_bad_data(grid_frames: list[np.ndarray]) -> None:
 
 
 def test_a_frame_is_pixels_or_an_encoded_image(grid_frames: list[np.ndarray]) -> None:
-    """What a session is given as a frame: decoded pixels pass as they are, once checked; encoded bytes are
-    decoded as `decode_image` does."""
+    """What a session is given as a frame: decoded pixels are checked and turned grey; encoded bytes are
+    decoded straight to grey (a JPEG's luma plane: the colour decode's grey up to rounding)."""
     frame = grid_frames[3]
     height, width, _ = frame.shape
-    assert rgb_pixels(frame) is frame
-    np.testing.assert_array_equal(rgb_pixels(EncodedImage(frame.tobytes(), "rgb24", width, height)), frame)
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    np.testing.assert_array_equal(grey_pixels(frame), grey)
+    np.testing.assert_array_equal(grey_pixels(EncodedImage(frame.tobytes(), "rgb24", width, height)), grey)
     png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
-    np.testing.assert_array_equal(rgb_pixels(EncodedImage(png, "png")), frame)
+    assert np.abs(grey_pixels(EncodedImage(png, "png")).astype(np.int16) - grey).max() <= 1
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+    from_luma = grey_pixels(EncodedImage(jpeg, "jpeg")).astype(np.int16)
+    from_colour = cv2.cvtColor(decode_image(jpeg, "jpeg"), cv2.COLOR_RGB2GRAY)
+    assert from_luma.shape == (height, width)
+    assert np.abs(from_luma - from_colour).mean() < 0.1 and np.abs(from_luma - from_colour).max() <= 4
     with pytest.raises(ValueError, match=r"uint8 \[height, width, 3\], got float32 \[4, 4, 3\]"):
-        rgb_pixels(np.zeros((4, 4, 3), dtype=np.float32))
+        grey_pixels(np.zeros((4, 4, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"got uint8 \[4, 4\]"):
-        rgb_pixels(np.zeros((4, 4), dtype=np.uint8))
+        grey_pixels(np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match=f"RGB frame of 2x{MAX_IMAGE_SIDE + 1} pixels"):
-        rgb_pixels(np.zeros((MAX_IMAGE_SIDE + 1, 2, 3), dtype=np.uint8))
+        grey_pixels(np.zeros((MAX_IMAGE_SIDE + 1, 2, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="corrupt JPEG"):
+        grey_pixels(EncodedImage(b"this is not an image at all", "jpeg"))
+
+
+def test_landmarks_read_grey(grid_frames: list[np.ndarray]) -> None:
+    """The landmarker reads grey only: an RGB frame and its grey conversion give the same landmarks."""
+    greys = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in grid_frames]
+    from_rgb, from_grey = FaceLandmarker(), FaceLandmarker()
+    for frame, grey in zip(grid_frames, greys, strict=True):
+        np.testing.assert_array_equal(from_rgb.points(frame), from_grey.points(grey))
+    with pytest.raises(ValueError, match=r"got float32 \(4, 4\)"):
+        from_grey.points(np.zeros((4, 4), dtype=np.float32))
 
 
 # ---------------------------------------------------------------- text

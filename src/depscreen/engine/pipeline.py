@@ -39,7 +39,7 @@ from depscreen.engine.features.asr import DEFAULT_LANGUAGE, ONE_AT_A_TIME, AsrCa
 from depscreen.engine.features.asr_backends import make_transcriber
 from depscreen.engine.features.asr_pieces import SentenceInPieces
 from depscreen.engine.features.audio import AudioFeatureExtractor, audio_integrity
-from depscreen.engine.features.face import FaceLandmarker, Image, rgb_pixels
+from depscreen.engine.features.face import FaceLandmarker, Image, grey_pixels
 from depscreen.engine.features.language_head import LanguageTextHead
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.features.text import DEFAULT_TEXT_ENCODER, TextFeaturizer, make_text_embedder
@@ -431,12 +431,12 @@ class SessionPipeline:
         if timestamp_ms < self._next_video_ms:
             return False
         with self._stage("decode"):
-            rgb = rgb_pixels(image)
+            grey = grey_pixels(image)
         with self._stage("features_video"):
             if self._landmarker is None:
                 self._landmarker = FaceLandmarker()
             detections = self._landmarker.detections
-            landmarks = self._landmarker.landmarks(rgb)
+            landmarks = self._landmarker.landmarks(grey)
         self._next_video_ms = timestamp_ms + 1000.0 / self.settings.video_fps
         self._analysed_video.append((timestamp_ms, self._landmarker.detections > detections, landmarks is not None))
         self._faces.append((timestamp_ms, landmarks))

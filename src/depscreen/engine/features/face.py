@@ -31,13 +31,16 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def decode_image(data: bytes, fmt: str, width: int = 0, height: int = 0) -> np.ndarray:
-    """Decode one video frame into RGB uint8 `[H, W, 3]`.
+def decode_image(data: bytes, fmt: str, width: int = 0, height: int = 0, *, grey: bool = False) -> np.ndarray:
+    """Decode one video frame into RGB uint8 `[H, W, 3]`, or grey uint8 `[H, W]` when `grey`.
 
     `fmt` is "jpeg", "png" or "rgb24" (packed RGB rows, which need `width` and `height`; they are ignored
     for the compressed formats, which carry their own). Raises `ValueError` naming the problem for empty,
     corrupt or truncated data, a raw buffer whose size does not match `width * height * 3`, or a side
-    outside 1..`MAX_IMAGE_SIDE` (checked from the header, before anything is decompressed).
+    outside 1..`MAX_IMAGE_SIDE` (checked from the header, before anything is decompressed). A JPEG decoded to
+    grey is its luma plane alone (no chroma upsampling or colour conversion: about half the CPU of the colour
+    decode and grey conversion), which equals the colour decode's grey conversion up to rounding (a few levels
+    where colours clip).
     """
     if not data:
         raise ValueError(f"empty {fmt} image data")
@@ -45,28 +48,31 @@ def decode_image(data: bytes, fmt: str, width: int = 0, height: int = 0) -> np.n
         _check_size(width, height, "rgb24 frame")
         if len(data) != width * height * 3:
             raise ValueError(f"rgb24 frame of {width}x{height} needs {width * height * 3} bytes, got {len(data)}")
-        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3).copy()
+        rgb = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if grey else rgb.copy()
     if fmt == "jpeg":
         _check_size(*_jpeg_size(data), "JPEG")
     elif fmt == "png":
         _check_size(*_png_size(data), "PNG")
     else:
         raise ValueError(f"unknown image format {fmt!r}: expected one of {', '.join(IMAGE_FORMATS)}")
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    if decoded is None:
         raise ValueError(f"corrupt {fmt} image data ({len(data)} bytes could not be decoded)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decoded if grey else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
-def rgb_pixels(image: Image) -> np.ndarray:
-    """A frame's RGB uint8 `[H, W, 3]` pixels: decoded from an EncodedImage, or checked when already pixels.
-    Raises `ValueError` naming the problem (see `decode_image`; for pixels: the wrong shape, type or size)."""
+def grey_pixels(image: Image) -> np.ndarray:
+    """A frame's grey uint8 `[H, W]` pixels, all that the landmarks read: an EncodedImage decoded straight to
+    grey (see `decode_image`), or RGB pixels checked and converted. Raises `ValueError` naming the problem
+    (see `decode_image`; for pixels: the wrong shape, type or size)."""
     if isinstance(image, EncodedImage):
-        return decode_image(image.data, image.fmt, image.width, image.height)
+        return decode_image(image.data, image.fmt, image.width, image.height, grey=True)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"an RGB frame must be uint8 [height, width, 3], got {image.dtype} {list(image.shape)}")
     _check_size(image.shape[1], image.shape[0], "RGB frame")
-    return image
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
 
 
 def _check_size(width: int, height: int, what: str) -> None:
@@ -186,16 +192,16 @@ class FaceLandmarker:
         self._since_detection = 0
         self.detections = 0
 
-    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+    def landmarks(self, frame: np.ndarray) -> np.ndarray | None:
         """Normalised landmarks of the largest face as float32 `[136]` (see `normalise`), or `None`."""
-        points = self.points(rgb)
+        points = self.points(frame)
         return None if points is None else normalise(points)
 
-    def points(self, rgb: np.ndarray) -> np.ndarray | None:
-        """Pixel landmarks `[68, 2]` float32 (x, y) of the largest face in RGB uint8 `rgb`, or `None`."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or not rgb.size:
-            raise ValueError(f"expected an RGB uint8 [H, W, 3] frame, got {rgb.dtype} of shape {rgb.shape}")
-        grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    def points(self, frame: np.ndarray) -> np.ndarray | None:
+        """Pixel landmarks `[68, 2]` float32 (x, y) of the largest face in the uint8 `frame`, or `None`. The
+        frame is grey `[H, W]` (`grey_pixels`: all that detection and the shape predictor read) or RGB
+        `[H, W, 3]` (converted to grey first)."""
+        grey = _grey(frame)
         if self._points is not None and self._since_detection < self.REDETECT_EVERY:
             tracked = self._fit(grey, self._box_from(self._centroid, self._radius))
             centroid, radius = _centroid_radius(tracked)
@@ -254,6 +260,15 @@ class FaceLandmarker:
         chip -= chip.mean()
         norm = float(np.linalg.norm(chip))
         return chip / norm if norm > 0 else chip
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8 and frame.size:
+        if frame.ndim == 2:
+            return np.ascontiguousarray(frame)
+        if frame.ndim == 3 and frame.shape[2] == 3:
+            return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+    raise ValueError(f"expected a grey uint8 [H, W] or an RGB uint8 [H, W, 3] frame, got {frame.dtype} {frame.shape}")
 
 
 def _centroid_radius(points: np.ndarray) -> tuple[np.ndarray, float]:
