@@ -25,7 +25,7 @@ from depscreen.clients.errors import StatusError
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, free_port, start_local_server
 from depscreen.sample import sample_path
-from depscreen.streamer.resume import Checkpoint, Resumer, decode, encode, kept_update
+from depscreen.streamer.resume import Resumer, SessionSnapshot, decode, encode, kept_update
 from depscreen.streamer.state_store import FencedError, SqliteStore, StateStore, StoredSession
 from depscreen.v1 import screening_pb2 as pb
 
@@ -194,17 +194,19 @@ def test_a_stale_stream_cannot_write_a_finished_record(store: StateStore) -> Non
 
 
 def test_a_finished_record_holds_the_summary_and_no_text(tmp_path: Path) -> None:
-    """The finished record is the last checkpoint and the wire summary: counts and estimate, never text."""
+    """The finished record is the last snapshot and the wire summary: counts and estimate, never text."""
     resumer = Resumer(SqliteStore(tmp_path / "s.db"), b"k" * 32, 3600, finished_retention_s=300)
     ticket = resumer.new_ticket("interview-1")
     update = pb.SentenceUpdate(index=0, start_ms=10, end_ms=900, transcript="I slept badly", transcript_source="asr")
-    ticket = resumer.save(ticket, Checkpoint("interview-1", next_index=1, updates=(kept_update(update),)))
+    ticket = resumer.save(ticket, SessionSnapshot("interview-1", next_index=1, updates=(kept_update(update),)))
     summary = pb.SessionSummary(sentences=1, audio_seconds=1.5)
-    resumer.finish(ticket, Checkpoint("interview-1", next_index=1, updates=(kept_update(update),), summary=summary))
+    resumer.finish(
+        ticket, SessionSnapshot("interview-1", next_index=1, updates=(kept_update(update),), summary=summary)
+    )
     record = resumer.store.load(ticket.record_id, 3600)
     assert record is not None and b"slept" not in record.payload
     assert decode("interview-1", record.payload).summary == summary
     restored_ticket, restored = resumer.restore(resumer.token(ticket))
     assert restored.summary == summary and restored_ticket.generation == ticket.generation + 1
     empty = pb.SessionSummary()  # a session ended before any sentence: its summary serializes to no bytes
-    assert decode("interview-1", encode(Checkpoint("interview-1", summary=empty))).summary == empty
+    assert decode("interview-1", encode(SessionSnapshot("interview-1", summary=empty))).summary == empty

@@ -34,7 +34,7 @@ class Opening:
     session_id: str = ""
     """The caller's id for the session; empty: the server makes one."""
     resume_token: str = ""
-    """A token from an earlier `accepted`: continue that session from its last checkpoint."""
+    """A token from an earlier `accepted`: continue that session from its last snapshot."""
     received_sentences: int | None = None
     """On a resume: the sentence updates the client holds (0..n-1); None: it does not say."""
     channel_roles: tuple[str, ...] = ()

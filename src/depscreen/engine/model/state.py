@@ -3,7 +3,7 @@
 The state is a tree of tensors whose first dimension is the session (row i belongs to session i): the
 session Mamba layers' conv and SSM states, the running per-modality sums and counts and, for a
 speaker-normalised model, the running moments of its audio descriptors. Every operation here walks that
-tree, so the state pool and the checkpoint format never name its parts; a new part of the state is declared
+tree, so the state pool and the snapshot format never name its parts; a new part of the state is declared
 on `SessionState`, created in `ScreeningModel.initial_state`, and follows everywhere else. A part a model may
 not have is optional (`Tensor | None`): None in a model without it, left out of the plain form then (so the
 plain form of such a model is the one it had before the part existed), and None when a plain form lacks it.
@@ -79,7 +79,7 @@ class SessionState:
     def to_plain(self) -> Plain:
         """The state as plain containers: a dict by field name (an optional part that is None left out),
         lists kept, nested records as tuples of their fields in declaration order. This is the layout resume
-        checkpoints have always stored."""
+        snapshots have always stored."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
@@ -89,7 +89,7 @@ class SessionState:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> SessionState | None:
-        """The state whose parts sit at the top level of `record` beside other keys (a resume checkpoint);
+        """The state whose parts sit at the top level of `record` beside other keys (a resume snapshot);
         None when its required parts are None (no sentence scored yet)."""
         if any(record.get(name) is None for name in _required(cls)):
             return None

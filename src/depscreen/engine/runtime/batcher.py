@@ -39,7 +39,7 @@ class BatcherSettings:
     """A session with no sentence for this long gives its state slot back until its next sentence."""
     snapshots: bool = False
     """Keep a CPU copy of each session's state after each of its steps (in `SessionHandle.track`), for
-    checkpoints of resumable sessions; off, a step copies nothing."""
+    snapshots of resumable sessions; off, a step copies nothing."""
 
 
 @dataclass(eq=False)
@@ -48,7 +48,7 @@ class SessionHandle:
 
     track: SessionTrack = field(default_factory=SessionTrack)
     """The session's evidence account, and a CPU copy of its model state: while it holds no slot (parked,
-    or restored from a checkpoint: None is the initial state), and after each step when the batcher keeps
+    or restored from a snapshot: None is the initial state), and after each step when the batcher keeps
     snapshots. While the session holds a slot and snapshots are off, the slot is the only current copy."""
     slot: int | None = None
     last_step: float = field(default_factory=time.monotonic)
@@ -103,7 +103,7 @@ class MicroBatcher:
         return handle
 
     def restore(self, handle: SessionHandle, track: SessionTrack) -> None:
-        """Continue a session from a checkpoint's track (before its first sentence here)."""
+        """Continue a session from a snapshot's track (before its first sentence here)."""
         if handle.slot is not None or handle.busy:
             raise RuntimeError("a session can be restored only before its first sentence")
         handle.track = track

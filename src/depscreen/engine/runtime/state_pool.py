@@ -59,7 +59,7 @@ class StatePool:
         self._state.write_rows(slots, state)
 
     def export(self, slot: int) -> SessionState:
-        """A CPU copy of one slot's state (to checkpoint an idle session)."""
+        """A CPU copy of one slot's state (to snapshot an idle session)."""
         return self._state.cpu_row(slot)
 
     def load(self, slot: int, state: SessionState) -> None:
