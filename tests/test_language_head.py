@@ -17,7 +17,7 @@ from depscreen.engine.features import language_head
 from depscreen.engine.features.language_head import SHIPPED_HEADS, TextHeadAccount, language_text_head
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL, DEMO_MODEL, load_checkpoint
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.streamer.parts import preload_language_heads
 from depscreen.streamer.resume import SessionSnapshot, decode, encode
 from depscreen.streamer.settings import SettingsError
@@ -25,7 +25,7 @@ from depscreen.streamer.settings import SettingsError
 from .conftest import spoken_sentence
 
 
-def text_estimate(estimate: Estimate) -> float:
+def text_estimate(estimate: RunningEstimate) -> float:
     return next(m.probability for m in estimate.modalities if m.modality == "text")
 
 

@@ -17,7 +17,7 @@ from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, ResumePoint, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.v1 import screening_pb2 as pb
 
@@ -56,7 +56,7 @@ def pcm_at(path: Path, rate: int, channels: int) -> bytes:
 @dataclass(frozen=True)
 class Scored:
     features: SentenceFeatures
-    estimate: Estimate
+    estimate: RunningEstimate
 
 
 def scored(screener: Screener, results: list[SentenceResult]) -> list[Scored]:

@@ -31,7 +31,7 @@ from depscreen.clients.resumable import ReplayBuffer
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.pipeline import SessionCounts
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, save_checkpoint
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener, SessionTrack
+from depscreen.engine.runtime.screener import EvidenceAccount, ModalityEstimate, RunningEstimate, Screener, SessionTrack
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 from depscreen.localserver import LocalServer, free_port, read_counter, start_local_server
@@ -58,7 +58,7 @@ def initial_state() -> object:
 
 
 def a_snapshot(state: object) -> SessionSnapshot:
-    estimate = Estimate(
+    estimate = RunningEstimate(
         probability=0.25,
         evidence=0.5,
         modalities=(ModalityEstimate("audio", True, 0.9, 1.0, 0.3),),

@@ -25,7 +25,7 @@ from depscreen.engine.runtime.checkpoint import (
     text_route,
 )
 from depscreen.engine.runtime.interval import IntervalCalibration
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.engine.runtime.stack import Stack
 from depscreen.engine.train.evaluate import stream_session
 from depscreen.engine.train.sessions import LabelledSession
@@ -56,7 +56,7 @@ def sentence(
     return replace(made, language_text_logit=logit, language_text_head=head if logit is not None else "")
 
 
-def weights(estimate: Estimate) -> dict[str, float]:
+def weights(estimate: RunningEstimate) -> dict[str, float]:
     return {m.modality: m.weight for m in estimate.modalities}
 
 

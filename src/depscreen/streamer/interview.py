@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: the typed core loads no model library (te
     from depscreen.engine.features.sentence import SentenceFeatures
     from depscreen.engine.pipeline import Notice, ResumePoint
     from depscreen.engine.questions import Question
-    from depscreen.engine.runtime.screener import Estimate
+    from depscreen.engine.runtime.screener import RunningEstimate
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class ScoredSentence:
     """A closed sentence, the estimate after it, and how long after its close the estimate was ready."""
 
     features: SentenceFeatures
-    estimate: Estimate
+    estimate: RunningEstimate
     latency_s: float
     question: Question | None = None
     """The clinician's question the sentence answers (a session with a clinician channel), or None."""
@@ -116,7 +116,7 @@ class Summary:
     speech_seconds: float
     dropped_video_frames: int
     dropped_captions: int
-    estimate: Estimate | None
+    estimate: RunningEstimate | None
     clinician_sentences: int = 0
     """Sentences of the clinician's channel (a session with one), never scored."""
 

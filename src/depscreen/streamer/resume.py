@@ -43,7 +43,7 @@ from google.protobuf.message import DecodeError
 from depscreen.engine.features.language_head import TextHeadAccount
 from depscreen.engine.model.state import SessionState
 from depscreen.engine.pipeline import ResumePoint, SessionCounts
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, SessionTrack
+from depscreen.engine.runtime.screener import EvidenceAccount, ModalityEstimate, RunningEstimate, SessionTrack
 from depscreen.streamer.state_store import StateStore, StoredSession
 from depscreen.v1 import screening_pb2 as pb
 
@@ -71,7 +71,7 @@ class SessionSnapshot:
     """The session's counts after the last scored sentence."""
     track: SessionTrack = field(default_factory=SessionTrack)
     """Model state after the last scored sentence (None before the first one) and the evidence account."""
-    estimate: Estimate | None = None
+    estimate: RunningEstimate | None = None
     updates: tuple[pb.SentenceUpdate, ...] = ()
     """The last (at most `KEPT_UPDATES`) sentence updates, oldest first, as `kept_update` made them."""
     resume: ResumePoint | None = None
@@ -145,7 +145,7 @@ def decode(session_id: str, data: bytes) -> SessionSnapshot:
     )
 
 
-def _estimate_fields(estimate: Estimate | None) -> dict | None:
+def _estimate_fields(estimate: RunningEstimate | None) -> dict | None:
     if estimate is None:
         return None
     return {
@@ -167,11 +167,11 @@ def _estimate_fields(estimate: Estimate | None) -> dict | None:
     }
 
 
-def _estimate_from(fields: dict | None) -> Estimate | None:
+def _estimate_from(fields: dict | None) -> RunningEstimate | None:
     if fields is None:
         return None
     low, high, level = fields.get("interval", (0.0, 1.0, 0.0))  # snapshots written before intervals: [0, 1]
-    return Estimate(
+    return RunningEstimate(
         probability=fields["probability"],
         evidence=fields["evidence"],
         modalities=tuple(ModalityEstimate(**m) for m in fields["modalities"]),

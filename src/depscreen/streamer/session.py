@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from depscreen.engine.pipeline import Notice, SentenceResult, SessionPipeline
-from depscreen.engine.runtime.screener import Estimate
+from depscreen.engine.runtime.screener import RunningEstimate
 from depscreen.engine.segment import ReplayMismatchError
 from depscreen.streamer.interview import (
     Audio,
@@ -104,7 +104,7 @@ class LiveSession:
         self._finish_audio = voices.finish if voices is not None else pipeline.finish
         self.handle_ = hub.batcher.attach()
         self.ended = False
-        self.last_estimate: Estimate | None = None
+        self.last_estimate: RunningEstimate | None = None
         self.counts = pipeline.counts
         """The session's counts (the pipeline's own object: one set, shared; changed only by its methods)."""
         self.notices: list[Notice] = []

@@ -20,7 +20,7 @@ import torch
 
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.model.state import SessionState
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, Screener, SessionTrack
+from depscreen.engine.runtime.screener import EvidenceAccount, RunningEstimate, Screener, SessionTrack
 from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
 
 Runner = Callable[..., Awaitable[Any]]
@@ -115,7 +115,7 @@ class MicroBatcher:
             self.pool.release(handle.slot)
             handle.slot = None
 
-    async def step(self, handle: SessionHandle, features: SentenceFeatures) -> Estimate:
+    async def step(self, handle: SessionHandle, features: SentenceFeatures) -> RunningEstimate:
         """Score one sentence of a session; resolves when its batch has run."""
         if handle.busy:
             raise RuntimeError("a session submitted a sentence before its previous one was scored")
@@ -201,7 +201,7 @@ class MicroBatcher:
 
     def _step(
         self, batch: list[_Pending]
-    ) -> tuple[list[Estimate], list[tuple[SessionState | None, EvidenceAccount]], float, float]:
+    ) -> tuple[list[RunningEstimate], list[tuple[SessionState | None, EvidenceAccount]], float, float]:
         """Encode and step one batch (on a worker thread); returns the estimates, each session's state snapshot
         (None without `snapshots`) and account after it, and the batch's wall and CPU seconds."""
         start, cpu_start = time.perf_counter(), time.thread_time()
