@@ -108,7 +108,7 @@ class ScoredSentence:
 
 
 @dataclass(frozen=True)
-class Summary:
+class InterviewSummary:
     """The end of a session: what it heard, what it dropped, and its last estimate (None before any sentence)."""
 
     sentences: int
@@ -121,4 +121,4 @@ class Summary:
     """Sentences of the clinician's channel (a session with one), never scored."""
 
 
-Update = ScoredSentence | Summary
+Update = ScoredSentence | InterviewSummary

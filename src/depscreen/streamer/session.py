@@ -36,8 +36,8 @@ from depscreen.streamer.interview import (
     ClinicianCaption,
     End,
     Input,
+    InterviewSummary,
     ScoredSentence,
-    Summary,
     Update,
     Video,
     Welcome,
@@ -203,7 +203,7 @@ class LiveSession:
         self.ended = True
         for result in await self._closing(self._finish_audio):
             yield await self._score(result)
-        summary = Summary(
+        summary = InterviewSummary(
             sentences=self.pipeline.sentences,
             audio_seconds=self.pipeline.media_seconds,
             speech_seconds=self.counts.speech_ms / 1000.0,

@@ -22,7 +22,7 @@ from typing import TypeVar
 from depscreen.engine.pipeline import Notice, SessionCounts
 from depscreen.engine.runtime.batcher import SessionHandle
 from depscreen.streamer.convert import sentence_update, server_message
-from depscreen.streamer.interview import Input, Opening, ScoredSentence, Summary
+from depscreen.streamer.interview import Input, InterviewSummary, Opening, ScoredSentence
 from depscreen.streamer.metrics import Metrics
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.streamer.resume import KEPT_UPDATES, Resumer, SessionSnapshot, Ticket, kept_update
@@ -104,7 +104,7 @@ class SnapshotWriter:
         self.ticket = ticket
         return True
 
-    async def finish(self, summary: Summary) -> None:
+    async def finish(self, summary: InterviewSummary) -> None:
         """The interview ended with `end`: its record becomes its last snapshot with `summary`, kept for
         `finished_retention_s` for a client whose stream breaks before the summary reaches it."""
         assert self._last is not None, "a resumable session saves a snapshot when it opens"
