@@ -41,7 +41,7 @@ import torch
 from google.protobuf.message import DecodeError
 
 from depscreen.engine.features.language_head import TextHeadAccount
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 from depscreen.engine.pipeline import ResumePoint, SessionCounts
 from depscreen.engine.runtime.screener import EvidenceAccount, ModalityEstimate, RunningEstimate, SessionTrack
 from depscreen.streamer.state_store import StateStore, StoredSession
@@ -94,7 +94,7 @@ def kept_update(update: pb.SentenceUpdate) -> pb.SentenceUpdate:
 
 def encode(snapshot: SessionSnapshot) -> bytes:
     """The snapshot as bytes (torch.save of tensors and plain values). The state's parts sit at the top
-    level as `SessionState.to_plain` lays them out, each None when there is no state yet: the layout of the
+    level as `RecurrentState.to_plain` lays them out, each None when there is no state yet: the layout of the
     first release, so records stay readable across an upgrade in either direction."""
     state, account = snapshot.track.state, snapshot.track.account
     payload = {
@@ -107,7 +107,7 @@ def encode(snapshot: SessionSnapshot) -> bytes:
         "language_text": [account.language_text.logit_sum, account.language_text.chars],
         "language_text_head": account.language_text.language,
         "estimate": _estimate_fields(snapshot.estimate),
-        **(state.to_plain() if state is not None else dict.fromkeys(SessionState.parts())),
+        **(state.to_plain() if state is not None else dict.fromkeys(RecurrentState.parts())),
         "updates": [update.SerializeToString() for update in snapshot.updates],
         "resume_point": snapshot.resume.to_plain() if snapshot.resume is not None else None,
         # hex: an empty message's bytes b"" would be pickled as a call `weights_only` refuses
@@ -121,7 +121,7 @@ def encode(snapshot: SessionSnapshot) -> bytes:
 def decode(session_id: str, data: bytes) -> SessionSnapshot:
     """A snapshot from `encode`'s bytes (tensors on the CPU)."""
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    state = SessionState.from_record(payload)
+    state = RecurrentState.from_record(payload)
     account = EvidenceAccount(
         usable_speech_s=payload["usable_speech_s"],
         symptom_sum=payload["symptom_sum"].numpy(),

@@ -26,7 +26,7 @@ from depscreen.engine.modalities import MODALITIES, modality
 from depscreen.engine.model import speaker
 from depscreen.engine.model.fusion import GatedFusion
 from depscreen.engine.model.mamba import Mamba
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 
 
 @dataclass(frozen=True)
@@ -214,10 +214,10 @@ class ScreeningModel(nn.Module):
         mean, std = self.normalisation(name)
         return (values - mean) / std * _mask(values, lengths)
 
-    def initial_state(self, batch: int = 1) -> SessionState:
+    def initial_state(self, batch: int = 1) -> RecurrentState:
         """The state of `batch` sessions before their first sentence."""
         device = self.head.weight.device
-        return SessionState(
+        return RecurrentState(
             layers=[layer.allocate_state(batch, device) for layer in self.session_layers],
             modality_sum=torch.zeros(batch, len(MODALITIES), self.config.d_model, device=device),
             modality_count=torch.zeros(batch, len(MODALITIES), device=device),
@@ -228,7 +228,7 @@ class ScreeningModel(nn.Module):
             ),
         )
 
-    def step(self, sentences: EncodedSentences, state: SessionState) -> tuple[SessionOutput, SessionState]:
+    def step(self, sentences: EncodedSentences, state: RecurrentState) -> tuple[SessionOutput, RecurrentState]:
         """Advance `batch` sessions by one sentence each (row i of `sentences` belongs to session i)."""
         h = sentences.fused
         layers = []
@@ -240,7 +240,7 @@ class ScreeningModel(nn.Module):
         modality_sum = state.modality_sum + sentences.tokens * available.unsqueeze(-1)
         modality_count = state.modality_count + available
         output = self._heads(self.final_norm(h), modality_sum, modality_count)
-        return output, SessionState(
+        return output, RecurrentState(
             layers=layers,
             modality_sum=modality_sum,
             modality_count=modality_count,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 from depscreen.engine.runtime.screener import EvidenceAccount, RunningEstimate, Screener, SessionTrack
 from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
 
@@ -201,7 +201,7 @@ class MicroBatcher:
 
     def _step(
         self, batch: list[_Pending]
-    ) -> tuple[list[RunningEstimate], list[tuple[SessionState | None, EvidenceAccount]], float, float]:
+    ) -> tuple[list[RunningEstimate], list[tuple[RecurrentState | None, EvidenceAccount]], float, float]:
         """Encode and step one batch (on a worker thread); returns the estimates, each session's state snapshot
         (None without `snapshots`) and account after it, and the batch's wall and CPU seconds."""
         start, cpu_start = time.perf_counter(), time.thread_time()

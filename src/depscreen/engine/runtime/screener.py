@@ -20,7 +20,7 @@ from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.modalities import MODALITIES, MODALITY_NAMES
 from depscreen.engine.model.kernels import kernels_for
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel, SentenceBatch
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 from depscreen.engine.runtime.checkpoint import ModelFacts, load_checkpoint
 from depscreen.engine.runtime.device import choose_device
 from depscreen.engine.runtime.interval import ENOUGH_SPEECH_S, interval_for
@@ -118,11 +118,11 @@ class SessionTrack:
     pool (`SessionHandle.track`) and a resume snapshot all keep a `SessionTrack`.
     """
 
-    state: SessionState | None = None
+    state: RecurrentState | None = None
     """One-session model state after the last sentence; None: the initial state (no sentence yet)."""
     account: EvidenceAccount = field(default_factory=EvidenceAccount)
 
-    def advance(self, state: SessionState | None, account: EvidenceAccount) -> None:
+    def advance(self, state: RecurrentState | None, account: EvidenceAccount) -> None:
         """Go on to the state and account after one more sentence (its holder calls it, on its own thread)."""
         self.state, self.account = state, account
 
@@ -185,8 +185,8 @@ class Screener:
 
     @torch.no_grad()
     def step_batch(
-        self, features: list[SentenceFeatures], accounts: list[EvidenceAccount], state: SessionState
-    ) -> tuple[list[RunningEstimate], SessionState, list[EvidenceAccount]]:
+        self, features: list[SentenceFeatures], accounts: list[EvidenceAccount], state: RecurrentState
+    ) -> tuple[list[RunningEstimate], RecurrentState, list[EvidenceAccount]]:
         """Advance a batch of sessions (row i: one sentence of session i, whose state is row i of `state` and
         whose account is `accounts[i]`): their estimates, new state and new accounts. The accounts given are left
         as they are: each session's holder moves on to the new ones itself (`SessionTrack.advance`)."""
