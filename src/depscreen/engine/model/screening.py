@@ -112,7 +112,7 @@ class EncodedSentences:
 
 
 @dataclass
-class SessionOutput:
+class ScreeningOutput:
     """Estimates after a sentence (or after each sentence of a session, with a time axis)."""
 
     probability: torch.Tensor
@@ -228,7 +228,7 @@ class ScreeningModel(nn.Module):
             ),
         )
 
-    def step(self, sentences: EncodedSentences, state: RecurrentState) -> tuple[SessionOutput, RecurrentState]:
+    def step(self, sentences: EncodedSentences, state: RecurrentState) -> tuple[ScreeningOutput, RecurrentState]:
         """Advance `batch` sessions by one sentence each (row i of `sentences` belongs to session i)."""
         h = sentences.fused
         layers = []
@@ -247,7 +247,7 @@ class ScreeningModel(nn.Module):
             audio_moments=sentences.audio_moments,
         )
 
-    def forward_session(self, sentences: EncodedSentences) -> SessionOutput:
+    def forward_session(self, sentences: EncodedSentences) -> ScreeningOutput:
         """Offline reference over whole sessions: tensors `[batch, k, ...]` → outputs `[batch, k, ...]`.
 
         Causal: output k depends on sentences 1..k only, so padding sessions at the end is harmless.
@@ -260,7 +260,7 @@ class ScreeningModel(nn.Module):
         modality_count = torch.cumsum(available, dim=1)
         return self._heads(self.final_norm(h), modality_sum, modality_count)
 
-    def _heads(self, h: torch.Tensor, modality_sum: torch.Tensor, modality_count: torch.Tensor) -> SessionOutput:
+    def _heads(self, h: torch.Tensor, modality_sum: torch.Tensor, modality_count: torch.Tensor) -> ScreeningOutput:
         logit = self.head(h).squeeze(-1) / self.temperature
         means = modality_sum / modality_count.clamp(min=1).unsqueeze(-1)
         modality_logit = torch.stack(
@@ -268,7 +268,7 @@ class ScreeningModel(nn.Module):
         )
         seen = modality_count > 0
         score = self.score_head(h).squeeze(-1) * self.score_std + self.score_mean if self.config.score_head else None
-        return SessionOutput(
+        return ScreeningOutput(
             probability=torch.sigmoid(logit),
             modality_probability=torch.where(seen, torch.sigmoid(modality_logit), torch.full_like(modality_logit, 0.5)),
             logit=logit,
