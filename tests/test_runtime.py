@@ -68,12 +68,12 @@ async def run_batched(
     rng = random.Random(0)
 
     async def interview(sentences: list) -> list[RunningEstimate]:
-        handle = batcher.attach()
+        entry = batcher.attach()
         out = []
         for features in sentences:
             await asyncio.sleep(rng.random() * 0.002)
-            out.append(await batcher.step(handle, features))
-        batcher.detach(handle)
+            out.append(await batcher.step(entry, features))
+        batcher.detach(entry)
         return out
 
     try:
@@ -112,11 +112,11 @@ def test_parked_sessions_come_back_transparently(screener: Screener) -> None:
 def test_idle_sessions_park_after_the_timeout(screener: Screener) -> None:
     pool = StatePool(screener.model, 4)
     batcher = MicroBatcher(screener, pool, run=None, settings=BatcherSettings(max_batch=4, park_after_s=60))
-    handle = batcher.attach()
-    handle.slot = pool.acquire()
-    assert batcher.park_idle(now=handle.last_step + 30) == 0
-    assert batcher.park_idle(now=handle.last_step + 61) == 1
-    assert handle.slot is None and handle.track.state is not None and pool.slots_used == 0
+    entry = batcher.attach()
+    entry.slot = pool.acquire()
+    assert batcher.park_idle(now=entry.last_step + 30) == 0
+    assert batcher.park_idle(now=entry.last_step + 61) == 1
+    assert entry.slot is None and entry.track.state is not None and pool.slots_used == 0
 
 
 def test_pool_export_load_round_trip_and_exhaustion(screener: Screener) -> None:

@@ -226,7 +226,7 @@ class SessionHub:
             session.tell(*notices)
         summary = snapshot.summary if snapshot is not None else None
         snapshot_writer = SnapshotWriter(
-            resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend, summary
+            resumer, ticket, session.counts, session.pool_entry, self.run, self.metrics, kept, resend, summary
         )
         if summary is not None:  # a finished session: its summary is sent again, nothing more is written
             session.make_resumable(snapshot_writer)

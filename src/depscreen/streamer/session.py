@@ -102,7 +102,7 @@ class LiveSession:
         """Interleaved channels of the session's audio as sent."""
         self._push_audio = voices.push_audio if voices is not None else pipeline.push_audio
         self._finish_audio = voices.finish if voices is not None else pipeline.finish
-        self.handle_ = hub.batcher.attach()
+        self.pool_entry = hub.batcher.attach()
         self.ended = False
         self.last_estimate: RunningEstimate | None = None
         self.counts = pipeline.counts
@@ -133,7 +133,7 @@ class LiveSession:
     def restore(self, snapshot: SessionSnapshot) -> None:
         """Go on from `snapshot` (before the first input): its model state, evidence and last estimate."""
         self._resumed_from = snapshot
-        self.hub.batcher.restore(self.handle_, snapshot.track)
+        self.hub.batcher.restore(self.pool_entry, snapshot.track)
         self.last_estimate = snapshot.estimate
 
     def make_resumable(self, snapshot_writer: SnapshotWriter) -> None:
@@ -225,7 +225,7 @@ class LiveSession:
                 self.trace.end(status, self.pipeline.sentences, self.pipeline.media_seconds)
             for observer in self._observers:
                 observer.close()
-            self.hub.batcher.detach(self.handle_)
+            self.hub.batcher.detach(self.pool_entry)
             self.hub.release(self.principal)
 
     def time_left(self) -> float | None:
@@ -292,7 +292,7 @@ class LiveSession:
 
     async def _score(self, result: SentenceResult) -> ScoredSentence:
         stepped = time.perf_counter()
-        estimate = await self.hub.batcher.step(self.handle_, result.features)
+        estimate = await self.hub.batcher.step(self.pool_entry, result.features)
         if self.trace is not None:
             self.trace.stage("model", time.perf_counter() - stepped)
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from depscreen.engine.pipeline import Notice, SessionCounts
-from depscreen.engine.runtime.batcher import SessionHandle
+from depscreen.engine.runtime.batcher import PoolEntry
 from depscreen.streamer.convert import sentence_update, server_message
 from depscreen.streamer.interview import Input, InterviewSummary, Opening, ScoredSentence
 from depscreen.streamer.metrics import Metrics
@@ -48,14 +48,14 @@ class SnapshotWriter:
         resumer: Resumer,
         ticket: Ticket,
         counts: SessionCounts,
-        handle: SessionHandle,
+        entry: PoolEntry,
         run: Run,
         metrics: Metrics,
         kept: tuple[pb.SentenceUpdate, ...] = (),
         resend: list[pb.SentenceUpdate] | None = None,
         summary: pb.SessionSummary | None = None,
     ) -> None:
-        """`counts` and `handle`: the session's own counts and batcher handle, read at each snapshot; `kept`:
+        """`counts` and `entry`: the session's own counts and pool entry, read at each snapshot; `kept`:
         the updates of the snapshot it goes on from; `resend`: those a resuming client lacks; `summary`: that
         of a finished session it resumes."""
         self.resumer = resumer
@@ -66,7 +66,7 @@ class SnapshotWriter:
         """The summary of a finished session (it ended with `end`) being resumed: sent after `resend`, then the
         stream ends and the record is deleted (`forget`); None for a session that goes on."""
         self._counts = counts
-        self._handle = handle
+        self._entry = entry
         self._run = run
         self._metrics = metrics
         self._kept: deque[pb.SentenceUpdate] = deque(kept, maxlen=KEPT_UPDATES)
@@ -88,7 +88,7 @@ class SnapshotWriter:
             next_index=features.index + 1,
             resume_from_ms=features.end_ms,
             counts=replace(self._counts),
-            track=replace(self._handle.track),  # a snapshot: the batcher moves the live track on
+            track=replace(self._entry.track),  # a snapshot: the batcher moves the live track on
             estimate=sentence.estimate,
             updates=tuple(self._kept),
             resume=sentence.resume,

@@ -115,7 +115,7 @@ class SessionTrack:
     """What a session carries from sentence to sentence: its model state and its evidence account.
 
     The one holder of that pair: a session scored on its own (`Screener.step`), a session in the server's
-    pool (`SessionHandle.track`) and a resume snapshot all keep a `SessionTrack`.
+    pool (`PoolEntry.track`) and a resume snapshot all keep a `SessionTrack`.
     """
 
     state: RecurrentState | None = None
