@@ -35,7 +35,7 @@ from depscreen.streamer.server import SERVICE_NAME, Server, grpc_options
 from depscreen.streamer.settings import ServerSettings
 from depscreen.streamer.snapshot_writer import NOT_RESUMABLE_STORE_DOWN
 from depscreen.streamer.stall import SLICE_S, MessageWait, Silence
-from depscreen.streamer.state_store import SQLITE_BUSY_TIMEOUT_S, SqliteStore, StoredSession, StoreError
+from depscreen.streamer.state_store import SQLITE_BUSY_TIMEOUT_S, SqliteStore, StoreError, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
@@ -162,8 +162,8 @@ def report(name: str, **numbers: object) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def a_record(n: int = 1) -> StoredSession:
-    return StoredSession(f"{n:032x}", f"interview-{n}", b"n" * 32, b"payload" * 100)
+def a_record(n: int = 1) -> StoreRecord:
+    return StoreRecord(f"{n:032x}", f"interview-{n}", b"n" * 32, b"payload" * 100)
 
 
 def test_a_locked_sqlite_store_fails_with_store_error(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from depscreen.localserver import LocalServer, free_port, read_counter, start_lo
 from depscreen.sample import sample_path
 from depscreen.streamer.resume import ResumeError, Resumer, SessionSnapshot, decode, encode, read_key_file
 from depscreen.streamer.settings import ServerSettings
-from depscreen.streamer.state_store import SqliteStore, StoredSession
+from depscreen.streamer.state_store import SqliteStore, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import with_speaker_normalisation
@@ -193,7 +193,7 @@ def test_a_snapshot_that_cannot_be_read_refuses_the_resume(tmp_path: Path) -> No
     store = SqliteStore(tmp_path / "sessions.db")
     resumer = Resumer(store, store.server_key(), ttl_s=3600)
     ticket = resumer.new_ticket("interview-9")
-    store.save(StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, b"not a torch.save payload"), 3600)
+    store.save(StoreRecord(ticket.record_id, ticket.session_id, ticket.nonce, b"not a torch.save payload"), 3600)
     with pytest.raises(ResumeError, match="unreadable"):
         resumer.restore(resumer.token(ticket))
 
@@ -635,7 +635,7 @@ def test_a_snapshot_of_the_previous_format_resumes_cold_and_says_so(
     del payload["resume_point"]  # the previous format
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    store.save(StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, buffer.getvalue()), 3600)
+    store.save(StoreRecord(ticket.record_id, ticket.session_id, ticket.nonce, buffer.getvalue()), 3600)
     start = pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1), resume_token=resumer.token(ticket))
     pcm = jfk_pcm()
     replies = asyncio.run(raw_session(server.grpc_target, start, lambda accepted: pcm))

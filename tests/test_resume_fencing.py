@@ -28,7 +28,7 @@ from depscreen.streamer.state_store import (
     RedisStore,
     SqliteStore,
     StateStore,
-    StoredSession,
+    StoreRecord,
     add_column,
 )
 from depscreen.v1 import screening_pb2 as pb
@@ -50,8 +50,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
     opened.close()
 
 
-def a_record(generation: int, payload: bytes, record_id: str = "ab" * 16) -> StoredSession:
-    return StoredSession(record_id, "interview-1", b"n" * 32, payload, generation=generation)
+def a_record(generation: int, payload: bytes, record_id: str = "ab" * 16) -> StoreRecord:
+    return StoreRecord(record_id, "interview-1", b"n" * 32, payload, generation=generation)
 
 
 def test_a_stale_writer_is_refused_and_writes_nothing(store: StateStore) -> None:

@@ -26,7 +26,7 @@ from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, free_port, start_local_server
 from depscreen.sample import sample_path
 from depscreen.streamer.resume import Resumer, SessionSnapshot, decode, encode, kept_update
-from depscreen.streamer.state_store import FencedError, SqliteStore, StateStore, StoredSession
+from depscreen.streamer.state_store import FencedError, SqliteStore, StateStore, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 
 from .test_resume import redis_url, store_dir  # noqa: F401 (fixtures)
@@ -172,23 +172,23 @@ def assert_token_refused(server: LocalServer, token: str) -> None:
 def test_a_finished_record_expires_after_its_own_retention(store: StateStore) -> None:  # noqa: F811
     """A finished record lives `finished_retention_s` (1 s here), however long the TTL of live records; a live
     record beside it is kept."""
-    store.save(StoredSession("ab" * 16, "finished", b"n" * 32, b"live"), 3600)
-    store.save(StoredSession("cd" * 16, "live", b"n" * 32, b"live"), 3600)
-    store.finish(StoredSession("ab" * 16, "finished", b"n" * 32, b"summary", generation=1), 1.0)
+    store.save(StoreRecord("ab" * 16, "finished", b"n" * 32, b"live"), 3600)
+    store.save(StoreRecord("cd" * 16, "live", b"n" * 32, b"live"), 3600)
+    store.finish(StoreRecord("ab" * 16, "finished", b"n" * 32, b"summary", generation=1), 1.0)
     record = store.load("ab" * 16, 3600)
     assert record is not None and record.payload == b"summary"
     time.sleep(2.2)  # Redis expires to the second
-    store.save(StoredSession("cd" * 16, "live", b"n" * 32, b"again", generation=1), 3600)  # SQLite cleans up here
+    store.save(StoreRecord("cd" * 16, "live", b"n" * 32, b"again", generation=1), 3600)  # SQLite cleans up here
     assert store.load("ab" * 16, 3600) is None
     live = store.load("cd" * 16, 3600)
     assert live is not None and live.payload == b"again"
 
 
 def test_a_stale_stream_cannot_write_a_finished_record(store: StateStore) -> None:  # noqa: F811
-    store.save(StoredSession("ef" * 16, "finished", b"n" * 32, b"live"), 3600)
+    store.save(StoreRecord("ef" * 16, "finished", b"n" * 32, b"live"), 3600)
     assert store.advance("ef" * 16, 1) == 2  # resumed on another stream
     with pytest.raises(FencedError, match="resumed on another stream"):
-        store.finish(StoredSession("ef" * 16, "finished", b"n" * 32, b"summary", generation=1), 300)
+        store.finish(StoreRecord("ef" * 16, "finished", b"n" * 32, b"summary", generation=1), 300)
     record = store.load("ef" * 16, 3600)
     assert record is not None and record.payload == b"live"
 

@@ -44,7 +44,7 @@ from depscreen.engine.features.language_head import TextHeadAccount
 from depscreen.engine.model.state import RecurrentState
 from depscreen.engine.pipeline import ResumePoint, SessionCounts
 from depscreen.engine.runtime.screener import EvidenceAccount, ModalityEstimate, RunningEstimate, SessionTrack
-from depscreen.streamer.state_store import StateStore, StoredSession
+from depscreen.streamer.state_store import StateStore, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 
 MIN_KEY_BYTES = 16
@@ -240,7 +240,7 @@ class Resumer:
         """Write the session's snapshot (this also restarts its idle TTL), fenced by the ticket's generation
         (`state_store.FencedError` when another stream has resumed the session since); the ticket as stored
         (a new record's first write gives it generation 1)."""
-        record = StoredSession(
+        record = StoreRecord(
             ticket.record_id, ticket.session_id, ticket.nonce, encode(snapshot), generation=ticket.generation
         )
         return replace(ticket, generation=self.store.save(record, self.ttl_s))
@@ -271,7 +271,7 @@ class Resumer:
         if self.finished_retention_s <= 0:
             self.forget(ticket)
             return
-        record = StoredSession(
+        record = StoreRecord(
             ticket.record_id, ticket.session_id, ticket.nonce, encode(snapshot), generation=ticket.generation
         )
         self.store.finish(record, self.finished_retention_s)

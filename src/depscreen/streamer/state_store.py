@@ -65,7 +65,7 @@ def fenced(held: int, stored: int | None) -> FencedError:
 
 
 @dataclass(frozen=True)
-class StoredSession:
+class StoreRecord:
     """One resumable session's record."""
 
     record_id: str
@@ -81,19 +81,19 @@ class StoredSession:
 class StateStore(Protocol):
     """Where snapshots of resumable sessions live."""
 
-    def save(self, record: StoredSession, ttl_s: float) -> int:
+    def save(self, record: StoreRecord, ttl_s: float) -> int:
         """Write a record; it expires `ttl_s` after this write. Generation 0 creates it (at generation 1);
         another overwrites it only if the stored record has that generation, else FencedError. Returns the
         stored generation."""
 
-    def load(self, record_id: str, ttl_s: float) -> StoredSession | None:
+    def load(self, record_id: str, ttl_s: float) -> StoreRecord | None:
         """The record, or None when there is none or it was idle longer than `ttl_s`."""
 
     def advance(self, record_id: str, generation: int) -> int:
         """Take the next generation of a record that has `generation` (a resume), so that every stream holding
         an older one is fenced; FencedError if it has another or is gone. Returns the new generation."""
 
-    def finish(self, record: StoredSession, retention_s: float) -> None:
+    def finish(self, record: StoreRecord, retention_s: float) -> None:
         """Overwrite a record that has `record.generation` with its finished form; it expires `retention_s` after
         this write, whatever the TTL of live records. FencedError if it has another generation or is gone."""
 
@@ -151,7 +151,7 @@ class SqliteStore:
                 "no other process holds the file"
             ) from None
 
-    def save(self, record: StoredSession, ttl_s: float) -> int:
+    def save(self, record: StoreRecord, ttl_s: float) -> int:
         now = time.time()
 
         def write(db: sqlite3.Connection) -> int:
@@ -180,7 +180,7 @@ class SqliteStore:
 
         return self._call(write)
 
-    def load(self, record_id: str, ttl_s: float) -> StoredSession | None:
+    def load(self, record_id: str, ttl_s: float) -> StoreRecord | None:
         row = self._call(
             lambda db: db.execute(
                 "SELECT session_id, nonce, updated_at, payload, generation, expires_at FROM sessions "
@@ -191,7 +191,7 @@ class SqliteStore:
         now = time.time()
         if row is None or (row[5] is None and row[2] < now - ttl_s) or (row[5] is not None and row[5] < now):
             return None
-        return StoredSession(record_id, row[0], bytes(row[1]), bytes(row[3]), row[2], row[4])
+        return StoreRecord(record_id, row[0], bytes(row[1]), bytes(row[3]), row[2], row[4])
 
     def advance(self, record_id: str, generation: int) -> int:
         def take(db: sqlite3.Connection) -> int:
@@ -207,7 +207,7 @@ class SqliteStore:
 
         return self._call(take)
 
-    def finish(self, record: StoredSession, retention_s: float) -> None:
+    def finish(self, record: StoreRecord, retention_s: float) -> None:
         now = time.time()
 
         def write(db: sqlite3.Connection) -> None:
@@ -347,7 +347,7 @@ class RedisStore:
         self._fenced = self._redis.register_script(REDIS_FENCED)
 
     def _fenced_call(
-        self, op: str, record_id: str, held: int, ttl_s: float = 0.0, record: StoredSession | None = None
+        self, op: str, record_id: str, held: int, ttl_s: float = 0.0, record: StoreRecord | None = None
     ) -> None:
         """Run one fenced operation (`REDIS_FENCED`); FencedError when the record's generation is not `held`."""
         values = (record.session_id, record.nonce, repr(time.time()), record.payload) if record else ("", b"", "", b"")
@@ -365,18 +365,18 @@ class RedisStore:
         except self._errors as error:
             raise StoreError(f"state store {self._url}: {error}: check that Redis runs and is reachable") from None
 
-    def save(self, record: StoredSession, ttl_s: float) -> int:
+    def save(self, record: StoreRecord, ttl_s: float) -> int:
         if record.generation == 0:
             self._fenced_call("create", record.record_id, 0, ttl_s, record)
             return 1
         self._fenced_call("save", record.record_id, record.generation, ttl_s, record)
         return record.generation
 
-    def load(self, record_id: str, ttl_s: float) -> StoredSession | None:
+    def load(self, record_id: str, ttl_s: float) -> StoreRecord | None:
         fields = self._call(self._redis.hgetall, REDIS_PREFIX + "session:" + record_id)
         if not fields:
             return None
-        return StoredSession(
+        return StoreRecord(
             record_id,
             fields[b"session_id"].decode(),
             fields[b"nonce"],
@@ -389,7 +389,7 @@ class RedisStore:
         self._fenced_call("advance", record_id, generation)
         return generation + 1
 
-    def finish(self, record: StoredSession, retention_s: float) -> None:
+    def finish(self, record: StoreRecord, retention_s: float) -> None:
         self._fenced_call("save", record.record_id, record.generation, retention_s, record)
 
     def delete(self, record_id: str, generation: int) -> None:
