@@ -14,7 +14,7 @@ from depscreen.engine.features.audio import AudioIntegrity, audio_integrity
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.pipeline import Extractors, SessionPipeline
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
 CODEC2 = SPEECH / "codec2" / "ve9qrp.wav"  # 112 s of free speech recorded at 8 kHz
@@ -60,7 +60,7 @@ def screener() -> Screener:
     return Screener.from_checkpoint(DEMO_MODEL, "cpu")
 
 
-def _session(extractors: Extractors, screener: Screener, pcm: np.ndarray, rate: int) -> tuple[list, Estimate]:
+def _session(extractors: Extractors, screener: Screener, pcm: np.ndarray, rate: int) -> tuple[list, RunningEstimate]:
     pipeline = SessionPipeline(extractors, sample_rate_hz=rate, use_asr=False)
     features = [r.features for r in pipeline.push_audio(pcm.tobytes()) + pipeline.finish()]
     assert features
@@ -69,7 +69,7 @@ def _session(extractors: Extractors, screener: Screener, pcm: np.ndarray, rate: 
     return features, estimates[-1]
 
 
-def _gate_audio_quality(estimate: Estimate) -> float:
+def _gate_audio_quality(estimate: RunningEstimate) -> float:
     """The audio quality the fusion gate was given for the last sentence."""
     return next(m.quality for m in estimate.modalities if m.modality == "audio")
 

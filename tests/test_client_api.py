@@ -56,7 +56,7 @@ def status(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
-def test_statuses_that_leave_a_checkpoint_resume() -> None:
+def test_statuses_that_leave_a_snapshot_resume() -> None:
     assert resumable_status(status(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
     assert resumable_status(status(grpc.StatusCode.UNAVAILABLE, "the server is shutting down: resume"))
     assert resumable_status(status(grpc.StatusCode.DEADLINE_EXCEEDED, "stalled"))
@@ -243,7 +243,7 @@ async def read_to_end(requests: AsyncIterator[pb.ClientMessage]) -> int:
     return audio
 
 
-def test_every_status_that_leaves_a_checkpoint_is_resumed_and_each_index_is_seen_once() -> None:
+def test_every_status_that_leaves_a_snapshot_is_resumed_and_each_index_is_seen_once() -> None:
     breaks = [
         (grpc.StatusCode.UNAVAILABLE, "the server is shutting down: resume the session"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "the stream stalled"),

@@ -10,7 +10,7 @@ from depscreen import PROTOCOL_VERSION, __version__
 from depscreen.engine.features.face import EncodedImage
 from depscreen.engine.pipeline import Notice
 from depscreen.streamer.convert import accepted_message, client_input, opening, server_message
-from depscreen.streamer.interview import Audio, Caption, End, Opening, Summary, Video, Welcome
+from depscreen.streamer.interview import Audio, Caption, End, InterviewSummary, Opening, Video, Welcome
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.v1 import screening_pb2 as pb
 
@@ -65,6 +65,6 @@ def test_the_welcome_and_a_summary_go_out_as_their_messages() -> None:
     assert (accepted.server_version, accepted.protocol_version) == (__version__, PROTOCOL_VERSION)
     assert (accepted.resume_token, accepted.resume_from_ms, accepted.next_sentence_index) == ("tok", 1200, 3)
     assert accepted.model == model
-    summary = server_message(Summary(2, 9.5, 6.25, 1, 0, estimate=None)).summary
+    summary = server_message(InterviewSummary(2, 9.5, 6.25, 1, 0, estimate=None)).summary
     assert (summary.sentences, summary.audio_seconds, summary.speech_seconds) == (2, 9.5, 6.25)
     assert summary.dropped_video_frames == 1 and not summary.HasField("estimate"), "no estimate before a sentence"

@@ -29,13 +29,13 @@ from depscreen.clients.whip import WhipClient
 from depscreen.engine.media import decode_audio_file
 from depscreen.localserver import LocalServer, read_counter, start_local_server
 from depscreen.sample import sample_path
-from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN
 from depscreen.streamer.clock import SystemClock
-from depscreen.streamer.resume import Checkpoint, Resumer, kept_update
+from depscreen.streamer.resume import Resumer, SessionSnapshot, kept_update
 from depscreen.streamer.server import SERVICE_NAME, Server, grpc_options
 from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.snapshot_writer import NOT_RESUMABLE_STORE_DOWN
 from depscreen.streamer.stall import SLICE_S, MessageWait, Silence
-from depscreen.streamer.state_store import SQLITE_BUSY_TIMEOUT_S, SqliteStore, StoredSession, StoreError
+from depscreen.streamer.state_store import SQLITE_BUSY_TIMEOUT_S, SqliteStore, StoreError, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 from depscreen.v1 import screening_pb2_grpc
 
@@ -162,8 +162,8 @@ def report(name: str, **numbers: object) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def a_record(n: int = 1) -> StoredSession:
-    return StoredSession(f"{n:032x}", f"interview-{n}", b"n" * 32, b"payload" * 100)
+def a_record(n: int = 1) -> StoreRecord:
+    return StoreRecord(f"{n:032x}", f"interview-{n}", b"n" * 32, b"payload" * 100)
 
 
 def test_a_locked_sqlite_store_fails_with_store_error(tmp_path: Path) -> None:
@@ -248,13 +248,13 @@ def test_keepalive_settings_become_grpc_server_options() -> None:
         ServerSettings(shutdown_grace_s=-1)
 
 
-def test_a_checkpoint_keeps_updates_without_their_transcripts(tmp_path: Path) -> None:
+def test_a_snapshot_keeps_updates_without_their_transcripts(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "sessions.db")
     resumer = Resumer(store, store.server_key(), ttl_s=3600)
     ticket = resumer.new_ticket("interview-1")
     update = pb.SentenceUpdate(index=4, start_ms=10, end_ms=900, transcript="the giraffe", transcript_source="asr")
     update.estimate.probability = 0.25
-    resumer.save(ticket, Checkpoint("interview-1", next_index=5, updates=(kept_update(update),)))
+    resumer.save(ticket, SessionSnapshot("interview-1", next_index=5, updates=(kept_update(update),)))
     assert b"giraffe" not in store.load(ticket.record_id, 3600).payload
     (kept,) = resumer.restore(resumer.token(ticket))[1].updates
     assert (kept.index, kept.end_ms, kept.estimate.probability, kept.transcript) == (4, 900, 0.25, "")
@@ -330,7 +330,7 @@ async def wait_idle(server: LocalServer, timeout_s: float = 30.0) -> float:
     return time.monotonic() - began
 
 
-def test_a_full_disk_fails_checkpoints_the_interview_goes_on_and_the_next_checkpoint_catches_up(
+def test_a_full_disk_fails_snapshots_the_interview_goes_on_and_the_next_snapshot_catches_up(
     store_server: LocalServer, tmpfs: Path, pcm: bytes, reference: list[pb.SentenceUpdate]
 ) -> None:
     async def run() -> tuple[Call, Call, float]:
@@ -348,20 +348,20 @@ def test_a_full_disk_fails_checkpoints_the_interview_goes_on_and_the_next_checkp
             filler.unlink()
         await call.send(pcm, until_ms(reference, 4), until_ms(reference, 6))
         await call.sentences(6)
-        await call.cancel()  # the stream breaks: the resume must find the checkpoint after sentence 6
+        await call.cancel()  # the stream breaks: the resume must find the snapshot after sentence 6
         await wait_idle(store_server)
         resumed = Call(store_server.grpc_target)
         accepted = await resumed.open(start_message(call.accepted.resume_token, received=len(call.updates)))
-        assert accepted.next_sentence_index == len(call.updates) == 6, "the checkpoint caught up"
+        assert accepted.next_sentence_index == len(call.updates) == 6, "the snapshot caught up"
         await resumed.send(pcm, accepted.replay_from_sample // 16)
         await resumed.end()
         return call, resumed, failures
 
     call, resumed, failures = asyncio.run(run())
-    assert failures >= 1, "the checkpoints on the full disk failed and were counted"
+    assert failures >= 1, "the snapshots on the full disk failed and were counted"
     assert resumed.status == grpc.StatusCode.OK and resumed.summary is not None
     worst = assert_matches(reference, call.updates + resumed.updates)
-    report("full disk", failed_checkpoints=failures, sentences=len(reference), missing=0, max_estimate_diff=worst)
+    report("full disk", failed_snapshots=failures, sentences=len(reference), missing=0, max_estimate_diff=worst)
 
 
 def test_a_locked_store_opens_new_sessions_without_resume_and_says_so(
@@ -377,7 +377,7 @@ def test_a_locked_store_opens_new_sessions_without_resume_and_says_so(
         holder.close()
     assert not call.accepted.resume_token and NOT_RESUMABLE_STORE_DOWN in call.accepted.notices
     assert call.summary is not None
-    assert counter(store_server, "checkpoint") - failed == 1, "the first checkpoint failed; no more were tried"
+    assert counter(store_server, "checkpoint") - failed == 1, "the first snapshot failed; no more were tried"
     worst = assert_matches(reference, call.updates)
     report("locked store", sentences=len(call.updates), missing=0, max_estimate_diff=worst)
     again = asyncio.run(interview(store_server.grpc_target, pcm))
@@ -389,7 +389,7 @@ def test_a_broken_stream_loses_no_update_and_drops_its_open_sentence(
     store_server: LocalServer, pcm: bytes, reference: list[pb.SentenceUpdate]
 ) -> None:
     """The call is cancelled mid-interview; the client resumes saying it holds only 2 updates (fewer than the
-    server sent): the server re-sends the rest from its checkpoint, then the sentences of the re-sent audio."""
+    server sent): the server re-sends the rest from its snapshot, then the sentences of the re-sent audio."""
     held = 2
 
     async def run() -> tuple[Call, Call]:

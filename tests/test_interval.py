@@ -22,7 +22,7 @@ from depscreen.engine.runtime.interval import (
     interval_coverage,
     interval_for,
 )
-from depscreen.engine.runtime.screener import Estimate, ModalityEstimate
+from depscreen.engine.runtime.screener import ModalityEstimate, RunningEstimate
 from depscreen.streamer.convert import estimate_message
 from depscreen.v1 import screening_pb2 as pb
 
@@ -120,7 +120,7 @@ def test_checkpoint_keeps_the_calibration_and_old_checkpoints_load_without(tmp_p
 
 
 def test_interval_round_trips_the_wire() -> None:
-    estimate = Estimate(
+    estimate = RunningEstimate(
         probability=0.3,
         evidence=0.5,
         modalities=(ModalityEstimate("audio", True, 0.9, 1.0, 0.3),),

@@ -17,15 +17,15 @@ from depscreen.engine.features import language_head
 from depscreen.engine.features.language_head import SHIPPED_HEADS, TextHeadAccount, language_text_head
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL, DEMO_MODEL, load_checkpoint
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.streamer.parts import preload_language_heads
-from depscreen.streamer.resume import Checkpoint, decode, encode
+from depscreen.streamer.resume import SessionSnapshot, decode, encode
 from depscreen.streamer.settings import SettingsError
 
 from .conftest import spoken_sentence
 
 
-def text_estimate(estimate: Estimate) -> float:
+def text_estimate(estimate: RunningEstimate) -> float:
     return next(m.probability for m in estimate.modalities if m.modality == "text")
 
 
@@ -85,7 +85,7 @@ def test_streaming_and_offline_agree_on_the_text_estimate_and_a_resume_carries_i
     ]
     track = screener.new_session()
     streamed = [screener.step(track, s) for s in sentences[:2]]
-    resumed = decode("s", encode(Checkpoint("s", track=track))).track
+    resumed = decode("s", encode(SessionSnapshot("s", track=track))).track
     assert resumed.account.language_text == track.account.language_text
     streamed.append(screener.step(resumed, sentences[2]))
     offline = screener.offline(sentences)
@@ -96,8 +96,8 @@ def test_streaming_and_offline_agree_on_the_text_estimate_and_a_resume_carries_i
         assert live.probability == pytest.approx(reference.probability, abs=1e-5), "the estimate is the model's"
 
 
-def test_a_checkpoint_written_before_the_text_heads_resumes_with_none() -> None:
-    payload = encode(Checkpoint("s"))
+def test_a_snapshot_written_before_the_text_heads_resumes_with_none() -> None:
+    payload = encode(SessionSnapshot("s"))
     record = torch.load(io.BytesIO(payload), weights_only=True)
     del record["language_text"]
     older = io.BytesIO()

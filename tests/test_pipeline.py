@@ -17,7 +17,7 @@ from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.pipeline import Extractors, ResumePoint, SentenceResult, SessionPipeline
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.v1 import screening_pb2 as pb
 
@@ -56,7 +56,7 @@ def pcm_at(path: Path, rate: int, channels: int) -> bytes:
 @dataclass(frozen=True)
 class Scored:
     features: SentenceFeatures
-    estimate: Estimate
+    estimate: RunningEstimate
 
 
 def scored(screener: Screener, results: list[SentenceResult]) -> list[Scored]:
@@ -194,7 +194,7 @@ def test_frame_buffer_stays_bounded_without_sentences(screener: Screener, extrac
 
 
 def test_a_cold_resumed_pipeline_continues_the_session_clock(extractors: Extractors) -> None:
-    """A pipeline resumed cold at 60 s (a checkpoint without a resume point) numbers and times its sentences on
+    """A pipeline resumed cold at 60 s (a snapshot without a resume point) numbers and times its sentences on
     the session's clock, and matches captions and frames sent on that clock."""
     pcm = decode_audio_file(FIXTURES / "jfk.flac").tobytes()
     fresh = run_audio(SessionPipeline(extractors, sample_rate_hz=16_000), pcm, 3200)

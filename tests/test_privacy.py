@@ -18,7 +18,7 @@ import pytest
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.media import decode_audio_file
 from depscreen.localserver import start_local_server
-from depscreen.streamer.state_store import SqliteStore, StoredSession, StoreError
+from depscreen.streamer.state_store import SqliteStore, StoreError, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES
@@ -132,7 +132,7 @@ def test_the_state_store_is_for_its_owner_only(tmp_path: Path, caplog: pytest.Lo
 
     store = SqliteStore(path)
     store.server_key()
-    store.save(StoredSession("record", "patient-A-42", b"nonce", b"payload"), 60.0)
+    store.save(StoreRecord("record", "patient-A-42", b"nonce", b"payload"), 60.0)
     assert modes() == [0o700, 0o600, 0o600, 0o600]
 
     folder.chmod(0o755)

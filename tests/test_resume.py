@@ -1,4 +1,4 @@
-"""Resumable sessions: checkpoints, resume tokens, the client's replay buffer, and real crashes.
+"""Resumable sessions: snapshots, resume tokens, the client's replay buffer, and real crashes.
 
 The crash tests run real servers on loopback: one is killed (SIGKILL) after a few sentences and restarted on
 the same SQLite store and port, or (Redis) another replica takes over, reached by the client's own balancing
@@ -31,14 +31,14 @@ from depscreen.clients.resumable import ReplayBuffer
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.pipeline import SessionCounts
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, save_checkpoint
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, ModalityEstimate, Screener, SessionTrack
+from depscreen.engine.runtime.screener import EvidenceAccount, ModalityEstimate, RunningEstimate, Screener, SessionTrack
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
 from depscreen.localserver import LocalServer, free_port, read_counter, start_local_server
 from depscreen.sample import sample_path
-from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, decode, encode, read_key_file
+from depscreen.streamer.resume import ResumeError, Resumer, SessionSnapshot, decode, encode, read_key_file
 from depscreen.streamer.settings import ServerSettings
-from depscreen.streamer.state_store import SqliteStore, StoredSession
+from depscreen.streamer.state_store import SqliteStore, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import with_speaker_normalisation
@@ -48,7 +48,7 @@ KILL_AFTER = 4
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Units: checkpoints, tokens, the replay buffer
+# Units: snapshots, tokens, the replay buffer
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -57,48 +57,48 @@ def initial_state() -> object:
     return Screener.from_checkpoint(DEMO_MODEL, "cpu").model.initial_state(1)
 
 
-def a_checkpoint(state: object) -> Checkpoint:
-    estimate = Estimate(
+def a_snapshot(state: object) -> SessionSnapshot:
+    estimate = RunningEstimate(
         probability=0.25,
         evidence=0.5,
         modalities=(ModalityEstimate("audio", True, 0.9, 1.0, 0.3),),
         symptoms=tuple(float(i) / 10 for i in range(8)),
     )
     account = EvidenceAccount(usable_speech_s=12.5, symptom_sum=np.arange(8, dtype=np.float64), text_sentences=3)
-    return Checkpoint("interview-7", 5, 14_500, SessionCounts(9_000, 2, 1), SessionTrack(state, account), estimate)
+    return SessionSnapshot("interview-7", 5, 14_500, SessionCounts(9_000, 2, 1), SessionTrack(state, account), estimate)
 
 
-def test_a_checkpoint_round_trips_through_bytes(initial_state: object) -> None:
-    checkpoint = a_checkpoint(initial_state)
-    for layer in checkpoint.track.state.layers:
+def test_a_snapshot_round_trips_through_bytes(initial_state: object) -> None:
+    snapshot = a_snapshot(initial_state)
+    for layer in snapshot.track.state.layers:
         layer.ssm.normal_()
-    restored = decode("interview-7", encode(checkpoint))
-    assert restored.estimate == checkpoint.estimate
+    restored = decode("interview-7", encode(snapshot))
+    assert restored.estimate == snapshot.estimate
     assert (restored.next_index, restored.resume_from_ms) == (5, 14_500)
     assert restored.counts == SessionCounts(speech_ms=9_000, dropped_video_frames=2, dropped_captions=1)
     assert restored.track.account.usable_speech_s == 12.5 and restored.track.account.text_sentences == 3
     np.testing.assert_array_equal(restored.track.account.symptom_sum, np.arange(8))
-    for old, new in zip(checkpoint.track.state.layers, restored.track.state.layers, strict=True):
+    for old, new in zip(snapshot.track.state.layers, restored.track.state.layers, strict=True):
         assert torch.equal(old.ssm, new.ssm) and torch.equal(old.conv, new.conv)
-    assert torch.equal(restored.track.state.modality_sum, checkpoint.track.state.modality_sum)
-    assert decode("x", encode(Checkpoint("x"))).track.state is None
+    assert torch.equal(restored.track.state.modality_sum, snapshot.track.state.modality_sum)
+    assert decode("x", encode(SessionSnapshot("x"))).track.state is None
 
 
-def test_a_resume_point_round_trips_through_a_checkpoint_without_audio() -> None:
+def test_a_resume_point_round_trips_through_a_snapshot_without_audio() -> None:
     from depscreen.engine.pipeline import ResumePoint
     from depscreen.engine.segment import Segmenter
 
     pcm = np.frombuffer(jfk_pcm(), dtype=np.int16)
     snapshot = Segmenter().push(pcm)[1].resume
     point = ResumePoint(snapshot, 2_400.0, snapshot.replay_from_sample - 3_200)
-    data = encode(Checkpoint("interview-7", 2, 5_000, resume=point))
+    data = encode(SessionSnapshot("interview-7", 2, 5_000, resume=point))
     assert decode("interview-7", data).resume == point
     held = pcm[snapshot.replay_from_sample : snapshot.resume_sample]
     for width in (160, 320):  # no stretch of the held audio is in the record
         assert all(held[i : i + width].tobytes() not in data for i in range(0, len(held) - width, width))
 
 
-def test_a_checkpoint_of_the_first_release_still_decodes(initial_state: object) -> None:
+def test_a_snapshot_of_the_first_release_still_decodes(initial_state: object) -> None:
     """Records written before the state was walked generically (its parts spelled out by hand) still load:
     a rolling upgrade keeps its sessions resumable."""
     state = initial_state.map(lambda t: torch.randn_like(t))
@@ -120,15 +120,15 @@ def test_a_checkpoint_of_the_first_release_still_decodes(initial_state: object) 
     torch.save(legacy, buffer)
     restored = decode("old", buffer.getvalue()).track.state
     assert all(torch.equal(a, b) for a, b in zip(restored.tensors(), state.tensors(), strict=True))
-    assert encode(a_checkpoint(state)) == encode(decode("old", encode(a_checkpoint(state)))), "the layout is stable"
+    assert encode(a_snapshot(state)) == encode(decode("old", encode(a_snapshot(state)))), "the layout is stable"
     before_first = dict(legacy, layers=[], modality_sum=None, modality_count=None)
     buffer = io.BytesIO()
     torch.save(before_first, buffer)
     assert decode("old", buffer.getvalue()).track.state is None
 
 
-def test_a_speaker_normalised_session_resumes_from_its_checkpoint_exactly() -> None:
-    """The audio moments travel in the checkpoint: a session checkpointed after sentence k and continued by
+def test_a_speaker_normalised_session_resumes_from_its_snapshot_exactly() -> None:
+    """The audio moments travel in the snapshot: a session snapshotted after sentence k and continued by
     another screener ends with the estimates of an uninterrupted run."""
     shipped = Screener.from_checkpoint(DEMO_MODEL, "cpu")
     model = with_speaker_normalisation(shipped.model)
@@ -140,10 +140,10 @@ def test_a_speaker_normalised_session_resumes_from_its_checkpoint_exactly() -> N
     first = Screener(model, shipped.facts, shipped.device)
     track = first.new_session()
     estimates = [first.step(track, s) for s in sentences[:3]]
-    checkpoint = decode("interview-3", encode(Checkpoint("interview-3", 3, track=track, estimate=estimates[-1])))
-    assert torch.equal(checkpoint.track.state.audio_moments, track.state.audio_moments)
+    snapshot = decode("interview-3", encode(SessionSnapshot("interview-3", 3, track=track, estimate=estimates[-1])))
+    assert torch.equal(snapshot.track.state.audio_moments, track.state.audio_moments)
     resumed = Screener(with_speaker_normalisation(shipped.model), shipped.facts, shipped.device)
-    estimates += [resumed.step(checkpoint.track, s) for s in sentences[3:]]
+    estimates += [resumed.step(snapshot.track, s) for s in sentences[3:]]
     assert estimates == expected
 
 
@@ -151,11 +151,11 @@ def test_a_resume_token_opens_its_own_session_only(tmp_path: Path, initial_state
     store = SqliteStore(tmp_path / "sessions.db")
     resumer = Resumer(store, store.server_key(), ttl_s=3600)
     mine, other = resumer.new_ticket("interview-7"), resumer.new_ticket("interview-8")
-    resumer.save(mine, a_checkpoint(initial_state))
-    resumer.save(other, Checkpoint("interview-8"))
-    ticket, checkpoint = resumer.restore(resumer.token(mine))
+    resumer.save(mine, a_snapshot(initial_state))
+    resumer.save(other, SessionSnapshot("interview-8"))
+    ticket, snapshot = resumer.restore(resumer.token(mine))
     assert ticket == replace(mine, generation=2), "the resume took the record's next generation"
-    assert checkpoint.session_id == "interview-7" and checkpoint.next_index == 5
+    assert snapshot.session_id == "interview-7" and snapshot.next_index == 5
     record_id, mac = resumer.token(mine).split(".")
     other_mac = resumer.token(other).split(".")[1]
     for forged in (f"{record_id}.{other_mac}", f"{other.record_id}.{mac}", f"{record_id}.{mac[:-2]}AA", record_id, ""):
@@ -175,25 +175,25 @@ def test_a_resume_token_works_only_for_the_principal_that_opened_the_session(tmp
     store = SqliteStore(tmp_path / "sessions.db")
     resumer = Resumer(store, store.server_key(), ttl_s=3600)
     ticket = resumer.new_ticket("interview-7", "token:3f9d")
-    resumer.save(ticket, Checkpoint("interview-7", next_index=2))
+    resumer.save(ticket, SessionSnapshot("interview-7", next_index=2))
     token = resumer.token(ticket)
     for stranger in ("token:0a1b", "jwt:3f9d", None):
         with pytest.raises(ResumeError, match="another caller"):
             resumer.restore(token, stranger)
-    restored, checkpoint = resumer.restore(token, "token:3f9d")
-    assert restored == replace(ticket, generation=2) and checkpoint.next_index == 2
+    restored, snapshot = resumer.restore(token, "token:3f9d")
+    assert restored == replace(ticket, generation=2) and snapshot.next_index == 2
     anonymous = resumer.new_ticket("interview-8")
-    resumer.save(anonymous, Checkpoint("interview-8"))
+    resumer.save(anonymous, SessionSnapshot("interview-8"))
     assert resumer.restore(resumer.token(anonymous))[0] == replace(anonymous, generation=2)
     with pytest.raises(ResumeError):
         resumer.restore(resumer.token(anonymous), "token:3f9d")
 
 
-def test_a_checkpoint_that_cannot_be_read_refuses_the_resume(tmp_path: Path) -> None:
+def test_a_snapshot_that_cannot_be_read_refuses_the_resume(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "sessions.db")
     resumer = Resumer(store, store.server_key(), ttl_s=3600)
     ticket = resumer.new_ticket("interview-9")
-    store.save(StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, b"not a torch.save payload"), 3600)
+    store.save(StoreRecord(ticket.record_id, ticket.session_id, ticket.nonce, b"not a torch.save payload"), 3600)
     with pytest.raises(ResumeError, match="unreadable"):
         resumer.restore(resumer.token(ticket))
 
@@ -583,7 +583,7 @@ def test_replicas_behind_nginx_sharing_redis_resume_a_session(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Bad input on a resume: an old checkpoint, a replay of other audio
+# Bad input on a resume: an old snapshot, a replay of other audio
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -621,21 +621,21 @@ async def raw_session(
     return replies
 
 
-def test_a_checkpoint_of_the_previous_format_resumes_cold_and_says_so(
+def test_a_snapshot_of_the_previous_format_resumes_cold_and_says_so(
     reference: tuple[LocalServer, list[Seen]], store_dir: Path
 ) -> None:
-    """A checkpoint written before checkpoints carried a resume point (as an upgraded server finds it) resumes at
+    """A snapshot written before snapshots carried a resume point (as an upgraded server finds it) resumes at
     its `resume_from_ms` with a fresh segmenter, on the session's clock, and `accepted` says so."""
     server, _ = reference
     store = SqliteStore(store_dir / "reference.db")
     resumer = Resumer(store, store.server_key(), ttl_s=3600)
     ticket = resumer.new_ticket("interview-old")
-    old = Checkpoint("interview-old", next_index=5, resume_from_ms=14_500)
+    old = SessionSnapshot("interview-old", next_index=5, resume_from_ms=14_500)
     payload = torch.load(io.BytesIO(encode(old)), weights_only=True)
     del payload["resume_point"]  # the previous format
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    store.save(StoredSession(ticket.record_id, ticket.session_id, ticket.nonce, buffer.getvalue()), 3600)
+    store.save(StoreRecord(ticket.record_id, ticket.session_id, ticket.nonce, buffer.getvalue()), 3600)
     start = pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1), resume_token=resumer.token(ticket))
     pcm = jfk_pcm()
     replies = asyncio.run(raw_session(server.grpc_target, start, lambda accepted: pcm))
@@ -648,13 +648,13 @@ def test_a_checkpoint_of_the_previous_format_resumes_cold_and_says_so(
 
 def test_a_resume_that_re_sends_other_audio_is_refused(reference: tuple[LocalServer, list[Seen]]) -> None:
     """A client that lost its buffer or re-sends another recording does not get it merged into the session: the
-    server checks the re-sent audio against the checkpoint's fingerprint and ends the stream."""
+    server checks the re-sent audio against the snapshot's fingerprint and ends the stream."""
     server, _ = reference
     pcm = jfk_pcm()
     start = pb.SessionStart(audio=pb.AudioFormat(sample_rate_hz=16_000, channels=1))
 
     async def first() -> tuple[str, int]:
-        """A session that gets two sentences, then breaks without `end` (the checkpoint stays)."""
+        """A session that gets two sentences, then breaks without `end` (the snapshot stays)."""
         replies = []
         client = ScreeningClient(server.grpc_target)
 
@@ -686,4 +686,4 @@ def test_a_resume_that_re_sends_other_audio_is_refused(reference: tuple[LocalSer
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "is not the audio the session heard" in refused.value.details()
     good = asyncio.run(raw_session(server.grpc_target, resume, lambda accepted: pcm[accepted.replay_from_sample * 2 :]))
-    assert good[-1].WhichOneof("kind") == "summary", "the refusals left the checkpoint: the right audio resumes"
+    assert good[-1].WhichOneof("kind") == "summary", "the refusals left the snapshot: the right audio resumes"

@@ -1,6 +1,6 @@
-"""Fencing: a stream that wakes up after its session was resumed elsewhere never overwrites the newer checkpoint.
+"""Fencing: a stream that wakes up after its session was resumed elsewhere never overwrites the newer snapshot.
 
-Every resume takes the next generation of the session's record; a checkpoint write or delete names the
+Every resume takes the next generation of the session's record; a snapshot write or delete names the
 generation its stream holds and happens only if the record still has it (compare-and-set in SQLite and in
 Redis). Here: writers racing on both stores (the stale ones refused, the record left as the newest wrote it),
 records of the release before fencing, and a real server whose live stream is resumed by another replica: the
@@ -22,13 +22,13 @@ import pytest
 from depscreen.chaosbench import SERVER_FLAGS
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import read_counter, start_local_server
-from depscreen.streamer.resume import Checkpoint, Resumer, decode
+from depscreen.streamer.resume import Resumer, SessionSnapshot, decode
 from depscreen.streamer.state_store import (
     FencedError,
     RedisStore,
     SqliteStore,
     StateStore,
-    StoredSession,
+    StoreRecord,
     add_column,
 )
 from depscreen.v1 import screening_pb2 as pb
@@ -50,8 +50,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
     opened.close()
 
 
-def a_record(generation: int, payload: bytes, record_id: str = "ab" * 16) -> StoredSession:
-    return StoredSession(record_id, "interview-1", b"n" * 32, payload, generation=generation)
+def a_record(generation: int, payload: bytes, record_id: str = "ab" * 16) -> StoreRecord:
+    return StoreRecord(record_id, "interview-1", b"n" * 32, payload, generation=generation)
 
 
 def test_a_stale_writer_is_refused_and_writes_nothing(store: StateStore) -> None:
@@ -78,7 +78,7 @@ def test_a_stale_writer_is_refused_and_writes_nothing(store: StateStore) -> None
 
 def test_of_resumes_racing_one_wins_and_the_stale_writers_are_refused(store: StateStore) -> None:
     """`RACERS` threads each load the record and try to resume it at once (as replicas would): exactly one takes
-    the next generation; then every one writes, and only the winner's checkpoint is kept."""
+    the next generation; then every one writes, and only the winner's snapshot is kept."""
     store.save(a_record(0, b"before"), 3600)
     barrier = threading.Barrier(RACERS)
     taken: dict[int, int] = {}
@@ -150,7 +150,7 @@ def test_a_redis_record_of_the_release_before_fencing_counts_as_generation_1(red
 def test_a_live_stream_resumed_by_another_replica_stops_without_writing(store_dir: Path) -> None:  # noqa: F811
     """A server streams a session; another replica (here: the same store opened in the test, doing what a
     replica's resume does) resumes it. The first stream, still live, is stale: at its next sentence it ends with
-    ABORTED before sending it, and the store keeps the replica's checkpoint byte for byte."""
+    ABORTED before sending it, and the store keeps the replica's snapshot byte for byte."""
     path = store_dir / "fencing.db"
     pcm = jfk_pcm()
     half = len(pcm) // 2 // 2 * 2
@@ -179,25 +179,25 @@ def test_a_live_stream_resumed_by_another_replica_stops_without_writing(store_di
                     first_sentence.set()
         return ended.value
 
-    async def scenario() -> tuple[grpc.aio.AioRpcError, Checkpoint, bytes]:
+    async def scenario() -> tuple[grpc.aio.AioRpcError, SessionSnapshot, bytes]:
         streaming = asyncio.ensure_future(stale_stream())
         await asyncio.wait_for(first_sentence.wait(), 60)
-        ticket, checkpoint = await asyncio.to_thread(resumer.restore, replies[0].accepted.resume_token)
-        ticket = await asyncio.to_thread(resumer.save, ticket, checkpoint)  # the replica's first write
+        ticket, snapshot = await asyncio.to_thread(resumer.restore, replies[0].accepted.resume_token)
+        ticket = await asyncio.to_thread(resumer.save, ticket, snapshot)  # the replica's first write
         record = store.load(ticket.record_id, 3600)
         assert record is not None
         resumed_elsewhere.set()
-        return await asyncio.wait_for(streaming, 60), checkpoint, record.payload
+        return await asyncio.wait_for(streaming, 60), snapshot, record.payload
 
     try:
-        ended, checkpoint, payload = asyncio.run(scenario())
+        ended, snapshot, payload = asyncio.run(scenario())
         aborted = read_counter(server.metrics(), 'depscreen_errors_total{code="ABORTED"}')
     finally:
         server.stop()
     assert ended.code() == grpc.StatusCode.ABORTED and "stale" in ended.details()
     sent = [r.sentence.index for r in replies if r.WhichOneof("kind") == "sentence"]
-    assert sent and max(sent) < checkpoint.next_index, "the stale stream sent no sentence the record lacks"
+    assert sent and max(sent) < snapshot.next_index, "the stale stream sent no sentence the record lacks"
     record = store.load(replies[0].accepted.resume_token.split(".")[0], 3600)
     assert record is not None and record.payload == payload and record.generation == 2
-    assert decode(record.session_id, record.payload).next_index == checkpoint.next_index
+    assert decode(record.session_id, record.payload).next_index == snapshot.next_index
     assert aborted == 1

@@ -25,8 +25,8 @@ from depscreen.clients.errors import StatusError
 from depscreen.clients.session import ScreeningClient
 from depscreen.localserver import LocalServer, free_port, start_local_server
 from depscreen.sample import sample_path
-from depscreen.streamer.resume import Checkpoint, Resumer, decode, encode, kept_update
-from depscreen.streamer.state_store import FencedError, SqliteStore, StateStore, StoredSession
+from depscreen.streamer.resume import Resumer, SessionSnapshot, decode, encode, kept_update
+from depscreen.streamer.state_store import FencedError, SqliteStore, StateStore, StoreRecord
 from depscreen.v1 import screening_pb2 as pb
 
 from .test_resume import redis_url, store_dir  # noqa: F401 (fixtures)
@@ -172,39 +172,41 @@ def assert_token_refused(server: LocalServer, token: str) -> None:
 def test_a_finished_record_expires_after_its_own_retention(store: StateStore) -> None:  # noqa: F811
     """A finished record lives `finished_retention_s` (1 s here), however long the TTL of live records; a live
     record beside it is kept."""
-    store.save(StoredSession("ab" * 16, "finished", b"n" * 32, b"live"), 3600)
-    store.save(StoredSession("cd" * 16, "live", b"n" * 32, b"live"), 3600)
-    store.finish(StoredSession("ab" * 16, "finished", b"n" * 32, b"summary", generation=1), 1.0)
+    store.save(StoreRecord("ab" * 16, "finished", b"n" * 32, b"live"), 3600)
+    store.save(StoreRecord("cd" * 16, "live", b"n" * 32, b"live"), 3600)
+    store.finish(StoreRecord("ab" * 16, "finished", b"n" * 32, b"summary", generation=1), 1.0)
     record = store.load("ab" * 16, 3600)
     assert record is not None and record.payload == b"summary"
     time.sleep(2.2)  # Redis expires to the second
-    store.save(StoredSession("cd" * 16, "live", b"n" * 32, b"again", generation=1), 3600)  # SQLite cleans up here
+    store.save(StoreRecord("cd" * 16, "live", b"n" * 32, b"again", generation=1), 3600)  # SQLite cleans up here
     assert store.load("ab" * 16, 3600) is None
     live = store.load("cd" * 16, 3600)
     assert live is not None and live.payload == b"again"
 
 
 def test_a_stale_stream_cannot_write_a_finished_record(store: StateStore) -> None:  # noqa: F811
-    store.save(StoredSession("ef" * 16, "finished", b"n" * 32, b"live"), 3600)
+    store.save(StoreRecord("ef" * 16, "finished", b"n" * 32, b"live"), 3600)
     assert store.advance("ef" * 16, 1) == 2  # resumed on another stream
     with pytest.raises(FencedError, match="resumed on another stream"):
-        store.finish(StoredSession("ef" * 16, "finished", b"n" * 32, b"summary", generation=1), 300)
+        store.finish(StoreRecord("ef" * 16, "finished", b"n" * 32, b"summary", generation=1), 300)
     record = store.load("ef" * 16, 3600)
     assert record is not None and record.payload == b"live"
 
 
 def test_a_finished_record_holds_the_summary_and_no_text(tmp_path: Path) -> None:
-    """The finished record is the last checkpoint and the wire summary: counts and estimate, never text."""
+    """The finished record is the last snapshot and the wire summary: counts and estimate, never text."""
     resumer = Resumer(SqliteStore(tmp_path / "s.db"), b"k" * 32, 3600, finished_retention_s=300)
     ticket = resumer.new_ticket("interview-1")
     update = pb.SentenceUpdate(index=0, start_ms=10, end_ms=900, transcript="I slept badly", transcript_source="asr")
-    ticket = resumer.save(ticket, Checkpoint("interview-1", next_index=1, updates=(kept_update(update),)))
+    ticket = resumer.save(ticket, SessionSnapshot("interview-1", next_index=1, updates=(kept_update(update),)))
     summary = pb.SessionSummary(sentences=1, audio_seconds=1.5)
-    resumer.finish(ticket, Checkpoint("interview-1", next_index=1, updates=(kept_update(update),), summary=summary))
+    resumer.finish(
+        ticket, SessionSnapshot("interview-1", next_index=1, updates=(kept_update(update),), summary=summary)
+    )
     record = resumer.store.load(ticket.record_id, 3600)
     assert record is not None and b"slept" not in record.payload
     assert decode("interview-1", record.payload).summary == summary
     restored_ticket, restored = resumer.restore(resumer.token(ticket))
     assert restored.summary == summary and restored_ticket.generation == ticket.generation + 1
     empty = pb.SessionSummary()  # a session ended before any sentence: its summary serializes to no bytes
-    assert decode("interview-1", encode(Checkpoint("interview-1", summary=empty))).summary == empty
+    assert decode("interview-1", encode(SessionSnapshot("interview-1", summary=empty))).summary == empty

@@ -1,6 +1,6 @@
 """Input that is not 16 kHz mono resumes exactly too: the replay starts where a fresh resampler lines up.
 
-The resampler's state is not carried in a checkpoint; instead a resume point of such input starts the replay a
+The resampler's state is not carried in a snapshot; instead a resume point of such input starts the replay a
 little earlier, on a sample where input and output rates share a period (`PcmResampler.restart_sample`), and
 the pipeline skips what comes before the segmenter's replay. Checked here: a fresh resampler gives the
 uninterrupted one's output exactly from the restart sample's warm-up on, at random points of several rates; and

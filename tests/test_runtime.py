@@ -11,7 +11,7 @@ import torch
 
 from depscreen.engine.runtime.batcher import BatcherSettings, MicroBatcher
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
 from depscreen.engine.train.stats import FeatureStats
 from depscreen.engine.train.synthetic import SyntheticSettings, generate_sessions
@@ -35,12 +35,12 @@ def sessions(count: int, seed: int) -> list:
     return [s.sentences for s in generate_sessions(count, UNIT_STATS, seed=seed, settings=settings)]
 
 
-def alone(screener: Screener, sentences: list) -> list[Estimate]:
+def alone(screener: Screener, sentences: list) -> list[RunningEstimate]:
     track = screener.new_session()
     return [screener.step(track, f) for f in sentences]
 
 
-def assert_same(a: Estimate, b: Estimate) -> None:
+def assert_same(a: RunningEstimate, b: RunningEstimate) -> None:
     """Batched matmuls may round differently from single ones: equal to float32 precision."""
     assert a.probability == pytest.approx(b.probability, abs=1e-5)
     assert a.evidence == pytest.approx(b.evidence, abs=1e-9)
@@ -53,7 +53,7 @@ def assert_same(a: Estimate, b: Estimate) -> None:
 
 async def run_batched(
     screener: Screener, interviews: list[list], capacity: int, settings: BatcherSettings, executor
-) -> tuple[list[list[Estimate]], list[int]]:
+) -> tuple[list[list[RunningEstimate]], list[int]]:
     pool = StatePool(screener.model, capacity)
     loop = asyncio.get_running_loop()
     batch_sizes: list[int] = []
@@ -67,13 +67,13 @@ async def run_batched(
     batcher.start()
     rng = random.Random(0)
 
-    async def interview(sentences: list) -> list[Estimate]:
-        handle = batcher.attach()
+    async def interview(sentences: list) -> list[RunningEstimate]:
+        entry = batcher.attach()
         out = []
         for features in sentences:
             await asyncio.sleep(rng.random() * 0.002)
-            out.append(await batcher.step(handle, features))
-        batcher.detach(handle)
+            out.append(await batcher.step(entry, features))
+        batcher.detach(entry)
         return out
 
     try:
@@ -112,11 +112,11 @@ def test_parked_sessions_come_back_transparently(screener: Screener) -> None:
 def test_idle_sessions_park_after_the_timeout(screener: Screener) -> None:
     pool = StatePool(screener.model, 4)
     batcher = MicroBatcher(screener, pool, run=None, settings=BatcherSettings(max_batch=4, park_after_s=60))
-    handle = batcher.attach()
-    handle.slot = pool.acquire()
-    assert batcher.park_idle(now=handle.last_step + 30) == 0
-    assert batcher.park_idle(now=handle.last_step + 61) == 1
-    assert handle.slot is None and handle.track.state is not None and pool.slots_used == 0
+    entry = batcher.attach()
+    entry.slot = pool.acquire()
+    assert batcher.park_idle(now=entry.last_step + 30) == 0
+    assert batcher.park_idle(now=entry.last_step + 61) == 1
+    assert entry.slot is None and entry.track.state is not None and pool.slots_used == 0
 
 
 def test_pool_export_load_round_trip_and_exhaustion(screener: Screener) -> None:

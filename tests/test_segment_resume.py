@@ -169,7 +169,7 @@ def test_a_replay_of_other_audio_or_too_little_is_refused() -> None:
 
 
 def test_a_cold_snapshot_starts_a_fresh_segmenter_at_its_frame() -> None:
-    """A checkpoint without a segmenter (written before they carried one) resumes cold at its media time, on
+    """A snapshot without a segmenter (written before they carried one) resumes cold at its media time, on
     the session's clock and sentence index."""
     pcm = _audio(SPEECH / "codec2" / "ve9qrp.wav")
     cold = SegmenterSnapshot.cold(60 * 16_000 + 5, 7, SegmenterSettings())

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from depscreen.engine.media import decode_audio_file
-from depscreen.streamer.interview import Audio, Input, Opening, ScoredSentence, Summary, Update
+from depscreen.streamer.interview import Audio, Input, InterviewSummary, Opening, ScoredSentence, Update
 from depscreen.streamer.parts import ServerParts
 from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.streamer.server import Server
@@ -135,7 +135,7 @@ def test_a_client_faster_than_real_time_is_held_to_max_speed_after_its_burst() -
 
     replies, paced_to = on_server(clock, scenario, fake_parts(), max_speed=4.0, burst_s=1.0)
     seconds = len(JFK) / 32_000
-    assert isinstance(replies[-1], Summary) and replies[-1].audio_seconds == pytest.approx(seconds, abs=0.01)
+    assert isinstance(replies[-1], InterviewSummary) and replies[-1].audio_seconds == pytest.approx(seconds, abs=0.01)
     # Each chunk waits until the audio before it is at most 1 s ahead of 4x the session's clock.
     assert (seconds - CHUNK_S - 1.0) / 4 - 1e-6 <= paced_to <= (seconds - 1.0) / 4
     assert any(isinstance(r, ScoredSentence) for r in replies)
@@ -158,7 +158,7 @@ def test_a_session_that_reaches_its_time_limit_is_finished_then_ended() -> None:
 
     replies, error, left = on_server(clock, scenario, fake_parts(), max_session_s=5.0, max_speed=1.0, burst_s=0.0)
     assert error.kind is ErrorKind.RESOURCE_EXHAUSTED and "limit of 5 s" in str(error)
-    assert isinstance(replies[-1], Summary), "the summary goes out before the stream ends"
+    assert isinstance(replies[-1], InterviewSummary), "the summary goes out before the stream ends"
     # At real-time pace the limit is met when the chunk after 5 s of audio arrives: that chunk is refused.
     assert replies[-1].audio_seconds == pytest.approx(5.0 + CHUNK_S, abs=1e-6)
     assert left is not None and left <= 0

@@ -12,7 +12,7 @@ from depscreen.engine.features.audio import PITCH, VOICED_ONLY
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.model import speaker
 from depscreen.engine.model.screening import ModelConfig
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 from depscreen.engine.runtime.checkpoint import DEFAULT_MODEL, DEMO_MODEL, load_checkpoint, save_checkpoint
 from depscreen.engine.runtime.screener import Screener, collate
 from depscreen.engine.train.stats import FeatureStats
@@ -130,11 +130,11 @@ def test_the_state_carries_the_moments_through_pool_rows_and_plain_form(normalis
     assert float(moments[0, 0, 0]) == voiced, "the count is the session's voiced frames"
     plain = track.state.to_plain()
     assert "audio_moments" in plain
-    assert torch.equal(SessionState.from_plain(plain).audio_moments, moments)
-    assert torch.equal(SessionState.from_record({**plain, "next_index": 3}).audio_moments, moments)
+    assert torch.equal(RecurrentState.from_plain(plain).audio_moments, moments)
+    assert torch.equal(RecurrentState.from_record({**plain, "next_index": 3}).audio_moments, moments)
     without = {k: v for k, v in plain.items() if k != "modality_count"}
     with pytest.raises(ValueError, match="expected the parts"):
-        SessionState.from_plain(without)
+        RecurrentState.from_plain(without)
     with pytest.raises(ValueError, match="encodes a sentence with its session's audio moments"):
         normalised.model.encode(collate(sentences[:1], normalised.model.config, CPU))
 

@@ -25,11 +25,11 @@ from depscreen.engine.runtime.checkpoint import (
     text_route,
 )
 from depscreen.engine.runtime.interval import IntervalCalibration
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.engine.runtime.stack import Stack
 from depscreen.engine.train.evaluate import stream_session
 from depscreen.engine.train.sessions import LabelledSession
-from depscreen.streamer.resume import Checkpoint, decode, encode
+from depscreen.streamer.resume import SessionSnapshot, decode, encode
 from depscreen.streamer.server import Server
 from depscreen.streamer.settings import ServerSettings, SettingsError
 
@@ -56,7 +56,7 @@ def sentence(
     return replace(made, language_text_logit=logit, language_text_head=head if logit is not None else "")
 
 
-def weights(estimate: Estimate) -> dict[str, float]:
+def weights(estimate: RunningEstimate) -> dict[str, float]:
     return {m.modality: m.weight for m in estimate.modalities}
 
 
@@ -76,7 +76,7 @@ def test_the_stacked_estimate_streams_as_offline_after_every_sentence_and_a_resu
     sentences = [sentence(i, text, logit) for i, (text, logit) in enumerate(told)]
     track = screener.new_session()
     streamed = [screener.step(track, s) for s in sentences[:2]]
-    resumed = decode("s", encode(Checkpoint("s", track=track))).track
+    resumed = decode("s", encode(SessionSnapshot("s", track=track))).track
     assert resumed.account.language_text == track.account.language_text
     streamed += [screener.step(resumed, s) for s in sentences[2:]]
     offline = screener.offline(sentences)

@@ -14,10 +14,16 @@ from depscreen.engine.train.metrics import (
     bootstrap,
     classification,
     expected_calibration_error,
+    logistic,
     screening_report,
 )
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.transcript_error import ErrorCount, edit_distance, error_units, transcript_error
+
+
+def test_logistic_turns_logits_into_probabilities() -> None:
+    probabilities = logistic(np.array([-np.log(3.0), 0.0, np.log(3.0)]))
+    np.testing.assert_allclose(probabilities, [0.25, 0.5, 0.75])
 
 
 def test_classification_metrics_by_hand() -> None:

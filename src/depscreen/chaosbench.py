@@ -9,7 +9,7 @@ random offsets, each kind once per round while there are as many faults as kinds
 - `freeze`: the server is frozen (SIGSTOP), a replica on the same store takes over (the relays fail over to
   it and drop their clients' connections, as a balancer whose health check failed, leaving the frozen server's
   side open), and once every interview still running has resumed there, plus `FREEZE_S`, the frozen server
-  wakes (SIGCONT) with its old streams, which go on with the media that waited in their sockets: any checkpoint
+  wakes (SIGCONT) with its old streams, which go on with the media that waited in their sockets: any snapshot
   they try to write or delete is fenced (refused);
 - `replay`: one interview's connection is cut, and cut again while it resumes (just after its next `accepted`,
   while the replayed audio goes out).
@@ -57,7 +57,7 @@ FREEZE_S = 3.0
 RESUME_CUT_S = 0.3
 """A `replay` fault's second cut falls this long at most after the resumed stream's `accepted`."""
 STALE_MARK = "a stale stream stops without writing"
-"""What a server logs when the store fenced one of its streams' writes (`streamer/checkpointer.py`)."""
+"""What a server logs when the store fenced one of its streams' writes (`streamer/snapshot_writer.py`)."""
 HTTP2_HEADER_BYTES = 9
 HTTP2_DATA = 0
 
@@ -257,7 +257,7 @@ class Round:
     sentences_compared: int = 0
     mismatches: list[str] = field(default_factory=list)
     stale_writes_refused: int = 0
-    """Checkpoint writes of frozen servers' stale streams that the store fenced (counted in their logs)."""
+    """Snapshot writes of frozen servers' stale streams that the store fenced (counted in their logs)."""
 
 
 def chaos_round(

@@ -1,12 +1,12 @@
 """Resumable sessions: keep the media the server has not committed, reconnect when the stream breaks, re-send it.
 
-The server checkpoints a resumable session after every sentence and says in `accepted` where to re-send from
+The server snapshots a resumable session after every sentence and says in `accepted` where to re-send from
 (`replay_from_sample`, a little before `resume_from_ms`: the server takes that stretch again to go on exactly
 where it stopped). The client keeps every message from the `replay_from_sample` of the last sentence it was
-sent (`ReplayBuffer`); when the stream breaks with a status that leaves the checkpoint behind (`resumable_status`:
+sent (`ReplayBuffer`); when the stream breaks with a status that leaves the snapshot behind (`resumable_status`:
 the server crashed, restarts, shuts down or stalled, the connection was reset or went quiet, a proxy reset the
 stream), it reconnects after a jittered backoff, sends `start` with the resume token and the number of sentence
-updates it already holds (`received_sentences`, so the server re-sends the checkpointed ones it missed), re-sends
+updates it already holds (`received_sentences`, so the server re-sends the snapshotted ones it missed), re-sends
 the kept messages from there, and goes on with the rest. Sentence updates are de-duplicated by
 index: the caller sees each index exactly once, and nothing is lost or sent twice to the model.
 """
@@ -36,7 +36,7 @@ died (nginx `grpc_pass`: "Stream removed (RST_STREAM ... error code 2)"): a brok
 # INTERNAL with WRITE_AFTER_END on a live connection: the server ended the stream while media was going out (as
 # a shutting-down server does) and grpcio hid its status; if that status was final, the resume answers it again.
 RESUMABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-"""Statuses that leave the session's checkpoint behind: the server or the link went away (UNAVAILABLE, also
+"""Statuses that leave the session's snapshot behind: the server or the link went away (UNAVAILABLE, also
 what a shutting-down server ends its streams with) or a side stalled (DEADLINE_EXCEEDED)."""
 DEFAULT_AUDIO = pb.AudioFormat(sample_rate_hz=16_000, channels=1)
 REPLAY_CLOCK_SAMPLES_PER_MS = 16
@@ -115,7 +115,7 @@ class Backoff:
 
 
 def resumable_status(error: BaseException) -> bool:
-    """Whether an error ended the stream but left the session's checkpoint behind, so that the client should
+    """Whether an error ended the stream but left the session's snapshot behind, so that the client should
     reconnect and resume; any other status is the server's answer and is raised."""
     if isinstance(error, ServerStalledError):
         return True
@@ -140,7 +140,7 @@ async def resumable_replies(
     is raised after cancelling the call), then `end`; yield every server message, an `accepted` after each
     reconnection, each sentence index once, and a `Reconnecting` before each wait to reconnect.
 
-    With `resume`, a break that leaves a checkpoint behind (`resumable_status`) is survived by reconnecting,
+    With `resume`, a break that leaves a snapshot behind (`resumable_status`) is survived by reconnecting,
     unless the server granted no resume token (no state store) or the stream stayed broken for
     `settings.reconnect_s`: then the last error is raised. A new session whose stream broke after the server
     answered it but before `accepted` (nothing but `start` was sent) is opened again afresh; a server that never

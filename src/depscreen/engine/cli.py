@@ -267,7 +267,7 @@ def _train_synthetic(args: argparse.Namespace) -> int:
 
     from depscreen.engine.runtime.checkpoint import ModelFacts, save_checkpoint
     from depscreen.engine.train.interval_fit import held_out_interval
-    from depscreen.engine.train.metrics import auroc
+    from depscreen.engine.train.metrics import auroc, logistic
     from depscreen.engine.train.stats import feature_stats_from_media
     from depscreen.engine.train.synthetic import generate_sessions
     from depscreen.engine.train.trainer import (
@@ -304,7 +304,7 @@ def _train_synthetic(args: argparse.Namespace) -> int:
     held_out = calibration + test
     interval, interval_report = held_out_interval(
         held_out,
-        [1 / (1 + np.exp(-logits / temperature)) for logits in prefix_logits(model, held_out)],
+        [logistic(logits / temperature) for logits in prefix_logits(model, held_out)],
         np.array([0] * len(calibration) + [1] * len(test)),
     )
     facts = ModelFacts(

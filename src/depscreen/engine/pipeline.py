@@ -119,8 +119,8 @@ class Extractors:
 
 @dataclass
 class SessionCounts:
-    """A session's running counts, kept in one place: its summary, the metrics and its resume checkpoint read
-    them, and a resumed session goes on from its checkpoint's."""
+    """A session's running counts, kept in one place: its summary, the metrics and its resume snapshot read
+    them, and a resumed session goes on from its snapshot's."""
 
     speech_ms: int = 0
     """Speech inside the session's scored sentences (`scored`)."""
@@ -163,7 +163,7 @@ class ResumePoint:
 
     @classmethod
     def cold(cls, sample: int, index: int, settings: SegmenterSettings) -> ResumePoint:
-        """A fresh start at `sample` with sentence `index` next (a checkpoint that carries no resume point)."""
+        """A fresh start at `sample` with sentence `index` next (a snapshot that carries no resume point)."""
         return cls(SegmenterSnapshot.cold(sample, index, settings))
 
     def to_plain(self) -> dict[str, object]:

@@ -409,7 +409,7 @@ class SegmenterSnapshot:
         )  # fmt: skip
 
     def to_plain(self) -> dict[str, object]:
-        """Plain values (ints, floats, strings, bytes, lists) for a checkpoint."""
+        """Plain values (ints, floats, strings, bytes, lists) for a snapshot."""
         plain = {field.name: getattr(self, field.name) for field in fields(self)}
         plain["onset_frames"], plain["floor_db"] = list(self.onset_frames), list(self.floor_db)
         plain["pieces"] = [list(piece) for piece in self.pieces]
@@ -705,7 +705,7 @@ class Segmenter:
             raise ReplayMismatchError(
                 f"the audio re-sent from sample {snapshot.replay_from_sample} to the resume point "
                 f"{snapshot.resume_sample} is not the audio the session heard there (the client lost its buffer or "
-                "sent another recording): the session cannot go on from its checkpoint; start a new session"
+                "sent another recording): the session cannot go on from its snapshot; start a new session"
             )
         if snapshot.vad_state is not None:
             self._vad.restore_model_state(snapshot.vad_state, self._audio[lo * n : hi * n])

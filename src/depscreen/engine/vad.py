@@ -129,7 +129,7 @@ class WebrtcVad:
         """Take the model fields of `state`; this detector's filter memories (from its warm-up on `heard`) stay."""
         inst = self._inst()
         if inst is None or len(state) != ctypes.sizeof(_VadInst):
-            raise ValueError("this webrtcvad build's state is not the one the checkpoint holds")
+            raise ValueError("this webrtcvad build's state is not the one the snapshot holds")
         saved = _VadInst.from_buffer_copy(state)
         for name in _MODEL_FIELDS:
             setattr(inst, name, getattr(saved, name))
@@ -246,7 +246,7 @@ class SileroVad:
     def restore_model_state(self, state: bytes, heard: np.ndarray) -> None:
         """Take the state of `model_state`; the undecided samples and the model's context are the last of `heard`."""
         if len(state) != 16 + self._state.nbytes:
-            raise ValueError("the checkpoint's Silero state is not this model's")
+            raise ValueError("the snapshot's Silero state is not this model's")
         self._probability = float(np.frombuffer(state[:8], dtype=np.float64)[0])
         held = int(np.frombuffer(state[8:16], dtype=np.int64)[0])
         self._state = np.frombuffer(state[16:], dtype=np.float32).reshape(self._state.shape).copy()

@@ -21,7 +21,6 @@ from depscreen.engine.runtime.batcher import MicroBatcher
 from depscreen.engine.runtime.checkpoint import TextRoute, text_route
 from depscreen.engine.segment import SegmenterSettings
 from depscreen.streamer.auth import principal_fingerprint
-from depscreen.streamer.checkpointer import NOT_RESUMABLE_STORE_DOWN, Checkpointer, updates_to_resend
 from depscreen.streamer.clock import Clock, SystemClock
 from depscreen.streamer.convert import model_info_message
 from depscreen.streamer.interview import Input, Opening, ScoredSentence
@@ -36,10 +35,11 @@ from depscreen.streamer.protocol import (
     store_unavailable,
 )
 from depscreen.streamer.record import RecordBudget, SessionRecorder, record_failed
-from depscreen.streamer.resume import Checkpoint, ResumeError, Resumer, Ticket
+from depscreen.streamer.resume import ResumeError, Resumer, SessionSnapshot, Ticket
 from depscreen.streamer.roles import CLINICIAN, Voices, check_roles, pipeline_channels
 from depscreen.streamer.session import LiveSession
 from depscreen.streamer.settings import ServerSettings
+from depscreen.streamer.snapshot_writer import NOT_RESUMABLE_STORE_DOWN, SnapshotWriter, updates_to_resend
 from depscreen.streamer.state_store import FencedError, StoreError
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class SessionHub:
     per_principal: dict[str, int] = field(default_factory=dict)
     """Open sessions of each authenticated principal (token or JWT subject) that has any."""
     resumer: Resumer | None = None
-    """Checkpoints and resume tokens; None on a server without a state store (no session is resumable)."""
+    """Snapshots and resume tokens; None on a server without a state store (no session is resumable)."""
     on_admission: Callable[[bool], None] | None = None
     """Called with `admitting` each time it changes (the server's gRPC health follows it)."""
     tracing: Tracing | None = None
@@ -118,7 +118,7 @@ class SessionHub:
     async def open(self, start: Opening, principal: str | None = None, resumable: bool = False) -> LiveSession:
         """Admit a session (for `principal`, None on an open server), or raise ProtocolError. `resumable`: the
         transport can resume (the server needs a state store too): the session gets a resume token and
-        checkpoints, and a `start.resume_token` continues an earlier session."""
+        snapshots, and a `start.resume_token` continues an earlier session."""
         if self.shutdown.is_set():
             raise ProtocolError(
                 ErrorKind.UNAVAILABLE, "the server is shutting down: retry, another replica will take the session"
@@ -126,11 +126,11 @@ class SessionHub:
         resumer = self.resumer if resumable else None
         check_opening(start, resumable=resumer is not None)
         check_roles(start)
-        ticket, checkpoint = (
+        ticket, snapshot = (
             await self._restore(resumer, start.resume_token, principal) if start.resume_token else (None, None)
         )
-        if checkpoint is not None:
-            check_resume_point(start, checkpoint)
+        if snapshot is not None:
+            check_resume_point(start, snapshot)
         self._check_principal_quota(principal)
         if not self.admitting:
             full = self.active >= self.settings.max_sessions
@@ -149,11 +149,11 @@ class SessionHub:
         self.metrics.sessions_total.inc()
         if principal is not None:
             self.per_principal[principal] = self.per_principal.get(principal, 0) + 1
-        session_id = checkpoint.session_id if checkpoint else start.session_id or uuid.uuid4().hex
-        trace = self.tracing.session(session_id, principal, checkpoint is not None) if self.tracing else None
+        session_id = snapshot.session_id if snapshot else start.session_id or uuid.uuid4().hex
+        trace = self.tracing.session(session_id, principal, snapshot is not None) if self.tracing else None
         route = text_route(self.parts.screener.facts, primary_language(start.language))
-        pipeline = self._new_pipeline(start, checkpoint, trace, route)
-        voices = self._voices(start, pipeline, checkpoint) if start.channel_roles else None
+        pipeline = self._new_pipeline(start, snapshot, trace, route)
+        voices = self._voices(start, pipeline, snapshot) if start.channel_roles else None
         session = LiveSession(self, session_id, pipeline, principal, trace, voices)
         if voices is not None:
             session.tell(*voices.notices())
@@ -170,13 +170,13 @@ class SessionHub:
                     "estimate, not part of it (its fusion weight is the model's own text pathway's)",
                 )
             )
-        if checkpoint is not None:
-            session.tell(*cold_resume_notices(checkpoint))
-            session.restore(checkpoint)
+        if snapshot is not None:
+            session.tell(*cold_resume_notices(snapshot))
+            session.restore(snapshot)
         if self.settings.record:
             self._record(session, start)
         if resumer is not None:
-            await self._make_resumable(session, resumer, ticket, checkpoint, start)
+            await self._make_resumable(session, resumer, ticket, snapshot, start)
         return session
 
     def _record(self, session: LiveSession, start: Opening) -> None:
@@ -209,40 +209,42 @@ class SessionHub:
         session: LiveSession,
         resumer: Resumer,
         ticket: Ticket | None,
-        checkpoint: Checkpoint | None,
+        snapshot: SessionSnapshot | None,
         start: Opening,
     ) -> None:
-        """Give the session a resume token (a new one, or `ticket` with the `checkpoint` it is resumed from,
-        whose kept updates from `start.received_sentences` on are re-sent) and write its first checkpoint. A new
-        session whose first checkpoint the store cannot take runs without resume, and its welcome says so."""
+        """Give the session a resume token (a new one, or `ticket` with the `snapshot` it is resumed from,
+        whose kept updates from `start.received_sentences` on are re-sent) and write its first snapshot. A new
+        session whose first snapshot the store cannot take runs without resume, and its welcome says so."""
         if ticket is None:
             ticket = resumer.new_ticket(session.session_id, session.principal)
             self._claim(ticket)
             session.observe(LiveRecord(self.live_records, ticket.record_id))
         kept, resend = (), []
-        if checkpoint is not None:
-            kept = checkpoint.updates
-            resend, notices = updates_to_resend(checkpoint, start)
+        if snapshot is not None:
+            kept = snapshot.updates
+            resend, notices = updates_to_resend(snapshot, start)
             session.tell(*notices)
-        summary = checkpoint.summary if checkpoint is not None else None
-        checkpointer = Checkpointer(
-            resumer, ticket, session.counts, session.handle_, self.run, self.metrics, kept, resend, summary
+        summary = snapshot.summary if snapshot is not None else None
+        snapshot_writer = SnapshotWriter(
+            resumer, ticket, session.counts, session.pool_entry, self.run, self.metrics, kept, resend, summary
         )
         if summary is not None:  # a finished session: its summary is sent again, nothing more is written
-            session.make_resumable(checkpointer)
+            session.make_resumable(snapshot_writer)
             return
         try:
-            saved = await checkpointer.save(checkpoint or Checkpoint(session.session_id))
+            saved = await snapshot_writer.save(snapshot or SessionSnapshot(session.session_id))
         except ProtocolError:  # another stream resumed the session since this one restored it
             session.close(ErrorKind.ABORTED.name)
             raise
-        if not saved and checkpoint is None:
+        if not saved and snapshot is None:
             session.tell(NOT_RESUMABLE_STORE_DOWN)
             return
-        session.make_resumable(checkpointer)
+        session.make_resumable(snapshot_writer)
 
-    async def _restore(self, resumer: Resumer | None, token: str, principal: str | None) -> tuple[Ticket, Checkpoint]:
-        """The session a resume token presented by `principal` leads to and its last checkpoint, or ProtocolError."""
+    async def _restore(
+        self, resumer: Resumer | None, token: str, principal: str | None
+    ) -> tuple[Ticket, SessionSnapshot]:
+        """The session a resume token presented by `principal` leads to and its last snapshot, or ProtocolError."""
         assert resumer is not None
         try:
             return await self.run(resumer.restore, token, principal)
@@ -299,9 +301,9 @@ class SessionHub:
         self.metrics.state_pool_slots_used.set(self.batcher.pool.slots_used)
 
     def _new_pipeline(
-        self, start: Opening, checkpoint: Checkpoint | None, trace: SessionTrace | None, route: TextRoute
+        self, start: Opening, snapshot: SessionSnapshot | None, trace: SessionTrace | None, route: TextRoute
     ) -> SessionPipeline:
-        """The session's pipeline, going on from `checkpoint` (media time, sentence index, counts) when it
+        """The session's pipeline, going on from `snapshot` (media time, sentence index, counts) when it
         resumes one. Cheap (no model loading: the face detector and predictor are shared, the language heads are
         loaded at server start): it runs on the loop."""
 
@@ -312,10 +314,10 @@ class SessionHub:
 
         segmenter = SegmenterSettings(vad=self.settings.vad)
         resume = None
-        if checkpoint is not None:
-            resume = checkpoint.resume
+        if snapshot is not None:
+            resume = snapshot.resume
             if resume is None:
-                resume = ResumePoint.cold(checkpoint.resume_from_ms * 16, checkpoint.next_index, segmenter)
+                resume = ResumePoint.cold(snapshot.resume_from_ms * 16, snapshot.next_index, segmenter)
         return SessionPipeline(
             self.parts.extractors,
             sample_rate_hz=start.sample_rate_hz,
@@ -327,10 +329,10 @@ class SessionHub:
             settings=PipelineSettings(video_fps=self.settings.video_fps, segmenter=segmenter),
             on_stage=on_stage,
             resume=resume,
-            counts=replace(checkpoint.counts) if checkpoint else None,
+            counts=replace(snapshot.counts) if snapshot else None,
         )
 
-    def _voices(self, start: Opening, pipeline: SessionPipeline, checkpoint: Checkpoint | None) -> Voices:
+    def _voices(self, start: Opening, pipeline: SessionPipeline, snapshot: SessionSnapshot | None) -> Voices:
         """The session's channels mapped to roles, with a question track for the clinician's channel (its
         words kept only when the operator turned on `clinician_text`; a resumed session's track starts afresh
         at the resume point)."""
@@ -342,7 +344,7 @@ class SessionHub:
                 transcriber=self.parts.extractors.transcriber if pipeline.use_asr else None,
                 language=pipeline.language,
                 keep_text=self.settings.clinician_text == "on",
-                origin_ms=pipeline.first_sample // 16 if checkpoint else 0,  # the replay's start, 16 kHz clock
+                origin_ms=pipeline.first_sample // 16 if snapshot else 0,  # the replay's start, 16 kHz clock
             )
         return Voices(start.channel_roles, pipeline, questions)
 
@@ -365,20 +367,20 @@ class LiveRecord:
 
 
 COLD_RESUME = (
-    "the session goes on from its checkpoint, but its segmenter restarts cold at {ms} ms ({why}): sentences "
+    "the session goes on from its snapshot, but its segmenter restarts cold at {ms} ms ({why}): sentences "
     "around that point may be cut differently than in an uninterrupted run"
 )
 """The `accepted` notice of a resume that cannot go on exactly where the stream stopped."""
 
 
-def cold_resume_notices(checkpoint: Checkpoint) -> list[Notice]:
+def cold_resume_notices(snapshot: SessionSnapshot) -> list[Notice]:
     """What a resumed session's `accepted` says when its media handling does not go on exactly."""
-    if checkpoint.resume is None:
-        if checkpoint.next_index == 0:
+    if snapshot.resume is None:
+        if snapshot.next_index == 0:
             return []  # nothing was cut yet: a fresh segmenter at the start is exact
-        why = "the checkpoint was written by an earlier release, without the segmenter's state"
-    elif not checkpoint.resume.segmenter.warm:
+        why = "the snapshot was written by an earlier release, without the segmenter's state"
+    elif not snapshot.resume.segmenter.warm:
         why = "this webrtcvad build's state could not be read"
     else:
         return []
-    return [Notice("resume_cold", COLD_RESUME.format(ms=checkpoint.resume_from_ms, why=why))]
+    return [Notice("resume_cold", COLD_RESUME.format(ms=snapshot.resume_from_ms, why=why))]

@@ -1,5 +1,5 @@
 """The gRPC wire and the session core, both ways: `ClientMessage` → the core's opening and inputs
-(`interview.py`), its welcome and updates → `ServerMessage`, and engine results (Estimate, model facts) → their
+(`interview.py`), its welcome and updates → `ServerMessage`, and engine results (RunningEstimate, model facts) → their
 `depscreen.v1` messages."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from depscreen.streamer.protocol import ErrorKind, ProtocolError
 from depscreen.v1 import screening_pb2 as pb
 
 if TYPE_CHECKING:  # annotations only: the typed core loads no model library (tests/test_imports.py)
-    from depscreen.engine.runtime.screener import Estimate, Screener
+    from depscreen.engine.runtime.screener import RunningEstimate, Screener
 
 MODALITY_ENUM = {name: pb.Modality.Value(name.upper()) for name in MODALITY_NAMES}
 """Each engine modality's wire value: the `depscreen.v1.Modality` named like it, upper-cased."""
@@ -139,7 +139,7 @@ def server_message(update: Update) -> pb.ServerMessage:
     return pb.ServerMessage(summary=summary)
 
 
-def estimate_message(estimate: Estimate) -> pb.Estimate:
+def estimate_message(estimate: RunningEstimate) -> pb.Estimate:
     return pb.Estimate(
         probability=estimate.probability,
         evidence=estimate.evidence,

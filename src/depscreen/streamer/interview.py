@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: the typed core loads no model library (te
     from depscreen.engine.features.sentence import SentenceFeatures
     from depscreen.engine.pipeline import Notice, ResumePoint
     from depscreen.engine.questions import Question
-    from depscreen.engine.runtime.screener import Estimate
+    from depscreen.engine.runtime.screener import RunningEstimate
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Opening:
     session_id: str = ""
     """The caller's id for the session; empty: the server makes one."""
     resume_token: str = ""
-    """A token from an earlier `accepted`: continue that session from its last checkpoint."""
+    """A token from an earlier `accepted`: continue that session from its last snapshot."""
     received_sentences: int | None = None
     """On a resume: the sentence updates the client holds (0..n-1); None: it does not say."""
     channel_roles: tuple[str, ...] = ()
@@ -99,7 +99,7 @@ class ScoredSentence:
     """A closed sentence, the estimate after it, and how long after its close the estimate was ready."""
 
     features: SentenceFeatures
-    estimate: Estimate
+    estimate: RunningEstimate
     latency_s: float
     question: Question | None = None
     """The clinician's question the sentence answers (a session with a clinician channel), or None."""
@@ -108,7 +108,7 @@ class ScoredSentence:
 
 
 @dataclass(frozen=True)
-class Summary:
+class InterviewSummary:
     """The end of a session: what it heard, what it dropped, and its last estimate (None before any sentence)."""
 
     sentences: int
@@ -116,9 +116,9 @@ class Summary:
     speech_seconds: float
     dropped_video_frames: int
     dropped_captions: int
-    estimate: Estimate | None
+    estimate: RunningEstimate | None
     clinician_sentences: int = 0
     """Sentences of the clinician's channel (a session with one), never scored."""
 
 
-Update = ScoredSentence | Summary
+Update = ScoredSentence | InterviewSummary

@@ -15,7 +15,7 @@ from depscreen.streamer.stall import StreamEnd
 from depscreen.streamer.state_store import StoreError
 
 if TYPE_CHECKING:  # annotations only: the typed core loads no model library (tests/test_imports.py)
-    from depscreen.streamer.resume import Checkpoint
+    from depscreen.streamer.resume import SessionSnapshot
     from depscreen.streamer.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,14 @@ def check_opening(start: Opening, resumable: bool = False) -> None:
         )
 
 
-def check_resume_point(start: Opening, checkpoint: Checkpoint) -> None:
-    """Refuse (FAILED_PRECONDITION) a resume whose client holds more sentence updates than the checkpoint
-    covers: the store failed to take the later checkpoints, and the client no longer keeps the media to re-send."""
-    if start.received_sentences is not None and start.received_sentences > checkpoint.next_index:
+def check_resume_point(start: Opening, snapshot: SessionSnapshot) -> None:
+    """Refuse (FAILED_PRECONDITION) a resume whose client holds more sentence updates than the snapshot
+    covers: the store failed to take the later snapshots, and the client no longer keeps the media to re-send."""
+    if start.received_sentences is not None and start.received_sentences > snapshot.next_index:
         raise ProtocolError(
             ErrorKind.FAILED_PRECONDITION,
-            f"start.received_sentences={start.received_sentences}, but the session's last checkpoint is after "
-            f"sentence {checkpoint.next_index} (the state store missed the later ones): the session cannot be "
+            f"start.received_sentences={start.received_sentences}, but the session's last snapshot is after "
+            f"sentence {snapshot.next_index} (the state store missed the later ones): the session cannot be "
             "resumed; start a new session (without the token)",
         )
 

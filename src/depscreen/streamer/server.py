@@ -8,7 +8,7 @@ undoes it in reverse.
 
 `shutdown()` (what SIGTERM and SIGINT do in `serve`) is the graceful way: every health service NOT_SERVING
 (and /healthz 503) first, new streams and WHIP offers refused with UNAVAILABLE, live streams ended after the
-message they are handling (resumable ones keep their checkpoint and are told to resume; WebRTC sessions get
+message they are handling (resumable ones keep their snapshot and are told to resume; WebRTC sessions get
 their summary), all within `shutdown_grace_s`; then `stop()`.
 """
 
@@ -405,6 +405,6 @@ async def serve(settings: ServerSettings) -> None:
         for number in signals:
             loop.remove_signal_handler(number)
         await server.shutdown()
-        # Everything is closed and checkpointed: spare the exit a full garbage collection of the loaded models
+        # Everything is closed and snapshotted: spare the exit a full garbage collection of the loaded models
         # and libraries, which took from 5 s to over a minute on a busy machine.
         gc.freeze()

@@ -7,7 +7,7 @@ loop all transports share (`transport.py`); the protocol itself lives in `sessio
 there ends this stream (and only this stream) with the status named like its kind, and its message. A stream that
 sends no `start`, or no message at all, for `stall_timeout_s` of the server's running time (`stall.py`), or an
 admitted one that falls `audio_grace_s` behind `min_audio_speed` of audio, ends with DEADLINE_EXCEEDED: a resumable
-session keeps its checkpoint (the message says to resume), any other is finished first (last sentence and summary
+session keeps its snapshot (the message says to resume), any other is finished first (last sentence and summary
 sent). One that closes without `end` is finished, cleanly. A session that reaches `max_session_s` is finished, then
 ended with RESOURCE_EXHAUSTED. While the server shuts down, new streams get UNAVAILABLE and live ones end with
 UNAVAILABLE after the message they are handling: a resumable session is kept ("resume it"), any other is finished
@@ -69,8 +69,8 @@ class ScreeningService(Transport, screening_pb2_grpc.ScreeningServicer):
             wait.starvation = audio_floor(self.hub.settings)
             audio_bytes_per_s = session.pipeline.sample_rate_hz * session.pipeline.channels * 2
             yield accepted_message(session.welcome(), model_info_message(self.hub.parts.screener))
-            if session.checkpointer is not None:
-                for update in session.checkpointer.resend:
+            if session.snapshot_writer is not None:
+                for update in session.snapshot_writer.resend:
                     yield pb.ServerMessage(sentence=update)
 
             async def next_input() -> Input | StreamEnd | None:
@@ -83,11 +83,11 @@ class ScreeningService(Transport, screening_pb2_grpc.ScreeningServicer):
                     wait.starvation.took_audio(len(message.audio.data) / audio_bytes_per_s)
                 return client_input(message)
 
-            if session.checkpointer is not None and session.checkpointer.summary is not None:
+            if session.snapshot_writer is not None and session.snapshot_writer.summary is not None:
                 # it had ended with `end`, its stream broke before the summary: the summary again, and the record
                 # goes; what the client re-sends up to its `end` is read and dropped, so its writes do not fail
-                yield pb.ServerMessage(summary=session.checkpointer.summary)
-                await session.checkpointer.forget()
+                yield pb.ServerMessage(summary=session.snapshot_writer.summary)
+                await session.snapshot_writer.forget()
                 while not isinstance(await next_input(), End | StreamEnd | None):
                     pass
             else:

@@ -14,9 +14,9 @@ new sessions are refused. An accepted session's audio is never dropped: a transp
 only when the session has taken the last one, so a slow server slows its clients instead of losing audio.
 
 What follows a session beside its core plugs in as a `SessionObserver`: the recorder (`record.py`) and, for a
-resumable session, the checkpointer (`checkpointer.py`). A session resumed from a checkpoint is `restore`d
+resumable session, the snapshot writer (`snapshot_writer.py`). A session resumed from a snapshot is `restore`d
 from it before its first input: same model state and last estimate (its pipeline was made with the
-checkpoint's counts, media time and sentence index).
+snapshot's counts, media time and sentence index).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from depscreen.engine.pipeline import Notice, SentenceResult, SessionPipeline
-from depscreen.engine.runtime.screener import Estimate
+from depscreen.engine.runtime.screener import RunningEstimate
 from depscreen.engine.segment import ReplayMismatchError
 from depscreen.streamer.interview import (
     Audio,
@@ -36,21 +36,21 @@ from depscreen.streamer.interview import (
     ClinicianCaption,
     End,
     Input,
+    InterviewSummary,
     ScoredSentence,
-    Summary,
     Update,
     Video,
     Welcome,
 )
 from depscreen.streamer.logs import bind_session
 from depscreen.streamer.protocol import ErrorKind, ProtocolError, session_time_exceeded
-from depscreen.streamer.resume import Checkpoint
+from depscreen.streamer.resume import SessionSnapshot
 from depscreen.streamer.roles import Voices
 from depscreen.streamer.settings import ServerSettings
 
 if TYPE_CHECKING:
     from depscreen.streamer.admission import SessionHub
-    from depscreen.streamer.checkpointer import Checkpointer
+    from depscreen.streamer.snapshot_writer import SnapshotWriter
     from depscreen.streamer.tracing import SessionTrace
 
 log = logging.getLogger(__name__)
@@ -102,16 +102,16 @@ class LiveSession:
         """Interleaved channels of the session's audio as sent."""
         self._push_audio = voices.push_audio if voices is not None else pipeline.push_audio
         self._finish_audio = voices.finish if voices is not None else pipeline.finish
-        self.handle_ = hub.batcher.attach()
+        self.pool_entry = hub.batcher.attach()
         self.ended = False
-        self.last_estimate: Estimate | None = None
+        self.last_estimate: RunningEstimate | None = None
         self.counts = pipeline.counts
         """The session's counts (the pipeline's own object: one set, shared; changed only by its methods)."""
         self.notices: list[Notice] = []
         """What the welcome tells the client about this session (e.g. that it is not resumable, and why)."""
-        self.checkpointer: Checkpointer | None = None
+        self.snapshot_writer: SnapshotWriter | None = None
         self._observers: list[SessionObserver] = []
-        self._resumed_from: Checkpoint | None = None
+        self._resumed_from: SessionSnapshot | None = None
         self.started = datetime.now(UTC)
         """When the session opened on this server (wall clock, UTC): `accepted.started_at`."""
         self._closed = False
@@ -130,21 +130,21 @@ class LiveSession:
         """Tell `observer` every later input and scored sentence, and close it with the session."""
         self._observers.append(observer)
 
-    def restore(self, checkpoint: Checkpoint) -> None:
-        """Go on from `checkpoint` (before the first input): its model state, evidence and last estimate."""
-        self._resumed_from = checkpoint
-        self.hub.batcher.restore(self.handle_, checkpoint.track)
-        self.last_estimate = checkpoint.estimate
+    def restore(self, snapshot: SessionSnapshot) -> None:
+        """Go on from `snapshot` (before the first input): its model state, evidence and last estimate."""
+        self._resumed_from = snapshot
+        self.hub.batcher.restore(self.pool_entry, snapshot.track)
+        self.last_estimate = snapshot.estimate
 
-    def make_resumable(self, checkpointer: Checkpointer) -> None:
-        """The session checkpoints after every sentence and its welcome carries the resume token."""
-        self.checkpointer = checkpointer
-        self.observe(checkpointer)
+    def make_resumable(self, snapshot_writer: SnapshotWriter) -> None:
+        """The session snapshots after every sentence and its welcome carries the resume token."""
+        self.snapshot_writer = snapshot_writer
+        self.observe(snapshot_writer)
 
     @property
     def resumable(self) -> bool:
         """Whether the client holds a resume token for this session (the server has a working state store)."""
-        return self.checkpointer is not None
+        return self.snapshot_writer is not None
 
     def welcome(self) -> Welcome:
         resumed = self._resumed_from
@@ -152,7 +152,7 @@ class LiveSession:
             session_id=self.session_id,
             asr_model=self.pipeline.asr_model,
             notices=(*self.notices, *self.pipeline.notices()),
-            resume_token=self.checkpointer.token if self.checkpointer is not None else "",
+            resume_token=self.snapshot_writer.token if self.snapshot_writer is not None else "",
             resume_from_ms=resumed.resume_from_ms if resumed is not None else 0,
             next_sentence_index=resumed.next_index if resumed is not None else 0,
             started=self.started if resumed is None else None,
@@ -197,13 +197,13 @@ class LiveSession:
     async def finish(self, on_end: bool = False) -> AsyncIterator[Update]:
         """End of the interview (`end`, or a transport that closed cleanly): the last sentence, the summary.
 
-        `on_end` (on `end`) turns a resumable session's checkpoint into its finished record (with the summary,
+        `on_end` (on `end`) turns a resumable session's snapshot into its finished record (with the summary,
         kept `finished_retention_s`); otherwise (a stall, a stream closed without `end`) it stays until it
         expires, so the client can still resume."""
         self.ended = True
         for result in await self._closing(self._finish_audio):
             yield await self._score(result)
-        summary = Summary(
+        summary = InterviewSummary(
             sentences=self.pipeline.sentences,
             audio_seconds=self.pipeline.media_seconds,
             speech_seconds=self.counts.speech_ms / 1000.0,
@@ -212,8 +212,8 @@ class LiveSession:
             estimate=self.last_estimate,
             clinician_sentences=self.voices.clinician_sentences if self.voices is not None else 0,
         )
-        if on_end and self.checkpointer is not None:
-            await self.checkpointer.finish(summary)
+        if on_end and self.snapshot_writer is not None:
+            await self.snapshot_writer.finish(summary)
         yield summary
 
     def close(self, status: str = "OK") -> None:
@@ -225,7 +225,7 @@ class LiveSession:
                 self.trace.end(status, self.pipeline.sentences, self.pipeline.media_seconds)
             for observer in self._observers:
                 observer.close()
-            self.hub.batcher.detach(self.handle_)
+            self.hub.batcher.detach(self.pool_entry)
             self.hub.release(self.principal)
 
     def time_left(self) -> float | None:
@@ -292,7 +292,7 @@ class LiveSession:
 
     async def _score(self, result: SentenceResult) -> ScoredSentence:
         stepped = time.perf_counter()
-        estimate = await self.hub.batcher.step(self.handle_, result.features)
+        estimate = await self.hub.batcher.step(self.pool_entry, result.features)
         if self.trace is not None:
             self.trace.stage("model", time.perf_counter() - stepped)
         self.hub.metrics.state_pool_slots_used.set(self.hub.batcher.pool.slots_used)

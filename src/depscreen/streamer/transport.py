@@ -64,7 +64,7 @@ async def session_updates(
 
 
 async def end_early(session: LiveSession, why: StreamEnd) -> AsyncIterator[pb.ServerMessage]:
-    """End a stream that stalled, ran out of time or meets a shutdown: a resumable session keeps its checkpoint
+    """End a stream that stalled, ran out of time or meets a shutdown: a resumable session keeps its snapshot
     (its open sentence is dropped: the client re-sends its audio on resuming); any other is finished (last
     sentence and summary sent). Always raises the ProtocolError that ends the stream."""
     hub = session.hub

@@ -1,4 +1,4 @@
-"""PeerSession: one WebRTC peer whose decoded tracks feed a LiveSession and whose data channel carries its updates.
+"""WhipPeer: one WebRTC peer whose decoded tracks feed a LiveSession and whose data channel carries its updates.
 
 The transport only moves media, like the gRPC service: decoded Opus audio becomes `Audio` chunks (s16le stereo
 at 48 kHz, what aiortc's decoder yields), video becomes `Video` frames of RGB pixels on the audio clock
@@ -67,7 +67,7 @@ class ExposureError(RuntimeError):
     """An answer that would list a host candidate outside `webrtc_host`: refused rather than sent."""
 
 
-class PeerSession:
+class WhipPeer:
     """An RTCPeerConnection bound to one admitted LiveSession: `answer()` the offer, later `end()` or `close()`."""
 
     def __init__(
@@ -76,7 +76,7 @@ class PeerSession:
         live: LiveSession,
         configuration: RTCConfiguration,
         ice: IcePolicy,
-        on_closed: Callable[[PeerSession], None],
+        on_closed: Callable[[WhipPeer], None],
     ) -> None:
         self.resource_id = secrets.token_urlsafe(18)
         self.remote_ice_ufrag = ""

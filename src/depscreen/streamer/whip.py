@@ -44,7 +44,7 @@ from depscreen.streamer.webrtc import (
     PCM_RATE_HZ,
     ExposureError,
     OfferError,
-    PeerSession,
+    WhipPeer,
 )
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class WhipEndpoint(Transport):
         """`verifier`: when given, every request needs `Authorization: Bearer <token>` it accepts."""
         super().__init__(hub)
         self._verifier = verifier
-        self._sessions: dict[str, PeerSession] = {}
+        self._peers: dict[str, WhipPeer] = {}
         self._ice_servers = ice_servers(hub.settings)
         self._ice = IcePolicy.from_settings(hub.settings)
         self._ice.check_local()
@@ -71,7 +71,7 @@ class WhipEndpoint(Transport):
     @property
     def peers(self) -> int:
         """Peer connections open now (a finished session's connection lingers until its peer hangs up)."""
-        return len(self._sessions)
+        return len(self._peers)
 
     @property
     def lingering(self) -> int:
@@ -84,12 +84,12 @@ class WhipEndpoint(Transport):
 
     async def end_all(self, reason: str) -> None:
         """Finish every session (last sentence and summary on its data channel), then hang up as `end` does."""
-        await asyncio.gather(*(session.end(reason) for session in list(self._sessions.values())))
+        await asyncio.gather(*(peer.end(reason) for peer in list(self._peers.values())))
 
     async def close_all(self) -> None:
         """Close every peer connection without a summary (server shutdown)."""
-        for session in list(self._sessions.values()):
-            await session.close()
+        for peer in list(self._peers.values()):
+            await peer.close()
 
     async def _post(self, request: web.Request) -> web.Response:
         principal = await self._authorize(request)
@@ -110,64 +110,64 @@ class WhipEndpoint(Transport):
                 raise web.HTTPServiceUnavailable(text=str(error), headers={"Retry-After": retry_after}) from None
             raise web.HTTPBadRequest(text=str(error)) from None
         configuration = RTCConfiguration(iceServers=self._ice_servers)
-        session = PeerSession(self.hub, live, configuration, self._ice, self._forget)
-        session.remote_ice_ufrag = ice_ufrag
-        session.remote_candidates = count_candidates(offer)
-        self._sessions[session.resource_id] = session
+        peer = WhipPeer(self.hub, live, configuration, self._ice, self._forget)
+        peer.remote_ice_ufrag = ice_ufrag
+        peer.remote_candidates = count_candidates(offer)
+        self._peers[peer.resource_id] = peer
         try:
-            answer = await session.answer(self._screened(offer, session))
+            answer = await peer.answer(self._screened(offer, peer))
         except OfferError as error:
-            await session.close()
+            await peer.close()
             self._count("INVALID_ARGUMENT")
             raise web.HTTPBadRequest(text=str(error)) from None
         except ExposureError as error:
-            await session.close()
+            await peer.close()
             log.error("WebRTC session %s refused: %s", live.session_id, error)
             raise web.HTTPInternalServerError(text=f"the server cannot answer safely: {error}") from None
         except BaseException:
-            await session.close()
+            await peer.close()
             raise
-        headers = CIMultiDict({"Location": f"/whip/{session.resource_id}"})
+        headers = CIMultiDict({"Location": f"/whip/{peer.resource_id}"})
         for link in link_headers(self.hub.settings):
             headers.add("Link", link)
         return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:
-        session = self._session(request, await self._authorize(request))
+        peer = self._peer(request, await self._authorize(request))
         if request.content_type != TRICKLE_ICE:
             raise web.HTTPUnsupportedMediaType(text=f"send trickled ICE candidates with Content-Type: {TRICKLE_ICE}")
         fragment = await read_body(request, self.hub.settings.max_sdp_bytes, self.hub.settings.http_read_timeout_s)
         ufrags = {line.strip()[len("a=ice-ufrag:") :] for line in fragment.splitlines() if "a=ice-ufrag:" in line}
-        if request.headers.get("If-Match") == "*" or ufrags - {session.remote_ice_ufrag}:
+        if request.headers.get("If-Match") == "*" or ufrags - {peer.remote_ice_ufrag}:
             raise web.HTTPUnprocessableEntity(text="ICE restarts are not supported: DELETE this session, offer anew")
         limit = self.hub.settings.max_ice_candidates
-        total = session.remote_candidates + count_candidates(fragment)
+        total = peer.remote_candidates + count_candidates(fragment)
         if total > limit:
             self._count("INVALID_ARGUMENT")
             raise web.HTTPBadRequest(
                 text=f"this session would have {total} remote ICE candidates; the limit is max_ice_candidates={limit}:"
                 " send fewer (a host, a server-reflexive and a relay candidate per network suffice)"
             )
-        session.remote_candidates = total
-        for candidate in trickled_candidates(self._screened(fragment, session)):
+        peer.remote_candidates = total
+        for candidate in trickled_candidates(self._screened(fragment, peer)):
             try:
-                await session.add_candidate(candidate)
+                await peer.add_candidate(candidate)
             except ValueError as error:
                 raise web.HTTPBadRequest(text=f"cannot add the candidate: {error}") from None
         return web.Response(status=204)
 
     async def _delete(self, request: web.Request) -> web.Response:
-        session = self._session(request, await self._authorize(request))
-        await session.end("the client deleted the session")
+        peer = self._peer(request, await self._authorize(request))
+        await peer.end("the client deleted the session")
         return web.Response(text="session ended; its summary was sent on the data channel\n")
 
-    def _session(self, request: web.Request, principal: str | None) -> PeerSession:
-        """The session of the request's resource, if `principal` opened it: another caller gets the same 404 as
+    def _peer(self, request: web.Request, principal: str | None) -> WhipPeer:
+        """The peer of the request's resource, if `principal` opened it: another caller gets the same 404 as
         for a resource that does not exist, so it learns nothing of other callers' sessions."""
-        session = self._sessions.get(request.match_info["resource"])
-        if session is None or session.live.principal != principal:
+        peer = self._peers.get(request.match_info["resource"])
+        if peer is None or peer.live.principal != principal:
             raise web.HTTPNotFound(text="no such WHIP session: it ended, or it never existed")
-        return session
+        return peer
 
     async def _authorize(self, request: web.Request) -> str | None:
         """The request's principal (None on an open server; under mTLS without tokens, the client certificate's
@@ -183,20 +183,20 @@ class WhipEndpoint(Transport):
             principal = certificate_principal(names[0] if names else None)
         return principal
 
-    def _screened(self, sdp: str, session: PeerSession) -> str:
+    def _screened(self, sdp: str, peer: WhipPeer) -> str:
         """`sdp` without the remote candidates the ICE policy drops, counted (and logged without addresses)."""
         kept, dropped = self._ice.screened(sdp)
         if dropped:
             self.hub.metrics.dropped_ice_candidates_total.inc(dropped)
             log.debug(
                 "WebRTC session %s: %d remote ICE candidates dropped (not public, not in webrtc_allow_networks)",
-                session.live.session_id,
+                peer.live.session_id,
                 dropped,
             )
         return kept
 
-    def _forget(self, session: PeerSession) -> None:
-        self._sessions.pop(session.resource_id, None)
+    def _forget(self, peer: WhipPeer) -> None:
+        self._peers.pop(peer.resource_id, None)
 
     def _count(self, code: str) -> None:
         self.hub.metrics.errors_total.labels(code=code).inc()

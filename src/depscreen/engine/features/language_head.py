@@ -10,7 +10,7 @@ enters it.
 
 A session's text estimate is the sigmoid of the character-weighted mean of its sentences' logits
 (`TextHeadAccount`): long answers count for more than "yes", and the running value needs two numbers of state,
-which hold nothing of what was said (the resume checkpoint carries them).
+which hold nothing of what was said (the resume snapshot carries them).
 
 The Mandarin head is fitted by `depscreen train --char-head --dataset eatd --data DIR` (`train.char_head`) on
 the EATD training split's transcripts and shipped as `model/weights/mandarin-text-chars.npz`, in the same form
@@ -105,7 +105,7 @@ class TextHeadAccount:
     logit_sum: float = 0.0
     chars: int = 0
     language: str = ""
-    """The language of the head whose logits these are ("" before any, and in checkpoints written before it)."""
+    """The language of the head whose logits these are ("" before any, and in snapshots written before it)."""
 
     def add(self, logit: float, transcript: str, language: str = "") -> None:
         weight = len("".join(transcript.split()))

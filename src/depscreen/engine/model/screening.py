@@ -26,7 +26,7 @@ from depscreen.engine.modalities import MODALITIES, modality
 from depscreen.engine.model import speaker
 from depscreen.engine.model.fusion import GatedFusion
 from depscreen.engine.model.mamba import Mamba
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class EncodedSentences:
 
 
 @dataclass
-class SessionOutput:
+class ScreeningOutput:
     """Estimates after a sentence (or after each sentence of a session, with a time axis)."""
 
     probability: torch.Tensor
@@ -214,10 +214,10 @@ class ScreeningModel(nn.Module):
         mean, std = self.normalisation(name)
         return (values - mean) / std * _mask(values, lengths)
 
-    def initial_state(self, batch: int = 1) -> SessionState:
+    def initial_state(self, batch: int = 1) -> RecurrentState:
         """The state of `batch` sessions before their first sentence."""
         device = self.head.weight.device
-        return SessionState(
+        return RecurrentState(
             layers=[layer.allocate_state(batch, device) for layer in self.session_layers],
             modality_sum=torch.zeros(batch, len(MODALITIES), self.config.d_model, device=device),
             modality_count=torch.zeros(batch, len(MODALITIES), device=device),
@@ -228,7 +228,7 @@ class ScreeningModel(nn.Module):
             ),
         )
 
-    def step(self, sentences: EncodedSentences, state: SessionState) -> tuple[SessionOutput, SessionState]:
+    def step(self, sentences: EncodedSentences, state: RecurrentState) -> tuple[ScreeningOutput, RecurrentState]:
         """Advance `batch` sessions by one sentence each (row i of `sentences` belongs to session i)."""
         h = sentences.fused
         layers = []
@@ -240,14 +240,14 @@ class ScreeningModel(nn.Module):
         modality_sum = state.modality_sum + sentences.tokens * available.unsqueeze(-1)
         modality_count = state.modality_count + available
         output = self._heads(self.final_norm(h), modality_sum, modality_count)
-        return output, SessionState(
+        return output, RecurrentState(
             layers=layers,
             modality_sum=modality_sum,
             modality_count=modality_count,
             audio_moments=sentences.audio_moments,
         )
 
-    def forward_session(self, sentences: EncodedSentences) -> SessionOutput:
+    def forward_session(self, sentences: EncodedSentences) -> ScreeningOutput:
         """Offline reference over whole sessions: tensors `[batch, k, ...]` → outputs `[batch, k, ...]`.
 
         Causal: output k depends on sentences 1..k only, so padding sessions at the end is harmless.
@@ -260,7 +260,7 @@ class ScreeningModel(nn.Module):
         modality_count = torch.cumsum(available, dim=1)
         return self._heads(self.final_norm(h), modality_sum, modality_count)
 
-    def _heads(self, h: torch.Tensor, modality_sum: torch.Tensor, modality_count: torch.Tensor) -> SessionOutput:
+    def _heads(self, h: torch.Tensor, modality_sum: torch.Tensor, modality_count: torch.Tensor) -> ScreeningOutput:
         logit = self.head(h).squeeze(-1) / self.temperature
         means = modality_sum / modality_count.clamp(min=1).unsqueeze(-1)
         modality_logit = torch.stack(
@@ -268,7 +268,7 @@ class ScreeningModel(nn.Module):
         )
         seen = modality_count > 0
         score = self.score_head(h).squeeze(-1) * self.score_std + self.score_mean if self.config.score_head else None
-        return SessionOutput(
+        return ScreeningOutput(
             probability=torch.sigmoid(logit),
             modality_probability=torch.where(seen, torch.sigmoid(modality_logit), torch.full_like(modality_logit, 0.5)),
             logit=logit,

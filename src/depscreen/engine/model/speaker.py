@@ -15,7 +15,7 @@ bidirectional sentence encoder), and the first sentence is then normalised by it
   training-standardised value, the same for every speaker (normalising it would carry the speaker's mean
   pitch into every pause); the other descriptors are normalised as in voiced frames.
 
-Live, the moments are part of the session state (`SessionState.audio_moments`), advanced by each sentence;
+Live, the moments are part of the session state (`RecurrentState.audio_moments`), advanced by each sentence;
 offline, `preceding` sums them within each session. Both give the same numbers (prefix parity).
 """
 

@@ -1,10 +1,10 @@
-"""SessionState: the recurrent model state of a batch of sessions, and the row-wise operations on it.
+"""RecurrentState: the recurrent model state of a batch of sessions, and the row-wise operations on it.
 
 The state is a tree of tensors whose first dimension is the session (row i belongs to session i): the
 session Mamba layers' conv and SSM states, the running per-modality sums and counts and, for a
 speaker-normalised model, the running moments of its audio descriptors. Every operation here walks that
-tree, so the state pool and the checkpoint format never name its parts; a new part of the state is declared
-on `SessionState`, created in `ScreeningModel.initial_state`, and follows everywhere else. A part a model may
+tree, so the state pool and the snapshot format never name its parts; a new part of the state is declared
+on `RecurrentState`, created in `ScreeningModel.initial_state`, and follows everywhere else. A part a model may
 not have is optional (`Tensor | None`): None in a model without it, left out of the plain form then (so the
 plain form of such a model is the one it had before the part existed), and None when a plain form lacks it.
 """
@@ -26,7 +26,7 @@ Plain = dict[str, Any]
 
 
 @dataclass
-class SessionState:
+class RecurrentState:
     """Fixed-size recurrent state of a batch of sessions; its size never grows with the sentence count."""
 
     layers: list[MambaState]
@@ -55,41 +55,41 @@ class SessionState:
     def nbytes(self) -> int:
         return sum(t.element_size() * t.numel() for t in self.tensors())
 
-    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SessionState:
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> RecurrentState:
         """A state of the same shape with `fn` applied to every tensor."""
         return _map(self, fn)
 
-    def rows(self, index: torch.Tensor) -> SessionState:
+    def rows(self, index: torch.Tensor) -> RecurrentState:
         """The sessions at `index` (a 1-D long tensor on the state's device) as a new batch."""
         return self.map(lambda t: t[index])
 
-    def write_rows(self, index: torch.Tensor, rows: SessionState) -> None:
+    def write_rows(self, index: torch.Tensor, rows: RecurrentState) -> None:
         """Overwrite the sessions at `index` with the batch `rows`, in place."""
         for target, source in zip(self.tensors(), rows.tensors(), strict=True):
             target.index_copy_(0, index, source)
 
-    def to(self, device: torch.device | str) -> SessionState:
+    def to(self, device: torch.device | str) -> RecurrentState:
         """The state on `device` (the same tensors when they are there already)."""
         return self.map(lambda t: t.to(device))
 
-    def cpu_row(self, row: int) -> SessionState:
+    def cpu_row(self, row: int) -> RecurrentState:
         """A CPU copy (never a view) of session `row`, as a one-session state."""
         return self.map(lambda t: t[row : row + 1].to("cpu", copy=True))
 
     def to_plain(self) -> Plain:
         """The state as plain containers: a dict by field name (an optional part that is None left out),
         lists kept, nested records as tuples of their fields in declaration order. This is the layout resume
-        checkpoints have always stored."""
+        snapshots have always stored."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
-    def from_plain(cls, plain: Plain) -> SessionState:
+    def from_plain(cls, plain: Plain) -> RecurrentState:
         """The state `to_plain` gave (ValueError naming the part that does not fit)."""
         return _record(cls, plain, "state")
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> SessionState | None:
-        """The state whose parts sit at the top level of `record` beside other keys (a resume checkpoint);
+    def from_record(cls, record: Mapping[str, Any]) -> RecurrentState | None:
+        """The state whose parts sit at the top level of `record` beside other keys (a resume snapshot);
         None when its required parts are None (no sentence scored yet)."""
         if any(record.get(name) is None for name in _required(cls)):
             return None

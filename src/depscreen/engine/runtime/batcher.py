@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from depscreen.engine.features.sentence import SentenceFeatures
-from depscreen.engine.model.state import SessionState
-from depscreen.engine.runtime.screener import Estimate, EvidenceAccount, Screener, SessionTrack
+from depscreen.engine.model.state import RecurrentState
+from depscreen.engine.runtime.screener import EvidenceAccount, RunningEstimate, Screener, SessionTrack
 from depscreen.engine.runtime.state_pool import PoolExhausted, StatePool
 
 Runner = Callable[..., Awaitable[Any]]
@@ -38,17 +38,17 @@ class BatcherSettings:
     park_after_s: float = 300.0
     """A session with no sentence for this long gives its state slot back until its next sentence."""
     snapshots: bool = False
-    """Keep a CPU copy of each session's state after each of its steps (in `SessionHandle.track`), for
-    checkpoints of resumable sessions; off, a step copies nothing."""
+    """Keep a CPU copy of each session's state after each of its steps (in `PoolEntry.track`), for
+    snapshots of resumable sessions; off, a step copies nothing."""
 
 
 @dataclass(eq=False)
-class SessionHandle:
+class PoolEntry:
     """A session's place in the pool: a slot while active, its track (state and evidence) always."""
 
     track: SessionTrack = field(default_factory=SessionTrack)
     """The session's evidence account, and a CPU copy of its model state: while it holds no slot (parked,
-    or restored from a checkpoint: None is the initial state), and after each step when the batcher keeps
+    or restored from a snapshot: None is the initial state), and after each step when the batcher keeps
     snapshots. While the session holds a slot and snapshots are off, the slot is the only current copy."""
     slot: int | None = None
     last_step: float = field(default_factory=time.monotonic)
@@ -57,7 +57,7 @@ class SessionHandle:
 
 @dataclass
 class _Pending:
-    handle: SessionHandle
+    entry: PoolEntry
     features: SentenceFeatures
     future: asyncio.Future
 
@@ -81,7 +81,7 @@ class MicroBatcher:
         self._run = run
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._handles: set[SessionHandle] = set()
+        self._entries: set[PoolEntry] = set()
         self._task: asyncio.Task | None = None
 
     @property
@@ -96,37 +96,37 @@ class MicroBatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def attach(self) -> SessionHandle:
+    def attach(self) -> PoolEntry:
         """A new session: no slot until its first sentence."""
-        handle = SessionHandle()
-        self._handles.add(handle)
-        return handle
+        entry = PoolEntry()
+        self._entries.add(entry)
+        return entry
 
-    def restore(self, handle: SessionHandle, track: SessionTrack) -> None:
-        """Continue a session from a checkpoint's track (before its first sentence here)."""
-        if handle.slot is not None or handle.busy:
+    def restore(self, entry: PoolEntry, track: SessionTrack) -> None:
+        """Continue a session from a snapshot's track (before its first sentence here)."""
+        if entry.slot is not None or entry.busy:
             raise RuntimeError("a session can be restored only before its first sentence")
-        handle.track = track
+        entry.track = track
 
-    def detach(self, handle: SessionHandle) -> None:
+    def detach(self, entry: PoolEntry) -> None:
         """The session ended: its slot (if any) is free again."""
-        self._handles.discard(handle)
-        if handle.slot is not None:
-            self.pool.release(handle.slot)
-            handle.slot = None
+        self._entries.discard(entry)
+        if entry.slot is not None:
+            self.pool.release(entry.slot)
+            entry.slot = None
 
-    async def step(self, handle: SessionHandle, features: SentenceFeatures) -> Estimate:
+    async def step(self, entry: PoolEntry, features: SentenceFeatures) -> RunningEstimate:
         """Score one sentence of a session; resolves when its batch has run."""
-        if handle.busy:
+        if entry.busy:
             raise RuntimeError("a session submitted a sentence before its previous one was scored")
-        handle.busy = True
+        entry.busy = True
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(handle, features, future))
+        await self._queue.put(_Pending(entry, features, future))
         try:
             return await future
         finally:
-            handle.busy = False
-            handle.last_step = time.monotonic()
+            entry.busy = False
+            entry.last_step = time.monotonic()
 
     def park_idle(self, now: float | None = None) -> int:
         """Give back the slots of sessions idle longer than `park_after_s`; returns how many were parked.
@@ -136,30 +136,30 @@ class MicroBatcher:
         now = time.monotonic() if now is None else now
         idle = [
             h
-            for h in self._handles
+            for h in self._entries
             if h.slot is not None and not h.busy and now - h.last_step > self.settings.park_after_s
         ]
-        for handle in idle:
-            self._park(handle)
+        for entry in idle:
+            self._park(entry)
         return len(idle)
 
-    def _park(self, handle: SessionHandle) -> None:
-        assert handle.slot is not None
-        handle.track.state = self.pool.export(handle.slot)
-        self.pool.release(handle.slot)
-        handle.slot = None
+    def _park(self, entry: PoolEntry) -> None:
+        assert entry.slot is not None
+        entry.track.state = self.pool.export(entry.slot)
+        self.pool.release(entry.slot)
+        entry.slot = None
 
-    def _place(self, handle: SessionHandle, batch: set[SessionHandle]) -> None:
+    def _place(self, entry: PoolEntry, batch: set[PoolEntry]) -> None:
         """Give a session a slot: a fresh one, or its parked state back. When the pool is full, the session
         that stepped least recently and is not in this batch is parked to make room."""
         try:
-            handle.slot = self.pool.acquire()
+            entry.slot = self.pool.acquire()
         except PoolExhausted:
-            candidates = [h for h in self._handles if h.slot is not None and h not in batch]
+            candidates = [h for h in self._entries if h.slot is not None and h not in batch]
             self._park(min(candidates, key=lambda h: h.last_step))
-            handle.slot = self.pool.acquire()
-        if handle.track.state is not None:
-            self.pool.load(handle.slot, handle.track.state)
+            entry.slot = self.pool.acquire()
+        if entry.track.state is not None:
+            self.pool.load(entry.slot, entry.track.state)
 
     async def _next_batch(self) -> list[_Pending]:
         batch = [await self._queue.get()]
@@ -181,10 +181,10 @@ class MicroBatcher:
             if not live:
                 continue
             try:
-                in_batch = {p.handle for p in live}
+                in_batch = {p.entry for p in live}
                 for pending in live:
-                    if pending.handle.slot is None:
-                        self._place(pending.handle, in_batch)
+                    if pending.entry.slot is None:
+                        self._place(pending.entry, in_batch)
                 estimates, tracks, wall_s, cpu_s = await self._run(self._step, live)
             except Exception as error:  # a failed batch fails its sentences, never the loop
                 for pending in live:
@@ -192,7 +192,7 @@ class MicroBatcher:
                         pending.future.set_exception(error)
                 continue
             for pending, estimate, (state, account) in zip(live, estimates, tracks, strict=True):
-                pending.handle.track.advance(state, account)  # on the loop: the handles are the batcher's
+                pending.entry.track.advance(state, account)  # on the loop: the entries are the batcher's
                 if not pending.future.done():
                     pending.future.set_result(estimate)
             if self._on_batch is not None:
@@ -201,14 +201,14 @@ class MicroBatcher:
 
     def _step(
         self, batch: list[_Pending]
-    ) -> tuple[list[Estimate], list[tuple[SessionState | None, EvidenceAccount]], float, float]:
+    ) -> tuple[list[RunningEstimate], list[tuple[RecurrentState | None, EvidenceAccount]], float, float]:
         """Encode and step one batch (on a worker thread); returns the estimates, each session's state snapshot
         (None without `snapshots`) and account after it, and the batch's wall and CPU seconds."""
         start, cpu_start = time.perf_counter(), time.thread_time()
-        slots = torch.tensor([p.handle.slot for p in batch], device=self.screener.device)
+        slots = torch.tensor([p.entry.slot for p in batch], device=self.screener.device)
         state = self.pool.gather(slots)
         estimates, new_state, accounts = self.screener.step_batch(
-            [p.features for p in batch], [p.handle.track.account for p in batch], state
+            [p.features for p in batch], [p.entry.track.account for p in batch], state
         )
         self.pool.scatter(slots, new_state)
         snapshots = [new_state.cpu_row(row) if self.settings.snapshots else None for row in range(len(batch))]

@@ -20,7 +20,7 @@ from depscreen.engine.features.text import PHQ8_ITEMS
 from depscreen.engine.modalities import MODALITIES, MODALITY_NAMES
 from depscreen.engine.model.kernels import kernels_for
 from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel, SentenceBatch
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 from depscreen.engine.runtime.checkpoint import ModelFacts, load_checkpoint
 from depscreen.engine.runtime.device import choose_device
 from depscreen.engine.runtime.interval import ENOUGH_SPEECH_S, interval_for
@@ -45,7 +45,7 @@ class ModalityEstimate:
 
 
 @dataclass(frozen=True)
-class Estimate:
+class RunningEstimate:
     """The running estimate after a sentence."""
 
     probability: float
@@ -115,14 +115,14 @@ class SessionTrack:
     """What a session carries from sentence to sentence: its model state and its evidence account.
 
     The one holder of that pair: a session scored on its own (`Screener.step`), a session in the server's
-    pool (`SessionHandle.track`) and a resume checkpoint all keep a `SessionTrack`.
+    pool (`PoolEntry.track`) and a resume snapshot all keep a `SessionTrack`.
     """
 
-    state: SessionState | None = None
+    state: RecurrentState | None = None
     """One-session model state after the last sentence; None: the initial state (no sentence yet)."""
     account: EvidenceAccount = field(default_factory=EvidenceAccount)
 
-    def advance(self, state: SessionState | None, account: EvidenceAccount) -> None:
+    def advance(self, state: RecurrentState | None, account: EvidenceAccount) -> None:
         """Go on to the state and account after one more sentence (its holder calls it, on its own thread)."""
         self.state, self.account = state, account
 
@@ -176,7 +176,7 @@ class Screener:
     def new_session(self) -> SessionTrack:
         return SessionTrack(state=self.model.initial_state(1))
 
-    def step(self, track: SessionTrack, features: SentenceFeatures) -> Estimate:
+    def step(self, track: SessionTrack, features: SentenceFeatures) -> RunningEstimate:
         """Advance one session by one sentence and return its running estimate."""
         state = self.model.initial_state(1) if track.state is None else track.state.to(self.device)
         (estimate,), new_state, (account,) = self.step_batch([features], [track.account], state)
@@ -185,8 +185,8 @@ class Screener:
 
     @torch.no_grad()
     def step_batch(
-        self, features: list[SentenceFeatures], accounts: list[EvidenceAccount], state: SessionState
-    ) -> tuple[list[Estimate], SessionState, list[EvidenceAccount]]:
+        self, features: list[SentenceFeatures], accounts: list[EvidenceAccount], state: RecurrentState
+    ) -> tuple[list[RunningEstimate], RecurrentState, list[EvidenceAccount]]:
         """Advance a batch of sessions (row i: one sentence of session i, whose state is row i of `state` and
         whose account is `accounts[i]`): their estimates, new state and new accounts. The accounts given are left
         as they are: each session's holder moves on to the new ones itself (`SessionTrack.advance`)."""
@@ -207,7 +207,7 @@ class Screener:
         return estimates, new_state, new_accounts
 
     @torch.no_grad()
-    def offline(self, features: list[SentenceFeatures]) -> list[Estimate]:
+    def offline(self, features: list[SentenceFeatures]) -> list[RunningEstimate]:
         """Score a whole session with the full-scan reference: one estimate per prefix."""
         if not features:
             return []
@@ -243,7 +243,7 @@ def _estimate(
     modality_probability: torch.Tensor,
     weights: torch.Tensor,
     facts: ModelFacts,
-) -> Estimate:
+) -> RunningEstimate:
     """The estimate after a sentence: the model's fused head, or the stack of the checkpoint's heads."""
     calibration = facts.interval
     language_text = account.language_text.probability
@@ -265,7 +265,7 @@ def _estimate(
         for i, name in enumerate(MODALITY_NAMES)
     )
     low, high = interval_for(calibration, estimate, account.evidence, account.usable_speech_s)
-    return Estimate(
+    return RunningEstimate(
         probability=estimate,
         evidence=account.evidence,
         modalities=modalities,

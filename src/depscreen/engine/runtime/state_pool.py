@@ -3,7 +3,7 @@
 Each session owns a slot index. A batched step gathers the slots of the sessions in the batch, advances them
 together and writes them back. A session idle for long can `export` its slot (a small CPU copy) and release
 it; `load` brings it back into any free slot later, so idle sessions cost no device memory. The pool holds a
-`SessionState` of `capacity` rows and uses only its row-wise operations, so it never names the state's parts.
+`RecurrentState` of `capacity` rows and uses only its row-wise operations, so it never names the state's parts.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from depscreen.engine.model.screening import ScreeningModel
-from depscreen.engine.model.state import SessionState
+from depscreen.engine.model.state import RecurrentState
 
 
 class PoolExhausted(RuntimeError):
@@ -50,19 +50,19 @@ class StatePool:
             raise ValueError(f"slot {slot} is not in use")
         self._free.append(slot)
 
-    def gather(self, slots: torch.Tensor) -> SessionState:
+    def gather(self, slots: torch.Tensor) -> RecurrentState:
         """The states of `slots` (a 1-D long tensor) as one batch."""
         return self._state.rows(slots)
 
-    def scatter(self, slots: torch.Tensor, state: SessionState) -> None:
+    def scatter(self, slots: torch.Tensor, state: RecurrentState) -> None:
         """Write a batch of states back into `slots`."""
         self._state.write_rows(slots, state)
 
-    def export(self, slot: int) -> SessionState:
-        """A CPU copy of one slot's state (to checkpoint an idle session)."""
+    def export(self, slot: int) -> RecurrentState:
+        """A CPU copy of one slot's state (to snapshot an idle session)."""
         return self._state.cpu_row(slot)
 
-    def load(self, slot: int, state: SessionState) -> None:
+    def load(self, slot: int, state: RecurrentState) -> None:
         """Put a one-session state (from `export`, or the initial state) into `slot`."""
         device = self._state.device
         self.scatter(torch.tensor([slot], device=device), state.to(device))

@@ -29,7 +29,7 @@ from depscreen.engine.features.text import CHAR_BUCKETS, char_ngram_counts, unit
 from depscreen.engine.train.baselines import BASELINES
 from depscreen.engine.train.char_lsa import LSA_COMPONENTS, fit_char_lsa, idf_weights
 from depscreen.engine.train.crossval import stratified_folds
-from depscreen.engine.train.metrics import auroc, expected_calibration_error
+from depscreen.engine.train.metrics import auroc, expected_calibration_error, logistic
 from depscreen.engine.train.repeated import _spread, auroc_difference
 from depscreen.engine.train.sessions import LabelledSession
 
@@ -140,7 +140,7 @@ def compare_running_forms(
     for repeat in range(repeats):
         assignment = stratified_folds(labels.tolist(), folds, seed + repeat)
         probabilities = {
-            name: 1 / (1 + np.exp(-out_of_fold_logits(fit, texts, labels, assignment))) for name, fit in FORMS.items()
+            name: logistic(out_of_fold_logits(fit, texts, labels, assignment)) for name, fit in FORMS.items()
         }
         for name in ("text-tfidf", "text-lsa"):
             probabilities[name] = baseline_probabilities(name, transcripts, labels, assignment)

@@ -16,7 +16,7 @@ import torch
 
 from depscreen.engine.modalities import MODALITY_NAMES
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
-from depscreen.engine.train.metrics import auroc, best_f1_threshold
+from depscreen.engine.train.metrics import auroc, best_f1_threshold, logistic
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stats import FeatureStats, measured_stats
 from depscreen.engine.train.trainer import (
@@ -197,7 +197,7 @@ def cross_validate(
             result.scores[test] = outputs.score
             result.training_mean_scores[test] = np.mean([s.score for i, s in enumerate(sessions) if i not in test_set])
         for i, prefix in zip(test, logits, strict=True):
-            probabilities = 1 / (1 + np.exp(-prefix / fitted.temperature))
+            probabilities = logistic(prefix / fitted.temperature)
             result.prefix_probabilities[i] = probabilities
             result.probabilities[i] = probabilities[-1]
             result.thresholds[i] = fitted.threshold

@@ -14,13 +14,13 @@ import numpy as np
 
 from depscreen.engine.features.language_head import language_text_head
 from depscreen.engine.runtime.checkpoint import session_fingerprint, text_route
-from depscreen.engine.runtime.screener import Estimate, Screener
+from depscreen.engine.runtime.screener import RunningEstimate, Screener
 from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stack import out_of_fold_evaluation
 
 
-def stream_session(screener: Screener, session: LabelledSession, language: str = "") -> list[Estimate]:
+def stream_session(screener: Screener, session: LabelledSession, language: str = "") -> list[RunningEstimate]:
     """The running estimate after each sentence, exactly as a live session in `language` (a primary code)
     would receive them: with its own text head's logit on each sentence where the checkpoint routes that
     language to one, as the live pipeline adds it."""
@@ -85,7 +85,7 @@ def evaluate(
     }
 
 
-def interval_report(streamed: list[list[Estimate]], labels: np.ndarray) -> dict[str, object]:
+def interval_report(streamed: list[list[RunningEstimate]], labels: np.ndarray) -> dict[str, object]:
     """How often the interval holds the label, over every estimate with enough speech and over each session's
     last one (per label too), and at the last one its mean width and the share that rules one label out (excludes
     0 or 1); `level` 0 when the checkpoint has no interval calibration."""
@@ -94,7 +94,7 @@ def interval_report(streamed: list[list[Estimate]], labels: np.ndarray) -> dict[
     last = [(estimates[-1], label) for estimates, label in zip(streamed, labels, strict=True)]
     last = [(e, label) for e, label in last if e.enough_speech]
 
-    def coverage(pairs: list[tuple[Estimate, int]]) -> float | None:
+    def coverage(pairs: list[tuple[RunningEstimate, int]]) -> float | None:
         hits = [e.interval_low <= label <= e.interval_high for e, label in pairs]
         return round(float(np.mean(hits)), 4) if hits else None
 

@@ -13,6 +13,11 @@ BOOTSTRAP_SAMPLES = 2000
 """Resamples (of whole sessions, stratified by label) behind each 95% interval."""
 
 
+def logistic(logits: np.ndarray) -> np.ndarray:
+    """The logistic sigmoid 1 / (1 + e^-x), element-wise: a probability from a logit."""
+    return 1 / (1 + np.exp(-logits))
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve by the rank-sum statistic (ties count half)."""
     labels = np.asarray(labels).astype(bool)

@@ -48,7 +48,13 @@ from depscreen.engine.train.baselines import transcript
 from depscreen.engine.train.char_head import baseline_probabilities, fit_mean_head, session_texts
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.interval_fit import held_out_interval
-from depscreen.engine.train.metrics import auroc, best_f1_threshold, expected_calibration_error, screening_report
+from depscreen.engine.train.metrics import (
+    auroc,
+    best_f1_threshold,
+    expected_calibration_error,
+    logistic,
+    screening_report,
+)
 from depscreen.engine.train.pitch import median_f0, pitch_check
 from depscreen.engine.train.repeated import _spread, auroc_difference
 from depscreen.engine.train.sessions import LabelledSession
@@ -176,7 +182,7 @@ class FittedStack:
     def prefix_probabilities(self, session: LabelledSession) -> np.ndarray:
         """`[sentences]` the stacked estimate after each sentence (a head without evidence counts 0)."""
         logits = np.stack([prefix_logits(head, session) for head in self.heads.values()], axis=1)
-        return 1 / (1 + np.exp(-(np.nan_to_num(logits) @ self.weights + self.bias)))
+        return logistic(np.nan_to_num(logits) @ self.weights + self.bias)
 
 
 def _final_logit(head: LanguageTextHead | AcousticHead, session: LabelledSession) -> float:
@@ -222,7 +228,7 @@ def fit_stack(
             head = fit([sessions[i] for i in train], labels[train])
             out_of_fold[test, j] = [final_logit(head, scored[i]) for i in test]
     weights, bias = stacker.fit(out_of_fold, labels)
-    threshold = best_f1_threshold(labels, 1 / (1 + np.exp(-(out_of_fold @ weights + bias))))
+    threshold = best_f1_threshold(labels, logistic(out_of_fold @ weights + bias))
     heads = {name: fit(sessions, labels) for name, fit in fitters.items()}
     return FittedStack(heads, weights, bias, threshold)
 
@@ -266,10 +272,6 @@ def _remembered(fit: HeadFitter) -> HeadFitter:
     return once
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.nan_to_num(logits)))
-
-
 def cross_validate_once(
     sessions: list[LabelledSession],
     language: str,
@@ -310,7 +312,7 @@ def cross_validate_once(
         for name in own:
             head = fitters[name](train_sessions, labels[train])
             for i in test:
-                prefixes[f"{name}@{OWN}"][i] = _sigmoid(prefix_logits(head, scored[i]))
+                prefixes[f"{name}@{OWN}"][i] = logistic(np.nan_to_num(prefix_logits(head, scored[i])))
                 final[f"{name}@{OWN}"][i] = prefixes[f"{name}@{OWN}"][i][-1]
     learnt, told = [transcript(s) for s in sessions], [transcript(s) for s in scored]
     for name in BASELINE_NAMES:

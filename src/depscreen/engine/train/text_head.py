@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead, char_head_inputs
 from depscreen.engine.features.text import MULTILINGUAL, char_ngram_counts, make_text_embedder, unit_rows
-from depscreen.engine.train.metrics import best_f1_threshold, screening_report
+from depscreen.engine.train.metrics import best_f1_threshold, logistic, screening_report
 from depscreen.engine.train.sessions import LabelledSession
 
 HELD_OUT = 0.2
@@ -188,7 +188,7 @@ def _for_sentences(
 
 def _by_sentence_report(head: LanguageTextHead, corpus: Corpus, threshold: float, seed: int) -> dict:
     """The held-out posts scored sentence by sentence, as a live session scores its text."""
-    probabilities = 1.0 / (1.0 + np.exp(-_sentence_wise_logits(head, corpus.test_texts)))
+    probabilities = logistic(_sentence_wise_logits(head, corpus.test_texts))
     return screening_report(np.array(corpus.test_labels), probabilities, threshold, seed)
 
 

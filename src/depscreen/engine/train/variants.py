@@ -17,7 +17,7 @@ import torch
 
 from depscreen.engine.modalities import MODALITY_NAMES, modality
 from depscreen.engine.model.encoders import BiMamba
-from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel, SessionOutput
+from depscreen.engine.model.screening import EncodedSentences, ModelConfig, ScreeningModel, ScreeningOutput
 from depscreen.engine.train.sessions import LabelledSession
 
 MODALITY_SETS = {"audio": ("audio",), "text": ("text",), "audio+text": ("audio", "text")}
@@ -50,7 +50,7 @@ class MeanPoolScreeningModel(ScreeningModel):
     Only the offline full scan is defined; it is what cross-validation scores.
     """
 
-    def forward_session(self, sentences: EncodedSentences) -> SessionOutput:
+    def forward_session(self, sentences: EncodedSentences) -> ScreeningOutput:
         count = torch.arange(1, sentences.fused.shape[1] + 1, device=sentences.fused.device).view(1, -1, 1)
         h = torch.cumsum(sentences.fused, dim=1) / count
         available = sentences.available.to(h.dtype)
