@@ -161,6 +161,8 @@ def test_every_decoding_and_every_wait_for_a_worker_is_reported() -> None:
     assert results and costs.work and costs.waits
     assert {w.kind for w in costs.work} <= set(DECODE_KINDS) and all(s >= 0 for s in costs.waits)
     assert all(w.encode_s > 0 and w.generate_s > 0 and 0 <= w.padding_share < 1 for w in costs.work)
+    assert len(costs.closes) == len(results), "every transcribed sentence's close is reported"
+    assert all(set(kinds) <= set(DECODE_KINDS) and seconds >= 0 for kinds, seconds in costs.closes)
     own_speech_s = sum(w.speech_s for w in costs.work if w.kind == "own")
     sentences_s = sum((r.features.end_ms - r.features.start_ms) / 1000 for r in results)
     assert own_speech_s >= sentences_s - 0.25 * len(results), (own_speech_s, sentences_s)
