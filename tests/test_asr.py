@@ -3,6 +3,7 @@ language routing, and the checks on the model packages."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from depscreen.engine.features.whisper import (
 from depscreen.engine.media import SAMPLE_RATE, decode_audio_file
 from depscreen.engine.pipeline import Extractors, SessionPipeline
 from depscreen.engine.runtime.threads import one_thread_per_call
+from depscreen.engine.segment import Piece, Segmenter, SegmenterSettings
 from depscreen.engine.transcript_error import transcript_error
 
 from .test_asr_pieces import _Costs
@@ -141,6 +143,40 @@ def test_budget_and_compression_ratio() -> None:
     assert options.without_restart("我认为讨厌的人我认为讨厌的人") is None, "no spaces to tell by: decoded again"
     assert options.echoes_prompt("以下是普通话的句子。", "zh") and options.echoes_prompt("这位置是普通话的句子。", "zh")
     assert not options.echoes_prompt("放松的时候,应该最喜欢看电影吧", "zh") and not options.echoes_prompt("x", "en")
+
+
+def test_text_after_speech_of_its_sentence_is_not_doubted() -> None:
+    options = WHISPER_OPTIONS
+    assert options.speechless("and it'll be", 0.8, 0.5, "en", check=False), "alone, a no-speech probability of 0.5"
+    assert not options.speechless("and it'll be", 0.8, 0.5, "en", False, after_speech=True), "after speech"
+    assert options.speechless("and it'll be", 0.1, 0.5, "en", False, after_speech=True), "confidence still counts"
+    assert options.speechless("以下是普通话的句子。", 0.9, 0.0, "zh", False, after_speech=True), "and prompt echoes"
+    doubting = replace(options, doubt_after_speech=True)
+    assert doubting.speechless("and it'll be", 0.8, 0.5, "en", False, after_speech=True)
+
+
+@pytest.mark.slow
+def test_pieces_after_speech_are_decoded_once(whisper: WhisperTranscriber) -> None:
+    pcm = decode_audio_file(_need(SPEECH / "codec2" / "ve9qrp.wav"))[: 95 * SAMPLE_RATE]
+    pieces: list[Piece] = []
+    segmenter = Segmenter(SegmenterSettings(), pieces.append)
+    segmenter.push(pcm)
+    model = whisper.model("tiny.en")
+    options = WHISPER_OPTIONS
+    checked = 0
+    for earlier, piece in itertools.pairwise(pieces):
+        if piece.sentence_start_sample != earlier.sentence_start_sample or piece.start_sample != earlier.end_sample:
+            continue
+        audio = piece.pcm.astype(np.float32) / 32768.0
+        said_before = model.transcribe(earlier.pcm.astype(np.float32) / 32768.0, "en").text
+        own = model._decode(audio, "en", options.budget("en", len(audio) / SAMPLE_RATE), "own", said_before)
+        doubted = own.no_speech > options.doubtful_no_speech["en"] and own.confidence >= options.min_confidence
+        if not doubted or own.ran_away or own.repeated or not own.text:
+            continue
+        checked += 1
+        now = model.transcribe(audio, "en", said_before)
+        assert now.decodes == ("own",) and now.text == own.text, "its own-length text is kept without a re-check"
+    assert checked >= 1, "free speech has later pieces whose own window doubts their speech"
 
 
 # ---------------------------------------------------------------- speech and non-speech

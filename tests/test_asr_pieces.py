@@ -3,6 +3,8 @@ invariance, sentences without a pause inside unchanged, shed and captioned piece
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -136,6 +138,7 @@ class _Costs:
         self.work: list[DecodeWork] = []
         self.waits: list[float] = []
         self.batches: list[tuple[str, int]] = []
+        self.closes: list[tuple[tuple[str, ...], float]] = []
 
     def decoded(self, work: DecodeWork) -> None:
         self.work.append(work)
@@ -146,6 +149,9 @@ class _Costs:
     def waited(self, seconds: float) -> None:
         self.waits.append(seconds)
 
+    def closed(self, decodes: Sequence[str], seconds: float) -> None:
+        self.closes.append((tuple(decodes), seconds))
+
 
 def test_every_decoding_and_every_wait_for_a_worker_is_reported() -> None:
     costs = _Costs()
@@ -155,6 +161,8 @@ def test_every_decoding_and_every_wait_for_a_worker_is_reported() -> None:
     assert results and costs.work and costs.waits
     assert {w.kind for w in costs.work} <= set(DECODE_KINDS) and all(s >= 0 for s in costs.waits)
     assert all(w.encode_s > 0 and w.generate_s > 0 and 0 <= w.padding_share < 1 for w in costs.work)
+    assert len(costs.closes) == len(results), "every transcribed sentence's close is reported"
+    assert all(set(kinds) <= set(DECODE_KINDS) and seconds >= 0 for kinds, seconds in costs.closes)
     own_speech_s = sum(w.speech_s for w in costs.work if w.kind == "own")
     sentences_s = sum((r.features.end_ms - r.features.start_ms) / 1000 for r in results)
     assert own_speech_s >= sentences_s - 0.25 * len(results), (own_speech_s, sentences_s)
@@ -212,3 +220,63 @@ def test_a_sentence_no_piece_covered_is_decoded_whole_at_the_close() -> None:
             shed.add(piece, allowed=False)
         assert shed.close(_sentence_of(pieces, 8_000)).text == "w1"
     assert recording.calls == [(72_000, "", True)], "one decoding of the whole sentence, re-checked as whole ones are"
+
+
+class _Gated:
+    """A Transcriber that answers "n<samples>" with the given decoding kinds, holding the stretch of `gated`
+    samples until `release` is set (`started` is set when it begins)."""
+
+    name = "gated"
+
+    def __init__(self, gated: int, decodes: dict[int, tuple[str, ...]]) -> None:
+        self.gated, self.decodes = gated, decodes
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def model_for(self, language: str) -> str:
+        return "gated"
+
+    def preload(self, language: str) -> None:
+        """Nothing to load."""
+
+    def transcribe(self, pcm: np.ndarray, language: str, said_before: str = "", recheck: bool = True) -> Transcript:
+        if len(pcm) == self.gated:
+            self.started.set()
+            assert self.release.wait(30), "never released"
+        return Transcript(f"n{len(pcm)}", 0.9, self.decodes.get(len(pcm), ("own",)))
+
+
+def test_the_close_waits_not_for_a_piece_past_a_forced_cut() -> None:
+    gated = _Gated(40_000, {})
+    pieces = [Piece(0, 0, 32_000, np.ones(32_000, np.int16)), Piece(0, 32_000, 64_000, np.ones(32_000, np.int16))]
+    crossing = Piece(0, 64_000, 104_000, np.ones(40_000, np.int16))
+    cut = _sentence_of(pieces, 32_000)  # the forced cut at sample 96 000, inside the last piece
+    with ThreadPoolExecutor(max_workers=1) as workers:
+        sentence_in_pieces = SentenceInPieces(gated, "en", workers, SegmenterSettings().min_piece_ms)
+        for piece in [*pieces, crossing]:
+            sentence_in_pieces.add(piece, allowed=True)
+        assert gated.started.wait(30)
+        try:
+            transcript = sentence_in_pieces.close(cut)
+            assert not gated.release.is_set(), "the close returned while the crossing piece was still running"
+        finally:
+            gated.release.set()
+    assert transcript.text == "n32000 n32000 n32000", "the rest after the pieces is decoded at the close"
+
+
+def test_the_close_reports_the_decodings_it_waited_for() -> None:
+    costs = _Costs()
+    gated = _Gated(48_000, {32_000: ("own", "fallback"), 48_000: ("own", "no_speech_check")})
+    pieces = [Piece(0, 0, 32_000, np.ones(32_000, np.int16)), Piece(0, 32_000, 80_000, np.ones(48_000, np.int16))]
+    with ThreadPoolExecutor(max_workers=1) as workers:
+        sentence_in_pieces = SentenceInPieces(gated, "en", workers, SegmenterSettings().min_piece_ms, observer=costs)
+        for piece in pieces:
+            sentence_in_pieces.add(piece, allowed=True)
+        assert gated.started.wait(30), "the first piece is done: the second is running"
+        threading.Timer(0.2, gated.release.set).start()
+        assert sentence_in_pieces.close(_sentence_of(pieces, 0)).text == "n32000 n48000"
+        assert costs.closes[-1][0] == ("own", "no_speech_check"), "the running piece's, not the finished one's"
+        assert costs.closes[-1][1] >= 0.1
+        sentence_in_pieces.add(Piece(96_000, 96_000, 128_000, np.ones(32_000, np.int16)), allowed=False)
+        second = Sentence(1, 6000, 8000, 96_000, 128_000, np.ones(32_000, np.int16), 2000, 20.0)
+        assert sentence_in_pieces.close(second).text == "n32000"
+    assert costs.closes[-1][0] == ("own", "fallback"), "a close that decodes reports its own decodings"

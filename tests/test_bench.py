@@ -42,6 +42,10 @@ def test_bench_load_counts_transcribed_and_shed_asr_sentences_and_where_asr_time
     assert parts["encode"] > 0 and parts["generate"] > 0, report
     assert report["asr_decodes"]["own"] >= report["transcribed_sentences"], report
     assert report["asr_decodings_per_call"]["whisper-tiny.en"] >= 1, "every model call is counted with its size"
+    close = report["asr_close_decodes"]
+    assert set(close) == {"own", "fallback", "no_speech_check"}, report
+    assert sum(close.values()) <= sum(report["asr_decodes"].values()), "the close path is part of all decodings"
+    assert report["asr_close_wait_p95_s"] is not None, "every transcribed sentence's close is timed"
 
 
 def test_bench_asr_compares_the_30s_window_with_own_length_windows(tmp_path) -> None:

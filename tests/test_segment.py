@@ -27,6 +27,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEECH = DATA / "speech"
 CODEC2 = SPEECH / "codec2"
 GRID = DATA / "video" / "grid"
+EATD = DATA / "eatd" / "train"
 FRAME = 320  # 20 ms at 16 kHz: the frame of the default settings and of the reference measures below
 
 
@@ -142,7 +143,8 @@ def test_pieces_follow_the_pauses_inside_sentences_whatever_the_chunking() -> No
         position = previous = sentence.start_sample
         for piece in mine:
             assert piece.start_sample in (position, previous), "pieces follow each other, or redo the last one"
-            assert piece.end_sample - piece.start_sample >= settings.min_piece_ms * SAMPLE_RATE // 1000
+            if piece.end_sample - piece.start_sample < settings.min_piece_ms * SAMPLE_RATE // 1000:
+                assert piece.start_sample == sentence.start_sample, "only the sentence so far may be shorter"
             assert np.array_equal(piece.pcm, pcm[piece.start_sample : piece.end_sample])
             previous, position = piece.start_sample, piece.end_sample
     inside = [
@@ -159,6 +161,26 @@ def test_a_sentence_without_a_pause_inside_is_one_piece_with_its_exact_audio() -
     assert len(sentences) == len(pieces) == 1
     assert (pieces[0].start_sample, pieces[0].end_sample) == (sentences[0].start_sample, sentences[0].end_sample)
     assert np.array_equal(pieces[0].pcm, sentences[0].pcm), "the closing pause cuts it where the sentence ends"
+
+
+def test_a_sentence_shorter_than_a_piece_is_one_piece_with_its_exact_audio() -> None:
+    answers = sorted(_need(EATD).glob("t_1/*.flac"))
+    shortest = SegmenterSettings().min_piece_ms * SAMPLE_RATE // 1000
+    short = 0
+    for answer in answers:
+        pcm = _audio(answer)
+        pieces: list[Piece] = []
+        sentences = Segmenter(SegmenterSettings(), pieces.append).push(pcm)  # closed by a pause (not flushed)
+        assert [(p.start_sample, p.end_sample) for p in _pieces_in_chunks(pcm, _random_sizes(5))[1]] == [
+            (p.start_sample, p.end_sample) for p in pieces
+        ]
+        for sentence in sentences:
+            if sentence.end_sample - sentence.start_sample < shortest:
+                short += 1
+                last = [p for p in pieces if p.sentence_start_sample == sentence.start_sample][-1]
+                assert (last.start_sample, last.end_sample) == (sentence.start_sample, sentence.end_sample)
+                assert np.array_equal(last.pcm, sentence.pcm), "cut in the closing pause: nothing left for the close"
+    assert short >= 3, "EATD answers hold sentences of 1-1.5 s"
 
 
 def test_pieces_are_off_at_zero_or_without_a_listener() -> None:

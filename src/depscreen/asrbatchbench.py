@@ -10,6 +10,7 @@ the text at batch 1. Nothing is written but the markdown table; transcripts stay
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ class BatchSizes:
 
     def waited(self, seconds: float) -> None:
         """Waits for a worker are not kept."""
+
+    def closed(self, decodes: Sequence[str], seconds: float) -> None:
+        """The benchmark closes no sentences."""
 
 
 @dataclass(frozen=True)

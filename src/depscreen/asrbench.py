@@ -22,7 +22,7 @@ import platform
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +196,9 @@ class CostCollector:
 
     def waited(self, seconds: float) -> None:
         """Pieces wait for the benchmark's one worker only behind their own sentence's: not reported."""
+
+    def closed(self, decodes: Sequence[str], seconds: float) -> None:
+        """The benchmark closes a sentence once all its pieces were handed over at once: not a live close."""
 
 
 @dataclass

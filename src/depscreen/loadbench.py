@@ -72,6 +72,10 @@ class LoadResult:
     """Decodings per speech recognition model call, by model (`depscreen_asr_batch_size`): 1 = none batched."""
     asr_worker_wait_p95_s: float | None
     """95th percentile of the waits of pieces for a speech recognition worker (bucket bound)."""
+    asr_close_decodes: dict[str, float]
+    """Decodings closed sentences waited for, by kind (`depscreen_asr_close_decodes_total`): the close path."""
+    asr_close_wait_p95_s: float | None
+    """95th percentile of how long a closed sentence waited for its transcript (bucket bound)."""
     rejected_sessions: float
     failed_sessions: int
     event_loop_lag_p95_s: float | None = None
@@ -287,6 +291,8 @@ async def load_run(
         asr_decodes=_labelled_deltas(metrics_before, metrics_after, "depscreen_asr_decodes_total"),
         asr_decodings_per_call=_per_call(metrics_before, metrics_after),
         asr_worker_wait_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_asr_worker_wait_seconds"),
+        asr_close_decodes=_labelled_deltas(metrics_before, metrics_after, "depscreen_asr_close_decodes_total"),
+        asr_close_wait_p95_s=_histogram_p95(metrics_before, metrics_after, "depscreen_asr_close_wait_seconds"),
         rejected_sessions=sum(
             _delta(metrics_before, metrics_after, f'depscreen_rejected_sessions_total{{reason="{reason}"}}')
             for reason in REJECT_REASONS

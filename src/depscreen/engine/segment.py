@@ -139,7 +139,9 @@ class SegmenterSettings:
 
     min_piece_ms: int = 1_500
     """A piece is cut only when it spans at least this long: Whisper transcribes very short windows worse
-    (a shorter stretch joins the next piece)."""
+    (a shorter stretch joins the next piece). One exception: a sentence shorter than this is still cut as one
+    piece in the pause that may close it (its whole audio, so its close decodes nothing); if the speech goes
+    on, the next piece starts where that one did."""
 
     onset_margin_db: float = 9.0
     """Outside a sentence, a frame must be this far above the noise floor to count as speech (this gate and
@@ -801,11 +803,18 @@ class Segmenter:
         """Hand the open sentence's stretch from the last piece to frame `end` (exclusive) to the listener, if
         it is long enough to be a piece and the sentence has speech enough to be kept. In a pause that may
         close the sentence (`closing`), a stretch too short to be a piece is handed over joined to the last
-        piece, from that piece's start (it replaces that piece), so the close still has nothing left."""
+        piece, from that piece's start (it replaces that piece), so the close still has nothing left; with no
+        piece before it, it is handed over however short (it is the whole sentence if the pause closes it, so
+        the close decodes nothing). A piece shorter than `min_piece_ms` (such a closing one, after which the
+        speech went on) is replaced by the next piece, which starts where it started."""
         start = self._piece_start
-        if closing and end - start < self._min_piece_frames and self._last_piece_start is not None:
+        if self._last_piece_start is not None and (
+            start - self._last_piece_start < self._min_piece_frames
+            or (closing and end - start < self._min_piece_frames)
+        ):
             start = self._last_piece_start
-        if end - start < max(1, self._min_piece_frames) or self._speech_level_count < self._min_speech_frames:
+        shortest = 1 if closing and start == self._sentence_start else max(1, self._min_piece_frames)
+        if end - start < shortest or self._speech_level_count < self._min_speech_frames:
             return
         self._last_piece_start, self._piece_start = start, end
         if self._open_pieces and self._open_pieces[-1][0] == start:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -152,6 +154,19 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
+        self.asr_close_decodes_total = Counter(
+            "depscreen_asr_close_decodes",
+            "Decodings a closed sentence's transcript waited for, by kind (own, fallback, no_speech_check): those "
+            "of its pieces still being transcribed when it closed, then the close's own.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.asr_close_wait = Histogram(
+            "depscreen_asr_close_wait_seconds",
+            "How long a closed sentence waited for its transcript (its last pieces and the close's own decoding).",
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
         self.asr_batch_size = Histogram(
             "depscreen_asr_batch_size",
             "Decodings (of one or more sessions) run as one speech recognition model call, by model.",
@@ -168,6 +183,7 @@ class Metrics:
             self.asr_seconds.labels(part=part)
         for kind in DECODE_KINDS:
             self.asr_decodes_total.labels(kind=kind)
+            self.asr_close_decodes_total.labels(kind=kind)
 
     def observe_stage(self, stage: str, seconds: float, cpu_seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)
@@ -192,6 +208,12 @@ class Metrics:
     def waited(self, seconds: float) -> None:
         """A piece waited `seconds` for a speech recognition worker (an `AsrObserver`)."""
         self.asr_worker_wait.observe(seconds)
+
+    def closed(self, decodes: Sequence[str], seconds: float) -> None:
+        """A closed sentence waited `seconds` for its transcript and the decodings `decodes` (an `AsrObserver`)."""
+        for kind in decodes:
+            self.asr_close_decodes_total.labels(kind=kind).inc()
+        self.asr_close_wait.observe(seconds)
 
     def describe_server(self, version: str, model_id: str, device: str, kernels: str, max_sessions: int) -> None:
         """Publish what this server runs (`depscreen_build_info`) and its session limit."""

@@ -7,7 +7,7 @@ naming it; the pipeline, the pieces, the server and the trainer know only this m
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +22,9 @@ class Transcript:
 
     text: str
     confidence: float
+    decodes: tuple[str, ...] = field(default=(), compare=False)
+    """The kinds (`DECODE_KINDS`) of the decodings that made it, in order (for the close path's count; not part
+    of what the transcript says)."""
 
 
 NO_TRANSCRIPT = Transcript("", 0.0)
@@ -129,6 +132,11 @@ class AsrObserver(Protocol):
 
     def waited(self, seconds: float) -> None:
         """A piece of a sentence waited `seconds` for a free worker thread (`asr_pieces`)."""
+        ...
+
+    def closed(self, decodes: Sequence[str], seconds: float) -> None:
+        """A sentence closed and its transcript was ready `seconds` later (wall); `decodes`: the kinds of the
+        decodings it waited for (its pieces still being transcribed at the close, then the close's own)."""
         ...
 
 

@@ -117,22 +117,29 @@ class SentenceInPieces:
                 self._running = True
 
     def close(self, sentence: Sentence) -> Transcript:
-        """The closed `sentence`'s transcript: its pieces' texts (waiting for those still to run) and the
-        transcription of its audio after the last of them, in the calling thread. After pieces that one
-        decoding is never re-checked (text that runs away or doubts its speech is dropped: the pieces before it
-        made their fallback decisions in the background), so the close waits for no fallback; a sentence decoded
-        whole at the close (no piece covered it, or its one piece is decoded again with a short rest) is decoded
-        as a whole sentence is, re-check included. Re-raises a worker's error."""
-        start = sentence.start_sample
+        """The closed `sentence`'s transcript: its pieces' texts (waiting for those still to run, but not for
+        one that runs past the sentence's end: a forced cut's) and the transcription of its audio after the last
+        of them, in the calling thread; the observer hears the decodings it waited for and how long. After
+        pieces that one decoding is never re-checked (text that runs away or doubts its speech is dropped: the
+        pieces before it made their fallback decisions in the background), so the close waits for no fallback;
+        a sentence decoded whole at the close (no piece covered it, or its one piece is decoded again with a
+        short rest) is decoded as a whole sentence is, re-check included. Re-raises a worker's error."""
+        start, closed_at = sentence.start_sample, time.perf_counter()
+
+        def used(stretch: _Stretch) -> bool:  # a piece past a forced cut's end is not the sentence's: no wait
+            return stretch.sentence_start == start and stretch.end_sample <= sentence.end_sample
+
         with self._lock:
-            while self._error is None and any(s.sentence_start == start for s in self._queue):
+            pending = [s for s in self._queue if used(s)]
+            while self._error is None and any(used(s) for s in self._queue):
                 self._lock.wait()
             error, self._error = self._error, None
-            done = [(s, t) for s, t in self._done if s.sentence_start == start and s.end_sample <= sentence.end_sample]
+            done = [(s, t) for s, t in self._done if used(s)]
             self._forget_through(start)
         if error is not None:
             raise error
         kept = [transcript for _, transcript in done]
+        waited_for = [kind for s, t in done if s in pending for kind in t.decodes]
         covered = done[-1][0].end_sample if done else start
         rest = sentence.end_sample - covered
         if done and rest >= SHORTEST_REST_S * SAMPLE_RATE and rest < self._min_piece_samples:
@@ -140,6 +147,9 @@ class SentenceInPieces:
             covered = done[-1][0].start_sample
         if sentence.end_sample - covered >= (SHORTEST_REST_S * SAMPLE_RATE if done else 1):
             kept.append(self._transcribe(sentence.pcm[covered - start :], kept, recheck=not kept))
+            waited_for += kept[-1].decodes
+        if self._observer is not None:
+            self._observer.closed(waited_for, time.perf_counter() - closed_at)
         heard = [t for t in kept if t.text]
         if not heard:
             return NO_TRANSCRIPT

@@ -192,6 +192,12 @@ class WhisperOptions:
     <= 0.25, radio noise, tones and silence >= 0.49 on the project's clips). Languages not listed use Whisper's
     own rule: above `default_no_speech_probability` with confidence below `no_speech_confidence` (Mandarin
     interview speech reaches 0.55) in either window."""
+    doubt_after_speech: bool = False
+    """Whether the no-speech probability is weighed for a decoding that follows text of its own sentence (a piece
+    after the sentence's earlier pieces, `said_before`). False: that text already says the sentence is speech,
+    so such a decoding loses its text only to `min_confidence` or a prompt echo, and is never decoded again to
+    check its speech (1 of the pieces' 7 re-checks on `bench asr`'s English clips, errors unchanged; one of a
+    closing piece sits on the sentence's close path; see docs/bench.md)."""
     default_no_speech_probability: float = 0.6
     no_speech_confidence: float = 0.7
     min_confidence: float = 0.25
@@ -238,11 +244,16 @@ class WhisperOptions:
         said = {c for c in text if c.isalnum()}
         return bool(prompt) and len(said) <= 2 * len(prompt) and len(prompt & said) >= 0.6 * len(prompt)
 
-    def speechless(self, text: str, confidence: float, no_speech: float, language: str, check: bool) -> bool:
+    def speechless(
+        self, text: str, confidence: float, no_speech: float, language: str, check: bool, after_speech: bool = False
+    ) -> bool:
         """Whether a decoding looks like noise, music or a tone (or echoes the prompt) rather than speech, by the
-        no-speech thresholds of the own-length window, or of the check window (`check`)."""
+        no-speech thresholds of the own-length window, or of the check window (`check`); `after_speech`: it
+        follows text of its own sentence (`doubt_after_speech`)."""
         thresholds = self.no_speech_probability if check else self.doubtful_no_speech
-        if language in thresholds:
+        if after_speech and not self.doubt_after_speech:
+            silent = False
+        elif language in thresholds:
             silent = no_speech > thresholds[language]
         else:
             silent = no_speech > self.default_no_speech_probability and confidence < self.no_speech_confidence
@@ -276,6 +287,8 @@ class _Decoding:
     ran_away: bool
     """Hit the token budget or compresses like a loop: runaway decoding."""
     repeated: bool = False
+    decodes: tuple[str, ...] = ()
+    """The kinds of the decodings that made it (`DECODE_KINDS`)."""
 
 
 class WhisperModel:
@@ -343,10 +356,12 @@ class WhisperModel:
                 self._sentence(audio[start : start + window], language, said_before, recheck)
                 for start in range(0, len(audio), window)
             ]
+        decodes = tuple(kind for d in decoded for kind in d.decodes)
         kept = [d for d in decoded if d.text]
         if not kept:
-            return NO_TRANSCRIPT
-        return Transcript(join_text([d.text for d in kept], language), float(np.mean([d.confidence for d in kept])))
+            return replace(NO_TRANSCRIPT, decodes=decodes)
+        text = join_text([d.text for d in kept], language)
+        return Transcript(text, float(np.mean([d.confidence for d in kept])), decodes)
 
     def _sentence(self, audio: np.ndarray, language: str, said_before: str, recheck: bool) -> _Decoding:
         options = self.options
@@ -354,19 +369,23 @@ class WhisperModel:
         own = self._decode(audio, language, budget, "own", said_before)
         if own.repeated and (said_once := options.without_restart(own.text)):
             own = replace(own, text=said_once, repeated=False)
+        after_speech = bool(said_before.strip())
         if not (own.ran_away or own.repeated):
-            if not options.speechless(own.text, own.confidence, own.no_speech, language, check=False):
+            if not options.speechless(own.text, own.confidence, own.no_speech, language, False, after_speech):
                 return own
             if not recheck:
-                return _Decoding("", 0.0, own.no_speech, own.ran_away)
-            full = self._decode(audio, language, budget, "no_speech_check", said_before)
+                return _Decoding("", 0.0, own.no_speech, own.ran_away, decodes=own.decodes)
+            kind = "no_speech_check"
         elif not recheck:
-            return _Decoding("", 0.0, own.no_speech, own.ran_away)
+            return _Decoding("", 0.0, own.no_speech, own.ran_away, decodes=own.decodes)
         else:
-            full = self._decode(audio, language, budget, "fallback", said_before)
-        if full.ran_away or options.speechless(full.text, full.confidence, full.no_speech, language, check=True):
-            return _Decoding("", 0.0, full.no_speech, full.ran_away)
-        return full
+            kind = "fallback"
+        full = self._decode(audio, language, budget, kind, said_before)
+        decodes = own.decodes + full.decodes
+        doubted = options.speechless(full.text, full.confidence, full.no_speech, language, True, after_speech)
+        if full.ran_away or doubted:
+            return _Decoding("", 0.0, full.no_speech, full.ran_away, decodes=decodes)
+        return replace(full, decodes=decodes)
 
     def _decode(self, audio: np.ndarray, language: str, budget: int, kind: str, said_before: str = "") -> _Decoding:
         """Greedy decoding of `audio` plus the silent tail, in its own length (`kind` "own") or in the check
@@ -406,7 +425,7 @@ class WhisperModel:
         text = tokenizer.decode(tokens).strip()
         confidence = float(np.exp(decoded.score)) if tokens else 0.0
         ran_away = len(prompt) + len(tokens) >= limit or compression_ratio(text) > options.max_compression_ratio
-        return _Decoding(text, confidence, decoded.no_speech, ran_away, options.repeats_itself(text))
+        return _Decoding(text, confidence, decoded.no_speech, ran_away, options.repeats_itself(text), (kind,))
 
     def _run(self, windows: list[_Window]) -> list[_Decoded]:
         """One encode and one generate call for `windows` of one `batch_key` (a batch), capped at the longest
