@@ -36,7 +36,7 @@ class TrainingSplit:
     text: str
     """Where the heads' training text came from: "human" transcripts or "asr" text."""
     stacker: str
-    """The `train.stack.STACKERS` name of the stacker."""
+    """The `train.stack.STACKERS` name of the stacker, or "own": one head in its own calibration, no stacker."""
     folds: int
     seed: int
 
