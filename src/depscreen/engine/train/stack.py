@@ -516,7 +516,8 @@ def write_shipped(
     f0 = np.array([median_f0(s) for s in sessions])
     pitch = pitch_check(f0, labels, {"estimate": first.final[ships]}, first.folds)
     _, facts = load_checkpoint(base)
-    stack = Stack(tuple(final.heads), tuple(float(w) for w in final.weights), final.bias)
+    weights = tuple(float(w) for w in final.weights)
+    stack = Stack(tuple(final.heads), weights, final.bias, round(float(labels.mean()), 4))
     facts = replace(
         facts,
         model_id=f"{dataset}-stack-s{seed}",
