@@ -9,6 +9,9 @@ prefix-exact by construction (`features.language_head`):
 - `projected`: the same sums projected onto the top `LSA_COMPONENTS` singular directions of the training
   sessions, read out at unit length, standardised, then a class-balanced logistic regression (C = 0.1, the
   text-lsa baseline's) (`ProjectedTextHead`: `k` + 1 floats of session state).
+The running char-LSA head the stack's third round cross-validates (`fit_lsa_head`, `fit_chosen_lsa_head`;
+`features.lsa_head.LsaTextHead`) is the `projected` form with its read-out (unit length or per character)
+chosen by inner folds and its own Platt scaling.
 The baselines (`baselines.py`) see each session's whole transcript at once: `text-tfidf` (character 1-3-gram
 TF-IDF with a vocabulary) and `text-lsa` (its LSA). Every fit (IDF, projection, scaling, weights, the
 recalibration) uses the training folds only; the settings were fixed before any run.
