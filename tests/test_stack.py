@@ -68,6 +68,20 @@ def test_combine_weighs_the_heads_with_evidence_and_reports_their_shares() -> No
     probability, shares = stack.combine({})
     assert probability == pytest.approx(1 / (1 + math.exp(-0.5))) and shares == {"text:zh": 0.0, "text:en": 0.0}
     assert stack.combine({"text:zh": -1e6})[0] == 0.0 and stack.combine({"text:zh": 1e6})[0] == 1.0, "no overflow"
+    own = Stack(("text:zh",), (1.0,), 0.0, base_rate=0.23)  # a head in its own (balanced) calibration
+    assert own.combine({}) == (0.23, {"text:zh": 0.0}), "before evidence: the training prevalence, not 0.5"
+    assert own.combine({"text:zh": 0.0})[0] == 0.5
+
+
+def test_a_stack_recorded_without_a_base_rate_loads_and_a_base_rate_outside_0_1_is_refused(tmp_path: Path) -> None:
+    model, facts = load_checkpoint(DEMO_MODEL)
+    blob = torch.load(DEMO_MODEL, weights_only=True)
+    blob["facts"]["stack"] = {"heads": ["text:zh"], "weights": [1.5], "bias": -0.4}  # as written before it
+    torch.save(blob, tmp_path / "older.pt")
+    assert load_checkpoint(tmp_path / "older.pt")[1].stack == STACK
+    save_checkpoint(tmp_path / "bad.pt", model, replace(facts, stack=Stack(("text:zh",), (1.0,), 0.0, 1.5)))
+    with pytest.raises(ValueError, match="malformed"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_the_stacked_estimate_streams_as_offline_after_every_sentence_and_a_resume_carries_it() -> None:

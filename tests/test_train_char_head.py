@@ -1,7 +1,8 @@
 """A language's character head fitted on a dataset's sentence transcripts: both running forms learn a planted
 signal, the mean form's session logit is the live account's, the comparison reports every method and pair,
 and the shipped Mandarin head is checked at load; the stack over heads finds the one with the signal, its
-acoustic head reads running moments exactly, and the shipping rule applies its pre-registered margins."""
+acoustic head reads running moments exactly, and the shipping rule applies its pre-registered margins; a head in
+its own calibration ships as a one-head stack of weight 1 that eval cross-validates the same way."""
 
 from __future__ import annotations
 
@@ -16,13 +17,11 @@ from depscreen.engine.features.language_head import TextHeadAccount, language_te
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, session_fingerprint
 from depscreen.engine.runtime.screener import Screener
-from depscreen.engine.train import stack as stack_module
 from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
 from depscreen.engine.train.evaluate import evaluate, stream_session
 from depscreen.engine.train.metrics import auroc
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stack import (
-    STACKERS,
     Stacker,
     cross_validate_once,
     fit_acoustic_head,
@@ -120,10 +119,7 @@ def test_heads_learn_from_one_text_and_are_scored_on_another() -> None:
     assert summary["weights"]["text:zh"]["outer_folds"] == 6
 
 
-def test_the_round_measures_all_four_text_combinations_and_applies_the_rule_on_asr_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(stack_module, "STACKERS", {name: STACKERS[name] for name in ("nonneg-10", "lr-5")})
+def test_the_round_scores_on_both_texts_and_writes_only_what_replaces_the_shipped_estimate(tmp_path: Path) -> None:
     human = with_noise_audio(made_up_sessions(24, 7), 3)
     asr = [
         replace(session, sentences=[replace(s, transcript=s.transcript[1:]) for s in session.sentences])
@@ -132,11 +128,12 @@ def test_the_round_measures_all_four_text_combinations_and_applies_the_rule_on_a
     results = train_stacked_estimate(
         {"human": human, "asr": asr}, "eatd", "zh", DEMO_MODEL, tmp_path, folds=3, repeats=2, log=lambda _: None
     )
-    assert set(results["text_sources"]) == {"human -> human", "human -> asr", "asr -> human", "asr -> asr"}
-    assert {"stack", "stack@lr-5", "text:zh@own"} <= set(results["stackers"]["auroc"])
+    assert set(results["scored_on"]) == {"asr", "human"}
+    candidates = {"stack", "text:zh", "lsa:zh", "text:zh@own", "lsa:zh@own", "text-lsa", "text-tfidf"}
+    assert set(results["scored_on"]["asr"]["auroc"]) == candidates
     decision = results["decision"]
-    assert decision["text_source"] in ("human", "asr") and isinstance(decision["replaces_shipped"], bool)
-    assert (tmp_path / "model.pt").is_file() and (tmp_path / "stack.json").is_file()
+    assert decision["ships"] in ("stack", "text:zh@own", "lsa:zh@own") and decision["shipped_now"] == "text:zh"
+    assert (tmp_path / "model.pt").is_file() == decision["replaces_shipped"] and (tmp_path / "stack.json").is_file()
     with pytest.raises(ValueError, match="different sessions"):
         train_stacked_estimate(
             {"human": human, "asr": asr[1:]}, "eatd", "zh", DEMO_MODEL, tmp_path, 3, 2, log=lambda _: None
@@ -167,6 +164,15 @@ def test_eval_on_the_training_split_reports_out_of_fold_estimates_and_refuses_pa
         evaluate(screener, sessions[:10], language="zh")
     unseen = [replace(s, sentences=s.sentences[:-1]) for s in sessions[:6]]
     assert "estimates" not in evaluate(screener, unseen, language="zh"), "sessions of the same names are others"
+    measured = write_shipped(sessions, "zh", "text:zh@own", run, DEMO_MODEL, tmp_path / "own", seed=2)
+    own = Screener.from_checkpoint(tmp_path / "own" / "model.pt", "cpu")
+    assert own.facts.stack is not None and (own.facts.stack.weights, own.facts.stack.bias) == ((1.0,), 0.0)
+    assert own.facts.training_split.stacker == "own" and measured["threshold"] == pytest.approx(
+        own.facts.decision_threshold, abs=1e-4
+    )
+    report = evaluate(own, sessions, language="zh")
+    assert [row["probability"] for row in report["sessions"]] == pytest.approx(run.final["text:zh@own"], abs=1e-4)
+    assert "its own calibration" in report["estimates"]
 
 
 def with_noise_audio(sessions: list[LabelledSession], seed: int) -> list[LabelledSession]:
@@ -200,12 +206,22 @@ def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_
     sessions = with_noise_audio(made_up_sessions(30, 4), 1)
     labels = np.array([s.label for s in sessions])
     stack = fit_stack(head_fitters("zh"), sessions, labels, seed=0)
-    assert list(stack.heads) == ["text:zh", "audio"]
+    assert list(stack.heads) == ["text:zh", "lsa:zh", "audio"]
     assert stack.weights[0] > 0, "the planted text signal raises the estimate"
     run = cross_validate_once(sessions, "zh", folds=3, seed=0)
     assert auroc(labels, run.final["stack"]) > 0.75 and auroc(labels, run.final["text:zh"]) > 0.75
-    assert set(run.final) == {"stack", "text:zh", "audio", "text:zh@own", "text-lsa", "text-tfidf"}
-    assert len(run.weights["stack"]) == 3 and all(len(fold) == 3 for fold in run.weights["stack"]), "per outer fold"
+    assert set(run.final) == {
+        "stack",
+        "text:zh",
+        "lsa:zh",
+        "audio",
+        "text:zh@own",
+        "lsa:zh@own",
+        "text-lsa",
+        "text-tfidf",
+    }
+    assert auroc(labels, run.final["lsa:zh@own"]) > 0.75
+    assert len(run.weights["stack"]) == 3 and all(len(fold) == 4 for fold in run.weights["stack"]), "per outer fold"
     assert all(len(p) == len(s.sentences) for p, s in zip(run.prefixes["stack"], sessions, strict=True))
     measured = write_shipped(sessions, "zh", "text:zh", run, DEMO_MODEL, tmp_path, seed=0)
     _, facts = load_checkpoint(tmp_path / "model.pt")
@@ -213,6 +229,8 @@ def test_the_stack_finds_the_head_that_carries_the_signal_and_the_rule_ships_by_
     assert facts.decision_threshold == round(measured["threshold"], 4) and (tmp_path / "text_head_chars.npz").is_file()
     with pytest.raises(ValueError, match=r"cannot build \(audio\)"):
         write_shipped(sessions, "zh", "audio", run, DEMO_MODEL, tmp_path / "audio", seed=0)
+    with pytest.raises(ValueError, match=r"cannot build \(lsa:zh\)"):
+        write_shipped(sessions, "zh", "lsa:zh@own", run, DEMO_MODEL, tmp_path / "lsa", seed=0)
 
     def summary(stack: float, text: float, audio: float, lsa: float) -> dict:
         values = {"stack": stack, "text:zh": text, "audio": audio, "text-lsa": lsa}

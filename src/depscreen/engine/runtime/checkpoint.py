@@ -36,7 +36,7 @@ class TrainingSplit:
     text: str
     """Where the heads' training text came from: "human" transcripts or "asr" text."""
     stacker: str
-    """The `train.stack.STACKERS` name of the stacker."""
+    """The `train.stack.STACKERS` name of the stacker, or "own": one head in its own calibration, no stacker."""
     folds: int
     seed: int
 
@@ -233,7 +233,13 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     recorded["text_languages"] = tuple(recorded.get("text_languages", ()))
     if recorded.get("stack") is not None:
         stack = recorded["stack"]
-        recorded["stack"] = Stack(tuple(stack["heads"]), tuple(stack["weights"]), float(stack["bias"]))
+        base_rate = stack.get("base_rate")  # absent before it was recorded
+        recorded["stack"] = Stack(
+            tuple(stack["heads"]),
+            tuple(stack["weights"]),
+            float(stack["bias"]),
+            None if base_rate is None else float(base_rate),
+        )
     if recorded.get("training_split") is not None:
         split = recorded["training_split"]
         recorded["training_split"] = TrainingSplit(**{**split, "sessions": tuple(split["sessions"])})

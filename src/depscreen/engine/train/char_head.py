@@ -9,6 +9,9 @@ prefix-exact by construction (`features.language_head`):
 - `projected`: the same sums projected onto the top `LSA_COMPONENTS` singular directions of the training
   sessions, read out at unit length, standardised, then a class-balanced logistic regression (C = 0.1, the
   text-lsa baseline's) (`ProjectedTextHead`: `k` + 1 floats of session state).
+The running char-LSA head the stack's third round cross-validates (`fit_lsa_head`, `fit_chosen_lsa_head`;
+`features.lsa_head.LsaTextHead`) is the `projected` form with its read-out (unit length or per character)
+chosen by inner folds and its own Platt scaling.
 The baselines (`baselines.py`) see each session's whole transcript at once: `text-tfidf` (character 1-3-gram
 TF-IDF with a vocabulary) and `text-lsa` (its LSA). Every fit (IDF, projection, scaling, weights, the
 recalibration) uses the training folds only; the settings were fixed before any run.
@@ -19,12 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead
+from depscreen.engine.features.lsa_head import READ_OUTS, LsaTextHead, spoken_chars
 from depscreen.engine.features.text import CHAR_BUCKETS, char_ngram_counts, unit_rows
 from depscreen.engine.train.baselines import BASELINES
 from depscreen.engine.train.char_lsa import LSA_COMPONENTS, fit_char_lsa, idf_weights
@@ -59,7 +64,7 @@ class ProjectedTextHead:
         return float(((projected / norm - self.mean) / self.std) @ self.coef + self.intercept)
 
 
-HeadFit = Callable[[list[SessionText], np.ndarray], LanguageTextHead | ProjectedTextHead]
+HeadFit = Callable[[list[SessionText], np.ndarray], LanguageTextHead | ProjectedTextHead | LsaTextHead]
 
 
 def session_texts(sessions: list[LabelledSession]) -> list[SessionText]:
@@ -67,11 +72,30 @@ def session_texts(sessions: list[LabelledSession]) -> list[SessionText]:
     return [[s.transcript for s in session.sentences if s.transcript.strip()] for session in sessions]
 
 
+@cache
+def sentence_counts(sentences: tuple[str, ...]) -> np.ndarray:
+    """`[sentences, buckets]` each sentence's n-gram counts (remembered: a cross-validation counts each session
+    once)."""
+    return char_ngram_counts(list(sentences)) if sentences else np.zeros((0, CHAR_BUCKETS), dtype=np.float32)
+
+
 def _summed_counts(sessions: list[SessionText]) -> np.ndarray:
     """`[sessions, buckets]` the sum of each session's sentences' n-gram counts."""
-    return np.stack(
-        [char_ngram_counts(sentences).sum(0) if sentences else np.zeros(CHAR_BUCKETS) for sentences in sessions]
-    )
+    return np.stack([sentence_counts(tuple(sentences)).sum(0) for sentences in sessions])
+
+
+def lsa_prefix_logits(head: LsaTextHead, sentences: SessionText) -> np.ndarray:
+    """`[sentences]` the char-LSA head's logit after each sentence (nan while it has no evidence), from the running
+    sums a live `LsaAccount` keeps."""
+    projected = np.cumsum((sentence_counts(tuple(sentences)) * head.idf) @ head.components, axis=0)
+    chars = np.cumsum([spoken_chars(sentence) for sentence in sentences])
+    return np.array([head.logit(p, int(c)) for p, c in zip(projected, chars, strict=True)])
+
+
+def lsa_session_logit(head: LsaTextHead, sentences: SessionText) -> float:
+    """The char-LSA head's logit of a whole session (nan without evidence)."""
+    logits = lsa_prefix_logits(head, sentences)
+    return float(logits[-1]) if len(logits) else float("nan")
 
 
 def fit_mean_head(sessions: list[SessionText], labels: np.ndarray) -> LanguageTextHead:
@@ -94,6 +118,65 @@ def fit_projected_head(sessions: list[SessionText], labels: np.ndarray, seed: in
     mean, std = unit.mean(0), unit.std(0).clip(min=1e-6)
     model = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000).fit((unit - mean) / std, labels)
     return ProjectedTextHead(lsa.idf, lsa.components, mean, std, model.coef_[0], float(model.intercept_[0]))
+
+
+def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(scale, shift) of a class-balanced Platt scaling of in-sample session logits."""
+    platt = LogisticRegression(class_weight="balanced").fit(logits[:, None], labels)
+    return float(platt.coef_[0, 0]), float(platt.intercept_[0])
+
+
+def fit_lsa_head(sessions: list[SessionText], labels: np.ndarray, read_out: str = "unit") -> LsaTextHead:
+    """The running char-LSA head (`features.lsa_head`) with `read_out`: IDF, the top `LSA_COMPONENTS` right
+    singular vectors of the unit-length IDF-weighted rows (an exact SVD) and the standardisation fitted on the
+    sessions' summed counts, a class-balanced logistic regression (C = 0.1, text-lsa's), then Platt-scaled
+    on the sessions' own logits."""
+    counts = _summed_counts(sessions)
+    idf = idf_weights(counts)
+    components = np.zeros((CHAR_BUCKETS, LSA_COMPONENTS))
+    _, _, vt = np.linalg.svd(unit_rows(counts * idf), full_matrices=False)  # exact: sessions << buckets
+    components[:, : min(LSA_COMPONENTS, len(vt))] = vt[:LSA_COMPONENTS].T
+    projected = (counts * idf) @ components
+    norms = np.linalg.norm(projected, axis=1, keepdims=True)
+    chars = np.array([[sum(map(spoken_chars, sentences))] for sentences in sessions], dtype=np.float64)
+    scaled = projected / np.where(norms > 1e-9, norms if read_out == "unit" else chars.clip(min=1), 1.0)
+    mean, std = scaled.mean(0), scaled.std(0).clip(min=1e-6)
+    model = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000).fit((scaled - mean) / std, labels)
+    coef, intercept = model.coef_[0], float(model.intercept_[0])
+    scale, shift = _platt((scaled - mean) / std @ coef + intercept, labels)
+    return LsaTextHead(
+        idf.astype(np.float32),
+        components.astype(np.float32),
+        mean,
+        std,
+        coef * scale,
+        intercept * scale + shift,
+        read_out,
+    )
+
+
+LSA_CHOICE_FOLDS = 5
+"""Inner folds choosing the char-LSA head's read-out on a training set (fixed before any run, seed 0)."""
+
+
+def choose_read_out(sessions: list[SessionText], labels: np.ndarray) -> str:
+    """The read-out whose head scores the higher AUROC out of fold over `LSA_CHOICE_FOLDS` stratified folds of
+    `sessions` (a tie: the first of `READ_OUTS`)."""
+    folds = stratified_folds(labels.tolist(), min(LSA_CHOICE_FOLDS, int(np.bincount(labels, minlength=2).min())), 0)
+    scores = {}
+    for read_out in READ_OUTS:
+        logits = np.zeros(len(sessions))
+        for test in folds:
+            train = np.setdiff1d(np.arange(len(sessions)), test)
+            head = fit_lsa_head([sessions[i] for i in train], labels[train], read_out)
+            logits[test] = [lsa_session_logit(head, sessions[i]) for i in test]
+        scores[read_out] = auroc(labels, np.nan_to_num(logits))
+    return max(READ_OUTS, key=lambda read_out: scores[read_out])
+
+
+def fit_chosen_lsa_head(sessions: list[SessionText], labels: np.ndarray) -> LsaTextHead:
+    """`fit_lsa_head` with the read-out `choose_read_out` picks on the same sessions."""
+    return fit_lsa_head(sessions, labels, choose_read_out(sessions, labels))
 
 
 FORMS: dict[str, HeadFit] = {"mean": fit_mean_head, "projected": fit_projected_head}

@@ -5,6 +5,9 @@ Heads (each scores a session after every sentence, from a few numbers of running
 evidence):
 - `text:<language>`: the language's character head (`char_head.fit_mean_head`), the character-weighted mean
   of the sentences' logits (`features.language_head.TextHeadAccount`);
+- `lsa:<language>`: the running char-LSA head (`char_head.fit_chosen_lsa_head`, `features.lsa_head`): the
+  additive LSA projection of the session's character n-gram counts and its character count, its read-out
+  chosen by inner folds of the training set;
 - `audio`: a class-balanced logistic regression (C = 0.1) on the standardised mean and standard deviation of
   the eGeMAPS descriptors over every frame heard so far (`AcousticHead`; state: frame count, sums, sums of
   squares).
@@ -16,7 +19,8 @@ on the whole set. The `Stacker` says how many inner folds and whether the weight
 whose inner out-of-fold logits run against the label then gets weight 0 instead of turning the ranking over).
 `cross_validate_once` scores each outer test fold once with a stack fitted on the other folds, and each head
 alone fitted the same nested way (a one-head stack: Platt scaling), over several fold assignments, and logs
-every fitted weight; `shipping_decision` applies the rule pre-registered on the model card.
+every fitted weight; `shipping_decision` applies the rule pre-registered on the model card. A single head may
+also ship in its own calibration (`head@own`, its in-fold Platt scaling: a one-head stack of weight 1, bias 0).
 
 Text source: a session's heads learn from the text of `sessions` and are scored (inner folds included) on the
 text of `scored`, the same sessions with other sentence text: human transcripts or the live ASR stage's text
@@ -35,6 +39,7 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead, TextHeadAccount
+from depscreen.engine.features.lsa_head import LsaTextHead
 from depscreen.engine.modalities import modality
 from depscreen.engine.runtime.checkpoint import (
     ModelFacts,
@@ -45,7 +50,13 @@ from depscreen.engine.runtime.checkpoint import (
 )
 from depscreen.engine.runtime.stack import Stack, check_stack
 from depscreen.engine.train.baselines import transcript
-from depscreen.engine.train.char_head import baseline_probabilities, fit_mean_head, session_texts
+from depscreen.engine.train.char_head import (
+    baseline_probabilities,
+    fit_chosen_lsa_head,
+    fit_mean_head,
+    lsa_prefix_logits,
+    session_texts,
+)
 from depscreen.engine.train.crossval import stratified_folds
 from depscreen.engine.train.interval_fit import held_out_interval
 from depscreen.engine.train.metrics import (
@@ -101,7 +112,10 @@ def fit_acoustic_head(sessions: list[LabelledSession], labels: np.ndarray) -> Ac
     return AcousticHead(mean, std, model.coef_[0], float(model.intercept_[0]))
 
 
-def prefix_logits(head: LanguageTextHead | AcousticHead, session: LabelledSession) -> np.ndarray:
+Head = LanguageTextHead | LsaTextHead | AcousticHead
+
+
+def prefix_logits(head: Head, session: LabelledSession) -> np.ndarray:
     """`[sentences]` the head's logit of the session after each sentence (nan while it has no evidence)."""
     logits = np.full(len(session.sentences), np.nan)
     if isinstance(head, AcousticHead):
@@ -110,8 +124,13 @@ def prefix_logits(head: LanguageTextHead | AcousticHead, session: LabelledSessio
             moments = moments + frame_moments(sentence.audio)
             logits[k] = head.read_out(moments)
         return logits
-    account = TextHeadAccount()
     told = [k for k, sentence in enumerate(session.sentences) if sentence.transcript.strip()]
+    if isinstance(head, LsaTextHead):
+        running = lsa_prefix_logits(head, [session.sentences[k].transcript for k in told])
+        for k, logit in zip(told, running, strict=True):
+            logits[k:] = logit
+        return logits
+    account = TextHeadAccount()
     sentence_logits = dict(zip(told, head.logits([session.sentences[k].transcript for k in told]), strict=True))
     for k, sentence in enumerate(session.sentences):
         if k in sentence_logits:
@@ -121,16 +140,20 @@ def prefix_logits(head: LanguageTextHead | AcousticHead, session: LabelledSessio
     return logits
 
 
-HeadFitter = Callable[[list[LabelledSession], np.ndarray], LanguageTextHead | AcousticHead]
+HeadFitter = Callable[[list[LabelledSession], np.ndarray], Head]
 
 
 def text_head_fitter(sessions: list[LabelledSession], labels: np.ndarray) -> LanguageTextHead:
     return fit_mean_head(session_texts(sessions), labels)
 
 
+def lsa_head_fitter(sessions: list[LabelledSession], labels: np.ndarray) -> LsaTextHead:
+    return fit_chosen_lsa_head(session_texts(sessions), labels)
+
+
 def head_fitters(language: str) -> dict[str, HeadFitter]:
     """The candidate heads by name (see the module docstring)."""
-    return {f"text:{language}": text_head_fitter, "audio": fit_acoustic_head}
+    return {f"text:{language}": text_head_fitter, f"lsa:{language}": lsa_head_fitter, "audio": fit_acoustic_head}
 
 
 @dataclass(frozen=True)
@@ -172,7 +195,7 @@ STACKER = "nonneg-10"
 
 @dataclass(frozen=True)
 class FittedStack:
-    heads: dict[str, LanguageTextHead | AcousticHead]
+    heads: dict[str, Head]
     weights: np.ndarray
     """`[heads]` in `heads` order."""
     bias: float
@@ -185,12 +208,12 @@ class FittedStack:
         return logistic(np.nan_to_num(logits) @ self.weights + self.bias)
 
 
-def _final_logit(head: LanguageTextHead | AcousticHead, session: LabelledSession) -> float:
+def _final_logit(head: Head, session: LabelledSession) -> float:
     logits = prefix_logits(head, session)
     return 0.0 if not len(logits) or np.isnan(logits[-1]) else float(logits[-1])
 
 
-FinalLogit = Callable[[LanguageTextHead | AcousticHead, LabelledSession], float]
+FinalLogit = Callable[[Head, LabelledSession], float]
 
 
 def _remembered_logits() -> FinalLogit:
@@ -198,7 +221,7 @@ def _remembered_logits() -> FinalLogit:
     it keeps every head and session it scored alive, so their ids stay theirs."""
     scored: dict[tuple[int, int], tuple[float, object, object]] = {}
 
-    def once(head: LanguageTextHead | AcousticHead, session: LabelledSession) -> float:
+    def once(head: Head, session: LabelledSession) -> float:
         key = (id(head), id(session))
         if key not in scored:
             scored[key] = (_final_logit(head, session), head, session)
@@ -251,6 +274,8 @@ class StackRun:
 OWN = "own"
 """The candidate suffix of a head read in its own calibration, with no stacker (`text:zh@own`): its plain
 cross-validated estimate, for reference."""
+OWN_HEADS = ("text:", "lsa:")
+"""The heads also read in their own calibration (each Platt-scales itself on its training sessions)."""
 BASELINE_NAMES = ("text-lsa", "text-tfidf")
 
 
@@ -261,9 +286,9 @@ def candidate(name: str, stacker: str) -> str:
 
 def _remembered(fit: HeadFitter) -> HeadFitter:
     """`fit` that fits each training set once (the stack and its heads alone share the same inner folds)."""
-    fitted: dict[tuple[str, ...], LanguageTextHead | AcousticHead] = {}
+    fitted: dict[tuple[str, ...], Head] = {}
 
-    def once(sessions: list[LabelledSession], labels: np.ndarray) -> LanguageTextHead | AcousticHead:
+    def once(sessions: list[LabelledSession], labels: np.ndarray) -> Head:
         key = tuple(s.session_id for s in sessions)
         if key not in fitted:
             fitted[key] = fit(sessions, labels)
@@ -291,7 +316,7 @@ def cross_validate_once(
     if len(fitters) > 1:
         sets = {"stack": fitters, **sets}
     candidates = {candidate(name, stacker): (chosen, stacker) for stacker in stackers for name, chosen in sets.items()}
-    own = [name for name in fitters if name.startswith("text:")]
+    own = [name for name in fitters if name.startswith(OWN_HEADS)]
     methods = [*candidates, *(f"{name}@{OWN}" for name in own), *BASELINE_NAMES]
     final = {name: np.zeros(len(sessions)) for name in methods}
     prefixes = {name: [np.zeros(0)] * len(sessions) for name in methods if name not in BASELINE_NAMES}
@@ -392,57 +417,69 @@ def train_stacked_estimate(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, object]:
-    """The round pre-registered on the model card, over `repeats` fold assignments of the sessions in `texts`
-    (the same sessions, by `TEXT_SOURCES`, with human and with ASR text): every stacker on human transcripts;
-    the text head alone in the four combinations of the text it learns from and the text it is scored on; the
-    head's text source chosen by its mean AUROC scored on ASR text; the shipping rule applied on ASR text; what
-    ships fitted on every session and written (`write_shipped`) with everything measured in `out / "stack.json"`.
-    The decision says whether it replaces what ships now (`text:<language>` under `lr-5`, learnt from human
-    transcripts, scored on ASR text)."""
+    """The third round pre-registered on the model card, over `repeats` fold assignments of the sessions in
+    `texts` (the same sessions, by `TEXT_SOURCES`, with human and with ASR text): the stack (`STACKER`) of the
+    character head and the running char-LSA head, each alone under `STACKER` and in its own calibration, and
+    the baselines, the heads learning from human transcripts and scored on ASR text (the rule) and on human
+    transcripts (reported); the rule picks between the stack and the single heads in their own calibration, and
+    what it picks replaces what ships now (`text:<language>` under `STACKER`) only if its mean AUROC on ASR text
+    is higher. Then it is fitted on every session and written (`write_shipped`); everything measured goes to
+    `out / "stack.json"`, and nothing else is written when it does not replace what ships."""
     if len({tuple((s.session_id, len(s.sentences)) for s in sessions) for sessions in texts.values()}) != 1:
         raise ValueError(
             "the human-transcript and ASR-text loads hold different sessions or sentences: load both from the same "
             "dataset folder with the same segmenter settings"
         )
     labels = np.array([s.label for s in texts["human"]])
-    heads, text = list(head_fitters(language)), f"text:{language}"
-
-    def repeated(learnt: str, told: str, stackers: tuple[str, ...], only: tuple[str, ...] | None) -> list[StackRun]:
-        runs = []
+    text, heads = f"text:{language}", (f"text:{language}", f"lsa:{language}")
+    singles = [f"{head}@{OWN}" for head in heads]
+    results: dict[str, object] = {"scored_on": {}}
+    runs: dict[str, list[StackRun]] = {}
+    for told in ("asr", "human"):
+        runs[told] = []
         for repeat in range(repeats):
-            runs.append(cross_validate_once(texts[learnt], language, folds, seed + repeat, stackers, texts[told], only))
+            run = cross_validate_once(texts["human"], language, folds, seed + repeat, (STACKER,), texts[told], heads)
+            runs[told].append(run)
             log(
-                f"{learnt} -> {told}, assignment {repeat + 1}/{repeats}: "
-                + ", ".join(f"{name} {auroc(labels, values):.3f}" for name, values in runs[-1].final.items())
+                f"human -> {told}, assignment {repeat + 1}/{repeats}: "
+                + ", ".join(f"{name} {auroc(labels, values):.3f}" for name, values in run.final.items())
             )
-        return runs
-
-    on_human = repeated("human", "human", tuple(STACKERS), None)
-    results: dict[str, object] = {"stackers": summarise_runs(on_human, labels, heads), "text_sources": {}}
-    for learnt in TEXT_SOURCES:
-        for told in TEXT_SOURCES:
-            runs = on_human if learnt == told == "human" else repeated(learnt, told, (STACKER, "lr-5"), (text,))
-            results["text_sources"][f"{learnt} -> {told}"] = summarise_runs(runs, labels, [text])
-    on_asr = {learnt: results["text_sources"][f"{learnt} -> asr"]["auroc"][text]["mean"] for learnt in TEXT_SOURCES}
-    source = "human" if on_asr["human"] > on_asr["asr"] else "asr"
-    runs = repeated(source, "asr", (STACKER,), None)
-    summary = summarise_runs(runs, labels, heads)
-    decision = shipping_decision(summary, heads)
-    shipped_now = results["text_sources"]["human -> asr"]["auroc"][candidate(text, "lr-5")]["mean"]
+        results["scored_on"][told] = summarise_runs(runs[told], labels, singles)
+    summary = results["scored_on"]["asr"]
+    decision = shipping_decision(summary, singles)
+    shipped_now = summary["auroc"][text]["mean"]
     decision.update(
-        text_source=source,
+        text_source="human",
+        shipped_now=text,
         shipped_now_auroc=shipped_now,
-        replaces_shipped=summary["auroc"][decision["ships"]]["mean"] >= shipped_now,
+        replaces_shipped=bool(summary["auroc"][decision["ships"]]["mean"] > shipped_now),
     )
     log(f"ships {decision['ships']}: {decision}")
-    results.update(summary=summary, decision=decision)
-    results.update(
-        write_shipped(
-            texts[source], language, decision["ships"], runs[0], base, out, seed, texts["asr"], source, dataset
+    results["decision"] = decision
+    if decision["replaces_shipped"]:
+        results.update(
+            write_shipped(
+                texts["human"], language, decision["ships"], runs["asr"][0], base, out, seed, texts["asr"], "human"
+            )
         )
-    )
+    out.mkdir(parents=True, exist_ok=True)
     (out / "stack.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def fit_own(
+    fit: HeadFitter, sessions: list[LabelledSession], labels: np.ndarray, seed: int, scored: list[LabelledSession]
+) -> FittedStack:
+    """One head in its own calibration as a one-head stack (weight 1, bias 0), fitted on `sessions`; its
+    threshold the best F1 on its out-of-fold estimates on `scored` over `STACKERS[STACKER].inner_folds` folds."""
+    inner = min(STACKERS[STACKER].inner_folds, int(np.bincount(labels, minlength=2).min()))
+    out_of_fold = np.zeros(len(sessions))
+    for test in stratified_folds(labels.tolist(), inner, seed):
+        train = np.setdiff1d(np.arange(len(sessions)), test)
+        head = fit([sessions[i] for i in train], labels[train])
+        out_of_fold[test] = [_final_logit(head, scored[i]) for i in test]
+    threshold = best_f1_threshold(labels, _sigmoid(out_of_fold))
+    return FittedStack({"head": fit(sessions, labels)}, np.ones(1), 0.0, threshold)
 
 
 def write_shipped(
@@ -457,29 +494,38 @@ def write_shipped(
     text: str = "human",
     dataset: str = "eatd",
 ) -> dict[str, object]:
-    """Fit what ships (the stack, or one head as a one-head stack; ValueError first when the server cannot build
-    one of its heads: the session acoustic head has no live account yet) on every session (its heads learning
-    from `sessions`' text, its stacker fitted on their inner out-of-fold logits on `scored`'s, default the same),
-    fit its interval on the first assignment's out-of-fold estimates after each sentence (`first`), run the
-    pitch check on them, and write `base`'s checkpoint with that stack, interval and threshold (its weights
-    unchanged) to `out / "model.pt"` and the text head to `out / "text_head_chars.npz"`; returns what was measured.
-    The checkpoint records its training split (`text`: where `sessions`' text came from) for `depscreen eval`."""
+    """Fit what ships on every session (ValueError first when the server cannot build one of its heads): the
+    stack, one head under `STACKER` (a one-head stack), or one head in its own calibration (`head@own`:
+    `fit_own`); its heads learn from `sessions`' text and its stacker or threshold is fitted on their out-of-fold
+    logits on `scored`'s (default the same). Its interval is fitted on the first assignment's out-of-fold
+    estimates after each sentence (`first`), the pitch check is run on them, and `base`'s checkpoint is written
+    with that stack, interval and threshold (its weights unchanged) to `out / "model.pt"` and the text head to
+    `out / "text_head_chars.npz"`; returns what was measured. The checkpoint records its training split (`text`:
+    where `sessions`' text came from, and the stacker, or `OWN`) for `depscreen eval`."""
+    scored = sessions if scored is None else scored
     labels = np.array([s.label for s in sessions])
     fitters = head_fitters(language)
-    shipped = fitters if ships == "stack" else {ships: fitters[ships]}
+    name = ships.removesuffix(f"@{OWN}")
+    shipped = {head: fitters[head] for head in ("text:" + language, "lsa:" + language)} if ships == "stack" else {}
+    shipped = shipped or {name: fitters[name]}
     check_stack(Stack(tuple(shipped), (1.0,) * len(shipped), 0.0), f"{ships} of {len(sessions)} sessions")
-    final = fit_stack(shipped, sessions, labels, seed, scored=scored)
+    if ships.endswith(f"@{OWN}"):
+        own = fit_own(shipped[name], sessions, labels, seed, scored)
+        final, stacker = replace(own, heads={name: own.heads["head"]}), OWN
+    else:
+        final, stacker = fit_stack(shipped, sessions, labels, seed, scored=scored), STACKER
     interval, interval_report = held_out_interval(sessions, first.prefixes[ships], first.folds)
     f0 = np.array([median_f0(s) for s in sessions])
     pitch = pitch_check(f0, labels, {"estimate": first.final[ships]}, first.folds)
     _, facts = load_checkpoint(base)
-    stack = Stack(tuple(final.heads), tuple(float(w) for w in final.weights), final.bias)
+    weights = tuple(float(w) for w in final.weights)
+    stack = Stack(tuple(final.heads), weights, final.bias, round(float(labels.mean()), 4))
     facts = replace(
         facts,
         model_id=f"{dataset}-stack-s{seed}",
         stack=stack,
         training_split=TrainingSplit(
-            dataset, tuple(map(session_fingerprint, sessions)), text, STACKER, int(first.folds.max()) + 1, first.seed
+            dataset, tuple(map(session_fingerprint, sessions)), text, stacker, int(first.folds.max()) + 1, first.seed
         ),
         interval=interval,
         decision_threshold=round(final.threshold, 4),
@@ -505,15 +551,19 @@ def out_of_fold_evaluation(
     if split is None or stack is None:
         raise ValueError(f"model {facts.model_id} records no stacked training split: nothing to cross-validate")
     name = "stack" if len(stack.heads) > 1 else stack.heads[0]
-    run = cross_validate_once(learnt, language, split.folds, split.seed, (split.stacker,), sessions, tuple(stack.heads))
-    final, prefixes = run.final[candidate(name, split.stacker)], run.prefixes[candidate(name, split.stacker)]
+    own = split.stacker == OWN
+    stackers = (STACKER,) if own else (split.stacker,)
+    run = cross_validate_once(learnt, language, split.folds, split.seed, stackers, sessions, tuple(stack.heads))
+    chosen = f"{name}@{OWN}" if own else candidate(name, split.stacker)
+    final, prefixes = run.final[chosen], run.prefixes[chosen]
     labels = np.array([s.label for s in sessions])
     _, interval = held_out_interval(sessions, prefixes, run.folds)
     f0 = np.array([median_f0(s) for s in sessions])
     return {
         "model": facts.model_id,
         "estimates": (
-            f"out of fold: the model's training split, its recipe ({split.stacker}, {split.folds} folds, seed "
+            f"out of fold: the model's training split, its recipe ({'its own calibration' if own else split.stacker}, "
+            f"{split.folds} folds, seed "
             f"{split.seed}, heads learnt from {split.text} text) cross-validated again"
         ),
         "threshold": facts.decision_threshold,
