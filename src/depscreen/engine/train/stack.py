@@ -478,7 +478,7 @@ def fit_own(
         train = np.setdiff1d(np.arange(len(sessions)), test)
         head = fit([sessions[i] for i in train], labels[train])
         out_of_fold[test] = [_final_logit(head, scored[i]) for i in test]
-    threshold = best_f1_threshold(labels, _sigmoid(out_of_fold))
+    threshold = best_f1_threshold(labels, logistic(out_of_fold))
     return FittedStack({"head": fit(sessions, labels)}, np.ones(1), 0.0, threshold)
 
 
