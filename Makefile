@@ -57,9 +57,14 @@ system-tools:
 		echo "note: only root can apt-get $(SYSTEM_TOOLS): the tests needing them will be skipped"; \
 	fi
 
+# The suite in parallel (pytest-xdist, each module on one worker so that its servers start once), then the few
+# tests marked `serial` (real-time assertions that the others' load can break) alone; TEST_WORKERS=0: no workers.
+TEST_WORKERS ?= 4
+
 test: $(STAMP) system-tools $(BUF)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

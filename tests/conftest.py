@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from depscreen.engine.features.sentence import SentenceFeatures
 from depscreen.engine.modalities import modality
@@ -19,6 +21,15 @@ from depscreen.sample import sample_path
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = sample_path()
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test`), each worker and every process it starts (servers, commands) computes on
+    one thread: several workers share the cores, and OpenMP pools of one thread per core spin on each other's
+    cores (a 3-epoch synthetic training took over 160 s per epoch that way instead of seconds)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def spoken_sentence(

@@ -27,9 +27,12 @@ from hypothesis import strategies as st
 from depscreen.clients.session import ScreeningClient
 from depscreen.engine.media import decode_audio_file
 from depscreen.localserver import LocalServer, start_local_server
+from depscreen.streamer.settings import ServerSettings
 from depscreen.v1 import screening_pb2 as pb
 
 from .conftest import FIXTURES
+from .fakes import fake_parts
+from .inprocess import ServerThread
 from .test_protocol import assert_unharmed, collect, comparable
 
 METHOD = "/depscreen.v1.Screening/StreamSession"
@@ -299,14 +302,14 @@ def test_hostile_streams_leave_the_server_and_other_sessions_unharmed(fuzz_serve
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     with (tmp_path_factory.mktemp("limited") / "server.log").open("w") as log:
         server = start_local_server(
-            "--device", "cpu", "--asr", "none", "--max-session-s", "3", "--max-video-fps", "10", output=log
+            "--device", "cpu", "--asr", "none", "--max-session-s", "3", output=log
         )  # fmt: skip
     yield server
     server.stop()
 
 
 async def replies_and_error(
-    server: LocalServer, messages: AsyncIterator[pb.ClientMessage]
+    server: LocalServer | ServerThread, messages: AsyncIterator[pb.ClientMessage]
 ) -> tuple[list[pb.ServerMessage], grpc.aio.AioRpcError | None]:
     replies: list[pb.ServerMessage] = []
     try:
@@ -344,7 +347,16 @@ def test_a_silent_session_is_ended_at_its_duration_limit_too(limited: LocalServe
     assert replies[-1].WhichOneof("kind") == "summary"
 
 
-def test_video_faster_than_the_limit_ends_the_stream(limited: LocalServer) -> None:
+@pytest.fixture(scope="module")
+def video_limited() -> Iterator[ServerThread]:
+    """A server allowing 10 video frames per second of audio, without `limited`'s 3 s session limit: that limit
+    is wall-clock time, which a loaded machine can spend before the frames are counted."""
+    settings = ServerSettings(grpc_port=0, http_port=0, device="cpu", asr="none", max_video_fps=10)
+    with ServerThread(settings, fake_parts()) as server:
+        yield server
+
+
+def test_video_faster_than_the_limit_ends_the_stream(video_limited: ServerThread) -> None:
     def frames(count: int, spacing_ms: int) -> list[pb.ClientMessage]:
         return [
             pb.ClientMessage(video=pb.VideoFrame(timestamp_ms=i * spacing_ms, image=JPEG, format=pb.JPEG))
@@ -357,8 +369,8 @@ def test_video_faster_than_the_limit_ends_the_stream(limited: LocalServer) -> No
         for item in [START, *one_second, *frames(count, 10), END]:
             yield item
 
-    replies, error = asyncio.run(replies_and_error(limited, within(30)))
+    replies, error = asyncio.run(replies_and_error(video_limited, within(30)))
     assert error is None and replies[-1].WhichOneof("kind") == "summary", "10 fps x (1 s of audio + 2 s ahead)"
-    replies, error = asyncio.run(replies_and_error(limited, within(31)))
+    replies, error = asyncio.run(replies_and_error(video_limited, within(31)))
     assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "faster than 10 frames per second" in error.details()

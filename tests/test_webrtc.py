@@ -474,6 +474,7 @@ def test_unreachable_endpoint_is_a_whip_error(namespace: NetworkNamespace) -> No
 
 @pytest.mark.slow
 @pytest.mark.e2e
+@pytest.mark.serial
 def test_talking_head_clip_streams_through_depscreen_stream_webrtc(
     asr_server: LocalServer, namespace: NetworkNamespace
 ) -> None:
