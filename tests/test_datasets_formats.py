@@ -14,7 +14,9 @@ import pytest
 from depscreen.engine.features.text import MULTILINGUAL
 from depscreen.engine.media import decode_audio_file
 from depscreen.engine.train.daic import load_daic
+from depscreen.engine.train.datasets import DATASETS
 from depscreen.engine.train.featurize import InterviewFeaturizer
+from depscreen.engine.train.study import EXPERIMENTS, MODEL, _VariantRunner, video_statistics
 from depscreen.engine.train.vlogs import load_dvlog, load_lmvd
 from depscreen.engine.train.windows import WINDOW_S
 
@@ -169,3 +171,16 @@ def test_train_cross_validates_a_vlog_dataset_with_video(tmp_path: Path) -> None
     assert "the text pathway is not trained" in result.stdout
     facts = json.loads((out / "results.json").read_text())["facts"]
     assert "audio + video + no text (text pathway untrained)" in facts["trained_on"], facts
+
+
+def test_a_variant_whose_modalities_no_session_has_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """`train --experiments` on a dataset without text once crashed in the `text` variant's folds (numpy's cast
+    error on no labels); now that variant is left out and the log says why."""
+    load = load_dvlog(write_dvlog(tmp_path, [("0", "depression", "train", 8), ("1", "normal", "train", 8)]))
+    said: list[str] = []
+    runner = _VariantRunner(
+        DATASETS["dvlog"], load, "char-ngrams-v1", False, 2, video_statistics(), None, None, None, said.append
+    )
+    text = next(v for v in EXPERIMENTS if v.name == "text")
+    assert runner.runnable(MODEL) and not runner.runnable(text)
+    assert said == ["text not run: no dvlog session has text"]

@@ -85,6 +85,8 @@ def test_stratified_folds_partition_and_balance() -> None:
     assert [f.tolist() for f in folds] == [f.tolist() for f in stratified_folds(labels, 5, seed=3)]
     with pytest.raises(ValueError, match="at least 5 sessions of each class"):
         stratified_folds([1, 1, 0, 0, 0, 0, 0], 5, seed=0)
+    with pytest.raises(ValueError, match="at least 2 sessions of each class"):
+        stratified_folds([], 2, seed=0)  # no session at all: the same clear error, not numpy's cast error
 
 
 def test_validation_split_is_stratified_and_disjoint() -> None:

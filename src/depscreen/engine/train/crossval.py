@@ -35,7 +35,7 @@ VALIDATION_SHARE = 0.2
 
 def stratified_folds(labels: list[int], folds: int, seed: int) -> list[np.ndarray]:
     """`folds` disjoint index arrays covering every session, each with about the same share of positives."""
-    labels_array = np.asarray(labels)
+    labels_array = np.asarray(labels, dtype=int)
     if folds < 2 or min(np.bincount(labels_array, minlength=2)) < folds:
         raise ValueError(f"{folds}-fold cross-validation needs at least {folds} sessions of each class")
     rng = np.random.default_rng(seed)

@@ -31,13 +31,14 @@ from depscreen.engine.features.text import TEXT_ENCODERS, text_feature_dim
 from depscreen.engine.modalities import MODALITY_NAMES, modality
 from depscreen.engine.model.screening import ModelConfig, ScreeningModel
 from depscreen.engine.runtime.checkpoint import DEMO_MODEL, ModelFacts, load_checkpoint, save_checkpoint
+from depscreen.engine.runtime.interval import IntervalCalibration
 from depscreen.engine.train.baselines import BASELINES, applicable_baselines, cross_validate_baseline
 from depscreen.engine.train.cache import FeatureCache
 from depscreen.engine.train.char_lsa import LSA_COMPONENTS, has_text
 from depscreen.engine.train.crossval import CrossValidation, cross_validate, fit
 from depscreen.engine.train.datasets import DatasetSpec
 from depscreen.engine.train.faces import unlabelled_faces
-from depscreen.engine.train.interpret import attribute, video_gate_weight
+from depscreen.engine.train.interpret import Attribution, attribute, video_gate_weight
 from depscreen.engine.train.interval_fit import held_out_interval
 from depscreen.engine.train.metrics import screening_report
 from depscreen.engine.train.model_card import share, write_model_card
@@ -189,6 +190,51 @@ def _interval_line(report: dict[str, object]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _VariantRunner:
+    """How the study cross-validates one variant: its sessions (the reference featurization for
+    `reference_text` variants), its model config and its settings, on the study's folds."""
+
+    spec: DatasetSpec
+    load: DatasetLoad
+    text_encoder: str
+    scored: bool
+    folds: int
+    video: FeatureStats
+    faces: FeatureStats | None
+    reference: tuple[str, DatasetLoad] | None
+    progress: Callable[[str], Progress] | None
+    log: Callable[[str], None]
+
+    def runnable(self, variant: Variant) -> bool:
+        if variant.reference_text and self.reference is None:
+            self.log(f"{variant.name} not run: no reference featurization of the dataset was given")
+            return False
+        if not self.sessions(variant):
+            self.log(f"{variant.name} not run: no {self.spec.name} session has {' or '.join(variant.modalities)}")
+            return False
+        return True
+
+    def sessions(self, variant: Variant) -> list[LabelledSession]:
+        source = self.reference[1] if variant.reference_text and self.reference else self.load
+        return restrict(source.sessions, variant.modalities)
+
+    def cross_validate(self, variant: Variant, settings: TrainSettings, task: str) -> CrossValidation:
+        featurizer = self.reference[0] if variant.reference_text and self.reference else self.text_encoder
+        if variant.modality_dropout is not None:
+            settings = replace(settings, modality_dropout=variant.modality_dropout)
+        return cross_validate(
+            self.sessions(variant),
+            self.video,
+            dataset_config(featurizer, self.spec.audio_dim, self.scored and variant.score_head),
+            settings,
+            self.folds,
+            variant.factory,
+            progress=self.progress(task) if self.progress else None,
+            faces=self.faces,
+        )
+
+
 def run_study(
     spec: DatasetSpec,
     load: DatasetLoad,
@@ -217,13 +263,15 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     scored, reason = score_head_decision(load.sessions)
     log(reason)
-    config = dataset_config(text_encoder, spec.audio_dim, scored)
-    video = video_statistics()
     has_video = any(len(s.video) for session in load.sessions for s in session.sentences)
     text_seen = has_text(load.sessions)
     if not text_seen:
         log(f"no {spec.name} sentence has text: the text pathway is not trained (it screens on audio and video)")
     faces = None if has_video or not settings.unlabelled_video else unlabelled_faces(cache=cache)
+    runner = _VariantRunner(
+        spec, load, text_encoder, scored, folds, video_statistics(), faces, reference, progress, log
+    )
+    config = dataset_config(text_encoder, spec.audio_dim, scored)
     results: dict[str, object] = {
         "dataset": spec.name,
         "sessions": len(load.sessions),
@@ -236,74 +284,86 @@ def run_study(
         "text_encoder": text_encoder,
         "score_head": {"trained": scored, "reason": reason},
     }
-
-    def runnable(variant: Variant) -> bool:
-        if variant.reference_text and reference is None:
-            log(f"{variant.name} not run: no reference featurization of the dataset was given")
-            return False
-        return True
-
-    def variant_sessions(variant: Variant) -> list[LabelledSession]:
-        source = reference[1] if variant.reference_text and reference else load
-        return restrict(source.sessions, variant.modalities)
-
-    def variant_cv(variant: Variant, variant_settings: TrainSettings, task: str) -> CrossValidation:
-        featurizer = reference[0] if variant.reference_text and reference else text_encoder
-        if variant.modality_dropout is not None:
-            variant_settings = replace(variant_settings, modality_dropout=variant.modality_dropout)
-        return cross_validate(
-            variant_sessions(variant),
-            video,
-            dataset_config(featurizer, spec.audio_dim, scored and variant.score_head),
-            variant_settings,
-            folds,
-            variant.factory,
-            progress=progress(task) if progress else None,
-            faces=faces,
-        )
-
-    rows: list[dict[str, object]] = []
-    first: dict[str, CrossValidation] = {}
-    for variant in (MODEL, *EXPERIMENTS) if experiments else (MODEL,):
-        if not runnable(variant):
-            continue
-        variant_started = time.perf_counter()
-        cv = first[variant.name] = variant_cv(variant, settings, variant.name)
-        rows.append({**_row(variant.name, cv, settings.seed), "seconds": round(time.perf_counter() - variant_started)})
-        log(
-            f"{variant.name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}  heads {rows[-1]['heads']}"
-        )
+    rows, first = _cross_validate_variants(runner, (MODEL, *EXPERIMENTS) if experiments else (MODEL,), settings)
     model_cv = first[MODEL.name]
     results["pitch_check"] = pitch_checks(load.sessions, first)
     for name, check in results["pitch_check"].items():
         log(f"pitch check {name}: {_pitch_line(check)}")
-    baselines = {}
-    if experiments:
-        usable = applicable_baselines(load.sessions)
-        for name in sorted(set(BASELINES) - set(usable)):
-            log(f"baseline {name} not run: some sessions lack its input")
-        for name in usable:
-            cv = baselines[name] = cross_validate_baseline(name, load.sessions, folds, settings.seed)
-            rows.append(_row(f"baseline:{name}", cv, settings.seed))
-            log(f"baseline {name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}")
+    baselines = _cross_validate_baselines(load.sessions, folds, settings.seed, rows, log) if experiments else {}
     results["cross_validation"] = rows
     interval, results["interval"] = held_out_interval(
         restrict(load.sessions, MODEL.modalities), model_cv.prefix_probabilities, model_cv.folds
     )
     log(_interval_line(results["interval"]))
+    attribution = _fit_final(runner, settings, config, interval, has_video, text_seen, out / "model.pt", results)
+    _plot_report(out / "report", f"{spec.name}, {folds}-fold CV, out of fold", model_cv, baselines)
+    plot_attribution(attribution, out / "report" / "attribution.png", f"{spec.name}: what moves the estimate")
+    _write(out, spec, results, started)
+    if repeats > 1:
+        results["repeated"] = _repeated(runner, settings, repeats, first, ablation_repeats)
+        _write(out, spec, results, started)
+    return results
+
+
+def _cross_validate_variants(
+    runner: _VariantRunner, variants: tuple[Variant, ...], settings: TrainSettings
+) -> tuple[list[dict[str, object]], dict[str, CrossValidation]]:
+    """Each runnable variant on the study's folds: its results row and its cross-validation, by name."""
+    rows: list[dict[str, object]] = []
+    first: dict[str, CrossValidation] = {}
+    for variant in variants:
+        if not runner.runnable(variant):
+            continue
+        variant_started = time.perf_counter()
+        cv = first[variant.name] = runner.cross_validate(variant, settings, variant.name)
+        rows.append({**_row(variant.name, cv, settings.seed), "seconds": round(time.perf_counter() - variant_started)})
+        runner.log(
+            f"{variant.name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}  heads {rows[-1]['heads']}"
+        )
+    return rows, first
+
+
+def _cross_validate_baselines(
+    sessions: list[LabelledSession], folds: int, seed: int, rows: list[dict[str, object]], log: Callable[[str], None]
+) -> dict[str, CrossValidation]:
+    """The classic baselines every session has input for, on the same folds; each appends its row to `rows`."""
+    usable = applicable_baselines(sessions)
+    for name in sorted(set(BASELINES) - set(usable)):
+        log(f"baseline {name} not run: some sessions lack its input")
+    baselines = {}
+    for name in usable:
+        cv = baselines[name] = cross_validate_baseline(name, sessions, folds, seed)
+        rows.append(_row(f"baseline:{name}", cv, seed))
+        log(f"baseline {name}: AUROC {rows[-1]['ci95']['auroc']}  F1 {rows[-1]['ci95']['f1']}")
+    return baselines
+
+
+def _fit_final(
+    runner: _VariantRunner,
+    settings: TrainSettings,
+    config: ModelConfig,
+    interval: IntervalCalibration | None,
+    has_video: bool,
+    text_seen: bool,
+    checkpoint: Path,
+    results: dict[str, object],
+) -> Attribution:
+    """Fit the shipped model on every session, save it with its facts to `checkpoint`, and record its
+    temperature, threshold, attribution and facts in `results`; returns the attribution."""
+    spec, load, faces = runner.spec, runner.load, runner.faces
     final = fit(
         load.sessions,
-        video,
+        runner.video,
         config,
         settings,
-        progress=progress("final model") if progress else None,
+        progress=runner.progress("final model") if runner.progress else None,
         faces=faces,
     )
     attribution = attribute(final.model, load.sessions)
     results["final"] = {"temperature": final.temperature, "threshold": final.threshold, "epochs": final.epochs}
     if faces is not None:
         results["final"]["video_gate_weight"] = video_gate_weight(final.model, load.sessions, faces)
-        log(f"mean video gate weight with unrelated faces attached: {results['final']['video_gate_weight']}")
+        runner.log(f"mean video gate weight with unrelated faces attached: {results['final']['video_gate_weight']}")
     results["attribution"] = asdict(attribution)
     facts = ModelFacts(
         model_id=f"{spec.name}-bimamba-s{settings.seed}",
@@ -313,47 +373,54 @@ def run_study(
         ),
         model_card_url="docs/MODEL_CARD.md",
         decision_threshold=round(final.threshold, 4),
-        text_encoder=text_encoder,
+        text_encoder=runner.text_encoder,
         interval=interval,
         text_languages=(spec.language,) if text_seen else (),
     )
-    save_checkpoint(out / "model.pt", final.model, facts)
+    save_checkpoint(checkpoint, final.model, facts)
     results["facts"] = asdict(facts)
+    return attribution
 
-    title = f"{spec.name}, {folds}-fold CV, out of fold"
-    curves = {"model (audio+text)": (model_cv.labels, model_cv.probabilities)}
-    plot_reliability(model_cv.labels, model_cv.probabilities, out / "report" / "reliability.png", title)
+
+def _plot_report(report: Path, title: str, model_cv: CrossValidation, baselines: dict[str, CrossValidation]) -> None:
+    """The model's reliability and estimate-by-sentence figures, and the ROC curves beside the baselines'."""
+    plot_reliability(model_cv.labels, model_cv.probabilities, report / "reliability.png", title)
     plot_estimate_vs_sentences(
-        model_cv.labels, model_cv.prefix_probabilities, out / "report" / "estimate_vs_sentences.png", title
+        model_cv.labels, model_cv.prefix_probabilities, report / "estimate_vs_sentences.png", title
     )
+    curves = {"model (audio+text)": (model_cv.labels, model_cv.probabilities)}
     for name, cv in baselines.items():
         curves[f"baseline {name}"] = (cv.labels, cv.probabilities)
-    plot_roc(curves, out / "report" / "roc.png", title)
-    plot_attribution(attribution, out / "report" / "attribution.png", f"{spec.name}: what moves the estimate")
-    _write(out, spec, results, started)
-    if repeats > 1:
-        ablations = [v for v in REPEATED_ABLATIONS if runnable(v) and (scored or v.score_head)]
-        results["repeated"] = repeated_comparison(
-            variant_sessions(MODEL),
-            lambda repeat_settings: variant_cv(MODEL, repeat_settings, f"{MODEL.name}, seed {repeat_settings.seed}"),
-            settings,
-            folds,
-            repeats,
-            first=model_cv,
-            log=log,
-            ablations={
-                v.name: (
-                    lambda repeat_settings, v=v: variant_cv(
-                        v, repeat_settings, f"{v.name}, seed {repeat_settings.seed}"
-                    )
-                )
-                for v in ablations
-            },
-            first_ablations={v.name: first[v.name] for v in ablations if v.name in first},
-            ablation_repeats=ablation_repeats,
+    plot_roc(curves, report / "roc.png", title)
+
+
+def _repeated(
+    runner: _VariantRunner,
+    settings: TrainSettings,
+    repeats: int,
+    first: dict[str, CrossValidation],
+    ablation_repeats: int | None,
+) -> dict[str, object]:
+    """The model, the baselines and the `REPEATED_ABLATIONS` over `repeats` fold assignments."""
+    ablations = [v for v in REPEATED_ABLATIONS if runner.runnable(v) and (runner.scored or v.score_head)]
+
+    def variant_cv(variant: Variant) -> Callable[[TrainSettings], CrossValidation]:
+        return lambda repeat_settings: runner.cross_validate(
+            variant, repeat_settings, f"{variant.name}, seed {repeat_settings.seed}"
         )
-        _write(out, spec, results, started)
-    return results
+
+    return repeated_comparison(
+        runner.sessions(MODEL),
+        variant_cv(MODEL),
+        settings,
+        runner.folds,
+        repeats,
+        first=first[MODEL.name],
+        log=runner.log,
+        ablations={v.name: variant_cv(v) for v in ablations},
+        first_ablations={v.name: first[v.name] for v in ablations if v.name in first},
+        ablation_repeats=ablation_repeats,
+    )
 
 
 def _write(out: Path, spec: DatasetSpec, results: dict[str, object], started: float) -> None:
