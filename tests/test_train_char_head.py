@@ -19,7 +19,7 @@ from depscreen.engine.runtime.checkpoint import DEMO_MODEL, load_checkpoint, ses
 from depscreen.engine.runtime.screener import Screener
 from depscreen.engine.train.char_head import compare_running_forms, fit_mean_head, fit_projected_head
 from depscreen.engine.train.evaluate import evaluate, stream_session
-from depscreen.engine.train.metrics import auroc
+from depscreen.engine.train.metrics import auroc, expected_calibration_error, logistic
 from depscreen.engine.train.sessions import LabelledSession
 from depscreen.engine.train.stack import (
     Stacker,
@@ -29,6 +29,7 @@ from depscreen.engine.train.stack import (
     frame_moments,
     head_fitters,
     prefix_logits,
+    prior_logit,
     shipping_decision,
     summarise_runs,
     train_stacked_estimate,
@@ -42,14 +43,15 @@ HIGH = ("我最近很开心", "周末和朋友去爬山", "工作挺顺利的", 
 SHARED = ("嗯", "然后", "就是说", "我觉得吧")
 
 
-def made_up_sessions(count: int, seed: int) -> list[LabelledSession]:
-    """Sessions of four sentences each: depressed ones mostly say LOW things, the others HIGH things."""
+def made_up_sessions(count: int, seed: int, every: int = 2, faithful: float = 0.8) -> list[LabelledSession]:
+    """Sessions of four sentences each, one in `every` depressed: depressed ones say LOW things with
+    probability `faithful` (else HIGH things), the others HIGH things."""
     rng = np.random.default_rng(seed)
     sessions = []
     for i in range(count):
-        label = i % 2
+        label = int(i % every == every - 1)
         own, other = (LOW, HIGH) if label else (HIGH, LOW)
-        said = [str(rng.choice(SHARED)) + str(rng.choice(own if rng.random() < 0.8 else other)) for _ in range(4)]
+        said = [str(rng.choice(SHARED)) + str(rng.choice(own if rng.random() < faithful else other)) for _ in range(4)]
         audio = np.zeros((10, modality("audio").dim), np.float32)
         sentences = [spoken_sentence(k, audio, transcript=text) for k, text in enumerate(said)]
         sessions.append(LabelledSession(label=label, sentences=sentences, session_id=f"s{i}"))
@@ -166,13 +168,32 @@ def test_eval_on_the_training_split_reports_out_of_fold_estimates_and_refuses_pa
     assert "estimates" not in evaluate(screener, unseen, language="zh"), "sessions of the same names are others"
     measured = write_shipped(sessions, "zh", "text:zh@own", run, DEMO_MODEL, tmp_path / "own", seed=2)
     own = Screener.from_checkpoint(tmp_path / "own" / "model.pt", "cpu")
-    assert own.facts.stack is not None and (own.facts.stack.weights, own.facts.stack.bias) == ((1.0,), 0.0)
+    assert own.facts.stack is not None and own.facts.stack.weights == (1.0,)
+    assert own.facts.stack.bias == pytest.approx(prior_logit(labels)), "the prior correction is the stack's bias"
+    assert logistic(np.array(own.facts.stack.bias)) == pytest.approx(own.facts.stack.base_rate, abs=1e-4)
     assert own.facts.training_split.stacker == "own" and measured["threshold"] == pytest.approx(
         own.facts.decision_threshold, abs=1e-4
     )
     report = evaluate(own, sessions, language="zh")
     assert [row["probability"] for row in report["sessions"]] == pytest.approx(run.final["text:zh@own"], abs=1e-4)
     assert "its own calibration" in report["estimates"]
+
+
+def test_a_head_in_its_own_calibration_is_calibrated_to_the_training_base_rate_out_of_fold() -> None:
+    """One session in four depressed and a weak signal: the head's class-balanced Platt scaling alone would centre
+    its out-of-fold estimates near 0.45 (ECE ~0.2); with the prior correction they centre on the base rate."""
+    sessions = made_up_sessions(48, 1, every=4, faithful=0.7)
+    labels = np.array([s.label for s in sessions])
+    run = cross_validate_once(sessions, "zh", 4, 1, heads=("text:zh",))
+    estimates = run.final["text:zh@own"]
+    assert abs(estimates.mean() - labels.mean()) < 0.06 and expected_calibration_error(labels, estimates) < 0.15
+    balanced = logistic(np.log(estimates / (1 - estimates)) - [prior_logit(labels[run.folds != k]) for k in run.folds])
+    assert balanced.mean() > 0.35, "without the correction the estimates lean to 0.5 (the test has teeth)"
+    for k in range(4):  # a monotone map of the head's logit inside each fold: its ranking is the head's
+        fold = run.folds == k
+        assert auroc(labels[fold], estimates[fold]) == pytest.approx(auroc(labels[fold], balanced[fold]))
+    with pytest.raises(ValueError, match="both labels"):
+        prior_logit(np.zeros(5, dtype=int))
 
 
 def with_noise_audio(sessions: list[LabelledSession], seed: int) -> list[LabelledSession]:

@@ -20,7 +20,9 @@ whose inner out-of-fold logits run against the label then gets weight 0 instead 
 `cross_validate_once` scores each outer test fold once with a stack fitted on the other folds, and each head
 alone fitted the same nested way (a one-head stack: Platt scaling), over several fold assignments, and logs
 every fitted weight; `shipping_decision` applies the rule pre-registered on the model card. A single head may
-also ship in its own calibration (`head@own`, its in-fold Platt scaling: a one-head stack of weight 1, bias 0).
+also ship in its own calibration (`head@own`, its in-fold Platt scaling with a prior correction: a one-head
+stack of weight 1 and bias logit(training base rate), `prior_logit`; the head's class-balanced Platt scaling
+models equal class priors, and the bias puts the training prevalence back).
 
 Text source: a session's heads learn from the text of `sessions` and are scored (inner folds included) on the
 text of `scored`, the same sessions with other sentence text: human transcripts or the live ASR stage's text
@@ -335,9 +337,9 @@ def cross_validate_once(
                 prefixes[name][i] = stack.prefix_probabilities(scored[i])
                 final[name][i] = prefixes[name][i][-1]
         for name in own:
-            head = fitters[name](train_sessions, labels[train])
+            head, prior = fitters[name](train_sessions, labels[train]), prior_logit(labels[train])
             for i in test:
-                prefixes[f"{name}@{OWN}"][i] = logistic(np.nan_to_num(prefix_logits(head, scored[i])))
+                prefixes[f"{name}@{OWN}"][i] = logistic(np.nan_to_num(prefix_logits(head, scored[i])) + prior)
                 final[f"{name}@{OWN}"][i] = prefixes[f"{name}@{OWN}"][i][-1]
     learnt, told = [transcript(s) for s in sessions], [transcript(s) for s in scored]
     for name in BASELINE_NAMES:
@@ -467,19 +469,29 @@ def train_stacked_estimate(
     return results
 
 
+def prior_logit(labels: np.ndarray) -> float:
+    """logit(the base rate of `labels`): added to a class-balanced logit (which models equal class priors), it
+    calibrates it to that prevalence; ValueError when one class is missing."""
+    rate = float(np.mean(labels))
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"a prior correction needs both labels among the training sessions (base rate {rate})")
+    return float(np.log(rate / (1.0 - rate)))
+
+
 def fit_own(
     fit: HeadFitter, sessions: list[LabelledSession], labels: np.ndarray, seed: int, scored: list[LabelledSession]
 ) -> FittedStack:
-    """One head in its own calibration as a one-head stack (weight 1, bias 0), fitted on `sessions`; its
-    threshold the best F1 on its out-of-fold estimates on `scored` over `STACKERS[STACKER].inner_folds` folds."""
+    """One head in its own calibration as a one-head stack (weight 1, bias `prior_logit(labels)`), fitted on
+    `sessions`; its threshold the best F1 on its out-of-fold estimates on `scored` over
+    `STACKERS[STACKER].inner_folds` folds (each inner head corrected by its own training part's prior)."""
     inner = min(STACKERS[STACKER].inner_folds, int(np.bincount(labels, minlength=2).min()))
     out_of_fold = np.zeros(len(sessions))
     for test in stratified_folds(labels.tolist(), inner, seed):
         train = np.setdiff1d(np.arange(len(sessions)), test)
         head = fit([sessions[i] for i in train], labels[train])
-        out_of_fold[test] = [_final_logit(head, scored[i]) for i in test]
+        out_of_fold[test] = [_final_logit(head, scored[i]) + prior_logit(labels[train]) for i in test]
     threshold = best_f1_threshold(labels, logistic(out_of_fold))
-    return FittedStack({"head": fit(sessions, labels)}, np.ones(1), 0.0, threshold)
+    return FittedStack({"head": fit(sessions, labels)}, np.ones(1), prior_logit(labels), threshold)
 
 
 def write_shipped(
