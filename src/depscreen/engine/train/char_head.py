@@ -34,7 +34,7 @@ from depscreen.engine.features.text import CHAR_BUCKETS, char_ngram_counts, unit
 from depscreen.engine.train.baselines import BASELINES
 from depscreen.engine.train.char_lsa import LSA_COMPONENTS, fit_char_lsa, idf_weights
 from depscreen.engine.train.crossval import stratified_folds
-from depscreen.engine.train.metrics import auroc, expected_calibration_error, logistic
+from depscreen.engine.train.metrics import auroc, expected_calibration_error, logistic, platt_scaling
 from depscreen.engine.train.repeated import _spread, auroc_difference
 from depscreen.engine.train.sessions import LabelledSession
 
@@ -104,9 +104,7 @@ def fit_mean_head(sessions: list[SessionText], labels: np.ndarray) -> LanguageTe
     idf = idf_weights(counts).astype(np.float32)
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(unit_rows(counts * idf), labels)
     head = LanguageTextHead(model.coef_[0].astype(np.float32), float(model.intercept_[0]), idf)
-    logits = np.array([[head.session_logit(sentences)] for sentences in sessions])
-    platt = LogisticRegression(class_weight="balanced").fit(logits, labels)
-    scale, shift = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    scale, shift = platt_scaling(np.array([head.session_logit(sentences) for sentences in sessions]), labels)
     return LanguageTextHead(head.coef * scale, head.intercept * scale + shift, head.idf)
 
 
@@ -118,12 +116,6 @@ def fit_projected_head(sessions: list[SessionText], labels: np.ndarray, seed: in
     mean, std = unit.mean(0), unit.std(0).clip(min=1e-6)
     model = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000).fit((unit - mean) / std, labels)
     return ProjectedTextHead(lsa.idf, lsa.components, mean, std, model.coef_[0], float(model.intercept_[0]))
-
-
-def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(scale, shift) of a class-balanced Platt scaling of in-sample session logits."""
-    platt = LogisticRegression(class_weight="balanced").fit(logits[:, None], labels)
-    return float(platt.coef_[0, 0]), float(platt.intercept_[0])
 
 
 def fit_lsa_head(sessions: list[SessionText], labels: np.ndarray, read_out: str = "unit") -> LsaTextHead:
@@ -143,7 +135,7 @@ def fit_lsa_head(sessions: list[SessionText], labels: np.ndarray, read_out: str 
     mean, std = scaled.mean(0), scaled.std(0).clip(min=1e-6)
     model = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000).fit((scaled - mean) / std, labels)
     coef, intercept = model.coef_[0], float(model.intercept_[0])
-    scale, shift = _platt((scaled - mean) / std @ coef + intercept, labels)
+    scale, shift = platt_scaling((scaled - mean) / std @ coef + intercept, labels)
     return LsaTextHead(
         idf.astype(np.float32),
         components.astype(np.float32),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 ECE_BINS = 10
 """Equal-width probability bins of the expected calibration error."""
@@ -16,6 +17,13 @@ BOOTSTRAP_SAMPLES = 2000
 def logistic(logits: np.ndarray) -> np.ndarray:
     """The logistic sigmoid 1 / (1 + e^-x), element-wise: a probability from a logit."""
     return 1 / (1 + np.exp(-logits))
+
+
+def platt_scaling(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(scale, shift) of a class-balanced Platt scaling: the logistic regression of `labels` on the logits `[N]`,
+    to fold into a head as `scale * logit + shift`."""
+    platt = LogisticRegression(class_weight="balanced").fit(np.asarray(logits)[:, None], labels)
+    return float(platt.coef_[0, 0]), float(platt.intercept_[0])
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 
 from depscreen.engine.features.language_head import LanguageTextHead, char_head_inputs
 from depscreen.engine.features.text import MULTILINGUAL, char_ngram_counts, make_text_embedder, unit_rows
-from depscreen.engine.train.metrics import best_f1_threshold, logistic, screening_report
+from depscreen.engine.train.metrics import best_f1_threshold, logistic, platt_scaling, screening_report
 from depscreen.engine.train.sessions import LabelledSession
 
 HELD_OUT = 0.2
@@ -179,11 +179,10 @@ def _for_sentences(
     training posts: a sentence alone is a shorter, sparser input than the posts the head was fitted on, and its
     logits sit elsewhere. A class-balanced logistic regression on the training posts' sentence-wise logits gives
     a scale and shift, folded into the head's weights (the mean of affine logits is the affine of their mean)."""
-    logits = _sentence_wise_logits(head, train_texts)[:, None]
-    platt = LogisticRegression(class_weight="balanced").fit(logits, train_y)
-    scale, shift = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    logits = _sentence_wise_logits(head, train_texts)
+    scale, shift = platt_scaling(logits, train_y)
     calibrated = LanguageTextHead(head.coef * scale, head.intercept * scale + shift, head.idf)
-    return calibrated, best_f1_threshold(train_y, platt.predict_proba(logits)[:, 1])
+    return calibrated, best_f1_threshold(train_y, logistic(logits * scale + shift))
 
 
 def _by_sentence_report(head: LanguageTextHead, corpus: Corpus, threshold: float, seed: int) -> dict:
